@@ -1,0 +1,102 @@
+"""Engine configuration, spelled the way vLLM spells it.
+
+``EngineConfig`` is frozen, so it hashes (``st.cache_data`` can key on it) and cannot change
+under a running simulation. Values are checked in ``__post_init__``; a bad one raises
+:class:`sim.errors.ConfigError` naming the vLLM flag.
+
+Defaults that vLLM derives from the GPU (``max_num_batched_tokens``, ``max_num_seqs``) are left
+as ``None`` here and filled by :func:`resolve_scheduler_limits`, following vLLM 0.33's
+``engine/arg_utils.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from sim.errors import ConfigError
+
+ENGINES = ("vllm", "hf-static", "orca-max", "orca-pow2", "orca-oracle")
+EngineName = Literal["vllm", "hf-static", "orca-max", "orca-pow2", "orca-oracle"]
+UsageContext = Literal["serve", "offline"]
+
+GiB = 1024**3
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    model: str
+    gpu: str
+    engine: EngineName = "vllm"
+    tensor_parallel_size: int = 1
+    block_size: int = 16
+    gpu_memory_utilization: float = 0.92
+    max_model_len: int | None = None  # None: the model's max_position_embeddings
+    max_num_batched_tokens: int | None = None  # None: vLLM's default for the GPU and usage
+    max_num_seqs: int | None = None  # None: likewise
+    enable_prefix_caching: bool = True
+    enable_chunked_prefill: bool = True
+    long_prefill_token_threshold: int = 0  # 0 = off
+    kv_cache_memory_bytes: int | None = None  # bypasses the memory profile, as in vLLM
+    num_gpu_blocks_override: int | None = None
+    scheduling_policy: Literal["fcfs", "priority"] = "fcfs"
+    calibration: str | None = None  # path of a calibration profile; None: the shipped one
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ConfigError(f"--engine: expected one of {', '.join(ENGINES)}, got {self.engine!r}")
+        _positive("--tensor-parallel-size", self.tensor_parallel_size)
+        _positive("--block-size", self.block_size)
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ConfigError(
+                f"--gpu-memory-utilization: expected a fraction in (0, 1], got {self.gpu_memory_utilization}"
+            )
+        for flag, value in (
+            ("--max-model-len", self.max_model_len),
+            ("--max-num-batched-tokens", self.max_num_batched_tokens),
+            ("--max-num-seqs", self.max_num_seqs),
+            ("--kv-cache-memory-bytes", self.kv_cache_memory_bytes),
+            ("--num-gpu-blocks-override", self.num_gpu_blocks_override),
+        ):
+            if value is not None:
+                _positive(flag, value)
+        if self.long_prefill_token_threshold < 0:
+            raise ConfigError(
+                f"--long-prefill-token-threshold: expected 0 (off) or a positive number, got {self.long_prefill_token_threshold}"
+            )
+
+    def with_(self, **changes) -> "EngineConfig":
+        """A copy with some fields changed (and checked again)."""
+        return replace(self, **changes)
+
+
+def _positive(flag: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{flag}: expected a positive integer, got {value!r}")
+
+
+def resolve_scheduler_limits(
+    gpu_memory_bytes: int, gpu_name: str, usage: UsageContext = "serve"
+) -> tuple[int, int]:
+    """vLLM 0.33's default (max_num_batched_tokens, max_num_seqs) for a GPU.
+
+    From ``engine/arg_utils.py``: GPUs of at least 70 GiB that are not A100s (H100, H200) get
+    8192/1024 for ``vllm serve`` and 16384/1024 offline; at least 160 GiB gets 16384/1024 in
+    both; every other GPU (A100, L40S, L4, A10G) gets 2048/256 online and 8192/256 offline.
+    """
+    big = gpu_memory_bytes >= 70 * GiB and "a100" not in gpu_name.lower()
+    if gpu_memory_bytes >= 160 * GiB:
+        return 16384, 1024
+    if big:
+        return (8192, 1024) if usage == "serve" else (16384, 1024)
+    return (2048, 256) if usage == "serve" else (8192, 256)
+
+
+def cdiv(a: int, b: int) -> int:
+    """Ceiling division, as vLLM's ``cdiv``."""
+    return -(-a // b)
+
+
+def next_power_of_two(x: int) -> int:
+    return 1 if x <= 1 else 2 ** math.ceil(math.log2(x))
