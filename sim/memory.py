@@ -174,8 +174,7 @@ def plan_memory(
                 f"gpu_memory_utilization ({gpu_memory_utilization:.2f}) = {requested / GiB:.2f}GiB per GPU; "
                 f"model weights take {weights / GiB:.2f}GiB; non_torch_memory takes {non_torch / GiB:.2f}GiB; "
                 f"PyTorch activation peak memory takes {activation / GiB:.2f}GiB; CUDA graphs take "
-                f"{graphs / GiB:.2f}GiB, leaving {available / GiB:.2f}GiB. Try increasing "
-                f"--gpu-memory-utilization or --tensor-parallel-size, or use a GPU with more memory."
+                f"{graphs / GiB:.2f}GiB, leaving {available / GiB:.2f}GiB. {_advice(model, tp, requested)}"
             )
     num_blocks = num_gpu_blocks_override or available // page_bytes
     needed = cdiv(max_model_len, block_size) * page_bytes
@@ -212,6 +211,21 @@ def plan_memory(
         max_model_len=max_model_len,
         max_concurrency=concurrency,
     )
+
+
+def _advice(model: ModelSpec, tp: int, requested: int) -> str:
+    """What to change when nothing is left for the KV cache."""
+    if model.weight_bytes_per_gpu(tp) < 0.9 * requested:
+        return "Try increasing --gpu-memory-utilization or --tensor-parallel-size, or lowering --max-num-seqs."
+    for bigger in range(tp + 1, 65):
+        try:
+            model.check_tensor_parallel(bigger)
+        except ConfigError:
+            continue
+        if model.weight_bytes_per_gpu(bigger) + 2 * GiB < requested:  # room for a little KV cache
+            return (f"The weights alone do not fit: try --tensor-parallel-size {bigger} or more, "
+                    f"or a GPU with more memory.")
+    return "The weights alone do not fit: use a GPU with more memory."
 
 
 def forward_activation_bytes_per_token(model: ModelSpec, tp: int) -> int:

@@ -124,7 +124,14 @@ def test_model_that_does_not_fit_reports_the_numbers():
     msg = str(err.value)
     assert msg.startswith("No available memory for the cache blocks")
     assert "model weights take 128.48GiB" in msg
-    assert "--gpu-memory-utilization" in msg and "--tensor-parallel-size" in msg
+    assert "try --tensor-parallel-size 2 or more" in msg  # 2 x A100-80GB hold Llama-2-70B
+
+
+def test_no_room_left_beside_the_weights_suggests_utilization():
+    # Llama-3.1-8B fits an H100 at 22%, but its activation peak and CUDA graphs do not.
+    with pytest.raises(ConfigError) as err:
+        plan_memory(get_model("llama-3.1-8b"), get_gpu("h100"), gpu_memory_utilization=0.22, max_model_len=1024)
+    assert "Try increasing --gpu-memory-utilization" in str(err.value)
 
 
 def test_max_model_len_larger_than_the_cache():
