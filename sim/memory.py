@@ -258,3 +258,31 @@ def cudagraph_bytes(model: ModelSpec, tp: int, max_num_seqs: int, overheads: Mem
     sizes = cudagraph_capture_sizes(max_num_seqs)
     per_graph = len(sizes) * model.num_hidden_layers * overheads.cudagraph_bytes_per_size_layer
     return max(sizes) * forward_activation_bytes_per_token(model, tp) + per_graph
+
+
+# -- the vLLM paper's Table 1 -------------------------------------------------------------------
+# Kwon et al., "Efficient Memory Management for Large Language Model Serving with
+# PagedAttention", SOSP 2023, Table 1 (via ../shared/reference/published-vllm.yaml):
+# (model, GPUs, GPU, total GPU memory GB, parameter GB, KV cache GB, max KV slots).
+PAPER_TABLE_1 = (
+    ("facebook/opt-13b", 1, "a100-40gb", 40, 26, 12, 15_700),
+    ("facebook/opt-66b", 4, "a100-40gb", 160, 132, 21, 9_700),
+    ("facebook/opt-175b", 8, "a100-80gb", 640, 346, 264, 60_100),
+)
+
+
+def paper_table_1_plan(model: ModelSpec, gpu: GPUSpec, num_gpus: int, total_gb: int) -> MemoryPlan:
+    """Our plan under the paper's setting, the same assumptions for every row:
+
+    * each GPU has ``total_gb / num_gpus`` GiB, as the table's "total GPU memory" column says
+      (CUDA reports a little less: 39.5 GiB of an A100-40GB);
+    * fp16 and block size 16 (the table's note), gpu_memory_utilization 0.90 (vLLM's default in
+      2023);
+    * vLLM 0.1's profile: a dummy batch of 2560 tokens and 256 sequences (its defaults then),
+      no CUDA graphs, no non-torch allowance (``PAPER_2023``).
+    """
+    from dataclasses import replace
+
+    paper_gpu = replace(gpu, memory_bytes=total_gb // num_gpus * GiB)
+    return plan_memory(model, paper_gpu, tensor_parallel_size=num_gpus, gpu_memory_utilization=0.90,
+                       max_num_batched_tokens=2560, max_num_seqs=256, overheads=PAPER_2023)
