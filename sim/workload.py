@@ -55,6 +55,7 @@ SHIPPED_TRACES = {"azure-conv": "splitwise_conv.csv", "azure-code": "splitwise_c
 TRACE_COLUMNS = ("arrived_at", "num_prefill_tokens", "num_decode_tokens")
 DEFAULT_NUM_PROMPTS = 1000  # vLLM's --num-prompts default
 MIN_RATE, MIN_BURSTINESS = 1e-6, 1e-3
+TOKEN_CHUNK = 1024  # requests whose own prompt tokens are drawn together
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +158,7 @@ class Workload:
     n: int = 1
     token_seed: int = 0  # drawn from the build's Generator; seeds prompt_token_ids
     num_filtered: int = 0  # draws or trace rows dropped by the length filter
-    _prefix_cache: dict = field(default_factory=dict, repr=False, compare=False)
+    _prefix_cache: dict = field(default_factory=dict, repr=False, compare=False)  # token streams, lazily
 
     def __post_init__(self) -> None:
         for arr in (self.arrival_s, self.prompt_len, self.output_len, self.prefix_len, self.prefix_group):
@@ -169,24 +170,46 @@ class Workload:
     def prompt_token_ids(self, i: int, vocab_size: int) -> list[int]:
         """Request ``i``'s prompt: its group's shared prefix, then tokens of its own.
 
-        Deterministic in (token_seed, i). The prefix comes from the group's own stream, so
-        requests of a group share it exactly; the rest comes from a stream per request, so two
-        requests match beyond the prefix only by chance (a full 16-token block: vocab**-16).
+        Deterministic in (token_seed, i, vocab_size). The prefix comes from the group's own
+        stream, so requests of a group share it exactly. The rest is request ``i``'s own slice
+        of a random stream (drawn per chunk of TOKEN_CHUNK requests, so a call costs a slice),
+        so two requests match beyond the prefix only by chance (a full 16-token block:
+        vocab**-16).
         """
-        plen, group = int(self.prefix_len[i]), int(self.prefix_group[i])
-        n_tokens = int(self.prompt_len[i])
-        tokens: list[int] = []
-        if plen > 0:
-            tokens = self._group_prefix(group, vocab_size)[:plen]
-        own = np.random.default_rng([self.token_seed, 1, i]).integers(0, vocab_size, n_tokens - plen)
-        return tokens + own.tolist()
+        return self.prompt_token_array(i, vocab_size).tolist()
 
-    def _group_prefix(self, group: int, vocab_size: int) -> list[int]:
-        key = (group, vocab_size)
+    def prompt_token_array(self, i: int, vocab_size: int) -> np.ndarray:
+        """The same tokens as :meth:`prompt_token_ids`, as an int64 array (no list to build:
+        hashing blocks with ``arr[a:b].tobytes()`` is much cheaper on long prompts)."""
+        plen = int(self.prefix_len[i])
+        own = self._own_tokens(i, vocab_size)
+        if plen > 0:
+            return np.concatenate((self._group_prefix(int(self.prefix_group[i]), vocab_size)[:plen], own))
+        return own.copy()
+
+    def _own_tokens(self, i: int, vocab_size: int) -> np.ndarray:
+        chunk = i // TOKEN_CHUNK
+        key = ("own", chunk, vocab_size)
+        if key not in self._prefix_cache:
+            lo, hi = chunk * TOKEN_CHUNK, min((chunk + 1) * TOKEN_CHUNK, len(self))
+            lengths = self.prompt_len[lo:hi] - self.prefix_len[lo:hi]
+            offsets = np.concatenate(([0], np.cumsum(lengths)))
+            stream = np.random.default_rng([self.token_seed, 1, chunk])
+            tokens = stream.integers(0, vocab_size, int(offsets[-1]), dtype=np.int64)
+            # Keep the chunks of at most two (vocab, chunk) pairs: callers go in request order.
+            for old in [k for k in self._prefix_cache if k[0] == "own"][:-1]:
+                del self._prefix_cache[old]
+            self._prefix_cache[key] = (tokens, offsets)
+        tokens, offsets = self._prefix_cache[key]
+        j = i - chunk * TOKEN_CHUNK
+        return tokens[offsets[j]: offsets[j + 1]]
+
+    def _group_prefix(self, group: int, vocab_size: int) -> np.ndarray:
+        key = ("prefix", group, vocab_size)
         if key not in self._prefix_cache:
             longest = int(self.prefix_len.max())
             stream = np.random.default_rng([self.token_seed, 0, group])
-            self._prefix_cache[key] = stream.integers(0, vocab_size, longest).tolist()
+            self._prefix_cache[key] = stream.integers(0, vocab_size, longest, dtype=np.int64)
         return self._prefix_cache[key]
 
     def describe(self) -> dict:

@@ -275,3 +275,17 @@ def test_spec_validation_fuzz(rate, burst, ratio, count):
     assert rate > 0 and burst > 0 and 0 <= ratio < 1 and count > 0
     w = build_workload(spec, np.random.default_rng(0))
     assert len(w) == count and np.isfinite(w.arrival_s).all() and (np.diff(w.arrival_s) >= 0).all()
+
+
+def test_token_ids_do_not_depend_on_call_order_or_chunks():
+    w = build(random_input_len=20, random_output_len=2, random_range_ratio=0.5, num_prompts=2500,
+              prefix_len=16, prefix_fraction=0.3)
+    forward = [w.prompt_token_ids(i, 50_000) for i in range(len(w))]
+    fresh = build(random_input_len=20, random_output_len=2, random_range_ratio=0.5, num_prompts=2500,
+                  prefix_len=16, prefix_fraction=0.3)
+    backward = [fresh.prompt_token_ids(i, 50_000) for i in reversed(range(len(w)))][::-1]
+    assert forward == backward
+    assert all(w.prompt_token_array(i, 50_000).tolist() == forward[i] for i in (0, 1023, 1024, 2047, 2048, 2499))
+    assert all(0 <= t < 50_000 for toks in forward[1020:1030] for t in toks)
+    # Another vocabulary gives other tokens, still deterministic.
+    assert w.prompt_token_ids(3, 100) == fresh.prompt_token_ids(3, 100) != forward[3]
