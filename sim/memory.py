@@ -287,3 +287,22 @@ def paper_table_1_plan(model: ModelSpec, gpu: GPUSpec, num_gpus: int, total_gb: 
     paper_gpu = replace(gpu, memory_bytes=total_gb // num_gpus * GiB)
     return plan_memory(model, paper_gpu, tensor_parallel_size=num_gpus, gpu_memory_utilization=0.90,
                        max_num_batched_tokens=2560, max_num_seqs=256, overheads=PAPER_2023)
+
+
+def plan_for_config(config, usage: str = "serve") -> MemoryPlan:
+    """``plan_memory`` for a :class:`sim.config.EngineConfig` (its model, GPU and flags)."""
+    from sim.catalog import get_gpu, get_model
+
+    return plan_memory(
+        get_model(config.model),
+        get_gpu(config.gpu),
+        tensor_parallel_size=config.tensor_parallel_size,
+        gpu_memory_utilization=config.gpu_memory_utilization,
+        max_model_len=config.max_model_len,
+        max_num_batched_tokens=config.max_num_batched_tokens,
+        max_num_seqs=config.max_num_seqs,
+        block_size=config.block_size,
+        kv_cache_memory_bytes=config.kv_cache_memory_bytes,
+        num_gpu_blocks_override=config.num_gpu_blocks_override,
+        usage=usage,
+    )

@@ -161,3 +161,15 @@ def test_max_model_len_beyond_the_model():
 def test_bad_settings_name_the_flag(kwargs, flag):
     with pytest.raises(ConfigError, match=flag):
         plan_memory(get_model("llama-2-7b"), get_gpu("a100-80gb"), **kwargs)
+
+
+def test_plan_for_engine_config_uses_its_flags_and_usage_defaults():
+    from sim.config import EngineConfig
+    from sim.memory import plan_for_config
+
+    config = EngineConfig(model="llama-3.1-8b", gpu="h100", max_model_len=8192, gpu_memory_utilization=0.8)
+    serve, offline = plan_for_config(config), plan_for_config(config, usage="offline")
+    assert serve == plan_memory(get_model("llama-3.1-8b"), get_gpu("h100-80gb"), max_model_len=8192,
+                                gpu_memory_utilization=0.8)
+    assert (serve.max_num_batched_tokens, offline.max_num_batched_tokens) == (8192, 16384)
+    assert offline.activation_peak_bytes > serve.activation_peak_bytes
