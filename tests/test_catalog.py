@@ -218,3 +218,8 @@ def test_config_fuzz_loads_or_fails_cleanly(changes, drop):
         return
     assert model.num_attention_heads % model.num_key_value_heads == 0
     assert model.num_params > 0 and model.kv_bytes_per_token() > 0
+
+
+def test_missing_path_says_so():
+    with pytest.raises(CatalogError, match="no such file or folder"):
+        get_model("./models/missing/config.json")

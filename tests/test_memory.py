@@ -173,3 +173,23 @@ def test_plan_for_engine_config_uses_its_flags_and_usage_defaults():
                                 gpu_memory_utilization=0.8)
     assert (serve.max_num_batched_tokens, offline.max_num_batched_tokens) == (8192, 16384)
     assert offline.activation_peak_bytes > serve.activation_peak_bytes
+
+
+def test_every_model_gpu_and_tp_plans_or_says_why():
+    from sim.catalog import known_gpus, known_models
+
+    fitted = 0
+    for model_name in known_models():
+        model = get_model(model_name)
+        for gpu_name in known_gpus():
+            for tp in (1, 2, 4, 8):
+                try:
+                    plan = plan_memory(model, get_gpu(gpu_name), tensor_parallel_size=tp, max_model_len=2048)
+                except ConfigError as exc:
+                    assert str(exc).startswith(("No available memory for the cache blocks", "--tensor-parallel-size 8",
+                                                "To serve at least one request"))
+                    continue
+                fitted += 1
+                assert plan.num_gpu_blocks >= cdiv(2048, 16) and plan.max_concurrency >= 1
+                assert plan.available_kv_bytes < plan.requested_bytes <= plan.total_bytes
+    assert fitted > 100
