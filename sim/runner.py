@@ -16,6 +16,7 @@ def run_engine(
     config: EngineConfig, workload, *, seed: int = 0,
     usage: Literal["serve", "offline"] = "offline", progress=None, fast_forward: bool = True,
     step_time_multiplier: float = 1.0, max_concurrency: int | None = None,
+    coefficients=None,
 ) -> EngineResult:
     """Simulate ``workload`` on the engine ``config`` describes.
 
@@ -34,7 +35,8 @@ def run_engine(
         return float(arrivals[i]) if i < total else math.inf
 
     engine = Engine(env, config, seed=seed, usage=usage, fast_forward=fast_forward,
-                    next_arrival_s=next_arrival_s, step_time_multiplier=step_time_multiplier)
+                    next_arrival_s=next_arrival_s, step_time_multiplier=step_time_multiplier,
+                    coefficients=coefficients)
     vocab = engine.model.vocab_size
     requests = []
     tokens_of = getattr(workload, "prompt_token_array", None) or workload.prompt_token_ids
