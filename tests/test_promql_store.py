@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sim.errors import ServeLabError
 from sim.promql import SeriesStore, SeriesStoreError
@@ -46,6 +48,8 @@ def test_times_are_kept_to_the_millisecond():
         pytest.param(([1.0, 2.0], [1.0]), None, "equal-length", id="length-mismatch"),
         pytest.param(([[1.0]], [[1.0]]), None, "1-D", id="two-dimensional"),
         pytest.param((float("nan"), 1.0), None, "finite", id="nan-time"),
+        pytest.param((1e16, 1.0), None, "int64", id="time-overflows-int64-ms"),
+        pytest.param((5.0, 1.0), (5.0004, 2.0), "after the last sample", id="scalar-same-millisecond"),
     ],
 )
 def test_bad_appends_raise_value_errors_naming_the_series(first, second, message):
@@ -110,3 +114,24 @@ def test_openmetrics_groups_families_and_formats_values():
         "# EOF",
     ]
     assert text.endswith("# EOF\n")
+
+
+@given(st.lists(st.tuples(st.booleans(), st.integers(1, 5)), min_size=1, max_size=20))
+def test_scalar_and_array_appends_interleave_exactly(plan):
+    """Any mix of one-sample and array appends gives the same series as one array append."""
+    store = SeriesStore()
+    t_all: list[float] = []
+    t = 0.0
+    for as_scalar, n in plan:
+        times = [t + 1.5 * (i + 1) for i in range(n if not as_scalar else 1)]
+        t = times[-1]
+        t_all.extend(times)
+        if as_scalar:
+            store.append("x", {"k": "v"}, times[0], times[0] * 2)
+        else:
+            store.append("x", {"k": "v"}, np.array(times), np.array(times) * 2)
+        if len(t_all) % 3 == 0:
+            list(store.series("x"))  # reads between appends must not lose pending samples
+    (series,) = list(store.series("x"))
+    assert series.t_s.tolist() == t_all
+    assert series.values.tolist() == [x * 2 for x in t_all]
