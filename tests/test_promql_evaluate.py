@@ -20,16 +20,17 @@ def store():
     s.append("http_requests_total", {"service": "ai-api-canary", "status": "503"}, T, 0.0 * T)
     for le, share in (("0.5", 0.5), ("1.0", 0.9), ("+Inf", 1.0)):
         s.append("lat_seconds_bucket", {"service": "ai-api-canary", "le": le}, T, share * T)
-    s.append("vllm:num_requests_running", {"pod": "a"}, T, np.full(T.size, 3.0))
-    s.append("vllm:num_requests_running", {"pod": "b", "zone": "z1"}, T, np.full(T.size, 7.0))
+    s.append("vllm:num_requests_running", A, T, np.full(T.size, 3.0))
+    s.append("vllm:num_requests_running", B, T, np.full(T.size, 7.0))
     s.append("idle_total", {"service": "ai-api-canary"}, T, np.full(T.size, 5.0))
     s.append("other_idle_total", {"service": "ai-api-canary"}, T, np.full(T.size, 5.0))
     s.append("sparse", {}, [100.0, 400.0], [1.0, 2.0])
     return s
 
 
-def labels(**kw):
-    return tuple(sorted(kw.items()))
+A = {"pod": "a"}
+B = {"pod": "b", "zone": "z1"}
+B_NAMED = {"__name__": "vllm:num_requests_running", **B}
 
 
 def run(store, q, at=600.0):
@@ -126,7 +127,7 @@ def test_offset_and_at_modifier(store):
         pytest.param("sum(vllm:num_requests_running) or vector(0)", [({}, 10.0)], id="present-or-vector0"),
         pytest.param(
             "sum by (pod) (vllm:num_requests_running) or vector(0)",
-            [({}, 0.0), ({"pod": "a"}, 3.0), ({"pod": "b"}, 7.0)],
+            [({}, 0.0), (A, 3.0), ({"pod": "b"}, 7.0)],
             id="or-keeps-unmatched-labels",
         ),
         pytest.param(
@@ -144,18 +145,20 @@ def test_offset_and_at_modifier(store):
             [({"service": "ai-api-canary"}, 0.02), ({"service": "ai-api-stable"}, 0.001)],
             id="on",
         ),
-        pytest.param("vllm:num_requests_running > 5", [({"__name__": "vllm:num_requests_running", "pod": "b", "zone": "z1"}, 7.0)], id="filter-keeps-name"),
-        pytest.param("vllm:num_requests_running > bool 5", [({"pod": "a"}, 0.0), ({"pod": "b", "zone": "z1"}, 1.0)], id="bool-drops-name"),
-        pytest.param("5 < vllm:num_requests_running", [({"__name__": "vllm:num_requests_running", "pod": "b", "zone": "z1"}, 7.0)], id="scalar-left-keeps-vector-value"),
-        pytest.param('vllm:num_requests_running{pod="a"} * 2', [({"pod": "a"}, 6.0)], id="arithmetic-drops-name"),
-        pytest.param('-vllm:num_requests_running{pod="a"}', [({"pod": "a"}, -3.0)], id="negate-drops-name"),
-        pytest.param('vllm:num_requests_running{pod="a"} / 0', [({"pod": "a"}, math.inf)], id="divide-by-zero"),
-        pytest.param('vllm:num_requests_running{pod="a"} % 2', [({"pod": "a"}, 1.0)], id="modulo"),
-        pytest.param('vllm:num_requests_running{pod="a"} ^ 2', [({"pod": "a"}, 9.0)], id="power"),
-        pytest.param("vllm:num_requests_running and vllm:num_requests_running > 5", [({"__name__": "vllm:num_requests_running", "pod": "b", "zone": "z1"}, 7.0)], id="and"),
-        pytest.param('vllm:num_requests_running unless vllm:num_requests_running{pod="a"}', [({"__name__": "vllm:num_requests_running", "pod": "b", "zone": "z1"}, 7.0)], id="unless"),
-        pytest.param("clamp_min(vllm:num_requests_running, 5)", [({"pod": "a"}, 5.0), ({"pod": "b", "zone": "z1"}, 7.0)], id="clamp-min"),
-        pytest.param("clamp_max(vllm:num_requests_running, 5)", [({"pod": "a"}, 3.0), ({"pod": "b", "zone": "z1"}, 5.0)], id="clamp-max"),
+        pytest.param("vllm:num_requests_running > 5", [(B_NAMED, 7.0)], id="filter-keeps-name"),
+        pytest.param("vllm:num_requests_running > bool 5", [(A, 0.0), (B, 1.0)], id="bool-drops-name"),
+        pytest.param("5 < vllm:num_requests_running", [(B_NAMED, 7.0)], id="scalar-left-keeps-vector-value"),
+        pytest.param('vllm:num_requests_running{pod="a"} * 2', [(A, 6.0)], id="arithmetic-drops-name"),
+        pytest.param('-vllm:num_requests_running{pod="a"}', [(A, -3.0)], id="negate-drops-name"),
+        pytest.param('vllm:num_requests_running{pod="a"} / 0', [(A, math.inf)], id="divide-by-zero"),
+        pytest.param('vllm:num_requests_running{pod="a"} % 2', [(A, 1.0)], id="modulo"),
+        pytest.param('vllm:num_requests_running{pod="a"} ^ 2', [(A, 9.0)], id="power"),
+        pytest.param("vllm:num_requests_running and vllm:num_requests_running > 5", [(B_NAMED, 7.0)], id="and"),
+        pytest.param(
+            'vllm:num_requests_running unless vllm:num_requests_running{pod="a"}', [(B_NAMED, 7.0)], id="unless"
+        ),
+        pytest.param("clamp_min(vllm:num_requests_running, 5)", [(A, 5.0), (B, 7.0)], id="clamp-min"),
+        pytest.param("clamp_max(vllm:num_requests_running, 5)", [(A, 3.0), (B, 5.0)], id="clamp-max"),
         pytest.param("vector(2) * 3", [({}, 6.0)], id="vector-literal"),
         # Samples at 100 s and 400 s in [0, 600]: both gaps (100 s, 200 s) are under 1.1 x 300 s.
         pytest.param('increase(sparse[10m])', [({}, 1.0 * 600 / 300)], id="increase-sparse"),
