@@ -190,7 +190,11 @@ class Engine:
                 self._wakeup = None
                 continue
             start_s = env.now
-            out = self.scheduler.schedule()
+            window = self.config.num_scheduler_steps
+            if window > 1:
+                out = self.scheduler.schedule(admit=self.stats.num_steps % window == 0)
+            else:
+                out = self.scheduler.schedule()
             if out.total_num_scheduled_tokens == 0:
                 # Nothing fits and nothing runs: wait for the next arrival or abort.
                 self._wakeup = env.event()
@@ -228,7 +232,8 @@ class Engine:
         # A waiting request could be admitted in a later step unless something stops it for
         # good until a request finishes: the seat limit, an empty budget, or no free blocks
         # (free blocks only shrink while requests decode).
-        if sched.num_waiting and not (
+        window = self.config.num_scheduler_steps
+        if window == 1 and sched.num_waiting and not (
             len(running) >= limits.max_num_seqs
             or len(running) >= limits.max_num_batched_tokens
             or sched.head_blocked
@@ -239,6 +244,8 @@ class Engine:
             min(r.max_tokens - r.num_output_tokens, limits.max_model_len - r.num_tokens)
             for r in running
         )
+        if window > 1:  # multi-step scheduling: admissions happen at window starts only
+            k = min(k, window - self.stats.num_steps % window)
         if k <= 1:
             return 1
         # Until a request would need a block that is not free.

@@ -43,9 +43,16 @@ def llama2_7b_offline_points(num_prompts: int = 1000) -> list[Point]:
 
 
 def llama31_8b_online_points(scale: float = 1.0) -> list[Point]:
-    """SGLang's reproduction of vLLM 0.6.0: Llama-3.1-8B on one A100-80GB, ShareGPT, Poisson."""
+    """SGLang's reproduction of vLLM 0.6.0: Llama-3.1-8B on one A100-80GB, ShareGPT, Poisson.
+
+    vLLM 0.6.0 ran with --num-scheduler-steps 10 (new requests join every 10 steps, which is
+    most of the median TTFT), chunked prefill off (a budget of max_model_len = 4096 tokens),
+    256 sequences and gpu_memory_utilization 0.9.
+    """
     section = load()["online_llama31_8b_a100_80gb"]
-    config = EngineConfig(model="meta-llama/Llama-3.1-8B", gpu="a100-80gb", max_model_len=4096)
+    config = EngineConfig(model="meta-llama/Llama-3.1-8B", gpu="a100-80gb", max_model_len=4096,
+                          gpu_memory_utilization=0.9, max_num_seqs=256, max_num_batched_tokens=4096,
+                          num_scheduler_steps=10)
     points = []
     for row in section["rows"]:
         n = max(100, int(row["num_prompts"] * scale))

@@ -36,6 +36,7 @@ def scenarios(draw):
         max_model_len=1024,
         num_gpu_blocks_override=draw(st.integers(70, 600)),
         enable_prefix_caching=draw(st.booleans()),
+        num_scheduler_steps=draw(st.sampled_from([1, 1, 1, 4])),
     )
     spec = WorkloadSpec(
         dataset_name=draw(st.sampled_from(["random", "sharegpt"])),

@@ -115,7 +115,9 @@ class Scheduler:
         return len(self.waiting)
 
     # --- one step ---
-    def schedule(self) -> SchedulerOutput:
+    def schedule(self, admit: bool = True) -> SchedulerOutput:
+        """One step's decisions. ``admit=False`` leaves the waiting queue alone (the engine uses
+        it for vLLM 0.6's multi-step scheduling, which admitted only every N steps)."""
         limits = self.limits
         out = SchedulerOutput()
         budget = limits.max_num_batched_tokens
@@ -170,7 +172,7 @@ class Scheduler:
             i += 1
 
         # 2. Waiting requests, only if nothing was preempted.
-        if not out.preempted_request_ids:
+        if admit and not out.preempted_request_ids:
             while budget > 0 and len(self.waiting) > 0:
                 if len(self.running) >= limits.max_num_seqs:
                     break
