@@ -70,22 +70,30 @@ class KindBackend(ClusterBackend):
             base += ["--kubeconfig", str(self.kubeconfig)]
         return (*base, *args)
 
+    def _rel(self, path: Path | str) -> str:
+        """A path as the plan prints it: relative to the repository root, where it runs."""
+        path = Path(path).resolve()
+        try:
+            return str(path.relative_to(self.repo_root.resolve())) or "."
+        except ValueError:
+            return str(path)
+
     def plan_up(self) -> list[Step]:
-        root = self.repo_root
+        kubeconfig = ("--kubeconfig", str(self.kubeconfig)) if self.kubeconfig else ()
         return [
             Step("Create the kind cluster (skipped when 'kind get clusters' lists it)",
                  ("kind", "create", "cluster", "--name", self.cluster_name,
-                  "--config", str(root / "manifests/kind/cluster.yaml"), "--wait", "180s")),
-            Step("Build the emulator image", ("docker", "build", "-t", pins.EMULATOR_IMAGE, str(root))),
+                  "--config", "manifests/kind/cluster.yaml", *kubeconfig, "--wait", "180s")),
+            Step("Build the emulator image", ("docker", "build", "-t", pins.EMULATOR_IMAGE, ".")),
             Step("Load it into the kind node (no registry needed)",
                  ("kind", "load", "docker-image", pins.EMULATOR_IMAGE, "--name", self.cluster_name)),
-            Step("Namespaces for the add-ons", self._kubectl("apply", "-f", str(root / "manifests/kind/namespaces.yaml"))),
+            Step("Namespaces for the add-ons", self._kubectl("apply", "-f", "manifests/kind/namespaces.yaml")),
             Step(f"Install Argo Rollouts {pins.ARGO_ROLLOUTS_VERSION}",
                  self._kubectl("apply", "-n", "argo-rollouts", "-f", pins.ARGO_ROLLOUTS_INSTALL_URL)),
             Step(f"Install Istio {pins.ISTIO_VERSION} (istiod and the ingress gateway)",
-                 ("istioctl", "install", "--context", self.context, "--set", "profile=default", "-y")),
+                 ("istioctl", "install", "--context", self.context, *kubeconfig, "--set", "profile=default", "-y")),
             Step("Install Prometheus (manifests/monitoring)",
-                 self._kubectl("apply", "-k", str(root / "manifests/monitoring"))),
+                 self._kubectl("apply", "-k", "manifests/monitoring")),
             Step(f"Install KEDA {pins.KEDA_VERSION} (exercise 6.1's queue scaling)",
                  self._kubectl("apply", "--server-side", "-f", pins.KEDA_INSTALL_URL)),
             Step("Wait for the Argo Rollouts controller",
@@ -95,12 +103,12 @@ class KindBackend(ClusterBackend):
         ]
 
     def plan_deploy(self, manifests_dir: Path) -> list[Step]:
-        root = self.repo_root
+        rel = self._rel(manifests_dir)
         return [
-            Step(f"Apply the course's manifests ({manifests_dir})", self._kubectl("apply", "-k", str(manifests_dir))),
-            Step("Apply the LLM judge (manifests/judge)", self._kubectl("apply", "-k", str(root / "manifests/judge"))),
+            Step(f"Apply the course's manifests ({rel})", self._kubectl("apply", "-k", rel)),
+            Step("Apply the LLM judge (manifests/judge)", self._kubectl("apply", "-k", "manifests/judge")),
             Step("Apply the load generator (manifests/kind/loadgen.yaml)",
-                 self._kubectl("apply", "-f", str(root / "manifests/kind/loadgen.yaml"))),
+                 self._kubectl("apply", "-f", "manifests/kind/loadgen.yaml")),
         ]
 
     def plan_down(self) -> list[Step]:
@@ -109,11 +117,12 @@ class KindBackend(ClusterBackend):
     def _print_plan(self, verb: str, steps: list[Step], rendered: list[tuple[Path, str, str]] = ()) -> None:
         w = self.out.write
         w(f"# servelab cluster {verb} --backend kind --dry-run: nothing below is executed.\n")
+        w(f"# Run from the repository root ({self.repo_root}).\n")
         w(f"# Every kubectl command names --context {self.context}; no other context is ever used.\n")
         for i, step in enumerate(steps, 1):
             w(f"\n# {i}. {step.title}\n{step.shell()}\n")
         for path, how, text in rendered:
-            w(f"\n# ---- rendered manifests: {path} ({how}) ----\n")
+            w(f"\n# ---- rendered manifests: {self._rel(path)} ({how}) ----\n")
             w(text if text.endswith("\n") else text + "\n")
 
     def _run_step(self, step: Step) -> int:
@@ -260,8 +269,8 @@ class KindBackend(ClusterBackend):
         from kubernetes import client
         from kubernetes.client.exceptions import ApiException
 
+        api = client.CustomObjectsApi(self._api())  # the context guard runs first
         namespace, name = self._rollout_ref()
-        api = client.CustomObjectsApi(self._api())
         try:
             return api.get_namespaced_custom_object("argoproj.io", "v1alpha1", namespace, "rollouts", name)
         except ApiException as exc:
@@ -280,8 +289,8 @@ class KindBackend(ClusterBackend):
     def _patch(self, body, *, subresource: str | None = None, json_patch: bool = False) -> None:
         from kubernetes import client
 
-        namespace, name = self._rollout_ref()
         api = client.CustomObjectsApi(self._api())
+        namespace, name = self._rollout_ref()
         content_type = "application/json-patch+json" if json_patch else "application/merge-patch+json"
         if subresource == "status":
             api.patch_namespaced_custom_object_status(

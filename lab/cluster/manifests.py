@@ -84,7 +84,7 @@ def load_documents(text: str, *, source: str = "manifests") -> list[dict]:
 def _label(doc: dict) -> str:
     meta = doc.get("metadata") or {}
     ns = f"{meta['namespace']}/" if meta.get("namespace") else ""
-    return f"{doc.get('kind', '?')} {ns}{meta.get('name', '?')}"
+    return f"{doc.get('kind', '?')} {ns}{meta.get('name') or meta.get('generateName') or '?'}"
 
 
 def validate(docs: list[dict[str, Any]], schemas_dir: Path | None = None) -> list[str]:
@@ -96,8 +96,9 @@ def validate(docs: list[dict[str, Any]], schemas_dir: Path | None = None) -> lis
     crd_schemas = _crd_schemas(schemas_dir)
     for doc in docs:
         label = _label(doc)
-        if not doc.get("apiVersion") or not doc.get("kind") or not (doc.get("metadata") or {}).get("name"):
-            problems.append(f"{label}: expected apiVersion, kind and metadata.name")
+        meta = doc.get("metadata") or {}
+        if not doc.get("apiVersion") or not doc.get("kind") or not (meta.get("name") or meta.get("generateName")):
+            problems.append(f"{label}: expected apiVersion, kind and metadata.name (or generateName)")
             continue
         key = (doc["apiVersion"], doc["kind"])
         group = doc["apiVersion"].split("/")[0] if "/" in doc["apiVersion"] else ""

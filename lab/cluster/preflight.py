@@ -29,8 +29,12 @@ def check_docker() -> list[Check]:
     path = shutil.which("docker")
     if path is None:
         return [Check("docker", False, "not found on PATH", pins.INSTALL_DOCS["docker"])]
-    rc, out = _run([path, "version", "--format", "{{.Client.Version}}"])
-    client = out.splitlines()[0] if rc == 0 and out else "unknown version"
+    # `docker --version` answers without the daemon; `docker version` fails when it is down.
+    rc, out = _run([path, "--version"])
+    match = re.search(r"\d+\.\d+\.\d+", out)
+    if rc != 0 or not match:
+        return [Check("docker", False, f"'docker --version' failed: {out[:200]}", pins.INSTALL_DOCS["docker"])]
+    client = match.group(0)
     checks = [Check("docker", True, f"client {client} ({path})")]
     rc, out = _run([path, "info", "--format", "{{.ServerVersion}}"])
     if rc == 0 and out and "error" not in out.lower():
