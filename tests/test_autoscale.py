@@ -202,3 +202,20 @@ def test_bad_settings_are_refused():
         QueueScaling(min_replica_count=5, max_replica_count=2)
     with pytest.raises(ConfigError, match="listLength"):
         QueueScaling(list_length=0)
+
+
+def test_the_shipped_scaled_object_handles_a_burst():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "manifests/queue-scaling/scaledobject.yaml"
+    scaling = scaling_from_manifest(yaml.safe_load(path.read_text()), source=str(path))
+    assert (scaling.list_length, scaling.max_replica_count, scaling.polling_interval_s) == (5.0, 8, 15.0)
+    # The burst-job pushes 200 prompts at once; a worker takes about one every 2 s.
+    load = QueueLoad((), service_rate_per_s=0.5, pod_startup_s=10.0, initial_queue=200)
+    r = simulate_autoscaling(load, scaling, duration_s=1200)
+    up_s = r.first_time(r.ready_replicas > 0)
+    assert up_s is not None and up_s <= scaling.scale_up_bound_s(load.pod_startup_s)
+    assert r.replicas.max() == 8
+    empty_s = r.first_time(r.queue_depth == 0)
+    zero_s = r.first_time(r.replicas == 0, after_s=empty_s)
+    assert zero_s is not None and zero_s - empty_s <= scaling.scale_down_bound_s()
