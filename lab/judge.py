@@ -94,8 +94,8 @@ def _emulator_questions() -> list[Question]:
             out.append(Question(str(item["question"]), str(item["answer"])))
         elif isinstance(item, (tuple, list)):
             out.append(Question(str(item[0]), str(item[1])))
-        else:
-            out.append(Question(str(item.question), str(item.answer)))
+        else:  # the emulator's Question(text, answer, kind)
+            out.append(Question(str(getattr(item, "text", None) or item.question), str(item.answer)))
     if not out:
         raise SystemExit("error: lab/server/questions.py has no questions")
     return out

@@ -377,3 +377,24 @@ def test_fault_patch_sets_and_clears_the_flag():
 def test_fault_patch_refusals(spec, message):
     with pytest.raises(ClusterError, match=message):
         rollout_api.fault_patch(_rollout(), spec)
+
+
+@pytest.mark.parametrize(
+    "args, warned",
+    [
+        pytest.param(["m", "--gpu=h100-80gb"], True, id="no-host"),
+        pytest.param(["m", "--host=127.0.0.1"], True, id="loopback"),
+        pytest.param(["m", "--host=0.0.0.0"], False, id="all-interfaces"),
+        pytest.param(["m", "--host", "0.0.0.0"], False, id="split-flag"),
+    ],
+)
+def test_emulator_pods_must_listen_on_the_pod_ip(args, warned):
+    from lab.cluster.kind import emulator_warnings
+
+    doc = {"kind": "Rollout", "metadata": {"name": "ai-api", "namespace": "ai-prod"},
+           "spec": {"template": {"spec": {"containers": [
+               {"name": "vllm", "image": "servelab/emulator:0.1.0", "command": ["servelab", "serve"], "args": args}]}}}}
+    warnings = emulator_warnings([doc])
+    assert bool(warnings) == warned
+    if warned:
+        assert "Rollout ai-prod/ai-api" in warnings[0] and "--host=0.0.0.0" in warnings[0]

@@ -28,6 +28,34 @@ from lab.cluster.base import Check, ClusterBackend, ClusterError, ClusterStatus
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def emulator_warnings(docs: list[dict]) -> list[str]:
+    """Pods that run the emulator without ``--host 0.0.0.0``: unreachable by their probes.
+
+    ``servelab serve`` listens on 127.0.0.1 unless told otherwise (ServeLab's rule for local
+    servers; ``vllm serve`` listens on every interface). In a pod, the kubelet's probes and
+    the Services come in on the pod's IP, so such a pod never turns ready.
+    """
+    out = []
+    for doc in docs:
+        if doc.get("kind") not in ("Deployment", "Rollout", "StatefulSet"):
+            continue
+        pod = ((doc.get("spec") or {}).get("template") or {}).get("spec") or {}
+        for c in pod.get("containers") or []:
+            argv = [str(a) for a in (c.get("command") or []) + (c.get("args") or [])]
+            if not (str(c.get("image", "")).startswith("servelab/emulator") and "serve" in argv):
+                continue
+            hosts = [a.split("=", 1)[1] for a in argv if a.startswith("--host=")]
+            hosts += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--host"]
+            if not any(h in ("0.0.0.0", "::") for h in hosts):
+                meta = doc.get("metadata") or {}
+                out.append(
+                    f"{doc['kind']} {meta.get('namespace', 'default')}/{meta.get('name')}: container "
+                    f"{c.get('name')!r} runs 'servelab serve' without --host=0.0.0.0; it will listen on "
+                    "127.0.0.1 only and its probes will fail. Add --host=0.0.0.0 to its args."
+                )
+    return out
+
+
 @dataclass(frozen=True)
 class Step:
     title: str
@@ -174,11 +202,15 @@ class KindBackend(ClusterBackend):
                 text, how = manifests.render(path)
                 rendered.append((path, how, text))
             self._print_plan("deploy", steps, rendered)
+            for warning in emulator_warnings(manifests.load_documents(rendered[0][2])):
+                self.out.write(f"# WARNING: {warning}\n")
             return None
         text, _ = manifests.render(manifests_dir)
         problems = manifests.validate(manifests.load_documents(text), manifests_dir / "schemas")
         if problems:
             raise ClusterError("the manifests do not validate; nothing was applied:\n  " + "\n  ".join(problems))
+        for warning in emulator_warnings(manifests.load_documents(text)):
+            self.out.write(f"warning: {warning}\n")
         kubecontext.resolve_kind_context(self.cluster_name, self.kubeconfig, self.context)
         self._execute(steps)
         return self.status()
