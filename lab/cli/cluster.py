@@ -39,6 +39,8 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
     kind.add_argument("--cluster-name", default="servelab", help="the kind cluster (context kind-NAME)")
     kind.add_argument("--kube-context", help="must be kind-NAME; anything else is refused")
     kind.add_argument("--kubeconfig", help="default: $KUBECONFIG or ~/.kube/config")
+    kind.add_argument("--laptop", action="store_true",
+                      help="deploy: 4 replicas and small CPU requests (manifests/kind/laptop-patches.yaml)")
 
 
 def _seconds(text: str | None, flag: str) -> float | None:
@@ -66,6 +68,8 @@ def make_backend(args):
 
         return KindBackend(cluster_name=args.cluster_name, kubeconfig=args.kubeconfig,
                            kube_context=args.kube_context, dry_run=args.dry_run)
+    if args.laptop:
+        raise ClusterError("--laptop belongs to the kind backend (it sizes the pods for a laptop's kind cluster)")
     if args.dry_run:
         raise ClusterError("--dry-run belongs to the kind backend; the sim backend changes nothing outside ServeLab")
     from lab.cluster.simbackend import SimBackend
@@ -96,7 +100,8 @@ def run(args) -> int:
             status = backend.deploy(args.manifests, seed=args.seed, speed=args.speed, faults=args.fault)
         else:
             backend.manifests_dir = args.manifests
-            status = backend.deploy(args.manifests)
+            target = backend.laptop_overlay(args.manifests) if args.laptop else args.manifests
+            status = backend.deploy(target)
     elif args.action == "status":
         status = backend.status()
     elif args.action == "promote":
