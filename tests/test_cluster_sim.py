@@ -237,3 +237,17 @@ def test_course_rollout_manual_abort_replays(real_sim, capsys):
     assert main(["cluster", "status", "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
     assert again["timeline"] == aborted["timeline"]
+
+
+@pytest.mark.slow
+def test_a_fault_injected_mid_rollout_aborts_it(real_sim, capsys):
+    assert main(["cluster", "deploy", "--until", "10m"]) == 0
+    capsys.readouterr()
+    assert main(["cluster", "fault", "canary:error-rate=0.05", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["phase"] == "Degraded"
+    assert status["abort_reason"]["metric"] == "error-rate"
+    events = [row["event"] for row in status["timeline"]]
+    assert "fault injected: canary:error-rate=0.05" in events
+    # The abort comes from measurements after the fault: never before 10 minutes.
+    assert 600 < next(r["t_s"] for r in status["timeline"] if r["event"].startswith("ABORT")) <= 1800

@@ -71,14 +71,26 @@ class ClusterStatus:
         if self.t_s is not None:
             lines.append(f"Sim time:      {_duration(self.t_s)}")
         if self.abort_reason:
-            lines.append(f"Abort reason:  {self.abort_reason}")
+            lines.append(f"Abort reason:  {_reason(self.abort_reason)}")
         for key, value in self.details.items():
             lines.append(f"{key + ':':<15}{value}")
         if self.timeline:
             lines.append("Timeline:")
+            if len(self.timeline) > 15:
+                lines.append(f"  ({len(self.timeline) - 15} earlier events; --json lists them all)")
             for row in self.timeline[-15:]:
                 lines.append(f"  {_duration(float(row.get('t_s', 0))):>9}  w={row.get('weight', '?'):>3}  {row.get('event', '')}")
         return "\n".join(lines)
+
+
+def _reason(reason: dict[str, Any]) -> str:
+    """``{metric, value, analysis, message}`` as one line."""
+    text = str(reason.get("message") or "")
+    if reason.get("metric"):
+        value = reason.get("value")
+        shown = f"{value:.4g}" if isinstance(value, float) else value
+        text += f" [{reason['metric']} = {shown}, analysis {reason.get('analysis')}]"
+    return text or str(reason)
 
 
 def _duration(t_s: float) -> str:
