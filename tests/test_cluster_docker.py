@@ -96,8 +96,10 @@ import importlib.abc, sys
 allowed = set(sys.argv[1].split(",")) | set(sys.stdlib_module_names) | {"sim", "lab", "tests", "_virtualenv"}
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] not in allowed:
-            raise ImportError(f"{name} is not installed in the image")
+        top = name.split(".")[0]
+        # _sysconfigdata_* is the interpreter's own, though not in stdlib_module_names.
+        if top not in allowed and not top.startswith("_sysconfigdata"):
+            raise ModuleNotFoundError(f"{name} is not installed in the image", name=name)
         return None
 sys.meta_path.insert(0, Block())
 import importlib

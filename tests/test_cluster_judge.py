@@ -143,3 +143,21 @@ def test_judge_manifest_matches_the_quality_analysis():
     analysis = ROOT / "manifests/analysis-quality.yaml"
     if analysis.is_file():  # the course's template, once merged: it reads our series
         assert "llm_judge_quality_score_sum" in analysis.read_text()
+
+
+from tests.test_queue_worker import emulator_url  # noqa: E402,F401  (the fixture)
+
+
+@pytest.mark.slow
+def test_judge_against_the_emulator_and_its_quality_fault(emulator_url):  # noqa: F811
+    import httpx
+
+    from lab.judge import load_questions
+
+    questions = load_questions()  # the emulator's own set
+    judge = Judge(questions, [("ai-api-canary", emulator_url)])
+    assert judge.round() == {"ai-api-canary": 1.0}
+    admin = emulator_url.removesuffix("/v1") + "/admin/faults"
+    assert httpx.post(admin, json={"spec": "quality=-0.5"}, timeout=10).status_code == 200
+    score = judge.round()["ai-api-canary"]
+    assert 0.1 < score < 0.9, score  # about half the answers go wrong

@@ -214,3 +214,54 @@ def test_parse_job(raw, expected):
 def test_parse_job_errors(raw, message):
     with pytest.raises(ValueError, match=message):
         parse_job(raw)
+
+
+# -- against ServeLab's own emulator, when this build has it --------------------------------------
+
+
+@pytest.fixture
+def emulator_url():
+    """``servelab serve`` on a loopback port, stopped by the test."""
+    import importlib.util
+
+    import httpx
+
+    if importlib.util.find_spec("lab.cli.serve") is None:
+        pytest.skip("the emulator (lab/cli/serve.py) is not in this build")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lab", "serve", "meta-llama/Llama-3.1-8B", "--gpu", "h100-80gb",
+         "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"servelab serve exited with status {proc.returncode}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail("servelab serve did not answer /health within 120 s")
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.mark.slow
+def test_worker_against_the_emulator(redis_url, emulator_url):
+    _push(redis_url, json.dumps({"id": "q", "prompt": "What is the capital of France?", "max_tokens": 8}),
+          json.dumps({"id": "free", "prompt": "Tell me about queues.", "max_tokens": 16}))
+    worker = QueueWorker(WorkerConfig(redis_url=redis_url, base_url=emulator_url, max_jobs=2, poll_s=0.2))
+    assert worker.run() == 2
+    results = {r["id"]: r for r in _results(redis_url)}
+    assert results["q"]["status"] == "ok" and "Paris" in results["q"]["text"]
+    assert results["free"]["status"] == "ok" and results["free"]["text"]
