@@ -86,9 +86,13 @@ class KindBackend(ClusterBackend):
         self.repo_root = Path(repo_root)
         self.kubeconfig = kubeconfig
         self.dry_run = dry_run
-        self.out = out or sys.stdout
+        self._out = out
         self.runner = runner or self._run_step
         self.manifests_dir = self.repo_root / "manifests"
+
+    @property
+    def out(self) -> TextIO:
+        return self._out or sys.stdout  # looked up late, so redirected output is honoured
 
     # -- the plan -------------------------------------------------------------------------------
 
