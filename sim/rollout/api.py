@@ -12,7 +12,6 @@ from sim.rollout.controller import PromQLProvider, RolloutSimulation
 from sim.rollout.faults import Fault, parse_fault
 from sim.rollout.fleet import Fleet, FleetConfig
 from sim.rollout.loader import Manifests, load_manifests
-from sim.rollout.podargs import engine_config_from_args
 from sim.rollout.surface import Surface, TrafficMix
 
 DEFAULT_MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
@@ -73,7 +72,7 @@ def create_simulation(
 ) -> RolloutSimulation:
     """A stepwise simulation at t = 0 (the new revision just applied)."""
     m = manifests_dir if isinstance(manifests_dir, Manifests) else load_manifests(manifests_dir)
-    config = engine_config_from_args(m.container_args, m.rollout_source.where())
+    config = m.engine_config
     fc = fleet_config or FleetConfig(rate_rps=rate, traffic=traffic, model_name=config.model)
     if judge == "kayenta":
         from sim.rollout.kayenta import kayenta_manifests

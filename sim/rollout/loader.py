@@ -16,9 +16,11 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from sim.config import EngineConfig
 from sim.errors import ManifestError
 from sim.rollout.analysis import DEFAULT_CONSECUTIVE_ERROR_LIMIT, MetricSpec
 from sim.rollout.expr import compile_expr
+from sim.rollout.podargs import engine_config_from_args
 from sim.rollout.manifest import AnalysisTemplate, Argument, RolloutAnalysis, Rollout, describe_validation_error
 
 _ARG_REF = re.compile(r"\{\{\s*args\.([A-Za-z0-9_.-]+)\s*\}\}")
@@ -54,6 +56,7 @@ class Manifests:
     templates: dict[str, AnalysisTemplate]
     services: tuple[str, ...]
     container_args: tuple[str, ...]  # the Rollout's first container: command + args
+    engine_config: EngineConfig  # what each replica runs, read from container_args
     background: ResolvedAnalysis | None
     step_analyses: dict[int, ResolvedAnalysis]  # step index -> its run
 
@@ -131,13 +134,15 @@ def load_manifests(folder: str | Path) -> Manifests:
             )
         if step.analysis is not None:
             step_analyses[i] = _resolve(step.analysis, f"spec.strategy.canary.steps[{i}].analysis", rsrc, templates, template_src)
+    args = _container_args(rollout, rsrc)
     return Manifests(
         folder=str(folder),
         rollout=rollout,
         rollout_source=rsrc,
         templates=templates,
         services=tuple(services),
-        container_args=_container_args(rollout, rsrc),
+        container_args=args,
+        engine_config=engine_config_from_args(args, rsrc.where()),
         background=background,
         step_analyses=step_analyses,
     )
