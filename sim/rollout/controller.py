@@ -157,8 +157,6 @@ class RolloutSimulation:
             if self.step_run is not None and self.step_run.phase is Phase.INCONCLUSIVE:
                 self.step_run = None
                 self.step_index += 1
-            if self.background_run is not None and self.background_run.phase is Phase.INCONCLUSIVE:
-                pass  # an inconclusive background run stays finished; the steps go on
         elif step is not None and (step.pause is not None or step.analysis is not None):
             if self.step_run is not None:
                 self.step_run.terminate(self.now_s)
@@ -314,11 +312,9 @@ class RolloutSimulation:
                     }
                 )
                 return True
-            if run.phase is Phase.INCONCLUSIVE and not self.paused_by_analysis and run.kind == "step" or (
-                run.phase is Phase.INCONCLUSIVE and run.kind == "background" and not self.paused_by_analysis
-                and not getattr(run, "_acknowledged", False)
-            ):
-                run._acknowledged = True  # type: ignore[attr-defined]
+            if run.phase is Phase.INCONCLUSIVE and not run.acknowledged:
+                # Inconclusive pauses the rollout once; promote acknowledges it and goes on.
+                run.acknowledged = True
                 self.paused_by_analysis = True
                 self.phase = "Paused"
                 self.message = f"InconclusiveAnalysisRun: {run.message}"
