@@ -175,3 +175,17 @@ def test_trials_report_rates(capsys):
 def test_kayenta_judge_catches_latency():
     r = simulate(MANIFESTS, ("latency=4x",), seed=0, judge="kayenta")
     assert r.status == "Degraded" and r.abort_reason["metric"] == "kayenta-score"
+
+
+def test_stepwise_simulation_for_an_interactive_cluster():
+    from sim.rollout import create_simulation
+
+    sim = create_simulation(MANIFESTS, (), seed=3)
+    sim.advance(1800)
+    st = sim.status()
+    assert st["phase"] == "Paused" and st["weight"] == 1 and st["canary_pods"] == 1
+    sim.set_faults(["error-rate=0.2"])
+    sim.advance(3000)
+    assert sim.status()["phase"] == "Degraded" and 1800 < sim.aborted_at_s <= 1800 + 600
+    sim.undo()
+    assert sim.status()["phase"] == "Healthy" and sim.status()["weight"] == 0

@@ -201,6 +201,14 @@ class RolloutSimulation:
         self.message = "undo: the stable revision is the desired one again"
         self._log("undo: spec restored to the stable revision; status Healthy", "info")
 
+    def set_faults(self, faults) -> None:
+        """Replace the injected faults from now on (times still count from the rollout's start)."""
+        from sim.rollout.faults import Fault, parse_fault
+
+        parsed = tuple(f if isinstance(f, Fault) else parse_fault(f) for f in faults)
+        self.fleet.faults = parsed
+        self._log(f"faults set: {', '.join(f.spec for f in parsed) or 'none'}", "info")
+
     def retry(self) -> None:
         """``kubectl argo rollouts retry``: clears the abort, the steps restart from 0."""
         if not self.aborted:
