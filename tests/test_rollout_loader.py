@@ -157,3 +157,19 @@ def test_engine_flag_value_errors():
         engine_config_from_args(("servelab", "serve", "m", "--gpu=x", "--max-num-seqs=many"), "rollout.yaml")
     with pytest.raises(ManifestError, match="--gpu is missing"):
         engine_config_from_args(("vllm", "serve", "m"), "rollout.yaml")
+
+
+def test_a_student_folder_is_completed_from_the_course_manifests(tmp_path):
+    """Exercise 6.3: only a Rollout and an AnalysisTemplate; the rest comes from fill_from."""
+    d = tmp_path / "student"
+    d.mkdir()
+    shutil.copy(MANIFESTS / "rollout.yaml", d / "rollout.yaml")
+    quality = yaml.safe_load((MANIFESTS / "analysis-quality.yaml").read_text())
+    quality["spec"]["metrics"][0]["successCondition"] = "len(result) > 0 && result[0] > 0.8"
+    (d / "quality.yaml").write_text(yaml.safe_dump(quality))
+    with pytest.raises(ManifestError, match="Service 'ai-api-canary' is not defined"):
+        load_manifests(d)
+    m = load_manifests(d, fill_from=MANIFESTS)
+    bg = {s.name: s for s in m.background.metrics}
+    assert bg["llm-judge-score"].success.text.endswith("> 0.8")  # the student's template wins
+    assert "ai-api-gate-phase1" in m.templates and "ai-api-canary" in m.services

@@ -69,9 +69,13 @@ def create_simulation(
     abort_at_s: float | None = None,
     fleet_config: FleetConfig | None = None,
     mix: TrafficMix | None = None,
+    fill_from: str | Path | None = None,
 ) -> RolloutSimulation:
-    """A stepwise simulation at t = 0 (the new revision just applied)."""
-    m = manifests_dir if isinstance(manifests_dir, Manifests) else load_manifests(manifests_dir)
+    """A stepwise simulation at t = 0 (the new revision just applied).
+
+    ``fill_from``: a folder whose Services, VirtualService and AnalysisTemplates complete
+    ``manifests_dir`` where it lacks them (e.g. DEFAULT_MANIFESTS for a student's Rollout)."""
+    m = manifests_dir if isinstance(manifests_dir, Manifests) else load_manifests(manifests_dir, fill_from)
     config = m.engine_config
     fc = fleet_config or FleetConfig(rate_rps=rate, traffic=traffic, model_name=config.model)
     if judge == "kayenta":
@@ -104,11 +108,12 @@ def simulate(
     max_s: float = 48 * 3600.0,
     fleet_config: FleetConfig | None = None,
     mix: TrafficMix | None = None,
+    fill_from: str | Path | None = None,
 ) -> RolloutResult:
     """Run the rollout until Healthy, Degraded, an indefinite pause, or max_s."""
     sim = create_simulation(
         manifests_dir, faults, seed, rate, traffic=traffic, judge=judge, abort_at_s=abort_at_s,
-        fleet_config=fleet_config, mix=mix,
+        fleet_config=fleet_config, mix=mix, fill_from=fill_from,
     )
     sim.run_to_completion(max_s)
     return result_of(sim, seed, judge)
