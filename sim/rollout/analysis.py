@@ -270,6 +270,7 @@ class AnalysisRun:
         self.phase = Phase.RUNNING
         self.message = ""
         self.finished_s: float | None = None
+        self.acknowledged = False  # an Inconclusive run the controller has paused for
 
     @property
     def completed(self) -> bool:

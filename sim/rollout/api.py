@@ -12,7 +12,6 @@ from sim.rollout.controller import PromQLProvider, RolloutSimulation
 from sim.rollout.faults import Fault, parse_fault
 from sim.rollout.fleet import Fleet, FleetConfig
 from sim.rollout.loader import Manifests, load_manifests
-from sim.rollout.podargs import engine_config_from_args
 from sim.rollout.surface import Surface, TrafficMix
 
 DEFAULT_MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
@@ -70,10 +69,14 @@ def create_simulation(
     abort_at_s: float | None = None,
     fleet_config: FleetConfig | None = None,
     mix: TrafficMix | None = None,
+    fill_from: str | Path | None = None,
 ) -> RolloutSimulation:
-    """A stepwise simulation at t = 0 (the new revision just applied)."""
-    m = manifests_dir if isinstance(manifests_dir, Manifests) else load_manifests(manifests_dir)
-    config = engine_config_from_args(m.container_args, m.rollout_source.where())
+    """A stepwise simulation at t = 0 (the new revision just applied).
+
+    ``fill_from``: a folder whose Services, VirtualService and AnalysisTemplates complete
+    ``manifests_dir`` where it lacks them (e.g. DEFAULT_MANIFESTS for a student's Rollout)."""
+    m = manifests_dir if isinstance(manifests_dir, Manifests) else load_manifests(manifests_dir, fill_from)
+    config = m.engine_config
     fc = fleet_config or FleetConfig(rate_rps=rate, traffic=traffic, model_name=config.model)
     if judge == "kayenta":
         from sim.rollout.kayenta import kayenta_manifests
@@ -105,11 +108,12 @@ def simulate(
     max_s: float = 48 * 3600.0,
     fleet_config: FleetConfig | None = None,
     mix: TrafficMix | None = None,
+    fill_from: str | Path | None = None,
 ) -> RolloutResult:
     """Run the rollout until Healthy, Degraded, an indefinite pause, or max_s."""
     sim = create_simulation(
         manifests_dir, faults, seed, rate, traffic=traffic, judge=judge, abort_at_s=abort_at_s,
-        fleet_config=fleet_config, mix=mix,
+        fleet_config=fleet_config, mix=mix, fill_from=fill_from,
     )
     sim.run_to_completion(max_s)
     return result_of(sim, seed, judge)

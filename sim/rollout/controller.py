@@ -157,8 +157,6 @@ class RolloutSimulation:
             if self.step_run is not None and self.step_run.phase is Phase.INCONCLUSIVE:
                 self.step_run = None
                 self.step_index += 1
-            if self.background_run is not None and self.background_run.phase is Phase.INCONCLUSIVE:
-                pass  # an inconclusive background run stays finished; the steps go on
         elif step is not None and (step.pause is not None or step.analysis is not None):
             if self.step_run is not None:
                 self.step_run.terminate(self.now_s)
@@ -202,6 +200,14 @@ class RolloutSimulation:
         self.phase = "Healthy"
         self.message = "undo: the stable revision is the desired one again"
         self._log("undo: spec restored to the stable revision; status Healthy", "info")
+
+    def set_faults(self, faults) -> None:
+        """Replace the injected faults from now on (times still count from the rollout's start)."""
+        from sim.rollout.faults import Fault, parse_fault
+
+        parsed = tuple(f if isinstance(f, Fault) else parse_fault(f) for f in faults)
+        self.fleet.faults = parsed
+        self._log(f"faults set: {', '.join(f.spec for f in parsed) or 'none'}", "info")
 
     def retry(self) -> None:
         """``kubectl argo rollouts retry``: clears the abort, the steps restart from 0."""
@@ -314,11 +320,9 @@ class RolloutSimulation:
                     }
                 )
                 return True
-            if run.phase is Phase.INCONCLUSIVE and not self.paused_by_analysis and run.kind == "step" or (
-                run.phase is Phase.INCONCLUSIVE and run.kind == "background" and not self.paused_by_analysis
-                and not getattr(run, "_acknowledged", False)
-            ):
-                run._acknowledged = True  # type: ignore[attr-defined]
+            if run.phase is Phase.INCONCLUSIVE and not run.acknowledged:
+                # Inconclusive pauses the rollout once; promote acknowledges it and goes on.
+                run.acknowledged = True
                 self.paused_by_analysis = True
                 self.phase = "Paused"
                 self.message = f"InconclusiveAnalysisRun: {run.message}"

@@ -204,7 +204,12 @@ class Expression:
 def compile_expr(text: str) -> Expression:
     if not isinstance(text, str) or not text.strip():
         raise ExprSyntaxError("expected an expression over result, got an empty string")
-    return Expression(text, _Parser(text).parse())
+    if len(text) > 4096:
+        raise ExprSyntaxError(f"expression too long ({len(text)} characters; at most 4096)")
+    try:
+        return Expression(text, _Parser(text).parse())
+    except RecursionError:
+        raise ExprSyntaxError("expression nested too deeply") from None
 
 
 def _go_type(v: Any) -> str:

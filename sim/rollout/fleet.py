@@ -91,7 +91,12 @@ class Fleet:
         self.surface = surface
         self.config = config
         self.faults = tuple(faults)
-        self.rng = rng
+        # Common random numbers: every scrape interval draws from its own streams, keyed by
+        # (run key, interval, version), so the traffic of interval k is the same whatever the
+        # faults, weights or analysis schedule. A fault-free run and a faulty one then differ
+        # only by the fault, and the threshold and Kayenta judges see the same requests.
+        self._key = int(rng.integers(0, 2**63 - 1))
+        self._interval = 0
         self.services = dict(services)  # version -> Service name
         self.replicas = replicas
         self.store = store if store is not None else SeriesStore()
@@ -132,9 +137,14 @@ class Fleet:
         if self.config.traffic == "diurnal":
             mid = starts + dt / 2
             rate = rate * (1 + self.config.diurnal_amplitude * np.sin(2 * np.pi * mid / 86400.0))
-        counts = self.rng.poisson(rate * dt)
         share = self.weight / 100.0
-        canary = self.rng.binomial(counts, share) if share > 0 else np.zeros(n, dtype=np.int64)
+        counts = np.empty(n, dtype=np.int64)
+        canary = np.zeros(n, dtype=np.int64)
+        for i in range(n):
+            g = self._stream(self._interval + i, 0)
+            counts[i] = g.poisson(rate[i] * dt)
+            if share > 0:
+                canary[i] = g.binomial(counts[i], share)
         per_version = {"canary": canary, "stable": counts - canary}
         shares = {"canary": share, "stable": 1.0 - share}
         pods = {"canary": self.canary_pods, "stable": self.replicas}
@@ -145,23 +155,39 @@ class Fleet:
         self.requests_canary += int(canary.sum())
         self.canary_failed += int(out["canary"]["failed"].sum()) if out["canary"] is not None else 0
         self.t_s = self.t_s + dt * n
+        self._interval += n
         self._scrape(starts + dt, out)
+
+    def _stream(self, interval: int, purpose: int) -> np.random.Generator:
+        return np.random.default_rng([self._key, interval, purpose])
 
     def _fault_target(self, version: str) -> str:
         # After promotion, the stable Service's pods are the new version: the canary's faults.
         return "canary" if (version == "canary" or self.stable_is_new) else "stable"
 
     def _serve(self, version: str, starts: np.ndarray, counts: np.ndarray, rate: np.ndarray, pods: int):
-        cfg, rng = self.config, self.rng
+        cfg = self.config
         n = len(starts)
         if pods <= 0:
             return None
+        vid = 1 + VERSIONS.index(version)
         e = effects(self.faults, self._fault_target(version), starts)
-        down = self._crash_downtime(version, starts, e.crash_mtbc_s, pods)
+        down = self._crash_downtime(version, starts, e.crash_mtbc_s, pods, vid)
         total = int(counts.sum())
         idx = np.repeat(np.arange(n), counts)
-        prompt, output = self.surface.mix.sample(rng, total, e.cost_mult[idx])
-        u1, u2 = rng.random(total), rng.random(total)
+        k_conc = cfg.quality_concentration
+        q_mean = np.clip(cfg.quality_mean + e.quality_delta, 0.01, 0.99)
+        blocks = []
+        for i in range(n):
+            g = self._stream(self._interval + i, vid)
+            c = int(counts[i])
+            p, o = self.surface.mix.sample(g, c, e.cost_mult[i])
+            blocks.append((p, o, g.random(c), g.random(c), g.random(c), g.random(c),
+                           g.beta(q_mean[i] * k_conc, (1 - q_mean[i]) * k_conc, c), g.random()))
+        cols = list(zip(*blocks)) if blocks else [[]] * 8
+        prompt, output = np.concatenate(cols[0]).astype(np.int64), np.concatenate(cols[1]).astype(np.int64)
+        u1, u2, u_fail, u_judge, scores_all = (np.concatenate(cols[j]) for j in range(2, 7))
+        u_pre = np.array(cols[7])
         ttft = np.empty(total)
         tpot = np.empty(total)
         running = np.zeros(n)
@@ -185,19 +211,19 @@ class Fleet:
             pre_rate[sel_i] = cell.preemptions_per_request
         dur = (ttft + tpot * np.maximum(output - 1, 0)) * e.latency_mult[idx]
         p_fail = 1 - (1 - cfg.base_error_rate) * (1 - e.error_rate) * (1 - down)
-        failed = rng.random(total) < p_fail[idx]
+        failed = u_fail < p_fail[idx]
         dur = np.where(failed, cfg.error_duration_s, dur)
         ok = ~failed
         nb = len(DURATION_BUCKETS_S) + 1
         b = np.searchsorted(np.asarray(DURATION_BUCKETS_S), dur, side="left")  # le is inclusive
         bucket_counts = np.bincount(idx * nb + b, minlength=n * nb).reshape(n, nb)
         cost = (prompt * cfg.input_price_per_mtok + output * cfg.output_price_per_mtok) / 1e6
-        judged = ok & (rng.random(total) < cfg.judge_fraction)
-        q_mean = np.clip(cfg.quality_mean + e.quality_delta, 0.01, 0.99)[idx[judged]]
-        k_conc = cfg.quality_concentration
-        scores = rng.beta(q_mean * k_conc, (1 - q_mean) * k_conc)
+        judged = ok & (u_judge < cfg.judge_fraction)
+        scores = scores_all[judged]
         n_ok = np.bincount(idx, weights=ok, minlength=n)
-        preempt = rng.poisson(pre_rate * n_ok)
+        # Preemptions: the surface's mean per request, rounded up or down at random.
+        expected = pre_rate * n_ok
+        preempt = np.floor(expected) + (u_pre < expected - np.floor(expected))
         return {
             "ok": n_ok,
             "failed": np.bincount(idx, weights=failed, minlength=n),
@@ -214,7 +240,7 @@ class Fleet:
             "kv": kv,
         }
 
-    def _crash_downtime(self, version: str, starts: np.ndarray, mtbc: np.ndarray, pods: int) -> np.ndarray:
+    def _crash_downtime(self, version: str, starts: np.ndarray, mtbc: np.ndarray, pods: int, vid: int) -> np.ndarray:
         """Share of each interval's pod-time lost to crash-loop restarts."""
         tot = self.totals[version]
         if tot.down_until.size != pods:
@@ -222,10 +248,11 @@ class Fleet:
         down = np.zeros(len(starts))
         if not np.any(np.isfinite(mtbc)):
             return down
-        dt, rng = self.config.scrape_interval_s, self.rng
+        dt = self.config.scrape_interval_s
         for i, t0 in enumerate(starts):
             t1 = t0 + dt
             if math.isfinite(mtbc[i]):
+                rng = self._stream(self._interval + i, 10 + vid)
                 up = tot.down_until <= t0
                 crash = up & (rng.random(pods) < -np.expm1(-dt / mtbc[i]))
                 at = t0 + rng.random(pods) * dt

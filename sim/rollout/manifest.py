@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sim.rollout.durations import parse_go_duration, parse_pause_duration
 from sim.rollout.expr import ExprSyntaxError, compile_expr
@@ -71,6 +71,18 @@ class PrometheusProvider(_Strict):
 
 class MetricProvider(_Strict):
     prometheus: PrometheusProvider
+
+    @model_validator(mode="before")
+    @classmethod
+    def _only_prometheus(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            other = [k for k in data if k != "prometheus"]
+            if other:
+                raise ValueError(
+                    f"provider {other[0]!r} is not simulated: ServeLab evaluates the prometheus provider "
+                    "against its simulated series (write the metric as a Prometheus query)"
+                )
+        return data
 
 
 class Metric(_Strict):
