@@ -248,6 +248,6 @@ def test_a_fault_injected_mid_rollout_aborts_it(real_sim, capsys):
     assert status["phase"] == "Degraded"
     assert status["abort_reason"]["metric"] == "error-rate"
     events = [row["event"] for row in status["timeline"]]
-    assert "fault injected: canary:error-rate=0.05" in events
+    assert "faults set: canary:error-rate=0.05" in events
     # The abort comes from measurements after the fault: never before 10 minutes.
     assert 600 < next(r["t_s"] for r in status["timeline"] if r["event"].startswith("ABORT")) <= 1800

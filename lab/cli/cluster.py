@@ -21,7 +21,7 @@ DEFAULT_MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 
 def add_cli_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=ACTIONS, metavar="ACTION", help=" | ".join(ACTIONS))
-    parser.add_argument("spec", nargs="?", help="fault only: [stable:|canary:]KIND=VALUE[@START[-END]], or 'none' (kind)")
+    parser.add_argument("spec", nargs="?", help="fault only: [stable:|canary:]KIND=VALUE[@START[-END]] (adds one), or 'none' (clears)")
     parser.add_argument("--backend", choices=("sim", "kind"), default="sim", help="default: sim")
     parser.add_argument("--manifests", type=Path, default=DEFAULT_MANIFESTS, metavar="DIR",
                         help="the manifests folder (with kustomization.yaml); default: the course's")

@@ -39,16 +39,9 @@ class RolloutSimulationAdapter:
         self.sim.undo()
 
     def set_fault(self, spec: str) -> None:
-        if hasattr(self.sim, "set_fault"):
-            self.sim.set_fault(spec)
-            return
-        # The fleet reads its faults afresh for every interval it serves, so a fault added
-        # now acts on the traffic from now on (its @START-END still count from the deploy).
-        from sim.rollout.faults import parse_fault
-
-        fault = parse_fault(spec)
-        self.sim.fleet.faults = tuple(self.sim.fleet.faults) + (fault,)
-        self.sim._log(f"fault injected: {spec}", "info")
+        """Add a fault from now on ('none' clears them all); its @START-END count from the deploy."""
+        current = [f.spec for f in self.sim.fleet.faults]
+        self.sim.set_faults([] if spec.strip() == "none" else current + [spec])
 
     def status(self) -> ClusterStatus:
         s = self.sim.status()
