@@ -66,8 +66,10 @@ def make_backend(args):
             raise ClusterError("--until, --advance, --speed and --fault belong to the sim backend; kind runs in real time")
         from lab.cluster.kind import KindBackend
 
-        return KindBackend(cluster_name=args.cluster_name, kubeconfig=args.kubeconfig,
-                           kube_context=args.kube_context, dry_run=args.dry_run)
+        backend = KindBackend(cluster_name=args.cluster_name, kubeconfig=args.kubeconfig,
+                              kube_context=args.kube_context, dry_run=args.dry_run)
+        backend.manifests_dir = args.manifests  # where it finds the Rollout's name
+        return backend
     if args.laptop:
         raise ClusterError("--laptop belongs to the kind backend (it sizes the pods for a laptop's kind cluster)")
     if args.dry_run:
@@ -99,7 +101,6 @@ def run(args) -> int:
         if args.backend == "sim":
             status = backend.deploy(args.manifests, seed=args.seed, speed=args.speed, faults=args.fault)
         else:
-            backend.manifests_dir = args.manifests
             target = backend.laptop_overlay(args.manifests) if args.laptop else args.manifests
             status = backend.deploy(target)
     elif args.action == "status":
