@@ -55,3 +55,32 @@ def start_prometheus(tmp_path):
             )
 
         yield start
+
+# -- golden files (tests/golden/) ----------------------------------------------------------------
+
+
+def pytest_addoption(parser):
+    """``pytest --update-golden`` rewrites the golden files from the current output."""
+    try:
+        parser.addoption(
+            "--update-golden", action="store_true", default=False,
+            help="rewrite tests/golden/* from the current output (review the diff like code)",
+        )
+    except ValueError:  # already added by another conftest hook
+        pass
+
+
+@pytest.fixture()
+def update_golden(request) -> bool:
+    return bool(request.config.getoption("--update-golden"))
+
+
+def normalise_json(value, digits: int = 6):
+    """Sort keys and round floats, so golden comparisons ignore the last bits of a float."""
+    if isinstance(value, dict):
+        return {k: normalise_json(value[k], digits) for k in sorted(value)}
+    if isinstance(value, list):
+        return [normalise_json(v, digits) for v in value]
+    if isinstance(value, float):
+        return round(value, digits)
+    return value
