@@ -67,7 +67,7 @@ def instant_query(query: str, store: SeriesStore, at_s: float, *, lookback_delta
     node = parse_query(query)
     at_ms = _to_ms(at_s, "at_s")
     ctx = _Context(query, store, at_ms, _to_ms(lookback_delta_s, "lookback_delta_s"), at_ms, at_ms)
-    return _result(query, ctx.eval(node))
+    return _result(query, _evaluate(ctx, node))
 
 
 def range_query(
@@ -85,8 +85,16 @@ def range_query(
     out = []
     for t_ms in range(start_ms, end_ms + 1, step_ms):
         ctx = _Context(query, store, t_ms, lookback_ms, start_ms, end_ms)
-        out.append(_result(query, ctx.eval(node)))
+        out.append(_result(query, _evaluate(ctx, node)))
     return out
+
+
+def _evaluate(ctx: _Context, node: ast.Node) -> Value:
+    try:
+        return ctx.eval(node)
+    except RecursionError:
+        # parse_query caps the depth, so this needs a caller already deep in its own stack.
+        raise PromQLError(f"PromQL query {ctx.query[:200]!r} nests too deeply to evaluate here") from None
 
 
 def _to_ms(x: float, what: str) -> int:
