@@ -245,6 +245,19 @@ def test_range_query_matches_instant_queries(store):
         assert r == instant_query(q, store, 300.0 + 60.0 * i)
 
 
+@pytest.mark.parametrize(
+    "start, end, step, message",
+    [
+        pytest.param(0.0, 600.0, 0.0, "step_s must be positive", id="zero-step"),
+        pytest.param(600.0, 0.0, 60.0, "before start_s", id="end-before-start"),
+        pytest.param(0.0, 11_001.0, 1.0, "11,000 points", id="too-many-steps"),
+    ],
+)
+def test_range_query_checks_its_grid(store, start, end, step, message):
+    with pytest.raises(PromQLError, match=message):
+        range_query("sparse", store, start, end, step)
+
+
 @pytest.mark.parametrize("at", [math.nan, math.inf, "600"])
 def test_bad_times_are_promql_errors(store, at):
     with pytest.raises(PromQLError):

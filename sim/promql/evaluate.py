@@ -81,6 +81,12 @@ def range_query(
         raise PromQLError(f"range query {query!r}: step_s must be positive, got {step_s}")
     if end_ms < start_ms:
         raise PromQLError(f"range query {query!r}: end_s ({end_s}) is before start_s ({start_s})")
+    if (end_ms - start_ms) // step_ms > 11_000:
+        # Prometheus's own cap on a range query's resolution, with its advice.
+        raise PromQLError(
+            f"range query {query!r}: exceeded maximum resolution of 11,000 points per timeseries; "
+            "try a larger step_s"
+        )
     lookback_ms = _to_ms(lookback_delta_s, "lookback_delta_s")
     out = []
     for t_ms in range(start_ms, end_ms + 1, step_ms):
