@@ -106,7 +106,7 @@ def _evaluate(ctx: _Context, node: ast.Node) -> Value:
 def _to_ms(x: float, what: str) -> int:
     if not isinstance(x, (int, float, np.integer, np.floating)) or not math.isfinite(x):
         raise PromQLError(f"{what} must be a finite number of seconds, got {x!r}")
-    return round(x * 1000)
+    return int(round(float(x) * 1000))
 
 
 def _result(query: str, value: Value) -> QueryResult:
@@ -136,7 +136,8 @@ class _Context:
         if isinstance(node, ast.Selector):
             return self.instant_vector(node)
         if isinstance(node, ast.Call):
-            return check_unique(self.call(node), self.query) if node.func not in ("scalar", "time") else self.call(node)
+            value = self.call(node)
+            return check_unique(value, self.query) if isinstance(value, list) else value
         if isinstance(node, ast.Aggregate):
             vec = self.vector_arg(node.expr, node.op)
             return aggregate(node.op, vec, node.grouping, node.without)
