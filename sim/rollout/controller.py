@@ -254,7 +254,7 @@ class RolloutSimulation:
                 self.phase = "Paused"
                 return
             bg = self.m.background
-            start = self.m.canary.analysis.startingStep or 0 if self.m.canary.analysis else 0
+            start = (self.m.canary.analysis.startingStep or 0) if self.m.canary.analysis else 0
             if bg is not None and self.background_run is None and self.step_index >= start:
                 self.background_run = self._start_run(bg, "background")
                 continue
