@@ -25,7 +25,7 @@ import numpy as np
 
 from sim.promql.store import SeriesStore
 from sim.rollout.faults import Fault, effects
-from sim.rollout.surface import Surface, TrafficMix, sample_quantiles
+from sim.rollout.surface import Surface, sample_quantiles
 
 DURATION_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0)
 VERSIONS = ("stable", "canary")
