@@ -65,6 +65,7 @@ class Engine:
         step_time_multiplier: float = 1.0,
         fast_forward: bool = False,
         next_arrival_s: Callable[[], float] | None = None,
+        coefficients=None,
     ) -> None:
         from sim.calibration import coefficients_for  # late: keeps import cycles out
 
@@ -105,7 +106,7 @@ class Engine:
         self.kv = self.scheduler.kv
         self.step_model = StepTimeModel(
             self.model, self.gpu, config.tensor_parallel_size,
-            coefficients_for(config, self.model, self.gpu), multiplier=step_time_multiplier,
+            coefficients or coefficients_for(config, self.model, self.gpu), multiplier=step_time_multiplier,
         )
         self.fast_forward = fast_forward and self.scheduler.supports_fast_forward
         self.next_arrival_s = next_arrival_s or (lambda: math.inf)

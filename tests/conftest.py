@@ -27,6 +27,36 @@ def require_program(name: str) -> str:
     return path  # type: ignore[return-value]
 
 
+@pytest.fixture
+def start_prometheus(tmp_path):
+    """Factory fixture: ``start_prometheus(openmetrics=TEXT or None, config_yaml=YAML) -> base URL``.
+
+    With ``openmetrics``, the samples are backfilled with promtool before Prometheus starts; with
+    ``config_yaml``, Prometheus scrapes what it says (e.g. the emulator's /metrics). Each call
+    starts its own server on a free 127.0.0.1 port; all are stopped when the test ends. Skips
+    locally, fails in CI, without the prometheus and promtool programs (see tests/prom_fixtures.py).
+    """
+    import contextlib
+
+    from prom_fixtures import MINIMAL_CONFIG, backfill, prometheus_server
+
+    prometheus = require_program("prometheus")
+    promtool = require_program("promtool")
+    with contextlib.ExitStack() as stack:
+        count = 0
+
+        def start(openmetrics: str | None = None, config_yaml: str = MINIMAL_CONFIG) -> str:
+            nonlocal count
+            count += 1
+            workdir = tmp_path / f"prometheus-{count}"
+            storage = backfill(openmetrics, workdir, promtool=promtool) if openmetrics is not None else None
+            return stack.enter_context(
+                prometheus_server(workdir, storage_dir=storage, config_yaml=config_yaml, prometheus=prometheus)
+            )
+
+        yield start
+
+
 # -- golden files (tests/golden/) ----------------------------------------------------------------
 
 

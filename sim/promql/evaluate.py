@@ -70,17 +70,21 @@ def instant_query(query: str, store: SeriesStore, at_s: float, *, lookback_delta
     return _result(query, ctx.eval(node))
 
 
-def range_query(query: str, store: SeriesStore, start_s: float, end_s: float, step_s: float) -> list[QueryResult]:
-    """One :class:`QueryResult` per step from ``start_s`` to ``end_s`` inclusive (for plots)."""
+def range_query(
+    query: str, store: SeriesStore, start_s: float, end_s: float, step_s: float, *, lookback_delta_s: float = 300.0
+) -> list[QueryResult]:
+    """One :class:`QueryResult` per step from ``start_s`` to ``end_s`` inclusive, as
+    ``/api/v1/query_range`` evaluates each step (for plots)."""
     node = parse_query(query)
     start_ms, end_ms, step_ms = _to_ms(start_s, "start_s"), _to_ms(end_s, "end_s"), _to_ms(step_s, "step_s")
     if step_ms <= 0:
         raise PromQLError(f"range query {query!r}: step_s must be positive, got {step_s}")
     if end_ms < start_ms:
         raise PromQLError(f"range query {query!r}: end_s ({end_s}) is before start_s ({start_s})")
+    lookback_ms = _to_ms(lookback_delta_s, "lookback_delta_s")
     out = []
     for t_ms in range(start_ms, end_ms + 1, step_ms):
-        ctx = _Context(query, store, t_ms, 300_000, start_ms, end_ms)
+        ctx = _Context(query, store, t_ms, lookback_ms, start_ms, end_ms)
         out.append(_result(query, ctx.eval(node)))
     return out
 

@@ -42,6 +42,9 @@ _FAMILY_SUFFIXES: dict[str, tuple[str, ...]] = {
 }
 
 
+_MAX_TIME_S = 9.2e12  # int64 milliseconds overflow beyond about 9.22e15 ms
+
+
 class SeriesStoreError(ServeLabError, ValueError):
     """A bad append or declaration: a bad name, unordered times, mismatched lengths."""
 
@@ -60,33 +63,49 @@ class Series:
 
 
 class _SeriesData:
-    """The samples of one series: joined arrays plus a buffer of not yet joined appends."""
+    """The samples of one series: joined arrays plus not yet joined appends.
 
-    __slots__ = ("name", "labels", "_t_ms", "_v", "_pending_t", "_pending_v", "last_ms")
+    Appends are buffered (arrays as chunks, scalars in plain lists, the fast path for one
+    scrape at a time) and joined into numpy arrays only when a reader asks.
+    """
+
+    __slots__ = ("name", "labels", "_t_ms", "_v", "_chunks", "_scalar_t", "_scalar_v", "last_ms")
 
     def __init__(self, name: str, labels: LabelSet) -> None:
         self.name = name
         self.labels = labels
         self._t_ms = np.empty(0, dtype=np.int64)
         self._v = np.empty(0, dtype=np.float64)
-        self._pending_t: list[np.ndarray] = []
-        self._pending_v: list[np.ndarray] = []
+        self._chunks: list[tuple[np.ndarray, np.ndarray]] = []
+        self._scalar_t: list[int] = []
+        self._scalar_v: list[float] = []
         self.last_ms: int | None = None
 
     def add(self, t_ms: np.ndarray, v: np.ndarray) -> None:
-        self._pending_t.append(t_ms)
-        self._pending_v.append(v)
+        self._flush_scalars()
+        self._chunks.append((t_ms, v))
         self.last_ms = int(t_ms[-1])
+
+    def add_scalar(self, t_ms: int, v: float) -> None:
+        self._scalar_t.append(t_ms)
+        self._scalar_v.append(v)
+        self.last_ms = t_ms
+
+    def _flush_scalars(self) -> None:
+        if self._scalar_t:
+            self._chunks.append((np.array(self._scalar_t, dtype=np.int64), np.array(self._scalar_v, dtype=np.float64)))
+            self._scalar_t = []
+            self._scalar_v = []
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """(t_ms int64, values float64), joining any pending appends first."""
-        if self._pending_t:
-            self._t_ms = np.concatenate([self._t_ms, *self._pending_t])
-            self._v = np.concatenate([self._v, *self._pending_v])
+        if self._scalar_t or self._chunks:
+            self._flush_scalars()
+            self._t_ms = np.concatenate([self._t_ms, *(c[0] for c in self._chunks)])
+            self._v = np.concatenate([self._v, *(c[1] for c in self._chunks)])
             self._t_ms.setflags(write=False)
             self._v.setflags(write=False)
-            self._pending_t.clear()
-            self._pending_v.clear()
+            self._chunks.clear()
         return self._t_ms, self._v
 
 
@@ -98,7 +117,8 @@ class SeriesStore:
         self._types: dict[str, tuple[MetricType, str]] = {}
         # Bumped whenever a series is created, so that selection caches know when to refresh.
         self.generation = 0
-        self._select_cache: dict[object, list[_SeriesData]] = {}
+        self._select_cache: dict[object, list] = {}
+        self._scalar_cache: dict[tuple[str, tuple], _SeriesData] = {}
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -109,6 +129,21 @@ class SeriesStore:
         strictly increasing within the call and after the series' last sample, at millisecond
         resolution; otherwise :class:`SeriesStoreError` (a ``ValueError``) names the series.
         """
+        if (
+            isinstance(t_s, (int, float))
+            and isinstance(values, (int, float))
+            and math.isfinite(t_s)
+            and abs(t_s) < _MAX_TIME_S
+        ):
+            # Fast path for one sample (a scrape): a cache of already checked series.
+            try:
+                data = self._scalar_cache.get((name, tuple(labels.items())))
+            except TypeError:  # an unhashable label value: the slow path explains
+                data = None
+            t_ms = round(t_s * 1000.0)
+            if data is not None and (data.last_ms is None or t_ms > data.last_ms):
+                data.add_scalar(t_ms, float(values))
+                return
         key = _label_key(name, labels)
         t = np.atleast_1d(np.asarray(t_s, dtype=np.float64))
         v = np.atleast_1d(np.asarray(values, dtype=np.float64))
@@ -120,8 +155,12 @@ class SeriesStore:
             )
         if t.size == 0:
             return
-        if not np.all(np.isfinite(t)):
-            raise SeriesStoreError(f"{where}: times must be finite seconds, got {t[~np.isfinite(t)][0]}")
+        if not np.all(np.isfinite(t) & (np.abs(t) < _MAX_TIME_S)):
+            bad = t[~(np.isfinite(t) & (np.abs(t) < _MAX_TIME_S))][0]
+            raise SeriesStoreError(
+                f"{where}: times must be finite seconds within ±{_MAX_TIME_S:.0e} "
+                f"(Prometheus keeps int64 milliseconds), got {bad}"
+            )
         t_ms = np.rint(t * 1000.0).astype(np.int64)
         if t_ms.size > 1 and not np.all(np.diff(t_ms) > 0):
             i = int(np.argmin(np.diff(t_ms) > 0))
@@ -141,6 +180,10 @@ class SeriesStore:
                 f"sample at {data.last_ms / 1000!r}; append samples in time order"
             )
         data.add(t_ms, v)
+        try:
+            self._scalar_cache[(name, tuple(labels.items()))] = data
+        except TypeError:
+            pass
 
     def declare(self, name: str, type: MetricType, help: str = "") -> None:  # noqa: A002
         """Give a metric family its type and help text, for :meth:`to_openmetrics`.
@@ -180,7 +223,7 @@ class SeriesStore:
     def all_raw(self) -> list[_SeriesData]:
         return [s for n in sorted(self._by_name) for s in self.raw(n)]
 
-    def cached_select(self, key: object, compute) -> list[_SeriesData]:
+    def cached_select(self, key: object, compute) -> list:
         """Memoise a selection (a list of series) until a new series appears."""
         hit = self._select_cache.get(key)
         if hit is None:

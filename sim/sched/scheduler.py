@@ -121,6 +121,7 @@ class Scheduler:
         budget = limits.max_num_batched_tokens
         threshold = limits.long_prefill_token_threshold
         max_model_len = limits.max_model_len
+        block_size = self.kv.block_size
         if len(self.running) + len(self.waiting) <= 1:
             threshold = 0  # vLLM ignores the threshold when only one request exists
         self.head_blocked = False
@@ -138,6 +139,14 @@ class Scheduler:
             if n > max_model_len - computed - 1:
                 n = max_model_len - computed - 1
             if n <= 0:
+                i += 1
+                continue
+            if n == 1 and computed % block_size and (computed + 1) % block_size:
+                # A decode that stays inside its last block needs no new block and fills none
+                # to cache: the KV manager would do nothing, so skip the call (the common case).
+                out.num_scheduled_tokens[request.request_id] = 1
+                out.scheduled.append(request)
+                budget -= 1
                 i += 1
                 continue
             while True:
