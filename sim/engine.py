@@ -286,10 +286,15 @@ class Engine:
         last_step = first_step + num_steps - 1
         finished = sched.update_from_output(out, None, env.now)
         produced = out.sampled
+        previous = last_step - 1
         for request in produced:
             if request.first_token_s is None:
                 request.first_token_s = self.step_end_s[first_step]
-            request.record_token_step(last_step)
+            runs = request.token_steps  # Request.record_token_step, inlined (hot loop)
+            if runs and runs[-1][1] == previous:
+                runs[-1][1] = last_step
+            else:
+                runs.append([last_step, last_step])
         stats.generation_tokens_total += len(produced)
         stats.num_steps += num_steps
         stats.busy_s += env.now - start_s

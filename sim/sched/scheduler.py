@@ -129,11 +129,22 @@ class Scheduler:
         self.head_blocked = False
 
         # 1. Running requests, in admission order.
+        scheduled_tokens = out.num_scheduled_tokens
+        scheduled = out.scheduled
+        running = self.running
         i = 0
-        while i < len(self.running) and budget > 0:
-            request = self.running[i]
+        while i < len(running) and budget > 0:
+            request = running[i]
             computed = request.num_computed_tokens
             n = request.num_tokens - computed
+            if n == 1 and computed % block_size and (computed + 1) % block_size and computed < max_model_len - 1:
+                # A decode that stays inside its last block needs no new block and fills none
+                # to cache: the KV manager would do nothing, so skip the call (the common case).
+                scheduled_tokens[request.request_id] = 1
+                scheduled.append(request)
+                budget -= 1
+                i += 1
+                continue
             if 0 < threshold < n:
                 n = threshold
             if n > budget:
@@ -141,14 +152,6 @@ class Scheduler:
             if n > max_model_len - computed - 1:
                 n = max_model_len - computed - 1
             if n <= 0:
-                i += 1
-                continue
-            if n == 1 and computed % block_size and (computed + 1) % block_size:
-                # A decode that stays inside its last block needs no new block and fills none
-                # to cache: the KV manager would do nothing, so skip the call (the common case).
-                out.num_scheduled_tokens[request.request_id] = 1
-                out.scheduled.append(request)
-                budget -= 1
                 i += 1
                 continue
             while True:
@@ -246,13 +249,17 @@ class Scheduler:
         """
         finished: list[Request] = []
         max_model_len = self.limits.max_model_len
-        for request in output.scheduled:
-            if request.status != RequestStatus.RUNNING:
-                continue
+        block_size = self.kv.block_size
+        sampled_out = output.sampled
+        for request in output.scheduled:  # all RUNNING: preempted ones left `scheduled`
             if request.num_computed_tokens < request.num_tokens:
                 continue  # a partial prefill chunk samples nothing
-            request.append_output_tokens(1)
-            output.sampled.append(request)
+            # Request.append_output_tokens(1), inlined: this runs for every request every step.
+            request.num_output_tokens += 1
+            request.num_tokens += 1
+            if request.num_tokens % block_size == 0:
+                request.extend_block_hashes()
+            sampled_out.append(request)
             if request.num_output_tokens >= request.max_tokens or request.num_tokens >= max_model_len:
                 request.status = RequestStatus.FINISHED_LENGTH
                 finished.append(request)
