@@ -37,6 +37,8 @@ def scenarios(draw):
         num_gpu_blocks_override=draw(st.integers(70, 600)),
         enable_prefix_caching=draw(st.booleans()),
         num_scheduler_steps=draw(st.sampled_from([1, 1, 1, 4])),
+        scheduling_policy=draw(st.sampled_from(["fcfs", "fcfs", "priority"])),
+        long_prefill_token_threshold=draw(st.sampled_from([0, 0, 64])),
     )
     spec = WorkloadSpec(
         dataset_name=draw(st.sampled_from(["random", "sharegpt"])),
@@ -52,7 +54,7 @@ def scenarios(draw):
     return config, spec, draw(st.integers(0, 3))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_fast_forward_matches_step_by_step(scenario):
     config, spec, seed = scenario

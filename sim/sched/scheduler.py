@@ -60,6 +60,10 @@ class SchedulerOutput:
     scheduled: list[Request] = field(default_factory=list)
     # Filled by update_from_output: the requests that sampled a token at the end of the step.
     sampled: list[Request] = field(default_factory=list)
+    # Only from LazyDecodeScheduler: parked decodes that also run this step (one token each,
+    # not listed above), and the KV tokens their attention reads.
+    num_steady: int = 0
+    steady_context_tokens: int = 0
 
     @property
     def is_pure_decode(self) -> bool:
