@@ -1,0 +1,186 @@
+"""The emulator's ``/metrics``: vLLM's series, fed by the simulated engine, and the HTTP series.
+
+vLLM's names, labels (``model_name``, ``engine``) and buckets follow vLLM 0.33 (the reference's
+section 5). Counters and gauges are read from the engine's live ``stats`` at scrape time, so
+they can never drift from the simulation; histograms are observed from the engine's listener
+hooks as requests finish and steps end. Each server has its own ``CollectorRegistry`` (never
+prometheus_client's global one), so several servers in one process (tests) do not collide.
+
+The HTTP series are what the course's AnalysisTemplates query:
+``http_requests_total{service,status}`` and ``http_request_duration_seconds{service}``. vLLM
+itself exports ``http_requests_total`` through prometheus-fastapi-instrumentator with other
+labels (``handler``, ``method``, ``status`` as ``2xx``); we use the course's labels, because the
+analyses must run unchanged, and count only the inference routes, so health checks and scrapes
+do not dilute the error rate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from sim.metrics import VLLM_BUCKETS
+
+# Prometheus client's default buckets, extended to two minutes: an LLM request often takes
+# longer than the default's 10 s top bucket, and p99 above it would read as 10 s.
+HTTP_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
+                         7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0)
+
+FINISHED_REASONS = ("stop", "length", "abort", "error")
+
+
+def buckets_1_2_5(max_value: int) -> list[float]:
+    """vLLM's ``build_1_2_5_buckets``: 1, 2, 5, 10, 20, 50, ... up to ``max_value``."""
+    out: list[float] = []
+    exponent = 0
+    while True:
+        for mantissa in (1, 2, 5):
+            value = mantissa * 10**exponent
+            if value > max_value:
+                return out
+            out.append(float(value))
+        exponent += 1
+
+
+class _EngineStatsCollector:
+    """Counters and gauges read from the engine's ``stats`` when Prometheus scrapes."""
+
+    def __init__(self, server: "ServerMetrics") -> None:
+        self.server = server
+
+    def describe(self):  # no pre-declared families: the registry then calls collect lazily
+        return []
+
+    def collect(self):
+        m = self.server
+        stats = m.stats_source()
+        labels = [m.model_name, m.engine_index]
+        names = ["model_name", "engine"]
+
+        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+            g = GaugeMetricFamily(name, doc, labels=names)
+            g.add_metric(labels, float(value))
+            return g
+
+        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+            c = CounterMetricFamily(name, doc, labels=names)
+            c.add_metric(labels, float(value))
+            return c
+
+        if stats is None:
+            return
+        yield gauge("vllm:num_requests_running", "Number of requests in model execution batches.",
+                    stats.num_requests_running)
+        yield gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.",
+                    stats.num_requests_waiting)
+        yield gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.",
+                    stats.kv_cache_usage_perc)
+        yield counter("vllm:prompt_tokens", "Number of prefill tokens processed.", stats.prompt_tokens_total)
+        yield counter("vllm:generation_tokens", "Number of generation tokens processed.",
+                      stats.generation_tokens_total)
+        yield counter("vllm:num_preemptions", "Cumulative number of preemption from the engine.",
+                      stats.num_preemptions_total)
+        yield counter("vllm:prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens.",
+                      stats.prefix_cache_queries_total)
+        yield counter("vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.",
+                      stats.prefix_cache_hits_total)
+        success = CounterMetricFamily("vllm:request_success", "Count of successfully processed requests.",
+                                      labels=names + ["finished_reason"])
+        done = dict(stats.request_success_total)
+        done["error"] = done.get("error", 0) + m.engine_errors
+        for reason in FINISHED_REASONS:
+            success.add_metric(labels + [reason], float(done.get(reason, 0)))
+        yield success
+
+
+class ServerMetrics:
+    """Every series the emulator exports, in one registry of its own."""
+
+    def __init__(self, *, model_name: str, service: str, max_model_len: int, stats_source) -> None:
+        self.model_name = model_name
+        self.service = service
+        self.engine_index = "0"
+        self.stats_source = stats_source  # a callable returning the engine's live stats (or None)
+        self.engine_errors = 0  # requests killed by a crash: vLLM counts them as finished_reason=error
+        self.registry = CollectorRegistry()
+        reg = self.registry
+        names = ["model_name", "engine"]
+
+        def hist(name: str, doc: str, buckets) -> Histogram:
+            return Histogram(name, doc, names, buckets=list(buckets), registry=reg)
+
+        self.ttft = hist("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.",
+                         VLLM_BUCKETS["time_to_first_token_seconds"])
+        self.itl = hist("vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.",
+                        VLLM_BUCKETS["inter_token_latency_seconds"])
+        self.tpot = hist("vllm:request_time_per_output_token_seconds",
+                         "Histogram of time_per_output_token_seconds per request.",
+                         VLLM_BUCKETS["request_time_per_output_token_seconds"])
+        self.e2e = hist("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.",
+                        VLLM_BUCKETS["e2e_request_latency_seconds"])
+        self.queue = hist("vllm:request_queue_time_seconds",
+                          "Histogram of time spent in WAITING phase for request.",
+                          VLLM_BUCKETS["e2e_request_latency_seconds"])
+        self.inference = hist("vllm:request_inference_time_seconds",
+                              "Histogram of time spent in RUNNING phase for request.",
+                              VLLM_BUCKETS["e2e_request_latency_seconds"])
+        self.prefill = hist("vllm:request_prefill_time_seconds",
+                            "Histogram of time spent in PREFILL phase for request.",
+                            VLLM_BUCKETS["e2e_request_latency_seconds"])
+        self.decode = hist("vllm:request_decode_time_seconds",
+                           "Histogram of time spent in DECODE phase for request.",
+                           VLLM_BUCKETS["e2e_request_latency_seconds"])
+        self.iteration_tokens = hist("vllm:iteration_tokens_total", "Histogram of number of tokens per engine_step.",
+                                     VLLM_BUCKETS["iteration_tokens_total"])
+        self.prompt_tokens = hist("vllm:request_prompt_tokens", "Number of prefill tokens processed.",
+                                  buckets_1_2_5(max_model_len))
+        self.generation_tokens = hist("vllm:request_generation_tokens", "Number of generation tokens processed.",
+                                      buckets_1_2_5(max_model_len))
+        reg.register(_EngineStatsCollector(self))
+
+        self.http_requests = Counter("http_requests_total", "HTTP requests to the inference routes.",
+                                     ["service", "status"], registry=reg)
+        self.http_duration = Histogram("http_request_duration_seconds",
+                                       "Time from receiving an inference request to its last byte.",
+                                       ["service"], buckets=list(HTTP_DURATION_BUCKETS), registry=reg)
+
+    def _labels(self) -> dict[str, str]:
+        return {"model_name": self.model_name, "engine": self.engine_index}
+
+    # -- fed by the engine's listener hooks ---------------------------------------------------
+    def observe_step(self, record: Any) -> None:
+        if record.num_batched_tokens > 0:
+            self.iteration_tokens.labels(**self._labels()).observe(record.num_batched_tokens)
+
+    def observe_finished(self, request: Any, now_s: float) -> None:
+        """vLLM's per-request definitions (``v1/metrics/stats.py``), from the request's times."""
+        lab = self._labels()
+        n_out = request.num_output_tokens
+        self.prompt_tokens.labels(**lab).observe(request.num_prompt_tokens)
+        self.generation_tokens.labels(**lab).observe(n_out)
+        self.e2e.labels(**lab).observe(now_s - request.arrival_s)
+        if request.first_scheduled_s is None or request.first_token_s is None:
+            return  # aborted before it ran: only the token counts and e2e apply
+        last_token_s = request.token_times_s[-1] if request.token_times_s else request.first_token_s
+        self.ttft.labels(**lab).observe(request.first_token_s - request.arrival_s)
+        self.queue.labels(**lab).observe(request.first_scheduled_s - request.arrival_s)
+        self.prefill.labels(**lab).observe(request.first_token_s - request.first_scheduled_s)
+        decode_s = last_token_s - request.first_token_s
+        self.decode.labels(**lab).observe(decode_s)
+        self.inference.labels(**lab).observe(last_token_s - request.first_scheduled_s)
+        if n_out > 1:
+            self.tpot.labels(**lab).observe(decode_s / (n_out - 1))
+        times = request.token_times_s
+        itl = self.itl.labels(**lab)
+        for a, b in zip(times, times[1:]):
+            itl.observe(b - a)
+
+    # -- fed by the HTTP layer -------------------------------------------------------------------
+    def observe_http(self, status: int, duration_s: float) -> None:
+        self.http_requests.labels(service=self.service, status=str(status)).inc()
+        self.http_duration.labels(service=self.service).observe(duration_s)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
