@@ -68,7 +68,8 @@ class EmulatorServer:
         self.max_model_len = settings.max_model_len or self.runner.engine.limits.max_model_len
         self.metrics = ServerMetrics(model_name=settings.served_model_names[0], service=settings.service,
                                      max_model_len=self.max_model_len,
-                                     stats_source=lambda: self.runner.engine.stats)
+                                     stats_source=lambda: self.runner.engine.stats,
+                                     errors_source=lambda: self.runner.killed_by_crash)
         self.runner.observers.append(self.metrics)
         self.in_flight = 0
 
@@ -524,23 +525,8 @@ def log_startup(server: EmulatorServer, host: str, port: int) -> None:
     engine = server.engine
     log.info("vLLM API server version %s (ServeLab emulator: the engine is simulated, no GPU is used)",
              VLLM_VERSION)
-    for line in memory_log_lines(engine, server.max_model_len):
+    for line in engine.memory.startup_log_lines():
         log.info("%s", line)
     for fault in server.faults.describe():
         log.info("Fault in force: %s", fault["spec"])
     log.info("Starting vLLM API server 0 on http://%s:%d", host, port)
-
-
-def memory_log_lines(engine: Any, max_model_len: int) -> list[str]:
-    """``Available KV cache memory`` and ``GPU KV cache size`` as vLLM's gpu_worker and
-    kv_cache_utils log them: concurrency x = num_blocks / cdiv(max_model_len, block_size)."""
-    block_size = engine.limits_block_size if hasattr(engine, "limits_block_size") else engine.config.block_size
-    blocks_per_request = -(-max_model_len // block_size)
-    x = engine.num_gpu_blocks / blocks_per_request
-    lines = []
-    available = getattr(engine.memory, "available_kv_bytes", None)
-    if available is not None:
-        lines.append(f"Available KV cache memory: {available / 1024**3:.2f} GiB")
-    lines.append(f"GPU KV cache size: {int(x * max_model_len):,} tokens")
-    lines.append(f"Maximum concurrency for {max_model_len:,} tokens per request: {x:.2f}x")
-    return lines

@@ -21,7 +21,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from sim.metrics import VLLM_BUCKETS
+from sim.metrics import VLLM_BUCKETS, request_length_buckets
 
 # Prometheus client's default buckets, extended to two minutes: an LLM request often takes
 # longer than the default's 10 s top bucket, and p99 above it would read as 10 s.
@@ -29,19 +29,6 @@ HTTP_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 
                          7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0)
 
 FINISHED_REASONS = ("stop", "length", "abort", "error")
-
-
-def buckets_1_2_5(max_value: int) -> list[float]:
-    """vLLM's ``build_1_2_5_buckets``: 1, 2, 5, 10, 20, 50, ... up to ``max_value``."""
-    out: list[float] = []
-    exponent = 0
-    while True:
-        for mantissa in (1, 2, 5):
-            value = mantissa * 10**exponent
-            if value > max_value:
-                return out
-            out.append(float(value))
-        exponent += 1
 
 
 class _EngineStatsCollector:
@@ -89,7 +76,9 @@ class _EngineStatsCollector:
         success = CounterMetricFamily("vllm:request_success", "Count of successfully processed requests.",
                                       labels=names + ["finished_reason"])
         done = dict(stats.request_success_total)
-        done["error"] = done.get("error", 0) + m.engine_errors
+        # Requests killed by a crash reach the engine as aborts; vLLM reports them as errors.
+        done["abort"] = done.get("abort", 0) - m.errors_source()
+        done["error"] = done.get("error", 0) + m.errors_source()
         for reason in FINISHED_REASONS:
             success.add_metric(labels + [reason], float(done.get(reason, 0)))
         yield success
@@ -98,12 +87,13 @@ class _EngineStatsCollector:
 class ServerMetrics:
     """Every series the emulator exports, in one registry of its own."""
 
-    def __init__(self, *, model_name: str, service: str, max_model_len: int, stats_source) -> None:
+    def __init__(self, *, model_name: str, service: str, max_model_len: int, stats_source,
+                 errors_source=lambda: 0) -> None:
         self.model_name = model_name
         self.service = service
         self.engine_index = "0"
         self.stats_source = stats_source  # a callable returning the engine's live stats (or None)
-        self.engine_errors = 0  # requests killed by a crash: vLLM counts them as finished_reason=error
+        self.errors_source = errors_source  # a callable: requests killed by a crash so far
         self.registry = CollectorRegistry()
         reg = self.registry
         names = ["model_name", "engine"]
@@ -135,9 +125,9 @@ class ServerMetrics:
         self.iteration_tokens = hist("vllm:iteration_tokens_total", "Histogram of number of tokens per engine_step.",
                                      VLLM_BUCKETS["iteration_tokens_total"])
         self.prompt_tokens = hist("vllm:request_prompt_tokens", "Number of prefill tokens processed.",
-                                  buckets_1_2_5(max_model_len))
+                                  request_length_buckets(max_model_len))
         self.generation_tokens = hist("vllm:request_generation_tokens", "Number of generation tokens processed.",
-                                      buckets_1_2_5(max_model_len))
+                                      request_length_buckets(max_model_len))
         reg.register(_EngineStatsCollector(self))
 
         self.http_requests = Counter("http_requests_total", "HTTP requests to the inference routes.",
@@ -154,8 +144,11 @@ class ServerMetrics:
         if record.num_batched_tokens > 0:
             self.iteration_tokens.labels(**self._labels()).observe(record.num_batched_tokens)
 
-    def observe_finished(self, request: Any, now_s: float) -> None:
-        """vLLM's per-request definitions (``v1/metrics/stats.py``), from the request's times."""
+    def observe_finished(self, request: Any, now_s: float, token_times_s) -> None:
+        """vLLM's per-request definitions (``v1/metrics/stats.py``), from the request's times.
+
+        Only requests that finished by themselves (stop or length) are observed; aborted ones
+        appear in ``vllm:request_success_total{finished_reason="abort"}`` only."""
         lab = self._labels()
         n_out = request.num_output_tokens
         self.prompt_tokens.labels(**lab).observe(request.num_prompt_tokens)
@@ -163,7 +156,8 @@ class ServerMetrics:
         self.e2e.labels(**lab).observe(now_s - request.arrival_s)
         if request.first_scheduled_s is None or request.first_token_s is None:
             return  # aborted before it ran: only the token counts and e2e apply
-        last_token_s = request.token_times_s[-1] if request.token_times_s else request.first_token_s
+        times = [float(t) for t in token_times_s]
+        last_token_s = times[-1] if times else request.first_token_s
         self.ttft.labels(**lab).observe(request.first_token_s - request.arrival_s)
         self.queue.labels(**lab).observe(request.first_scheduled_s - request.arrival_s)
         self.prefill.labels(**lab).observe(request.first_token_s - request.first_scheduled_s)
@@ -172,7 +166,6 @@ class ServerMetrics:
         self.inference.labels(**lab).observe(last_token_s - request.first_scheduled_s)
         if n_out > 1:
             self.tpot.labels(**lab).observe(decode_s / (n_out - 1))
-        times = request.token_times_s
         itl = self.itl.labels(**lab)
         for a, b in zip(times, times[1:]):
             itl.observe(b - a)

@@ -147,11 +147,17 @@ class SimRunner:
         if entry is None or num_new_tokens <= 0:
             return
         handle, index = entry
-        handle.queue.put_nowait(("tokens", index, list(request.token_times_s[-num_new_tokens:])))
+        if num_new_tokens == 1:  # the usual case: the emulator runs the engine step by step
+            times = [now_s]
+        else:  # a fast-forwarded run of steps: each token at the end of its own step
+            times = self.engine.token_times(request)[-num_new_tokens:].tolist()
+        handle.queue.put_nowait(("tokens", index, times))
 
     def on_finish(self, request: Any, now_s: float) -> None:
-        for obs in self.observers:
-            obs.observe_finished(request, now_s)
+        if request.status.value != "abort":
+            times = self.engine.token_times(request)
+            for obs in self.observers:
+                obs.observe_finished(request, now_s, times)
         entry = self._handles.pop(request.request_id, None)
         if entry is None:
             return
@@ -193,7 +199,7 @@ class SimRunner:
         for rid in list(self._handles):  # dict order: insertion order, deterministic
             handle, index = self._handles.pop(rid)
             handle.unfinished.discard(rid)
-            self.engine.abort(rid)
+            self.engine.abort(rid)  # counted as finished_reason="error" in /metrics, not "abort"
             self.killed_by_crash += 1
             handle.queue.put_nowait(("error", index, "the engine crashed (crash-loop fault)"))
 
@@ -217,8 +223,18 @@ class SimRunner:
 
 
 def leak_blocks(engine: Any, count: int) -> list[Any]:
-    raise NotImplementedError  # filled in once the engine's block pool lands
+    """Take up to ``count`` free KV blocks out of the engine's pool for good (the KV-leak fault).
+
+    They are taken from the front of the free queue, as an allocation would take them; the
+    scheduler then sees fewer free blocks, which is how a leak shows in a real vLLM: usage
+    creeps up and preemptions start. Engines without vLLM's block pool (the baselines) do
+    not leak."""
+    pool = getattr(getattr(engine, "kv", None), "pool", None)
+    if pool is None:
+        return []
+    count = min(count, pool.num_free_blocks)
+    return pool.get_new_blocks(count) if count > 0 else []
 
 
 def return_blocks(engine: Any, blocks: list[Any]) -> None:
-    raise NotImplementedError
+    engine.kv.pool.free_blocks(blocks)
