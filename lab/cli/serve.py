@@ -84,6 +84,8 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
                    help="the engine to simulate: vllm, or one of the paper's baselines")
     s.add_argument("--fault", action="append", default=[], metavar="SPEC",
                    help="[stable:|canary:]KIND=VALUE[@START[-END]]; repeatable; also POST /admin/faults")
+    s.add_argument("--judge-metrics", action=argparse.BooleanOptionalAction, default=True,
+                   help="export llm_judge_quality_score for the built-in questions answered (default on)")
     s.add_argument("--service", default=None,
                    help=f"the 'service' label of the HTTP series (env SERVELAB_SERVICE, default {DEFAULT_SERVICE})")
     p.set_defaults(run=run, removed_flags=[])
@@ -138,7 +140,7 @@ def build_server(args: argparse.Namespace):
     settings = ServeSettings(
         model=model, served_model_names=tuple(args.served_model_name or [model]), service=service,
         seed=args.seed, api_key=args.api_key or os.environ.get("VLLM_API_KEY"),
-        enable_log_requests=args.enable_log_requests,
+        enable_log_requests=args.enable_log_requests, judge_metrics=args.judge_metrics,
     )
     return EmulatorServer.from_config(settings, config, faults=faults)
 

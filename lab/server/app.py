@@ -44,6 +44,7 @@ class ServeSettings:
     seed: int = 0
     api_key: str | None = None
     enable_log_requests: bool = False
+    judge_metrics: bool = True  # export llm_judge_quality_score for the built-in questions answered
 
 
 @dataclass
@@ -69,7 +70,8 @@ class EmulatorServer:
         self.metrics = ServerMetrics(model_name=settings.served_model_names[0], service=settings.service,
                                      max_model_len=self.max_model_len,
                                      stats_source=lambda: self.runner.engine.stats,
-                                     errors_source=lambda: self.runner.killed_by_crash)
+                                     errors_source=lambda: self.runner.killed_by_crash,
+                                     judge_enabled=settings.judge_metrics)
         self.runner.observers.append(self.metrics)
         self.in_flight = 0
 
@@ -421,6 +423,10 @@ class _Builder:
         return {"id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
                 "choices": [choice]}
 
+    def record_answer(self, server: "EmulatorServer") -> None:
+        judged = [plan.correct for plan in self.plans if plan.correct is not None]
+        server.metrics.observe_answer(self.prompt_tokens, self.completion_tokens(), judged)
+
     def usage_chunk(self) -> dict:
         kind = "chat.completion.chunk" if self.chat else "text_completion"
         return {"id": self.id, "object": kind, "created": self.created, "model": self.model, "choices": [],
@@ -471,7 +477,9 @@ async def _complete(server, request, handle, plans, multiplier, builder, started
         if errors:
             status = 500
             return P.internal_error(errors[0]).response()
-        return JSONResponse(builder.full(finish))
+        body = builder.full(finish)
+        builder.record_answer(server)
+        return JSONResponse(body)
     finally:
         gone.cancel()
         server.runner.abort(handle)
@@ -510,8 +518,10 @@ async def _stream(server, handle, plans, multiplier, builder: _Builder, include_
                 status = 500
                 yield P.sse(P.internal_error(payload).body())
                 break
-        if include_usage and status == 200:
-            yield P.sse(builder.usage_chunk())
+        if status == 200:
+            builder.record_answer(server)
+            if include_usage:
+                yield P.sse(builder.usage_chunk())
         yield P.sse("[DONE]")
     except (asyncio.CancelledError, GeneratorExit):
         status = 499  # the client went away (nginx's "client closed request")

@@ -11,22 +11,29 @@ The HTTP series are what the course's AnalysisTemplates query:
 itself exports ``http_requests_total`` through prometheus-fastapi-instrumentator with other
 labels (``handler``, ``method``, ``status`` as ``2xx``); we use the course's labels, because the
 analyses must run unchanged, and count only the inference routes, so health checks and scrapes
-do not dilute the error rate.
+do not dilute the error rate. Two more series feed the course's other rollback triggers:
+``llm_request_cost_dollars_total{service}`` (token cost at the simulated fleet's prices) and
+``llm_judge_quality_score{service}`` (a summary of judge scores; see ``observe_answer``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, Summary, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from sim.metrics import VLLM_BUCKETS, request_length_buckets
 
-# Prometheus client's default buckets, extended to two minutes: an LLM request often takes
-# longer than the default's 10 s top bucket, and p99 above it would read as 10 s.
-HTTP_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
-                         7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0)
+# The buckets of the simulated fleet (``sim/rollout/fleet.py``), so that the emulator and the
+# simulated cluster give the same p99 for the same latencies. They reach two minutes: an LLM
+# request often takes longer than prometheus_client's default top bucket (10 s).
+HTTP_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0,
+                         15.0, 20.0, 30.0, 60.0, 120.0)
+
+# The simulated fleet's prices, for llm_request_cost_dollars_total (dollars per million tokens).
+INPUT_PRICE_PER_MTOK = 0.10
+OUTPUT_PRICE_PER_MTOK = 0.30
 
 FINISHED_REASONS = ("stop", "length", "abort", "error")
 
@@ -88,7 +95,8 @@ class ServerMetrics:
     """Every series the emulator exports, in one registry of its own."""
 
     def __init__(self, *, model_name: str, service: str, max_model_len: int, stats_source,
-                 errors_source=lambda: 0) -> None:
+                 errors_source=lambda: 0, judge_enabled: bool = True) -> None:
+        self.judge_enabled = judge_enabled
         self.model_name = model_name
         self.service = service
         self.engine_index = "0"
@@ -135,6 +143,19 @@ class ServerMetrics:
         self.http_duration = Histogram("http_request_duration_seconds",
                                        "Time from receiving an inference request to its last byte.",
                                        ["service"], buckets=list(HTTP_DURATION_BUCKETS), registry=reg)
+        # Both statuses exist from the start, at 0: an error-rate query then reads 0, not an
+        # empty vector, before the first error (the simulated fleet does the same).
+        for status in ("200", "500"):
+            self.http_requests.labels(service=service, status=status)
+        self.cost = Counter("llm_request_cost_dollars_total",
+                            "Token cost of the answered requests, in dollars.", ["service"], registry=reg)
+        self.cost.labels(service=service)
+        # What an exact-match judge scores the built-in questions this server answered (1 right,
+        # 0 wrong): the series the quality analyses read. A separate judge job may export the
+        # same series instead (then start the server with --no-judge-metrics).
+        self.judge = Summary("llm_judge_quality_score", "LLM-judge scores (0 to 1) of judged responses.",
+                             ["service"], registry=reg)
+        self.judge.labels(service=service)
 
     def _labels(self) -> dict[str, str]:
         return {"model_name": self.model_name, "engine": self.engine_index}
@@ -174,6 +195,15 @@ class ServerMetrics:
     def observe_http(self, status: int, duration_s: float) -> None:
         self.http_requests.labels(service=self.service, status=str(status)).inc()
         self.http_duration.labels(service=self.service).observe(duration_s)
+
+    def observe_answer(self, prompt_tokens: int, completion_tokens: int, judged: list[bool]) -> None:
+        """A request answered in full: its token cost, and the judge's score of each built-in
+        question among its choices."""
+        dollars = (prompt_tokens * INPUT_PRICE_PER_MTOK + completion_tokens * OUTPUT_PRICE_PER_MTOK) / 1e6
+        self.cost.labels(service=self.service).inc(dollars)
+        if self.judge_enabled:
+            for correct in judged:
+                self.judge.labels(service=self.service).observe(1.0 if correct else 0.0)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
