@@ -433,3 +433,48 @@ def _stream_ttfts(emu, prompts: list[str]) -> list[float]:
             await client.close()
 
     return asyncio.run(main())
+
+
+# --- the command itself -------------------------------------------------------------------------
+
+def test_servelab_serve_command_starts_logs_and_answers(tmp_path):
+    """``python3 -m lab serve MODEL --gpu GPU --port P``, as a student runs it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    port = _free_port()
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lab", "serve", MODEL, "--gpu", GPU, "--port", str(port),
+             "--disable-log-requests", "--fault", "canary:latency=1.0x"],
+            cwd=Path(__file__).resolve().parents[1], stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, log_path.read_text()
+            try:
+                if httpx.get(f"{base}/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
+        assert client.completions.create(model=MODEL, prompt="What is 6 times 7?", max_tokens=4).choices[0].text == " 42."
+        assert "vllm:generation_tokens_total" in httpx.get(f"{base}/metrics").text
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    log = log_path.read_text()
+    assert "--disable-log-requests has been removed from vLLM" in log and "--enable-log-requests" in log
+    assert "Available KV cache memory:" in log
+    assert "GPU KV cache size: " in log and "Maximum concurrency for 131,072 tokens per request" in log
+    assert f"Starting vLLM API server 0 on http://127.0.0.1:{port}" in log
+    assert "Traceback" not in log
