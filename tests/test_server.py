@@ -186,6 +186,9 @@ def test_streamed_tokens_arrive_over_time_not_at_once(emu):
                      "max_tokens must be at least 1, got 0.", id="max-tokens-zero"),
         pytest.param("/v1/completions", {"model": MODEL, "prompt": "hi", "n": 0}, 400, "BadRequestError",
                      "n must be at least 1", id="n-zero"),
+        pytest.param("/v1/completions", {"model": MODEL, "prompt": "hi", "stream_options": {"include_usage": True}},
+                     400, "BadRequestError", "Stream options can only be defined when `stream=True`.",
+                     id="stream-options-without-stream"),
         pytest.param("/v1/completions", {"model": MODEL, "prompt": "hi", "max_tokens": 200_000}, 400,
                      "BadRequestError", "This model's maximum context length is 131072 tokens. However, you "
                      "requested 200000 output tokens and your prompt contains at least 2 input tokens",
@@ -339,8 +342,12 @@ def test_aborted_streams_free_their_kv_blocks(emu):
     assert engine.kv.num_free_blocks < total_free  # they hold blocks now
     for cm in streams:
         cm.__exit__(None, None, None)
+    # A client that gives up on a request that is not streamed aborts it too.
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(f"{emu.base}/v1/completions", json={"model": MODEL, "prompt": "Impatient " * 300,
+                                                       "max_tokens": 2000, "ignore_eos": True}, timeout=0.5)
     emu.wait_idle()
-    assert engine.stats.request_success_total["abort"] - aborted_before == 8
+    assert engine.stats.request_success_total["abort"] - aborted_before == 9
     assert engine.kv.num_free_blocks == total_free
     assert engine.stats.num_requests_running == 0
 

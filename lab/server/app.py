@@ -360,6 +360,8 @@ async def _generate(server: EmulatorServer, request: Request, body: P._Base, *, 
         server.check_model(body.model)
         if body.n < 1:
             raise P.bad_request(f"n must be at least 1, got {body.n}.", param="n")
+        if body.stream_options is not None and not body.stream:
+            raise P.bad_request("Stream options can only be defined when `stream=True`.", param="stream_options")
         prompts = [server._prompt_of_chat(body)] if chat else server._prompts_of_completion(body)  # type: ignore[arg-type]
         server.admit()
     except P.APIError as exc:

@@ -23,6 +23,7 @@ import simpy
 from lab.server.faults import FaultSet, crash_downtime_s
 
 TICK_S = 0.25  # how often time-dependent faults are re-read when the engine is idle
+KEEP_FINISHED = 100  # the engine keeps finished requests for offline results; a server trims them
 
 
 @dataclass
@@ -177,6 +178,9 @@ class SimRunner:
             return
         self._last_tick_s = now
         self.engine.step_time_multiplier = self.faults.product("slow-gpu", now)
+        finished = getattr(self.engine, "finished", None)
+        if finished is not None and len(finished) > 10 * KEEP_FINISHED:
+            del finished[:-KEEP_FINISHED]  # a server runs for hours: do not keep every request
         self._tick_crash(now)
         self._tick_leak(now, dt)
 
