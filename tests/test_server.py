@@ -8,7 +8,6 @@ it in a ``finally``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import socket
 import threading
@@ -55,14 +54,18 @@ class Running:
         raise AssertionError(f"still open after {timeout_s} s: {self.server.runner.num_open_requests}")
 
 
-@contextlib.contextmanager
 def serving(*flags: str):
     """``servelab serve MODEL --gpu GPU <flags>`` on a free port, stopped on exit."""
+    return serving_on(GPU, *flags)
+
+
+@contextlib.contextmanager
+def serving_on(gpu: str, *flags: str):
     import uvicorn
 
     parser = argparse.ArgumentParser()
     serve_cli.add_cli_args(parser)
-    args = parser.parse_args([MODEL, "--gpu", GPU, *flags])
+    args = parser.parse_args([MODEL, "--gpu", gpu, *flags])
     server = serve_cli.build_server(args)
     port = _free_port()
     uv = uvicorn.Server(uvicorn.Config(build_app(server), host="127.0.0.1", port=port, log_level="warning"))
@@ -377,7 +380,7 @@ def test_metrics_carry_vllm_and_http_series(emu):
                  "request_decode_time_seconds", "request_inference_time_seconds"):
         assert samples[(f"vllm:{hist}_count", frozenset(vllm))] >= 1, hist
     # vLLM's buckets, up to TTFT's 2560 s.
-    assert (f"vllm:time_to_first_token_seconds_bucket", frozenset(vllm | {("le", "2560.0")})) in samples
+    assert ("vllm:time_to_first_token_seconds_bucket", frozenset(vllm | {("le", "2560.0")})) in samples
     assert ("vllm:request_success_total", frozenset(vllm | {("finished_reason", "stop")})) in samples
     http = {("service", "ai-api-canary")}
     assert samples[("http_requests_total", frozenset(http | {("status", "200")}))] >= 1
@@ -390,56 +393,99 @@ def test_metrics_carry_vllm_and_http_series(emu):
 # --- load: TTFT under 64 concurrent streams, against the simulator ---------------------------------
 
 def test_ttft_under_64_streams_follows_the_simulator():
-    """64 streams at once, each a 1,500-token prompt: chunked prefill at 8,192 tokens a step
-    admits about 5 a step, so TTFT climbs with queue position. The client-side TTFTs, sorted,
-    follow ``run_engine``'s on the same prompts (same ids, all arriving at t=0), within the
-    HTTP overhead and thread jitter of a shared machine."""
+    """64 streams at once, each a 1,500-token prompt, on a simulated A100 (vLLM's default
+    budget there is 2,048 tokens a step): about one prompt is admitted per step, so TTFT climbs
+    with queue position, from a fraction of a second to several seconds.
+
+    Each request's TTFT, from its arrival at the server to its first token at the client, is
+    compared with ``run_engine``'s for the same workload: the same prompt ids, arriving at the
+    times the server saw them. What differs is only the delivery path (engine step end ->
+    SSE chunk -> client), which on a loaded two-core machine adds a few hundred milliseconds;
+    the simulated times here run to seconds, so the shape is the simulator's."""
     from types import SimpleNamespace
 
     from sim.config import EngineConfig
     from sim.engine import run_engine
 
     prompts = [f"topic{i} " * 1500 for i in range(64)]
-    tok = Tokenizer()
-    ids = [[tok.bos] + tok.encode(p) for p in prompts]
-    workload = SimpleNamespace(arrival_s=np.zeros(64), output_len=np.full(64, 16), n=1,
+    with serving_on("a100-80gb") as emu:
+        solo = _stream_ttfts(emu, ["alone " * 1500])[0]
+        runs = _stream_ttfts(emu, prompts)
+        by_id = {r.request_id: r for r in emu.engine.finished}
+        engine_requests = [by_id[f"{request_id}-0"] for request_id, _, _ in runs]
+        measured = np.array([first - emu.server.runner.wall_of(r.arrival_s)
+                             for (_, _, first), r in zip(runs, engine_requests)])
+        max_lag_s = emu.server.runner.max_lag_s
+    arrivals = np.array([r.arrival_s for r in engine_requests])
+    order = np.argsort(arrivals, kind="stable")
+    ids = [list(engine_requests[i].prompt_token_ids) for i in order]
+    workload = SimpleNamespace(arrival_s=arrivals[order] - arrivals.min(), output_len=np.full(64, 16), n=1,
                                prompt_token_ids=lambda i, vocab: ids[i])
-    predicted = np.sort(run_engine(EngineConfig(model=MODEL, gpu=GPU), workload, usage="serve").ttft_s)
+    predicted = np.empty(64)
+    predicted[order] = run_engine(EngineConfig(model=MODEL, gpu="a100-80gb"), workload, usage="serve").ttft_s
+    client = np.array([first - sent for _, sent, first in runs])
+    gap = measured - predicted
+    print(f"\nclient TTFT: 1 stream {(solo[2] - solo[1]) * 1e3:.0f} ms; 64 streams median "
+          f"{np.median(client) * 1e3:.0f} ms, max {client.max() * 1e3:.0f} ms (arrivals spread over "
+          f"{np.ptp(arrivals) * 1e3:.0f} ms). Server-side TTFT vs run_engine: predicted median "
+          f"{np.median(predicted) * 1e3:.0f} ms, max {predicted.max() * 1e3:.0f} ms; measured - predicted: "
+          f"median {np.median(gap) * 1e3:.0f} ms, p90 {np.quantile(gap, 0.9) * 1e3:.0f} ms, max {gap.max() * 1e3:.0f} ms; "
+          f"the simulation ran up to "
+          f"{max_lag_s * 1e3:.0f} ms late")
+    from scipy.stats import spearmanr
 
-    with serving() as emu:
-        single = _stream_ttfts(emu, ["topic0 " * 1500])[0]
-        measured = np.sort(_stream_ttfts(emu, prompts))
-    quartiles = [(q, float(np.quantile(predicted, q)), float(np.quantile(measured, q))) for q in (0, .25, .5, .75, 1)]
-    print(f"\nTTFT single stream {single * 1e3:.0f} ms; 64 streams, quantile: simulated / measured (s): "
-          + ", ".join(f"q{q:g} {p:.3f} / {m:.3f}" for q, p, m in quartiles))
-    assert measured[-1] > 10 * single  # it rises under load
-    assert predicted[-1] > 10 * predicted[0]
-    # Same shape as the simulator: the quartiles agree within 30 % (+ 0.15 s of HTTP overhead).
-    for q in (0.25, 0.5, 0.75, 1.0):
-        p, m = np.quantile(predicted, q), np.quantile(measured, q)
-        assert abs(m - p) <= 0.3 * p + 0.15, (q, p, m)
+    assert client.max() > 10 * (solo[2] - solo[1])  # it rises under load
+    assert predicted.max() > 10 * predicted.min()
+    assert np.all(gap > -0.02)  # a token never leaves before the simulation made it
+    # The order of first tokens is the simulator's, and the delay past its prediction is what
+    # a loaded machine adds (measured here at load averages of 7 to 9 on two cores).
+    assert spearmanr(measured, predicted).statistic > 0.8
+    assert np.median(gap) < 0.5 + 0.1 * np.median(predicted)
+    assert np.quantile(gap, 0.9) < 1.0 + 0.2 * predicted.max()
 
 
-def _stream_ttfts(emu, prompts: list[str]) -> list[float]:
-    async def one(client, prompt):
-        start = time.monotonic()
-        stream = await client.completions.create(model=MODEL, prompt=prompt, max_tokens=16, stream=True,
-                                                 extra_body={"ignore_eos": True})
-        ttft = None
-        async for chunk in stream:
-            if ttft is None and chunk.choices and chunk.choices[0].text:
-                ttft = time.monotonic() - start
-        return ttft
+_TTFT_CLIENT = """
+import asyncio, json, sys, time
+import httpx, openai
 
-    async def main():
-        client = openai.AsyncOpenAI(base_url=f"{emu.base}/v1", api_key="unused", max_retries=0,
-                                    http_client=httpx.AsyncClient(limits=httpx.Limits(max_connections=100)))
-        try:
-            return await asyncio.gather(*(one(client, p) for p in prompts))
-        finally:
-            await client.close()
+base, model = sys.argv[1], sys.argv[2]
+prompts = json.load(sys.stdin)
 
-    return asyncio.run(main())
+async def one(client, prompt):
+    sent = time.monotonic()
+    stream = await client.completions.create(model=model, prompt=prompt, max_tokens=16, stream=True,
+                                             extra_body={"ignore_eos": True})
+    first = request_id = None
+    async for chunk in stream:
+        if first is None and chunk.choices and chunk.choices[0].text:
+            first, request_id = time.monotonic(), chunk.id
+    return request_id, sent, first
+
+async def main():
+    client = openai.AsyncOpenAI(base_url=base + "/v1", api_key="unused", max_retries=0,
+                                http_client=httpx.AsyncClient(limits=httpx.Limits(max_connections=100)))
+    try:
+        await client.models.list()  # warm up: the client's lazy imports and first connection
+        return await asyncio.gather(*(one(client, p) for p in prompts))
+    finally:
+        await client.close()
+
+print(json.dumps(asyncio.run(main())))
+"""
+
+
+def _stream_ttfts(emu, prompts: list[str]) -> list[tuple[str, float, float]]:
+    """(request id, when sent, when its first token arrived) per prompt, all streamed at once.
+
+    The client runs in a subprocess, so that it does not share the server thread's GIL; Linux's
+    monotonic clock is the same in both processes."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _TTFT_CLIENT, emu.base, MODEL], input=json.dumps(prompts),
+                         capture_output=True, text=True, timeout=120, check=True)
+    return [tuple(row) for row in json.loads(out.stdout)]
 
 
 # --- the command itself -------------------------------------------------------------------------

@@ -8,25 +8,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from lab.server import delivery as D
 from lab.server import protocol as P
 from lab.server.faults import FaultSet, parse_fault
 from lab.server.generation import ChoicePlan, plan_choice
 from lab.server.metrics import ServerMetrics
-from lab.server.runner import Handle, SimRunner
-from lab.server.tokenizer import Tokenizer, piece
+from lab.server.runner import SimRunner
+from lab.server.tokenizer import Tokenizer
 from sim.errors import ServeLabError
 
 log = logging.getLogger("servelab.serve")
@@ -117,9 +117,8 @@ class EmulatorServer:
                 text = item
             else:
                 ids, text = list(item), self.tokenizer.decode(list(item))
-            words = self.tokenizer.split(text)
             out.append(_Prompt(text, ids, self._max_tokens(len(ids), req.max_tokens, "max_tokens"),
-                               words[-1] if words else None))
+                               self.tokenizer.last_word(text)))
         return out
 
     def _prompt_of_chat(self, req: P.ChatCompletionRequest) -> _Prompt:
@@ -176,59 +175,6 @@ class EmulatorServer:
         rate = self.faults.error_rate(now)
         if rate > 0 and self.request_rng.random() < rate:
             raise P.internal_error("Injected failure (error-rate fault).")
-
-    async def events(self, handle: Handle, plans: list[ChoicePlan], multiplier: float) -> AsyncIterator[tuple]:
-        """The engine's events for a request, each released when it is due on the wall clock.
-
-        ("token", index, k) for the k-th token of choice ``index``, ("finish", index, reason),
-        ("error", index, message). The latency fault stretches each token's delay since arrival.
-        """
-        remaining = len(plans)
-        produced = [0] * len(plans)
-        while remaining:
-            kind, index, payload = await handle.queue.get()
-            if kind == "tokens":
-                for t_s in payload:
-                    due = self.runner.wall_of(handle.arrival_s + multiplier * (t_s - handle.arrival_s))
-                    delay = due - self.clock()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    if produced[index] < len(plans[index].words):
-                        yield ("token", index, produced[index])
-                    produced[index] += 1
-            elif kind == "finish":
-                remaining -= 1
-                if getattr(payload, "name", "") == "FINISHED_ABORTED":
-                    yield ("error", index, "The request was aborted by the engine.")
-                else:
-                    yield ("finish", index, plans[index].finish_reason)
-            else:
-                remaining -= 1
-                yield ("error", index, payload)
-
-
-class _AbortOnCloseStream(StreamingResponse):
-    """Runs ``cleanup`` however the response ends (finished, client gone, never started), so
-    that the engine requests of a client that went away are aborted at once, not at GC time."""
-
-    def __init__(self, content, cleanup, **kwargs) -> None:
-        super().__init__(content, **kwargs)
-        self._cleanup = cleanup
-
-    async def __call__(self, scope, receive, send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self.body_iterator.aclose()  # type: ignore[union-attr]
-            self._cleanup(None)
-
-
-async def _disconnected(request: Request) -> None:
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
-
 
 def build_app(server: EmulatorServer) -> FastAPI:
     @contextlib.asynccontextmanager
@@ -379,157 +325,13 @@ async def _generate(server: EmulatorServer, request: Request, body: P._Base, *, 
         log.info("Received request %s: prompt_tokens=%d, n=%d, max_tokens=%s", request_id, prompt_tokens,
                  body.n, [p.max_tokens for p in prompts])
     server.in_flight += 1
-    builder = _Builder(server, plans, prompts, body.n, chat, request_id, model, prompt_tokens)
+    builder = D.ResponseBuilder(plans, prompts, body.n, chat, request_id, model, prompt_tokens)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        cleanup = _cleanup_once(server, handle, started)
-        gen = _stream(server, handle, plans, multiplier, builder, include_usage, cleanup)
-        return _AbortOnCloseStream(gen, cleanup, media_type="text/event-stream")
-    return await _complete(server, request, handle, plans, multiplier, builder, started)
-
-
-class _Builder:
-    """Builds the response objects and chunks, in vLLM's shapes."""
-
-    def __init__(self, server, plans, prompts, n, chat, request_id, model, prompt_tokens) -> None:
-        self.plans, self.prompts, self.n, self.chat = plans, prompts, n, chat
-        self.id, self.model, self.prompt_tokens = request_id, model, prompt_tokens
-        self.created = P.now_created()
-        self.emitted = [0] * len(plans)
-
-    def piece(self, index: int, k: int) -> str:
-        words = self.plans[index].words
-        if k > 0:
-            previous = words[k - 1]
-        else:  # a chat answer starts fresh; a completion continues its prompt
-            previous = None if self.chat else self.prompts[index // self.n].last_word
-        self.emitted[index] = k + 1
-        return piece(words[k], previous)
-
-    def text(self, index: int) -> str:
-        return "".join(self.piece(index, k) for k in range(len(self.plans[index].words)))
-
-    def completion_tokens(self) -> int:
-        return sum(self.emitted)
-
-    def chunk(self, index: int, text: str | None, finish: str | None, role: bool = False) -> dict:
-        if self.chat:
-            delta: dict = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
-            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
-            if finish is not None:
-                choice["stop_reason"] = None
-            return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                    "model": self.model, "choices": [choice]}
-        choice = {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish,
-                  "stop_reason": None}
-        return {"id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
-                "choices": [choice]}
-
-    def record_answer(self, server: "EmulatorServer") -> None:
-        judged = [plan.correct for plan in self.plans if plan.correct is not None]
-        server.metrics.observe_answer(self.prompt_tokens, self.completion_tokens(), judged)
-
-    def usage_chunk(self) -> dict:
-        kind = "chat.completion.chunk" if self.chat else "text_completion"
-        return {"id": self.id, "object": kind, "created": self.created, "model": self.model, "choices": [],
-                "usage": P.usage(self.prompt_tokens, self.completion_tokens())}
-
-    def full(self, finish: list[str | None]) -> dict:
-        choices = []
-        for i, plan in enumerate(self.plans):
-            text = self.text(i)
-            if self.chat:
-                choices.append({"index": i, "message": {"role": "assistant", "content": text, "refusal": None,
-                                                        "annotations": None, "audio": None, "function_call": None,
-                                                        "tool_calls": [], "reasoning_content": None},
-                                "logprobs": None, "finish_reason": finish[i], "stop_reason": None})
-            else:
-                choices.append({"index": i, "text": text, "logprobs": None, "finish_reason": finish[i],
-                                "stop_reason": None, "prompt_logprobs": None})
-        body = {"id": self.id, "object": "chat.completion" if self.chat else "text_completion",
-                "created": self.created, "model": self.model, "choices": choices,
-                "usage": P.usage(self.prompt_tokens, self.completion_tokens()),
-                "system_fingerprint": None, "service_tier": None, "kv_transfer_params": None}
-        if self.chat:
-            body["prompt_logprobs"] = None
-        return body
-
-
-async def _complete(server, request, handle, plans, multiplier, builder, started):
-    finish: list[str | None] = [None] * len(plans)
-    errors: list[str] = []
-
-    async def collect() -> None:
-        async for kind, index, payload in server.events(handle, plans, multiplier):
-            if kind == "finish":
-                finish[index] = payload
-            elif kind == "error":
-                errors.append(payload)
-
-    work = asyncio.ensure_future(collect())
-    gone = asyncio.ensure_future(_disconnected(request))
-    status = 200
-    try:
-        done, _ = await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
-        if work not in done:  # the client went away: vLLM's with_cancellation aborts the request
-            work.cancel()
-            status = 499  # nginx's "client closed request"; nobody reads it but the metrics
-            return Response(status_code=499)
-        work.result()
-        if errors:
-            status = 500
-            return P.internal_error(errors[0]).response()
-        body = builder.full(finish)
-        builder.record_answer(server)
-        return JSONResponse(body)
-    finally:
-        gone.cancel()
-        server.runner.abort(handle)
-        server.in_flight -= 1
-        server.metrics.observe_http(status, server.clock() - started)
-
-
-def _cleanup_once(server: EmulatorServer, handle: Handle, started: float):
-    """Abort what is left of the request and record it, once, with the first status given."""
-    done = False
-
-    def cleanup(status: int | None) -> None:
-        nonlocal done
-        if done:
-            return
-        done = True
-        server.runner.abort(handle)
-        server.in_flight -= 1
-        server.metrics.observe_http(status or 499, server.clock() - started)
-
-    return cleanup
-
-
-async def _stream(server, handle, plans, multiplier, builder: _Builder, include_usage, cleanup):
-    status = 200
-    try:
-        if builder.chat:
-            for i in range(len(plans)):
-                yield P.sse(builder.chunk(i, None, None, role=True))
-        async for kind, index, payload in server.events(handle, plans, multiplier):
-            if kind == "token":
-                last = payload == len(plans[index].words) - 1
-                finish = plans[index].finish_reason if last else None
-                yield P.sse(builder.chunk(index, builder.piece(index, payload), finish))
-            elif kind == "error":
-                status = 500
-                yield P.sse(P.internal_error(payload).body())
-                break
-        if status == 200:
-            builder.record_answer(server)
-            if include_usage:
-                yield P.sse(builder.usage_chunk())
-        yield P.sse("[DONE]")
-    except (asyncio.CancelledError, GeneratorExit):
-        status = 499  # the client went away (nginx's "client closed request")
-        raise
-    finally:
-        cleanup(status)
+        cleanup = D.cleanup_once(server, handle, started)
+        gen = D.stream(server, handle, plans, multiplier, builder, include_usage, cleanup)
+        return D.AbortOnCloseStream(gen, cleanup, media_type="text/event-stream")
+    return await D.complete(server, request, handle, plans, multiplier, builder, started)
 
 
 def log_startup(server: EmulatorServer, host: str, port: int) -> None:

@@ -55,8 +55,14 @@ def normalize(text: str) -> str:
     return " ".join(re.findall(r"\w+", text.lower()))
 
 
+_FIRST_WORDS = tuple(dict.fromkeys(q.key.split()[0] for q in QUESTIONS))
+
+
 def find_question(prompt: str) -> Question | None:
     """The built-in question the prompt asks, if any (the last one, when it holds several)."""
+    low = prompt.lower()
+    if not any(w in low for w in _FIRST_WORDS):  # a cheap test first: most prompts ask none
+        return None
     norm = f" {normalize(prompt)} "
     best: tuple[int, Question] | None = None
     for q in QUESTIONS:  # a tuple: a fixed order, so the choice is deterministic

@@ -64,6 +64,8 @@ class SimRunner:
         self._leak_debt_blocks = 0.0
         self.leaked_blocks: list[Any] = []
         self._last_tick_s = 0.0
+        self.lag_s = 0.0  # how late the last due event was run, on the wall clock
+        self.max_lag_s = 0.0
 
     # -- time ----------------------------------------------------------------------------------
     def now_s(self) -> float:
@@ -98,6 +100,11 @@ class SimRunner:
 
     async def _drive(self) -> None:
         while True:
+            due_s = self.env.peek()
+            now_s = self.now_s()
+            if due_s <= now_s:  # how late the loop came to an event that was due: CPU starvation
+                self.lag_s = now_s - due_s
+                self.max_lag_s = max(self.max_lag_s, self.lag_s)
             self.advance()
             self._tick()
             due_s = self.env.peek()

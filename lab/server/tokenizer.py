@@ -18,6 +18,7 @@ import re
 import zlib
 
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
+_LAST_RE = re.compile(r"(\w+|[^\w\s])\s*\Z")
 _NO_SPACE_BEFORE = frozenset(".,;:!?)]}%'\"")
 _NO_SPACE_AFTER = frozenset("([{$")
 
@@ -73,7 +74,15 @@ class Tokenizer:
         return _TOKEN_RE.findall(text)
 
     def encode(self, text: str) -> list[int]:
-        return [self.token_id(w) for w in self.split(text)]
+        get = self._id_of.get  # the fast path: most words are known after the first request
+        words = self.split(text)
+        ids = [get(w) for w in words]
+        return [self.token_id(w) if i is None else i for w, i in zip(words, ids)]
+
+    def last_word(self, text: str) -> str | None:
+        """The last token's word, without splitting the whole text."""
+        m = _LAST_RE.search(text)
+        return m.group(1) if m else None
 
     def word(self, token_id: int) -> str:
         return self._word_of.get(token_id, UNKNOWN)
