@@ -264,7 +264,7 @@ def test_fault_for_the_other_version_is_skipped():
 
 
 def test_quality_fault_turns_answers_wrong():
-    with serving("--fault", "quality=-1.0") as emu:
+    with serving("--fault", "quality=-1.0", "--judge-metrics", "--service", "ai-api-canary") as emu:
         for q in questions.QUESTIONS[:8]:
             text = emu.client.completions.create(model=MODEL, prompt=q.text, max_tokens=8).choices[0].text
             assert not questions.is_correct(q, text), (q, text)
@@ -272,6 +272,11 @@ def test_quality_fault_turns_answers_wrong():
         for q in questions.QUESTIONS[:8]:
             text = emu.client.completions.create(model=MODEL, prompt=q.text, max_tokens=8).choices[0].text
             assert questions.is_correct(q, text), (q, text)
+        emu.client.completions.create(model=MODEL, prompt="Not a question", max_tokens=8)  # not judged
+        samples = scrape(emu)
+    service = frozenset({("service", "ai-api-canary")})
+    assert samples[("llm_judge_quality_score_count", service)] == 16
+    assert samples[("llm_judge_quality_score_sum", service)] == 8
 
 
 def test_partial_quality_fault_is_about_its_share():
@@ -385,6 +390,8 @@ def test_metrics_carry_vllm_and_http_series(emu):
     http = {("service", "ai-api-canary")}
     assert samples[("http_requests_total", frozenset(http | {("status", "200")}))] >= 1
     assert ("http_request_duration_seconds_bucket", frozenset(http | {("le", "0.5")})) in samples
+    assert ("llm_request_cost_dollars_total", frozenset(http)) in samples
+    assert not any(name.startswith("llm_judge") for name, _ in samples)  # the judge job's, by default
     # Counters agree with the engine's own.
     assert samples[("vllm:generation_tokens_total", frozenset(vllm))] == emu.engine.stats.generation_tokens_total
     assert samples[("vllm:prompt_tokens_total", frozenset(vllm))] == emu.engine.stats.prompt_tokens_total

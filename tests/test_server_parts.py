@@ -156,9 +156,9 @@ def test_vllm_flag_defaults():
     a = _parse("meta-llama/Llama-3.1-8B", "--gpu", "h100-80gb")
     assert (a.tensor_parallel_size, a.gpu_memory_utilization, a.block_size, a.port, a.seed) == (1, 0.92, 16, 8000, 0)
     assert a.enable_prefix_caching is True and a.max_num_seqs is None and a.max_num_batched_tokens is None
-    b = _parse("m", "--gpu", "g", "--no-enable-prefix-caching", "-tp", "2", "--max-model-len", "32K")
-    assert b.enable_prefix_caching is False and b.tensor_parallel_size == 2 and b.max_model_len == 32 * 1024
-    assert _parse("m", "--gpu", "g", "--max-model-len", "32k").max_model_len == 32_000  # vLLM: k = 1000, K = 1024
+    b = _parse("m", "--gpu", "g", "--no-enable-prefix-caching", "-tp", "2", "--max-model-len", "4096")
+    assert b.enable_prefix_caching is False and b.tensor_parallel_size == 2 and b.max_model_len == 4096
+    assert _parse("--model", "m", "--gpu", "g").model_flag == "m"
 
 
 def test_removed_flag_warns_with_its_replacement(caplog):

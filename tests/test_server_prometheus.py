@@ -107,8 +107,11 @@ def _traffic(emu, rounds: int) -> None:
 
 def test_prometheus_answers_every_analysis_query(tmp_path):
     queries = {**COURSE_QUERIES, **manifest_queries()}
-    with serving("--service", "ai-api-stable", "--seed", "1") as stable, \
-            serving("--service", "ai-api-canary", "--seed", "2", "--fault", "error-rate=0.3") as canary:
+    # --judge-metrics: the quality queries read llm_judge_quality_score, which the judge job
+    # exports in the cluster; here each emulator scores its own answers to the built-in questions.
+    with serving("--service", "ai-api-stable", "--seed", "1", "--judge-metrics") as stable, \
+            serving("--service", "ai-api-canary", "--seed", "2", "--judge-metrics",
+                    "--fault", "error-rate=0.3") as canary:
         proc, prom = _start_prometheus({"ai-api-stable": f"127.0.0.1:{stable.port}",
                                         "ai-api-canary": f"127.0.0.1:{canary.port}"}, tmp_path)
         try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import sys
 
 DEFAULT_SERVICE = "ai-api"
@@ -28,27 +27,29 @@ class _RemovedFlag(argparse.Action):
         namespace.removed_flags = [*getattr(namespace, "removed_flags", []), (option_string, self.replacement)]
 
 
-def _human_int(text: str) -> int:
-    """vLLM accepts 1k, 32K, 1m for token counts (k = 1000, K = 1024)."""
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([kKmMgG]?)", text.strip())
-    if not m:
-        raise argparse.ArgumentTypeError(f"expected a number of tokens such as 8192 or 32k, got {text!r}")
-    number, unit = float(m.group(1)), m.group(2)
-    scale = {"": 1, "k": 1000, "K": 1024, "m": 10**6, "M": 1024**2, "g": 10**9, "G": 1024**3}[unit]
-    return int(number * scale)
-
-
 def add_cli_args(p: argparse.ArgumentParser) -> None:
-    from sim.config import ENGINES
+    from lab.cli.engine_args import add_engine_args
 
-    p.add_argument("model_tag", nargs="?", metavar="MODEL", help="the model to serve, e.g. meta-llama/Llama-3.1-8B")
-    p.add_argument("--model", dest="model_flag", default=None, help="the model (the positional MODEL wins)")
-    p.add_argument("--gpu", required=True, help="the GPU to simulate, e.g. h100-80gb (ServeLab)")
+    p.add_argument("model", nargs="?", metavar="MODEL", help="the model to serve, e.g. meta-llama/Llama-3.1-8B")
+    p.add_argument("--model", dest="model_flag", default=None, help="the model, if not given as MODEL")
+    # vLLM's engine flags, shared with `servelab bench` (--gpu, --engine, --calibration: ServeLab's).
+    add_engine_args(p, model_positional=True)
+    e = p.add_argument_group("more engine flags (vllm serve)")
+    e.add_argument("--pipeline-parallel-size", "-pp", type=int, default=1)
+    e.add_argument("--data-parallel-size", "-dp", type=int, default=1)
+    e.add_argument("--seed", type=int, default=0, help="seeds the synthetic tokens and the fault draws")
+    e.add_argument("--dtype", default="auto", choices=["auto", "half", "float16", "bfloat16", "float", "float32"],
+                   help="accepted; the simulator's timings assume the model's own dtype (bf16)")
+    e.add_argument("--kv-cache-dtype", default="auto", choices=["auto"],
+                   help="only 'auto' (the model's dtype) is simulated")
+    e.add_argument("--enforce-eager", action="store_true", help="accepted; not simulated")
+    e.add_argument("--trust-remote-code", action="store_true", help="accepted; no code is loaded")
     g = p.add_argument_group("server (vllm serve)")
     g.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (vLLM binds all interfaces by default; ServeLab binds loopback)")
+                   help="address to bind (vLLM binds every interface by default; ServeLab binds loopback: "
+                        "use --host 0.0.0.0 in a container)")
     g.add_argument("--port", type=int, default=8000)
-    g.add_argument("--api-key", default=None, help="require this key as 'Authorization: Bearer KEY'")
+    g.add_argument("--api-key", default=None, help="require this key as 'Authorization: Bearer KEY' (env VLLM_API_KEY)")
     g.add_argument("--served-model-name", nargs="+", default=None,
                    help="the name(s) the API answers to (default: MODEL)")
     g.add_argument("--uvicorn-log-level", default="info",
@@ -57,37 +58,14 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--disable-log-requests", action=_RemovedFlag,
                    replacement="request logging is off by default; --enable-log-requests turns it on")
     g.add_argument("--disable-log-stats", action="store_true")
-    e = p.add_argument_group("engine (vllm serve)")
-    e.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
-    e.add_argument("--pipeline-parallel-size", "-pp", type=int, default=1)
-    e.add_argument("--data-parallel-size", "-dp", type=int, default=1)
-    e.add_argument("--max-model-len", type=_human_int, default=None)
-    e.add_argument("--gpu-memory-utilization", type=float, default=0.92)
-    e.add_argument("--block-size", type=int, default=16)
-    e.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=True)
-    e.add_argument("--enable-chunked-prefill", action=argparse.BooleanOptionalAction, default=True)
-    e.add_argument("--max-num-batched-tokens", type=_human_int, default=None)
-    e.add_argument("--max-num-seqs", type=int, default=None)
-    e.add_argument("--long-prefill-token-threshold", type=int, default=0)
-    e.add_argument("--kv-cache-memory-bytes", type=_human_int, default=None)
-    e.add_argument("--num-gpu-blocks-override", type=int, default=None)
-    e.add_argument("--scheduling-policy", choices=["fcfs", "priority"], default="fcfs")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--dtype", default="auto", choices=["auto", "half", "float16", "bfloat16", "float", "float32"],
-                   help="accepted; the simulator's timings assume the model's own dtype (bf16)")
-    e.add_argument("--kv-cache-dtype", default="auto", choices=["auto"],
-                   help="only 'auto' (the model's dtype) is simulated")
-    e.add_argument("--enforce-eager", action="store_true", help="accepted; not simulated")
-    e.add_argument("--trust-remote-code", action="store_true", help="accepted; no code is loaded")
     s = p.add_argument_group("ServeLab")
-    s.add_argument("--engine", choices=list(ENGINES), default="vllm",
-                   help="the engine to simulate: vllm, or one of the paper's baselines")
     s.add_argument("--fault", action="append", default=[], metavar="SPEC",
                    help="[stable:|canary:]KIND=VALUE[@START[-END]]; repeatable; also POST /admin/faults")
-    s.add_argument("--judge-metrics", action=argparse.BooleanOptionalAction, default=True,
-                   help="export llm_judge_quality_score for the built-in questions answered (default on)")
     s.add_argument("--service", default=None,
                    help=f"the 'service' label of the HTTP series (env SERVELAB_SERVICE, default {DEFAULT_SERVICE})")
+    s.add_argument("--judge-metrics", action=argparse.BooleanOptionalAction, default=False,
+                   help="also export llm_judge_quality_score for the built-in questions this server answers "
+                        "(off by default: the judge job, lab/judge.py, exports it)")
     p.set_defaults(run=run, removed_flags=[])
 
 
@@ -103,13 +81,13 @@ def _setup_logging(level: str) -> None:
 
 def build_server(args: argparse.Namespace):
     """The emulator server for parsed flags (split out so tests build one without uvicorn)."""
+    from lab.bench.runs import engine_config
     from lab.server.app import EmulatorServer, ServeSettings
     from lab.server.faults import FaultSet, parse_fault
-    from sim.config import EngineConfig
     from sim.errors import ConfigError
 
     log = logging.getLogger("servelab.serve")
-    model = args.model_tag or args.model_flag
+    model = args.model = args.model or args.model_flag
     if not model:
         raise ConfigError("servelab serve: expected the model, e.g. 'servelab serve meta-llama/Llama-3.1-8B --gpu h100-80gb'")
     for flag, value in (("--pipeline-parallel-size", args.pipeline_parallel_size),
@@ -127,16 +105,7 @@ def build_server(args: argparse.Namespace):
         else:
             log.warning("Fault %s is aimed at the %s version; this server is %s: ignored.", fault.spec,
                         fault.target, service)
-    config = EngineConfig(
-        model=model, gpu=args.gpu, engine=args.engine, tensor_parallel_size=args.tensor_parallel_size,
-        block_size=args.block_size, gpu_memory_utilization=args.gpu_memory_utilization,
-        max_model_len=args.max_model_len, max_num_batched_tokens=args.max_num_batched_tokens,
-        max_num_seqs=args.max_num_seqs, enable_prefix_caching=args.enable_prefix_caching,
-        enable_chunked_prefill=args.enable_chunked_prefill,
-        long_prefill_token_threshold=args.long_prefill_token_threshold,
-        kv_cache_memory_bytes=args.kv_cache_memory_bytes, num_gpu_blocks_override=args.num_gpu_blocks_override,
-        scheduling_policy=args.scheduling_policy,
-    )
+    config = engine_config(args)
     settings = ServeSettings(
         model=model, served_model_names=tuple(args.served_model_name or [model]), service=service,
         seed=args.seed, api_key=args.api_key or os.environ.get("VLLM_API_KEY"),

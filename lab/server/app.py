@@ -44,7 +44,7 @@ class ServeSettings:
     seed: int = 0
     api_key: str | None = None
     enable_log_requests: bool = False
-    judge_metrics: bool = True  # export llm_judge_quality_score for the built-in questions answered
+    judge_metrics: bool = False  # export llm_judge_quality_score for the built-in questions answered
 
 
 @dataclass

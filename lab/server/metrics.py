@@ -13,7 +13,7 @@ labels (``handler``, ``method``, ``status`` as ``2xx``); we use the course's lab
 analyses must run unchanged, and count only the inference routes, so health checks and scrapes
 do not dilute the error rate. Two more series feed the course's other rollback triggers:
 ``llm_request_cost_dollars_total{service}`` (token cost at the simulated fleet's prices) and
-``llm_judge_quality_score{service}`` (a summary of judge scores; see ``observe_answer``).
+``llm_judge_quality_score{service}`` (a summary of judge scores, with ``--judge-metrics``).
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ class ServerMetrics:
     """Every series the emulator exports, in one registry of its own."""
 
     def __init__(self, *, model_name: str, service: str, max_model_len: int, stats_source,
-                 errors_source=lambda: 0, judge_enabled: bool = True) -> None:
+                 errors_source=lambda: 0, judge_enabled: bool = False) -> None:
         self.judge_enabled = judge_enabled
         self.model_name = model_name
         self.service = service
@@ -150,12 +150,13 @@ class ServerMetrics:
         self.cost = Counter("llm_request_cost_dollars_total",
                             "Token cost of the answered requests, in dollars.", ["service"], registry=reg)
         self.cost.labels(service=service)
-        # What an exact-match judge scores the built-in questions this server answered (1 right,
-        # 0 wrong): the series the quality analyses read. A separate judge job may export the
-        # same series instead (then start the server with --no-judge-metrics).
+        # With --judge-metrics: what an exact-match judge scores the built-in questions this
+        # server answered (1 right, 0 wrong), the series the quality analyses read. Off by
+        # default, because the judge job (lab/judge.py) exports it in the course's cluster.
         self.judge = Summary("llm_judge_quality_score", "LLM-judge scores (0 to 1) of judged responses.",
                              ["service"], registry=reg)
-        self.judge.labels(service=service)
+        if judge_enabled:
+            self.judge.labels(service=service)
 
     def _labels(self) -> dict[str, str]:
         return {"model_name": self.model_name, "engine": self.engine_index}
