@@ -391,6 +391,7 @@ def test_metrics_carry_vllm_and_http_series(emu):
     assert samples[("http_requests_total", frozenset(http | {("status", "200")}))] >= 1
     assert ("http_request_duration_seconds_bucket", frozenset(http | {("le", "0.5")})) in samples
     assert ("llm_request_cost_dollars_total", frozenset(http)) in samples
+    assert samples[("servelab:emulator_max_lag_seconds", frozenset(vllm))] >= 0
     assert not any(name.startswith("llm_judge") for name, _ in samples)  # the judge job's, by default
     # Counters agree with the engine's own.
     assert samples[("vllm:generation_tokens_total", frozenset(vllm))] == emu.engine.stats.generation_tokens_total

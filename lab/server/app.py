@@ -71,6 +71,7 @@ class EmulatorServer:
                                      max_model_len=self.max_model_len,
                                      stats_source=lambda: self.runner.engine.stats,
                                      errors_source=lambda: self.runner.killed_by_crash,
+                                     lag_source=lambda: self.runner.max_lag_s,
                                      judge_enabled=settings.judge_metrics)
         self.runner.observers.append(self.metrics)
         self.in_flight = 0

@@ -89,13 +89,18 @@ class _EngineStatsCollector:
         for reason in FINISHED_REASONS:
             success.add_metric(labels + [reason], float(done.get(reason, 0)))
         yield success
+        # ServeLab's own: how late the wall-clock simulation has run (CPU starvation). Near zero
+        # means the latencies above are the simulator's; large values mean the machine is slow.
+        yield gauge("servelab:emulator_max_lag_seconds",
+                    "Most the simulation has lagged the wall clock since start, in seconds.", m.lag_source())
 
 
 class ServerMetrics:
     """Every series the emulator exports, in one registry of its own."""
 
     def __init__(self, *, model_name: str, service: str, max_model_len: int, stats_source,
-                 errors_source=lambda: 0, judge_enabled: bool = False) -> None:
+                 errors_source=lambda: 0, lag_source=lambda: 0.0, judge_enabled: bool = False) -> None:
+        self.lag_source = lag_source
         self.judge_enabled = judge_enabled
         self.model_name = model_name
         self.service = service
