@@ -294,6 +294,7 @@ def test_bad_fault_spec_is_400():
         assert r.status_code == 400 and "expected a multiplier such as 3x" in r.json()["error"]["message"]
 
 
+@pytest.mark.slow
 def test_crash_loop_health_503_and_requests_fail_while_down():
     # With seed 5 the first crash comes about 2 s in (the draw is seeded); downtime is 1 s.
     with serving("--fault", "crash-loop=4s", "--seed", "5") as emu:
@@ -306,6 +307,7 @@ def test_crash_loop_health_503_and_requests_fail_while_down():
         assert emu.server.runner.crashes >= 1
 
 
+@pytest.mark.slow
 def test_latency_fault_stretches_the_stream():
     def span(emu) -> float:
         start = time.monotonic()
@@ -400,6 +402,7 @@ def test_metrics_carry_vllm_and_http_series(emu):
 
 # --- load: TTFT under 64 concurrent streams, against the simulator ---------------------------------
 
+@pytest.mark.slow
 def test_ttft_under_64_streams_follows_the_simulator():
     """64 streams at once, each a 1,500-token prompt, on a simulated A100 (vLLM's default
     budget there is 2,048 tokens a step): about one prompt is admitted per step, so TTFT climbs
@@ -498,6 +501,7 @@ def _stream_ttfts(emu, prompts: list[str]) -> list[tuple[str, float, float]]:
 
 # --- the command itself -------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_servelab_serve_command_starts_logs_and_answers(tmp_path):
     """``python3 -m lab serve MODEL --gpu GPU --port P``, as a student runs it."""
     import subprocess

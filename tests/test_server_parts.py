@@ -56,6 +56,22 @@ def test_parse_fault_errors_name_the_flag(spec, message):
     assert message in str(info.value) and "--fault" in str(info.value) and spec in str(info.value)
 
 
+@given(
+    target=st.sampled_from(["", "canary:", "stable:"]),
+    kind_value=st.sampled_from([("error-rate", "0.25"), ("latency", "3x"), ("slow-gpu", "1.5x"), ("kv-leak", "0.5"),
+                                ("crash-loop", "10m"), ("cost", "2x"), ("quality", "-0.15")]),
+    start_s=st.integers(0, 7200),
+    length_s=st.one_of(st.none(), st.integers(1, 7200)),
+)
+def test_parse_fault_reads_what_was_written(target, kind_value, start_s, length_s):
+    kind, value = kind_value
+    window = "" if start_s == 0 and length_s is None else f"@{start_s}s" + ("" if length_s is None else f"-{start_s + length_s}s")
+    f = parse_fault(f"{target}{kind}={value}{window}")
+    assert f.kind == kind and f.target == (target.rstrip(":") or "canary")
+    assert f.start_s == start_s and f.end_s == (math.inf if length_s is None else start_s + length_s)
+    assert f.active(start_s) and not f.active(start_s - 0.5)
+
+
 @given(h=st.integers(0, 9), m=st.integers(0, 59), s=st.integers(0, 59))
 def test_durations_add_up(h, m, s):
     text = (f"{h}h" if h else "") + (f"{m}m" if m else "") + (f"{s}s" if s or not (h or m) else "")
