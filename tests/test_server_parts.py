@@ -167,6 +167,14 @@ def test_vllm_flag_defaults():
     assert _parse("--model", "m", "--gpu", "g").model_flag == "m"
 
 
+def test_host_defaults_to_loopback_or_the_environment(monkeypatch):
+    monkeypatch.delenv("SERVELAB_HOST", raising=False)
+    assert _parse("m", "--gpu", "g").host == "127.0.0.1"
+    monkeypatch.setenv("SERVELAB_HOST", "0.0.0.0")
+    assert _parse("m", "--gpu", "g").host == "0.0.0.0"
+    assert _parse("m", "--gpu", "g", "--host", "::1").host == "::1"
+
+
 def test_removed_flag_warns_with_its_replacement(caplog):
     from lab.cli.serve import build_server
 

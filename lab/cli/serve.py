@@ -45,9 +45,9 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     e.add_argument("--enforce-eager", action="store_true", help="accepted; not simulated")
     e.add_argument("--trust-remote-code", action="store_true", help="accepted; no code is loaded")
     g = p.add_argument_group("server (vllm serve)")
-    g.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (vLLM binds every interface by default; ServeLab binds loopback: "
-                        "use --host 0.0.0.0 in a container)")
+    g.add_argument("--host", default=os.environ.get("SERVELAB_HOST", "127.0.0.1"),
+                   help="address to bind (env SERVELAB_HOST; default 127.0.0.1: vLLM binds every interface, "
+                        "ServeLab only loopback; in a container use --host 0.0.0.0)")
     g.add_argument("--port", type=int, default=8000)
     g.add_argument("--api-key", default=None, help="require this key as 'Authorization: Bearer KEY' (env VLLM_API_KEY)")
     g.add_argument("--served-model-name", nargs="+", default=None,
