@@ -166,8 +166,7 @@ class Engine:
         for r in requests:
             self.scheduler.add_request(r)
         self.stats.num_requests_waiting = self.scheduler.num_waiting
-        if self._wakeup is not None and not self._wakeup.triggered:
-            self._wakeup.succeed()
+        self.wake()
         return requests
 
     def abort(self, request_id: str) -> None:
@@ -178,6 +177,12 @@ class Engine:
         self.stats.request_success_total["abort"] += 1
         self._refresh_gauges()
         self._notify_finish(request)
+        self.wake()  # freed blocks may let a waiting request in
+
+    def wake(self) -> None:
+        """Wake the engine if it is idle or stalled (nothing fitted), to schedule again."""
+        if self._wakeup is not None and not self._wakeup.triggered:
+            self._wakeup.succeed()
 
     def token_times(self, request: Request) -> np.ndarray:
         """When each output token of ``request`` was produced."""
