@@ -25,11 +25,11 @@ ENGINE_HELP = {
 defaults(
     bt_model="meta-llama/Llama-2-13b-hf",
     bt_gpu="a100-40gb",
-    bt_num=60,
+    bt_num=80,
     bt_input=256,
     bt_output=256,
     bt_spread=0.9,
-    bt_slots=16,
+    bt_slots=32,
     bt_engines=list(ENGINES),
 )
 
@@ -58,7 +58,7 @@ with st.expander("Workload and engines", expanded=True):
     )
     engines = d.multiselect("Engines", list(ENGINES), key="bt_engines", format_func=lambda e: e)
 
-config = EngineConfig(model=model, gpu=gpu, max_num_seqs=int(slots), max_model_len=2 * (int(input_len) + int(output_len)))
+config = EngineConfig(model=model, gpu=gpu, max_num_seqs=int(slots), max_model_len=2048)
 load = runs.RandomLoad(int(num), int(input_len), int(output_len), float(spread))
 
 if st.button("Run the engines", type="primary", icon=":material/play_arrow:", key="bt_run"):

@@ -33,13 +33,13 @@ def build_workload(load: RandomLoad):
     from sim.workload import WorkloadSpec, build_workload as build
 
     spec = WorkloadSpec(
-        dataset="random",
+        dataset_name="random",
         num_prompts=load.num_prompts,
         random_input_len=load.input_len,
         random_output_len=load.output_len,
         random_range_ratio=load.range_ratio,
         request_rate=load.request_rate,
-        shared_prefix_len=load.shared_prefix_len,
+        prefix_len=load.shared_prefix_len,
     )
     return build(spec, np.random.default_rng(load.seed))
 
