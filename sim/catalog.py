@@ -226,8 +226,10 @@ def get_model(name_or_path: str) -> ModelSpec:
     if path.is_file():
         return _load_model(str(path.resolve()))
     aliases = ", ".join(sorted(k for k in MODEL_ALIASES if "/" not in k))
+    looks_like_path = str(name_or_path).endswith(".json") or str(name_or_path).startswith((".", "/", "~"))
     raise CatalogError(
-        f"unknown model {name_or_path!r}. Known models: {', '.join(known_models())} "
+        (f"--model {name_or_path}: no such file or folder. " if looks_like_path else "")
+        + f"unknown model {name_or_path!r}. Known models: {', '.join(known_models())} "
         f"(short names: {aliases}). To add one, pass the path of its HuggingFace config.json "
         f"(or of the folder holding it) as --model."
     )

@@ -26,8 +26,9 @@ The pieces vLLM measures and we estimate (each rough; the constants below say wh
     and int64 indices (8), and the probabilities (4). vLLM gathers the full vocabulary on every
     rank, so this part does not shrink with TP.
 
-  Check: Llama-3.1-8B, 8192 tokens, 256 sequences gives 1.07 GiB; vLLM logs "PyTorch
-  activation peak memory takes 1.19-1.24GiB" for that model on an A100-80GB (public logs).
+  Check: Llama-3.1-8B, 8192 tokens, 256 sequences gives 1.00 GiB; vLLM logs "PyTorch
+  activation peak memory takes 1.19-1.24GiB" for that model on an A100-80GB (public logs), so
+  we leave about 0.2 GiB more for the KV cache than vLLM would there.
 * **Non-torch memory** (cuBLAS workspaces, the CUDA graph pool's book-keeping; with TP, NCCL
   and custom all-reduce buffers): 0.2 GiB, plus 0.75 GiB when TP > 1. Public vLLM logs show
   0.01-0.35 GiB on one GPU and 0.9-1.4 GiB with TP.
@@ -258,3 +259,50 @@ def cudagraph_bytes(model: ModelSpec, tp: int, max_num_seqs: int, overheads: Mem
     sizes = cudagraph_capture_sizes(max_num_seqs)
     per_graph = len(sizes) * model.num_hidden_layers * overheads.cudagraph_bytes_per_size_layer
     return max(sizes) * forward_activation_bytes_per_token(model, tp) + per_graph
+
+
+# -- the vLLM paper's Table 1 -------------------------------------------------------------------
+# Kwon et al., "Efficient Memory Management for Large Language Model Serving with
+# PagedAttention", SOSP 2023, Table 1 (via ../shared/reference/published-vllm.yaml):
+# (model, GPUs, GPU, total GPU memory GB, parameter GB, KV cache GB, max KV slots).
+PAPER_TABLE_1 = (
+    ("facebook/opt-13b", 1, "a100-40gb", 40, 26, 12, 15_700),
+    ("facebook/opt-66b", 4, "a100-40gb", 160, 132, 21, 9_700),
+    ("facebook/opt-175b", 8, "a100-80gb", 640, 346, 264, 60_100),
+)
+
+
+def paper_table_1_plan(model: ModelSpec, gpu: GPUSpec, num_gpus: int, total_gb: int) -> MemoryPlan:
+    """Our plan under the paper's setting, the same assumptions for every row:
+
+    * each GPU has ``total_gb / num_gpus`` GiB, as the table's "total GPU memory" column says
+      (CUDA reports a little less: 39.5 GiB of an A100-40GB);
+    * fp16 and block size 16 (the table's note), gpu_memory_utilization 0.90 (vLLM's default in
+      2023);
+    * vLLM 0.1's profile: a dummy batch of 2560 tokens and 256 sequences (its defaults then),
+      no CUDA graphs, no non-torch allowance (``PAPER_2023``).
+    """
+    from dataclasses import replace
+
+    paper_gpu = replace(gpu, memory_bytes=total_gb // num_gpus * GiB)
+    return plan_memory(model, paper_gpu, tensor_parallel_size=num_gpus, gpu_memory_utilization=0.90,
+                       max_num_batched_tokens=2560, max_num_seqs=256, overheads=PAPER_2023)
+
+
+def plan_for_config(config, usage: str = "serve") -> MemoryPlan:
+    """``plan_memory`` for a :class:`sim.config.EngineConfig` (its model, GPU and flags)."""
+    from sim.catalog import get_gpu, get_model
+
+    return plan_memory(
+        get_model(config.model),
+        get_gpu(config.gpu),
+        tensor_parallel_size=config.tensor_parallel_size,
+        gpu_memory_utilization=config.gpu_memory_utilization,
+        max_model_len=config.max_model_len,
+        max_num_batched_tokens=config.max_num_batched_tokens,
+        max_num_seqs=config.max_num_seqs,
+        block_size=config.block_size,
+        kv_cache_memory_bytes=config.kv_cache_memory_bytes,
+        num_gpu_blocks_override=config.num_gpu_blocks_override,
+        usage=usage,
+    )

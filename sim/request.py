@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import enum
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
 
 BlockHash = int
 
@@ -39,7 +42,7 @@ class RequestStatus(enum.Enum):
         )
 
 
-def hash_block_tokens(parent: BlockHash, token_ids: tuple[int, ...], extra_keys=None) -> BlockHash:
+def hash_block_tokens(parent: BlockHash, token_ids, extra_keys=None) -> BlockHash:
     """Chained hash of one full block: the parent's hash, the block's tokens and extra keys.
 
     vLLM hashes with sha256 by default; a simulator needs no cryptographic strength, so we use
@@ -50,6 +53,29 @@ def hash_block_tokens(parent: BlockHash, token_ids: tuple[int, ...], extra_keys=
     return hash((parent, token_ids, extra_keys))
 
 
+# Per-position odd multipliers for block fingerprints (fixed, so runs repeat exactly).
+_FP_WEIGHTS = np.random.default_rng(20230906).integers(1, 2**63, size=4096, dtype=np.uint64) | np.uint64(1)
+
+
+def block_fingerprints(token_ids: Sequence[int] | np.ndarray, block_size: int) -> list[int]:
+    """A 64-bit fingerprint of each full block's tokens, for all full blocks at once.
+
+    Hashing a tuple of 16 ints per block in Python is the slowest part of admitting a long
+    prompt; a weighted sum with odd 64-bit multipliers (mixed to break its linearity) names
+    the same content with one numpy call per prompt. Equal blocks give equal fingerprints;
+    distinct ones collide with negligible probability.
+    """
+    n = len(token_ids) // block_size
+    if n == 0:
+        return []
+    blocks = np.asarray(token_ids[: n * block_size], dtype=np.int64).astype(np.uint64).reshape(n, block_size)
+    fp = (blocks * _FP_WEIGHTS[:block_size]).sum(axis=1, dtype=np.uint64)
+    fp ^= fp >> np.uint64(31)
+    fp *= np.uint64(0x9E3779B97F4A7C15)
+    fp ^= fp >> np.uint64(29)
+    return fp.tolist()
+
+
 def synthetic_token(key: int, position: int, vocab_size: int = 32000) -> int:
     """The ``position``-th output token of the request whose key is ``key``."""
     return (key * 2654435761 + position * 40503 + 12345) % vocab_size
@@ -58,7 +84,7 @@ def synthetic_token(key: int, position: int, vocab_size: int = 32000) -> int:
 @dataclass(eq=False, slots=True)
 class Request:
     request_id: str
-    prompt_token_ids: list[int]
+    prompt_token_ids: Sequence[int]  # a list, or a 1-D integer numpy array
     max_tokens: int
     arrival_s: float = 0.0
     priority: int = 0
@@ -68,6 +94,7 @@ class Request:
     status: RequestStatus = RequestStatus.WAITING
     num_computed_tokens: int = 0
     num_output_tokens: int = 0
+    num_tokens: int = 0  # prompt + output so far (kept as a field: read in every step)
     num_preemptions: int = 0
     num_cached_tokens: int = -1  # prefix-cache hit at first admission; -1 before
     # Hashes of every full block of prompt + output, extended as tokens are appended.
@@ -82,19 +109,16 @@ class Request:
     token_key: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.prompt_token_ids, list):
+        if not isinstance(self.prompt_token_ids, (list, np.ndarray)):
             self.prompt_token_ids = list(self.prompt_token_ids)
         self.token_key = zlib.crc32(self.request_id.encode())
+        self.num_tokens = len(self.prompt_token_ids) + self.num_output_tokens
         self._extend_block_hashes()
 
     # --- sizes ---
     @property
     def num_prompt_tokens(self) -> int:
         return len(self.prompt_token_ids)
-
-    @property
-    def num_tokens(self) -> int:
-        return len(self.prompt_token_ids) + self.num_output_tokens
 
     @property
     def is_finished(self) -> bool:
@@ -116,21 +140,30 @@ class Request:
     def append_output_tokens(self, count: int) -> None:
         """Append ``count`` sampled tokens and hash any block they complete."""
         self.num_output_tokens += count
-        self._extend_block_hashes()
+        self.num_tokens += count
+        if self.num_tokens // self.block_size > len(self.block_hashes):
+            self._extend_block_hashes()
 
     def _extend_block_hashes(self) -> None:
         bs = self.block_size
         num_full = self.num_tokens // bs
         hashes = self.block_hashes
-        p = len(self.prompt_token_ids)
+        if len(hashes) >= num_full:
+            return
+        prompt = self.prompt_token_ids
+        p = len(prompt)
+        parent = hashes[-1] if hashes else NONE_HASH
+        if not hashes and p >= bs:
+            for fingerprint in block_fingerprints(prompt, bs):
+                parent = hash_block_tokens(parent, fingerprint)
+                hashes.append(parent)
         while len(hashes) < num_full:
             start = len(hashes) * bs
-            if start + bs <= p:
-                tokens = tuple(self.prompt_token_ids[start : start + bs])
-            else:
-                tokens = tuple(self.token_id(i) for i in range(start, start + bs))
-            parent = hashes[-1] if hashes else NONE_HASH
-            hashes.append(hash_block_tokens(parent, tokens))
+            # A block holding output tokens: those are a function of (token_key, position),
+            # so naming them by that pair identifies the same content as listing them.
+            content = (tuple(int(t) for t in prompt[start:]), self.token_key, max(start - p, 0))
+            parent = hash_block_tokens(parent, content)
+            hashes.append(parent)
 
     def record_token_step(self, step: int) -> None:
         runs = self.token_steps

@@ -177,3 +177,49 @@ def _shipped(stem: str) -> str:
     from sim.catalog import _data_dir
 
     return str(_data_dir() / "models" / f"{stem}.json")
+
+
+# -- fuzz: a config.json with any field changed loads or fails with CatalogError --------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from sim.catalog import model_from_config  # noqa: E402
+
+_BASE = None
+
+
+def _base_config() -> dict:
+    global _BASE
+    if _BASE is None:
+        _BASE = json.loads(open(_shipped("meta-llama--Llama-3.1-8B")).read())
+    return dict(_BASE)
+
+
+_values = st.one_of(st.none(), st.booleans(), st.integers(-3, 10**6), st.floats(allow_nan=True),
+                    st.text(max_size=8), st.lists(st.integers(), max_size=2))
+
+
+@settings(max_examples=150, deadline=None)
+@given(changes=st.dictionaries(st.sampled_from(["hidden_size", "num_attention_heads", "num_key_value_heads",
+                                                "head_dim", "intermediate_size", "vocab_size", "num_hidden_layers",
+                                                "max_position_embeddings", "torch_dtype", "model_type",
+                                                "tie_word_embeddings", "ffn_dim"]),
+                               _values, max_size=3),
+       drop=st.sets(st.sampled_from(["hidden_size", "torch_dtype", "model_type", "num_key_value_heads"]), max_size=2))
+def test_config_fuzz_loads_or_fails_cleanly(changes, drop):
+    cfg = _base_config()
+    cfg.update(changes)
+    for key in drop:
+        cfg.pop(key, None)
+    try:
+        model = model_from_config(cfg, source="fuzz/config.json")
+    except CatalogError as exc:
+        assert str(exc).startswith("fuzz/config.json")
+        return
+    assert model.num_attention_heads % model.num_key_value_heads == 0
+    assert model.num_params > 0 and model.kv_bytes_per_token() > 0
+
+
+def test_missing_path_says_so():
+    with pytest.raises(CatalogError, match="no such file or folder"):
+        get_model("./models/missing/config.json")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
@@ -12,7 +11,14 @@ import yaml
 from sim.catalog import get_gpu, get_model
 from sim.config import cdiv
 from sim.errors import ConfigError
-from sim.memory import GiB, PAPER_2023, activation_peak_bytes, cudagraph_capture_sizes, plan_memory
+from sim.memory import (
+    GiB,
+    PAPER_TABLE_1,
+    activation_peak_bytes,
+    cudagraph_capture_sizes,
+    paper_table_1_plan,
+    plan_memory,
+)
 
 REFERENCE = Path("/work/shared/reference/published-vllm.yaml")
 
@@ -26,17 +32,8 @@ TABLE_1 = [
 
 
 def paper_plan(model_name, gpus, gpu_name, total_gb):
-    """The paper's setting, the same assumptions for every row (docs/memory.md):
-
-    - each GPU has total/gpus GiB, as the table's "total GPU memory" column states;
-    - fp16 (the OPT checkpoints' dtype), block size 16, gpu_memory_utilization 0.90 (vLLM's
-      default in 2023);
-    - vLLM 0.1's profile: a dummy batch of 2560 tokens and 256 sequences, no CUDA graphs, no
-      non-torch allowance (PAPER_2023).
-    """
-    gpu = dataclasses.replace(get_gpu(gpu_name), memory_bytes=total_gb // gpus * GiB)
-    return plan_memory(get_model(model_name), gpu, tensor_parallel_size=gpus, gpu_memory_utilization=0.90,
-                       max_num_batched_tokens=2560, max_num_seqs=256, overheads=PAPER_2023)
+    """The paper's setting; the assumptions are in paper_table_1_plan's docstring and docs/memory.md."""
+    return paper_table_1_plan(get_model(model_name), get_gpu(gpu_name), gpus, total_gb)
 
 
 @pytest.mark.parametrize("model_name, gpus, gpu_name, total_gb, params_gb, kv_gb, slots", TABLE_1)
@@ -57,6 +54,7 @@ def test_table_1_rows_match_the_reference_file():
     theirs = [(r["model"], r["gpus"], r["gpu"], r["total_gpu_mem_gb"], r["params_gb"], r["kv_cache_mem_gb"], r["max_kv_slots"])
               for r in rows]
     assert ours == theirs
+    assert list(PAPER_TABLE_1) == theirs
 
 
 def test_vllm_arithmetic_holds():
@@ -163,3 +161,35 @@ def test_max_model_len_beyond_the_model():
 def test_bad_settings_name_the_flag(kwargs, flag):
     with pytest.raises(ConfigError, match=flag):
         plan_memory(get_model("llama-2-7b"), get_gpu("a100-80gb"), **kwargs)
+
+
+def test_plan_for_engine_config_uses_its_flags_and_usage_defaults():
+    from sim.config import EngineConfig
+    from sim.memory import plan_for_config
+
+    config = EngineConfig(model="llama-3.1-8b", gpu="h100", max_model_len=8192, gpu_memory_utilization=0.8)
+    serve, offline = plan_for_config(config), plan_for_config(config, usage="offline")
+    assert serve == plan_memory(get_model("llama-3.1-8b"), get_gpu("h100-80gb"), max_model_len=8192,
+                                gpu_memory_utilization=0.8)
+    assert (serve.max_num_batched_tokens, offline.max_num_batched_tokens) == (8192, 16384)
+    assert offline.activation_peak_bytes > serve.activation_peak_bytes
+
+
+def test_every_model_gpu_and_tp_plans_or_says_why():
+    from sim.catalog import known_gpus, known_models
+
+    fitted = 0
+    for model_name in known_models():
+        model = get_model(model_name)
+        for gpu_name in known_gpus():
+            for tp in (1, 2, 4, 8):
+                try:
+                    plan = plan_memory(model, get_gpu(gpu_name), tensor_parallel_size=tp, max_model_len=2048)
+                except ConfigError as exc:
+                    assert str(exc).startswith(("No available memory for the cache blocks", "--tensor-parallel-size 8",
+                                                "To serve at least one request"))
+                    continue
+                fitted += 1
+                assert plan.num_gpu_blocks >= cdiv(2048, 16) and plan.max_concurrency >= 1
+                assert plan.available_kv_bytes < plan.requested_bytes <= plan.total_bytes
+    assert fitted > 100

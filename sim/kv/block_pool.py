@@ -113,12 +113,18 @@ class BlockPool:
             self.free_queue[block.block_id] = block
             move(block.block_id, last=False)
 
-    def cache_full_block(self, block: KVCacheBlock, block_hash: BlockHash) -> None:
-        """Register a full block under its hash so later requests can hit it."""
-        if block.block_hash is not None or block.is_null:
-            return
-        block.block_hash = block_hash
-        self.cached_blocks.setdefault(block_hash, {})[block.block_id] = block
+    def cache_full_blocks(self, blocks: Sequence[KVCacheBlock], hashes: Sequence[BlockHash]) -> None:
+        """Register full blocks under their hashes so later requests can hit them."""
+        cached = self.cached_blocks
+        for block, block_hash in zip(blocks, hashes):
+            if block.block_hash is not None or block.is_null:
+                continue
+            block.block_hash = block_hash
+            same = cached.get(block_hash)
+            if same is None:
+                cached[block_hash] = {block.block_id: block}
+            else:
+                same[block.block_id] = block
 
     def _evict(self, block: KVCacheBlock) -> None:
         same = self.cached_blocks.get(block.block_hash)

@@ -112,10 +112,26 @@ class KVCacheManager:
         ``scheduler_reserve_full_isl``) the whole current sequence must fit, not only this
         chunk, though only this chunk's blocks are taken.
         """
-        hits = new_computed_blocks or []
         bs = self.block_size
         held = self.req_to_blocks.get(request.request_id)
         num_held = len(held) if held else 0
+        if new_computed_blocks is None and not full_sequence_must_fit and num_held:
+            # Fast path for a running request (most calls): no hits, no admission gate.
+            end = request.num_computed_tokens + num_new_tokens
+            if end > self.max_model_len:
+                end = self.max_model_len
+            num_new_blocks = -(-end // bs) - num_held
+            if num_new_blocks > 0:
+                if num_new_blocks > self.pool.num_free_blocks:
+                    return None
+                new_blocks = self.pool.get_new_blocks(num_new_blocks)
+                held.extend(new_blocks)
+            else:
+                new_blocks = []
+            if self.enable_caching:
+                self.cache_blocks(request, min(end, request.num_tokens))
+            return new_blocks
+        hits = new_computed_blocks or []
         total_computed = min(request.num_computed_tokens + num_new_computed_tokens, self.max_model_len)
         # A cached block with no holder sits in the free queue: claiming it uses up a free slot.
         num_evictable_hits = sum(1 for b in hits if b.ref_cnt == 0)
@@ -150,14 +166,12 @@ class KVCacheManager:
     def cache_blocks(self, request: Request, num_tokens: int) -> None:
         rid = request.request_id
         done = self.num_cached_blocks.get(rid, 0)
-        num_full = min(num_tokens // self.block_size, len(request.block_hashes))
+        num_full = num_tokens // self.block_size
         if done >= num_full:
             return
+        num_full = min(num_full, len(request.block_hashes))
         blocks = self.req_to_blocks[rid]
-        hashes = request.block_hashes
-        cache = self.pool.cache_full_block
-        for i in range(done, num_full):
-            cache(blocks[i], hashes[i])
+        self.pool.cache_full_blocks(blocks[done:num_full], request.block_hashes[done:num_full])
         self.num_cached_blocks[rid] = num_full
 
     def free(self, request: Request) -> None:

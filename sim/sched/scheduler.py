@@ -58,6 +58,8 @@ class SchedulerOutput:
     total_num_scheduled_tokens: int = 0
     # Requests scheduled this step, in the same order as num_scheduled_tokens.
     scheduled: list[Request] = field(default_factory=list)
+    # Filled by update_from_output: the requests that sampled a token at the end of the step.
+    sampled: list[Request] = field(default_factory=list)
 
     @property
     def is_pure_decode(self) -> bool:
@@ -118,6 +120,7 @@ class Scheduler:
         out = SchedulerOutput()
         budget = limits.max_num_batched_tokens
         threshold = limits.long_prefill_token_threshold
+        max_model_len = limits.max_model_len
         if len(self.running) + len(self.waiting) <= 1:
             threshold = 0  # vLLM ignores the threshold when only one request exists
         self.head_blocked = False
@@ -126,10 +129,14 @@ class Scheduler:
         i = 0
         while i < len(self.running) and budget > 0:
             request = self.running[i]
-            n = request.num_tokens - request.num_computed_tokens
+            computed = request.num_computed_tokens
+            n = request.num_tokens - computed
             if 0 < threshold < n:
                 n = threshold
-            n = min(n, budget, limits.max_model_len - request.num_computed_tokens - 1)
+            if n > budget:
+                n = budget
+            if n > max_model_len - computed - 1:
+                n = max_model_len - computed - 1
             if n <= 0:
                 i += 1
                 continue
@@ -234,6 +241,7 @@ class Scheduler:
             if request.num_computed_tokens < request.num_tokens:
                 continue  # a partial prefill chunk samples nothing
             request.append_output_tokens(1)
+            output.sampled.append(request)
             if request.num_output_tokens >= request.max_tokens or request.num_tokens >= max_model_len:
                 request.status = RequestStatus.FINISHED_LENGTH
                 finished.append(request)
