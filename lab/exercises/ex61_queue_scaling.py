@@ -42,7 +42,7 @@ def worker_facts() -> dict:
     """What the ScaledObject must agree with, read from manifests/queue-scaling/ when present."""
     facts = {
         "deployment": "queue-worker",
-        "namespace": "ai-prod",
+        "namespace": "ai-queue",
         "list_name": "prompts",
         "redis_host": "redis",
         "source": "exercises/6.1/README.md",
