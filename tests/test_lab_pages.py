@@ -120,3 +120,53 @@ def test_exercises_page_shows_feedback_for_the_starter():
     at = open_page("exercises", ex_id="6.2")
     at.button(key="ex_run_6.2").click().run()
     assert "What to do" in texts(at)
+
+
+def test_canary_instructor_demo_rolls_back():
+    pytest.importorskip("sim.rollout")
+    at = open_page("canary", cn_demo_seconds=0.0)
+    at.button(key="cn_demo").click().run()
+    assert not at.exception
+    assert any("Rolled back" in e.value and "llm-judge-score" in e.value for e in at.error), texts(at)
+    assert at.dataframe[0].value.event.str.contains("ABORT").any()
+
+
+def test_canary_without_fault_promotes():
+    pytest.importorskip("sim.rollout")
+    at = open_page("canary")
+    at.button(key="cn_run").click().run()
+    assert any("Promoted" in s.value for s in at.success), texts(at)
+
+
+@pytest.fixture
+def state_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("SERVELAB_STATE_DIR", str(tmp_path))
+    return tmp_path
+
+
+def test_cluster_deploy_then_abort(state_dir):
+    pytest.importorskip("lab.cluster.simbackend")
+    at = open_page("cluster", cl_clock="live")
+    at.button(key="cl_deploy").click().run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Status"] in ("Paused", "Progressing") and metrics["Canary weight"] == "1%"
+    at.button(key="cl_abort").click().run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Status"] == "Degraded" and metrics["Canary weight"] == "0%"
+
+
+def test_cluster_fault_at_deploy_rolls_back(state_dir):
+    pytest.importorskip("lab.cluster.simbackend")
+    at = open_page("cluster", cl_clock="jump", cl_faults=["error-rate=0.02"])
+    at.button(key="cl_deploy").click().run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Status"] == "Degraded"
+    assert any("error-rate" in e.value for e in at.error)
+
+
+def test_cluster_kind_shows_preflight_and_plan():
+    pytest.importorskip("lab.cluster.kind")
+    at = open_page("cluster", cl_backend="kind")
+    assert "Preflight" in [s.value for s in at.subheader]
+    assert any("--context kind-servelab" in c.value for c in at.code)
