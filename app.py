@@ -13,16 +13,16 @@ PAGES = {
         st.Page("lab/pages/home.py", title="Home", icon=":material/home:", default=True),
     ],
     "vLLM, inside": [
-        st.Page("lab/pages/paged_attention.py", title="PagedAttention", icon=":material/grid_view:"),
-        st.Page("lab/pages/batching.py", title="Continuous vs static batching", icon=":material/view_timeline:"),
-        st.Page("lab/pages/what_if.py", title="Serving what-if", icon=":material/tune:"),
+        st.Page("lab/pages/paged_attention.py", url_path="paged-attention", title="PagedAttention", icon=":material/grid_view:"),
+        st.Page("lab/pages/batching.py", url_path="batching", title="Continuous vs static batching", icon=":material/view_timeline:"),
+        st.Page("lab/pages/what_if.py", url_path="what-if", title="Serving what-if", icon=":material/tune:"),
     ],
     "Shipping it": [
-        st.Page("lab/pages/canary.py", title="Canary rollout", icon=":material/alt_route:"),
-        st.Page("lab/pages/cluster.py", title="Cluster", icon=":material/hub:"),
+        st.Page("lab/pages/canary.py", url_path="canary", title="Canary rollout", icon=":material/alt_route:"),
+        st.Page("lab/pages/cluster.py", url_path="cluster", title="Cluster", icon=":material/hub:"),
     ],
     "Course": [
-        st.Page("lab/pages/exercises.py", title="Exercises", icon=":material/school:"),
+        st.Page("lab/pages/exercises.py", url_path="exercises", title="Exercises", icon=":material/school:"),
     ],
 }
 st.navigation(PAGES).run()

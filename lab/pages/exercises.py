@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import streamlit as st
+from plotly.subplots import make_subplots
 
 from lab.exercises import EXERCISES, get_exercise
 from lab.pages.common import defaults, download_json
@@ -102,6 +103,23 @@ with check_col:
                 st.markdown(f":green[:material/check:] {where}{f.what}")
             else:
                 st.markdown(f":red[:material/close:] {where}**{f.what}**  \n&nbsp;&nbsp;&nbsp;&nbsp;*What to do:* {f.fix}")
+        series = result.details.get("series")
+        if series and "queue_depth" in series:
+            fig = make_subplots(specs=[[{"secondary_y": True}]])
+            minutes = [t / 60 for t in series["t_s"]]
+            fig.add_scatter(x=minutes, y=series["queue_depth"], name="prompts waiting", line=dict(color="#F58518"))
+            fig.add_scatter(x=minutes, y=series["replicas"], name="workers asked for", line_shape="hv",
+                            line=dict(color="#4C78A8"), secondary_y=True)
+            fig.add_scatter(x=minutes, y=series["ready_replicas"], name="workers ready", line_shape="hv",
+                            line=dict(color="#4C78A8", dash="dot"), secondary_y=True)
+            burst = result.details.get("burst", {})
+            if burst:
+                fig.add_vrect(x0=burst["start_s"] / 60, x1=burst["end_s"] / 60, fillcolor="#F58518", opacity=0.08,
+                              line_width=0, annotation_text="burst")
+            fig.update_layout(height=300, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="minutes")
+            fig.update_yaxes(title_text="queue depth", secondary_y=False)
+            fig.update_yaxes(title_text="workers", secondary_y=True)
+            st.plotly_chart(fig, key=f"ex_chart_{exercise.id}")
         for name, rows in result.details.items():
             if isinstance(rows, list) and rows and isinstance(rows[0], dict):
                 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")

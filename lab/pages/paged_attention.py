@@ -50,7 +50,7 @@ def _move(delta: int) -> None:
     st.session_state.pa_step = max(0, min(last, st.session_state.pa_step + delta))
 
 
-nav = st.columns([1, 1, 8])
+nav = st.columns([1, 1.4, 6])
 nav[0].button("Back", on_click=_move, args=(-1,), icon=":material/chevron_left:", key="pa_prev")
 nav[1].button("Next step", on_click=_move, args=(1,), icon=":material/chevron_right:", key="pa_next", type="primary")
 nav[2].slider("Engine step", 0, last, key="pa_step", label_visibility="collapsed")
@@ -61,10 +61,11 @@ color_of = {n: COLORS[i % len(COLORS)] for i, n in enumerate(dict.fromkeys(sorte
 events = view.events or ["every running request decodes one token"]
 st.markdown(f"**Step {view.step}.** " + " · ".join(events))
 
-left, right = st.columns([3, 2], gap="large")
+left, right = st.columns([1, 1], gap="large")
 with left:
     st.subheader("Physical KV blocks")
     per_row = 8
+    rows = -(-len(view.blocks) // per_row)
     xs, ys, texts, fills, lines, hovers = [], [], [], [], [], []
     for b in view.blocks:
         i = b["block_id"]
@@ -86,14 +87,14 @@ with left:
     fig = go.Figure(
         go.Scatter(
             x=xs, y=ys, mode="markers+text", text=texts, hovertext=hovers, hoverinfo="text",
-            marker=dict(symbol="square", size=62, color=fills, line=dict(width=lines, color="black")),
-            textfont=dict(size=11),
+            marker=dict(symbol="square", size=64, color=fills, line=dict(width=lines, color="black")),
+            textfont=dict(size=12, color=["white" if b["owners"] else "#333333" for b in view.blocks]),
         )
     )
     fig.update_layout(
-        height=80 * (len(view.blocks) // per_row + 1) + 20,
+        height=76 * rows + 10,
         xaxis=dict(visible=False, range=[-0.6, per_row - 0.4]),
-        yaxis=dict(visible=False, autorange="reversed"),
+        yaxis=dict(visible=False, range=[rows - 0.5, -0.5]),
         margin=dict(l=0, r=0, t=0, b=0),
         showlegend=False,
     )
@@ -116,7 +117,6 @@ with right:
                 "request": r.request_id,
                 "status": r.status,
                 "tokens": f"{r.num_tokens} ({r.num_prompt_tokens} prompt)",
-                "computed": r.num_computed_tokens,
                 "block table (logical -> physical)": " ".join(f"{i}->{b}" for i, b in enumerate(r.block_table)) or "-",
                 "preemptions": r.num_preemptions,
             }

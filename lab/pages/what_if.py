@@ -78,7 +78,7 @@ except ServeLabError as exc:
 with results:
     st.subheader("At start-up")
     c = st.columns(4)
-    c[0].metric("GPU KV cache", f"{plan['kv_cache_tokens']:,} tokens")
+    c[0].metric("GPU KV cache (tokens)", f"{plan['kv_cache_tokens']:,}")
     c[1].metric("KV blocks", f"{plan['num_gpu_blocks']:,}", help=f"{plan['block_size']} tokens a block")
     c[2].metric(
         "Max concurrency",
