@@ -102,14 +102,16 @@ def shots(tmp_path_factory) -> Path:
 def settle(page, timeout_ms: int = 180_000) -> None:
     """Wait until Streamlit has finished running the script.
 
-    Its "running" indicator (stStatusWidget) shows up only after a short delay, so it must stay
-    away for several checks in a row before the page counts as drawn.
+    The app's root carries the script's state (``data-test-script-state``: running, notRunning,
+    ...). A rerun starts a moment after a click, so the state must read "not running" several
+    times in a row before the page counts as drawn.
     """
     page.wait_for_selector("h1", timeout=timeout_ms)
     quiet = 0
     deadline = time.monotonic() + timeout_ms / 1000
     while quiet < 4:
-        running = page.locator('[data-testid="stStatusWidget"]').count() > 0
+        state = page.get_attribute('[data-testid="stApp"]', "data-test-script-state")
+        running = state in (None, "initial", "running", "rerunRequested")
         quiet = 0 if running else quiet + 1
         if time.monotonic() > deadline:
             pytest.fail("the page kept running")
@@ -125,7 +127,7 @@ def no_exception(page) -> None:
 # (url path, heading, (button key, clicks), what must show afterwards, screenshot name)
 PAGES = [
     ("", "ServeLab", None, None, "home"),
-    ("paged-attention", "PagedAttention", ("pa_next", 2), "come from the prefix cache", "paged-attention"),
+    ("paged-attention", "PagedAttention", ("pa_next", 5), "is preempted", "paged-attention"),
     ("batching", "Continuous vs static batching", ("bt_run", 1), "Where \"2-24x\" comes from", "batching"),
     ("what-if", "Serving what-if", ("wi_run", 1), "Take it to a real GPU", "what-if"),
     ("canary", "Canary rollout", ("cn_demo", 1), "Rolled back", "canary"),
@@ -153,6 +155,8 @@ def test_page_in_browser(lab_url, browser, shots, path, heading, action, expect,
             page.get_by_text(expect, exact=False).first.wait_for(timeout=180_000)
             settle(page)
         no_exception(page)
+        page.mouse.move(1, 1)  # no tooltip in the picture
+        page.wait_for_timeout(300)
         page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
     finally:
         page.close()

@@ -137,7 +137,11 @@ with left:
         bargap=0.15,
     )
     st.plotly_chart(fig, key="bt_gantt")
-    st.caption(f"**{shown}**: {ENGINE_HELP.get(shown, '')}. Gaps in a row are a slot left idle.")
+    st.caption(
+        f"**{shown}**: {ENGINE_HELP.get(shown, '')}. Each bar runs from a request's first scheduling to its "
+        "last token; gaps in a row are a slot left idle. A preempted request keeps its bar while it waits "
+        "to be recomputed."
+    )
 with right:
     st.subheader("Throughput and latency")
     fig = px.bar(df, x="engine", y="requests/s", text_auto=".2f")

@@ -191,5 +191,8 @@ if reason:
     st.error(f"Aborted by {reason.get('analysis', '?')}{measured}. {reason.get('message', '')}", icon=":material/undo:")
 if status.get("timeline"):
     timeline = pd.DataFrame(status["timeline"])
+    if "t_s" in timeline:
+        timeline.insert(0, "time", [f"{int(t // 3600)}h{int(t % 3600 // 60):02d}m" for t in timeline.t_s])
+        timeline = timeline.drop(columns="t_s")
     st.dataframe(timeline, hide_index=True, height=300)
 download_json(status, "cluster-status", "Download the status (JSON)", key="cl_dl")
