@@ -65,6 +65,7 @@ class Engine:
         step_time_multiplier: float = 1.0,
         fast_forward: bool = False,
         next_arrival_s: Callable[[], float] | None = None,
+        coefficients=None,
     ) -> None:
         from sim.calibration import coefficients_for  # late: keeps import cycles out
 
@@ -105,7 +106,7 @@ class Engine:
         self.kv = self.scheduler.kv
         self.step_model = StepTimeModel(
             self.model, self.gpu, config.tensor_parallel_size,
-            coefficients_for(config, self.model, self.gpu), multiplier=step_time_multiplier,
+            coefficients or coefficients_for(config, self.model, self.gpu), multiplier=step_time_multiplier,
         )
         self.fast_forward = fast_forward and self.scheduler.supports_fast_forward
         self.next_arrival_s = next_arrival_s or (lambda: math.inf)
@@ -189,7 +190,11 @@ class Engine:
                 self._wakeup = None
                 continue
             start_s = env.now
-            out = self.scheduler.schedule()
+            window = self.config.num_scheduler_steps
+            if window > 1:
+                out = self.scheduler.schedule(admit=self.stats.num_steps % window == 0)
+            else:
+                out = self.scheduler.schedule()
             if out.total_num_scheduled_tokens == 0:
                 # Nothing fits and nothing runs: wait for the next arrival or abort.
                 self._wakeup = env.event()
@@ -227,7 +232,8 @@ class Engine:
         # A waiting request could be admitted in a later step unless something stops it for
         # good until a request finishes: the seat limit, an empty budget, or no free blocks
         # (free blocks only shrink while requests decode).
-        if sched.num_waiting and not (
+        window = self.config.num_scheduler_steps
+        if window == 1 and sched.num_waiting and not (
             len(running) >= limits.max_num_seqs
             or len(running) >= limits.max_num_batched_tokens
             or sched.head_blocked
@@ -238,6 +244,8 @@ class Engine:
             min(r.max_tokens - r.num_output_tokens, limits.max_model_len - r.num_tokens)
             for r in running
         )
+        if window > 1:  # multi-step scheduling: admissions happen at window starts only
+            k = min(k, window - self.stats.num_steps % window)
         if k <= 1:
             return 1
         # Until a request would need a block that is not free.
@@ -278,10 +286,15 @@ class Engine:
         last_step = first_step + num_steps - 1
         finished = sched.update_from_output(out, None, env.now)
         produced = out.sampled
+        previous = last_step - 1
         for request in produced:
             if request.first_token_s is None:
                 request.first_token_s = self.step_end_s[first_step]
-            request.record_token_step(last_step)
+            runs = request.token_steps  # Request.record_token_step, inlined (hot loop)
+            if runs and runs[-1][1] == previous:
+                runs[-1][1] = last_step
+            else:
+                runs.append([last_step, last_step])
         stats.generation_tokens_total += len(produced)
         stats.num_steps += num_steps
         stats.busy_s += env.now - start_s

@@ -113,7 +113,7 @@ class Request:
             self.prompt_token_ids = list(self.prompt_token_ids)
         self.token_key = zlib.crc32(self.request_id.encode())
         self.num_tokens = len(self.prompt_token_ids) + self.num_output_tokens
-        self._extend_block_hashes()
+        self.extend_block_hashes()
 
     # --- sizes ---
     @property
@@ -142,9 +142,9 @@ class Request:
         self.num_output_tokens += count
         self.num_tokens += count
         if self.num_tokens // self.block_size > len(self.block_hashes):
-            self._extend_block_hashes()
+            self.extend_block_hashes()
 
-    def _extend_block_hashes(self) -> None:
+    def extend_block_hashes(self) -> None:
         bs = self.block_size
         num_full = self.num_tokens // bs
         hashes = self.block_hashes

@@ -119,7 +119,7 @@ class OrcaScheduler(_BaselineScheduler):
             return min(request.num_prompt_tokens + next_power_of_two(request.max_tokens), limit)
         return self.final_length(request)
 
-    def schedule(self) -> SchedulerOutput:
+    def schedule(self, admit: bool = True) -> SchedulerOutput:
         out = SchedulerOutput()
         budget = self.limits.max_num_batched_tokens
         for request in self.running:  # every running request decodes one token
@@ -127,7 +127,7 @@ class OrcaScheduler(_BaselineScheduler):
             out.scheduled.append(request)
             budget -= 1
         self.head_blocked = False
-        while len(self.waiting) and len(self.running) < self.limits.max_num_seqs:
+        while admit and len(self.waiting) and len(self.running) < self.limits.max_num_seqs:
             request = self.waiting.peek()
             n = request.num_prompt_tokens
             if n > budget and out.scheduled:
@@ -212,7 +212,7 @@ class StaticBatchScheduler(_BaselineScheduler):
         self.batch_steps = longest_output
         self.step_in_batch = 0
 
-    def schedule(self) -> SchedulerOutput:
+    def schedule(self, admit: bool = True) -> SchedulerOutput:
         out = SchedulerOutput()
         if not self.running:
             self._form_batch(out)

@@ -115,22 +115,36 @@ class Scheduler:
         return len(self.waiting)
 
     # --- one step ---
-    def schedule(self) -> SchedulerOutput:
+    def schedule(self, admit: bool = True) -> SchedulerOutput:
+        """One step's decisions. ``admit=False`` leaves the waiting queue alone (the engine uses
+        it for vLLM 0.6's multi-step scheduling, which admitted only every N steps)."""
         limits = self.limits
         out = SchedulerOutput()
         budget = limits.max_num_batched_tokens
         threshold = limits.long_prefill_token_threshold
         max_model_len = limits.max_model_len
+        block_size = self.kv.block_size
         if len(self.running) + len(self.waiting) <= 1:
             threshold = 0  # vLLM ignores the threshold when only one request exists
         self.head_blocked = False
 
         # 1. Running requests, in admission order.
+        scheduled_tokens = out.num_scheduled_tokens
+        scheduled = out.scheduled
+        running = self.running
         i = 0
-        while i < len(self.running) and budget > 0:
-            request = self.running[i]
+        while i < len(running) and budget > 0:
+            request = running[i]
             computed = request.num_computed_tokens
             n = request.num_tokens - computed
+            if n == 1 and computed % block_size and (computed + 1) % block_size and computed < max_model_len - 1:
+                # A decode that stays inside its last block needs no new block and fills none
+                # to cache: the KV manager would do nothing, so skip the call (the common case).
+                scheduled_tokens[request.request_id] = 1
+                scheduled.append(request)
+                budget -= 1
+                i += 1
+                continue
             if 0 < threshold < n:
                 n = threshold
             if n > budget:
@@ -161,7 +175,7 @@ class Scheduler:
             i += 1
 
         # 2. Waiting requests, only if nothing was preempted.
-        if not out.preempted_request_ids:
+        if admit and not out.preempted_request_ids:
             while budget > 0 and len(self.waiting) > 0:
                 if len(self.running) >= limits.max_num_seqs:
                     break
@@ -235,13 +249,17 @@ class Scheduler:
         """
         finished: list[Request] = []
         max_model_len = self.limits.max_model_len
-        for request in output.scheduled:
-            if request.status != RequestStatus.RUNNING:
-                continue
+        block_size = self.kv.block_size
+        sampled_out = output.sampled
+        for request in output.scheduled:  # all RUNNING: preempted ones left `scheduled`
             if request.num_computed_tokens < request.num_tokens:
                 continue  # a partial prefill chunk samples nothing
-            request.append_output_tokens(1)
-            output.sampled.append(request)
+            # Request.append_output_tokens(1), inlined: this runs for every request every step.
+            request.num_output_tokens += 1
+            request.num_tokens += 1
+            if request.num_tokens % block_size == 0:
+                request.extend_block_hashes()
+            sampled_out.append(request)
             if request.num_output_tokens >= request.max_tokens or request.num_tokens >= max_model_len:
                 request.status = RequestStatus.FINISHED_LENGTH
                 finished.append(request)
