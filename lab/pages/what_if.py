@@ -28,7 +28,7 @@ defaults(
     wi_input_len=512,
     wi_output_len=256,
     wi_num_prompts=200,
-    wi_rates=[1.0, 4.0, 8.0, 16.0, 32.0],
+    wi_rates=[4.0, 16.0, 32.0, 64.0, 128.0],
 )
 
 st.title("Serving what-if")
@@ -55,7 +55,7 @@ with controls:
     output_len = st.number_input("--random-output-len", 1, 8192, step=32, key="wi_output_len")
     num_prompts = st.number_input("--num-prompts per rate", 20, 2000, step=20, key="wi_num_prompts")
     rates = st.multiselect(
-        "--request-rate (requests/s)", [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0], key="wi_rates"
+        "--request-rate (requests/s)", [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0], key="wi_rates"
     )
 
 try:
