@@ -178,3 +178,28 @@ def test_exercises_page_checks_every_reference_solution(exercise_id):
     at.button(key=f"ex_run_{exercise_id}").click().run()
     assert not at.exception
     assert any("All checks passed" in s.value for s in at.success), texts(at)
+
+
+def test_canary_thresholds_move_the_rollback():
+    # With the background judge thresholds under the faulty canary's score, the 30-minute check
+    # lets it through; the phase-2 gate (quality against stable) still catches it, hours later.
+    pytest.importorskip("sim.rollout")
+    at = open_page(
+        "canary",
+        cn_faults=["quality=-0.15"],
+        **{"cn_th_llm-judge-score": 0.5, "cn_th_quality-vs-stable": 0.5},
+    )
+    at.button(key="cn_run").click().run()
+    assert not at.exception
+    message = " ".join(e.value for e in at.error)
+    assert "Rolled back at 3.00 h" in message and "ai-api-gate-phase2" in message, texts(at)
+
+
+def test_batching_spread_sweep():
+    at = open_page("batching", bt_num=16, bt_engines=["vllm"], bt_output=48, bt_input=32)
+    at.button(key="bt_run").click().run()
+    at.button(key="bt_sweep").click().run()
+    assert not at.exception
+    sweep = at.dataframe[1].value
+    assert list(sweep["range ratio"]) == [0.0, 0.5, 0.9]
+    assert (sweep["gain"] > 0).all()
