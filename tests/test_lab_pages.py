@@ -192,7 +192,7 @@ def test_canary_thresholds_move_the_rollback():
     at.button(key="cn_run").click().run()
     assert not at.exception
     message = " ".join(e.value for e in at.error)
-    assert "Rolled back at 3.00 h" in message and "ai-api-gate-phase2" in message, texts(at)
+    assert "ai-api-gate-phase2" in message and "llm-judge-score" not in message, texts(at)
 
 
 def test_batching_spread_sweep():
