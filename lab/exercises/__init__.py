@@ -13,14 +13,16 @@ exist); everything wrong *inside* the student's files is a failed finding, never
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from sim.errors import ServeLabError
 
-# The repository's exercises/ folder: the package is used from a checkout (`pip install -e .`).
-EXERCISES_DIR = Path(__file__).resolve().parents[2] / "exercises"
+# The repository's exercises/ folder: the package is used from a checkout (`pip install -e .`);
+# SERVELAB_EXERCISES_DIR points elsewhere (a course copy of the folder).
+EXERCISES_DIR = Path(os.environ.get("SERVELAB_EXERCISES_DIR") or Path(__file__).resolve().parents[2] / "exercises")
 
 
 @dataclass(frozen=True)
