@@ -161,3 +161,24 @@ def test_page_in_browser(lab_url, browser, shots, path, heading, action, expect,
     finally:
         page.close()
     assert (shots / f"{name}.png").stat().st_size > 10_000
+
+
+def test_exercise_check_of_uploaded_files(lab_url, browser):
+    # The upload path of the Exercises page (AppTest cannot drive a file uploader).
+    page = browser.new_page(viewport={"width": 1500, "height": 1900})
+    try:
+        page.goto(f"{lab_url}/exercises")
+        settle(page)
+        page.get_by_text("6.2 · Route code generation", exact=False).first.click()
+        settle(page)
+        page.get_by_text("Upload files", exact=True).click()
+        settle(page)
+        page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
+            str(ROOT / "exercises" / "6.2" / "solution" / "router.py")
+        )
+        settle(page)
+        page.locator('[class*="st-key-ex_run_6"] button').first.click()
+        page.get_by_text("All checks passed", exact=False).first.wait_for(timeout=60_000)
+        no_exception(page)
+    finally:
+        page.close()
