@@ -76,6 +76,7 @@ class KVCacheManager:
         if not self.enable_caching:
             return [], 0
         max_blocks = (request.num_tokens - 1) // self.block_size
+        request.extend_block_hashes()
         hits: list[KVCacheBlock] = []
         get = self.pool.get_cached_block
         for block_hash in request.block_hashes[:max_blocks]:
@@ -169,6 +170,7 @@ class KVCacheManager:
         num_full = num_tokens // self.block_size
         if done >= num_full:
             return
+        request.extend_block_hashes()
         num_full = min(num_full, len(request.block_hashes))
         blocks = self.req_to_blocks[rid]
         self.pool.cache_full_blocks(blocks[done:num_full], request.block_hashes[done:num_full])

@@ -118,17 +118,25 @@ class Scheduler:
     def schedule(self, admit: bool = True) -> SchedulerOutput:
         """One step's decisions. ``admit=False`` leaves the waiting queue alone (the engine uses
         it for vLLM 0.6's multi-step scheduling, which admitted only every N steps)."""
-        limits = self.limits
         out = SchedulerOutput()
-        budget = limits.max_num_batched_tokens
-        threshold = limits.long_prefill_token_threshold
-        max_model_len = limits.max_model_len
-        block_size = self.kv.block_size
+        threshold = self.limits.long_prefill_token_threshold
         if len(self.running) + len(self.waiting) <= 1:
             threshold = 0  # vLLM ignores the threshold when only one request exists
         self.head_blocked = False
+        budget = self._schedule_running(out, self.limits.max_num_batched_tokens, threshold)
+        if admit and not out.preempted_request_ids:  # no admission in a step that preempted
+            budget = self._schedule_waiting(out, budget, threshold)
+        # Advance progress now, so a prefill chunk can continue in the next step.
+        for request in out.scheduled:
+            request.num_computed_tokens += out.num_scheduled_tokens[request.request_id]
+        out.total_num_scheduled_tokens = self.limits.max_num_batched_tokens - budget
+        return out
 
-        # 1. Running requests, in admission order.
+    def _schedule_running(self, out: SchedulerOutput, budget: int, threshold: int) -> int:
+        """Phase 1: running requests, in admission order. Returns the budget left."""
+        limits = self.limits
+        max_model_len = limits.max_model_len
+        block_size = self.kv.block_size
         scheduled_tokens = out.num_scheduled_tokens
         scheduled = out.scheduled
         running = self.running
@@ -173,46 +181,43 @@ class Scheduler:
             out.scheduled.append(request)
             budget -= n
             i += 1
+        return budget
 
-        # 2. Waiting requests, only if nothing was preempted.
-        if admit and not out.preempted_request_ids:
-            while budget > 0 and len(self.waiting) > 0:
-                if len(self.running) >= limits.max_num_seqs:
-                    break
-                request = self.waiting.peek()
-                hits, num_hit_tokens = self.kv.get_computed_blocks(request)
-                n = request.num_tokens - num_hit_tokens
-                if 0 < threshold < n:
-                    n = threshold
-                if not limits.enable_chunked_prefill and n > budget:
-                    break
-                n = min(n, budget)
-                blocks = self.kv.allocate_slots(
-                    request, n, num_hit_tokens, hits, full_sequence_must_fit=True
-                )
-                if blocks is None:
-                    self.head_blocked = True
-                    break
-                self.kv.record_prefix_cache_stats(request, num_hit_tokens)
-                self.waiting.pop()
-                self.running.append(request)
-                if request.status == RequestStatus.PREEMPTED:
-                    out.resumed_request_ids.append(request.request_id)
-                else:
-                    out.new_request_ids.append(request.request_id)
-                    request.num_cached_tokens = num_hit_tokens
-                out.num_cached_tokens[request.request_id] = num_hit_tokens
-                request.status = RequestStatus.RUNNING
-                request.num_computed_tokens = num_hit_tokens
-                out.num_scheduled_tokens[request.request_id] = n
-                out.scheduled.append(request)
-                budget -= n
-
-        # Advance progress now, so a prefill chunk can continue in the next step.
-        for request in out.scheduled:
-            request.num_computed_tokens += out.num_scheduled_tokens[request.request_id]
-        out.total_num_scheduled_tokens = limits.max_num_batched_tokens - budget
-        return out
+    def _schedule_waiting(self, out: SchedulerOutput, budget: int, threshold: int) -> int:
+        """Phase 2: admit waiting requests in queue order. Returns the budget left."""
+        limits = self.limits
+        while budget > 0 and len(self.waiting) > 0:
+            if len(self.running) >= limits.max_num_seqs:
+                break
+            request = self.waiting.peek()
+            hits, num_hit_tokens = self.kv.get_computed_blocks(request)
+            n = request.num_tokens - num_hit_tokens
+            if 0 < threshold < n:
+                n = threshold
+            if not limits.enable_chunked_prefill and n > budget:
+                break
+            n = min(n, budget)
+            blocks = self.kv.allocate_slots(
+                request, n, num_hit_tokens, hits, full_sequence_must_fit=True
+            )
+            if blocks is None:
+                self.head_blocked = True
+                break
+            self.kv.record_prefix_cache_stats(request, num_hit_tokens)
+            self.waiting.pop()
+            self.running.append(request)
+            if request.status == RequestStatus.PREEMPTED:
+                out.resumed_request_ids.append(request.request_id)
+            else:
+                out.new_request_ids.append(request.request_id)
+                request.num_cached_tokens = num_hit_tokens
+            out.num_cached_tokens[request.request_id] = num_hit_tokens
+            request.status = RequestStatus.RUNNING
+            request.num_computed_tokens = num_hit_tokens
+            out.num_scheduled_tokens[request.request_id] = n
+            out.scheduled.append(request)
+            budget -= n
+        return budget
 
     def _pick_victim(self) -> Request:
         if self.limits.policy == "priority":
@@ -249,7 +254,6 @@ class Scheduler:
         """
         finished: list[Request] = []
         max_model_len = self.limits.max_model_len
-        block_size = self.kv.block_size
         sampled_out = output.sampled
         for request in output.scheduled:  # all RUNNING: preempted ones left `scheduled`
             if request.num_computed_tokens < request.num_tokens:
@@ -257,8 +261,6 @@ class Scheduler:
             # Request.append_output_tokens(1), inlined: this runs for every request every step.
             request.num_output_tokens += 1
             request.num_tokens += 1
-            if request.num_tokens % block_size == 0:
-                request.extend_block_hashes()
             sampled_out.append(request)
             if request.num_output_tokens >= request.max_tokens or request.num_tokens >= max_model_len:
                 request.status = RequestStatus.FINISHED_LENGTH
