@@ -33,6 +33,6 @@ for i, (path, title, icon, text) in enumerate(GUIDE):
         st.page_link(path, label=title, icon=icon)
         st.markdown(text)
 st.caption(
-    "Every figure is simulated. The simulator is calibrated against published vLLM measurements; "
-    "`servelab validate` prints how close it lands."
+    "Every figure here is simulated. The engine's step-time model is fitted to published vLLM "
+    "measurements (`sim/data/calibration.yaml`); nothing on these pages was measured on a GPU."
 )
