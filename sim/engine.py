@@ -120,6 +120,7 @@ class Engine:
         self.step_log = StepLog()
         self.finished: list[Request] = []
         self._counter = 0
+        self._forks: dict[str, list[Request]] = {}  # parent id -> samples to fork (copy-on-write)
         self._wakeup: simpy.Event | None = None
         self.process = env.process(self._run())
 
@@ -163,11 +164,40 @@ class Engine:
                     block_size=self.config.block_size, vocab_size=self.model.vocab_size)
             for rid in ids
         ]
-        for r in requests:
-            self.scheduler.add_request(r)
+        if n > 1 and self.config.parallel_sampling == "copy-on-write":
+            # One prefill; the other samples fork from it when it samples its first token.
+            self.scheduler.add_request(requests[0])
+            self._forks[requests[0].request_id] = requests[1:]
+        else:
+            for r in requests:
+                self.scheduler.add_request(r)
         self.stats.num_requests_waiting = self.scheduler.num_waiting
         self.wake()
         return requests
+
+    def _fork_samples(self, parent: Request, step: int) -> list[Request]:
+        """Copy-on-write parallel sampling: the parent's prefill is done; its other samples
+        start from the same state, sharing every block (see KVCacheManager.fork)."""
+        children = self._forks.pop(parent.request_id)
+        for child in children:
+            child.num_computed_tokens = parent.num_computed_tokens
+            child.num_output_tokens = parent.num_output_tokens
+            child.num_tokens = parent.num_tokens
+            child.num_cached_tokens = parent.num_cached_tokens
+            child.first_scheduled_s = parent.first_scheduled_s
+            child.first_token_s = parent.first_token_s
+            child.token_steps = [[step, step]]
+            self.scheduler.requests[child.request_id] = child
+            if parent.is_finished:  # a one-token answer: nothing left to share
+                child.status, child.finish_s = parent.status, parent.finish_s
+                self.finished.append(child)
+                self.stats.request_success_total[child.status.value] += 1
+                continue
+            child.status = RequestStatus.RUNNING
+            self.kv.fork(parent, child)
+            self.scheduler.running.append(child)
+        self.stats.generation_tokens_total += len(children)
+        return children
 
     def abort(self, request_id: str) -> None:
         request = self.scheduler.abort_request(request_id)
@@ -272,6 +302,12 @@ class Engine:
         stats.generation_tokens_total += out.num_steady * num_steps
         last_step = first_step + num_steps - 1
         finished = sched.update_from_output(out, None, env.now)
+        if self._forks:
+            for request in list(out.sampled):
+                if request.request_id in self._forks:
+                    if request.first_token_s is None:
+                        request.first_token_s = self.step_end_s[first_step]
+                    self._fork_samples(request, last_step)
         produced = out.sampled
         previous = last_step - 1
         for request in produced:
@@ -361,6 +397,9 @@ def make_scheduler(config: EngineConfig, limits: SchedulerLimits, num_gpu_blocks
     baseline's."""
     if config.engine == "vllm":
         kv = KVCacheManager(num_gpu_blocks, config.block_size, config.enable_prefix_caching, limits.max_model_len)
+        if config.parallel_sampling == "copy-on-write":
+            kv.copy_on_write = True
+            return Scheduler(limits, kv)  # parked decodes could write into shared blocks
         return LazyDecodeScheduler(limits, kv) if fast else Scheduler(limits, kv)
     from sim.sched.baselines import make_baseline
 
