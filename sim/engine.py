@@ -265,24 +265,30 @@ class Engine:
         """How many steps, this one included, will be exactly like it, and whether they need
         the bulk bookkeeping (see sim/sched/lazy.py): bounded by the next arrival and, under
         multi-step scheduling, by the window's end."""
+        sched = self.scheduler
         limit = 1 << 30
         window = self.config.num_scheduler_steps
         if window > 1:
             limit = window - self.stats.num_steps % window
-        sched = self.scheduler
-        k, bulk = sched.steady_run_length(out, limit), False
-        if k <= 1:
-            k, bulk = sched.bulk_run_length(out, limit), True
-        if k <= 1:
-            return 1, False
+        steady = sched.steady_run_length(out, limit)
+        if steady <= 1 and sched.bulk_bound(out) < sched.MIN_BULK_STEPS:
+            return 1, False  # the common case in a busy engine: decide cheaply
         next_arrival = self.next_arrival_s()
         if next_arrival < math.inf:
-            # A step that starts after the arrival would see the new request.
+            # A step that starts after the arrival would see the new request. Until then the
+            # steps are priced as this one plus one more token of context per request.
             shape = batch_shape(out)
-            d = self.step_model.decode_run(shape.num_seqs, shape.context_tokens, k)
+            if start_s + self.step_model.step_time(shape) >= next_arrival:
+                return 1, False
+            d = self.step_model.decode_run(shape.num_seqs, shape.context_tokens, min(limit, 4096))
             starts = start_s + np.concatenate(([0.0], np.cumsum(d[:-1])))
-            k = max(1, min(k, int(np.searchsorted(starts, next_arrival, side="left"))))
-        return k, bulk and k > 1
+            limit = min(limit, int(np.searchsorted(starts, next_arrival, side="left")))
+            if limit <= 1:
+                return 1, False
+        if steady > 1:
+            return min(steady, limit), False
+        k = sched.bulk_run_length(out, limit)
+        return k, k > 1
 
     def _finish_step(self, out: SchedulerOutput, start_s: float, durations: np.ndarray | None) -> None:
         env, stats, sched = self.env, self.stats, self.scheduler

@@ -227,38 +227,44 @@ class LazyDecodeScheduler(Scheduler):
     # request up to date for.
     MIN_BULK_STEPS = 8
 
-    def bulk_run_length(self, out: SchedulerOutput, max_steps: int) -> int:
-        """After a step in which every running request decodes one token and nothing else
-        happens, how many such steps follow (until the next finish, and while the blocks the
-        decodes will need are free). If more than one, ``out`` is rewritten to list every
-        running request, up to date, so that :meth:`fast_forward` can do them in bulk."""
+    def bulk_bound(self, out: SchedulerOutput) -> int:
+        """Cheap check (no request is brought up to date): 1 if the step is not a pure decode
+        step that could repeat, else how many steps until the next finish."""
         if out.preempted_request_ids or out.new_request_ids or out.resumed_request_ids:
             return 1
         running = self.running
         if out.num_steady + len(out.scheduled) != len(running):
             return 1
         counts = out.num_scheduled_tokens
+        limits = self.limits
+        k = 1 << 30
         for request in out.scheduled:
             if counts[request.request_id] != 1 or request.num_computed_tokens != request.num_tokens:
                 return 1  # a prefill chunk, or a decode that does not sample
-        limits = self.limits
+            k = min(k, request.max_tokens - request.num_output_tokens, limits.max_model_len - request.num_tokens)
         if len(self.waiting) and not (
             len(running) >= limits.max_num_seqs or len(running) >= limits.max_num_batched_tokens
             or self.head_blocked
         ):
             return 1
-        step = self.step - 1  # the step just scheduled
+        step = self.step - 1
         finishes = self._finishes
         while finishes and (finishes[0][2].status != RequestStatus.RUNNING or finishes[0][2].lazy_step < 0):
             heapq.heappop(finishes)  # stale: finished, preempted or active again
-        k = max_steps
         if finishes:
             k = min(k, finishes[0][0] - step + 1)
-        for request in out.scheduled:  # active decodes may finish soon too
-            k = min(k, request.max_tokens - request.num_output_tokens,
-                    limits.max_model_len - request.num_tokens)
+        return k
+
+    def bulk_run_length(self, out: SchedulerOutput, max_steps: int) -> int:
+        """After a step in which every running request decodes one token and nothing else
+        happens, how many such steps follow (until the next finish, and while the blocks the
+        decodes will need are free). If more than one, ``out`` is rewritten to list every
+        running request, up to date, so that :meth:`fast_forward` can do them in bulk."""
+        k = min(self.bulk_bound(out), max_steps)
         if k < self.MIN_BULK_STEPS:
             return 1
+        running = self.running
+        step = self.step - 1  # the step just scheduled
         # Bring every request to "scheduled for this step, one token" and list them all.
         for request in list(self.steady.values()):
             self._materialize(request, step)
