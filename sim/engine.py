@@ -121,6 +121,8 @@ class Engine:
         self.finished: list[Request] = []
         self._counter = 0
         self._forks: dict[str, list[Request]] = {}  # parent id -> samples to fork (copy-on-write)
+        self._next_memory_sample = 0
+        self._memory_sums: dict[str, float] = {}  # time-weighted sums of the memory breakdown
         self._wakeup: simpy.Event | None = None
         self.process = env.process(self._run())
 
@@ -331,6 +333,8 @@ class Engine:
             stats.request_success_total[request.status.value] += 1
         self._refresh_gauges()
         self.step_log.add(start_s, out, sched, self.kv.usage, durations, env.now)
+        if self.stats.num_steps >= self._next_memory_sample:
+            self._sample_memory(env.now - start_s)
         for listener in self.listeners:
             on_tokens = getattr(listener, "on_tokens", None)
             if on_tokens is not None:
@@ -347,6 +351,23 @@ class Engine:
                 on_step = getattr(listener, "on_step", None)
                 if on_step is not None:
                     on_step(record)
+
+    MEMORY_SAMPLE_STEPS = 32  # how often (in steps) the KV memory breakdown is sampled
+
+    def _sample_memory(self, weight_s: float) -> None:
+        """Add the KV memory breakdown now, weighted by the time of the step just run."""
+        self._next_memory_sample = self.stats.num_steps + self.MEMORY_SAMPLE_STEPS
+        fractions = self.scheduler.memory_breakdown().fractions()
+        sums = self._memory_sums
+        for key, value in fractions.items():
+            sums[key] = sums.get(key, 0.0) + value * weight_s
+        sums["_weight"] = sums.get("_weight", 0.0) + weight_s
+
+    def memory_waste(self) -> dict[str, float]:
+        """Time-averaged shares of the KV memory: token states, reservation, internal and
+        external fragmentation, free (sampled every MEMORY_SAMPLE_STEPS steps)."""
+        w = self._memory_sums.get("_weight", 0.0)
+        return {k: v / w for k, v in self._memory_sums.items() if k != "_weight"} if w else {}
 
     def _refresh_gauges(self) -> None:
         s = self.stats
@@ -489,6 +510,7 @@ def collect_result(engine: Engine, requests: list[Request]) -> EngineResult:
         num_cached_tokens=i([r.num_cached_tokens for r in requests]),
         itl_s=np.concatenate(itls) if itls else np.zeros(0),
         steps=engine.step_log.arrays(), stats=engine.stats, memory=engine.memory, config=engine.config,
+        extra={"memory_waste": engine.memory_waste()},
     )
 
 

@@ -308,6 +308,10 @@ class LazyDecodeScheduler(Scheduler):
                 kv.cache_blocks(request, request.num_computed_tokens)
         self.step += extra_steps
 
+    def total_computed_tokens(self) -> int:
+        parked = self.steady_base + len(self.steady) * self.step
+        return parked + sum(r.num_computed_tokens for r in self.active.values())
+
     # --- after the model ran ---
     def update_from_output(self, output: SchedulerOutput, sampled=None, now_s: float = 0.0) -> list[Request]:
         finished = super().update_from_output(output, sampled, now_s)

@@ -224,6 +224,28 @@ class Scheduler:
             budget -= n
         return budget
 
+    def total_computed_tokens(self) -> int:
+        """KV tokens computed by all running requests (shared prefix blocks counted per request)."""
+        return sum(r.num_computed_tokens for r in self.running)
+
+    def memory_breakdown(self):
+        """What the KV cache holds, in token slots, as the vLLM paper's Fig. 2 splits it. Paged
+        memory reserves nothing ahead and has no external fragmentation; the only waste is the
+        unfilled end of each request's last block (internal fragmentation)."""
+        from sim.kv.contiguous import MemoryBreakdown
+
+        bs = self.kv.block_size
+        capacity = (self.kv.pool.num_gpu_blocks - 1) * bs
+        used = capacity - self.kv.num_free_blocks * bs
+        held = sum(len(self.kv.req_to_blocks.get(r.request_id, ())) for r in self.running)
+        # Slots of held blocks not holding a computed token: per request, its last block's tail.
+        internal = max(held * bs - self.total_computed_tokens(), 0)
+        # Blocks shared by several requests are counted once in `used` but per holder in
+        # `held`: take the sharing out so the parts still add up to the capacity.
+        shared_extra = (held - (used // bs)) * bs
+        token_states = max(used - max(internal - max(shared_extra, 0), 0), 0)
+        return MemoryBreakdown(capacity, token_states, 0, used - token_states, 0, capacity - used)
+
     def _pick_victim(self) -> Request:
         if self.limits.policy == "priority":
             return max(self.running, key=lambda r: (r.priority, r.arrival_s))
