@@ -41,6 +41,9 @@ class EngineConfig:
     kv_cache_memory_bytes: int | None = None  # bypasses the memory profile, as in vLLM
     num_gpu_blocks_override: int | None = None
     scheduling_policy: Literal["fcfs", "priority"] = "fcfs"
+    # vLLM 0.6's multi-step scheduling (removed in V1): new requests join only every N steps.
+    # Off (1) by default; set it to reproduce measurements of vLLM 0.6 with --num-scheduler-steps.
+    num_scheduler_steps: int = 1
     calibration: str | None = None  # path of a calibration profile; None: the shipped one
 
     def __post_init__(self) -> None:
@@ -58,6 +61,7 @@ class EngineConfig:
             ("--max-num-seqs", self.max_num_seqs),
             ("--kv-cache-memory-bytes", self.kv_cache_memory_bytes),
             ("--num-gpu-blocks-override", self.num_gpu_blocks_override),
+            ("--num-scheduler-steps", self.num_scheduler_steps),
         ):
             if value is not None:
                 _positive(flag, value)

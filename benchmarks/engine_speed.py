@@ -1,0 +1,75 @@
+"""How fast the engine simulator runs: simulated requests per wall-clock second, and the ratio
+of simulated to wall time.
+
+Runs (each printed with its wall time; nothing is asserted):
+1. Vidur's comparison point: Llama-2-70B, TP2, A100-80GB, 10,000 requests of 512 prompt and
+   128 output tokens, at most 64 sequences and 4096 tokens a batch, all at once. Vidur 0.0.26
+   takes 10.2 s warm on this kind of machine (after a 22-minute cold start); the target is 10x.
+2. 10,000 ShareGPT-like requests offline (Llama-2-7B, A100-80GB).
+3. The same requests online at 80% of the offline capacity (Poisson arrivals).
+4. The same online run without fast-forward, to show what skipping identical steps buys.
+
+Usage: python benchmarks/engine_speed.py [--num-prompts N] [--repeat R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from sim.config import EngineConfig
+from sim.engine import run_engine
+from sim.workload import WorkloadSpec, build_workload
+
+
+def timed(config, workload, repeat, **kwargs):
+    best = None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = run_engine(config, workload, **kwargs)
+        wall = time.perf_counter() - t0
+        best = wall if best is None else min(best, wall)
+    return result, best
+
+
+def report(name, result, wall, n):
+    sim_s = result.elapsed_s
+    print(f"{name:58s} wall {wall:6.2f} s | {n / wall:8.0f} simulated req/s | "
+          f"simulated {sim_s:8.1f} s = {sim_s / wall:8.0f}x real time | steps {result.stats.num_steps}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--num-prompts", type=int, default=10000)
+    ap.add_argument("--repeat", type=int, default=1, help="report the best of R runs")
+    args = ap.parse_args()
+    n = args.num_prompts
+
+    vidur = EngineConfig(model="meta-llama/Llama-2-70b-hf", gpu="a100-80gb", tensor_parallel_size=2,
+                         max_num_seqs=64, max_num_batched_tokens=4096)
+    w = build_workload(WorkloadSpec(num_prompts=n, random_input_len=512, random_output_len=128),
+                       np.random.default_rng(0))
+    result, wall = timed(vidur, w, args.repeat)
+    report(f"vidur point: llama-2-70b tp2 a100, {n} x 512/128, offline", result, wall, n)
+    print(f"{'':58s} Vidur 0.0.26: 10.2 s warm -> {10.2 / wall:.1f}x faster")
+
+    config = EngineConfig(model="meta-llama/Llama-2-7b-hf", gpu="a100-80gb", max_model_len=4096)
+    spec = WorkloadSpec(dataset_name="sharegpt", num_prompts=n, max_model_len=4096)
+    w = build_workload(spec, np.random.default_rng(0))
+    result, wall = timed(config, w, args.repeat)
+    report(f"sharegpt-like, llama-2-7b a100-80gb, {n} offline", result, wall, n)
+    capacity = n / result.elapsed_s
+
+    rate = 0.8 * capacity
+    online = build_workload(replace(spec, request_rate=rate), np.random.default_rng(0))
+    result, wall = timed(config, online, args.repeat, usage="serve")
+    report(f"sharegpt-like online at 80% of capacity ({rate:.1f} req/s)", result, wall, n)
+    result, wall = timed(config, online, 1, usage="serve", fast_forward=False)
+    report("  the same, without fast-forward", result, wall, n)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Running and printing vLLM-style benchmarks of the simulator."""

@@ -1,0 +1,53 @@
+"""``servelab bench throughput|serve``: vLLM's benchmark commands, run on the simulator.
+
+The flags are ``vllm bench``'s own (engine flags included, since there is no separate server
+to start), plus ``--gpu`` and ``--engine``. Output: vLLM's summary lines and JSON fields, plus
+ServeLab's own figures (batch size, KV usage, preemptions, prefix hits, memory waste).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from lab.cli.engine_args import add_engine_args, add_workload_args
+
+
+def add_cli_args(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="bench_command", metavar="{throughput,serve}")
+    tp = sub.add_parser("throughput", help="offline throughput, as `vllm bench throughput`",
+                        description="Offline throughput (all prompts at once), as `vllm bench throughput`.")
+    add_engine_args(tp)
+    add_workload_args(tp, offline=True)
+    tp.add_argument("--output-json", metavar="FILE", help="write vLLM's throughput JSON here")
+    tp.set_defaults(run=_run_throughput)
+
+    sv = sub.add_parser("serve", help="online serving benchmark, as `vllm bench serve`",
+                        description="Online serving benchmark, as `vllm bench serve` against `vllm serve`.")
+    add_engine_args(sv)
+    add_workload_args(sv, offline=False)
+    sv.add_argument("--max-concurrency", type=int, default=None, help="cap on requests in flight")
+    sv.add_argument("--percentile-metrics", default="ttft,tpot,itl,e2el",
+                    help="comma-separated: ttft,tpot,itl,e2el (vLLM's default omits e2el; ServeLab includes it)")
+    sv.add_argument("--metric-percentiles", default="99", help='comma-separated percentiles, e.g. "50,90,99"')
+    sv.add_argument("--save-result", action="store_true", help="write vLLM's result JSON")
+    sv.add_argument("--save-detailed", action="store_true", help="include per-request arrays in the JSON")
+    sv.add_argument("--result-filename", metavar="FILE", default=None)
+    sv.add_argument("--result-dir", metavar="DIR", default=None)
+    sv.set_defaults(run=_run_serve)
+    parser.set_defaults(run=lambda args: (parser.print_help(), 2)[1])
+
+
+def _run_throughput(args) -> int:
+    from lab.bench.runs import run_throughput
+
+    return run_throughput(args)
+
+
+def _run_serve(args) -> int:
+    from lab.bench.runs import run_serve
+
+    return run_serve(args)
+
+
+def run(args) -> int:  # the dispatcher calls the subcommand's own run
+    return args.run(args)

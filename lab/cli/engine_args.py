@@ -1,0 +1,54 @@
+"""Engine and dataset flags shared by `servelab bench` and `servelab serve`, spelled as vLLM's."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from sim.config import ENGINES
+
+
+def add_engine_args(p: argparse.ArgumentParser, *, model_positional: bool = False) -> None:
+    g = p.add_argument_group("engine (vLLM's flags)")
+    if not model_positional:
+        g.add_argument("--model", required=True, help="HuggingFace id, short alias, or path to a config.json")
+    g.add_argument("--gpu", required=True, help="a10g, l4, l40s, a100-40gb, a100-80gb, h100-80gb, h200")
+    g.add_argument("--engine", default="vllm", choices=ENGINES, help="vllm (default) or a baseline it replaced")
+    g.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
+    g.add_argument("--max-model-len", type=int, default=None)
+    g.add_argument("--gpu-memory-utilization", type=float, default=0.92)
+    g.add_argument("--block-size", type=int, default=16)
+    g.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=True)
+    g.add_argument("--enable-chunked-prefill", action=argparse.BooleanOptionalAction, default=True)
+    g.add_argument("--max-num-batched-tokens", type=int, default=None)
+    g.add_argument("--max-num-seqs", type=int, default=None)
+    g.add_argument("--long-prefill-token-threshold", type=int, default=0)
+    g.add_argument("--kv-cache-memory-bytes", type=int, default=None)
+    g.add_argument("--num-gpu-blocks-override", type=int, default=None)
+    g.add_argument("--scheduling-policy", choices=("fcfs", "priority"), default="fcfs")
+    g.add_argument("--calibration", metavar="FILE", default=None, help="a calibration profile (YAML)")
+
+
+def add_workload_args(p: argparse.ArgumentParser, *, offline: bool) -> None:
+    g = p.add_argument_group("dataset (vLLM's flags)")
+    g.add_argument("--dataset-name", default="random",
+                   choices=("random", "sharegpt", "sharegpt-vllm", "alpaca", "trace"),
+                   help="random (default); ShareGPT- or Alpaca-like lengths; or a trace CSV")
+    g.add_argument("--dataset-path", default=None,
+                   help="trace CSV (arrived_at,num_prefill_tokens,num_decode_tokens) or azure-conv / azure-code")
+    g.add_argument("--num-prompts", type=int, default=1000)
+    g.add_argument("--random-input-len", type=int, default=1024)
+    g.add_argument("--random-output-len", type=int, default=128)
+    g.add_argument("--random-range-ratio", type=float, default=0.0)
+    g.add_argument("--random-prefix-len", "--prefix-len", dest="prefix_len", type=int, default=0,
+                   help="tokens of a shared system prompt at the start of each prompt")
+    g.add_argument("--prefix-fraction", type=float, default=1.0, help="fraction of requests that share it")
+    g.add_argument("--n", type=int, default=1, help="parallel samples per prompt")
+    g.add_argument("--seed", type=int, default=0)
+    if offline:
+        g.add_argument("--input-len", type=int, default=None, help="fixed prompt length (random dataset)")
+        g.add_argument("--output-len", type=int, default=None, help="fixed output length (random dataset)")
+    else:
+        g.add_argument("--request-rate", type=float, default=math.inf, help="requests/s (inf: all at once)")
+        g.add_argument("--burstiness", type=float, default=1.0, help="gamma shape; 1 = Poisson")
+        g.add_argument("--trace-time-scale", type=float, default=1.0)

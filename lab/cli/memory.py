@@ -1,0 +1,114 @@
+"""``servelab memory``: vLLM's KV-cache sizing for a model on a GPU, without a GPU.
+
+Prints the lines vLLM logs at start-up ("GPU KV cache size: N tokens", "Maximum concurrency
+for L tokens per request: X.XXx") and where each GiB of the GPU went; ``--json`` prints the
+whole plan as one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+GiB = 1024**3
+
+
+def add_cli_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model",
+                        help="HF name (meta-llama/Llama-2-7b-hf), short name (llama-2-7b) or path to a config.json")
+    parser.add_argument("--gpu", help="a10g, l4, l40s, a100-40gb, a100-80gb, h100-80gb or h200")
+    parser.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
+    parser.add_argument("--gpu-memory-utilization", type=float, default=0.92)
+    parser.add_argument("--max-model-len", type=int, default=None,
+                        help="default: the model's max_position_embeddings")
+    parser.add_argument("--max-num-batched-tokens", type=int, default=None,
+                        help="default: vLLM's for the GPU (2048 on A100/L40S/L4/A10G, 8192 on H100/H200)")
+    parser.add_argument("--max-num-seqs", type=int, default=None, help="default: vLLM's for the GPU (256 or 1024)")
+    parser.add_argument("--block-size", type=int, default=16)
+    parser.add_argument("--kv-cache-memory-bytes", type=int, default=None,
+                        help="KV cache size per GPU; skips the memory profile, as in vLLM")
+    parser.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs, so no CUDA-graph reserve")
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    parser.add_argument("--paper-table-1", action="store_true",
+                        help="compare with the vLLM paper's Table 1 (OPT-13B/66B/175B) instead")
+
+
+def run(args: argparse.Namespace) -> int:
+    from sim.catalog import get_gpu, get_model
+    from sim.memory import plan_memory
+
+    if args.paper_table_1:
+        return _paper_table_1(args.json)
+    if not args.model or not args.gpu:
+        from sim.errors import ConfigError
+
+        raise ConfigError("servelab memory: --model and --gpu are required (or --paper-table-1)")
+    model = get_model(args.model)
+    gpu = get_gpu(args.gpu)
+    plan = plan_memory(
+        model,
+        gpu,
+        tensor_parallel_size=args.tensor_parallel_size,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        max_model_len=args.max_model_len,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        max_num_seqs=args.max_num_seqs,
+        block_size=args.block_size,
+        kv_cache_memory_bytes=args.kv_cache_memory_bytes,
+        enforce_eager=args.enforce_eager,
+    )
+    if args.json:
+        print(json.dumps(plan.to_dict(), indent=2))
+        return 0
+    for line in plan.startup_log_lines():
+        print(line)
+    print()
+    tp = plan.tensor_parallel_size
+    print(f"{plan.model} on {tp} x {plan.gpu} (per GPU):")
+    rows = [
+        ("total GPU memory", plan.total_bytes),
+        (f"x gpu_memory_utilization {plan.gpu_memory_utilization:.2f}", plan.requested_bytes),
+        ("- model weights", plan.weights_bytes_per_gpu),
+        ("- non-torch memory (cuBLAS, NCCL)", plan.non_torch_bytes),
+        (f"- activation peak ({plan.max_num_batched_tokens:,} tokens, {plan.max_num_seqs} seqs)",
+         plan.activation_peak_bytes),
+        ("- CUDA graphs", plan.cudagraph_bytes),
+        ("= KV cache", plan.available_kv_bytes),
+    ]
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"  {label:<{width}}  {value / GiB:9.2f} GiB")
+    print(f"  KV per token: {plan.kv_bytes_per_token:,} bytes; {plan.num_gpu_blocks:,} blocks of "
+          f"{plan.block_size} tokens; max_model_len {plan.max_model_len:,}")
+    return 0
+
+
+def _paper_table_1(as_json: bool) -> int:
+    """Our numbers next to the paper's, under the paper's setting (see sim.memory)."""
+    from sim.catalog import get_gpu, get_model
+    from sim.memory import PAPER_TABLE_1, paper_table_1_plan
+
+    rows = []
+    for name, gpus, gpu_name, total_gb, params_gb, kv_gb, slots in PAPER_TABLE_1:
+        model = get_model(name)
+        plan = paper_table_1_plan(model, get_gpu(gpu_name), gpus, total_gb)
+        rows.append({
+            "model": name, "gpus": f"{gpus}x {gpu_name}",
+            "params_gb": {"paper": params_gb, "servelab": round(model.weight_bytes / 1e9, 1)},
+            "kv_cache_gib": {"paper": kv_gb, "servelab": round(plan.available_kv_bytes * gpus / GiB, 2)},
+            "max_kv_slots": {"paper": slots, "servelab": plan.num_gpu_blocks * plan.block_size},
+        })
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print("vLLM paper (SOSP 2023) Table 1 vs ServeLab; fp16, block 16, gpu_memory_utilization 0.90,")
+    print("the table's GPU memory, vLLM 0.1's profile (2560 tokens, 256 seqs, no CUDA graphs)")
+    print(f"{'model':<18} {'GPUs':<14} {'params GB':>21} {'KV cache GiB':>22} {'max KV slots':>26}")
+    for r in rows:
+        cells = []
+        for key in ("params_gb", "kv_cache_gib", "max_kv_slots"):
+            paper, ours = r[key]["paper"], r[key]["servelab"]
+            cells.append(f"{paper:,} / {ours:,} ({ours / paper - 1:+.1%})")
+        print(f"{r['model']:<18} {r['gpus']:<14} {cells[0]:>21} {cells[1]:>22} {cells[2]:>26}")
+    print("(paper / ServeLab (difference))")
+    return 0

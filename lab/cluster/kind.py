@@ -1,0 +1,371 @@
+"""The kind backend: the course's manifests on a real Kubernetes in Docker, on a laptop.
+
+``up`` creates the cluster from ``manifests/kind/cluster.yaml``, builds the emulator image and
+loads it into the node, and installs pinned releases (lab/cluster/pins.py) of Argo Rollouts,
+Istio (istioctl, ``default`` profile: istiod and the ingress gateway), Prometheus (our own
+manifests in ``manifests/monitoring/``) and KEDA (for exercise 6.1). ``deploy`` runs ``kubectl
+apply -k`` on the course's manifests and the judge. ``status``, ``promote``, ``abort`` and
+``undo`` go through the Kubernetes API with the official ``kubernetes`` client and patch the
+Rollout the way ``kubectl argo rollouts`` does (lab/cluster/rollout_api.py).
+
+Safety: every command names ``--context kind-<cluster>`` and the API client is built for that
+context only; lab/cluster/kubecontext.py refuses anything else. ``--dry-run`` prints the plan
+(every command, and the manifests as kustomize renders them) and runs nothing.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, TextIO
+
+from lab.cluster import kubecontext, manifests, pins, preflight, rollout_api
+from lab.cluster.base import Check, ClusterBackend, ClusterError, ClusterStatus
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def emulator_warnings(docs: list[dict]) -> list[str]:
+    """Pods that run the emulator without ``--host 0.0.0.0``: unreachable by their probes.
+
+    ``servelab serve`` listens on 127.0.0.1 unless told otherwise (ServeLab's rule for local
+    servers; ``vllm serve`` listens on every interface). In a pod, the kubelet's probes and
+    the Services come in on the pod's IP, so such a pod never turns ready.
+    """
+    out = []
+    for doc in docs:
+        if doc.get("kind") not in ("Deployment", "Rollout", "StatefulSet"):
+            continue
+        pod = ((doc.get("spec") or {}).get("template") or {}).get("spec") or {}
+        for c in pod.get("containers") or []:
+            argv = [str(a) for a in (c.get("command") or []) + (c.get("args") or [])]
+            if not (str(c.get("image", "")).startswith("servelab/emulator") and "serve" in argv):
+                continue
+            hosts = [a.split("=", 1)[1] for a in argv if a.startswith("--host=")]
+            hosts += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--host"]
+            if not any(h in ("0.0.0.0", "::") for h in hosts):
+                meta = doc.get("metadata") or {}
+                out.append(
+                    f"{doc['kind']} {meta.get('namespace', 'default')}/{meta.get('name')}: container "
+                    f"{c.get('name')!r} runs 'servelab serve' without --host=0.0.0.0; it will listen on "
+                    "127.0.0.1 only and its probes will fail. Add --host=0.0.0.0 to its args."
+                )
+    return out
+
+
+@dataclass(frozen=True)
+class Step:
+    title: str
+    argv: tuple[str, ...]
+    check_only: bool = False  # a wait or a look: failing stops the plan all the same
+
+    def shell(self) -> str:
+        return shlex.join(self.argv)
+
+
+class KindBackend(ClusterBackend):
+    name = "kind"
+
+    def __init__(
+        self,
+        *,
+        cluster_name: str = "servelab",
+        repo_root: Path = REPO_ROOT,
+        kubeconfig: str | None = None,
+        kube_context: str | None = None,
+        dry_run: bool = False,
+        out: TextIO | None = None,
+        runner: Callable[[Step], int] | None = None,
+    ):
+        self.cluster_name = cluster_name
+        # Refuse a foreign --kube-context before anything else happens.
+        self.context = kubecontext.check_requested_context(kube_context, cluster_name)
+        self.repo_root = Path(repo_root)
+        self.kubeconfig = kubeconfig
+        self.dry_run = dry_run
+        self._out = out
+        self.runner = runner or self._run_step
+        self.manifests_dir = self.repo_root / "manifests"
+
+    @property
+    def out(self) -> TextIO:
+        return self._out or sys.stdout  # looked up late, so redirected output is honoured
+
+    # -- the plan -------------------------------------------------------------------------------
+
+    def _kubectl(self, *args: str) -> tuple[str, ...]:
+        base = ["kubectl", "--context", self.context]
+        if self.kubeconfig:
+            base += ["--kubeconfig", str(self.kubeconfig)]
+        return (*base, *args)
+
+    def _rel(self, path: Path | str) -> str:
+        """A path as the plan prints it: relative to the repository root, where it runs."""
+        path = Path(path).resolve()
+        try:
+            return str(path.relative_to(self.repo_root.resolve())) or "."
+        except ValueError:
+            return str(path)
+
+    def plan_up(self) -> list[Step]:
+        kubeconfig = ("--kubeconfig", str(self.kubeconfig)) if self.kubeconfig else ()
+        return [
+            Step("Create the kind cluster (skipped when 'kind get clusters' lists it)",
+                 ("kind", "create", "cluster", "--name", self.cluster_name,
+                  "--config", "manifests/kind/cluster.yaml", *kubeconfig, "--wait", "180s")),
+            Step("Build the emulator image", ("docker", "build", "-t", pins.EMULATOR_IMAGE, ".")),
+            Step("Load it into the kind node (no registry needed)",
+                 ("kind", "load", "docker-image", pins.EMULATOR_IMAGE, "--name", self.cluster_name)),
+            Step("Namespaces for the add-ons", self._kubectl("apply", "-f", "manifests/kind/namespaces.yaml")),
+            Step(f"Install Argo Rollouts {pins.ARGO_ROLLOUTS_VERSION}",
+                 self._kubectl("apply", "-n", "argo-rollouts", "-f", pins.ARGO_ROLLOUTS_INSTALL_URL)),
+            Step(f"Install Istio {pins.ISTIO_VERSION} (istiod and the ingress gateway)",
+                 ("istioctl", "install", "--context", self.context, *kubeconfig, "--set", "profile=default", "-y")),
+            Step("Install Prometheus (manifests/monitoring)",
+                 self._kubectl("apply", "-k", "manifests/monitoring")),
+            Step(f"Install KEDA {pins.KEDA_VERSION} (exercise 6.1's queue scaling)",
+                 self._kubectl("apply", "--server-side", "-f", pins.KEDA_INSTALL_URL)),
+            Step("Wait for the Argo Rollouts controller",
+                 self._kubectl("-n", "argo-rollouts", "rollout", "status", "deployment/argo-rollouts", "--timeout=300s"), True),
+            Step("Wait for Prometheus",
+                 self._kubectl("-n", "monitoring", "rollout", "status", "deployment/prometheus", "--timeout=300s"), True),
+        ]
+
+    def laptop_overlay(self, manifests_dir: Path) -> Path:
+        """Write the laptop-sized overlay of ``manifests_dir`` (manifests/kind/laptop-patches.yaml)."""
+        import os
+
+        import yaml
+
+        from lab.cluster.state import state_dir
+
+        folder = state_dir() / "kind-laptop"
+        folder.mkdir(parents=True, exist_ok=True)
+        patches = yaml.safe_load((self.repo_root / "manifests/kind/laptop-patches.yaml").read_text())
+        overlay = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": [os.path.relpath(Path(manifests_dir).resolve(), folder.resolve())],
+            "patches": patches,
+        }
+        header = "# Generated by servelab cluster deploy --backend kind --laptop; edit manifests/kind/laptop-patches.yaml instead.\n"
+        (folder / "kustomization.yaml").write_text(header + yaml.safe_dump(overlay, sort_keys=False))
+        return folder
+
+    def plan_deploy(self, manifests_dir: Path) -> list[Step]:
+        rel = self._rel(manifests_dir)
+        return [
+            Step(f"Apply the course's manifests ({rel})", self._kubectl("apply", "-k", rel)),
+            Step("Apply the LLM judge (manifests/judge)", self._kubectl("apply", "-k", "manifests/judge")),
+            Step("Apply the load generator (manifests/kind/loadgen.yaml)",
+                 self._kubectl("apply", "-f", "manifests/kind/loadgen.yaml")),
+        ]
+
+    def plan_down(self) -> list[Step]:
+        return [Step("Delete the kind cluster", ("kind", "delete", "cluster", "--name", self.cluster_name))]
+
+    def _print_plan(self, verb: str, steps: list[Step], rendered: list[tuple[Path, str, str]] = ()) -> None:
+        w = self.out.write
+        w(f"# servelab cluster {verb} --backend kind --dry-run: nothing below is executed.\n")
+        w(f"# Run from the repository root ({self.repo_root}).\n")
+        w(f"# Every kubectl command names --context {self.context}; no other context is ever used.\n")
+        for i, step in enumerate(steps, 1):
+            w(f"\n# {i}. {step.title}\n{step.shell()}\n")
+        for path, how, text in rendered:
+            w(f"\n# ---- rendered manifests: {self._rel(path)} ({how}) ----\n")
+            w(text if text.endswith("\n") else text + "\n")
+
+    def _run_step(self, step: Step) -> int:
+        self.out.write(f"\n==> {step.title}\n$ {step.shell()}\n")
+        self.out.flush()
+        try:
+            return subprocess.run(list(step.argv), cwd=self.repo_root).returncode
+        except FileNotFoundError:
+            return 127
+
+    def _execute(self, steps: list[Step]) -> None:
+        for step in steps:
+            rc = self.runner(step)
+            if rc != 0:
+                raise ClusterError(
+                    f"step failed (exit status {rc}): {step.shell()}\n"
+                    "Fix what it printed above and run the same servelab command again; "
+                    "the steps are safe to repeat."
+                )
+
+    # -- the verbs ------------------------------------------------------------------------------
+
+    def preflight(self) -> list[Check]:
+        return preflight.kind_checks()
+
+    def up(self) -> str:
+        steps = self.plan_up()
+        if self.dry_run:
+            text, how = manifests.render(self.repo_root / "manifests/monitoring")
+            self._print_plan("up", steps, [(self.repo_root / "manifests/monitoring", how, text)])
+            return ""
+        self._require_tools()
+        if self.cluster_name in self._existing_clusters():
+            self.out.write(f"kind cluster {self.cluster_name!r} exists; not creating it again.\n")
+            steps = steps[1:]
+        else:
+            self._execute(steps[:1])
+            steps = steps[1:]
+        kubecontext.resolve_kind_context(self.cluster_name, self.kubeconfig, self.context)
+        self._execute(steps)
+        return f"kind cluster {self.cluster_name!r} is up (context {self.context})."
+
+    def deploy(self, manifests_dir: Path) -> ClusterStatus | None:
+        manifests_dir = Path(manifests_dir)
+        steps = self.plan_deploy(manifests_dir)
+        if self.dry_run:
+            rendered = []
+            for path in (manifests_dir, self.repo_root / "manifests/judge"):
+                text, how = manifests.render(path)
+                rendered.append((path, how, text))
+            self._print_plan("deploy", steps, rendered)
+            for warning in emulator_warnings(manifests.load_documents(rendered[0][2])):
+                self.out.write(f"# WARNING: {warning}\n")
+            return None
+        text, _ = manifests.render(manifests_dir)
+        problems = manifests.validate(manifests.load_documents(text), manifests_dir / "schemas")
+        if problems:
+            raise ClusterError("the manifests do not validate; nothing was applied:\n  " + "\n  ".join(problems))
+        for warning in emulator_warnings(manifests.load_documents(text)):
+            self.out.write(f"warning: {warning}\n")
+        kubecontext.resolve_kind_context(self.cluster_name, self.kubeconfig, self.context)
+        self._execute(steps)
+        return self.status()
+
+    def down(self) -> str:
+        steps = self.plan_down()
+        if self.dry_run:
+            self._print_plan("down", steps)
+            return ""
+        self._execute(steps)
+        return f"kind cluster {self.cluster_name!r} deleted."
+
+    def status(self) -> ClusterStatus:
+        rollout = self._get_rollout()
+        return rollout_api.status_from_rollout(rollout)
+
+    def promote(self, full: bool = False) -> ClusterStatus:
+        rollout = self._get_rollout()
+        spec_patch, status_patch = rollout_api.promote_patches(rollout, full)
+        if self.dry_run:
+            self._print_patches("promote" + (" --full" if full else ""), [("status", status_patch), ("spec", spec_patch)])
+            return rollout_api.status_from_rollout(rollout)
+        # Status first, then spec: the plugin's order (it must work on the status subresource).
+        if status_patch:
+            self._patch(status_patch, subresource="status")
+        if spec_patch:
+            self._patch(spec_patch)
+        return self.status()
+
+    def abort(self) -> ClusterStatus | None:
+        if self.dry_run:
+            self._print_patches("abort", [("status", rollout_api.ABORT_PATCH)])
+            return None
+        self._patch(rollout_api.ABORT_PATCH, subresource="status")
+        return self.status()
+
+    def undo(self) -> ClusterStatus:
+        rollout = self._get_rollout()
+        apps = self._apps_api()
+        selector = ",".join(f"{k}={v}" for k, v in (rollout["spec"]["selector"].get("matchLabels") or {}).items())
+        rs_list = apps.list_namespaced_replica_set(rollout["metadata"]["namespace"], label_selector=selector)
+        replicasets = [apps.api_client.sanitize_for_serialization(rs) for rs in rs_list.items]
+        patch = rollout_api.undo_patch(rollout, replicasets)
+        if self.dry_run:
+            self._print_patches("undo", [("json", patch)])
+            return rollout_api.status_from_rollout(rollout)
+        self._patch(patch, json_patch=True)
+        return self.status()
+
+    def set_fault(self, spec: str) -> ClusterStatus:
+        rollout = self._get_rollout()
+        patch = rollout_api.fault_patch(rollout, None if spec in ("none", "") else spec)
+        if self.dry_run:
+            self._print_patches(f"fault {spec}", [("json", patch)])
+            return rollout_api.status_from_rollout(rollout)
+        self._patch(patch, json_patch=True)
+        return self.status()
+
+    # -- the Kubernetes API -----------------------------------------------------------------------
+
+    def _require_tools(self) -> None:
+        missing = [c for c in preflight.kind_checks() if c.required and not c.ok]
+        if missing:
+            raise ClusterError("missing on this machine:\n" + preflight.render(missing))
+
+    def _existing_clusters(self) -> list[str]:
+        proc = subprocess.run(["kind", "get", "clusters"], capture_output=True, text=True, timeout=60)
+        return proc.stdout.split() if proc.returncode == 0 else []
+
+    def _api(self):
+        ctx = kubecontext.resolve_kind_context(self.cluster_name, self.kubeconfig, self.context)
+        return kubecontext.api_client(ctx)
+
+    def _apps_api(self):
+        from kubernetes import client
+
+        return client.AppsV1Api(self._api())
+
+    def _rollout_ref(self) -> tuple[str, str]:
+        text, _ = manifests.render(self.manifests_dir)
+        for doc in manifests.load_documents(text):
+            if doc.get("kind") == "Rollout":
+                meta = doc.get("metadata") or {}
+                return meta.get("namespace", "default"), meta["name"]
+        raise ClusterError(f"{self.manifests_dir}: no Rollout in the manifests")
+
+    def _get_rollout(self) -> dict:
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        api = client.CustomObjectsApi(self._api())  # the context guard runs first
+        namespace, name = self._rollout_ref()
+        try:
+            return api.get_namespaced_custom_object("argoproj.io", "v1alpha1", namespace, "rollouts", name)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise ClusterError(
+                    f"no Rollout {namespace}/{name} in kind cluster {self.cluster_name!r}; "
+                    "deploy it first: servelab cluster deploy --backend kind"
+                ) from None
+            raise ClusterError(f"Kubernetes API error reading rollout {namespace}/{name}: {exc.reason}") from None
+        except Exception as exc:  # connection refused: the cluster is down
+            raise ClusterError(
+                f"cannot reach the kind cluster {self.cluster_name!r} ({type(exc).__name__}); "
+                "is Docker running and the cluster up? servelab cluster up --backend kind"
+            ) from None
+
+    def _patch(self, body, *, subresource: str | None = None, json_patch: bool = False) -> None:
+        from kubernetes import client
+
+        api = client.CustomObjectsApi(self._api())
+        namespace, name = self._rollout_ref()
+        content_type = "application/json-patch+json" if json_patch else "application/merge-patch+json"
+        if subresource == "status":
+            api.patch_namespaced_custom_object_status(
+                "argoproj.io", "v1alpha1", namespace, "rollouts", name, body, _content_type=content_type)
+        else:
+            api.patch_namespaced_custom_object(
+                "argoproj.io", "v1alpha1", namespace, "rollouts", name, body, _content_type=content_type)
+
+    def _print_patches(self, verb: str, patches: list[tuple[str, object]]) -> None:
+        namespace, name = self._rollout_ref()
+        self.out.write(f"# servelab cluster {verb} --backend kind --dry-run: the patches, not sent.\n")
+        for kind, patch in patches:
+            if patch is None:
+                continue
+            if kind == "json":
+                args = ["--type=json", "-p", rollout_api.to_kubectl_patch(patch)]
+            else:
+                args = ["--type=merge", "-p", rollout_api.to_kubectl_patch(patch)]
+                if kind == "status":
+                    args.insert(0, "--subresource=status")
+            self.out.write(shlex.join(self._kubectl("-n", namespace, "patch", "rollout", name, *args)) + "\n")

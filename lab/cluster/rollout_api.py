@@ -1,0 +1,184 @@
+"""Reading and steering an Argo Rollout object, as ``kubectl argo rollouts`` does.
+
+Pure functions over the Rollout as a dict (what the Kubernetes API returns), so that they can
+be checked without a cluster. The patches are the plugin's own (argo-rollouts v1.9,
+``pkg/kubectl-argo-rollouts/cmd/{promote,abort,undo}``):
+
+- promote: ``{"spec":{"paused":false}}`` if ``spec.paused``; then on the status subresource
+  ``{"status":{"pauseConditions":null}}`` if there are pause conditions, otherwise (a canary
+  inside an analysis step) ``{"status":{"pauseConditions":null,"currentStepIndex":i+1}}``.
+- promote --full: ``{"status":{"promoteFull":true}}`` unless the canary already is stable.
+- abort: ``{"status":{"abort":true}}`` on the status subresource.
+- undo: a JSON patch replacing ``/spec/template`` with the pod template of the previous
+  revision's ReplicaSet (annotation ``rollout.argoproj.io/revision``), hash label removed.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from lab.cluster.base import ClusterError, ClusterStatus
+
+REVISION_ANNOTATION = "rollout.argoproj.io/revision"
+HASH_LABEL = "rollouts-pod-template-hash"
+FAULT_RE = re.compile(
+    r"^(?:(?P<target>stable|canary):)?(?P<kind>error-rate|latency|slow-gpu|kv-leak|crash-loop|cost|quality)"
+    r"=(?P<value>[^@\s]+)(?:@(?P<start>[0-9.]+[smh]?)(?:-(?P<end>[0-9.]+[smh]?))?)?$"
+)
+
+
+def _steps(rollout: dict) -> list[dict]:
+    return ((rollout.get("spec") or {}).get("strategy") or {}).get("canary", {}).get("steps") or []
+
+
+def current_step_index(rollout: dict) -> int | None:
+    steps = _steps(rollout)
+    if not steps:
+        return None
+    index = (rollout.get("status") or {}).get("currentStepIndex")
+    return 0 if index is None else int(index)
+
+
+def weight_from_steps(steps: list[dict], index: int | None) -> int:
+    """The last setWeight at or before ``index``: 0 before the first, 100 past the end."""
+    if index is None or index >= len(steps):
+        return 100
+    weight = 0
+    for step in steps[:index + 1]:
+        if "setWeight" in step:
+            weight = int(step["setWeight"])
+    return weight
+
+
+def status_from_rollout(rollout: dict, backend: str = "kind") -> ClusterStatus:
+    meta = rollout.get("metadata") or {}
+    status = rollout.get("status") or {}
+    steps = _steps(rollout)
+    index = current_step_index(rollout)
+    weights = (status.get("canary") or {}).get("weights") or {}
+    if "canary" in weights:
+        weight = int((weights.get("canary") or {}).get("weight", 0))
+    elif status.get("abort"):
+        weight = 0
+    else:
+        weight = weight_from_steps(steps, index)
+    details = {}
+    if status.get("stableRS"):
+        details["Stable RS"] = status["stableRS"]
+    if status.get("currentPodHash"):
+        details["Current RS"] = status["currentPodHash"]
+    if status.get("pauseConditions"):
+        details["Paused by"] = ", ".join(str(p.get("reason")) for p in status["pauseConditions"])
+    return ClusterStatus(
+        backend=backend,
+        rollout=f"{meta.get('namespace', '?')}/{meta.get('name', '?')}",
+        phase=status.get("phase") or "Progressing",
+        message=status.get("message") or "",
+        current_step_index=index,
+        total_steps=len(steps),
+        canary_weight=weight,
+        aborted=bool(status.get("abort")),
+        abort_reason={"message": status.get("message")} if status.get("abort") else None,
+        details=details,
+    )
+
+
+def promote_patches(rollout: dict, full: bool = False) -> tuple[dict | None, dict | None]:
+    """(spec patch, status patch) that the plugin's ``promote`` sends, as merge patches."""
+    spec = rollout.get("spec") or {}
+    status = rollout.get("status") or {}
+    if full:
+        if status.get("currentPodHash") != status.get("stableRS"):
+            return None, {"status": {"promoteFull": True}}
+        return None, None
+    spec_patch = {"spec": {"paused": False}} if spec.get("paused") else None
+    status_patch = None
+    if status.get("pauseConditions"):
+        status_patch = {"status": {"pauseConditions": None}}
+    elif _steps(rollout):
+        index = current_step_index(rollout) or 0
+        if index < len(_steps(rollout)):
+            index += 1
+        status_patch = {"status": {"pauseConditions": None, "currentStepIndex": index}}
+    return spec_patch, status_patch
+
+
+ABORT_PATCH = {"status": {"abort": True}}
+
+
+def undo_patch(rollout: dict, replicasets: list[dict]) -> list[dict]:
+    """The JSON patch that restores the previous revision's template, as the plugin's undo."""
+    uid = (rollout.get("metadata") or {}).get("uid")
+    owned = []
+    for rs in replicasets:
+        meta = rs.get("metadata") or {}
+        owners = meta.get("ownerReferences") or []
+        if uid and not any(o.get("uid") == uid and o.get("controller") for o in owners):
+            continue
+        try:
+            revision = int((meta.get("annotations") or {}).get(REVISION_ANNOTATION, "0"))
+        except ValueError:
+            continue
+        owned.append((revision, rs))
+    owned.sort(key=lambda pair: pair[0])
+    if len(owned) < 2:
+        name = (rollout.get("metadata") or {}).get("name")
+        raise ClusterError(f"rollout {name!r}: no previous revision to undo to (found {len(owned)} revision(s))")
+    template = dict((owned[-2][1].get("spec") or {}).get("template") or {})
+    meta = dict(template.get("metadata") or {})
+    labels = {k: v for k, v in (meta.get("labels") or {}).items() if k != HASH_LABEL}
+    meta["labels"] = labels
+    template["metadata"] = meta
+    return [{"op": "replace", "path": "/spec/template", "value": template}]
+
+
+def parse_fault(spec: str) -> tuple[str, str]:
+    """(target, the fault for the emulator's --fault) from ``[stable:|canary:]KIND=VALUE[@START[-END]]``."""
+    match = FAULT_RE.match(spec.strip())
+    if not match:
+        raise ClusterError(
+            f"fault {spec!r}: expected [stable:|canary:]KIND=VALUE[@START[-END]] with KIND one of "
+            "error-rate, latency, slow-gpu, kv-leak, crash-loop, cost, quality (e.g. canary:error-rate=0.05)"
+        )
+    target = match.group("target") or "canary"
+    body = spec.strip().split(":", 1)[1] if match.group("target") else spec.strip()
+    return target, body
+
+
+def fault_patch(rollout: dict, spec: str | None) -> list[dict]:
+    """A JSON patch that sets (or, with None, clears) ``--fault`` on the Rollout's first container.
+
+    Changing the template makes a new revision, so the canary that follows carries the fault
+    and the stable pods do not: what a bad release looks like to the analysis.
+    """
+    containers = (((rollout.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+    if not containers:
+        raise ClusterError("the Rollout has no containers in spec.template.spec.containers")
+    args: list[str] = []
+    skip_next = False
+    for arg in containers[0].get("args") or []:
+        # Drop earlier faults, both as "--fault=SPEC" and as the split "--fault", "SPEC".
+        if skip_next:
+            skip_next = False
+        elif str(arg) == "--fault":
+            skip_next = True
+        elif not str(arg).startswith("--fault="):
+            args.append(arg)
+    if spec is not None:
+        target, body = parse_fault(spec)
+        if target != "canary":
+            raise ClusterError(
+                f"fault {spec!r}: on kind a fault rides on a new revision, which becomes the canary; "
+                "a stable fault would need the running stable pods changed. Use canary:... here, or "
+                "the sim backend for stable faults."
+            )
+        args.append(f"--fault={body}")
+    op = "replace" if "args" in containers[0] else "add"
+    return [{"op": op, "path": "/spec/template/spec/containers/0/args", "value": args}]
+
+
+def to_kubectl_patch(patch: Any) -> str:
+    import json
+
+    return json.dumps(patch, separators=(",", ":"))

@@ -1,0 +1,308 @@
+"""How many KV-cache blocks a vLLM engine gets: vLLM 0.33's start-up memory profile, modelled.
+
+vLLM (``v1/worker/gpu_worker.py``, ``utils/mem_utils.py``, ``v1/core/kv_cache_utils.py``)
+measures; we compute the same quantities from the model's shapes::
+
+    requested      = ceil(total_gpu_memory x gpu_memory_utilization)
+    available_kv   = requested - weights_per_gpu - non_torch - activation_peak - cudagraph
+    num_gpu_blocks = available_kv // (block_size x kv_bytes_per_token)
+
+``--kv-cache-memory-bytes`` replaces ``available_kv`` and ``--num-gpu-blocks-override`` the
+block count, as in vLLM.
+
+The pieces vLLM measures and we estimate (each rough; the constants below say where from):
+
+* **Activation peak** (vLLM: torch's peak minus what is allocated, during a dummy forward of
+  ``max_num_batched_tokens`` tokens followed by a dummy sampler run over ``max_num_seqs``
+  requests). We take the larger of the two phases:
+
+  - forward, per token, everything a decoder layer holds at once, per GPU: the residual and the
+    normalised hidden state (2h), q/k/v (``(heads + 2 kv_heads)/tp x head_dim``), the attention
+    output (``heads/tp x head_dim``), the MLP's widest point (Llama/Mistral: gate+up ``2I/tp``
+    and the SiLU-and-mul output ``I/tp``; OPT: fc1 ``I/tp`` and its ReLU ``I/tp``) and the
+    layer's output (h), times the dtype's bytes;
+  - sampler: the final hidden states of all tokens, plus ``max_num_seqs x vocab x 22`` bytes:
+    the logits in the model dtype (2), their float32 copy (4), the top-k/top-p sort's values (4)
+    and int64 indices (8), and the probabilities (4). vLLM gathers the full vocabulary on every
+    rank, so this part does not shrink with TP.
+
+  Check: Llama-3.1-8B, 8192 tokens, 256 sequences gives 1.00 GiB; vLLM logs "PyTorch
+  activation peak memory takes 1.19-1.24GiB" for that model on an A100-80GB (public logs), so
+  we leave about 0.2 GiB more for the KV cache than vLLM would there.
+* **Non-torch memory** (cuBLAS workspaces, the CUDA graph pool's book-keeping; with TP, NCCL
+  and custom all-reduce buffers): 0.2 GiB, plus 0.75 GiB when TP > 1. Public vLLM logs show
+  0.01-0.35 GiB on one GPU and 0.9-1.4 GiB with TP.
+* **CUDA graphs** (subtracted by default since vLLM v0.21): the activations of the largest
+  captured batch plus 0.25 MiB per captured size per layer, over vLLM's capture sizes
+  (1, 2, 4, 8..248 by 8, 256.. by 16 up to ``min(2 x max_num_seqs, 512)``). That gives about
+  0.46 GiB for an 8B model, the order vLLM logs ("Graph capturing finished ... took 0.4-0.6
+  GiB"). ``enforce_eager`` (vLLM's ``--enforce-eager``) makes it 0.
+
+The vLLM paper's Table 1 (2023) is reproduced within 10% by ``PAPER_2023`` (see
+``tests/test_memory.py`` and ``docs/memory.md``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from sim.catalog import GPUSpec, ModelSpec
+from sim.config import cdiv, resolve_scheduler_limits
+from sim.errors import ConfigError
+
+GiB = 1024**3
+MiB = 1024**2
+SAMPLER_BYTES_PER_LOGIT = 22  # 2 (model dtype) + 4 (fp32) + 4 + 8 (sort values, int64 indices) + 4 (probs)
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryOverheads:
+    """What the memory profile counts besides weights and KV cache; see the module docstring."""
+
+    non_torch_bytes: int = round(0.2 * GiB)
+    non_torch_tp_bytes: int = round(0.75 * GiB)  # added when tensor_parallel_size > 1
+    cudagraph_bytes_per_size_layer: int = MiB // 4
+    count_cudagraphs: bool = True  # vLLM >= v0.21 subtracts its CUDA-graph estimate
+
+
+VLLM_0_33 = MemoryOverheads()
+# vLLM as of the paper (mid-2023, v0.1): the profile counted torch's peak only (weights and
+# activations), no CUDA graphs existed yet, and nothing was set aside for non-torch memory.
+PAPER_2023 = MemoryOverheads(non_torch_bytes=0, non_torch_tp_bytes=0, count_cudagraphs=False)
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryPlan:
+    """One GPU's memory budget at engine start-up (all figures per GPU)."""
+
+    model: str
+    gpu: str
+    tensor_parallel_size: int
+    gpu_memory_utilization: float
+    max_num_batched_tokens: int
+    max_num_seqs: int
+    total_bytes: int
+    requested_bytes: int
+    weights_bytes_per_gpu: int
+    activation_peak_bytes: int
+    cudagraph_bytes: int
+    non_torch_bytes: int
+    available_kv_bytes: int
+    kv_bytes_per_token: int
+    block_size: int
+    num_gpu_blocks: int
+    kv_cache_tokens: int
+    max_model_len: int
+    max_concurrency: float
+
+    def startup_log_lines(self) -> list[str]:
+        """The lines vLLM logs at start-up, with the same formats."""
+        return [
+            f"Available KV cache memory: {self.available_kv_bytes / GiB:.2f} GiB",
+            f"GPU KV cache size: {self.kv_cache_tokens:,} tokens",
+            f"Maximum concurrency for {self.max_model_len:,} tokens per request: {self.max_concurrency:.2f}x",
+        ]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def plan_memory(
+    model: ModelSpec,
+    gpu: GPUSpec,
+    *,
+    tensor_parallel_size: int = 1,
+    gpu_memory_utilization: float = 0.92,
+    max_model_len: int | None = None,
+    max_num_batched_tokens: int | None = None,
+    max_num_seqs: int | None = None,
+    block_size: int = 16,
+    kv_cache_memory_bytes: int | None = None,
+    num_gpu_blocks_override: int | None = None,
+    enforce_eager: bool = False,
+    usage: str = "serve",
+    overheads: MemoryOverheads = VLLM_0_33,
+) -> MemoryPlan:
+    """vLLM 0.33's KV-cache sizing for ``model`` on ``tensor_parallel_size`` x ``gpu``.
+
+    ``max_num_batched_tokens``/``max_num_seqs`` default to vLLM's for the GPU and ``usage``
+    (``sim.config.resolve_scheduler_limits``); ``max_model_len`` to the model's
+    ``max_position_embeddings``. Raises ConfigError, worded like vLLM's, when the model does not
+    fit or one ``max_model_len`` sequence does not fit in the KV cache.
+    """
+    tp = tensor_parallel_size
+    model.check_tensor_parallel(tp)
+    if not 0 < gpu_memory_utilization <= 1:
+        raise ConfigError(f"--gpu-memory-utilization: expected a fraction in (0, 1], got {gpu_memory_utilization}")
+    for flag, value in (("--block-size", block_size), ("--max-model-len", max_model_len),
+                        ("--max-num-batched-tokens", max_num_batched_tokens), ("--max-num-seqs", max_num_seqs),
+                        ("--kv-cache-memory-bytes", kv_cache_memory_bytes),
+                        ("--num-gpu-blocks-override", num_gpu_blocks_override)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+            raise ConfigError(f"{flag}: expected a positive integer, got {value!r}")
+    derived_len = model.max_position_embeddings
+    if max_model_len is None:
+        max_model_len = derived_len
+    elif max_model_len > derived_len:
+        # vLLM: "User-specified max_model_len (X) is greater than the derived max_model_len ..."
+        raise ConfigError(
+            f"--max-model-len: user-specified max_model_len ({max_model_len}) is greater than the derived "
+            f"max_model_len (max_position_embeddings={derived_len} in {model.name}'s config.json); "
+            f"use at most {derived_len}"
+        )
+    default_tokens, default_seqs = resolve_scheduler_limits(gpu.memory_bytes, gpu.name, usage)  # type: ignore[arg-type]
+    num_tokens = max_num_batched_tokens or default_tokens
+    num_seqs = max_num_seqs or default_seqs
+
+    total = gpu.memory_bytes
+    requested = math.ceil(total * gpu_memory_utilization)
+    weights = model.weight_bytes_per_gpu(tp)
+    non_torch = overheads.non_torch_bytes + (overheads.non_torch_tp_bytes if tp > 1 else 0)
+    activation = activation_peak_bytes(model, tp, num_tokens, num_seqs)
+    graphs = 0 if (enforce_eager or not overheads.count_cudagraphs) else cudagraph_bytes(model, tp, num_seqs, overheads)
+    kv_per_token = model.kv_bytes_per_token(tp)
+    page_bytes = block_size * kv_per_token
+
+    if kv_cache_memory_bytes is not None:
+        available = kv_cache_memory_bytes  # vLLM skips the profile entirely
+    else:
+        available = requested - weights - non_torch - activation - graphs
+        if available <= 0:
+            raise ConfigError(
+                f"No available memory for the cache blocks: {model.name} on {gpu.name} "
+                f"(tensor parallelism {tp}) may use total_gpu_memory ({total / GiB:.2f}GiB) x "
+                f"gpu_memory_utilization ({gpu_memory_utilization:.2f}) = {requested / GiB:.2f}GiB per GPU; "
+                f"model weights take {weights / GiB:.2f}GiB; non_torch_memory takes {non_torch / GiB:.2f}GiB; "
+                f"PyTorch activation peak memory takes {activation / GiB:.2f}GiB; CUDA graphs take "
+                f"{graphs / GiB:.2f}GiB, leaving {available / GiB:.2f}GiB. {_advice(model, tp, requested)}"
+            )
+    num_blocks = num_gpu_blocks_override or available // page_bytes
+    needed = cdiv(max_model_len, block_size) * page_bytes
+    if num_gpu_blocks_override is None and needed > available:
+        estimated = (available // page_bytes) * block_size
+        estimated_msg = (
+            f"Based on the available memory, the estimated maximum model length is {estimated}. " if estimated > 0 else ""
+        )
+        raise ConfigError(
+            f"To serve at least one request with the model's max seq len ({max_model_len}), "
+            f"({needed / GiB:.2f} GiB KV cache is needed, which is larger than the available KV cache "
+            f"memory ({available / GiB:.2f} GiB). {estimated_msg}Try increasing --gpu-memory-utilization "
+            f"or decreasing --max-model-len."
+        )
+    concurrency = num_blocks / cdiv(max_model_len, block_size)
+    return MemoryPlan(
+        model=model.name,
+        gpu=gpu.name,
+        tensor_parallel_size=tp,
+        gpu_memory_utilization=gpu_memory_utilization,
+        max_num_batched_tokens=num_tokens,
+        max_num_seqs=num_seqs,
+        total_bytes=total,
+        requested_bytes=requested,
+        weights_bytes_per_gpu=weights,
+        activation_peak_bytes=activation,
+        cudagraph_bytes=graphs,
+        non_torch_bytes=non_torch,
+        available_kv_bytes=available,
+        kv_bytes_per_token=kv_per_token,
+        block_size=block_size,
+        num_gpu_blocks=num_blocks,
+        kv_cache_tokens=int(concurrency * max_model_len),
+        max_model_len=max_model_len,
+        max_concurrency=concurrency,
+    )
+
+
+def _advice(model: ModelSpec, tp: int, requested: int) -> str:
+    """What to change when nothing is left for the KV cache."""
+    if model.weight_bytes_per_gpu(tp) < 0.9 * requested:
+        return "Try increasing --gpu-memory-utilization or --tensor-parallel-size, or lowering --max-num-seqs."
+    for bigger in range(tp + 1, 65):
+        try:
+            model.check_tensor_parallel(bigger)
+        except ConfigError:
+            continue
+        if model.weight_bytes_per_gpu(bigger) + 2 * GiB < requested:  # room for a little KV cache
+            return (f"The weights alone do not fit: try --tensor-parallel-size {bigger} or more, "
+                    f"or a GPU with more memory.")
+    return "The weights alone do not fit: use a GPU with more memory."
+
+
+def forward_activation_bytes_per_token(model: ModelSpec, tp: int) -> int:
+    """Bytes one token's activations take at a decoder layer's widest point, on one GPU."""
+    h, hd = model.hidden_size, model.head_dim
+    q_heads = model.num_attention_heads // tp
+    kv_heads = model.kv_heads_per_rank(tp)
+    inter = cdiv(model.intermediate_size, tp)
+    attention = (q_heads + 2 * kv_heads) * hd + q_heads * hd
+    mlp = 3 * inter if model.architecture != "opt" else 2 * inter  # gate+up and act; fc1 and relu
+    return (2 * h + attention + mlp + h) * model.dtype_bytes
+
+
+def activation_peak_bytes(model: ModelSpec, tp: int, num_tokens: int, num_seqs: int) -> int:
+    """Peak of vLLM's profiling run: a dummy forward of num_tokens, then the sampler."""
+    forward = num_tokens * forward_activation_bytes_per_token(model, tp)
+    sampler = (num_tokens * model.hidden_size * model.dtype_bytes
+               + min(num_seqs, num_tokens) * model.vocab_size * SAMPLER_BYTES_PER_LOGIT)
+    return max(forward, sampler)
+
+
+def cudagraph_capture_sizes(max_num_seqs: int) -> list[int]:
+    """vLLM's default CUDA-graph batch sizes, up to min(2 x max_num_seqs, 512)."""
+    largest = min(2 * max_num_seqs, 512)
+    sizes = [1, 2, 4] + list(range(8, 256, 8)) + list(range(256, largest + 1, 16))
+    return [s for s in sizes if s <= largest]
+
+
+def cudagraph_bytes(model: ModelSpec, tp: int, max_num_seqs: int, overheads: MemoryOverheads = VLLM_0_33) -> int:
+    sizes = cudagraph_capture_sizes(max_num_seqs)
+    per_graph = len(sizes) * model.num_hidden_layers * overheads.cudagraph_bytes_per_size_layer
+    return max(sizes) * forward_activation_bytes_per_token(model, tp) + per_graph
+
+
+# -- the vLLM paper's Table 1 -------------------------------------------------------------------
+# Kwon et al., "Efficient Memory Management for Large Language Model Serving with
+# PagedAttention", SOSP 2023, Table 1 (via ../shared/reference/published-vllm.yaml):
+# (model, GPUs, GPU, total GPU memory GB, parameter GB, KV cache GB, max KV slots).
+PAPER_TABLE_1 = (
+    ("facebook/opt-13b", 1, "a100-40gb", 40, 26, 12, 15_700),
+    ("facebook/opt-66b", 4, "a100-40gb", 160, 132, 21, 9_700),
+    ("facebook/opt-175b", 8, "a100-80gb", 640, 346, 264, 60_100),
+)
+
+
+def paper_table_1_plan(model: ModelSpec, gpu: GPUSpec, num_gpus: int, total_gb: int) -> MemoryPlan:
+    """Our plan under the paper's setting, the same assumptions for every row:
+
+    * each GPU has ``total_gb / num_gpus`` GiB, as the table's "total GPU memory" column says
+      (CUDA reports a little less: 39.5 GiB of an A100-40GB);
+    * fp16 and block size 16 (the table's note), gpu_memory_utilization 0.90 (vLLM's default in
+      2023);
+    * vLLM 0.1's profile: a dummy batch of 2560 tokens and 256 sequences (its defaults then),
+      no CUDA graphs, no non-torch allowance (``PAPER_2023``).
+    """
+    from dataclasses import replace
+
+    paper_gpu = replace(gpu, memory_bytes=total_gb // num_gpus * GiB)
+    return plan_memory(model, paper_gpu, tensor_parallel_size=num_gpus, gpu_memory_utilization=0.90,
+                       max_num_batched_tokens=2560, max_num_seqs=256, overheads=PAPER_2023)
+
+
+def plan_for_config(config, usage: str = "serve") -> MemoryPlan:
+    """``plan_memory`` for a :class:`sim.config.EngineConfig` (its model, GPU and flags)."""
+    from sim.catalog import get_gpu, get_model
+
+    return plan_memory(
+        get_model(config.model),
+        get_gpu(config.gpu),
+        tensor_parallel_size=config.tensor_parallel_size,
+        gpu_memory_utilization=config.gpu_memory_utilization,
+        max_model_len=config.max_model_len,
+        max_num_batched_tokens=config.max_num_batched_tokens,
+        max_num_seqs=config.max_num_seqs,
+        block_size=config.block_size,
+        kv_cache_memory_bytes=config.kv_cache_memory_bytes,
+        num_gpu_blocks_override=config.num_gpu_blocks_override,
+        usage=usage,
+    )

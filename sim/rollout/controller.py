@@ -1,0 +1,388 @@
+"""The rollout controller: Argo Rollouts' canary steps on a simulated clock.
+
+:class:`RolloutSimulation` is stepwise, for an interactive cluster: ``advance(until_s)``,
+``promote(full=False)``, ``abort()``, ``undo()``, ``retry()``, ``status()``. It owns the fleet
+(traffic and metrics) and the analysis runs. Time moves from event to event (a pause ends, a
+measurement is due); before anything is decided at time t the fleet has scraped up to t.
+
+Semantics (reference: argo-rollouts-analysis.md, sections 1, 2, 7, 8):
+
+- ``setWeight`` completes at once: the router's weight is set and the canary scaled to
+  ceil(replicas x w / 100). (Argo also waits for the pods to be ready; ours start instantly.)
+- ``pause: {duration}`` waits, ``pause: {}`` waits for ``promote``; an ``analysis`` step waits
+  for its run: Successful moves on, Failed or Error aborts, Inconclusive pauses.
+- The background run starts when the step index reaches ``startingStep``; a Failed or Error
+  aborts, Inconclusive pauses. It is terminated at full promotion.
+- Abort: canary weight 0 at once, runs terminated, status Degraded, step index 0; the spec
+  stays at the new version, so the canary pods are only scaled away (after
+  abortScaleDownDelaySeconds).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from sim.rollout.analysis import AnalysisRun, Phase, ProviderError
+from sim.rollout.durations import format_duration
+from sim.rollout.fleet import Fleet
+from sim.rollout.loader import Manifests, ResolvedAnalysis
+
+EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class Event:
+    t_s: float
+    event: str
+    weight: int
+    kind: str = "info"  # info, step, analysis, abort, promote, pause, measurement
+
+    def to_dict(self) -> dict:
+        return {"t_s": round(self.t_s, 3), "event": self.event, "weight": self.weight}
+
+
+@dataclass(frozen=True)
+class MeasurementRecord:
+    t_s: float
+    run: str
+    kind: str
+    metric: str
+    phase: str
+    value: Any
+    dry_run: bool
+
+
+class RolloutSimulation:
+    def __init__(self, manifests: Manifests, fleet: Fleet, provider, *, abort_at_s: float | None = None):
+        self.m = manifests
+        self.fleet = fleet
+        self.provider = provider
+        self.now_s = 0.0
+        self.steps = manifests.canary.steps
+        self.step_index = 0
+        self.weight = 0
+        self.phase = "Progressing"  # Progressing, Paused, Healthy, Degraded
+        self.message = ""
+        self.aborted = False
+        self.promoted = False
+        self.aborted_at_s: float | None = None
+        self.abort_reason: dict | None = None
+        self.pause_until_s: float | None = None  # timed pause in progress
+        self.pause_started = False
+        self.paused_by_analysis = False
+        self.step_run: AnalysisRun | None = None
+        self.background_run: AnalysisRun | None = None
+        self.runs: list[AnalysisRun] = []
+        self.timeline: list[Event] = []
+        self.measurements: list[MeasurementRecord] = []
+        self.abort_at_s = abort_at_s
+        self._log("rollout started: new revision, 0% canary", "info")
+        self._reconcile()
+
+    # -- public verbs ---------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        return {
+            "t_s": self.now_s,
+            "phase": self.phase,
+            "message": self.message,
+            "step_index": self.step_index,
+            "num_steps": len(self.steps),
+            "weight": self.weight,
+            "canary_pods": self.fleet.canary_pods,
+            "stable_pods": self.fleet.replicas,
+            "promoted": self.promoted,
+            "aborted": self.aborted,
+            "runs": [{"name": r.name, "kind": r.kind, "phase": r.phase.value, "message": r.message} for r in self.runs],
+        }
+
+    @property
+    def finished(self) -> bool:
+        return self.promoted or self.aborted or self.phase == "Healthy"
+
+    def next_event_s(self) -> float | None:
+        times = []
+        if self.pause_until_s is not None and not self.paused_by_analysis:
+            times.append(self.pause_until_s)
+        for run in (self.step_run, self.background_run):
+            if run is not None and not run.completed:
+                d = run.due_s()
+                if d is not None:
+                    times.append(d)
+        if self.abort_at_s is not None and not self.aborted:
+            times.append(self.abort_at_s)
+        return min(times) if times else None
+
+    def advance(self, until_s: float) -> None:
+        """Run the clock to ``until_s``, acting on every event on the way."""
+        while True:
+            nxt = self.next_event_s()
+            if nxt is None or nxt > until_s + EPS:
+                break
+            nxt = max(nxt, self.now_s)
+            self.fleet.advance_to(nxt)
+            self.now_s = nxt
+            if self.abort_at_s is not None and not self.aborted and self.abort_at_s <= nxt + EPS:
+                self.abort_at_s = None
+                self.abort(reason={"metric": None, "value": None, "analysis": "manual", "message": "aborted by hand"})
+                continue
+            self._measure()
+            self._reconcile()
+        self.fleet.advance_to(until_s)
+        self.now_s = max(self.now_s, until_s)
+
+    def run_to_completion(self, max_s: float = 48 * 3600.0) -> None:
+        """Advance until Healthy, Degraded, an indefinite pause, or ``max_s``."""
+        while not self.finished:
+            nxt = self.next_event_s()
+            if nxt is None or nxt > max_s:
+                break
+            self.advance(nxt)
+        # Scrape up to the decision so the last interval's traffic is counted.
+        self.fleet.advance_to(self.now_s)
+
+    def promote(self, full: bool = False) -> None:
+        if self.aborted or self.promoted:
+            return
+        if full:
+            self._log("promote --full: skipping the remaining steps and analysis", "promote")
+            self._full_promotion(skip_analysis=True)
+            return
+        step = self.steps[self.step_index] if self.step_index < len(self.steps) else None
+        self._log("promote: clearing the pause", "promote")
+        if self.paused_by_analysis:
+            self.paused_by_analysis = False
+            if self.step_run is not None and self.step_run.phase is Phase.INCONCLUSIVE:
+                self.step_run = None
+                self.step_index += 1
+        elif step is not None and (step.pause is not None or step.analysis is not None):
+            if self.step_run is not None:
+                self.step_run.terminate(self.now_s)
+                self.step_run = None
+            self.pause_until_s, self.pause_started = None, False
+            self.step_index += 1
+        self.phase = "Progressing"
+        self._reconcile()
+
+    def abort(self, reason: dict | None = None) -> None:
+        if self.aborted or self.promoted:
+            return
+        self.aborted = True
+        self.aborted_at_s = self.now_s
+        self.abort_reason = reason or {"metric": None, "value": None, "analysis": "manual", "message": "aborted by hand"}
+        for run in (self.step_run, self.background_run):
+            if run is not None:
+                run.terminate(self.now_s)
+        self.weight = 0
+        # The canary pods stay until abortScaleDownDelaySeconds; with weight 0 they get no traffic.
+        self.fleet.set_weight(0, canary_pods=0)
+        self.step_index = 0
+        self.pause_until_s, self.pause_started, self.paused_by_analysis = None, False, False
+        self.phase = "Degraded"
+        why = self.abort_reason.get("message", "")
+        # Argo's condition message: "RolloutAborted: Rollout aborted update to revision N: <run message>"
+        self.message = f"RolloutAborted: Rollout aborted update to revision 2: {why}"
+        self._log(f"ABORT: {why}; canary weight -> 0, status Degraded", "abort")
+
+    def undo(self) -> None:
+        """Roll the spec back to the stable revision: steps skipped, Healthy again."""
+        if self.promoted:
+            self._log("undo: the previous revision is still kept (scaleDownDelaySeconds); back to it", "info")
+            self.fleet.stable_is_new = False
+        for run in (self.step_run, self.background_run):
+            if run is not None:
+                run.terminate(self.now_s)
+        self.weight = 0
+        self.fleet.set_weight(0, canary_pods=0)
+        self.step_run = self.background_run = None
+        self.pause_until_s = None
+        self.phase = "Healthy"
+        self.message = "undo: the stable revision is the desired one again"
+        self._log("undo: spec restored to the stable revision; status Healthy", "info")
+
+    def set_faults(self, faults) -> None:
+        """Replace the injected faults from now on (times still count from the rollout's start)."""
+        from sim.rollout.faults import Fault, parse_fault
+
+        parsed = tuple(f if isinstance(f, Fault) else parse_fault(f) for f in faults)
+        self.fleet.faults = parsed
+        self._log(f"faults set: {', '.join(f.spec for f in parsed) or 'none'}", "info")
+
+    def retry(self) -> None:
+        """``kubectl argo rollouts retry``: clears the abort, the steps restart from 0."""
+        if not self.aborted:
+            return
+        self.aborted = False
+        self.phase = "Progressing"
+        self.step_index = 0
+        self.step_run = self.background_run = None
+        self._log("retry: steps restart from 0", "info")
+        self._reconcile()
+
+    # -- the control loop -----------------------------------------------------------------------
+
+    def _measure(self) -> None:
+        for run in (self.background_run, self.step_run):
+            if run is None or run.completed:
+                continue
+            due = run.due_s()
+            if due is None or due > self.now_s + EPS:
+                continue
+            for spec, m in run.step(self.now_s, self._provider):
+                self.measurements.append(
+                    MeasurementRecord(self.now_s, run.name, run.kind, spec.name, m.phase.value, m.value, spec.dry_run)
+                )
+                if m.phase is not Phase.SUCCESSFUL:
+                    shown = _show(m.value)
+                    extra = f" ({m.message})" if m.message else ""
+                    self._log(f"{run.kind} analysis {spec.name} = {shown}: {m.phase.value}{extra}", "measurement")
+            if run.completed:
+                self._log(f"{run.kind} analysis run {run.name}: {run.phase.value}"
+                          + (f": {run.message}" if run.message else ""), "analysis")
+
+    def _provider(self, query: str, at_s: float):
+        return self.provider(query, at_s)
+
+    def _reconcile(self) -> None:
+        for _ in range(4 * len(self.steps) + 8):  # each pass makes progress or returns
+            if self.aborted or self.promoted or self.phase == "Healthy":
+                return
+            if self._check_runs():
+                return
+            if self.paused_by_analysis:
+                self.phase = "Paused"
+                return
+            bg = self.m.background
+            start = (self.m.canary.analysis.startingStep or 0) if self.m.canary.analysis else 0
+            if bg is not None and self.background_run is None and self.step_index >= start:
+                self.background_run = self._start_run(bg, "background")
+                continue
+            if self.step_index >= len(self.steps):
+                self._full_promotion(skip_analysis=False)
+                return
+            step = self.steps[self.step_index]
+            if step.setWeight is not None:
+                self.weight = step.setWeight
+                self.fleet.set_weight(self.weight)
+                self._log(f"step {self.step_index}: setWeight {self.weight} "
+                          f"({self.fleet.canary_pods} canary pods, {self.fleet.replicas} stable)", "step")
+                self.step_index += 1
+                continue
+            if step.pause is not None:
+                if not self.pause_started:
+                    self.pause_started = True
+                    if step.pause.duration is None:
+                        self.pause_until_s = None
+                        self.phase = "Paused"
+                        self.message = "CanaryPauseStep: waiting for promote"
+                        self._log(f"step {self.step_index}: pause (until promoted)", "pause")
+                        return
+                    self.pause_until_s = self.now_s + step.pause.duration
+                    self._log(f"step {self.step_index}: pause {format_duration(step.pause.duration)}", "pause")
+                if self.pause_until_s is None:
+                    self.phase = "Paused"
+                    return
+                if self.now_s + EPS >= self.pause_until_s:
+                    self.pause_until_s, self.pause_started = None, False
+                    self.step_index += 1
+                    continue
+                self.phase = "Paused"
+                return
+            if step.analysis is not None:
+                self.phase = "Progressing"
+                if self.step_run is None:
+                    self.step_run = self._start_run(self.m.step_analyses[self.step_index], "step")
+                    self._measure()
+                    continue
+                if self.step_run.phase is Phase.SUCCESSFUL:
+                    self.step_run = None
+                    self.step_index += 1
+                    continue
+                return
+        raise RuntimeError("rollout controller made no progress")  # a bug, never a user mistake
+
+    def _check_runs(self) -> bool:
+        """Act on finished runs; True when the rollout stops progressing (abort or pause)."""
+        for run in (self.step_run, self.background_run):
+            if run is None or not run.completed:
+                continue
+            if run.phase in (Phase.FAILED, Phase.ERROR):
+                decided = run.deciding_metric()
+                spec, value = decided if decided else (None, None)
+                self.abort(
+                    reason={
+                        "metric": spec.name if spec else None,
+                        "value": value,
+                        "analysis": spec.template if spec else run.name,
+                        "run": run.kind,
+                        "message": run.message or f"AnalysisRun {run.name} {run.phase.value}",
+                    }
+                )
+                return True
+            if run.phase is Phase.INCONCLUSIVE and not run.acknowledged:
+                # Inconclusive pauses the rollout once; promote acknowledges it and goes on.
+                run.acknowledged = True
+                self.paused_by_analysis = True
+                self.phase = "Paused"
+                self.message = f"InconclusiveAnalysisRun: {run.message}"
+                self._log(f"paused: {run.kind} analysis inconclusive ({run.message}); promote to go on", "pause")
+                return True
+        return False
+
+    def _start_run(self, resolved: ResolvedAnalysis, kind: str) -> AnalysisRun:
+        run = AnalysisRun(resolved.name, kind, resolved.metrics, self.now_s)
+        self.runs.append(run)
+        self._log(f"{kind} analysis run {resolved.name} started ({len(resolved.metrics)} metrics)", "analysis")
+        return run
+
+    def _full_promotion(self, skip_analysis: bool) -> None:
+        for run in (self.step_run, self.background_run):
+            if run is not None:
+                run.terminate(self.now_s)
+        if self.background_run is not None and self.background_run.phase in (Phase.FAILED, Phase.ERROR) and not skip_analysis:
+            self._check_runs()
+            return
+        self.step_run = None
+        self.weight = 100
+        self.promoted = True
+        self.fleet.promote_new_version()
+        self.phase = "Healthy"
+        self.message = ""
+        delay = self.m.canary.scaleDownDelaySeconds
+        keep = f"; old ReplicaSet kept {format_duration(delay)}" if delay else ""
+        self._log(f"fully promoted: canary is the new stable at 100%{keep}", "promote")
+
+    def _log(self, text: str, kind: str) -> None:
+        self.timeline.append(Event(self.now_s, text, self.weight, kind))
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return "[]"
+        value = value[0]
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        return f"{value:.4g}"
+    return str(value)
+
+
+class PromQLProvider:
+    """Argo's Prometheus provider over the in-memory store (reference section 6)."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def __call__(self, query: str, at_s: float):
+        from sim.promql.evaluate import PromQLError, instant_query
+
+        try:
+            res = instant_query(query, self.store, at_s)
+        except PromQLError as exc:
+            raise ProviderError(str(exc)) from None
+        if res.kind == "scalar":
+            return float(res.scalar)  # a scalar becomes a float, not a list
+        return [float(v) for v in res.values()]

@@ -1,0 +1,122 @@
+"""How long one engine step takes: a roofline model with calibrated efficiencies.
+
+A step runs the batch's tokens through the model once. Its time is
+
+    overhead + per_seq * num_seqs
+    + max(memory time, compute time)          (the GPU overlaps the two)
+    + tensor-parallel all-reduce time
+
+- memory time: the weights are read once per step, whatever the batch; every token attends
+  to its whole context, so the KV cache of each context token is read once per step;
+- compute time: 2 FLOPs per weight per token in the linear layers (the lm_head only for the
+  tokens that are sampled), plus QK^T and PV of prefill tokens against their context;
+- all-reduce: two per layer under tensor parallelism (after attention and after the MLP),
+  each a ring all-reduce of the step's hidden states over NVLink.
+
+Each term is divided by an efficiency (a fraction of the datasheet bandwidth or FLOP/s) that a
+calibration profile sets (``sim/data/calibration.yaml``, fitted to real vLLM measurements;
+see :mod:`sim.calibration`). Everything is linear in the batch's totals, so the constants are
+worked out once and a step costs a handful of float operations. :meth:`StepTimeModel.decode_run`
+prices a run of identical decode steps at once, with numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.catalog import GPUSpec, ModelSpec
+
+
+@dataclass(frozen=True, slots=True)
+class StepCoefficients:
+    """Efficiencies of the roofline terms. Fractions in (0, 1], times in seconds."""
+
+    overhead_s: float = 0.004  # per step: scheduling, kernel launches, sampling, detokenizing
+    per_seq_s: float = 2.0e-5  # per request in the batch: input preparation and sampling
+    weight_bw_eff: float = 0.85  # of HBM bandwidth, streaming the weights
+    kv_bw_eff: float = 0.6  # of HBM bandwidth, reading the KV cache in attention
+    matmul_eff: float = 0.6  # of dense fp16 FLOP/s, linear layers
+    attn_eff: float = 0.4  # of dense fp16 FLOP/s, prefill attention
+    comm_bw_eff: float = 0.7  # of NVLink bandwidth (one direction), all-reduce
+    comm_latency_s: float = 1.0e-5  # per all-reduce call
+
+    def __post_init__(self) -> None:
+        for name in ("weight_bw_eff", "kv_bw_eff", "matmul_eff", "attn_eff", "comm_bw_eff"):
+            v = getattr(self, name)
+            if not 0 < v <= 1.5:
+                raise ValueError(f"{name}(={v}) must be a fraction in (0, 1.5]")
+        for name in ("overhead_s", "per_seq_s", "comm_latency_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}(={getattr(self, name)}) must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchShape:
+    """What one step computes, in totals over its requests."""
+
+    num_tokens: int  # tokens computed (prefill chunks + decodes)
+    num_seqs: int  # requests in the batch
+    num_sampled: int  # requests that sample a token this step
+    context_tokens: int  # sum over computed tokens' requests of the KV read: decodes read their context
+    attn_pairs: int  # (query, key) pairs of prefill attention
+
+
+class StepTimeModel:
+    def __init__(
+        self, model: ModelSpec, gpu: GPUSpec, tensor_parallel_size: int = 1,
+        coefficients: StepCoefficients | None = None, multiplier: float = 1.0,
+    ) -> None:
+        c = coefficients or StepCoefficients()
+        tp = tensor_parallel_size
+        self.model, self.gpu, self.tp, self.coefficients = model, gpu, tp, c
+        self.multiplier = multiplier
+        bw = gpu.hbm_bandwidth_bytes_per_s
+        flops = gpu.dense_fp16_flops_per_s
+        lm_head_params = model.vocab_size * model.hidden_size
+        body_params = model.matmul_params() - lm_head_params
+
+        # Memory: weights once per step, plus KV bytes per context token read.
+        self.weights_s = model.weight_bytes_per_gpu(tp) / (bw * c.weight_bw_eff)
+        self.kv_s_per_token = model.kv_bytes_per_token(tp) / (bw * c.kv_bw_eff)
+        # Compute: linear layers per token, lm_head per sampled token, attention per pair.
+        self.matmul_s_per_token = 2 * body_params / tp / (flops * c.matmul_eff)
+        self.lm_head_s_per_sample = 2 * lm_head_params / tp / (flops * c.matmul_eff)
+        per_pair = 4 * model.num_attention_heads * model.head_dim * model.num_hidden_layers / tp
+        self.attn_s_per_pair = per_pair / (flops * c.attn_eff)
+        # All-reduce: 2 per layer, a ring moves 2(tp-1)/tp of the data; NVLink figures are
+        # both directions, a ring uses one.
+        if tp > 1:
+            link = gpu.nvlink_bandwidth_bytes_per_s / 2 * c.comm_bw_eff
+            calls = 2 * model.num_hidden_layers
+            self.comm_fixed_s = calls * c.comm_latency_s
+            self.comm_s_per_token = (
+                calls * 2 * (tp - 1) / tp * model.hidden_size * model.dtype_bytes / link
+            )
+        else:
+            self.comm_fixed_s = self.comm_s_per_token = 0.0
+
+
+    def step_time(self, b: BatchShape) -> float:
+        c = self.coefficients
+        memory = self.weights_s + self.kv_s_per_token * b.context_tokens
+        compute = (
+            self.matmul_s_per_token * b.num_tokens
+            + self.lm_head_s_per_sample * b.num_sampled
+            + self.attn_s_per_pair * b.attn_pairs
+        )
+        comm = self.comm_fixed_s + self.comm_s_per_token * b.num_tokens if self.tp > 1 else 0.0
+        t = c.overhead_s + c.per_seq_s * b.num_seqs + max(memory, compute) + comm
+        return t * self.multiplier
+
+    def decode_run(self, num_seqs: int, context_tokens: int, num_steps: int) -> np.ndarray:
+        """Durations of ``num_steps`` decode steps of ``num_seqs`` requests, the first reading
+        ``context_tokens`` of KV; each later step reads ``num_seqs`` more."""
+        c = self.coefficients
+        ctx = context_tokens + num_seqs * np.arange(num_steps, dtype=np.float64)
+        memory = self.weights_s + self.kv_s_per_token * ctx
+        compute = (self.matmul_s_per_token + self.lm_head_s_per_sample) * num_seqs
+        comm = self.comm_fixed_s + self.comm_s_per_token * num_seqs if self.tp > 1 else 0.0
+        t = c.overhead_s + c.per_seq_s * num_seqs + np.maximum(memory, compute) + comm
+        return t * self.multiplier

@@ -1,0 +1,74 @@
+"""`servelab bench`: vLLM's JSON fields, and clear one-line errors for bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lab.cli.main import main
+
+
+def run_cli(*argv):
+    proc = subprocess.run([sys.executable, "-m", "lab", *argv], capture_output=True, text=True, timeout=120)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_throughput_json_has_vllm_fields(tmp_path, capsys):
+    out = tmp_path / "tp.json"
+    rc = main(["bench", "throughput", "--model", "llama-2-7b", "--gpu", "a100-80gb", "--input-len", "200",
+               "--output-len", "50", "--num-prompts", "100", "--output-json", str(out)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    for key in ("elapsed_time", "num_requests", "total_num_tokens", "requests_per_second", "tokens_per_second"):
+        assert key in data
+    assert data["num_requests"] == 100 and data["total_num_tokens"] == 100 * 250
+    assert data["requests_per_second"] == pytest.approx(100 / data["elapsed_time"])
+    printed = capsys.readouterr().out
+    assert printed.startswith("Throughput: ")
+    for key in ("mean_batch_size", "num_preemptions", "prefix_cache_hit_rate", "kv_usage_over_time"):
+        assert key in data["servelab"]
+
+
+def test_serve_result_has_vllm_fields(tmp_path, capsys):
+    rc = main(["bench", "serve", "--model", "llama-3.1-8b", "--gpu", "h100-80gb", "--dataset-name", "sharegpt",
+               "--num-prompts", "80", "--request-rate", "5", "--save-result", "--result-dir", str(tmp_path),
+               "--result-filename", "r.json", "--metric-percentiles", "50,99"])
+    assert rc == 0
+    data = json.loads((tmp_path / "r.json").read_text())
+    for key in ("duration", "completed", "request_throughput", "output_throughput", "total_token_throughput"):
+        assert key in data
+    for m in ("ttft", "tpot", "itl", "e2el"):
+        for stat in ("mean", "median", "p99", "p50"):
+            assert f"{stat}_{m}_ms" in data
+    assert data["completed"] == 80
+    assert data["median_ttft_ms"] > 0 and data["mean_e2el_ms"] > data["mean_ttft_ms"]
+    out = capsys.readouterr().out
+    assert "Serving Benchmark Result" in out and "Median TTFT (ms):" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        pytest.param(["--model", "gpt-17", "--gpu", "a100-80gb"], "known models", id="unknown model"),
+        pytest.param(["--model", "llama-2-7b", "--gpu", "tpu-v9"], "a100-80gb", id="unknown gpu"),
+        pytest.param(["--model", "llama-2-70b", "--gpu", "a100-80gb", "-tp", "3"], "tensor", id="tp does not divide heads"),
+        pytest.param(["--model", "llama-2-70b", "--gpu", "l4"], "GiB", id="model does not fit"),
+        pytest.param(["--model", "llama-2-7b", "--gpu", "a100-80gb", "--input-len", "5000"], "max-model-len", id="prompt too long"),
+        pytest.param(["--model", "llama-2-7b", "--gpu", "a100-80gb", "--input-len", "-3"], "input", id="negative length"),
+        pytest.param(["--model", "llama-2-7b", "--gpu", "a100-80gb", "--output-len", "0"], "output", id="zero output length"),
+        pytest.param(["--model", "llama-2-7b", "--gpu", "a100-80gb", "--num-prompts", "0"], "num-prompts", id="zero prompts"),
+        pytest.param(["--model", "llama-2-7b", "--gpu", "a100-80gb", "--gpu-memory-utilization", "1.5"], "gpu-memory-utilization", id="utilization > 1"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_exit_2(argv, message):
+    rc, out, err = run_cli("bench", "throughput", *argv)
+    assert rc == 2, (out, err)
+    assert "Traceback" not in err
+    assert err.startswith("error:")
+    assert message.lower() in err.lower()
+
+
+def test_bad_request_rate_for_serve():
+    rc, out, err = run_cli("bench", "serve", "--model", "llama-2-7b", "--gpu", "a100-80gb", "--request-rate", "-1")
+    assert rc == 2 and "Traceback" not in err and "request" in err.lower()

@@ -1,0 +1,69 @@
+"""``servelab memory``: vLLM's start-up lines, the JSON fields, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lab.cli.main import main
+from sim.catalog import get_gpu, get_model
+from sim.memory import plan_memory
+
+
+def test_prints_vllm_startup_lines(capsys):
+    assert main(["memory", "--model", "llama-2-7b", "--gpu", "a100-80gb", "--max-model-len", "2048"]) == 0
+    out = capsys.readouterr().out
+    plan = plan_memory(get_model("llama-2-7b"), get_gpu("a100-80gb"), max_model_len=2048)
+    lines = out.splitlines()
+    assert lines[:3] == plan.startup_log_lines()
+    assert lines[1] == f"GPU KV cache size: {plan.kv_cache_tokens:,} tokens"
+    assert lines[2].startswith("Maximum concurrency for 2,048 tokens per request: ")
+    assert "model weights" in out and "KV cache" in out
+
+
+def test_json_has_the_fields_and_flags_reach_the_plan(capsys):
+    argv = ["memory", "--model", "meta-llama/Llama-2-70b-hf", "--gpu", "h100", "--tensor-parallel-size", "4",
+            "--gpu-memory-utilization", "0.9", "--max-model-len", "4096", "--max-num-batched-tokens", "4096",
+            "--max-num-seqs", "64", "--block-size", "32", "--json"]
+    assert main(argv) == 0
+    data = json.loads(capsys.readouterr().out)
+    for field in ("kv_cache_tokens", "num_gpu_blocks", "kv_bytes_per_token", "weights_bytes_per_gpu", "max_concurrency",
+                  "available_kv_bytes", "activation_peak_bytes", "cudagraph_bytes", "requested_bytes"):
+        assert field in data
+    expected = plan_memory(get_model("llama-2-70b"), get_gpu("h100-80gb"), tensor_parallel_size=4,
+                           gpu_memory_utilization=0.9, max_model_len=4096, max_num_batched_tokens=4096,
+                           max_num_seqs=64, block_size=32)
+    assert data == json.loads(json.dumps(expected.to_dict()))
+    assert data["kv_bytes_per_token"] == 2 * 80 * 2 * 128 * 2
+
+
+def test_kv_cache_memory_bytes_flag(capsys):
+    assert main(["memory", "--model", "llama-2-7b", "--gpu", "l4", "--max-model-len", "2048",
+                 "--kv-cache-memory-bytes", str(2**30), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["num_gpu_blocks"] == 2**30 // (16 * 524288)
+
+
+@pytest.mark.parametrize("argv, expect", [
+    (["--model", "gpt-9", "--gpu", "a100-80gb"], "unknown model 'gpt-9'"),
+    (["--model", "llama-2-7b", "--gpu", "tpu"], "unknown GPU 'tpu'"),
+    (["--model", "llama-2-7b", "--gpu", "a100-80gb", "--tensor-parallel-size", "3"], "--tensor-parallel-size 3"),
+    (["--model", "llama-2-70b", "--gpu", "a100-80gb"], "No available memory for the cache blocks"),
+    (["--model", "llama-3.1-8b", "--gpu", "l4"], "estimated maximum model length"),
+    (["--model", "llama-2-7b", "--gpu", "l4", "--gpu-memory-utilization", "2"], "--gpu-memory-utilization"),
+    (["--model", "llama-2-7b", "--gpu", "l4", "--max-model-len", "0"], "--max-model-len"),
+], ids=["unknown-model", "unknown-gpu", "tp-heads", "does-not-fit", "max-model-len", "util", "zero-len"])
+def test_errors_are_one_line_exit_2(capsys, argv, expect):
+    assert main(["memory", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and expect in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_subprocess_has_no_traceback():
+    proc = subprocess.run([sys.executable, "-m", "lab", "memory", "--model", "nope", "--gpu", "h100"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr

@@ -1,0 +1,253 @@
+"""The sim backend: state kept between commands, replayed deterministically, and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lab.cli.main import main
+from lab.cluster import simbackend
+from lab.cluster.base import ClusterError, ClusterStatus
+from lab.cluster.simbackend import SimBackend
+from lab.cluster.state import StateStore
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ToySim:
+    """A rollout with known timing: 10% at once, 50% and an indefinite pause at 1 h, Healthy on
+    promote. With any fault it aborts at 30 min. Records every verb it receives."""
+
+    instances: list["ToySim"] = []
+
+    def __init__(self, manifests: Path, seed: int, faults: list[str]):
+        self.t, self.phase, self.weight = 0.0, "Progressing", 10
+        self.faults = list(faults)
+        self.calls: list[tuple[float, str]] = []
+        ToySim.instances.append(self)
+
+    def _update(self) -> None:
+        if self.phase in ("Degraded", "Healthy"):
+            return
+        if self.faults and self.t >= 1800:
+            self.phase, self.weight = "Degraded", 0
+        elif self.t >= 3600 and self.phase == "Progressing":
+            self.phase, self.weight = "Paused", 50
+
+    def advance(self, until_s: float) -> None:
+        assert until_s >= self.t, "time went backwards"
+        for event_s in (1800.0, 3600.0):
+            if self.t < event_s <= until_s:
+                self.t = event_s
+                self._update()
+        self.t = until_s
+        self._update()
+
+    def settle(self, max_s: float) -> None:
+        for event_s in (1800.0, 3600.0):
+            if self.phase in ("Progressing",) and self.t < event_s <= max_s:
+                self.advance(event_s)
+
+    def now_s(self) -> float:
+        return self.t
+
+    def promote(self, full: bool = False) -> None:
+        self.calls.append((self.t, "promote-full" if full else "promote"))
+        if self.phase == "Paused" or full:
+            self.phase, self.weight = "Healthy", 100
+
+    def abort(self) -> None:
+        self.calls.append((self.t, "abort"))
+        self.phase, self.weight = "Degraded", 0
+
+    def undo(self) -> None:
+        self.calls.append((self.t, "undo"))
+        self.phase, self.weight = "Healthy", 0
+
+    def set_fault(self, spec: str) -> None:
+        self.calls.append((self.t, f"fault {spec}"))
+        self.faults.append(spec)
+
+    def status(self) -> ClusterStatus:
+        return ClusterStatus(backend="sim", rollout="ai-prod/ai-api", phase=self.phase,
+                             canary_weight=self.weight, t_s=self.t)
+
+
+@pytest.fixture
+def store(tmp_path):
+    ToySim.instances = []
+    return StateStore(tmp_path / "state")
+
+
+def backend(store, **kw) -> SimBackend:
+    # A new backend object per command, as a new process would have.
+    return SimBackend(store=store, factory=ToySim, **kw)
+
+
+def test_deploy_status_promote_across_commands(store, tmp_path):
+    s = backend(store).deploy(tmp_path)
+    assert (s.phase, s.canary_weight, s.t_s) == ("Paused", 50, 3600.0)
+    assert store.path.is_file()
+    s = backend(store).status()
+    assert (s.phase, s.t_s) == ("Paused", 3600.0)
+    s = backend(store).promote()
+    assert (s.phase, s.canary_weight) == ("Healthy", 100)
+    # The next command replays the promote at the time it was given.
+    s = backend(store).status()
+    assert s.phase == "Healthy"
+    assert ToySim.instances[-1].calls == [(3600.0, "promote")]
+    state = json.loads(store.path.read_text())
+    assert state["actions"] == [{"action": "promote", "arg": None, "t_s": 3600.0}]
+
+
+def test_until_and_advance_move_the_clock(store, tmp_path):
+    s = backend(store, until_s=600).deploy(tmp_path)
+    assert (s.phase, s.t_s) == ("Progressing", 600.0)
+    assert backend(store).status().t_s == 600.0  # status alone does not move time
+    s = backend(store, advance_s=1200).status()
+    assert s.t_s == 1800.0
+    s = backend(store, until_s=1900).abort()
+    assert (s.phase, s.canary_weight, s.t_s) == ("Degraded", 0, 1900.0)
+    assert ToySim.instances[-1].calls == [(1800.0, "abort")]
+
+
+def test_until_cannot_go_back(store, tmp_path):
+    backend(store, until_s=600).deploy(tmp_path)
+    with pytest.raises(ClusterError, match="time only moves forward"):
+        backend(store, until_s=60).status()
+
+
+def test_a_fault_at_deploy_aborts(store, tmp_path):
+    s = backend(store).deploy(tmp_path, faults=["canary:error-rate=0.05"])
+    assert (s.phase, s.t_s) == ("Degraded", 1800.0)
+
+
+def test_a_fault_added_later_is_replayed(store, tmp_path):
+    backend(store, until_s=60).deploy(tmp_path)
+    backend(store, until_s=120).set_fault("canary:latency=3x")
+    s = backend(store).status()
+    assert s.phase == "Progressing" and s.t_s == 120.0
+    s = backend(store, until_s=2000).status()
+    assert s.phase == "Degraded"
+    assert ToySim.instances[-1].calls == [(60.0, "fault canary:latency=3x")]
+
+
+def test_wall_clock_mode(store, tmp_path):
+    wall = [1000.0]
+    clock = lambda: wall[0]  # noqa: E731
+    s = SimBackend(store=store, factory=ToySim, clock=clock).deploy(tmp_path, speed=60)
+    assert (s.phase, s.t_s) == ("Progressing", 0.0)
+    wall[0] = 1000.0 + 45  # 45 wall seconds at 60x: 45 simulated minutes
+    s = SimBackend(store=store, factory=ToySim, clock=clock).status()
+    assert s.t_s == 2700.0
+    wall[0] = 1000.0 + 61
+    s = SimBackend(store=store, factory=ToySim, clock=clock).promote()
+    assert (s.phase, s.t_s) == ("Healthy", 3660.0)
+
+
+def test_down_forgets_and_status_then_says_deploy(store, tmp_path):
+    backend(store).deploy(tmp_path)
+    assert "deleted" in backend(store).down()
+    with pytest.raises(ClusterError, match="nothing deployed in the simulated cluster"):
+        backend(store).status()
+    assert "Nothing was deployed" in backend(store).down()
+
+
+def test_a_damaged_state_file_is_reported(store, tmp_path):
+    store.path.parent.mkdir(parents=True)
+    store.path.write_text("{not json")
+    with pytest.raises(ClusterError, match="unreadable sim cluster state"):
+        backend(store).status()
+
+
+def test_bad_speed(store, tmp_path):
+    with pytest.raises(ClusterError, match="--speed"):
+        backend(store).deploy(tmp_path, speed=0)
+
+
+# -- the command line, in process (the toy simulation stands in for sim.rollout) -------------------
+
+
+@pytest.fixture
+def toy_cli(monkeypatch, tmp_path):
+    ToySim.instances = []
+    monkeypatch.setenv("SERVELAB_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setattr(simbackend, "default_factory", ToySim)
+
+
+def test_cli_sequence(toy_cli, capsys):
+    assert main(["cluster", "deploy", "--until", "10m"]) == 0
+    assert "Status:        Progressing" in capsys.readouterr().out
+    assert main(["cluster", "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["t_s"] == 600.0
+    assert main(["cluster", "promote", "--full"]) == 0
+    assert "Status:        Healthy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        pytest.param(["cluster", "status"], "nothing deployed", id="nothing-deployed"),
+        pytest.param(["cluster", "fault"], "expected a fault SPEC", id="fault-without-spec"),
+        pytest.param(["cluster", "deploy", "--until", "soon"], "--until 'soon': expected a duration", id="bad-duration"),
+        pytest.param(["cluster", "up", "--dry-run"], "--dry-run belongs to the kind backend", id="dry-run-on-sim"),
+        pytest.param(["cluster", "status", "extra"], "unexpected argument 'extra'", id="stray-arg"),
+    ],
+)
+def test_cli_errors(toy_cli, capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+
+
+# -- with the real rollout simulator -----------------------------------------------------------------
+
+
+@pytest.fixture
+def real_sim(monkeypatch, tmp_path):
+    pytest.importorskip("sim.engine", reason="the engine simulator (sim.engine) is not in this build yet")
+    monkeypatch.setenv("SERVELAB_STATE_DIR", str(tmp_path / "state"))
+
+
+@pytest.mark.slow
+def test_course_rollout_goes_healthy(real_sim, capsys):
+    assert main(["cluster", "deploy", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["phase"] == "Healthy" and status["canary_weight"] == 100
+
+
+@pytest.mark.slow
+def test_course_rollout_with_a_fault_goes_degraded_and_undo_recovers(real_sim, capsys):
+    assert main(["cluster", "deploy", "--fault", "canary:error-rate=0.05", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["phase"] == "Degraded" and status["canary_weight"] == 0 and status["aborted"]
+    assert main(["cluster", "undo", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["phase"] == "Healthy"
+
+
+@pytest.mark.slow
+def test_course_rollout_manual_abort_replays(real_sim, capsys):
+    assert main(["cluster", "deploy", "--until", "20m"]) == 0
+    capsys.readouterr()
+    assert main(["cluster", "abort", "--json"]) == 0
+    aborted = json.loads(capsys.readouterr().out)
+    assert aborted["phase"] == "Degraded"
+    assert main(["cluster", "status", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["timeline"] == aborted["timeline"]
+
+
+@pytest.mark.slow
+def test_a_fault_injected_mid_rollout_aborts_it(real_sim, capsys):
+    assert main(["cluster", "deploy", "--until", "10m"]) == 0
+    capsys.readouterr()
+    assert main(["cluster", "fault", "canary:error-rate=0.05", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["phase"] == "Degraded"
+    assert status["abort_reason"]["metric"] == "error-rate"
+    events = [row["event"] for row in status["timeline"]]
+    assert "faults set: canary:error-rate=0.05" in events
+    # The abort comes from measurements after the fault: never before 10 minutes.
+    assert 600 < next(r["t_s"] for r in status["timeline"] if r["event"].startswith("ABORT")) <= 1800
