@@ -15,7 +15,7 @@ What is real and what is faked:
 - faked: the model runner. Every step it returns one sampled token for each scheduled request
   whose prefill is complete after the step (a chunk that ends inside the prompt samples
   nothing, as the GPU model runner discards it), with a token id that is a pure function of
-  the request id and the token's position (see sampled_token_id).
+  the request id and the token's output position (see sampled_token_id).
 - the frontend: requests are added to the scheduler directly. n > 1 is fanned out into n
   child requests here, named "{k}_{parent_id}" in order k = 0..n-1, exactly as
   vllm/v1/engine/parallel_sampling.py ParentRequest.get_child_info does. A prompt of
@@ -58,6 +58,7 @@ from vllm.v1.structured_output import StructuredOutputManager  # noqa: E402
 TRACE_FORMAT = "servelab-sched-trace/1"
 DECISIONS_FORMAT = "servelab-sched-decisions/1"
 TINY_MODEL_DIR = Path(__file__).resolve().parent / "tiny_model"
+VOCAB_SIZE = 32000  # tiny_model/config.json
 HASH_ALGO = "sha256"  # vLLM's default --prefix-caching-hash-algo
 DEFAULT_MAX_STEPS = 20_000
 ENGINE_KEYS = (
@@ -76,15 +77,15 @@ class TraceError(ValueError):
     """The trace is not in the documented format."""
 
 
-def sampled_token_id(request_id: str, position: int) -> int:
-    """The fake model's sampled token: a pure function of request id and position.
+def sampled_token_id(request_id: str, output_index: int) -> int:
+    """The fake model's sampled token: a pure function of request id and output position.
 
-    position is the index the token takes in the request's token sequence (prompt length
-    plus the number of outputs before it). The ids stay in [1000, 31000), clear of the tiny
-    model's special ids, so no token is ever an EOS (the requests ignore EOS anyway).
-    ServeLab's replay (sim/reference_replay.py) implements the same formula.
+    The same formula as ServeLab's synthetic tokens (sim/request.py ``synthetic_token`` with
+    the key ``crc32(request_id)``), so both sides produce the very same sequences. Requests
+    ignore EOS (as ServeLab's do), so a sampled id that happens to equal EOS changes nothing.
     """
-    return 1000 + zlib.crc32(f"{request_id}:{position}".encode()) % 30000
+    key = zlib.crc32(request_id.encode())
+    return (key * 2654435761 + output_index * 40503 + 12345) % VOCAB_SIZE
 
 
 def expand_requests(trace: dict[str, Any]) -> list[dict[str, Any]]:
@@ -105,6 +106,9 @@ def expand_requests(trace: dict[str, Any]) -> list[dict[str, Any]]:
                     "prompt_token_ids": list(req["prompt_token_ids"]),
                     "max_tokens": int(req["max_tokens"]),
                     "arrival_step": int(req["arrival_step"]),
+                    "arrival_time": float(req.get("arrival_time", req["arrival_step"])),
+                    "priority": int(req.get("priority", 0)),
+                    "abort_step": req.get("abort_step"),
                 }
             )
     # Stable: requests arriving in the same step keep their trace order.
@@ -143,7 +147,7 @@ def build_scheduler(engine: dict[str, Any]) -> Scheduler:
         max_num_seqs=int(engine["max_num_seqs"]),
         long_prefill_token_threshold=int(engine["long_prefill_token_threshold"]),
         enable_chunked_prefill=bool(engine["enable_chunked_prefill"]),
-        policy="fcfs",
+        policy=engine.get("policy", "fcfs"),
         async_scheduling=False,
     )
     cache_config = CacheConfig(
@@ -208,6 +212,16 @@ def run_trace(trace: dict[str, Any]) -> dict[str, Any]:
         raise TraceError("a trace is an object with 'engine' and 'requests'")
     engine = trace["engine"]
     sched = build_scheduler(engine)
+    # Observe the preemption order (SchedulerOutput.preempted_req_ids is a set): wrap the
+    # scheduler's own _preempt_request on this instance; it still does all the work.
+    preempt_log: list[str] = []
+    original_preempt = sched._preempt_request
+
+    def _logged_preempt(request, *args, **kwargs):
+        preempt_log.append(request.request_id)
+        return original_preempt(request, *args, **kwargs)
+
+    sched._preempt_request = _logged_preempt
     max_model_len = int(engine["max_model_len"])
     block_hasher = None
     if engine["enable_prefix_caching"]:
@@ -238,16 +252,26 @@ def run_trace(trace: dict[str, Any]) -> dict[str, Any]:
                 prompt_token_ids=spec["prompt_token_ids"],
                 sampling_params=SamplingParams(max_tokens=spec["max_tokens"], ignore_eos=True),
                 pooling_params=None,
-                arrival_time=float(spec["arrival_step"]),
+                arrival_time=spec["arrival_time"],
+                priority=spec["priority"],
                 block_hasher=block_hasher,
             )
             requests[req.request_id] = req
             sched.add_request(req)
+        # Aborts (a client went away), one id at a time in trace order: finish_requests
+        # iterates a set when given several, which would make the free order arbitrary.
+        aborted = []
+        for spec in pending[:next_arrival]:
+            if spec["abort_step"] == step and spec["request_id"] in requests:
+                if sched.finish_requests(spec["request_id"], RequestStatus.FINISHED_ABORTED):
+                    aborted.append(spec["request_id"])
         if not sched.has_unfinished_requests():
             # EngineCore.step does not schedule when it has no requests: an idle step.
             step += 1
             continue
-        steps.append(_one_step(sched, requests, step))
+        record = _one_step(sched, requests, step, preempt_log)
+        record["aborted"] = aborted
+        steps.append(record)
         step += 1
     return {
         "name": trace.get("name"),
@@ -259,11 +283,14 @@ def run_trace(trace: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _one_step(sched: Scheduler, requests: dict[str, Request], step: int) -> dict[str, Any]:
+def _one_step(
+    sched: Scheduler, requests: dict[str, Request], step: int, preempt_log: list[str]
+) -> dict[str, Any]:
     kv = sched.kv_cache_manager
+    preempt_log.clear()
     # Fresh counters, so that what schedule() records is this step's admissions only.
     kv.prefix_cache_stats = PrefixCacheStats()
-    running_before = [r.request_id for r in sched.running]
+    running_before = {r.request_id for r in sched.running}
     out = sched.schedule()
     num_free_after_schedule = kv.block_pool.get_num_free_blocks()
     stats = kv.prefix_cache_stats
@@ -271,13 +298,12 @@ def _one_step(sched: Scheduler, requests: dict[str, Request], step: int) -> dict
     scheduled = [[rid, n] for rid, n in out.num_scheduled_tokens.items()]
     # Admitted this step: scheduled but not running before. First admission or resumption
     # after preemption (read from the request, as the V2 model runner's output merges both).
-    admitted = [rid for rid in out.num_scheduled_tokens if rid not in set(running_before)]
+    admitted = [rid for rid in out.num_scheduled_tokens if rid not in running_before]
     new_ids = [rid for rid in admitted if requests[rid].num_preemptions == 0]
     resumed_ids = [rid for rid in admitted if requests[rid].num_preemptions > 0]
-    # Victims are taken from the tail of `running`, so report them in that order.
-    preempted_set = set(out.preempted_req_ids)
-    preempted = [rid for rid in reversed(running_before) if rid in preempted_set]
-    preempted += sorted(preempted_set.difference(preempted))
+    preempted = list(preempt_log)
+    if set(preempted) != set(out.preempted_req_ids):
+        raise RuntimeError(f"preemption log {preempted} != {sorted(out.preempted_req_ids)}")
     cached = {
         rid: requests[rid].num_computed_tokens - out.num_scheduled_tokens[rid]
         for rid in new_ids + resumed_ids
@@ -289,7 +315,7 @@ def _one_step(sched: Scheduler, requests: dict[str, Request], step: int) -> dict
     for rid in req_ids:
         req = requests[rid]
         if req.num_computed_tokens >= req.num_tokens:
-            sampled.append([sampled_token_id(rid, req.num_tokens)])
+            sampled.append([sampled_token_id(rid, req.num_output_tokens)])
         else:
             sampled.append([])  # a prefill chunk that ends inside the sequence
     runner_out = ModelRunnerOutput(
@@ -340,9 +366,13 @@ def run(document: dict[str, Any]) -> dict[str, Any]:
     for i, trace in enumerate(traces):
         try:
             results.append(run_trace(trace))
-        except TraceError as exc:
-            results.append({"name": trace.get("name") if isinstance(trace, dict) else None,
-                            "error": f"traces[{i}]: {exc}"})
+        except Exception as exc:  # noqa: BLE001 - one bad trace must not sink the batch
+            results.append(
+                {
+                    "name": trace.get("name") if isinstance(trace, dict) else None,
+                    "error": f"traces[{i}]: {type(exc).__name__}: {exc}",
+                }
+            )
     return {
         "format": DECISIONS_FORMAT,
         "vllm_version": vllm.__version__,
