@@ -1,25 +1,33 @@
 """ServeLab's scheduler against vLLM 0.33's own Scheduler, decision for decision.
 
-Needs the reference venv (scripts/setup-vllm-reference makes .venv-vllm; .ci/run calls it).
-Without it these tests skip on a developer machine and fail in CI (tests/conftest.py:require).
+240 seeded random traces (sim/reference_trace.py) plus the hand-made cases in
+tools/vllm_reference/cases/ go through vLLM's real Scheduler and KVCacheManager in ONE
+subprocess of the reference venv (tools/vllm_reference/driver.py), and through ServeLab's
+(sim/reference_replay.py). Every step must agree: which requests run and with how many tokens,
+which are admitted, resumed, preempted, finished or aborted, their prefix hits, free KV blocks
+after scheduling and after the step, KV usage and the prefix-cache counters.
 
-    python3 -m pytest -m vllm_reference tests/test_vllm_reference.py -s
+Needs .venv-vllm (bash scripts/setup-vllm-reference; .ci/run calls it). Without it the
+marked tests skip on a developer machine and fail in CI (tests/conftest.py:require).
 
-The match rate is printed in the terminal summary (see the hook at the bottom of this file) and
-recorded as a junit property.
+    python3 -m pytest tests/test_vllm_reference.py            # match rate in the summary
+    python3 benchmarks/vllm_match.py                          # the same, with first mismatches
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from sim.reference_replay import expand_requests, replay_result, sampled_token_id
 from sim.reference_trace import random_trace
-from tests.conftest import require
+from sim.request import Request
+from tests.conftest import add_summary_line, require
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -27,85 +35,154 @@ if str(ROOT) not in sys.path:
 
 from tools.vllm_reference import harness  # noqa: E402
 
-pytestmark = pytest.mark.vllm_reference
-
 SEED = 20261126
 NUM_TRACES = 240
+CASES_DIR = ROOT / "tools" / "vllm_reference" / "cases"
 
-# Documented, deliberate differences: trace name -> reason. Empty: every step must match.
+# Documented, deliberate simplifications: trace name -> reason. Nothing may go here for a bug.
 KNOWN_DIFFERENCES: dict[str, str] = {}
 
 
-def _traces() -> list[dict]:
+def _random_traces() -> list[dict]:
     rng = np.random.default_rng(SEED)
     return [random_trace(rng, name=f"seed{SEED}-{i}") for i in range(NUM_TRACES)]
 
 
+def _cases() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(CASES_DIR.glob("*.json"))]
+
+
 @pytest.fixture(scope="module")
-def vllm_results() -> tuple[list[dict], dict]:
+def vllm_run() -> tuple[list[dict], dict]:
     require(harness.reference_venv_ready(), "the vLLM reference venv (.venv-vllm)")
-    traces = _traces()
+    traces = _random_traces() + _cases()
     return traces, harness.run_vllm(traces)
 
 
-def test_reference_runs_the_pinned_vllm_with_the_trace_config(vllm_results):
-    traces, doc = vllm_results
+# --- against vLLM (need the reference venv) ---
+
+
+@pytest.mark.vllm_reference
+def test_reference_is_the_pinned_vllm_running_the_trace_config(vllm_run):
+    traces, doc = vllm_run
     assert doc["vllm_version"] == harness.pinned_vllm_version()
     for trace, res in zip(traces, doc["results"]):
         assert not res.get("error"), res.get("error")
         eff = res["effective_config"]
-        assert eff["async_scheduling"] is False
         assert eff["scheduler_cls"] == "vllm.v1.core.sched.scheduler.Scheduler"
+        assert eff["async_scheduling"] is False
         for key, value in trace["engine"].items():
             assert eff[key] == value, (trace["name"], key, eff[key], value)
 
 
-def test_traces_exercise_what_they_claim(vllm_results):
-    """The random traces really stress each behaviour (measured on vLLM's side)."""
-    traces, doc = vllm_results
-    steps = [s for r in doc["results"] for s in r["steps"]]
-    assert sum(1 for s in steps if s["preempted"]) >= 50, "preemption"
-    assert sum(1 for s in steps if s["resumed"]) >= 50, "resumption after preemption"
-    assert sum(1 for s in steps if s["prefix_hits"] > 0) >= 50, "prefix hits"
-    assert sum(1 for t in traces for r in t["requests"] if r["n"] > 1) >= 50, "n > 1"
-    # chunked prefill: a request scheduled with fewer tokens than its prompt.
-    assert sum(1 for s in steps for _, n in s["scheduled"] if n > 1 and s["new"]) >= 50
+@pytest.mark.vllm_reference
+def test_traces_exercise_what_they_claim(vllm_run):
+    """Each behaviour the traces are meant to stress really happens, counted on vLLM's side."""
+    traces, doc = vllm_run
+    results = doc["results"][:NUM_TRACES]
+    prompt_len = {}
+    for t in traces[:NUM_TRACES]:
+        for r in expand_requests(t):
+            prompt_len[(t["name"], r["request_id"])] = len(r["prompt_token_ids"])
+    steps = [(res["name"], s) for res in results for s in res["steps"]]
+
+    def count(pred) -> int:
+        return sum(1 for name, s in steps if pred(name, s))
+
+    assert count(lambda n, s: s["preempted"]) >= 50, "preemption"
+    assert count(lambda n, s: s["resumed"]) >= 50, "resumption"
+    assert count(lambda n, s: s["prefix_hits"] > 0) >= 50, "prefix hits at admission"
+    assert count(lambda n, s: s["aborted"]) >= 20, "aborts"
+    # Chunked prefill: a request admitted with less than the rest of its prompt.
+    assert count(
+        lambda n, s: any(
+            s["cached_tokens"][rid] + k < prompt_len[(n, rid)]
+            for rid, k in s["scheduled"]
+            if rid in s["new"]
+        )
+    ) >= 50, "chunked prefill"
+    reasons = [r for _, s in steps for r in s["finish_reasons"].values()]
+    assert reasons.count("length") >= 500
+    assert sum(1 for t in traces if any(r["n"] > 1 for r in t["requests"])) >= 50, "n > 1"
+    assert sum(1 for t in traces if t["engine"]["policy"] == "priority") >= 20
     assert sum(1 for t in traces if not t["engine"]["enable_prefix_caching"]) >= 20
     assert sum(1 for t in traces if not t["engine"]["enable_chunked_prefill"]) >= 20
-    assert not any(r["stalled"] for r in doc["results"])
+    assert sum(1 for t in traces if t["engine"]["long_prefill_token_threshold"]) >= 20
+    assert not any(res["stalled"] for res in results)
 
 
-def test_servelab_matches_vllm_step_for_step(vllm_results, record_property, request):
-    from sim.reference_replay import replay_result
-
-    traces, doc = vllm_results
-    ours = [replay_result(t) for t in traces]
-    summary = harness.compare_all(traces, doc, ours)
-    record_property("vllm_match", summary.line())
-    request.config.stash[MATCH_KEY] = summary.line()
+@pytest.mark.vllm_reference
+def test_servelab_matches_vllm_step_for_step(vllm_run, record_property, request):
+    traces, doc = vllm_run
+    summary = harness.compare_all(traces, doc, [replay_result(t) for t in traces])
+    line = f"{summary.line()} [vLLM {doc['vllm_version']}, seed {SEED}, {len(traces)} traces]"
+    record_property("vllm_match", line)
+    add_summary_line(request.config, line)
     unexpected = [
         c for c in summary.comparisons if not c.identical and c.name not in KNOWN_DIFFERENCES
     ]
-    assert not unexpected, summary.line() + "\n" + harness.MatchSummary(unexpected).describe_mismatches()
+    assert not unexpected, (
+        f"{line}\nServeLab's scheduler departs from vLLM's (python3 benchmarks/vllm_match.py "
+        f"shows the steps around each first mismatch):\n"
+        + harness.MatchSummary(unexpected).describe_mismatches()
+    )
 
 
-def test_driver_and_replay_share_the_token_formula():
-    """The fake model's sampled token ids are the same function on both sides."""
-    import importlib.util
-
-    from sim import reference_replay
-
-    # The driver imports vllm at module level, so read its formula's source instead.
-    text = (ROOT / "tools" / "vllm_reference" / "driver.py").read_text()
-    assert 'return 1000 + zlib.crc32(f"{request_id}:{position}".encode()) % 30000' in text
-    assert reference_replay.sampled_token_id("r1", 17) == 1000 + __import__("zlib").crc32(b"r1:17") % 30000
-    assert importlib.util.find_spec("vllm") is None or True  # servelab never needs vllm
+# --- the harness itself (no venv needed) ---
 
 
 def test_trace_generator_is_deterministic():
-    a = json.dumps(_traces()[:20])
-    b = json.dumps(_traces()[:20])
-    assert a == b
+    assert json.dumps(_random_traces()[:30]) == json.dumps(_random_traces()[:30])
 
 
-MATCH_KEY = pytest.StashKey[str]()
+def test_traces_respect_vllm_input_limits():
+    """vLLM would refuse these configs or prompts; the generator must not produce them."""
+    for t in _random_traces():
+        e = t["engine"]
+        assert e["max_num_batched_tokens"] >= e["max_num_seqs"]
+        if not e["enable_chunked_prefill"]:
+            assert e["max_num_batched_tokens"] >= e["max_model_len"]
+        for r in t["requests"]:
+            assert 1 <= len(r["prompt_token_ids"]) < e["max_model_len"]
+            # Every request fits alone (else it could never be readmitted: a stall).
+            need = -(-min(len(r["prompt_token_ids"]) + r["max_tokens"], e["max_model_len"]) // e["block_size"])
+            assert need <= e["num_gpu_blocks"] - 1
+
+
+def test_fake_model_tokens_are_servelabs_synthetic_tokens():
+    """The driver samples ServeLab's own synthetic tokens, so both sides hash the same content."""
+    req = Request("0_r3", [5, 6, 7], 4)
+    assert [sampled_token_id("0_r3", j) for j in range(4)] == [req.output_token(j) for j in range(4)]
+    driver = (ROOT / "tools" / "vllm_reference" / "driver.py").read_text()
+    assert "(key * 2654435761 + output_index * 40503 + 12345) % VOCAB_SIZE" in driver
+    assert sampled_token_id("x", 0) == (zlib.crc32(b"x") * 2654435761 + 12345) % 32000
+
+
+def test_parallel_sampling_fans_out_like_vllms_parent_request():
+    trace = {
+        "requests": [
+            {"request_id": "a", "prompt_token_ids": [1, 2], "max_tokens": 3, "arrival_step": 2, "n": 3},
+            {"request_id": "b", "prompt_token_ids": [3], "max_tokens": 1, "arrival_step": 0},
+        ]
+    }
+    ids = [r["request_id"] for r in expand_requests(trace)]
+    assert ids == ["b", "0_a", "1_a", "2_a"]  # vLLM's f"{index}_{parent_id}", stable by arrival
+
+
+def test_replay_rejects_prompts_vllm_rejects():
+    trace = {
+        "engine": {
+            "block_size": 4, "num_gpu_blocks": 8, "enable_prefix_caching": True,
+            "enable_chunked_prefill": True, "max_num_batched_tokens": 16, "max_num_seqs": 2,
+            "max_model_len": 8, "long_prefill_token_threshold": 0,
+        },
+        "requests": [
+            {"request_id": "long", "prompt_token_ids": list(range(3, 11)), "max_tokens": 1, "arrival_step": 0},
+            {"request_id": "ok", "prompt_token_ids": list(range(3, 10)), "max_tokens": 5, "arrival_step": 0},
+        ],
+    }
+    res = replay_result(trace)
+    assert res["rejected"] == ["long"]
+    # 7 prompt tokens + 1 output reach max_model_len: finished by length after one token.
+    assert res["steps"][-1]["finished"] == ["ok"]
+    assert len(res["steps"]) == 1
