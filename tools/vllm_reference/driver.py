@@ -36,6 +36,8 @@ from typing import Any
 os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
 # Keep the driver's stdout clean (JSON only) and its stderr short.
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+# The model is a local config.json; nothing may be fetched from a model hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
