@@ -60,6 +60,10 @@ class SchedulerOutput:
     scheduled: list[Request] = field(default_factory=list)
     # Filled by update_from_output: the requests that sampled a token at the end of the step.
     sampled: list[Request] = field(default_factory=list)
+    # Only from LazyDecodeScheduler: parked decodes that also run this step (one token each,
+    # not listed above), and the KV tokens their attention reads.
+    num_steady: int = 0
+    steady_context_tokens: int = 0
 
     @property
     def is_pure_decode(self) -> bool:
@@ -145,7 +149,8 @@ class Scheduler:
             request = running[i]
             computed = request.num_computed_tokens
             n = request.num_tokens - computed
-            if n == 1 and computed % block_size and (computed + 1) % block_size and computed < max_model_len - 1:
+            if (n == 1 and computed % block_size and (computed + 1) % block_size
+                    and computed < max_model_len - 1 and not self.kv.copy_on_write):
                 # A decode that stays inside its last block needs no new block and fills none
                 # to cache: the KV manager would do nothing, so skip the call (the common case).
                 scheduled_tokens[request.request_id] = 1
