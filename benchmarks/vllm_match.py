@@ -17,6 +17,7 @@ each differing trace, the first step that differs with both sides' decisions aro
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import time
@@ -29,7 +30,14 @@ sys.path.insert(0, str(ROOT))
 
 from sim.reference_replay import replay_result  # noqa: E402
 from sim.reference_trace import random_trace  # noqa: E402
-from tools.vllm_reference import harness  # noqa: E402
+
+# By file path: a top-level package named "tools" installed elsewhere would shadow ours.
+_spec = importlib.util.spec_from_file_location(
+    "servelab_vllm_reference_harness", ROOT / "tools" / "vllm_reference" / "harness.py"
+)
+harness = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = harness  # dataclasses look their module up here
+_spec.loader.exec_module(harness)
 
 
 def _fmt_step(s: dict | None) -> str:

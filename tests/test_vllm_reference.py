@@ -16,6 +16,7 @@ marked tests skip on a developer machine and fail in CI (tests/conftest.py:requi
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 import zlib
@@ -30,10 +31,20 @@ from sim.request import Request
 from tests.conftest import add_summary_line, require
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from tools.vllm_reference import harness  # noqa: E402
+
+def _load_harness():
+    # By file path: a top-level package named "tools" installed elsewhere would shadow ours.
+    spec = importlib.util.spec_from_file_location(
+        "servelab_vllm_reference_harness", ROOT / "tools" / "vllm_reference" / "harness.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+harness = _load_harness()
 
 SEED = 20261126
 NUM_TRACES = 240

@@ -3,7 +3,7 @@
 Runs in ServeLab's own Python (not in the reference venv). Used by
 tests/test_vllm_reference.py and benchmarks/vllm_match.py:
 
-    from tools.vllm_reference.harness import ...   # with the repository root on sys.path
+    loaded by file path (importlib), see tests/test_vllm_reference.py
 """
 
 from __future__ import annotations
