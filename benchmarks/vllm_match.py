@@ -7,7 +7,7 @@ each differing trace, the first step that differs with both sides' decisions aro
 
     bash scripts/setup-vllm-reference            # once: makes .venv-vllm
     python3 benchmarks/vllm_match.py             # 240 traces, seed 20261126 (what the test runs)
-    python3 benchmarks/vllm_match.py --traces 1000 --seed 7
+    python3 benchmarks/vllm_match.py --traces 1000 --seed 7 --fast-forward
     python3 benchmarks/vllm_match.py --only seed20261126-80 --context 3 --dump /tmp/t80.json
 
 --dump writes the traces that differ (the whole trace, as JSON) so that one can be run by hand:
@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--context", type=int, default=2, help="steps shown before a mismatch")
     p.add_argument("--show", type=int, default=20, help="differing traces shown in detail")
     p.add_argument("--dump", type=Path, help="write the differing traces here (JSON batch)")
+    p.add_argument("--fast-forward", action="store_true",
+                   help="replay with LazyDecodeScheduler, as run_engine does by default")
     args = p.parse_args(argv)
 
     if not harness.reference_venv_ready():
@@ -76,11 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     doc = harness.run_vllm(traces)
     t_vllm = time.monotonic() - t0
     t0 = time.monotonic()
-    ours = [replay_result(t) for t in traces]
+    ours = [replay_result(t, fast_forward=args.fast_forward) for t in traces]
     t_ours = time.monotonic() - t0
     summary = harness.compare_all(traces, doc, ours)
 
-    print(f"vLLM {doc['vllm_version']} (torch {doc['torch_version']}) against ServeLab, "
+    mode = "fast-forward (LazyDecodeScheduler)" if args.fast_forward else "reference Scheduler"
+    print(f"vLLM {doc['vllm_version']} (torch {doc['torch_version']}) against ServeLab's {mode}, "
           f"{len(traces)} traces, seed {args.seed}")
     print(f"  vLLM driver: {t_vllm:.1f} s (one subprocess, imports included); "
           f"ServeLab replay: {t_ours:.2f} s")

@@ -27,6 +27,7 @@ from typing import Any
 
 from sim.kv.kv_manager import KVCacheManager
 from sim.request import Request, synthetic_token
+from sim.sched.lazy import LazyDecodeScheduler
 from sim.sched.scheduler import Scheduler, SchedulerLimits
 
 DEFAULT_MAX_STEPS = 20_000
@@ -61,8 +62,10 @@ def expand_requests(trace: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def build(engine: dict[str, Any]) -> Scheduler:
-    """ServeLab's scheduler and KV manager with the trace's engine settings."""
+def build(engine: dict[str, Any], fast_forward: bool = False) -> Scheduler:
+    """ServeLab's scheduler and KV manager with the trace's engine settings: the reference
+    :class:`Scheduler`, or with ``fast_forward`` the :class:`LazyDecodeScheduler` that
+    ``run_engine`` uses by default."""
     limits = SchedulerLimits(
         max_num_batched_tokens=int(engine["max_num_batched_tokens"]),
         max_num_seqs=int(engine["max_num_seqs"]),
@@ -77,17 +80,21 @@ def build(engine: dict[str, Any]) -> Scheduler:
         bool(engine["enable_prefix_caching"]),
         limits.max_model_len,
     )
-    return Scheduler(limits, kv)
+    return LazyDecodeScheduler(limits, kv) if fast_forward else Scheduler(limits, kv)
 
 
-def replay(trace: dict[str, Any]) -> list[dict[str, Any]]:
+def replay(trace: dict[str, Any], *, fast_forward: bool = False) -> list[dict[str, Any]]:
     """The step records of one trace (see :func:`replay_result` for rejections and stalls)."""
-    return replay_result(trace)["steps"]
+    return replay_result(trace, fast_forward=fast_forward)["steps"]
 
 
-def replay_result(trace: dict[str, Any]) -> dict[str, Any]:
+def replay_result(trace: dict[str, Any], *, fast_forward: bool = False) -> dict[str, Any]:
+    """Replay one trace. With ``fast_forward``, drive :class:`LazyDecodeScheduler` the way the
+    engine does (runs of identical decode steps done at once, bounded by the next arrival or
+    abort) and write one record per step all the same; inside a bulk run the per-step free
+    block counts are not observable, so those records list them in ``inexact``."""
     engine = trace["engine"]
-    sched = build(engine)
+    sched = build(engine, fast_forward)
     block_size = int(engine["block_size"])
     max_model_len = int(engine["max_model_len"])
     pending = expand_requests(trace)
@@ -127,10 +134,21 @@ def replay_result(trace: dict[str, Any]) -> dict[str, Any]:
         if not sched.has_unfinished_requests():
             step += 1
             continue
-        record = _one_step(sched, step)
-        record["aborted"] = aborted
-        steps.append(record)
-        step += 1
+        if fast_forward:
+            events = [p["arrival_step"] for p in pending[next_arrival:]]
+            events += [
+                p["abort_step"]
+                for p in pending[:next_arrival]
+                if p["abort_step"] is not None and p["abort_step"] > step
+                and p["request_id"] in sched.requests
+            ]
+            limit = min(events) - step if events else 1 << 30
+            records = _fast_steps(sched, step, min(limit, max_steps - step))
+        else:
+            records = [_one_step(sched, step)]
+        records[0]["aborted"] = aborted
+        steps.extend(records)
+        step += len(records)
     return {
         "name": trace.get("name"),
         "steps": steps,
@@ -174,3 +192,73 @@ def _one_step(sched: Scheduler, step: int) -> dict[str, Any]:
         "preempted_prefix_queries": stats.preempted_queries - pq0,
         "preempted_prefix_hits": stats.preempted_hits - ph0,
     }
+
+
+def _fast_steps(sched: LazyDecodeScheduler, step: int, limit: int) -> list[dict[str, Any]]:
+    """One scheduling decision of the lazy scheduler and the run of steps it stands for,
+    exactly as ``Engine._run`` / ``Engine._finish_step`` drive it."""
+    kv = sched.kv
+    stats = kv.stats
+    q0, h0, pq0, ph0 = stats.queries, stats.hits, stats.preempted_queries, stats.preempted_hits
+    out = sched.schedule()
+    free_after_schedule = kv.num_free_blocks
+    # Parked requests compute one token each without being listed: put them back in
+    # running order, as vLLM lists every scheduled request.
+    counts = out.num_scheduled_tokens
+    scheduled = []
+    for request in sched.running:
+        n = counts.get(request.request_id)
+        if n is None and request.request_id in sched.steady:
+            n = 1
+        if n:
+            scheduled.append([request.request_id, n])
+    first = {
+        "step": step,
+        "scheduled": scheduled,
+        "new": list(out.new_request_ids),
+        "resumed": list(out.resumed_request_ids),
+        "preempted": list(out.preempted_request_ids),
+        "cached_tokens": dict(out.num_cached_tokens),
+        "prefix_queries": stats.queries - q0,
+        "prefix_hits": stats.hits - h0,
+        "preempted_prefix_queries": stats.preempted_queries - pq0,
+        "preempted_prefix_hits": stats.preempted_hits - ph0,
+    }
+    k, bulk = 1, False
+    if out.total_num_scheduled_tokens:
+        k = sched.steady_run_length(out, limit)
+        if k <= 1:
+            k, bulk = sched.bulk_run_length(out, limit), True
+        if k > 1:
+            (sched.fast_forward if bulk else _skip(sched))(out, k - 1)
+    finished = sched.update_from_output(out, None)
+    finished_ids = {r.request_id for r in finished}
+    usage_of = lambda free: round(1.0 - free / (kv.pool.num_gpu_blocks - 1), 9)  # noqa: E731
+    records = []
+    for j in range(k):
+        last = j == k - 1
+        rec = dict(first) if j == 0 else {
+            "step": step + j, "aborted": [], "scheduled": scheduled, "new": [], "resumed": [], "preempted": [],
+            "cached_tokens": {}, "prefix_queries": 0, "prefix_hits": 0,
+            "preempted_prefix_queries": 0, "preempted_prefix_hits": 0,
+        }
+        rec["finished"] = [rid for rid, _ in scheduled if rid in finished_ids] if last else []
+        rec["finish_reasons"] = {r.request_id: r.status.value for r in finished} if last else {}
+        rec["num_running"] = sched.num_running if last else len(scheduled)
+        rec["num_waiting"] = sched.num_waiting
+        rec["kv_free_blocks_after_schedule"] = free_after_schedule
+        rec["kv_free_blocks"] = kv.num_free_blocks if last else free_after_schedule
+        rec["kv_usage"] = round(kv.usage, 9) if last else usage_of(free_after_schedule)
+        if bulk and j > 0:
+            # Blocks were taken for the whole run at once: the per-step counts are unknown.
+            rec["kv_free_blocks_after_schedule"] = None
+            rec["inexact"] = ["kv_free_blocks_after_schedule"]
+            if not last:
+                rec["kv_free_blocks"] = rec["kv_usage"] = None
+                rec["inexact"] += ["kv_free_blocks", "kv_usage"]
+        records.append(rec)
+    return records
+
+
+def _skip(sched: LazyDecodeScheduler):
+    return lambda out, extra_steps: sched.skip(extra_steps)

@@ -123,10 +123,23 @@ def test_traces_exercise_what_they_claim(vllm_run):
 
 
 @pytest.mark.vllm_reference
-def test_servelab_matches_vllm_step_for_step(vllm_run, record_property, request):
+@pytest.mark.parametrize(
+    "fast_forward",
+    [
+        pytest.param(False, id="reference-scheduler"),
+        # What run_engine uses by default: LazyDecodeScheduler, runs of decode steps at once.
+        pytest.param(True, id="fast-forward"),
+    ],
+)
+def test_servelab_matches_vllm_step_for_step(vllm_run, fast_forward, record_property, request):
     traces, doc = vllm_run
-    summary = harness.compare_all(traces, doc, [replay_result(t) for t in traces])
-    line = f"{summary.line()} [vLLM {doc['vllm_version']}, seed {SEED}, {len(traces)} traces]"
+    ours = [replay_result(t, fast_forward=fast_forward) for t in traces]
+    summary = harness.compare_all(traces, doc, ours)
+    mode = "fast-forward" if fast_forward else "reference scheduler"
+    line = (
+        f"{summary.line()} [ServeLab {mode}; vLLM {doc['vllm_version']}, seed {SEED}, "
+        f"{len(traces)} traces]"
+    )
     record_property("vllm_match", line)
     add_summary_line(request.config, line)
     unexpected = [
