@@ -31,6 +31,7 @@ COMPARED_FIELDS = (
     "resumed",
     "cached_tokens",
     "finished",
+    "finish_reasons",
     "kv_free_blocks_after_schedule",
     "kv_free_blocks",
     "kv_usage",
