@@ -37,6 +37,8 @@ COMPARED_FIELDS = (
     "kv_usage",
     "prefix_queries",
     "prefix_hits",
+    "preempted_prefix_queries",
+    "preempted_prefix_hits",
     "num_running",
     "num_waiting",
 )
