@@ -84,3 +84,19 @@ def normalise_json(value, digits: int = 6):
     if isinstance(value, float):
         return round(value, digits)
     return value
+
+
+
+# Lines that tests want in the terminal summary (e.g. the vLLM reference match rate, see
+# tests/test_vllm_reference.py). Kept on the config object itself: this module may be
+# imported twice (as pytest's conftest and as tests.conftest), so a module-level key would not do.
+def add_summary_line(config, line: str) -> None:
+    config.__dict__.setdefault("servelab_summary_lines", []).append(line)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    lines = config.__dict__.get("servelab_summary_lines", [])
+    if lines:
+        terminalreporter.section("servelab figures")
+        for line in lines:
+            terminalreporter.write_line(line)
