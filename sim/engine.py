@@ -160,7 +160,8 @@ class Engine:
         if request_id is None:
             request_id = f"req-{self._counter}"
         self._counter += 1
-        ids = [request_id] if n == 1 else [f"{request_id}-{k}" for k in range(n)]
+        # Samples are named as vLLM's ParentRequest names them ("{k}_{parent id}").
+        ids = [request_id] if n == 1 else [f"{k}_{request_id}" for k in range(n)]
         requests = [
             Request(rid, prompt_token_ids, max_tokens, arrival_s=self.env.now, priority=priority,
                     block_size=self.config.block_size, vocab_size=self.model.vocab_size)

@@ -11,7 +11,7 @@ It follows the driver's engine loop exactly:
   ``EngineCore.step`` returns at once when the scheduler has no requests);
 - ``n > 1`` fans out into ``n`` requests named ``"{k}_{request_id}"``, k = 0..n-1, as vLLM's
   ``ParentRequest.get_child_info`` names them (the engine's own ``add_request`` names them
-  ``"{request_id}-{k}"``; only the ids differ);
+  the same way);
 - a prompt of ``max_model_len`` tokens or more is rejected, as vLLM's input processor does;
 - after ``schedule()``, every scheduled request whose sequence is fully computed samples one
   token, and ``update_from_output`` finishes the requests at ``max_tokens`` or

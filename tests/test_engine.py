@@ -92,7 +92,7 @@ def test_parallel_samples_share_the_prompt():
     engine = Engine(env, EngineConfig(model="llama-2-7b", gpu="a100-80gb"))
     reqs = engine.add_request(list(range(200)), 20, n=4)
     env.run()
-    assert [r.request_id for r in reqs] == ["req-0-0", "req-0-1", "req-0-2", "req-0-3"]
+    assert [r.request_id for r in reqs] == ["0_req-0", "1_req-0", "2_req-0", "3_req-0"]
     assert [r.num_cached_tokens for r in reqs] == [0, 192, 192, 192]
 
 
