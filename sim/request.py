@@ -158,7 +158,7 @@ class Request:
         parent = hashes[-1] if hashes else NONE_HASH
         if not hashes and p >= bs:
             for fingerprint in block_fingerprints(prompt, bs):
-                parent = hash_block_tokens(parent, fingerprint)
+                parent = hash((parent, fingerprint, None))  # hash_block_tokens, inlined (hot)
                 hashes.append(parent)
         while len(hashes) < num_full:
             start = len(hashes) * bs

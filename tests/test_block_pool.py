@@ -33,12 +33,19 @@ class BlockPoolMachine(RuleBasedStateMachine):
             assert b.block_hash is None, "a reused block must lose its old hash"
         return blocks
 
-    @rule(blocks=held)
-    def cache(self, blocks):
+    @rule(blocks=held, reuse=st.booleans())
+    def cache(self, blocks, reuse):
+        """Cache full blocks; with ``reuse``, under a hash already cached (the same content
+        computed twice), which must queue as a duplicate and take over on eviction."""
         for b in blocks:
             if b.block_hash is None:
-                self.pool.cache_full_blocks([b], [self.next_hash])
-                self.next_hash += 1
+                if reuse and self.pool.cached_blocks:
+                    h = next(iter(self.pool.cached_blocks))
+                else:
+                    h, self.next_hash = self.next_hash, self.next_hash + 1
+                first = self.pool.get_cached_block(h)
+                self.pool.cache_full_blocks([b], [h])
+                assert self.pool.get_cached_block(h) is (first or b)
 
     @rule(target=held, blocks=held)
     def share(self, blocks):
@@ -85,9 +92,11 @@ class BlockPoolMachine(RuleBasedStateMachine):
 
     @invariant()
     def hash_map_consistent(self):
-        for h, blocks in self.pool.cached_blocks.items():
-            for b in blocks.values():
-                assert b.block_hash == h
+        for h, block in self.pool.cached_blocks.items():
+            assert block.block_hash == h
+        for h, blocks in self.pool.duplicates.items():
+            assert blocks and h in self.pool.cached_blocks
+            assert all(b.block_hash == h for b in blocks)
 
 
 TestBlockPoolMachine = BlockPoolMachine.TestCase

@@ -50,8 +50,12 @@ class BlockPool:
         self.free_queue: OrderedDict[int, KVCacheBlock] = OrderedDict(
             (b.block_id, b) for b in self.blocks
         )
-        # Prefix cache: hash -> {block_id: block}. Several blocks may hold the same content.
-        self.cached_blocks: dict[BlockHash, dict[int, KVCacheBlock]] = {}
+        # Prefix cache: hash -> the block a hit gets. Several blocks may hold the same content
+        # (two requests computed it before either was cached): the later ones wait in
+        # `duplicates`, in caching order, and the next takes over when the first is evicted
+        # (vLLM keeps a dict of blocks per hash and hands out the first; same order).
+        self.cached_blocks: dict[BlockHash, KVCacheBlock] = {}
+        self.duplicates: dict[BlockHash, list[KVCacheBlock]] = {}
         self.null_block = self.free_queue.popitem(last=False)[1]
         self.null_block.is_null = True
         self.num_evictions = 0
@@ -66,10 +70,7 @@ class BlockPool:
         return 1.0 - self.num_free_blocks / (self.num_gpu_blocks - 1)
 
     def get_cached_block(self, block_hash: BlockHash) -> KVCacheBlock | None:
-        blocks = self.cached_blocks.get(block_hash)
-        if not blocks:
-            return None
-        return next(iter(blocks.values()))
+        return self.cached_blocks.get(block_hash)
 
     # --- changes ---
     def get_new_blocks(self, num_blocks: int) -> list[KVCacheBlock]:
@@ -120,20 +121,26 @@ class BlockPool:
             if block.block_hash is not None or block.is_null:
                 continue
             block.block_hash = block_hash
-            same = cached.get(block_hash)
-            if same is None:
-                cached[block_hash] = {block.block_id: block}
-            else:
-                same[block.block_id] = block
+            if cached.setdefault(block_hash, block) is not block:
+                self.duplicates.setdefault(block_hash, []).append(block)
 
     def _evict(self, block: KVCacheBlock) -> None:
-        same = self.cached_blocks.get(block.block_hash)
-        if same is not None:
-            same.pop(block.block_id, None)
-            if not same:
-                del self.cached_blocks[block.block_hash]
+        h = block.block_hash
         block.block_hash = None
         self.num_evictions += 1
+        if self.cached_blocks.get(h) is block:
+            waiting = self.duplicates.get(h)
+            if waiting:
+                self.cached_blocks[h] = waiting.pop(0)
+                if not waiting:
+                    del self.duplicates[h]
+            else:
+                del self.cached_blocks[h]
+        else:
+            waiting = self.duplicates[h]
+            waiting.remove(block)
+            if not waiting:
+                del self.duplicates[h]
 
     def reset_prefix_cache(self) -> None:
         for block in self.blocks:
