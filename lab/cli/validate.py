@@ -20,6 +20,8 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration", metavar="FILE", default=None, help="profile to validate (default: the shipped one)")
     parser.add_argument("--max-prompts", type=int, default=1000,
                         help="cap on prompts per point (the sources used up to 5000; default 1000, 0: no cap)")
+    parser.add_argument("--points", metavar="TEXT", default=None,
+                        help="run only the points whose label contains TEXT (e.g. 'llama-2-7b')")
     parser.add_argument("--paper", metavar="DIR", default=None,
                         help="reproduce the vLLM paper's OPT-13B figures into DIR instead")
     parser.add_argument("--paper-prompts", type=int, default=None,
@@ -36,7 +38,14 @@ def run(args) -> int:
         raise ConfigError(f"--max-prompts: expected 0 (no cap) or a positive integer, got {args.max_prompts}")
     from sim.validate import validate
 
-    report = validate(profile_path=args.calibration, num_prompts_cap=args.max_prompts or None)
+    from sim.validate import reference_points
+
+    points = reference_points(args.max_prompts or None)
+    if args.points:
+        points = [p for p in points if args.points in p.label]
+        if not points:
+            raise ConfigError(f"--points {args.points!r}: no reference point has that in its label")
+    report = validate(points, profile_path=args.calibration, num_prompts_cap=args.max_prompts or None)
     data = report.to_dict()
     if args.json == "-":
         print(json.dumps(data, indent=2))
