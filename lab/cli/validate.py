@@ -18,8 +18,9 @@ from sim.errors import ConfigError
 def add_cli_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="FILE", default=None, help="also write the report as JSON here ('-': stdout only)")
     parser.add_argument("--calibration", metavar="FILE", default=None, help="profile to validate (default: the shipped one)")
-    parser.add_argument("--max-prompts", type=int, default=1000,
-                        help="cap on prompts per point (the sources used up to 5000; default 1000, 0: no cap)")
+    parser.add_argument("--max-prompts", type=int, default=0,
+                        help="cap on prompts per point (default 0: as many as the sources sent, up to 5000); "
+                             "a cap is faster but moves the Llama-3.1-8B points, whose queues need the full trace")
     parser.add_argument("--points", metavar="TEXT", default=None,
                         help="run only the points whose label contains TEXT (e.g. 'llama-2-7b')")
     parser.add_argument("--paper", metavar="DIR", default=None,
