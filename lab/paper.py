@@ -27,15 +27,15 @@ from pathlib import Path
 import numpy as np
 
 from sim.errors import ConfigError
-from sim.paper import MEMORY_PARTS, PAPER_ENGINES, run_point, sustainable_rate
+from sim.paper import MEMORY_PARTS, PAPER_ENGINES, PAPER_PROFILE, run_point, sustainable_rate
 from sim.reference import load_paper
 
 DURATION_S = {"sharegpt": 240.0, "alpaca": 40.0}
 MAX_PROMPTS = {"sharegpt": 400, "alpaca": 1200}
 MIN_PROMPTS = 60
-RATE_RANGE = {"sharegpt": (0.25, 2.5), "alpaca": (4.0, 36.0)}
+RATE_RANGE = {"sharegpt": (0.25, 3.0), "alpaca": (5.0, 60.0)}
 FIXED_RATE = {"sharegpt": 2.0, "alpaca": 30.0}  # Fig. 13
-THROUGHPUT_PROMPTS = {"sharegpt": 300, "alpaca": 600}
+THROUGHPUT_PROMPTS = {"sharegpt": 500, "alpaca": 2000}  # enough that the longest request is not the whole run
 
 
 def _prompts(dataset: str, rate: float, fixed: int | None) -> int:
@@ -52,8 +52,11 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
 
 
+PROFILES = {"2023": str(PAPER_PROFILE), "shipped": None}
+
+
 def write_paper(out_dir: str, num_prompts: int | None = None, num_rates: int | None = None,
-                datasets: tuple[str, ...] = ("sharegpt", "alpaca"), log=print) -> int:
+                datasets: tuple[str, ...] = ("sharegpt", "alpaca"), log=print, profile: str = "2023") -> int:
     if num_prompts is not None and num_prompts <= 0:
         raise ConfigError(f"--paper-prompts: expected a positive integer, got {num_prompts}")
     if num_rates is not None and num_rates < 2:
@@ -63,20 +66,24 @@ def write_paper(out_dir: str, num_prompts: int | None = None, num_rates: int | N
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"--paper {out_dir}: cannot create the folder ({exc.strerror})") from None
+    if profile not in PROFILES:
+        raise ConfigError(f"--paper-profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
+    calibration = PROFILES[profile]
     paper = load_paper()
     t0 = time.perf_counter()
-    summary: dict = {"command": _command(out_dir, num_prompts, num_rates), "datasets": {}}
+    summary: dict = {"command": _command(out_dir, num_prompts, num_rates, profile), "profile": profile,
+                     "calibration": calibration or "shipped sim/data/calibration.yaml", "datasets": {}}
 
     curves: dict = {}
     for ds in datasets:
         lo, hi = RATE_RANGE[ds]
-        rates = [float(f"{r:.3g}") for r in np.linspace(lo, hi, num_rates or 10)]
+        rates = [float(f"{r:.3g}") for r in np.linspace(lo, hi, num_rates or 12)]
         if FIXED_RATE[ds] not in rates:
             rates = sorted(rates + [FIXED_RATE[ds]])
         rows = []
         for engine in PAPER_ENGINES:
             for rate in rates:
-                run = run_point(engine, ds, rate, _prompts(ds, rate, num_prompts))
+                run = run_point(engine, ds, rate, _prompts(ds, rate, num_prompts), calibration=calibration)
                 rows.append(run)
             log(f"  {ds} {engine}: {len(rates)} rates done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
         curves[ds] = (rates, rows)
@@ -125,7 +132,7 @@ def write_paper(out_dir: str, num_prompts: int | None = None, num_rates: int | N
     tp_rows = []
     for ds in datasets:
         n = num_prompts or THROUGHPUT_PROMPTS[ds]
-        runs = {e: run_point(e, ds, float("inf"), n) for e in PAPER_ENGINES + ("hf-static",)}
+        runs = {e: run_point(e, ds, float("inf"), n, calibration=calibration) for e in PAPER_ENGINES + ("hf-static",)}
         for e, r in runs.items():
             tp_rows.append({"dataset": ds, "engine": e, "num_prompts": n,
                             "requests_per_second": r.requests_per_second,
@@ -140,9 +147,9 @@ def write_paper(out_dir: str, num_prompts: int | None = None, num_rates: int | N
     return 0
 
 
-def _command(out_dir, n, k) -> str:
+def _command(out_dir, n, k, profile) -> str:
     return "servelab validate --paper " + out_dir + (f" --paper-prompts {n}" if n else "") + (
-        f" --paper-rates {k}" if k else "")
+        f" --paper-rates {k}" if k else "") + (f" --paper-profile {profile}" if profile != "2023" else "")
 
 
 COLORS = {"vllm": "tab:blue", "orca-oracle": "tab:green", "orca-pow2": "tab:orange", "orca-max": "tab:red"}

@@ -12,7 +12,9 @@ What is measured here, per run:
 
 * normalized latency: the mean over requests of end-to-end latency / output length (s/token),
   the paper's definition (§6.1);
-* mean number of batched requests: running requests per step, weighted by step duration;
+* mean number of batched requests: running requests per step, weighted by step duration, over
+  the steady part of the run (:func:`sim.calibration_fit.steady_mean_batch`: from 10% of the
+  arrival span to the last arrival; our traces are minutes, the paper's an hour);
 * KV memory use: a listener samples after every step how the KV slots split into token states,
   reservation, internal and external fragmentation (the paper's Fig. 2). For the baselines the
   scheduler's own ``memory_breakdown()``; for vLLM the block tables: slots of held blocks
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import simpy
@@ -35,12 +38,34 @@ PAPER_ENGINES = ("vllm", "orca-oracle", "orca-pow2", "orca-max")
 MEMORY_PARTS = ("token_states", "reservation", "internal_fragmentation", "external_fragmentation")
 
 
-def paper_config(engine: str) -> EngineConfig:
+PAPER_PROFILE = Path(__file__).parent / "data" / "calibration-paper-2023.yaml"
+
+
+def paper_config(engine: str, calibration: str | None = str(PAPER_PROFILE)) -> EngineConfig:
+    """The paper's engine. ``calibration``: the 2023 profile fitted to the paper's Fig. 13 vLLM
+    bars (see that file); None for the shipped profile (today's vLLM speed)."""
     return EngineConfig(
         model="facebook/opt-13b", gpu="a100-40gb", engine=engine, gpu_memory_utilization=0.90,
         max_model_len=2048, max_num_seqs=256, max_num_batched_tokens=2560,
-        enable_chunked_prefill=False, enable_prefix_caching=False,
+        enable_chunked_prefill=False, enable_prefix_caching=False, calibration=calibration,
     )
+
+
+def fig13_points(prompts: dict[str, int] | None = None):
+    """The paper's two vLLM bars of Fig. 13 as calibration points (mean batched requests)."""
+    from sim.calibration_fit import Point
+    from sim.reference import load_paper
+    from sim.workload import WorkloadSpec
+
+    fig13 = load_paper()["fig13_batched_requests"]
+    prompts = prompts or {"sharegpt": 400, "alpaca": 1200}
+    config = paper_config("vllm", calibration=None)
+    return [Point("vLLM paper Fig. 13 (L)", config,
+                  WorkloadSpec(dataset_name=ds, num_prompts=prompts[ds], request_rate=float(fig13[ds]["rate"]),
+                               max_model_len=config.max_model_len),
+                  "mean_batched_requests", fig13[ds]["vllm"], usage="serve",
+                  label=f"opt-13b a100-40gb {ds} {fig13[ds]['rate']} req/s vllm mean_batched_requests")
+            for ds in ("sharegpt", "alpaca")]
 
 
 class KVSampler:
@@ -92,13 +117,15 @@ class PaperRun:
     num_preemptions: int
 
 
-def run_point(engine: str, dataset: str, request_rate: float, num_prompts: int, seed: int = 0) -> PaperRun:
+def run_point(engine: str, dataset: str, request_rate: float, num_prompts: int, seed: int = 0,
+              calibration: str | None = str(PAPER_PROFILE)) -> PaperRun:
     """One simulated run of the paper's setup (a listener needs the Engine, so this drives it
     directly, the way :func:`sim.runner.run_engine` does)."""
+    from sim.calibration_fit import steady_mean_batch
     from sim.engine import Engine, collect_result
     from sim.workload import WorkloadSpec, build_workload
 
-    config = paper_config(engine)
+    config = paper_config(engine, calibration)
     spec = WorkloadSpec(dataset_name=dataset, num_prompts=num_prompts, request_rate=request_rate,
                         max_model_len=config.max_model_len)
     workload = build_workload(spec, np.random.default_rng(seed))
@@ -123,8 +150,7 @@ def run_point(engine: str, dataset: str, request_rate: float, num_prompts: int, 
     env.process(feeder())
     env.run()
     result = collect_result(engine_, requests)
-    d = result.steps["duration_s"]
-    mean_batch = float((result.steps["num_running"] * d).sum() / d.sum()) if d.sum() else 0.0
+    mean_batch = steady_mean_batch(result)
     norm = float(np.mean(result.e2el_s / np.maximum(result.output_len, 1)))
     span = float(result.finish_s.max() - result.arrival_s.min()) if len(requests) else 0.0
     return PaperRun(engine, dataset, request_rate, num_prompts, norm, mean_batch,

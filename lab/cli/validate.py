@@ -28,13 +28,17 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--paper-prompts", type=int, default=None,
                         help="prompts per rate point for --paper (default: the module's, see docs/paper.md)")
     parser.add_argument("--paper-rates", type=int, default=None, help="rate points per curve for --paper")
+    parser.add_argument("--paper-profile", choices=("2023", "shipped"), default="2023",
+                        help="step-time profile for --paper: 2023 (fitted to the paper's Fig. 13 vLLM bars, "
+                             "sim/data/calibration-paper-2023.yaml) or shipped (today's vLLM)")
 
 
 def run(args) -> int:
     if args.paper:
         from lab.paper import write_paper
 
-        return write_paper(args.paper, num_prompts=args.paper_prompts, num_rates=args.paper_rates)
+        return write_paper(args.paper, num_prompts=args.paper_prompts, num_rates=args.paper_rates,
+                           profile=args.paper_profile)
     if args.max_prompts < 0:
         raise ConfigError(f"--max-prompts: expected 0 (no cap) or a positive integer, got {args.max_prompts}")
     from sim.validate import validate
