@@ -72,7 +72,7 @@ def write_paper(out_dir: str, num_prompts: int | None = None, num_rates: int | N
     paper = load_paper()
     t0 = time.perf_counter()
     summary: dict = {"command": _command(out_dir, num_prompts, num_rates, profile), "profile": profile,
-                     "calibration": calibration or "shipped sim/data/calibration.yaml", "datasets": {}}
+                     "calibration": "sim/data/" + (Path(calibration).name if calibration else "calibration.yaml"), "datasets": {}}
 
     curves: dict = {}
     for ds in datasets:
