@@ -192,7 +192,7 @@ def _plots(out: Path, curves, batched_rows, memory_rows) -> None:
         plt.close(fig)
 
     if memory_rows:
-        fig, ax = plt.subplots(figsize=(7, 3.8))
+        fig, ax = plt.subplots(figsize=(8.5, 3.8))
         labels = []
         for i, row in enumerate(memory_rows):
             for j, (who, suffix) in enumerate((("paper", "_paper_pct"), ("ServeLab", "_servelab_pct"))):
@@ -205,7 +205,7 @@ def _plots(out: Path, curves, batched_rows, memory_rows) -> None:
         ax.set_xticks([p for p, _ in labels], [t for _, t in labels], fontsize=7)
         ax.set_ylabel("% of KV memory in use")
         ax.set_title("KV memory: token states vs waste (ShareGPT-like, 2 req/s)")
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
         fig.savefig(out / "memory.png", dpi=110)
         plt.close(fig)

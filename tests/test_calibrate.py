@@ -121,7 +121,7 @@ JSON = st.recursive(
 SERVE_KEYS = list(serve_result()) + ["input_lens", "output_lens"]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(doc=JSON)
 def test_fuzz_arbitrary_json_gives_points_or_config_error(doc):
     _only_points_or_config_error(doc)
@@ -295,3 +295,57 @@ def test_collect_dry_run_prints_the_sweep(capsys):
     assert f"vllm serve {MODEL}" in out and "lab.calibrate.profiler" in out
     assert "servelab calibrate fit runs/*.json runs/operators.csv --gpu h100-80gb" in out
     assert main(["calibrate", "collect", "--model", MODEL, "--gpu", "h100-80gb", "--lengths", "x", "--dry-run"]) == 2
+
+
+FAKE_VLLM = r'''#!/usr/bin/env python3
+"""A stand-in for the vllm CLI: writes result files, and `serve` answers /health."""
+import http.server, json, sys
+args = sys.argv[1:]
+def flag(name):
+    return args[args.index(name) + 1]
+if args[:2] == ["bench", "throughput"]:
+    n = int(flag("--num-prompts")); i = int(flag("--input-len")); o = int(flag("--output-len"))
+    json.dump({"elapsed_time": 1.0, "num_requests": n, "total_num_tokens": n * (i + o),
+               "requests_per_second": float(n), "tokens_per_second": float(n * (i + o))}, open(flag("--output-json"), "w"))
+elif args[0] == "serve":
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path == "/health" else 404); self.end_headers()
+        def log_message(self, *a): pass
+    http.server.HTTPServer(("127.0.0.1", int(flag("--port"))), H).serve_forever()
+elif args[:2] == ["bench", "serve"]:
+    import urllib.request
+    assert urllib.request.urlopen(f"http://127.0.0.1:{flag('--port')}/health").status == 200
+    path = flag("--result-dir") + "/" + flag("--result-filename")
+    json.dump({"model_id": flag("--model"), "num_prompts": 3, "request_rate": float(flag("--request-rate")),
+               "completed": 3, "total_input_tokens": 30, "total_output_tokens": 30,
+               "median_ttft_ms": 10.0, "median_tpot_ms": 5.0}, open(path, "w"))
+'''
+
+
+def test_collect_runs_the_sweep_against_a_stand_in_vllm(tmp_path, monkeypatch, capsys):
+    import socket
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "vllm"
+    fake.write_text(FAKE_VLLM)
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "runs"
+    assert main(["calibrate", "collect", "--model", MODEL, "--gpu", "a100-80gb", "--lengths", "64:16",
+                 "--request-rates", "2", "--num-prompts", "5", "--port", str(port), "--skip-profiler",
+                 "--output-dir", str(out)]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["serve_rate2.json", "throughput_in64_out16.json"]
+    # The server was stopped: nothing listens on the port any more.
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+    # And the files go through the parser.
+    flags = EngineFlags(gpu="a100-80gb", model=MODEL)
+    assert [p.metric for p in points_from_file(str(out / "throughput_in64_out16.json"), flags)] == ["requests_per_second"]
+    assert len(points_from_file(str(out / "serve_rate2.json"), flags)) == 2
+    assert "Next: servelab calibrate fit" in capsys.readouterr().out

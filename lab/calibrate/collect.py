@@ -133,5 +133,5 @@ def _wait_healthy(port: int, server: subprocess.Popen, timeout_s: float = 900.0)
                     return
         except OSError:
             pass
-        time.sleep(5)
+        time.sleep(2)
     raise ConfigError(f"vllm serve did not answer /health on port {port} within {timeout_s:.0f} s")
