@@ -349,3 +349,34 @@ def test_collect_runs_the_sweep_against_a_stand_in_vllm(tmp_path, monkeypatch, c
     assert [p.metric for p in points_from_file(str(out / "throughput_in64_out16.json"), flags)] == ["requests_per_second"]
     assert len(points_from_file(str(out / "serve_rate2.json"), flags)) == 2
     assert "Next: servelab calibrate fit" in capsys.readouterr().out
+
+
+def test_vidur_subset_keeps_the_columns_the_fit_reads(tmp_path, capsys):
+    from lab.calibrate import vidur_subset
+
+    src = tmp_path / "vidur" / "data" / "profiling"
+    header = [f"time_stats.{op}.{s}" for op in ("emb", "attn_pre_proj", "attn_post_proj", "mlp_up_proj", "mlp_down_proj")
+              for s in ("min", "median")] + ["n_head", "n_kv_head", "n_embd", "n_expanded_embd", "vocab_size",
+                                             "use_gated_mlp", "num_tokens", "num_tensor_parallel_workers"]
+    row = ["0.1"] * 10 + ["32", "32", "4096", "11008", "32000", "True", "64", "1"]
+    for rel in vidur_subset.MLP_FILES.values():
+        p = src / "compute" / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(",".join(header) + "\n" + ",".join(row) + "\n")
+    for rel in vidur_subset.ALL_REDUCE_FILES.values():
+        p = src / "network" / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(",time_stats.all_reduce.median,rank,num_workers,size,devices_per_node\n"
+                     "0,0.05,0,2,2048,2\n1,0.05,1,2,2048,2\n2,0.09,0,4,2048,1\n")
+    assert vidur_subset.main([str(tmp_path / "vidur"), str(tmp_path / "out")]) == 0
+    mlp = (tmp_path / "out" / "a100" / "Llama-2-7b-hf" / "mlp.csv").read_text()
+    assert "time_stats.emb" not in mlp and len(gemms_from_vidur(mlp, "mlp.csv")) == 4
+    ar = (tmp_path / "out" / "h100_dgx" / "all_reduce.csv").read_text()
+    assert len(all_reduces_from_vidur(ar, "all_reduce.csv")) == 1  # rank 1 and the 2-node row dropped
+
+
+def test_shipped_refit_usage(capsys):
+    from lab.calibrate.shipped import main as shipped_main
+
+    assert shipped_main(["nonsense"]) == 2
+    assert "llama-2-7b" in capsys.readouterr().err
