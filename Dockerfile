@@ -20,7 +20,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN pip install \
         simpy==4.1.2 numpy==2.4.6 scipy==1.17.1 pyyaml==6.0.3 pydantic==2.13.4 tqdm==4.70.1 \
         fastapi==0.165.0 uvicorn==0.54.0 prometheus-client==0.26.0 httpx==0.28.1 redis==8.1.0 \
-        sniffio==1.3.1
+        sniffio==1.3.1 promql-parser==0.12.0
 
 WORKDIR /opt/servelab
 COPY pyproject.toml README.md ./

@@ -44,6 +44,11 @@ class EngineConfig:
     # vLLM 0.6's multi-step scheduling (removed in V1): new requests join only every N steps.
     # Off (1) by default; set it to reproduce measurements of vLLM 0.6 with --num-scheduler-steps.
     num_scheduler_steps: int = 1
+    # How the n samples of a request (--n) share its prompt's KV. "prefix-cache" is vLLM V1:
+    # n separate requests, sharing the prompt's full blocks through the prefix cache.
+    # "copy-on-write" is the vLLM paper's (and vLLM V0's): one prefill, then n sequences share
+    # every block, the partial last one included, until one writes into it and copies it.
+    parallel_sampling: Literal["prefix-cache", "copy-on-write"] = "prefix-cache"
     calibration: str | None = None  # path of a calibration profile; None: the shipped one
 
     def __post_init__(self) -> None:
@@ -65,6 +70,12 @@ class EngineConfig:
         ):
             if value is not None:
                 _positive(flag, value)
+        if self.parallel_sampling not in ("prefix-cache", "copy-on-write"):
+            raise ConfigError(
+                f"--parallel-sampling: expected prefix-cache or copy-on-write, got {self.parallel_sampling!r}"
+            )
+        if self.parallel_sampling == "copy-on-write" and self.engine != "vllm":
+            raise ConfigError("--parallel-sampling copy-on-write needs --engine vllm (paged blocks)")
         if self.long_prefill_token_threshold < 0:
             raise ConfigError(
                 f"--long-prefill-token-threshold: expected 0 (off) or a positive number, got {self.long_prefill_token_threshold}"

@@ -6,13 +6,14 @@ When there is nothing to do, the process waits until :meth:`Engine.add_request` 
 so callers may drive ``env.run(until=t)`` in small increments, for instance against the
 wall clock.
 
-Fast-forward. Most steps of a busy engine are alike: the same requests, one token each. With
-``fast_forward=True`` the engine finds how many such steps will follow unchanged (until a
-request finishes, a request arrives, or a request would need a block that is not free) and
-does them at once: one numpy call prices them, the blocks they need are taken in the order
-vLLM would take them, and one SimPy timeout covers them all. The results are the same as
-stepping one by one (``tests/test_engine.py`` checks it); it is off for the emulator, which
-streams each token when it is produced.
+Fast-forward. Most steps of a busy engine are alike: most requests decode one token inside a
+block they hold. With ``fast_forward=True`` the engine uses :class:`LazyDecodeScheduler`, which
+makes the same decisions as vLLM's scheduler but visits only the requests that need something
+in a step, and when a step runs nothing but such steady decodes, the engine prices the run of
+identical steps up to the next event (a request waking, an arrival) with one numpy call and
+one SimPy timeout. The results are the same as stepping one by one with the reference
+scheduler (``tests/test_engine.py`` checks it); the emulator, which streams each token as it
+is produced, runs without it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from sim.kv.kv_manager import KVCacheManager
 from sim.memory import MemoryPlan, plan_memory
 from sim.metrics import EngineStats
 from sim.request import Request, RequestStatus
+from sim.sched.lazy import LazyDecodeScheduler
 from sim.sched.scheduler import Scheduler, SchedulerLimits, SchedulerOutput
 from sim.steptime import BatchShape, StepTimeModel
 
@@ -102,13 +104,15 @@ class Engine:
             policy=config.scheduling_policy,
             enable_chunked_prefill=config.enable_chunked_prefill,
         )
-        self.scheduler = make_scheduler(config, self.limits, self.num_gpu_blocks, self.memory)
+        self.scheduler = make_scheduler(config, self.limits, self.num_gpu_blocks, self.memory, fast=fast_forward)
         self.kv = self.scheduler.kv
         self.step_model = StepTimeModel(
             self.model, self.gpu, config.tensor_parallel_size,
             coefficients or coefficients_for(config, self.model, self.gpu), multiplier=step_time_multiplier,
         )
-        self.fast_forward = fast_forward and self.scheduler.supports_fast_forward
+        self.fast_forward = isinstance(self.scheduler, LazyDecodeScheduler)
+        self._bulk = False
+        self._batch_shape = getattr(self.scheduler, "batch_shape", batch_shape)
         self.next_arrival_s = next_arrival_s or (lambda: math.inf)
         self.listeners: list[EngineListener] = []
         self.stats = EngineStats()
@@ -116,6 +120,9 @@ class Engine:
         self.step_log = StepLog()
         self.finished: list[Request] = []
         self._counter = 0
+        self._forks: dict[str, list[Request]] = {}  # parent id -> samples to fork (copy-on-write)
+        self._next_memory_sample = 0
+        self._memory_sums: dict[str, float] = {}  # time-weighted sums of the memory breakdown
         self._wakeup: simpy.Event | None = None
         self.process = env.process(self._run())
 
@@ -159,12 +166,40 @@ class Engine:
                     block_size=self.config.block_size, vocab_size=self.model.vocab_size)
             for rid in ids
         ]
-        for r in requests:
-            self.scheduler.add_request(r)
+        if n > 1 and self.config.parallel_sampling == "copy-on-write":
+            # One prefill; the other samples fork from it when it samples its first token.
+            self.scheduler.add_request(requests[0])
+            self._forks[requests[0].request_id] = requests[1:]
+        else:
+            for r in requests:
+                self.scheduler.add_request(r)
         self.stats.num_requests_waiting = self.scheduler.num_waiting
-        if self._wakeup is not None and not self._wakeup.triggered:
-            self._wakeup.succeed()
+        self.wake()
         return requests
+
+    def _fork_samples(self, parent: Request, step: int) -> list[Request]:
+        """Copy-on-write parallel sampling: the parent's prefill is done; its other samples
+        start from the same state, sharing every block (see KVCacheManager.fork)."""
+        children = self._forks.pop(parent.request_id)
+        for child in children:
+            child.num_computed_tokens = parent.num_computed_tokens
+            child.num_output_tokens = parent.num_output_tokens
+            child.num_tokens = parent.num_tokens
+            child.num_cached_tokens = parent.num_cached_tokens
+            child.first_scheduled_s = parent.first_scheduled_s
+            child.first_token_s = parent.first_token_s
+            child.token_steps = [[step, step]]
+            self.scheduler.requests[child.request_id] = child
+            if parent.is_finished:  # a one-token answer: nothing left to share
+                child.status, child.finish_s = parent.status, parent.finish_s
+                self.finished.append(child)
+                self.stats.request_success_total[child.status.value] += 1
+                continue
+            child.status = RequestStatus.RUNNING
+            self.kv.fork(parent, child)
+            self.scheduler.running.append(child)
+        self.stats.generation_tokens_total += len(children)
+        return children
 
     def abort(self, request_id: str) -> None:
         request = self.scheduler.abort_request(request_id)
@@ -174,6 +209,12 @@ class Engine:
         self.stats.request_success_total["abort"] += 1
         self._refresh_gauges()
         self._notify_finish(request)
+        self.wake()  # freed blocks may let a waiting request in
+
+    def wake(self) -> None:
+        """Wake the engine if it is idle or stalled (nothing fitted), to schedule again."""
+        if self._wakeup is not None and not self._wakeup.triggered:
+            self._wakeup.succeed()
 
     def token_times(self, request: Request) -> np.ndarray:
         """When each output token of ``request`` was produced."""
@@ -202,15 +243,15 @@ class Engine:
                 self._wakeup = None
                 continue
             self._note_admissions(out, start_s)
-            num_steps = self._fast_forward_length(out, start_s) if self.fast_forward else 1
+            num_steps, bulk = self._run_length(out, start_s) if self.fast_forward else (1, False)
             if num_steps > 1:
-                durations = self.step_model.decode_run(
-                    len(out.scheduled), sum(r.num_computed_tokens for r in out.scheduled), num_steps
-                )
+                shape = batch_shape(out)
+                durations = self.step_model.decode_run(shape.num_seqs, shape.context_tokens, num_steps)
                 duration = float(durations.sum())
             else:
                 durations = None
-                duration = self.step_model.step_time(self.scheduler.batch_shape(out))
+                duration = self.step_model.step_time(self._batch_shape(out))
+            self._bulk = bulk
             yield env.timeout(duration)
             self._finish_step(out, start_s, durations)
 
@@ -222,50 +263,34 @@ class Engine:
             stats.prompt_tokens_total += request.num_prompt_tokens
         stats.num_preemptions_total += len(out.preempted_request_ids)
 
-    def _fast_forward_length(self, out: SchedulerOutput, start_s: float) -> int:
-        """How many steps, this one included, will schedule exactly the same decodes."""
+    def _run_length(self, out: SchedulerOutput, start_s: float) -> tuple[int, bool]:
+        """How many steps, this one included, will be exactly like it, and whether they need
+        the bulk bookkeeping (see sim/sched/lazy.py): bounded by the next arrival and, under
+        multi-step scheduling, by the window's end."""
         sched = self.scheduler
-        running = sched.running
-        if not out.is_pure_decode or len(out.scheduled) != len(running) or not running:
-            return 1
-        limits = self.limits
-        # A waiting request could be admitted in a later step unless something stops it for
-        # good until a request finishes: the seat limit, an empty budget, or no free blocks
-        # (free blocks only shrink while requests decode).
+        limit = 1 << 30
         window = self.config.num_scheduler_steps
-        if window == 1 and sched.num_waiting and not (
-            len(running) >= limits.max_num_seqs
-            or len(running) >= limits.max_num_batched_tokens
-            or sched.head_blocked
-        ):
-            return 1
-        # Until the first request finishes (it finishes at the end of step k = its remaining).
-        k = min(
-            min(r.max_tokens - r.num_output_tokens, limits.max_model_len - r.num_tokens)
-            for r in running
-        )
-        if window > 1:  # multi-step scheduling: admissions happen at window starts only
-            k = min(k, window - self.stats.num_steps % window)
-        if k <= 1:
-            return 1
-        # Until a request would need a block that is not free.
-        bs = self.config.block_size
-        free = self.kv.num_free_blocks
-        tokens = np.fromiter((r.num_tokens for r in running), dtype=np.int64, count=len(running))
-        held = np.fromiter((len(self.kv.get_blocks(r.request_id)) for r in running), dtype=np.int64, count=len(running))
-        k = _max_steps_within_blocks(tokens, held, bs, free, k)
-        if k <= 1:
-            return 1
-        # Until the next arrival: a step that starts after it would see the new request.
+        if window > 1:
+            limit = window - self.stats.num_steps % window
+        steady = sched.steady_run_length(out, limit)
+        if steady <= 1 and sched.bulk_bound(out) < sched.MIN_BULK_STEPS:
+            return 1, False  # the common case in a busy engine: decide cheaply
         next_arrival = self.next_arrival_s()
         if next_arrival < math.inf:
-            ctx = int(tokens.sum())
-            d = self.step_model.decode_run(len(running), ctx, k)
+            # A step that starts after the arrival would see the new request. Until then the
+            # steps are priced as this one plus one more token of context per request.
+            shape = batch_shape(out)
+            if start_s + self.step_model.step_time(shape) >= next_arrival:
+                return 1, False
+            d = self.step_model.decode_run(shape.num_seqs, shape.context_tokens, min(limit, 4096))
             starts = start_s + np.concatenate(([0.0], np.cumsum(d[:-1])))
-            k = min(k, int(np.searchsorted(starts, next_arrival, side="left")))
-            if k <= 1:
-                return 1
-        return k
+            limit = min(limit, int(np.searchsorted(starts, next_arrival, side="left")))
+            if limit <= 1:
+                return 1, False
+        if steady > 1:
+            return min(steady, limit), False
+        k = sched.bulk_run_length(out, limit)
+        return k, k > 1
 
     def _finish_step(self, out: SchedulerOutput, start_s: float, durations: np.ndarray | None) -> None:
         env, stats, sched = self.env, self.stats, self.scheduler
@@ -277,19 +302,30 @@ class Engine:
             ends = start_s + np.cumsum(durations)
             ends[-1] = env.now  # the same float SimPy holds, so times agree exactly
             self.step_end_s.extend(ends.tolist())
-            # Steps 2..K: blocks, cached hashes and tokens of the skipped steps.
-            extra = num_steps - 1
-            sched.fast_forward(out, extra)
-            for request in out.scheduled:
-                request.record_token_steps(first_step, first_step + extra - 1)
-            stats.generation_tokens_total += extra * len(out.scheduled)
+            if self._bulk:
+                sched.fast_forward(out, num_steps - 1)
+                stats.generation_tokens_total += len(out.scheduled) * (num_steps - 1)
+            else:
+                sched.skip(num_steps - 1)
+        stats.generation_tokens_total += out.num_steady * num_steps
         last_step = first_step + num_steps - 1
         finished = sched.update_from_output(out, None, env.now)
+        if self._forks:
+            for request in list(out.sampled):
+                if request.request_id in self._forks:
+                    if request.first_token_s is None:
+                        request.first_token_s = self.step_end_s[first_step]
+                    self._fork_samples(request, last_step)
         produced = out.sampled
+        previous = last_step - 1
         for request in produced:
             if request.first_token_s is None:
                 request.first_token_s = self.step_end_s[first_step]
-            request.record_token_step(last_step)
+            runs = request.token_steps  # Request.record_token_step, inlined (hot loop)
+            if runs and runs[-1][1] == previous:
+                runs[-1][1] = last_step
+            else:
+                runs.append([last_step, last_step])
         stats.generation_tokens_total += len(produced)
         stats.num_steps += num_steps
         stats.busy_s += env.now - start_s
@@ -297,6 +333,8 @@ class Engine:
             stats.request_success_total[request.status.value] += 1
         self._refresh_gauges()
         self.step_log.add(start_s, out, sched, self.kv.usage, durations, env.now)
+        if self.stats.num_steps >= self._next_memory_sample:
+            self._sample_memory(env.now - start_s)
         for listener in self.listeners:
             on_tokens = getattr(listener, "on_tokens", None)
             if on_tokens is not None:
@@ -314,6 +352,23 @@ class Engine:
                 if on_step is not None:
                     on_step(record)
 
+    MEMORY_SAMPLE_STEPS = 32  # how often (in steps) the KV memory breakdown is sampled
+
+    def _sample_memory(self, weight_s: float) -> None:
+        """Add the KV memory breakdown now, weighted by the time of the step just run."""
+        self._next_memory_sample = self.stats.num_steps + self.MEMORY_SAMPLE_STEPS
+        fractions = self.scheduler.memory_breakdown().fractions()
+        sums = self._memory_sums
+        for key, value in fractions.items():
+            sums[key] = sums.get(key, 0.0) + value * weight_s
+        sums["_weight"] = sums.get("_weight", 0.0) + weight_s
+
+    def memory_waste(self) -> dict[str, float]:
+        """Time-averaged shares of the KV memory: token states, reservation, internal and
+        external fragmentation, free (sampled every MEMORY_SAMPLE_STEPS steps)."""
+        w = self._memory_sums.get("_weight", 0.0)
+        return {k: v / w for k, v in self._memory_sums.items() if k != "_weight"} if w else {}
+
     def _refresh_gauges(self) -> None:
         s = self.stats
         s.num_requests_running = self.scheduler.num_running
@@ -329,27 +384,6 @@ class Engine:
             on_finish = getattr(listener, "on_finish", None)
             if on_finish is not None:
                 on_finish(request, self.env.now)
-
-
-def _max_steps_within_blocks(tokens: np.ndarray, held: np.ndarray, bs: int, free: int, k: int) -> int:
-    """Largest j <= k such that steps 2..j need at most ``free`` new blocks in total.
-
-    At step j a decoding request with ``tokens`` tokens (at step 1) needs room for
-    ``tokens + j - 1`` tokens.
-    """
-    def need(j: int) -> int:
-        return int(np.maximum(-(-(tokens + j - 1) // bs) - held, 0).sum())
-
-    if need(k) <= free:
-        return k
-    lo, hi = 1, k  # need(lo) <= free < need(hi)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if need(mid) <= free:
-            lo = mid
-        else:
-            hi = mid
-    return lo
 
 
 class StepLog:
@@ -384,63 +418,36 @@ class StepLog:
         }
 
 
-def make_scheduler(config: EngineConfig, limits: SchedulerLimits, num_gpu_blocks: int, memory: MemoryPlan):
+def make_scheduler(config: EngineConfig, limits: SchedulerLimits, num_gpu_blocks: int, memory: MemoryPlan,
+                   fast: bool = False):
+    """vLLM's scheduler (the lazy variant for long runs: same decisions, fewer visits), or a
+    baseline's."""
     if config.engine == "vllm":
         kv = KVCacheManager(num_gpu_blocks, config.block_size, config.enable_prefix_caching, limits.max_model_len)
-        return VllmScheduler(limits, kv)
+        if config.parallel_sampling == "copy-on-write":
+            kv.copy_on_write = True
+            return Scheduler(limits, kv)  # parked decodes could write into shared blocks
+        return LazyDecodeScheduler(limits, kv) if fast else Scheduler(limits, kv)
     from sim.sched.baselines import make_baseline
 
     return make_baseline(config, limits, memory)
 
 
-class VllmScheduler(Scheduler):
-    """vLLM's scheduler plus what the engine needs from it: batch shapes and fast-forward."""
-
-    supports_fast_forward = True
-
-    def batch_shape(self, out: SchedulerOutput) -> BatchShape:
-        num_tokens = out.total_num_scheduled_tokens
-        context = pairs = sampled = 0
-        counts = out.num_scheduled_tokens
-        for request in out.scheduled:
-            n = counts[request.request_id]
-            after = request.num_computed_tokens
-            before = after - n
-            context += after  # the KV attention reads: context so far plus this step's tokens
-            if n > 1:
-                pairs += n * before + n * (n + 1) // 2
-            if after >= request.num_tokens:
-                sampled += 1
-        return BatchShape(num_tokens, len(out.scheduled), sampled, context, pairs)
-
-    def fast_forward(self, out: SchedulerOutput, extra_steps: int) -> None:
-        """Do the bookkeeping of ``extra_steps`` more decode steps like ``out``.
-
-        Called after ``out`` was scheduled, before its output is applied. For each extra step,
-        every request gets its previous token appended, needs room for one more token and
-        caches the blocks that become full, exactly as ``schedule`` and
-        ``update_from_output`` would do step by step. New blocks are taken from the free
-        queue in the order vLLM takes them: step by step, and in running order within a step.
-        """
-        kv, bs = self.kv, self.kv.block_size
-        events: list[tuple[int, int]] = []  # (step, running index) of each new block
-        for index, request in enumerate(out.scheduled):
-            tokens = request.num_tokens  # at step 1
-            held = len(kv.req_to_blocks[request.request_id])
-            # Block number b (0-based) is needed at the first step j with tokens + j - 1 > b * bs.
-            last_needed = cdiv(tokens + extra_steps, bs)
-            for b in range(held, last_needed):
-                events.append((b * bs - tokens + 2, index))
-        if events:
-            events.sort()
-            blocks = kv.pool.get_new_blocks(len(events))
-            for (_, index), block in zip(events, blocks):
-                kv.req_to_blocks[out.scheduled[index].request_id].append(block)
-        for request in out.scheduled:
-            request.append_output_tokens(extra_steps)
-            request.num_computed_tokens += extra_steps
-            if kv.enable_caching:
-                kv.cache_blocks(request, request.num_computed_tokens)
+def batch_shape(out: SchedulerOutput) -> BatchShape:
+    """What a vLLM step computes, for the step-time model (baselines have their own)."""
+    counts = out.num_scheduled_tokens
+    context = pairs = sampled = 0
+    for request in out.scheduled:
+        n = counts[request.request_id]
+        after = request.num_computed_tokens
+        context += after  # the KV attention reads: context so far plus this step's tokens
+        if n > 1:
+            pairs += n * (after - n) + n * (n + 1) // 2
+        if after >= request.num_tokens:
+            sampled += 1
+    steady = out.num_steady
+    return BatchShape(out.total_num_scheduled_tokens, len(out.scheduled) + steady, sampled + steady,
+                      context + out.steady_context_tokens, pairs)
 
 
 @dataclass
@@ -503,6 +510,7 @@ def collect_result(engine: Engine, requests: list[Request]) -> EngineResult:
         num_cached_tokens=i([r.num_cached_tokens for r in requests]),
         itl_s=np.concatenate(itls) if itls else np.zeros(0),
         steps=engine.step_log.arrays(), stats=engine.stats, memory=engine.memory, config=engine.config,
+        extra={"memory_waste": engine.memory_waste()},
     )
 
 

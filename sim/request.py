@@ -97,7 +97,8 @@ class Request:
     num_tokens: int = 0  # prompt + output so far (kept as a field: read in every step)
     num_preemptions: int = 0
     num_cached_tokens: int = -1  # prefix-cache hit at first admission; -1 before
-    # Hashes of every full block of prompt + output, extended as tokens are appended.
+    # Hashes of full blocks of prompt + output, computed when first needed
+    # (extend_block_hashes: the KV manager calls it before a lookup or caching).
     block_hashes: list[BlockHash] = field(default_factory=list)
     # --- timeline, filled by the engine ---
     first_scheduled_s: float | None = None
@@ -107,13 +108,16 @@ class Request:
     # a token. The engine turns them into times (see Engine.token_times).
     token_steps: list[list[int]] = field(default_factory=list)
     token_key: int = 0
+    # Only for LazyDecodeScheduler (sim/sched/lazy.py): the step from which this request's
+    # counters are behind by one token per step (-1: they are current).
+    lazy_step: int = -1
+    run_seq: int = 0  # order of (re)admission into the running list
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt_token_ids, (list, np.ndarray)):
             self.prompt_token_ids = list(self.prompt_token_ids)
         self.token_key = zlib.crc32(self.request_id.encode())
         self.num_tokens = len(self.prompt_token_ids) + self.num_output_tokens
-        self._extend_block_hashes()
 
     # --- sizes ---
     @property
@@ -138,13 +142,12 @@ class Request:
 
     # --- changes ---
     def append_output_tokens(self, count: int) -> None:
-        """Append ``count`` sampled tokens and hash any block they complete."""
+        """Append ``count`` sampled tokens."""
         self.num_output_tokens += count
         self.num_tokens += count
-        if self.num_tokens // self.block_size > len(self.block_hashes):
-            self._extend_block_hashes()
 
-    def _extend_block_hashes(self) -> None:
+    def extend_block_hashes(self) -> None:
+        """Hash every full block not hashed yet (chained: each hash covers its whole prefix)."""
         bs = self.block_size
         num_full = self.num_tokens // bs
         hashes = self.block_hashes

@@ -189,3 +189,13 @@ def test_stepwise_simulation_for_an_interactive_cluster():
     assert sim.status()["phase"] == "Degraded" and 1800 < sim.aborted_at_s <= 1800 + 600
     sim.undo()
     assert sim.status()["phase"] == "Healthy" and sim.status()["weight"] == 0
+
+
+def test_diurnal_traffic_follows_the_daily_curve():
+    import math
+
+    r = simulate(MANIFESTS, (), seed=0, traffic="diurnal", abort_at_s=6 * 3600.0)
+    # 20 x integral over [0, 6 h] of 1 + 0.5 sin(2 pi t / 1 day)
+    day = 86400.0
+    expected = 20 * (6 * 3600 + 0.5 * day / (2 * math.pi) * (1 - math.cos(2 * math.pi * 6 * 3600 / day)))
+    assert r.requests["total"] == pytest.approx(expected, rel=0.01)

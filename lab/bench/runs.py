@@ -29,6 +29,7 @@ def engine_config(args) -> EngineConfig:
         long_prefill_token_threshold=args.long_prefill_token_threshold,
         kv_cache_memory_bytes=args.kv_cache_memory_bytes, num_gpu_blocks_override=args.num_gpu_blocks_override,
         scheduling_policy=args.scheduling_policy, calibration=args.calibration,
+        parallel_sampling=getattr(args, "parallel_sampling", "prefix-cache"),
     )
 
 

@@ -27,6 +27,9 @@ def add_engine_args(p: argparse.ArgumentParser, *, model_positional: bool = Fals
     g.add_argument("--num-gpu-blocks-override", type=int, default=None)
     g.add_argument("--scheduling-policy", choices=("fcfs", "priority"), default="fcfs")
     g.add_argument("--calibration", metavar="FILE", default=None, help="a calibration profile (YAML)")
+    g.add_argument("--parallel-sampling", choices=("prefix-cache", "copy-on-write"), default="prefix-cache",
+                   help="how --n samples share the prompt's KV: vLLM V1's prefix cache (default) "
+                        "or the vLLM paper's copy-on-write")
 
 
 def add_workload_args(p: argparse.ArgumentParser, *, offline: bool) -> None:

@@ -170,7 +170,6 @@ def draw_png(result, path: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     from sim.rollout.report import timeseries
 
@@ -181,11 +180,11 @@ def draw_png(result, path: str) -> None:
     axes[0].step(h, ts["weight"], where="post", color="tab:purple")
     axes[0].set_ylabel("canary weight %")
     axes[0].set_ylim(-5, 105)
-    panels = [("error_rate", "error rate", 1.0), ("p99_ms", "p99 ms", 1.0), ("cost_per_request", "$ / request", 1.0),
-              ("quality", "judge score", 1.0)]
-    for ax, (key, label, scale) in zip(axes[1:], panels):
-        ax.plot(h, ts[key]["stable"] * scale, color="tab:blue", label="stable")
-        ax.plot(h, ts[key]["canary"] * scale, color="tab:orange", label="canary")
+    panels = [("error_rate", "error rate (5m)"), ("p99_ms", "p99 ms (5m)"), ("cost_per_request", "$ / request (5m)"),
+              ("quality", "judge score (30m)")]
+    for ax, (key, label) in zip(axes[1:], panels):
+        ax.plot(h, ts[key]["stable"], color="tab:blue", label="stable")
+        ax.plot(h, ts[key]["canary"], color="tab:orange", label="canary")
         ax.set_ylabel(label)
     axes[1].legend(loc="upper right", fontsize=8)
     colors = {"Successful": "tab:green", "Failed": "tab:red", "Error": "black", "Inconclusive": "gold"}
@@ -207,4 +206,3 @@ def draw_png(result, path: str) -> None:
         fig.savefig(path, dpi=90)
     finally:
         plt.close(fig)
-    _ = np

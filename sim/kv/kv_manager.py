@@ -50,6 +50,8 @@ class KVCacheManager:
         # How many of each request's leading blocks are already registered in the cache.
         self.num_cached_blocks: dict[str, int] = {}
         self.stats = PrefixCacheStats()
+        self.num_cow_copies = 0  # blocks copied on write (parallel sampling, copy-on-write mode)
+        self.copy_on_write = False  # set by the engine in copy-on-write mode
 
     # --- queries ---
     @property
@@ -76,6 +78,7 @@ class KVCacheManager:
         if not self.enable_caching:
             return [], 0
         max_blocks = (request.num_tokens - 1) // self.block_size
+        request.extend_block_hashes()
         hits: list[KVCacheBlock] = []
         get = self.pool.get_cached_block
         for block_hash in request.block_hashes[:max_blocks]:
@@ -115,6 +118,8 @@ class KVCacheManager:
         bs = self.block_size
         held = self.req_to_blocks.get(request.request_id)
         num_held = len(held) if held else 0
+        if self.copy_on_write and num_held and not self._copy_if_shared(request, held):
+            return None
         if new_computed_blocks is None and not full_sequence_must_fit and num_held:
             # Fast path for a running request (most calls): no hits, no admission gate.
             end = request.num_computed_tokens + num_new_tokens
@@ -169,10 +174,36 @@ class KVCacheManager:
         num_full = num_tokens // self.block_size
         if done >= num_full:
             return
+        request.extend_block_hashes()
         num_full = min(num_full, len(request.block_hashes))
         blocks = self.req_to_blocks[rid]
         self.pool.cache_full_blocks(blocks[done:num_full], request.block_hashes[done:num_full])
         self.num_cached_blocks[rid] = num_full
+
+    def fork(self, parent: Request, child: Request) -> None:
+        """Parallel sampling, copy-on-write: the child shares every block of the parent, the
+        partial last one included (reference counts go up; nothing is copied yet)."""
+        blocks = self.req_to_blocks[parent.request_id]
+        self.pool.touch(blocks)
+        self.req_to_blocks[child.request_id] = list(blocks)
+        self.num_cached_blocks[child.request_id] = self.num_cached_blocks.get(parent.request_id, 0)
+
+    def _copy_if_shared(self, request: Request, held: list[KVCacheBlock]) -> bool:
+        """Before a request writes into its partial last block, give it its own copy if other
+        sequences share that block. False if no block is free for the copy."""
+        computed = request.num_computed_tokens
+        if computed % self.block_size == 0 or computed // self.block_size >= len(held):
+            return True  # the next token starts a new block: nothing shared is written
+        block = held[computed // self.block_size]
+        if block.ref_cnt <= 1:
+            return True  # the last holder writes in place
+        if self.pool.num_free_blocks < 1:
+            return False
+        (copy,) = self.pool.get_new_blocks(1)
+        held[computed // self.block_size] = copy
+        self.pool.free_blocks([block])  # one reference fewer; the others keep it
+        self.num_cow_copies += 1
+        return True
 
     def free(self, request: Request) -> None:
         """Release all of the request's blocks, tail first, so a chain's tail is evicted first."""

@@ -67,7 +67,7 @@ def instant_query(query: str, store: SeriesStore, at_s: float, *, lookback_delta
     node = parse_query(query)
     at_ms = _to_ms(at_s, "at_s")
     ctx = _Context(query, store, at_ms, _to_ms(lookback_delta_s, "lookback_delta_s"), at_ms, at_ms)
-    return _result(query, ctx.eval(node))
+    return _result(query, _evaluate(ctx, node))
 
 
 def range_query(
@@ -81,18 +81,32 @@ def range_query(
         raise PromQLError(f"range query {query!r}: step_s must be positive, got {step_s}")
     if end_ms < start_ms:
         raise PromQLError(f"range query {query!r}: end_s ({end_s}) is before start_s ({start_s})")
+    if (end_ms - start_ms) // step_ms > 11_000:
+        # Prometheus's own cap on a range query's resolution, with its advice.
+        raise PromQLError(
+            f"range query {query!r}: exceeded maximum resolution of 11,000 points per timeseries; "
+            "try a larger step_s"
+        )
     lookback_ms = _to_ms(lookback_delta_s, "lookback_delta_s")
     out = []
     for t_ms in range(start_ms, end_ms + 1, step_ms):
         ctx = _Context(query, store, t_ms, lookback_ms, start_ms, end_ms)
-        out.append(_result(query, ctx.eval(node)))
+        out.append(_result(query, _evaluate(ctx, node)))
     return out
+
+
+def _evaluate(ctx: _Context, node: ast.Node) -> Value:
+    try:
+        return ctx.eval(node)
+    except RecursionError:
+        # parse_query caps the depth, so this needs a caller already deep in its own stack.
+        raise PromQLError(f"PromQL query {ctx.query[:200]!r} nests too deeply to evaluate here") from None
 
 
 def _to_ms(x: float, what: str) -> int:
     if not isinstance(x, (int, float, np.integer, np.floating)) or not math.isfinite(x):
         raise PromQLError(f"{what} must be a finite number of seconds, got {x!r}")
-    return round(x * 1000)
+    return int(round(float(x) * 1000))
 
 
 def _result(query: str, value: Value) -> QueryResult:
@@ -122,7 +136,8 @@ class _Context:
         if isinstance(node, ast.Selector):
             return self.instant_vector(node)
         if isinstance(node, ast.Call):
-            return check_unique(self.call(node), self.query) if node.func not in ("scalar", "time") else self.call(node)
+            value = self.call(node)
+            return check_unique(value, self.query) if isinstance(value, list) else value
         if isinstance(node, ast.Aggregate):
             vec = self.vector_arg(node.expr, node.op)
             return aggregate(node.op, vec, node.grouping, node.without)

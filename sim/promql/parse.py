@@ -68,10 +68,24 @@ class PromQLError(ServeLabError):
     at evaluation the way Prometheus would fail it (e.g. duplicate series in a match group)."""
 
 
+# Limits that Prometheus does not have. The Rust parser recurses on nesting and crashes the
+# process (a stack overflow, not an exception) at a few thousand levels; 4096 characters keep
+# any query below that (measured: 4096-character chains of `(`, `-` and `+` parse fine). The
+# evaluator recurses too, so the tree may be at most MAX_DEPTH levels deep. An analysis query
+# is a few hundred characters and a dozen levels.
+MAX_QUERY_CHARS = 4096
+MAX_DEPTH = 128
+
+
 def parse_query(query: str) -> ast.Node:
     """Parse ``query`` into the evaluator's tree, or raise :class:`PromQLError`."""
     if not isinstance(query, str):
         raise PromQLError(f"a PromQL query must be a string, got {type(query).__name__}")
+    if len(query) > MAX_QUERY_CHARS:
+        raise PromQLError(
+            f"PromQL query of {len(query)} characters starting {query[:60]!r}: ServeLab accepts at "
+            f"most {MAX_QUERY_CHARS} characters (its parser cannot nest deeper safely); shorten it"
+        )
     return _parse_cached(query)
 
 
@@ -89,6 +103,7 @@ def _parse_cached(query: str) -> ast.Node:
 class _Translator:
     def __init__(self, query: str) -> None:
         self.query = query
+        self.depth = 0
 
     def unsupported(self, what: str) -> PromQLError:
         return PromQLError(
@@ -96,7 +111,19 @@ class _Translator:
             f"support (see docs/promql.md for the supported subset)"
         )
 
-    def node(self, e) -> ast.Node:  # noqa: C901 - one dispatch over the parser's node types
+    def node(self, e) -> ast.Node:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise PromQLError(
+                f"PromQL query {self.query[:200]!r} nests more than {MAX_DEPTH} levels deep, more than "
+                "ServeLab's evaluator accepts; split it or simplify it"
+            )
+        try:
+            return self._node(e)
+        finally:
+            self.depth -= 1
+
+    def _node(self, e) -> ast.Node:  # noqa: C901 - one dispatch over the parser's node types
         if isinstance(e, pp.ParenExpr):
             return self.node(e.expr)
         if isinstance(e, pp.NumberLiteral):
@@ -156,7 +183,7 @@ class _Translator:
         except BaseException as exc:  # noqa: BLE001 - the binding panics on times before 1970
             if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
                 raise
-            raise self.unsupported("an @ modifier before 1970") from None
+            raise self.unsupported("an @ modifier time outside 1970 to 9999") from None
         return ast.At("time", round(when.timestamp() * 1000))
 
     def binary(self, e) -> ast.Binary:

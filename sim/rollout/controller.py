@@ -181,8 +181,9 @@ class RolloutSimulation:
         self.step_index = 0
         self.pause_until_s, self.pause_started, self.paused_by_analysis = None, False, False
         self.phase = "Degraded"
-        self.message = "RolloutAborted: Rollout aborted update to revision 2"
         why = self.abort_reason.get("message", "")
+        # Argo's condition message: "RolloutAborted: Rollout aborted update to revision N: <run message>"
+        self.message = f"RolloutAborted: Rollout aborted update to revision 2: {why}"
         self._log(f"ABORT: {why}; canary weight -> 0, status Degraded", "abort")
 
     def undo(self) -> None:
@@ -254,7 +255,7 @@ class RolloutSimulation:
                 self.phase = "Paused"
                 return
             bg = self.m.background
-            start = self.m.canary.analysis.startingStep or 0 if self.m.canary.analysis else 0
+            start = (self.m.canary.analysis.startingStep or 0) if self.m.canary.analysis else 0
             if bg is not None and self.background_run is None and self.step_index >= start:
                 self.background_run = self._start_run(bg, "background")
                 continue

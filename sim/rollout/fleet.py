@@ -25,9 +25,13 @@ import numpy as np
 
 from sim.promql.store import SeriesStore
 from sim.rollout.faults import Fault, effects
-from sim.rollout.surface import Surface, TrafficMix, sample_quantiles
+from sim.rollout.surface import Surface, sample_quantiles
 
-DURATION_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0)
+# Quarter-second buckets around the 2-3 s where this API's p99 lives: histogram_quantile
+# interpolates linearly inside a bucket, so a p99 sitting on a coarse bound (2 s, with
+# 0.5 s buckets) would jump by hundreds of milliseconds on a tiny change in the tail.
+DURATION_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0, 3.5, 4.0, 5.0,
+                      7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0)
 VERSIONS = ("stable", "canary")
 
 

@@ -114,7 +114,7 @@ class KayentaProvider:
         self.last_classes: dict[str, str] = {}
 
     def __call__(self, query: str, at_s: float):
-        from sim.promql.evaluate import PromQLError, instant_query
+        from sim.promql.evaluate import PromQLError, range_query
 
         m = re.fullmatch(r"kayenta:(\S+)", query)
         if m is None:
@@ -123,20 +123,17 @@ class KayentaProvider:
         classes = {}
         for metric in METRICS:
             step = max(SAMPLE_STEP_S, parse_go_duration(metric.window))
-            times = np.arange(at_s, max(at_s - window_s, 0.0) + step - 1e-9, -step)[::-1]
+            # Samples at at_s, at_s - step, ... back to the window's start (or t = 0).
+            first = at_s - step * math.floor(min(window_s, at_s) / step)
             samples = {}
             for version in ("canary", "stable"):
                 q = metric.query.format(svc=self.services[version], w=metric.window)
-                vals = []
-                for t in times:
-                    try:
-                        res = instant_query(q, self.store, float(t))
-                    except PromQLError as exc:
-                        raise ProviderError(str(exc)) from None
-                    v = res.values()
-                    if v and math.isfinite(v[0]):
-                        vals.append(v[0])
-                samples[version] = np.array(vals)
+                try:
+                    results = range_query(q, self.store, first, at_s, step)
+                except PromQLError as exc:
+                    raise ProviderError(str(exc)) from None
+                vals = [r.values()[0] for r in results if r.values()]
+                samples[version] = np.array([v for v in vals if math.isfinite(v)])
             classes[metric.name] = classify(samples["canary"], samples["stable"], metric)
         self.last_classes = classes
         return score(classes)

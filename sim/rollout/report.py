@@ -18,7 +18,7 @@ PANELS = {
 
 def timeseries(sim, step_s: float = 120.0) -> dict:
     """{t_s, weight, <panel>: {canary, stable}} sampled every step_s up to the simulation's end."""
-    from sim.promql.evaluate import instant_query
+    from sim.promql.evaluate import range_query
 
     end = sim.fleet.t_s
     t = np.arange(step_s, end + 1e-9, step_s) if end >= step_s else np.array([end])
@@ -35,8 +35,8 @@ def timeseries(sim, step_s: float = 120.0) -> dict:
         for version in ("canary", "stable"):
             query = q.format(svc=services[version])
             vals = np.full(len(t), np.nan)
-            for i, ti in enumerate(t):
-                v = instant_query(query, sim.fleet.store, float(ti)).values()
+            for i, res in enumerate(range_query(query, sim.fleet.store, float(t[0]), float(t[-1]), step_s)[: len(t)]):
+                v = res.values()
                 if v and math.isfinite(v[0]):
                     vals[i] = v[0]
             out[name][version] = vals

@@ -144,9 +144,6 @@ def engine_cell(config: EngineConfig, mix: TrafficMix, rate: float, step_mult: f
 
 @functools.lru_cache(maxsize=32)
 def baseline_num_gpu_blocks(config: EngineConfig) -> int:
-    from sim.memory import plan_memory
-    from sim.catalog import get_gpu, get_model
-
     import simpy
 
     from sim.engine import Engine

@@ -37,29 +37,31 @@ class FCFSQueue:
 
 
 class PriorityQueue:
-    """Lowest ``(priority, arrival_s)`` first; ties in insertion order, so runs repeat exactly."""
+    """Lowest ``(priority, arrival_s, request_id)`` first, as vLLM's ``Request.__lt__``: ties in
+    priority and arrival (the samples of one request arrive together) go by request id."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[int, float, int, Request]] = []
+        self._heap: list[tuple[int, float, str, int, Request]] = []
         self._counter = itertools.count()
 
     def add(self, request: Request) -> None:
-        heapq.heappush(self._heap, (request.priority, request.arrival_s, next(self._counter), request))
+        entry = (request.priority, request.arrival_s, request.request_id, next(self._counter), request)
+        heapq.heappush(self._heap, entry)
 
     prepend = add  # position is decided by priority, not by insertion
 
     def peek(self) -> Request:
-        return self._heap[0][3]
+        return self._heap[0][4]
 
     def pop(self) -> Request:
-        return heapq.heappop(self._heap)[3]
+        return heapq.heappop(self._heap)[4]
 
     def remove(self, request: Request) -> None:
-        self._heap = [e for e in self._heap if e[3] is not request]
+        self._heap = [e for e in self._heap if e[4] is not request]
         heapq.heapify(self._heap)
 
     def __len__(self) -> int:
         return len(self._heap)
 
     def __iter__(self):
-        return (e[3] for e in sorted(self._heap))
+        return (e[4] for e in sorted(self._heap, key=lambda e: e[:4]))

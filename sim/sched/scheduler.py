@@ -60,6 +60,10 @@ class SchedulerOutput:
     scheduled: list[Request] = field(default_factory=list)
     # Filled by update_from_output: the requests that sampled a token at the end of the step.
     sampled: list[Request] = field(default_factory=list)
+    # Only from LazyDecodeScheduler: parked decodes that also run this step (one token each,
+    # not listed above), and the KV tokens their attention reads.
+    num_steady: int = 0
+    steady_context_tokens: int = 0
 
     @property
     def is_pure_decode(self) -> bool:
@@ -118,22 +122,42 @@ class Scheduler:
     def schedule(self, admit: bool = True) -> SchedulerOutput:
         """One step's decisions. ``admit=False`` leaves the waiting queue alone (the engine uses
         it for vLLM 0.6's multi-step scheduling, which admitted only every N steps)."""
-        limits = self.limits
         out = SchedulerOutput()
-        budget = limits.max_num_batched_tokens
-        threshold = limits.long_prefill_token_threshold
-        max_model_len = limits.max_model_len
-        block_size = self.kv.block_size
+        threshold = self.limits.long_prefill_token_threshold
         if len(self.running) + len(self.waiting) <= 1:
             threshold = 0  # vLLM ignores the threshold when only one request exists
         self.head_blocked = False
+        budget = self._schedule_running(out, self.limits.max_num_batched_tokens, threshold)
+        if admit and not out.preempted_request_ids:  # no admission in a step that preempted
+            budget = self._schedule_waiting(out, budget, threshold)
+        # Advance progress now, so a prefill chunk can continue in the next step.
+        for request in out.scheduled:
+            request.num_computed_tokens += out.num_scheduled_tokens[request.request_id]
+        out.total_num_scheduled_tokens = self.limits.max_num_batched_tokens - budget
+        return out
 
-        # 1. Running requests, in admission order.
+    def _schedule_running(self, out: SchedulerOutput, budget: int, threshold: int) -> int:
+        """Phase 1: running requests, in admission order. Returns the budget left."""
+        limits = self.limits
+        max_model_len = limits.max_model_len
+        block_size = self.kv.block_size
+        scheduled_tokens = out.num_scheduled_tokens
+        scheduled = out.scheduled
+        running = self.running
         i = 0
-        while i < len(self.running) and budget > 0:
-            request = self.running[i]
+        while i < len(running) and budget > 0:
+            request = running[i]
             computed = request.num_computed_tokens
             n = request.num_tokens - computed
+            if (n == 1 and computed % block_size and (computed + 1) % block_size
+                    and computed < max_model_len - 1 and not self.kv.copy_on_write):
+                # A decode that stays inside its last block needs no new block and fills none
+                # to cache: the KV manager would do nothing, so skip the call (the common case).
+                scheduled_tokens[request.request_id] = 1
+                scheduled.append(request)
+                budget -= 1
+                i += 1
+                continue
             if 0 < threshold < n:
                 n = threshold
             if n > budget:
@@ -141,14 +165,6 @@ class Scheduler:
             if n > max_model_len - computed - 1:
                 n = max_model_len - computed - 1
             if n <= 0:
-                i += 1
-                continue
-            if n == 1 and computed % block_size and (computed + 1) % block_size:
-                # A decode that stays inside its last block needs no new block and fills none
-                # to cache: the KV manager would do nothing, so skip the call (the common case).
-                out.num_scheduled_tokens[request.request_id] = 1
-                out.scheduled.append(request)
-                budget -= 1
                 i += 1
                 continue
             while True:
@@ -170,46 +186,65 @@ class Scheduler:
             out.scheduled.append(request)
             budget -= n
             i += 1
+        return budget
 
-        # 2. Waiting requests, only if nothing was preempted.
-        if admit and not out.preempted_request_ids:
-            while budget > 0 and len(self.waiting) > 0:
-                if len(self.running) >= limits.max_num_seqs:
-                    break
-                request = self.waiting.peek()
-                hits, num_hit_tokens = self.kv.get_computed_blocks(request)
-                n = request.num_tokens - num_hit_tokens
-                if 0 < threshold < n:
-                    n = threshold
-                if not limits.enable_chunked_prefill and n > budget:
-                    break
-                n = min(n, budget)
-                blocks = self.kv.allocate_slots(
-                    request, n, num_hit_tokens, hits, full_sequence_must_fit=True
-                )
-                if blocks is None:
-                    self.head_blocked = True
-                    break
-                self.kv.record_prefix_cache_stats(request, num_hit_tokens)
-                self.waiting.pop()
-                self.running.append(request)
-                if request.status == RequestStatus.PREEMPTED:
-                    out.resumed_request_ids.append(request.request_id)
-                else:
-                    out.new_request_ids.append(request.request_id)
-                    request.num_cached_tokens = num_hit_tokens
-                out.num_cached_tokens[request.request_id] = num_hit_tokens
-                request.status = RequestStatus.RUNNING
-                request.num_computed_tokens = num_hit_tokens
-                out.num_scheduled_tokens[request.request_id] = n
-                out.scheduled.append(request)
-                budget -= n
+    def _schedule_waiting(self, out: SchedulerOutput, budget: int, threshold: int) -> int:
+        """Phase 2: admit waiting requests in queue order. Returns the budget left."""
+        limits = self.limits
+        while budget > 0 and len(self.waiting) > 0:
+            if len(self.running) >= limits.max_num_seqs:
+                break
+            request = self.waiting.peek()
+            hits, num_hit_tokens = self.kv.get_computed_blocks(request)
+            n = request.num_tokens - num_hit_tokens
+            if 0 < threshold < n:
+                n = threshold
+            if not limits.enable_chunked_prefill and n > budget:
+                break
+            n = min(n, budget)
+            blocks = self.kv.allocate_slots(
+                request, n, num_hit_tokens, hits, full_sequence_must_fit=True
+            )
+            if blocks is None:
+                self.head_blocked = True
+                break
+            self.kv.record_prefix_cache_stats(request, num_hit_tokens)
+            self.waiting.pop()
+            self.running.append(request)
+            if request.status == RequestStatus.PREEMPTED:
+                out.resumed_request_ids.append(request.request_id)
+            else:
+                out.new_request_ids.append(request.request_id)
+                request.num_cached_tokens = num_hit_tokens
+            out.num_cached_tokens[request.request_id] = num_hit_tokens
+            request.status = RequestStatus.RUNNING
+            request.num_computed_tokens = num_hit_tokens
+            out.num_scheduled_tokens[request.request_id] = n
+            out.scheduled.append(request)
+            budget -= n
+        return budget
 
-        # Advance progress now, so a prefill chunk can continue in the next step.
-        for request in out.scheduled:
-            request.num_computed_tokens += out.num_scheduled_tokens[request.request_id]
-        out.total_num_scheduled_tokens = limits.max_num_batched_tokens - budget
-        return out
+    def total_computed_tokens(self) -> int:
+        """KV tokens computed by all running requests (shared prefix blocks counted per request)."""
+        return sum(r.num_computed_tokens for r in self.running)
+
+    def memory_breakdown(self):
+        """What the KV cache holds, in token slots, as the vLLM paper's Fig. 2 splits it. Paged
+        memory reserves nothing ahead and has no external fragmentation; the only waste is the
+        unfilled end of each request's last block (internal fragmentation)."""
+        from sim.kv.contiguous import MemoryBreakdown
+
+        bs = self.kv.block_size
+        capacity = (self.kv.pool.num_gpu_blocks - 1) * bs
+        used = capacity - self.kv.num_free_blocks * bs
+        held = sum(len(self.kv.req_to_blocks.get(r.request_id, ())) for r in self.running)
+        # Slots of held blocks not holding a computed token: per request, its last block's tail.
+        internal = max(held * bs - self.total_computed_tokens(), 0)
+        # Blocks shared by several requests are counted once in `used` but per holder in
+        # `held`: take the sharing out so the parts still add up to the capacity.
+        shared_extra = (held - (used // bs)) * bs
+        token_states = max(used - max(internal - max(shared_extra, 0), 0), 0)
+        return MemoryBreakdown(capacity, token_states, 0, used - token_states, 0, capacity - used)
 
     def _pick_victim(self) -> Request:
         if self.limits.policy == "priority":
@@ -246,13 +281,14 @@ class Scheduler:
         """
         finished: list[Request] = []
         max_model_len = self.limits.max_model_len
-        for request in output.scheduled:
-            if request.status != RequestStatus.RUNNING:
-                continue
+        sampled_out = output.sampled
+        for request in output.scheduled:  # all RUNNING: preempted ones left `scheduled`
             if request.num_computed_tokens < request.num_tokens:
                 continue  # a partial prefill chunk samples nothing
-            request.append_output_tokens(1)
-            output.sampled.append(request)
+            # Request.append_output_tokens(1), inlined: this runs for every request every step.
+            request.num_output_tokens += 1
+            request.num_tokens += 1
+            sampled_out.append(request)
             if request.num_output_tokens >= request.max_tokens or request.num_tokens >= max_model_len:
                 request.status = RequestStatus.FINISHED_LENGTH
                 finished.append(request)

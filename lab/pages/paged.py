@@ -1,0 +1,211 @@
+"""Drive vLLM's scheduler and KV manager (``sim.sched``, ``sim.kv``) step by step, and record
+what the PagedAttention page shows at each step: block tables, the physical blocks with their
+owners and reference counts, the free queue, and what contiguous reservations would hold.
+
+Nothing here reimplements the cache: each snapshot is read off the real ``KVCacheManager`` and
+``BlockPool`` after the real ``Scheduler.schedule()`` and ``update_from_output()``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sim.config import next_power_of_two
+from sim.kv.kv_manager import KVCacheManager
+from sim.request import Request
+from sim.sched.scheduler import Scheduler, SchedulerLimits
+
+
+@dataclass(frozen=True)
+class DemoRequest:
+    name: str
+    arrival_step: int
+    own_prompt_tokens: int  # tokens after the shared system prompt (if any)
+    max_tokens: int
+    shares_system_prompt: bool = False
+    n: int = 1  # parallel samples: n requests with the same prompt, as vLLM V1 fans them out
+
+
+@dataclass(frozen=True)
+class PagedScenario:
+    num_gpu_blocks: int = 16  # including vLLM's null block 0; 16 makes D get preempted once
+    block_size: int = 4  # small so every block shows; vLLM's default is 16
+    system_prompt_tokens: int = 8
+    max_num_batched_tokens: int = 32
+    max_num_seqs: int = 8
+    max_model_len: int = 64
+    enable_caching: bool = True
+    requests: tuple[DemoRequest, ...] = (
+        DemoRequest("A", 0, 5, 6, shares_system_prompt=True),
+        DemoRequest("B", 0, 3, 12, shares_system_prompt=True),
+        DemoRequest("C", 1, 9, 8, n=2),
+        DemoRequest("D", 2, 10, 14),
+    )
+
+
+@dataclass
+class RequestView:
+    request_id: str
+    status: str
+    num_prompt_tokens: int
+    num_tokens: int
+    num_computed_tokens: int
+    max_tokens: int
+    block_table: list[int]  # logical block i -> physical block id
+    num_preemptions: int
+    num_cached_tokens: int
+
+
+@dataclass
+class StepView:
+    step: int
+    events: list[str]
+    scheduled: dict[str, int]
+    requests: list[RequestView]
+    # physical block id -> (ref_cnt, cached, owners)
+    blocks: list[dict]
+    free_queue: list[int]  # front (next to allocate) first
+    num_free_blocks: int
+    usage: float
+    prefix_hits_tokens: int
+    prefix_queries_tokens: int
+    contiguous: dict = field(default_factory=dict)
+
+
+def _requests(s: PagedScenario) -> list[tuple[int, Request]]:
+    """(arrival step, Request) in arrival order; prompt tokens are distinct per request."""
+    system = list(range(1000, 1000 + s.system_prompt_tokens))
+    out = []
+    for k, d in enumerate(s.requests):
+        own = [2000 + 100 * k + i for i in range(d.own_prompt_tokens)]
+        prompt = (system if d.shares_system_prompt else []) + own
+        names = [d.name] if d.n == 1 else [f"{d.name}#{j}" for j in range(d.n)]
+        for name in names:
+            out.append((d.arrival_step, Request(name, list(prompt), d.max_tokens, block_size=s.block_size)))
+    return out
+
+
+def run_scenario(s: PagedScenario, max_steps: int = 200) -> list[StepView]:
+    kv = KVCacheManager(s.num_gpu_blocks, s.block_size, s.enable_caching, max_model_len=s.max_model_len)
+    sched = Scheduler(SchedulerLimits(s.max_num_batched_tokens, s.max_num_seqs, s.max_model_len), kv)
+    pending = _requests(s)
+    final_len = {r.request_id: r.num_prompt_tokens + r.max_tokens for _, r in pending}
+    alive: dict[str, Request] = {}
+    views: list[StepView] = []
+    step = 0
+    while step < max_steps and (pending or sched.has_unfinished_requests()):
+        events: list[str] = []
+        while pending and pending[0][0] <= step:
+            _, r = pending.pop(0)
+            sched.add_request(r)
+            alive[r.request_id] = r
+            events.append(f"{r.request_id} arrives: {r.num_prompt_tokens} prompt tokens, will write {r.max_tokens}")
+        out = sched.schedule()
+        for rid in out.new_request_ids + out.resumed_request_ids:
+            hit = out.num_cached_tokens.get(rid, 0)
+            resumed = rid in out.resumed_request_ids
+            verb = "resumes and recomputes its tokens" if resumed else "is admitted"
+            extra = ""
+            if hit:
+                whose = " (its own freed blocks, not evicted yet)" if resumed else ""
+                extra = f"; {hit} tokens ({hit // s.block_size} blocks) come from the prefix cache{whose}"
+            events.append(f"{rid} {verb}{extra}")
+        for rid in out.preempted_request_ids:
+            events.append(
+                f"{rid} is preempted: no free block for the running requests, so the most recently "
+                "admitted one gives all its blocks back and waits at the front of the queue"
+            )
+        finished = sched.update_from_output(out, now_s=float(step))
+        for r in finished:
+            events.append(f"{r.request_id} finishes after {r.num_output_tokens} tokens; its blocks are freed")
+        views.append(_snapshot(step, s, kv, alive, out.num_scheduled_tokens, events, final_len))
+        for r in finished:
+            alive.pop(r.request_id, None)
+        step += 1
+    return views
+
+
+def _snapshot(step, s, kv: KVCacheManager, alive, scheduled, events, final_len) -> StepView:
+    pool = kv.pool
+    owners: dict[int, list[str]] = {}
+    requests = []
+    for rid, r in alive.items():
+        table = [b.block_id for b in kv.get_blocks(rid)]
+        for b in table:
+            owners.setdefault(b, []).append(rid)
+        requests.append(
+            RequestView(
+                rid,
+                r.status.value,
+                r.num_prompt_tokens,
+                r.num_tokens,
+                r.num_computed_tokens,
+                r.max_tokens,
+                table,
+                r.num_preemptions,
+                r.num_cached_tokens,
+            )
+        )
+    free_order = list(pool.free_queue)
+    position = {b: i for i, b in enumerate(free_order)}
+    blocks = [
+        {
+            "block_id": b.block_id,
+            "ref_cnt": b.ref_cnt,
+            "cached": b.block_hash is not None,
+            "null": b.is_null,
+            "owners": owners.get(b.block_id, []),
+            "free_position": position.get(b.block_id),
+        }
+        for b in pool.blocks
+    ]
+    return StepView(
+        step=step,
+        events=events,
+        scheduled=dict(scheduled),
+        requests=requests,
+        blocks=blocks,
+        free_queue=free_order,
+        num_free_blocks=pool.num_free_blocks,
+        usage=kv.usage,
+        prefix_hits_tokens=kv.prefix_cache_hits,
+        prefix_queries_tokens=kv.prefix_cache_queries,
+        contiguous=contiguous_view(s, requests, final_len),
+    )
+
+
+def contiguous_view(s: PagedScenario, requests: list[RequestView], final_len: dict[str, int]) -> dict:
+    """The same live requests on contiguous per-request reservations (the vLLM paper's baselines).
+
+    For each policy, tokens held now: ``used`` (written), ``reserved`` (set aside for tokens the
+    request will write later) and ``internal`` (set aside and never written: the reservation
+    outgrows the true length). A shared system prompt is stored once per request, since a
+    contiguous buffer cannot point into another request's memory.
+    """
+    live = [r for r in requests if r.block_table or r.status == "running"]
+    capacity = (s.num_gpu_blocks - 1) * s.block_size
+    paged_held = len({b for r in live for b in r.block_table}) * s.block_size
+    paged_used = sum(r.num_tokens for r in live)
+    out = {"capacity_tokens": capacity, "paged": {"held": paged_held, "used_by_requests": paged_used}}
+    for policy in ("orca-max", "orca-pow2", "orca-oracle"):
+        used = reserved = internal = 0
+        for r in live:
+            true_len = final_len[r.request_id]
+            if policy == "orca-max":
+                size = s.max_model_len
+            elif policy == "orca-pow2":
+                size = r.num_prompt_tokens + next_power_of_two(r.max_tokens)
+            else:
+                size = true_len
+            size = min(max(size, true_len), s.max_model_len) if policy != "orca-max" else size
+            used += r.num_tokens
+            reserved += max(true_len - r.num_tokens, 0)
+            internal += max(size - true_len, 0)
+        out[policy] = {
+            "used": used,
+            "reserved": reserved,
+            "internal": internal,
+            "held": used + reserved + internal,
+            "fits": used + reserved + internal <= capacity,
+        }
+    return out

@@ -1,0 +1,148 @@
+"""Serving what-if: model, GPU and `vllm serve` flags -> KV capacity, concurrency, latency vs load."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from lab.pages import runs
+from lab.pages.common import defaults, download_json, download_table, need
+from lab.pages.serving import deployment_yaml, vllm_serve_command
+from sim.config import EngineConfig
+from sim.errors import ServeLabError
+
+catalog = need("sim.catalog", "the model and GPU catalog")
+
+GiB = 1024**3
+defaults(
+    wi_model="meta-llama/Llama-3.1-8B",
+    wi_gpu="h100-80gb",
+    wi_tp=1,
+    wi_max_model_len=8192,
+    wi_gpu_util=0.90,
+    wi_prefix=True,
+    wi_mnbt=0,
+    wi_mns=0,
+    wi_input_len=512,
+    wi_output_len=256,
+    wi_num_prompts=200,
+    wi_rates=[4.0, 16.0, 32.0, 64.0, 128.0],
+)
+
+st.title("Serving what-if")
+st.caption(
+    "Pick a model, a GPU and the flags you would give `vllm serve`. ServeLab computes the KV cache "
+    "vLLM would allocate at start-up, then simulates the server under rising request rates."
+)
+
+controls, results = st.columns([1, 3], gap="large")
+with controls:
+    st.subheader("vllm serve")
+    models = catalog.known_models()
+    gpus = catalog.known_gpus()
+    model = st.selectbox("Model", models, key="wi_model")
+    gpu = st.selectbox("GPU (`--gpu`)", gpus, key="wi_gpu")
+    tp = st.select_slider("--tensor-parallel-size", [1, 2, 4, 8], key="wi_tp")
+    max_model_len = st.number_input("--max-model-len", 256, 131072, step=256, key="wi_max_model_len")
+    gpu_util = st.slider("--gpu-memory-utilization", 0.50, 0.98, step=0.01, key="wi_gpu_util")
+    prefix = st.toggle("--enable-prefix-caching", key="wi_prefix")
+    mnbt = st.number_input("--max-num-batched-tokens (0: vLLM's default)", 0, 65536, step=512, key="wi_mnbt")
+    mns = st.number_input("--max-num-seqs (0: vLLM's default)", 0, 2048, step=16, key="wi_mns")
+    st.subheader("Load (`vllm bench serve`)")
+    input_len = st.number_input("--random-input-len", 16, 32768, step=64, key="wi_input_len")
+    output_len = st.number_input("--random-output-len", 1, 8192, step=32, key="wi_output_len")
+    num_prompts = st.number_input("--num-prompts per rate", 20, 2000, step=20, key="wi_num_prompts")
+    rates = st.multiselect(
+        "--request-rate (requests/s)", [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0], key="wi_rates"
+    )
+
+try:
+    config = EngineConfig(
+        model=model,
+        gpu=gpu,
+        tensor_parallel_size=int(tp),
+        max_model_len=int(max_model_len),
+        gpu_memory_utilization=float(gpu_util),
+        enable_prefix_caching=bool(prefix),
+        max_num_batched_tokens=int(mnbt) or None,
+        max_num_seqs=int(mns) or None,
+    )
+    plan = runs.memory_plan(config)
+except ServeLabError as exc:
+    with results:
+        st.error(f"vLLM would refuse to start: {exc}", icon=":material/block:")
+    st.stop()
+
+with results:
+    st.subheader("At start-up")
+    c = st.columns(4)
+    c[0].metric("GPU KV cache (tokens)", f"{plan['kv_cache_tokens']:,}")
+    c[1].metric("KV blocks", f"{plan['num_gpu_blocks']:,}", help=f"{plan['block_size']} tokens a block")
+    c[2].metric(
+        "Max concurrency",
+        f"{plan['max_concurrency']:.2f}x",
+        help=f"requests of {plan['max_model_len']:,} tokens that fit at once",
+    )
+    c[3].metric("Weights per GPU", f"{plan['weights_bytes_per_gpu'] / GiB:.1f} GiB")
+    parts = [
+        ("weights", plan["weights_bytes_per_gpu"]),
+        ("activations", plan["activation_peak_bytes"]),
+        ("CUDA graphs", plan["cudagraph_bytes"]),
+        ("non-torch", plan["non_torch_bytes"]),
+        ("KV cache", plan["num_gpu_blocks"] * plan["block_size"] * plan["kv_bytes_per_token"]),
+    ]
+    parts.append(("left unused", max(plan["total_bytes"] - sum(b for _, b in parts), 0)))
+    fig = go.Figure(
+        [go.Bar(y=["one GPU"], x=[b / GiB], name=name, orientation="h") for name, b in parts],
+        layout=dict(barmode="stack", height=170, margin=dict(l=10, r=10, t=10, b=30), xaxis_title="GiB"),
+    )
+    st.plotly_chart(fig, key="wi_memory_chart")
+    st.code("\n".join(plan["startup_log_lines"]), language="text")
+
+    st.subheader("Under load")
+    load_ok = st.button("Simulate the rates", type="primary", icon=":material/play_arrow:", key="wi_run")
+    if load_ok:
+        st.session_state.wi_ran = True
+    if st.session_state.get("wi_ran") and rates:
+        rows = []
+        progress = st.progress(0.0, text="simulating...")
+        for i, rate in enumerate(sorted(rates)):
+            progress.progress(i / len(rates), text=f"simulating {rate:g} requests/s")
+            load = runs.RandomLoad(int(num_prompts), int(input_len), int(output_len), 0.0, float(rate))
+            try:
+                out = runs.engine_run(config, load, "serve")
+            except ServeLabError as exc:
+                st.error(str(exc))
+                st.stop()
+            rows.append({"request_rate": rate, **out["summary"]})
+        progress.empty()
+        df = pd.DataFrame(rows)
+        fig = make_subplots(rows=1, cols=3, subplot_titles=("Output tokens/s", "Mean TTFT (ms)", "Mean TPOT (ms)"))
+        for col, name in enumerate(("output_throughput", "mean_ttft_ms", "mean_tpot_ms"), start=1):
+            fig.add_scatter(x=df.request_rate, y=df[name], mode="lines+markers", name=name, row=1, col=col)
+            fig.update_xaxes(title_text="request rate (req/s)", type="log", row=1, col=col)
+        fig.update_layout(height=330, showlegend=False, margin=dict(l=10, r=10, t=40, b=10))
+        st.plotly_chart(fig, key="wi_load_chart")
+        st.dataframe(df.round(2), hide_index=True)
+        download_table(df, f"what-if-{model.split('/')[-1]}-{gpu}-tp{tp}", key="wi_dl")
+        saturated = df[df.p99_ttft_ms > 10 * df.p99_ttft_ms.min()]
+        if len(saturated):
+            st.info(
+                f"From {saturated.request_rate.min():g} requests/s on, requests queue: TTFT grows while "
+                "throughput stops rising. That rate is past what this configuration can serve.",
+                icon=":material/info:",
+            )
+    elif not rates:
+        st.info("Choose at least one request rate.")
+
+    st.subheader("Take it to a real GPU")
+    left, right = st.columns(2)
+    command = vllm_serve_command(config)
+    left.code(command, language="bash")
+    left.download_button("Download the command", command + "\n", file_name="vllm-serve.sh", key="wi_dl_cmd")
+    manifest = deployment_yaml(config)
+    right.code(manifest, language="yaml")
+    right.download_button("Download the Deployment", manifest, file_name="vllm-deployment.yaml", key="wi_dl_yaml")
+    download_json(plan, "memory-plan", "Download the memory plan (JSON)", key="wi_dl_plan")

@@ -1,0 +1,347 @@
+"""The emulator's HTTP routes: vLLM's OpenAI-compatible server in front of the simulated engine.
+
+``EmulatorServer`` holds the state (tokenizer, faults, metrics, the wall-clock runner);
+``build_app`` gives the FastAPI application. Routes follow vLLM's ``entrypoints/openai``:
+``/v1/completions``, ``/v1/chat/completions``, ``/v1/models``, ``/health``, ``/ping``,
+``/load``, ``/version``, ``/metrics``; and ServeLab's own ``/admin/faults``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from lab.server import delivery as D
+from lab.server import protocol as P
+from lab.server.faults import FaultSet, parse_fault
+from lab.server.generation import ChoicePlan, plan_choice
+from lab.server.metrics import ServerMetrics
+from lab.server.runner import SimRunner
+from lab.server.tokenizer import Tokenizer
+from sim.errors import ServeLabError
+
+log = logging.getLogger("servelab.serve")
+
+VLLM_VERSION = "0.33.0"  # the vLLM release whose behaviour the simulator follows
+INFERENCE_PATHS = ("/v1/completions", "/v1/chat/completions")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    model: str
+    served_model_names: tuple[str, ...]
+    max_model_len: int | None = None  # None: the engine's (the model's context, or --max-model-len)
+    service: str = "ai-api"
+    seed: int = 0
+    api_key: str | None = None
+    enable_log_requests: bool = False
+    judge_metrics: bool = False  # export llm_judge_quality_score for the built-in questions answered
+
+
+@dataclass
+class _Prompt:
+    text: str  # what the question matcher reads
+    token_ids: list[int]
+    max_tokens: int
+    last_word: str | None  # the prompt's last word: a completion's first piece follows it
+
+
+class EmulatorServer:
+    def __init__(self, settings: ServeSettings, build_engine, *, faults: FaultSet | None = None,
+                 clock=time.monotonic) -> None:
+        self.settings = settings
+        self.tokenizer = Tokenizer()
+        self.faults = faults or FaultSet(settings.service)
+        self.clock = clock
+        # Two seeded streams: one for the runner (crash times), one for per-request draws
+        # (error-rate), so adding load never moves the crash times.
+        runner_rng, self.request_rng = np.random.default_rng(settings.seed).spawn(2)
+        self.runner = SimRunner(build_engine, faults=self.faults, rng=runner_rng, clock=clock)
+        self.max_model_len = settings.max_model_len or self.runner.engine.limits.max_model_len
+        self.metrics = ServerMetrics(model_name=settings.served_model_names[0], service=settings.service,
+                                     max_model_len=self.max_model_len,
+                                     stats_source=lambda: self.runner.engine.stats,
+                                     errors_source=lambda: self.runner.killed_by_crash,
+                                     lag_source=lambda: self.runner.max_lag_s,
+                                     judge_enabled=settings.judge_metrics)
+        self.runner.observers.append(self.metrics)
+        self.in_flight = 0
+
+    @classmethod
+    def from_config(cls, settings: ServeSettings, config, *, faults: FaultSet | None = None) -> "EmulatorServer":
+        """A server whose engine is ``sim.engine.Engine`` for ``config`` (an ``EngineConfig``)."""
+        from sim.engine import Engine
+
+        def build(env):
+            return Engine(env, config, seed=settings.seed, usage="serve")
+
+        return cls(settings, build, faults=faults)
+
+    @property
+    def engine(self) -> Any:
+        return self.runner.engine
+
+    # -- checks ----------------------------------------------------------------------------------
+    def check_model(self, model: str | None) -> None:
+        if model is not None and model not in self.settings.served_model_names:
+            raise P.model_not_found(model)
+
+    def check_auth(self, request: Request) -> JSONResponse | None:
+        key = self.settings.api_key
+        if key is None or request.headers.get("authorization") == f"Bearer {key}":
+            return None
+        return JSONResponse({"error": "Unauthorized"}, status_code=401)  # vLLM's exact body
+
+    def _prompts_of_completion(self, req: P.CompletionRequest) -> list[_Prompt]:
+        raw = req.prompt
+        if isinstance(raw, str):
+            items: list[str | list[int]] = [raw]
+        elif raw and all(isinstance(x, int) for x in raw):
+            items = [list(raw)]  # type: ignore[arg-type]
+        else:
+            items = list(raw)  # type: ignore[arg-type]
+        if not items:
+            raise P.bad_request("Prompt cannot be empty", param="prompt")
+        out = []
+        for item in items:
+            if isinstance(item, str):
+                ids = [self.tokenizer.bos] + self.tokenizer.encode(item)
+                text = item
+            else:
+                ids, text = list(item), self.tokenizer.decode(list(item))
+            out.append(_Prompt(text, ids, self._max_tokens(len(ids), req.max_tokens, "max_tokens"),
+                               self.tokenizer.last_word(text)))
+        return out
+
+    def _prompt_of_chat(self, req: P.ChatCompletionRequest) -> _Prompt:
+        if not req.messages:
+            raise P.bad_request("messages must not be empty", param="messages")
+        # A minimal chat template: a role marker before each message and one for the answer.
+        ids = [self.tokenizer.bos]
+        last_user = ""
+        for m in req.messages:
+            content = m.content
+            if isinstance(content, list):
+                content = " ".join(str(part.get("text", "")) for part in content if part.get("type") == "text")
+            content = content or ""
+            ids.append(self.tokenizer.token_id(f"<|{m.role}|>"))
+            ids.extend(self.tokenizer.encode(content))
+            if m.role == "user":
+                last_user = content
+        ids.append(self.tokenizer.token_id("<|assistant|>"))
+        requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+        param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
+        return _Prompt(last_user, ids, self._max_tokens(len(ids), requested, param), None)
+
+    def _max_tokens(self, prompt_len: int, requested: int | None, param: str) -> int:
+        limit = self.max_model_len
+        if requested is None:  # vLLM: the rest of the context window
+            requested = max(limit - prompt_len, 0)
+            if requested == 0:
+                raise P.context_too_long(limit, prompt_len, 0)
+        if requested < 1:
+            raise P.bad_request(f"max_tokens must be at least 1, got {requested}.", param=param)
+        if prompt_len + requested > limit:
+            raise P.context_too_long(limit, prompt_len, requested)
+        return requested
+
+    # -- planning and submitting -----------------------------------------------------------------
+    def plan(self, prompts: list[_Prompt], n: int, req: P._Base) -> list[ChoicePlan]:
+        now = self.runner.now_s()
+        wrong = self.faults.wrong_share(now)
+        cost = self.faults.product("cost", now)
+        plans = []
+        for p in prompts:
+            for i in range(n):
+                plans.append(plan_choice(tokenizer=self.tokenizer, prompt=p.text, index=i,
+                                         max_tokens=p.max_tokens, seed=self.settings.seed,
+                                         request_seed=req.seed, ignore_eos=req.ignore_eos,
+                                         wrong_share=wrong, cost_multiplier=cost))
+        return plans
+
+    def admit(self) -> None:
+        """Faults that refuse a request before it reaches the engine."""
+        now = self.runner.now_s()
+        if not self.runner.alive:
+            raise P.unavailable("The engine is restarting after a crash (crash-loop fault).")
+        rate = self.faults.error_rate(now)
+        if rate > 0 and self.request_rng.random() < rate:
+            raise P.internal_error("Injected failure (error-rate fault).")
+
+def build_app(server: EmulatorServer) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await server.runner.start()
+        try:
+            yield
+        finally:
+            await server.runner.stop()
+
+    app = FastAPI(title="ServeLab emulator (vLLM-compatible)", version=VLLM_VERSION, lifespan=lifespan)
+    app.state.server = server
+    s = server.settings
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        # vLLM answers a body that is not valid JSON, or misses a required field, with 400
+        # (FastAPI's default would be 422), type "Bad Request", the pydantic errors as message.
+        errors = exc.errors()
+        parts = [f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}" for e in errors]
+        message = "; ".join(parts) or str(exc)
+        if request.url.path in INFERENCE_PATHS:
+            server.metrics.observe_http(400, 0.0)
+        return JSONResponse(P.error_body(message, "Bad Request", 400), status_code=400)
+
+    # -- probes and info ----------------------------------------------------------------------
+    @app.get("/health")
+    async def health() -> Response:
+        return Response(status_code=200 if server.runner.alive else 503)
+
+    @app.api_route("/ping", methods=["GET", "POST"])
+    async def ping() -> Response:
+        return Response(status_code=200 if server.runner.alive else 503)
+
+    @app.get("/version")
+    async def version() -> dict:
+        return {"version": VLLM_VERSION}
+
+    @app.get("/load")
+    async def load() -> dict:
+        return {"server_load": server.in_flight}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        server.runner.advance()
+        return Response(server.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def models(request: Request):
+        if (denied := server.check_auth(request)) is not None:
+            return denied
+        created = P.now_created()
+        data = [
+            {"id": name, "object": "model", "created": created, "owned_by": "vllm", "root": s.model,
+             "parent": None, "max_model_len": server.max_model_len,
+             "permission": [{"id": f"modelperm-{name}", "object": "model_permission", "created": created,
+                             "allow_create_engine": False, "allow_sampling": True, "allow_logprobs": True,
+                             "allow_search_indices": False, "allow_view": True, "allow_fine_tuning": False,
+                             "organization": "*", "group": None, "is_blocking": False}]}
+            for name in s.served_model_names
+        ]
+        return {"object": "list", "data": data}
+
+    # -- faults -------------------------------------------------------------------------------
+    @app.get("/admin/faults")
+    async def get_faults(request: Request):
+        if (denied := server.check_auth(request)) is not None:
+            return denied
+        return _faults_body(server)
+
+    @app.post("/admin/faults")
+    async def post_faults(request: Request):
+        if (denied := server.check_auth(request)) is not None:
+            return denied
+        try:
+            body = await request.json()
+        except ValueError:
+            return P.bad_request('expected a JSON body such as {"spec": "error-rate=0.05"}').response()
+        specs = body.get("specs") if isinstance(body, dict) else None
+        if specs is None and isinstance(body, dict) and "spec" in body:
+            specs = [body["spec"]]
+        if not isinstance(specs, list) or not all(isinstance(x, str) for x in specs):
+            return P.bad_request('expected {"spec": "KIND=VALUE[@START[-END]]"} or {"specs": [...]}',
+                                 param="spec").response()
+        try:
+            parsed = [parse_fault(x, where="POST /admin/faults") for x in specs]
+        except ServeLabError as exc:
+            return P.bad_request(str(exc), param="spec").response()
+        skipped = [f.spec for f in parsed if not server.faults.add(f)]
+        for f in parsed:
+            log.warning("fault %s: %s", "skipped (aimed at the other version)" if f.spec in skipped else "added",
+                        f.spec)
+        body = _faults_body(server)
+        body["skipped"] = skipped
+        return body
+
+    @app.delete("/admin/faults")
+    async def delete_faults(request: Request):
+        if (denied := server.check_auth(request)) is not None:
+            return denied
+        server.faults.clear()
+        server.runner.release_leak()
+        server.runner.down_until_s = float("-inf")
+        return _faults_body(server)
+
+    # -- inference ----------------------------------------------------------------------------
+    @app.post("/v1/completions")
+    async def completions(body: P.CompletionRequest, request: Request):
+        return await _generate(server, request, body, chat=False)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: P.ChatCompletionRequest, request: Request):
+        return await _generate(server, request, body, chat=True)
+
+    return app
+
+
+def _faults_body(server: EmulatorServer) -> dict:
+    r = server.runner
+    return {"faults": server.faults.describe(), "service": server.settings.service, "now_s": r.now_s(),
+            "alive": r.alive, "crashes": r.crashes, "leaked_blocks": len(r.leaked_blocks)}
+
+
+async def _generate(server: EmulatorServer, request: Request, body: P._Base, *, chat: bool):
+    started = server.clock()
+    if (denied := server.check_auth(request)) is not None:
+        return denied
+    try:
+        server.check_model(body.model)
+        if body.n < 1:
+            raise P.bad_request(f"n must be at least 1, got {body.n}.", param="n")
+        if body.stream_options is not None and not body.stream:
+            raise P.bad_request("Stream options can only be defined when `stream=True`.", param="stream_options")
+        prompts = [server._prompt_of_chat(body)] if chat else server._prompts_of_completion(body)  # type: ignore[arg-type]
+        server.admit()
+    except P.APIError as exc:
+        server.metrics.observe_http(exc.status, server.clock() - started)
+        return exc.response()
+
+    plans = server.plan(prompts, body.n, body)
+    multiplier = server.faults.product("latency", server.runner.now_s())
+    model = body.model or server.settings.served_model_names[0]
+    request_id = P.new_id("chatcmpl" if chat else "cmpl")
+    items = [(prompts[i // body.n].token_ids, plan.max_tokens) for i, plan in enumerate(plans)]
+    handle = server.runner.submit(items, request_id)
+    prompt_tokens = sum(len(p.token_ids) for p in prompts)
+    if server.settings.enable_log_requests:
+        log.info("Received request %s: prompt_tokens=%d, n=%d, max_tokens=%s", request_id, prompt_tokens,
+                 body.n, [p.max_tokens for p in prompts])
+    server.in_flight += 1
+    builder = D.ResponseBuilder(plans, prompts, body.n, chat, request_id, model, prompt_tokens)
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        cleanup = D.cleanup_once(server, handle, started)
+        gen = D.stream(server, handle, plans, multiplier, builder, include_usage, cleanup)
+        return D.AbortOnCloseStream(gen, cleanup, media_type="text/event-stream")
+    return await D.complete(server, request, handle, plans, multiplier, builder, started)
+
+
+def log_startup(server: EmulatorServer, host: str, port: int) -> None:
+    """vLLM's start-up lines: the memory plan's KV-cache size, then the server address."""
+    engine = server.engine
+    log.info("vLLM API server version %s (ServeLab emulator: the engine is simulated, no GPU is used)",
+             VLLM_VERSION)
+    for line in engine.memory.startup_log_lines():
+        log.info("%s", line)
+    for fault in server.faults.describe():
+        log.info("Fault in force: %s", fault["spec"])
+    log.info("Starting vLLM API server 0 on http://%s:%d", host, port)

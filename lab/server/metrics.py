@@ -1,0 +1,215 @@
+"""The emulator's ``/metrics``: vLLM's series, fed by the simulated engine, and the HTTP series.
+
+vLLM's names, labels (``model_name``, ``engine``) and buckets follow vLLM 0.33 (the reference's
+section 5). Counters and gauges are read from the engine's live ``stats`` at scrape time, so
+they can never drift from the simulation; histograms are observed from the engine's listener
+hooks as requests finish and steps end. Each server has its own ``CollectorRegistry`` (never
+prometheus_client's global one), so several servers in one process (tests) do not collide.
+
+The HTTP series are what the course's AnalysisTemplates query:
+``http_requests_total{service,status}`` and ``http_request_duration_seconds{service}``. vLLM
+itself exports ``http_requests_total`` through prometheus-fastapi-instrumentator with other
+labels (``handler``, ``method``, ``status`` as ``2xx``); we use the course's labels, because the
+analyses must run unchanged, and count only the inference routes, so health checks and scrapes
+do not dilute the error rate. Two more series feed the course's other rollback triggers:
+``llm_request_cost_dollars_total{service}`` (token cost at the simulated fleet's prices) and
+``llm_judge_quality_score{service}`` (a summary of judge scores, with ``--judge-metrics``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, Summary, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from sim.metrics import VLLM_BUCKETS, request_length_buckets
+
+# The buckets of the simulated fleet (``sim/rollout/fleet.py``), so that the emulator and the
+# simulated cluster give the same p99 for the same latencies. They reach two minutes: an LLM
+# request often takes longer than prometheus_client's default top bucket (10 s).
+HTTP_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0,
+                         15.0, 20.0, 30.0, 60.0, 120.0)
+
+# The simulated fleet's prices, for llm_request_cost_dollars_total (dollars per million tokens).
+INPUT_PRICE_PER_MTOK = 0.10
+OUTPUT_PRICE_PER_MTOK = 0.30
+
+FINISHED_REASONS = ("stop", "length", "abort", "error")
+
+
+class _EngineStatsCollector:
+    """Counters and gauges read from the engine's ``stats`` when Prometheus scrapes."""
+
+    def __init__(self, server: "ServerMetrics") -> None:
+        self.server = server
+
+    def describe(self):  # no pre-declared families: the registry then calls collect lazily
+        return []
+
+    def collect(self):
+        m = self.server
+        stats = m.stats_source()
+        labels = [m.model_name, m.engine_index]
+        names = ["model_name", "engine"]
+
+        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+            g = GaugeMetricFamily(name, doc, labels=names)
+            g.add_metric(labels, float(value))
+            return g
+
+        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+            c = CounterMetricFamily(name, doc, labels=names)
+            c.add_metric(labels, float(value))
+            return c
+
+        if stats is None:
+            return
+        yield gauge("vllm:num_requests_running", "Number of requests in model execution batches.",
+                    stats.num_requests_running)
+        yield gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.",
+                    stats.num_requests_waiting)
+        yield gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.",
+                    stats.kv_cache_usage_perc)
+        yield counter("vllm:prompt_tokens", "Number of prefill tokens processed.", stats.prompt_tokens_total)
+        yield counter("vllm:generation_tokens", "Number of generation tokens processed.",
+                      stats.generation_tokens_total)
+        yield counter("vllm:num_preemptions", "Cumulative number of preemption from the engine.",
+                      stats.num_preemptions_total)
+        yield counter("vllm:prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens.",
+                      stats.prefix_cache_queries_total)
+        yield counter("vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.",
+                      stats.prefix_cache_hits_total)
+        success = CounterMetricFamily("vllm:request_success", "Count of successfully processed requests.",
+                                      labels=names + ["finished_reason"])
+        done = dict(stats.request_success_total)
+        # Requests killed by a crash reach the engine as aborts; vLLM reports them as errors.
+        done["abort"] = done.get("abort", 0) - m.errors_source()
+        done["error"] = done.get("error", 0) + m.errors_source()
+        for reason in FINISHED_REASONS:
+            success.add_metric(labels + [reason], float(done.get(reason, 0)))
+        yield success
+        # ServeLab's own: how late the wall-clock simulation has run (CPU starvation). Near zero
+        # means the latencies above are the simulator's; large values mean the machine is slow.
+        yield gauge("servelab:emulator_max_lag_seconds",
+                    "Most the simulation has lagged the wall clock since start, in seconds.", m.lag_source())
+
+
+class ServerMetrics:
+    """Every series the emulator exports, in one registry of its own."""
+
+    def __init__(self, *, model_name: str, service: str, max_model_len: int, stats_source,
+                 errors_source=lambda: 0, lag_source=lambda: 0.0, judge_enabled: bool = False) -> None:
+        self.lag_source = lag_source
+        self.judge_enabled = judge_enabled
+        self.model_name = model_name
+        self.service = service
+        self.engine_index = "0"
+        self.stats_source = stats_source  # a callable returning the engine's live stats (or None)
+        self.errors_source = errors_source  # a callable: requests killed by a crash so far
+        self.registry = CollectorRegistry()
+        reg = self.registry
+        names = ["model_name", "engine"]
+
+        def hist(name: str, doc: str, buckets) -> Histogram:
+            return Histogram(name, doc, names, buckets=list(buckets), registry=reg)
+
+        self.ttft = hist("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.",
+                         VLLM_BUCKETS["time_to_first_token_seconds"])
+        self.itl = hist("vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.",
+                        VLLM_BUCKETS["inter_token_latency_seconds"])
+        self.tpot = hist("vllm:request_time_per_output_token_seconds",
+                         "Histogram of time_per_output_token_seconds per request.",
+                         VLLM_BUCKETS["request_time_per_output_token_seconds"])
+        self.e2e = hist("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.",
+                        VLLM_BUCKETS["e2e_request_latency_seconds"])
+        self.queue = hist("vllm:request_queue_time_seconds",
+                          "Histogram of time spent in WAITING phase for request.",
+                          VLLM_BUCKETS["e2e_request_latency_seconds"])
+        self.inference = hist("vllm:request_inference_time_seconds",
+                              "Histogram of time spent in RUNNING phase for request.",
+                              VLLM_BUCKETS["e2e_request_latency_seconds"])
+        self.prefill = hist("vllm:request_prefill_time_seconds",
+                            "Histogram of time spent in PREFILL phase for request.",
+                            VLLM_BUCKETS["e2e_request_latency_seconds"])
+        self.decode = hist("vllm:request_decode_time_seconds",
+                           "Histogram of time spent in DECODE phase for request.",
+                           VLLM_BUCKETS["e2e_request_latency_seconds"])
+        self.iteration_tokens = hist("vllm:iteration_tokens_total", "Histogram of number of tokens per engine_step.",
+                                     VLLM_BUCKETS["iteration_tokens_total"])
+        self.prompt_tokens = hist("vllm:request_prompt_tokens", "Number of prefill tokens processed.",
+                                  request_length_buckets(max_model_len))
+        self.generation_tokens = hist("vllm:request_generation_tokens", "Number of generation tokens processed.",
+                                      request_length_buckets(max_model_len))
+        reg.register(_EngineStatsCollector(self))
+
+        self.http_requests = Counter("http_requests_total", "HTTP requests to the inference routes.",
+                                     ["service", "status"], registry=reg)
+        self.http_duration = Histogram("http_request_duration_seconds",
+                                       "Time from receiving an inference request to its last byte.",
+                                       ["service"], buckets=list(HTTP_DURATION_BUCKETS), registry=reg)
+        # Both statuses exist from the start, at 0: an error-rate query then reads 0, not an
+        # empty vector, before the first error (the simulated fleet does the same).
+        for status in ("200", "500"):
+            self.http_requests.labels(service=service, status=status)
+        self.cost = Counter("llm_request_cost_dollars_total",
+                            "Token cost of the answered requests, in dollars.", ["service"], registry=reg)
+        self.cost.labels(service=service)
+        # With --judge-metrics: what an exact-match judge scores the built-in questions this
+        # server answered (1 right, 0 wrong), the series the quality analyses read. Off by
+        # default, because the judge job (lab/judge.py) exports it in the course's cluster.
+        self.judge = Summary("llm_judge_quality_score", "LLM-judge scores (0 to 1) of judged responses.",
+                             ["service"], registry=reg)
+        if judge_enabled:
+            self.judge.labels(service=service)
+
+    def _labels(self) -> dict[str, str]:
+        return {"model_name": self.model_name, "engine": self.engine_index}
+
+    # -- fed by the engine's listener hooks ---------------------------------------------------
+    def observe_step(self, record: Any) -> None:
+        if record.num_batched_tokens > 0:
+            self.iteration_tokens.labels(**self._labels()).observe(record.num_batched_tokens)
+
+    def observe_finished(self, request: Any, now_s: float, token_times_s) -> None:
+        """vLLM's per-request definitions (``v1/metrics/stats.py``), from the request's times.
+
+        Only requests that finished by themselves (stop or length) are observed; aborted ones
+        appear in ``vllm:request_success_total{finished_reason="abort"}`` only."""
+        lab = self._labels()
+        n_out = request.num_output_tokens
+        self.prompt_tokens.labels(**lab).observe(request.num_prompt_tokens)
+        self.generation_tokens.labels(**lab).observe(n_out)
+        self.e2e.labels(**lab).observe(now_s - request.arrival_s)
+        if request.first_scheduled_s is None or request.first_token_s is None:
+            return  # aborted before it ran: only the token counts and e2e apply
+        times = [float(t) for t in token_times_s]
+        last_token_s = times[-1] if times else request.first_token_s
+        self.ttft.labels(**lab).observe(request.first_token_s - request.arrival_s)
+        self.queue.labels(**lab).observe(request.first_scheduled_s - request.arrival_s)
+        self.prefill.labels(**lab).observe(request.first_token_s - request.first_scheduled_s)
+        decode_s = last_token_s - request.first_token_s
+        self.decode.labels(**lab).observe(decode_s)
+        self.inference.labels(**lab).observe(last_token_s - request.first_scheduled_s)
+        if n_out > 1:
+            self.tpot.labels(**lab).observe(decode_s / (n_out - 1))
+        itl = self.itl.labels(**lab)
+        for a, b in zip(times, times[1:]):
+            itl.observe(b - a)
+
+    # -- fed by the HTTP layer -------------------------------------------------------------------
+    def observe_http(self, status: int, duration_s: float) -> None:
+        self.http_requests.labels(service=self.service, status=str(status)).inc()
+        self.http_duration.labels(service=self.service).observe(duration_s)
+
+    def observe_answer(self, prompt_tokens: int, completion_tokens: int, judged: list[bool]) -> None:
+        """A request answered in full: its token cost, and the judge's score of each built-in
+        question among its choices."""
+        dollars = (prompt_tokens * INPUT_PRICE_PER_MTOK + completion_tokens * OUTPUT_PRICE_PER_MTOK) / 1e6
+        self.cost.labels(service=self.service).inc(dollars)
+        if self.judge_enabled:
+            for correct in judged:
+                self.judge.labels(service=self.service).observe(1.0 if correct else 0.0)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,91 @@
+"""A small built-in question set with known answers, so a judge can score the emulator.
+
+When a prompt contains one of these questions, the emulator answers it correctly: the answer
+text becomes the completion's tokens. The quality fault turns a fraction of the answers wrong
+(a plausible answer of the same kind: another capital, a nearby number). A judge job asks the
+questions, compares with :func:`is_correct` and reports the share answered right, which is what
+the course's quality analysis reads.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    text: str
+    answer: str
+    kind: str  # "capital", "arithmetic", "fact": wrong answers are drawn from the same kind
+
+    @property
+    def key(self) -> str:
+        return normalize(self.text)
+
+
+_CAPITALS = [
+    ("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"),
+    ("Japan", "Tokyo"), ("Canada", "Ottawa"), ("Australia", "Canberra"), ("Egypt", "Cairo"),
+    ("Kenya", "Nairobi"), ("Brazil", "Brasilia"), ("Norway", "Oslo"), ("Portugal", "Lisbon"),
+    ("Poland", "Warsaw"), ("Greece", "Athens"), ("Peru", "Lima"), ("Chile", "Santiago"),
+]
+_ARITHMETIC = [
+    ("What is 7 times 8?", "56"), ("What is 12 plus 30?", "42"), ("What is 100 minus 37?", "63"),
+    ("What is 9 times 9?", "81"), ("What is 144 divided by 12?", "12"), ("What is 15 plus 27?", "42"),
+    ("What is 6 times 7?", "42"), ("What is 81 divided by 3?", "27"), ("What is 250 minus 125?", "125"),
+    ("What is 11 times 11?", "121"),
+]
+_FACTS = [
+    ("How many days are in a week?", "7"), ("How many continents are there?", "7"),
+    ("What is the chemical symbol for gold?", "Au"), ("What is the chemical symbol for iron?", "Fe"),
+    ("How many legs does a spider have?", "8"), ("What is the largest planet in the solar system?", "Jupiter"),
+]
+
+QUESTIONS: tuple[Question, ...] = (
+    tuple(Question(f"What is the capital of {country}?", city, "capital") for country, city in _CAPITALS)
+    + tuple(Question(q, a, "arithmetic") for q, a in _ARITHMETIC)
+    + tuple(Question(q, a, "fact") for q, a in _FACTS)
+)
+
+
+
+def normalize(text: str) -> str:
+    """Lower case, words only, single spaces: how prompts and questions are compared."""
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
+_FIRST_WORDS = tuple(dict.fromkeys(q.key.split()[0] for q in QUESTIONS))
+
+
+def find_question(prompt: str) -> Question | None:
+    """The built-in question the prompt asks, if any (the last one, when it holds several)."""
+    low = prompt.lower()
+    if not any(w in low for w in _FIRST_WORDS):  # a cheap test first: most prompts ask none
+        return None
+    norm = f" {normalize(prompt)} "
+    best: tuple[int, Question] | None = None
+    for q in QUESTIONS:  # a tuple: a fixed order, so the choice is deterministic
+        at = norm.rfind(f" {q.key} ")
+        if at >= 0 and (best is None or at > best[0]):
+            best = (at, q)
+    return best[1] if best else None
+
+
+def answer_text(question: Question) -> str:
+    return f"{question.answer}."
+
+
+def wrong_answer_text(question: Question, pick: int) -> str:
+    """A plausible wrong answer of the same kind; ``pick`` (any int) chooses which."""
+    if question.kind == "arithmetic" or question.answer.isdigit():
+        offsets = (1, -1, 2, 10, -2, -10)
+        value = int(question.answer) + offsets[pick % len(offsets)]
+        return f"{value}."
+    others = [q.answer for q in QUESTIONS if q.kind == question.kind and q.answer != question.answer]
+    return f"{others[pick % len(others)]}."
+
+
+def is_correct(question: Question, completion: str) -> bool:
+    """A judge's check: the completion's words include the expected answer."""
+    return f" {normalize(question.answer)} " in f" {normalize(completion)} "

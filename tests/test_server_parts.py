@@ -1,0 +1,206 @@
+"""The emulator's parts without HTTP: fault specs, tokenizer, question set, output plans, flags."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import pytest
+from hypothesis import given, strategies as st
+
+from lab.server import questions
+from lab.server.faults import FaultSet, applies, parse_fault
+from lab.server.generation import plan_choice
+from lab.server.tokenizer import Tokenizer, join_words
+from sim.errors import ConfigError
+
+# --- fault specs ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spec, kind, value, target, start_s, end_s",
+    [
+        pytest.param("error-rate=0.02", "error-rate", 0.02, "canary", 0.0, None, id="plain"),
+        pytest.param("stable:latency=3x", "latency", 3.0, "stable", 0.0, None, id="stable-target"),
+        pytest.param("canary:slow-gpu=2@10m", "slow-gpu", 2.0, "canary", 600.0, None, id="start"),
+        pytest.param("kv-leak=0.5@30m-1h", "kv-leak", 0.5, "canary", 1800.0, 3600.0, id="window"),
+        pytest.param("crash-loop=10m", "crash-loop", 600.0, "canary", 0.0, None, id="crash-duration"),
+        pytest.param("cost=2.5x@90s-1h30m", "cost", 2.5, "canary", 90.0, 5400.0, id="compound-duration"),
+        pytest.param("quality=-0.15", "quality", -0.15, "canary", 0.0, None, id="negative-value"),
+        pytest.param("quality=-0.15@5m", "quality", -0.15, "canary", 300.0, None, id="negative-with-start"),
+    ],
+)
+def test_parse_fault(spec, kind, value, target, start_s, end_s):
+    """The rollout simulator's parser, through the emulator's wrapper."""
+    f = parse_fault(spec)
+    assert (f.kind, f.value, f.target, f.start_s, f.end_s) == (kind, value, target, start_s, end_s)
+
+
+@pytest.mark.parametrize(
+    "where, spec, message",
+    [
+        pytest.param("--fault", "bogus=1", "unknown kind 'bogus'", id="kind"),
+        pytest.param("--fault", "latency=fast", "expected a number for latency", id="multiplier"),
+        pytest.param("POST /admin/faults", "latency=2x@soon", "START must be a duration", id="start-admin"),
+        pytest.param("--fault", "crash-loop=2s", "at least 10s", id="crash-too-often"),
+    ],
+)
+def test_parse_fault_errors_name_the_flag_or_route(where, spec, message):
+    with pytest.raises(ConfigError) as info:
+        parse_fault(spec, where=where)
+    text = str(info.value)
+    assert message in text and text.startswith(f"{where} {spec!r}")
+
+
+@given(
+    target=st.sampled_from(["", "canary:", "stable:"]),
+    kind_value=st.sampled_from([("error-rate", "0.25"), ("latency", "3x"), ("slow-gpu", "1.5x"), ("kv-leak", "0.5"),
+                                ("crash-loop", "10m"), ("cost", "2x"), ("quality", "-0.15")]),
+    start_s=st.integers(0, 7200),
+    length_s=st.one_of(st.none(), st.integers(1, 7200)),
+)
+def test_parse_fault_reads_what_was_written(target, kind_value, start_s, length_s):
+    kind, value = kind_value
+    window = "" if start_s == 0 and length_s is None else f"@{start_s}s" + ("" if length_s is None else f"-{start_s + length_s}s")
+    f = parse_fault(f"{target}{kind}={value}{window}")
+    assert f.kind == kind and f.target == (target.rstrip(":") or "canary")
+    assert f.start_s == start_s and f.end_s == (None if length_s is None else start_s + length_s)
+    assert f.active(start_s) and not f.active(start_s - 0.5)
+
+
+@pytest.mark.parametrize(
+    "service, target, applies_",
+    [
+        pytest.param("ai-api-canary", "canary", True, id="canary-canary"),
+        pytest.param("ai-api-canary", "stable", False, id="canary-stable"),
+        pytest.param("ai-api-stable", "stable", True, id="stable-stable"),
+        pytest.param("ai-api", "stable", True, id="neutral-takes-all"),
+    ],
+)
+def test_fault_target_against_service(service, target, applies_):
+    assert applies(parse_fault(f"{target}:latency=2x"), service) is applies_
+
+
+def test_fault_set_combines_and_respects_windows():
+    fs = FaultSet("ai-api")
+    for spec in ("latency=2x", "latency=3x@10s-20s", "error-rate=0.5", "error-rate=0.5", "quality=-0.2"):
+        fs.add(parse_fault(spec))
+    assert fs.product("latency", 5) == 2 and fs.product("latency", 15) == 6 and fs.product("latency", 20) == 2
+    assert fs.error_rate(0) == pytest.approx(0.75)  # two independent 50 % failures
+    assert fs.wrong_share(0) == pytest.approx(0.2)
+    assert fs.product("slow-gpu", 0) == 1.0
+
+
+# --- tokenizer ---------------------------------------------------------------------------------
+
+words = st.text(alphabet=st.characters(categories=("Ll", "Lu", "Nd")), min_size=1, max_size=12)
+
+
+@given(st.lists(words, min_size=1, max_size=40))
+def test_tokenizer_round_trips_words(ws):
+    tok = Tokenizer()
+    text = " ".join(ws)
+    ids = tok.encode(text)
+    assert len(ids) == len(ws)
+    assert tok.decode(ids) == text
+
+
+def test_tokenizer_is_deterministic_across_instances_and_punctuation_attaches():
+    text = "What is the capital of France? It is Paris, of course."
+    a, b = Tokenizer(), Tokenizer()
+    assert a.encode(text) == b.encode(text)
+    assert a.decode(a.encode(text)) == text
+    assert join_words(["Paris", "."]) == "Paris."
+
+
+# --- questions and plans ------------------------------------------------------------------------
+
+def test_question_set_is_answerable_and_keys_are_unique():
+    assert 20 <= len(questions.QUESTIONS) <= 40
+    assert len({q.key for q in questions.QUESTIONS}) == len(questions.QUESTIONS)
+    for q in questions.QUESTIONS:
+        assert questions.find_question(f"Answer briefly.\n{q.text}") == q
+        assert questions.is_correct(q, questions.answer_text(q))
+        for pick in range(5):
+            assert not questions.is_correct(q, questions.wrong_answer_text(q, pick))
+
+
+@pytest.mark.parametrize(
+    "prompt, max_tokens, kwargs, n_tokens, finish",
+    [
+        pytest.param("What is the capital of Italy?", 16, {}, 2, "stop", id="answer-stops"),
+        pytest.param("What is the capital of Italy?", 1, {}, 1, "length", id="answer-cut"),
+        pytest.param("What is the capital of Italy?", 16, {"ignore_eos": True}, 16, "length", id="ignore-eos"),
+        pytest.param("What is the capital of Italy?", 16, {"cost_multiplier": 3.0}, 6, "stop", id="cost-fault"),
+        pytest.param("Say something", 3, {}, 3, "length", id="filler-cut"),
+    ],
+)
+def test_plan_choice(prompt, max_tokens, kwargs, n_tokens, finish):
+    plan = plan_choice(tokenizer=Tokenizer(), prompt=prompt, index=0, max_tokens=max_tokens, seed=0, **kwargs)
+    assert plan.max_tokens == len(plan.words) == n_tokens and plan.finish_reason == finish
+
+
+def test_plans_are_deterministic_per_seed_and_differ_across_seeds():
+    make = lambda seed, index=0: plan_choice(tokenizer=Tokenizer(), prompt="Say something", index=index,
+                                             max_tokens=500, seed=seed)
+    assert make(0) == make(0)
+    assert make(0).words != make(1).words
+    assert make(0).words != make(0, index=1).words
+
+
+# --- flags --------------------------------------------------------------------------------------
+
+def _parse(*argv):
+    from lab.cli import serve
+
+    parser = argparse.ArgumentParser()
+    serve.add_cli_args(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_vllm_flag_defaults():
+    a = _parse("meta-llama/Llama-3.1-8B", "--gpu", "h100-80gb")
+    assert (a.tensor_parallel_size, a.gpu_memory_utilization, a.block_size, a.port, a.seed) == (1, 0.92, 16, 8000, 0)
+    assert a.enable_prefix_caching is True and a.max_num_seqs is None and a.max_num_batched_tokens is None
+    b = _parse("m", "--gpu", "g", "--no-enable-prefix-caching", "-tp", "2", "--max-model-len", "4096")
+    assert b.enable_prefix_caching is False and b.tensor_parallel_size == 2 and b.max_model_len == 4096
+    assert _parse("--model", "m", "--gpu", "g").model_flag == "m"
+
+
+def test_host_defaults_to_loopback_or_the_environment(monkeypatch):
+    monkeypatch.delenv("SERVELAB_HOST", raising=False)
+    assert _parse("m", "--gpu", "g").host == "127.0.0.1"
+    monkeypatch.setenv("SERVELAB_HOST", "0.0.0.0")
+    assert _parse("m", "--gpu", "g").host == "0.0.0.0"
+    assert _parse("m", "--gpu", "g", "--host", "::1").host == "::1"
+
+
+def test_removed_flag_warns_with_its_replacement(caplog):
+    from lab.cli.serve import build_server
+
+    args = _parse("meta-llama/Llama-3.1-8B", "--gpu", "h100-80gb", "--disable-log-requests")
+    with caplog.at_level(logging.WARNING, logger="servelab"):
+        logging.getLogger("servelab").propagate = True
+        build_server(args)
+    assert any("--disable-log-requests" in r.message and "--enable-log-requests" in r.message
+               for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        pytest.param(["--no-such-flag"], "unrecognized arguments: --no-such-flag", id="unknown-flag"),
+        pytest.param(["--fault", "latency=fast"], "--fault 'latency=fast'", id="bad-fault"),
+        pytest.param(["--pipeline-parallel-size", "2"], "--pipeline-parallel-size: only 1 is simulated", id="pp"),
+        pytest.param(["--gpu-memory-utilization", "1.5"], "--gpu-memory-utilization", id="bad-value"),
+    ],
+)
+def test_cli_errors_exit_2_without_traceback(argv, needle, capsys):
+    from lab.cli.main import main
+
+    try:
+        code = main(["serve", "meta-llama/Llama-3.1-8B", "--gpu", "h100-80gb", "--port", "1", *argv])
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and "Traceback" not in err
