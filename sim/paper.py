@@ -16,11 +16,11 @@ What is measured here, per run:
   the steady part of the run (:func:`sim.calibration_fit.steady_mean_batch`: from 10% of the
   arrival span to the last arrival; our traces are minutes, the paper's an hour);
 * KV memory use: a listener samples after every step how the KV slots split into token states,
-  reservation, internal and external fragmentation (the paper's Fig. 2). For the baselines the
-  scheduler's own ``memory_breakdown()``; for vLLM the block tables: slots of held blocks
-  minus computed tokens is internal waste (the unfilled tail of each request's last block),
-  and there is no reservation and no external fragmentation (any free block fits anywhere).
-  Shares are of the memory in use (held or unusable), time-weighted, as the paper's bars.
+  reservation, internal and external fragmentation (the paper's Fig. 2), from each scheduler's
+  ``memory_breakdown()`` (for vLLM: held block slots minus computed tokens is internal waste,
+  the unfilled tail of each request's last block; no reservation, no external fragmentation).
+  Shares are of the memory in use (held or unusable), time-weighted, as the paper's bars. (The
+  engine's own ``memory_waste()`` samples every 32 steps and as shares of all memory.)
 """
 
 from __future__ import annotations
@@ -86,18 +86,8 @@ class KVSampler:
             self.sums[k] += record.duration_s * parts[k] / used
 
     def snapshot(self) -> dict[str, int]:
-        sched = self.engine.scheduler
-        breakdown = getattr(sched, "memory_breakdown", None)
-        if breakdown is not None:
-            b = breakdown()
-            return {k: getattr(b, k) for k in MEMORY_PARTS}
-        kv, bs = self.engine.kv, self.engine.config.block_size
-        tokens = slots = 0
-        for r in sched.running:
-            tokens += r.num_computed_tokens
-            slots += len(kv.get_blocks(r.request_id)) * bs
-        return {"token_states": tokens, "reservation": 0,
-                "internal_fragmentation": max(slots - tokens, 0), "external_fragmentation": 0}
+        b = self.engine.scheduler.memory_breakdown()
+        return {k: getattr(b, k) for k in MEMORY_PARTS}
 
     def shares(self) -> dict[str, float]:
         w = self.weight or 1.0
