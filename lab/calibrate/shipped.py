@@ -48,8 +48,22 @@ def paper_2023():
     from sim.calibration import SHIPPED, load_profile, select
     from sim.paper import fig13_points
 
-    start = select(load_profile(str(SHIPPED)), "a100-40gb", "facebook/opt-13b", 1)
-    result = fit(fig13_points(), start=start, free=("overhead_s", "per_seq_s", "kv_bw_eff"), max_evaluations=15)
+    import math
+
+    from sim.calibration_fit import simulate_many
+
+    base = select(load_profile(str(SHIPPED)), "a100-40gb", "facebook/opt-13b", 1)
+    points = fig13_points()
+    # Two bars admit many (overhead, per-sequence) pairs and the simulator's response is
+    # noisy, so a local fit lands wherever its path goes: start it from the best of a grid.
+    grid = [replace(base, overhead_s=o, per_seq_s=q, kv_bw_eff=k)
+            for o in (0.0, 0.01, 0.02, 0.03) for q in (1e-4, 2e-4, 3e-4, 4e-4, 5e-4) for k in (0.6, 1.0)]
+
+    def cost(c):
+        return sum(math.log(s / p.measured) ** 2 for p, s in zip(points, simulate_many(points, c)))
+
+    start = min(grid, key=cost)
+    result = fit(points, start=start, free=("overhead_s", "per_seq_s", "kv_bw_eff"), max_evaluations=15)
     return result, result.rows
 
 
