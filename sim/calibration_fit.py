@@ -42,6 +42,35 @@ class Point:
     usage: str = "offline"
     held_out: bool = False
     label: str = ""
+    max_concurrency: int | None = None  # vllm bench serve --max-concurrency
+
+
+@dataclass(frozen=True)
+class ExactWorkload:
+    """A workload rebuilt from a result file: the exact prompt and output lengths, in order,
+    with arrivals drawn as ``vllm bench serve`` draws them (the file does not record them)."""
+
+    prompt_lens: tuple[int, ...]
+    output_lens: tuple[int, ...]
+    request_rate: float = math.inf
+    burstiness: float = 1.0
+    name: str = "from-result-file"
+
+    @property
+    def num_prompts(self) -> int:
+        return len(self.prompt_lens)
+
+    def build(self, rng: np.random.Generator):
+        from sim.workload import Workload, arrival_times
+
+        n = len(self.prompt_lens)
+        return Workload(
+            name=self.name, arrival_s=arrival_times(n, self.request_rate, self.burstiness, rng),
+            prompt_len=np.array(self.prompt_lens, dtype=np.int64),
+            output_len=np.array(self.output_lens, dtype=np.int64),
+            prefix_len=np.zeros(n, dtype=np.int64), prefix_group=np.full(n, -1, dtype=np.int64),
+            token_seed=int(rng.integers(0, 2**62)),
+        )
 
 
 @dataclass
@@ -56,30 +85,70 @@ class FitResult:
         return float(np.mean(errs)) if errs else math.nan
 
 
-def simulate(point: Point, coefficients: StepCoefficients, seed: int = 0) -> float:
+def run_point(point: Point, coefficients: StepCoefficients, seed: int = 0):
+    """The simulated run behind a point (an :class:`sim.engine.EngineResult`)."""
     from sim.engine import Engine  # noqa: F401  (imports the runner)
     from sim.runner import run_engine
     from sim.workload import build_workload
 
-    workload = build_workload(point.workload, np.random.default_rng(seed))
-    result = run_engine(point.config, workload, seed=seed, usage=point.usage, coefficients=coefficients)
-    if point.metric == "requests_per_second":
+    rng = np.random.default_rng(seed)
+    spec = point.workload
+    workload = spec.build(rng) if hasattr(spec, "build") else build_workload(spec, rng)
+    return run_engine(point.config, workload, seed=seed, usage=point.usage, coefficients=coefficients,
+                      max_concurrency=point.max_concurrency)
+
+
+def simulate(point: Point, coefficients: StepCoefficients, seed: int = 0) -> float:
+    return metric_of(run_point(point, coefficients, seed), point.metric)
+
+
+def simulate_many(points: list[Point], coefficients: StepCoefficients, seed: int = 0) -> list[float]:
+    """Like :func:`simulate` for each point, running each distinct setup once (several
+    metrics of one run are several points)."""
+    runs: dict = {}
+    out = []
+    for p in points:
+        key = (p.config, p.workload, p.usage, p.max_concurrency)
+        if key not in runs:
+            runs[key] = run_point(p, coefficients, seed)
+        out.append(metric_of(runs[key], p.metric))
+    return out
+
+
+def metric_of(result, metric: str) -> float:
+    if metric == "requests_per_second":
         return len(result.request_ids) / result.elapsed_s
-    if point.metric == "output_tokens_per_second":
+    if metric == "output_tokens_per_second":
         return float(result.output_len.sum()) / result.elapsed_s
-    if point.metric == "median_ttft_ms":
+    if metric == "median_ttft_ms":
         return float(np.median(result.ttft_s)) * 1000
-    if point.metric == "median_tpot_ms":
+    if metric == "median_tpot_ms":
         return float(np.median(result.tpot_s)) * 1000
-    if point.metric == "median_e2el_ms":
+    if metric == "median_e2el_ms":
         return float(np.median(result.e2el_s)) * 1000
-    raise ValueError(f"unknown metric {point.metric!r}")
+    if metric == "mean_batched_requests":
+        return steady_mean_batch(result)
+    raise ValueError(f"unknown metric {metric!r}")
+
+
+def steady_mean_batch(result, warmup_fraction: float = 0.1) -> float:
+    """Running requests per step, weighted by step duration, over the steady part of a run:
+    steps ending after the first ``warmup_fraction`` of the arrival span and before the last
+    arrival. A short trace spends much of its time filling up and draining (the last long
+    requests decode alone); the paper's one-hour traces did not. Offline runs (all arrivals at
+    once) use every step."""
+    t, d, n = result.steps["t_s"], result.steps["duration_s"], result.steps["num_running"]
+    first, last = float(result.arrival_s.min()), float(result.arrival_s.max())
+    keep = np.ones(len(t), dtype=bool)
+    if last > first:
+        keep = (t >= first + warmup_fraction * (last - first)) & (t <= last)
+    w = d[keep]
+    return float((n[keep] * w).sum() / w.sum()) if w.sum() else 0.0
 
 
 def evaluate(points: list[Point], coefficients: StepCoefficients) -> list[dict]:
     rows = []
-    for p in points:
-        sim = simulate(p, coefficients)
+    for p, sim in zip(points, simulate_many(points, coefficients)):
         rows.append({
             "label": p.label, "source": p.source, "metric": p.metric, "measured": p.measured,
             "simulated": sim, "error": sim / p.measured - 1, "held_out": p.held_out,
@@ -90,7 +159,12 @@ def evaluate(points: list[Point], coefficients: StepCoefficients) -> list[dict]:
 def fit(points: list[Point], start: StepCoefficients | None = None,
         free: tuple[str, ...] = ("overhead_s", "per_seq_s", "kv_bw_eff", "matmul_eff"),
         max_evaluations: int = 60) -> FitResult:
-    """Least squares on log(simulated / measured) over the points not held out."""
+    """Least squares on log(simulated / measured) over the points not held out.
+
+    The search runs on each coefficient's position within its bounds (0..1), so one finite-
+    difference step (2% of the range) means as much for ``overhead_s`` as for ``matmul_eff``;
+    in raw units scipy's relative step would be far too large for the small time constants.
+    """
     from scipy.optimize import least_squares
 
     start = start or StepCoefficients()
@@ -101,17 +175,19 @@ def fit(points: list[Point], start: StepCoefficients | None = None,
     hi = np.array([BOUNDS[name][1] for name in free])
     scale = hi - lo
     x0 = np.clip(np.array([getattr(start, name) for name in free]), lo, hi)
+    u0 = (x0 - lo) / scale
     count = {"n": 0}
 
-    def coeffs(x) -> StepCoefficients:
+    def coeffs(u) -> StepCoefficients:
+        x = lo + np.clip(u, 0.0, 1.0) * scale
         return replace(start, **{name: float(v) for name, v in zip(free, x)})
 
     def residuals(x):
         count["n"] += 1
         c = coeffs(x)
-        return np.array([math.log(simulate(p, c) / p.measured) for p in fitted])
+        return np.array([math.log(s / p.measured) for p, s in zip(fitted, simulate_many(fitted, c))])
 
-    sol = least_squares(residuals, x0, bounds=(lo, hi), x_scale=scale, diff_step=0.02,
+    sol = least_squares(residuals, u0, bounds=(np.zeros_like(u0), np.ones_like(u0)), diff_step=0.05, method="dogbox",
                         max_nfev=max_evaluations)
     best = coeffs(sol.x)
     return FitResult(best, evaluate(points, best), count["n"])

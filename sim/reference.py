@@ -67,3 +67,12 @@ def llama31_8b_online_points(scale: float = 1.0) -> list[Point]:
     points.append(Point(section["source"], config, spec, "requests_per_second", off["requests_per_second"],
                         label="llama-3.1-8b a100-80gb offline"))
     return points
+
+
+PAPER_FILE = Path(__file__).parent / "data" / "reference" / "vllm-paper.yaml"
+
+
+@lru_cache(maxsize=1)
+def load_paper() -> dict:
+    """The vLLM paper's stated OPT-13B results (sim/data/reference/vllm-paper.yaml)."""
+    return yaml.safe_load(PAPER_FILE.read_text())

@@ -1,0 +1,75 @@
+"""``servelab calibrate collect|fit``: measure real vLLM on a GPU, then fit the step-time model.
+
+``collect`` is what a user with a GPU runs: a sweep of ``vllm bench throughput`` at fixed
+lengths and ``vllm bench serve`` at several request rates (against a ``vllm serve`` it starts),
+and the operator profiler; every result lands in one folder. ``fit`` reads those files (or any
+``vllm bench`` result files, and operator-timing CSVs in Vidur's layout or the profiler's),
+fits the coefficients by least squares, prints the residuals and writes a calibration profile
+that ``--calibration FILE`` selects.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_cli_args(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="calibrate_command", metavar="{collect,fit}")
+    fit = sub.add_parser("fit", help="fit a calibration profile to vLLM result files",
+                         description="Fit the step-time model to `vllm bench` result files and operator CSVs.")
+    fit.add_argument("files", nargs="+", metavar="FILE",
+                     help="vllm bench serve --save-result JSON, vllm bench throughput --output-json JSON, "
+                          "operator-timing CSV (Vidur's mlp.csv / all_reduce.csv, or the profiler's)")
+    fit.add_argument("--gpu", required=True, help="the GPU the files were measured on (the files do not say)")
+    fit.add_argument("--model", default=None, help="override the files' model_id (needed for throughput files)")
+    fit.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
+    fit.add_argument("--max-num-seqs", type=int, default=None)
+    fit.add_argument("--max-num-batched-tokens", type=int, default=None)
+    fit.add_argument("--max-model-len", type=int, default=None)
+    fit.add_argument("--gpu-memory-utilization", type=float, default=0.92)
+    fit.add_argument("--enable-chunked-prefill", action=argparse.BooleanOptionalAction, default=True)
+    fit.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=True)
+    fit.add_argument("--num-scheduler-steps", type=int, default=1, help="vLLM 0.6's multi-step scheduling")
+    fit.add_argument("--input-len", type=int, default=None, help="prompt length of throughput files")
+    fit.add_argument("--output-len", type=int, default=None, help="output length of throughput files")
+    fit.add_argument("--free", default="overhead_s,per_seq_s,kv_bw_eff,matmul_eff",
+                     help="coefficients the end-to-end fit may move (comma-separated)")
+    fit.add_argument("--max-evaluations", type=int, default=40, help="simulations per point, at most")
+    fit.add_argument("--calibration", metavar="FILE", default=None,
+                     help="profile to start from and to merge into (default: the shipped one)")
+    fit.add_argument("--output", "-o", metavar="FILE", default="calibration.yaml",
+                     help="where to write the profile (default calibration.yaml)")
+    fit.set_defaults(run=_run_fit)
+
+    col = sub.add_parser("collect", help="run (or print) the measurement sweep on a GPU",
+                         description="Run vLLM's benchmarks and the operator profiler; write result files.")
+    col.add_argument("--model", required=True)
+    col.add_argument("--gpu", required=True, help="for the file names and the profiler's shapes check")
+    col.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
+    col.add_argument("--output-dir", default="calibration-runs")
+    col.add_argument("--lengths", default="128:128,512:128,1024:256,2048:64",
+                     help="input:output pairs for vllm bench throughput")
+    col.add_argument("--num-prompts", type=int, default=500)
+    col.add_argument("--request-rates", default="1,2,4,8,16", help="for vllm bench serve")
+    col.add_argument("--dataset-name", default="random", help="vllm bench serve --dataset-name")
+    col.add_argument("--port", type=int, default=8000)
+    col.add_argument("--skip-profiler", action="store_true")
+    col.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    col.set_defaults(run=_run_collect)
+    parser.set_defaults(run=lambda args: (parser.print_help(), 2)[1])
+
+
+def run(args) -> int:
+    return args.run(args)
+
+
+def _run_fit(args) -> int:
+    from lab.calibrate.fitcmd import fit_files
+
+    return fit_files(args)
+
+
+def _run_collect(args) -> int:
+    from lab.calibrate.collect import collect
+
+    return collect(args)
