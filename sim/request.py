@@ -168,13 +168,6 @@ class Request:
             parent = hash_block_tokens(parent, content)
             hashes.append(parent)
 
-    def record_token_step(self, step: int) -> None:
-        runs = self.token_steps
-        if runs and runs[-1][1] == step - 1:
-            runs[-1][1] = step
-        else:
-            runs.append([step, step])
-
     def record_token_steps(self, first: int, last: int) -> None:
         runs = self.token_steps
         if runs and runs[-1][1] == first - 1:

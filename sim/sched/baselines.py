@@ -41,7 +41,6 @@ class ContiguousKV:
 
 
 class _BaselineScheduler:
-    supports_fast_forward = False
 
     def __init__(self, limits: SchedulerLimits, capacity_tokens: int, block_size: int) -> None:
         self.limits = limits

@@ -65,16 +65,6 @@ class SchedulerOutput:
     num_steady: int = 0
     steady_context_tokens: int = 0
 
-    @property
-    def is_pure_decode(self) -> bool:
-        """Every scheduled request computes exactly one token and none was admitted or preempted."""
-        return (
-            not self.new_request_ids
-            and not self.resumed_request_ids
-            and not self.preempted_request_ids
-            and self.total_num_scheduled_tokens == len(self.scheduled)
-        )
-
 
 class Scheduler:
     def __init__(self, limits: SchedulerLimits, kv: KVCacheManager) -> None:
