@@ -18,8 +18,7 @@ from __future__ import annotations
 from sim.config import EngineConfig, next_power_of_two
 from sim.kv.contiguous import ContiguousAllocator, MemoryBreakdown
 from sim.request import Request, RequestStatus
-from sim.sched.request_queue import FCFSQueue
-from sim.sched.scheduler import SchedulerLimits, SchedulerOutput
+from sim.sched.scheduler import RequestBook, SchedulerLimits, SchedulerOutput
 from sim.steptime import BatchShape
 
 
@@ -40,33 +39,10 @@ class ContiguousKV:
         return self.allocator.num_free_tokens // self.block_size
 
 
-class _BaselineScheduler:
-
+class _BaselineScheduler(RequestBook):
     def __init__(self, limits: SchedulerLimits, capacity_tokens: int, block_size: int) -> None:
-        self.limits = limits
+        super().__init__(limits)
         self.kv = ContiguousKV(capacity_tokens, block_size)
-        self.running: list[Request] = []
-        self.waiting = FCFSQueue()
-        self.requests: dict[str, Request] = {}
-        self.head_blocked = False
-        self.num_preemptions = 0
-
-    def add_request(self, request: Request) -> None:
-        if request.request_id in self.requests:
-            raise ValueError(f"request id {request.request_id!r} is already in the scheduler")
-        self.requests[request.request_id] = request
-        self.waiting.add(request)
-
-    def has_unfinished_requests(self) -> bool:
-        return bool(self.running) or len(self.waiting) > 0
-
-    @property
-    def num_running(self) -> int:
-        return len(self.running)
-
-    @property
-    def num_waiting(self) -> int:
-        return len(self.waiting)
 
     def final_length(self, request: Request) -> int:
         return min(request.num_prompt_tokens + request.max_tokens, self.limits.max_model_len)

@@ -66,10 +66,12 @@ class SchedulerOutput:
     steady_context_tokens: int = 0
 
 
-class Scheduler:
-    def __init__(self, limits: SchedulerLimits, kv: KVCacheManager) -> None:
+class RequestBook:
+    """What every scheduler keeps: its limits, the running list, the waiting queue and the
+    requests by id. (vLLM's scheduler and the baselines differ in how they decide, not here.)"""
+
+    def __init__(self, limits: SchedulerLimits) -> None:
         self.limits = limits
-        self.kv = kv
         self.running: list[Request] = []
         self.waiting = PriorityQueue() if limits.policy == "priority" else FCFSQueue()
         self.requests: dict[str, Request] = {}
@@ -77,13 +79,30 @@ class Scheduler:
         # True when the last step's admission stopped on a request whose blocks did not fit.
         self.head_blocked = False
 
-    # --- requests in and out ---
     def add_request(self, request: Request) -> None:
         if request.request_id in self.requests:
             raise ValueError(f"request id {request.request_id!r} is already in the scheduler")
         self.requests[request.request_id] = request
         self.waiting.add(request)
 
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.running) or len(self.waiting) > 0
+
+    @property
+    def num_running(self) -> int:
+        return len(self.running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+
+class Scheduler(RequestBook):
+    def __init__(self, limits: SchedulerLimits, kv: KVCacheManager) -> None:
+        super().__init__(limits)
+        self.kv = kv
+
+    # --- requests in and out ---
     def abort_request(self, request_id: str) -> Request | None:
         """Finish a request at once (a client went away); its blocks are freed now."""
         request = self.requests.pop(request_id, None)
@@ -96,17 +115,6 @@ class Scheduler:
         request.status = RequestStatus.FINISHED_ABORTED
         self.kv.free(request)
         return request
-
-    def has_unfinished_requests(self) -> bool:
-        return bool(self.running) or len(self.waiting) > 0
-
-    @property
-    def num_running(self) -> int:
-        return len(self.running)
-
-    @property
-    def num_waiting(self) -> int:
-        return len(self.waiting)
 
     # --- one step ---
     def schedule(self, admit: bool = True) -> SchedulerOutput:
