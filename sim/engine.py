@@ -157,6 +157,15 @@ class Engine:
             raise ConfigError(f"max_tokens must be at least 1, got {max_tokens}")
         if n <= 0:
             raise ConfigError(f"n must be at least 1, got {n}")
+        final_tokens = min(num_prompt + max_tokens, max_model_len)
+        usable = self.num_gpu_blocks - 1
+        if final_tokens > usable * self.config.block_size:
+            # vLLM would admit it (its prompt fits) and then preempt it forever; refuse it now.
+            raise ConfigError(
+                f"a request of {num_prompt} prompt + {max_tokens} output tokens needs "
+                f"{-(-final_tokens // self.config.block_size)} KV blocks, but the cache has only "
+                f"{usable}: it could never finish. Lower max_tokens, or give the cache more memory."
+            )
         if request_id is None:
             request_id = f"req-{self._counter}"
         self._counter += 1

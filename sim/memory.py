@@ -190,14 +190,6 @@ def plan_memory(
             f"memory ({available / GiB:.2f} GiB). {estimated_msg}Try increasing --gpu-memory-utilization "
             f"or decreasing --max-model-len."
         )
-    if num_gpu_blocks_override is not None and num_blocks - 1 < cdiv(max_model_len, block_size):
-        # vLLM checks memory, not an override; but a cache that cannot hold one request of
-        # max_model_len tokens would stall the scheduler forever, so refuse it here.
-        raise ConfigError(
-            f"--num-gpu-blocks-override {num_blocks} leaves {num_blocks - 1} usable blocks "
-            f"({(num_blocks - 1) * block_size} tokens), fewer than one request of --max-model-len "
-            f"{max_model_len} needs ({cdiv(max_model_len, block_size)} blocks): raise the override or lower --max-model-len."
-        )
     concurrency = num_blocks / cdiv(max_model_len, block_size)
     return MemoryPlan(
         model=model.name,

@@ -162,23 +162,11 @@ def test_copy_on_write_runs_complete_and_free_everything(seed, n, blocks):
     assert np.isfinite(result.finish_s).all()
 
 
-def test_a_cache_smaller_than_one_request_is_refused():
+def test_a_request_that_can_never_fit_is_refused():
     from sim.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="num-gpu-blocks-override"):
-        Engine(simpy.Environment(), EngineConfig(model="llama-2-7b", gpu="a100-80gb", max_model_len=1024,
-                                                 num_gpu_blocks_override=60))
-
-
-def test_memory_waste_is_reported_and_paging_wastes_least():
-    spec = WorkloadSpec(dataset_name="sharegpt", num_prompts=150, max_model_len=2048)
-    workload = build_workload(spec, np.random.default_rng(1))
-    waste = {}
-    for engine in ("vllm", "orca-oracle", "orca-max"):
-        config = EngineConfig(model="opt-13b", gpu="a100-40gb", engine=engine, max_model_len=2048)
-        mw = run_engine(config, workload).extra["memory_waste"]
-        assert sum(mw.values()) == pytest.approx(1.0)
-        assert all(v >= -1e-12 for v in mw.values())
-        waste[engine] = mw["internal_fragmentation"] + mw["external_fragmentation"] + mw["reservation"]
-    assert waste["vllm"] < 0.05  # only the tails of last blocks
-    assert waste["vllm"] < waste["orca-oracle"] < waste["orca-max"]
+    engine = Engine(simpy.Environment(), EngineConfig(model="llama-2-7b", gpu="a100-80gb", max_model_len=1024,
+                                                      num_gpu_blocks_override=60))
+    engine.add_request(list(range(100)), 100)  # 13 blocks: fine
+    with pytest.raises(ConfigError, match="could never finish"):
+        engine.add_request(list(range(500)), 500)  # 63 blocks > 59
