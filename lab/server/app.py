@@ -26,6 +26,7 @@ from lab.server.faults import FaultSet, parse_fault
 from lab.server.generation import ChoicePlan, plan_choice
 from lab.server.metrics import ServerMetrics
 from lab.server.runner import SimRunner
+from sim.errors import ConfigError
 from lab.server.tokenizer import Tokenizer
 from sim.errors import ServeLabError
 
@@ -320,7 +321,12 @@ async def _generate(server: EmulatorServer, request: Request, body: P._Base, *, 
     model = body.model or server.settings.served_model_names[0]
     request_id = P.new_id("chatcmpl" if chat else "cmpl")
     items = [(prompts[i // body.n].token_ids, plan.max_tokens) for i, plan in enumerate(plans)]
-    handle = server.runner.submit(items, request_id)
+    try:
+        handle = server.runner.submit(items, request_id)
+    except ConfigError as exc:  # e.g. a request whose prompt and output can never fit the KV cache
+        error = P.bad_request(str(exc), param="max_tokens")
+        server.metrics.observe_http(error.status, server.clock() - started)
+        return error.response()
     prompt_tokens = sum(len(p.token_ids) for p in prompts)
     if server.settings.enable_log_requests:
         log.info("Received request %s: prompt_tokens=%d, n=%d, max_tokens=%s", request_id, prompt_tokens,

@@ -132,7 +132,14 @@ class SimRunner:
             self._handles[rid] = (handle, index)
             handle.request_ids.append(rid)
             handle.unfinished.add(rid)
-            self.engine.add_request(list(prompt_token_ids), n_tokens, request_id=rid)
+            try:
+                self.engine.add_request(list(prompt_token_ids), n_tokens, request_id=rid)
+            except Exception:
+                handle.request_ids.pop()
+                handle.unfinished.discard(rid)
+                self._handles.pop(rid, None)
+                self.abort(handle)  # the choices already added go too: all or nothing
+                raise
         self._wake.set()
         return handle
 
