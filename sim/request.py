@@ -164,7 +164,8 @@ class Request:
             start = len(hashes) * bs
             # A block holding output tokens: those are a function of (token_key, position),
             # so naming them by that pair identifies the same content as listing them.
-            content = (tuple(int(t) for t in prompt[start:]), self.token_key, max(start - p, 0))
+            tail = tuple(int(t) for t in prompt[start:]) if start < p else ()
+            content = (tail, self.token_key, max(start - p, 0))
             parent = hash_block_tokens(parent, content)
             hashes.append(parent)
 

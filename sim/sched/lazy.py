@@ -173,10 +173,20 @@ class LazyDecodeScheduler(Scheduler):
         out = SchedulerOutput()
         self.head_blocked = False
         step = self.step
+        kv, bs = self.kv, self.kv.block_size
         for request, n in zip(active, wants):
             if n <= 0 or request.status != RequestStatus.RUNNING:
                 continue  # nothing to compute, or already preempted as a victim this step
-            while self.kv.allocate_slots(request, n) is None:
+            computed = request.num_computed_tokens
+            if n == 1 and computed % bs and (computed + 1) % bs == 0:
+                # A decode that fills its block: nothing to allocate, only the block to cache
+                # (what allocate_slots would do here, without its general bookkeeping).
+                if kv.enable_caching:
+                    kv.cache_blocks(request, computed + 1)
+                out.num_scheduled_tokens[request.request_id] = 1
+                out.scheduled.append(request)
+                continue
+            while kv.allocate_slots(request, n) is None:
                 # As the reference loop: preempt the most recently admitted request (the
                 # last in running order, parked or not) until the blocks fit.
                 victim = self.running.pop()
