@@ -53,18 +53,19 @@ class LazyDecodeScheduler(Scheduler):
         """After its update, park a decode-ready request until it next needs attention."""
         bs = self.kv.block_size
         c = request.num_computed_tokens  # == num_tokens - 1: ready to decode
-        wait = min(
-            (-c) % bs,  # the step whose token starts a new block: allocation
-            request.max_tokens - request.num_output_tokens - 1,  # the step that ends it
-            self.limits.max_model_len - request.num_tokens - 1,
-        )
-        if self.kv.enable_caching:
-            wait = min(wait, (bs - 1 - c) % bs)  # the step whose token fills the block: caching
-        if wait <= 0:
+        m = c % bs
+        # Steps until the token that starts a new block (allocation), or, with caching, the
+        # token that fills the block (caching); this runs for every request every few steps.
+        wait = bs - 1 - m if self.kv.enable_caching else (bs - m) % bs
+        if wait <= 0 or m == 0:
             return  # it needs attention in the very next step: stays active
-        finish = next_step + min(request.max_tokens - request.num_output_tokens - 1,
-                                 self.limits.max_model_len - request.num_tokens - 1)
-        heapq.heappush(self._finishes, (finish, request.run_seq, request))
+        left = min(request.max_tokens - request.num_output_tokens,
+                   self.limits.max_model_len - request.num_tokens) - 1  # steps before the one that ends it
+        if left < wait:
+            wait = left
+            if wait <= 0:
+                return
+        heapq.heappush(self._finishes, (next_step + left, request.run_seq, request))
         request.lazy_step = next_step
         del self.active[request.request_id]
         self.steady[request.request_id] = request
