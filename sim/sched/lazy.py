@@ -16,12 +16,19 @@ under that step in ``_wake``. When a step schedules nobody but steady requests a
 be admitted, the steps until the next wake-up are all alike, and the engine runs them at once
 (:meth:`steady_run_length`, :meth:`skip`).
 
-The shortcut is only taken when it cannot change a decision: every request gets what it
-asks for within the token budget (else the step falls back to the reference loop), and every
-block the woken requests need is free (else preemption may follow: fallback again). Fallback
-brings every request up to date and runs :class:`Scheduler`'s own code. The test
-``tests/test_engine.py::test_fast_forward_matches_step_by_step`` checks that whole runs are
-identical with and without this class.
+When every running request decodes one token until the next finish (nothing prefilling,
+nothing to admit), :meth:`bulk_run_length` brings everyone up to date once and
+:meth:`fast_forward` does the whole run in bulk, taking the blocks the run needs from the free
+queue in the order vLLM would (step by step, running order within a step).
+
+The shortcut is only taken when it cannot change a decision. If the token budget cannot give
+every request what it asks for (except the last running request, which may get the rest),
+the step falls back to the reference loop, which brings every request up to date and runs
+:class:`Scheduler`'s own code; so does a preemption under the priority policy. Under FCFS a
+preemption is handled here as the reference does: the victim is the last running request,
+parked or not. ``tests/test_engine.py::test_fast_forward_matches_step_by_step`` checks that
+whole runs are identical with and without this class, and ``tests/test_vllm_reference.py``
+checks both against vLLM 0.33's own scheduler, step by step.
 """
 
 from __future__ import annotations
