@@ -70,7 +70,7 @@ class ValidationReport:
 
 def reference_points(num_prompts_cap: int | None = None) -> list[Point]:
     """Every published point, with the number of prompts its source used (capped if asked)."""
-    from sim.reference import llama2_7b_offline_points, llama31_8b_online_points, load
+    from sim.reference import llama2_7b_offline_points, load
 
     points = llama2_7b_offline_points(1000 if num_prompts_cap is None else min(1000, num_prompts_cap))
     # The SGLang runs used 1200 / 2400 prompts online and 5000 offline; scale them together.

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 ACTIONS = ("preflight", "up", "deploy", "status", "promote", "abort", "undo", "down", "fault")

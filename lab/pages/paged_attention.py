@@ -10,7 +10,7 @@ from lab.pages.common import defaults, download_json, need
 
 need("sim.kv", "the PagedAttention block pool and KV manager")
 need("sim.sched", "vLLM's scheduler")
-from lab.pages.paged import DemoRequest, PagedScenario, run_scenario  # noqa: E402
+from lab.pages.paged import PagedScenario, run_scenario  # noqa: E402
 
 COLORS = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#FF9DA6", "#9D755D"]
 
