@@ -32,7 +32,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser(argv: list[str] | None = None) -> ArgumentParser:
-    parser = ArgumentParser(prog="servelab", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="servelab", description="ServeLab: simulate and learn LLM serving (vLLM, PagedAttention, canary rollouts).")
     parser.add_argument("--version", action="version", version="servelab 0.1.0")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     wanted = None
