@@ -70,11 +70,13 @@ def downsample(t: np.ndarray, v: np.ndarray, points: int) -> list[list[float]]:
     return [[round(float(a), 4), round(float(b), 4)] for a, b in zip(centers[keep], sums[keep] / counts[keep])]
 
 
-def throughput_summary(result: EngineResult, model_id: str) -> dict:
+def throughput_summary(result: EngineResult, model_id: str, n: int = 1) -> dict:
+    """As ``vllm bench throughput``: a request is a prompt (its ``n`` samples are one request),
+    prompt tokens count once per prompt, output tokens count for every sample."""
     elapsed = result.elapsed_s
-    total_prompt = int(result.prompt_len.sum())
+    total_prompt = int(result.prompt_len.sum()) // n
     total_output = int(result.output_len.sum())
-    num = len(result.request_ids)
+    num = len(result.request_ids) // n
     out = {
         "model_id": model_id,
         "elapsed_time": elapsed,

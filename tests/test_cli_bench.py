@@ -72,3 +72,16 @@ def test_bad_input_is_one_clear_line_and_exit_2(argv, message):
 def test_bad_request_rate_for_serve():
     rc, out, err = run_cli("bench", "serve", "--model", "llama-2-7b", "--gpu", "a100-80gb", "--request-rate", "-1")
     assert rc == 2 and "Traceback" not in err and "request" in err.lower()
+
+
+def test_throughput_counts_n_samples_as_vllm_does(tmp_path):
+    """vLLM's throughput benchmark: a request is a prompt; its n outputs all count as output."""
+    out = tmp_path / "n.json"
+    rc = main(["bench", "throughput", "--model", "llama-2-7b", "--gpu", "a100-80gb", "--input-len", "300",
+               "--output-len", "100", "--num-prompts", "20", "--n", "4", "--output-json", str(out)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert data["num_requests"] == 20
+    assert data["total_num_prompt_tokens"] == 20 * 300
+    assert data["total_num_output_tokens"] == 20 * 4 * 100
+    assert data["total_num_tokens"] == 20 * 300 + 20 * 4 * 100

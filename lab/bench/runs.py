@@ -103,7 +103,7 @@ def _run(config, workload, args, *, usage, max_concurrency=None):
 def run_throughput(args) -> int:
     config, model, workload = _prepare(args, offline=True)
     result, wall_s = _run(config, workload, args, usage="offline")
-    summary = throughput_summary(result, model.name)
+    summary = throughput_summary(result, model.name, n=workload.n)
     print(
         f"Throughput: {summary['requests_per_second']:.2f} requests/s, "
         f"{summary['tokens_per_second']:.2f} total tokens/s, "

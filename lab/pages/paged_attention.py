@@ -157,7 +157,9 @@ with st.expander("How ServeLab differs from vLLM here"):
         "- Blocks of 4 tokens so that each is visible; vLLM's default is 16.\n"
         "- Parallel samples (C#0, C#1) are separate requests sharing the prompt's *full* blocks through "
         "the prefix cache, as vLLM V1 does. vLLM V0 also shared the last, partial block and copied it "
-        "on the first write (copy-on-write); V1 gives each sample its own last block, and so do we.\n"
+        "on the first write (copy-on-write), as the vLLM paper describes; V1 gives each sample its own "
+        "last block, and so does this page. The engine has the paper's way too: "
+        "`servelab bench throughput --n 4 --parallel-sampling copy-on-write`.\n"
         "- A preempted request is recomputed, never swapped to CPU memory (vLLM V1 removed swapping)."
     )
 download_json(
