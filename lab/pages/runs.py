@@ -101,20 +101,9 @@ def engine_run(config: EngineConfig, load: RandomLoad, usage: str = "offline") -
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def memory_plan(config: EngineConfig, usage: str = "serve") -> dict:
-    from sim.catalog import get_gpu, get_model
-    from sim.memory import plan_memory
+    from sim.memory import plan_for_config
 
-    plan = plan_memory(
-        get_model(config.model),
-        get_gpu(config.gpu),
-        tensor_parallel_size=config.tensor_parallel_size,
-        gpu_memory_utilization=config.gpu_memory_utilization,
-        max_model_len=config.max_model_len,
-        max_num_batched_tokens=config.max_num_batched_tokens,
-        max_num_seqs=config.max_num_seqs,
-        block_size=config.block_size,
-        usage=usage,
-    )
+    plan = plan_for_config(config, usage=usage)
     return {**plan.to_dict(), "startup_log_lines": plan.startup_log_lines()}
 
 
