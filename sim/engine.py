@@ -111,7 +111,6 @@ class Engine:
             coefficients or coefficients_for(config, self.model, self.gpu), multiplier=step_time_multiplier,
         )
         self.fast_forward = isinstance(self.scheduler, LazyDecodeScheduler)
-        self._bulk = False
         self._batch_shape = getattr(self.scheduler, "batch_shape", batch_shape)
         self.next_arrival_s = next_arrival_s or (lambda: math.inf)
         self.listeners: list[EngineListener] = []
@@ -253,7 +252,7 @@ class Engine:
                 self._wakeup = None
                 continue
             self._note_admissions(out, start_s)
-            num_steps, bulk = self._run_length(out, start_s) if self.fast_forward else (1, False)
+            num_steps = self._run_length(out, start_s) if self.fast_forward else 1
             if num_steps > 1:
                 shape = batch_shape(out)
                 durations = self.step_model.decode_run(shape.num_seqs, shape.context_tokens, num_steps)
@@ -261,7 +260,6 @@ class Engine:
             else:
                 durations = None
                 duration = self.step_model.step_time(self._batch_shape(out))
-            self._bulk = bulk
             yield env.timeout(duration)
             self._finish_step(out, start_s, durations)
 
@@ -273,34 +271,29 @@ class Engine:
             stats.prompt_tokens_total += request.num_prompt_tokens
         stats.num_preemptions_total += len(out.preempted_request_ids)
 
-    def _run_length(self, out: SchedulerOutput, start_s: float) -> tuple[int, bool]:
-        """How many steps, this one included, will be exactly like it, and whether they need
-        the bulk bookkeeping (see sim/sched/lazy.py): bounded by the next arrival and, under
-        multi-step scheduling, by the window's end."""
+    def _run_length(self, out: SchedulerOutput, start_s: float) -> int:
+        """How many steps, this one included, will be exactly like it (see
+        sim/sched/lazy.py): bounded by the next arrival and, under multi-step scheduling, by
+        the window's end."""
         sched = self.scheduler
         limit = 1 << 30
         window = self.config.num_scheduler_steps
         if window > 1:
             limit = window - self.stats.num_steps % window
         steady = sched.steady_run_length(out, limit)
-        if steady <= 1 and sched.bulk_bound(out) < sched.MIN_BULK_STEPS:
-            return 1, False  # the common case in a busy engine: decide cheaply
+        if steady <= 1:
+            return 1  # the common case in a busy engine: decide cheaply
         next_arrival = self.next_arrival_s()
         if next_arrival < math.inf:
             # A step that starts after the arrival would see the new request. Until then the
             # steps are priced as this one plus one more token of context per request.
             shape = batch_shape(out)
             if start_s + self.step_model.step_time(shape) >= next_arrival:
-                return 1, False
-            d = self.step_model.decode_run(shape.num_seqs, shape.context_tokens, min(limit, 4096))
+                return 1
+            d = self.step_model.decode_run(shape.num_seqs, shape.context_tokens, min(steady, 4096))
             starts = start_s + np.concatenate(([0.0], np.cumsum(d[:-1])))
-            limit = min(limit, int(np.searchsorted(starts, next_arrival, side="left")))
-            if limit <= 1:
-                return 1, False
-        if steady > 1:
-            return min(steady, limit), False
-        k = sched.bulk_run_length(out, limit)
-        return k, k > 1
+            steady = min(steady, int(np.searchsorted(starts, next_arrival, side="left")))
+        return max(steady, 1)
 
     def _finish_step(self, out: SchedulerOutput, start_s: float, durations: np.ndarray | None) -> None:
         env, stats, sched = self.env, self.stats, self.scheduler
@@ -312,11 +305,7 @@ class Engine:
             ends = start_s + np.cumsum(durations)
             ends[-1] = env.now  # the same float SimPy holds, so times agree exactly
             self.step_end_s.extend(ends.tolist())
-            if self._bulk:
-                sched.fast_forward(out, num_steps - 1)
-                stats.generation_tokens_total += len(out.scheduled) * (num_steps - 1)
-            else:
-                sched.skip(num_steps - 1)
+            sched.skip(num_steps - 1)
         stats.generation_tokens_total += out.num_steady * num_steps
         last_step = first_step + num_steps - 1
         finished = sched.update_from_output(out, None, env.now)

@@ -91,8 +91,8 @@ def replay(trace: dict[str, Any], *, fast_forward: bool = False) -> list[dict[st
 def replay_result(trace: dict[str, Any], *, fast_forward: bool = False) -> dict[str, Any]:
     """Replay one trace. With ``fast_forward``, drive :class:`LazyDecodeScheduler` the way the
     engine does (runs of identical decode steps done at once, bounded by the next arrival or
-    abort) and write one record per step all the same; inside a bulk run the per-step free
-    block counts are not observable, so those records list them in ``inexact``."""
+    abort) and write one record per step all the same; ``decisions`` counts the calls to
+    ``schedule``, fewer than the steps when runs were skipped over."""
     engine = trace["engine"]
     sched = build(engine, fast_forward)
     block_size = int(engine["block_size"])
@@ -103,7 +103,7 @@ def replay_result(trace: dict[str, Any], *, fast_forward: bool = False) -> dict[
     steps: list[dict[str, Any]] = []
     max_steps = int(trace.get("max_steps", DEFAULT_MAX_STEPS))
     stalled = False
-    step = 0
+    step = decisions = 0
     next_arrival = 0
     while next_arrival < len(pending) or sched.has_unfinished_requests():
         if step >= max_steps:
@@ -148,6 +148,7 @@ def replay_result(trace: dict[str, Any], *, fast_forward: bool = False) -> dict[
             records = [_one_step(sched, step)]
         records[0]["aborted"] = aborted
         steps.extend(records)
+        decisions += 1
         step += len(records)
     return {
         "name": trace.get("name"),
@@ -155,6 +156,7 @@ def replay_result(trace: dict[str, Any], *, fast_forward: bool = False) -> dict[
         "rejected": rejected,
         "stalled": stalled,
         "num_steps": step,
+        "decisions": decisions,
     }
 
 
@@ -224,16 +226,19 @@ def _fast_steps(sched: LazyDecodeScheduler, step: int, limit: int) -> list[dict[
         "preempted_prefix_queries": stats.preempted_queries - pq0,
         "preempted_prefix_hits": stats.preempted_hits - ph0,
     }
-    k, bulk = 1, False
+    k = 1
     if out.total_num_scheduled_tokens:
         k = sched.steady_run_length(out, limit)
-        if k <= 1:
-            k, bulk = sched.bulk_run_length(out, limit), True
-        if k > 1:
-            (sched.fast_forward if bulk else _skip(sched))(out, k - 1)
+    # Free blocks after each step's scheduling: parked requests take theirs at their block
+    # boundaries, and nothing is freed inside a run.
+    # (The scheduler numbers only the steps that ran; the trace also counts idle ones.)
+    free_after = [free_after_schedule]
+    for j in range(1, k):
+        free_after.append(free_after[-1] - sched.parked_block_allocations(sched.step - 1 + j))
+    if k > 1:
+        sched.skip(k - 1)
     finished = sched.update_from_output(out, None)
     finished_ids = {r.request_id for r in finished}
-    usage_of = lambda free: round(1.0 - free / (kv.pool.num_gpu_blocks - 1), 9)  # noqa: E731
     records = []
     for j in range(k):
         last = j == k - 1
@@ -246,19 +251,8 @@ def _fast_steps(sched: LazyDecodeScheduler, step: int, limit: int) -> list[dict[
         rec["finish_reasons"] = {r.request_id: r.status.value for r in finished} if last else {}
         rec["num_running"] = sched.num_running if last else len(scheduled)
         rec["num_waiting"] = sched.num_waiting
-        rec["kv_free_blocks_after_schedule"] = free_after_schedule
-        rec["kv_free_blocks"] = kv.num_free_blocks if last else free_after_schedule
-        rec["kv_usage"] = round(kv.usage, 9) if last else usage_of(free_after_schedule)
-        if bulk and j > 0:
-            # Blocks were taken for the whole run at once: the per-step counts are unknown.
-            rec["kv_free_blocks_after_schedule"] = None
-            rec["inexact"] = ["kv_free_blocks_after_schedule"]
-            if not last:
-                rec["kv_free_blocks"] = rec["kv_usage"] = None
-                rec["inexact"] += ["kv_free_blocks", "kv_usage"]
+        rec["kv_free_blocks_after_schedule"] = free_after[j]
+        rec["kv_free_blocks"] = kv.num_free_blocks if last else free_after[j]
+        rec["kv_usage"] = round(1.0 - rec["kv_free_blocks"] / (kv.pool.num_gpu_blocks - 1), 9)
         records.append(rec)
     return records
-
-
-def _skip(sched: LazyDecodeScheduler):
-    return lambda out, extra_steps: sched.skip(extra_steps)

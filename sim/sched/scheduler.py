@@ -235,7 +235,7 @@ class Scheduler(RequestBook):
         bs = self.kv.block_size
         capacity = (self.kv.pool.num_gpu_blocks - 1) * bs
         used = capacity - self.kv.num_free_blocks * bs
-        held = sum(len(self.kv.req_to_blocks.get(r.request_id, ())) for r in self.running)
+        held = self.num_held_blocks()
         # Slots of held blocks not holding a computed token: per request, its last block's tail.
         internal = max(held * bs - self.total_computed_tokens(), 0)
         # Blocks shared by several requests are counted once in `used` but per holder in
@@ -243,6 +243,10 @@ class Scheduler(RequestBook):
         shared_extra = (held - (used // bs)) * bs
         token_states = max(used - max(internal - max(shared_extra, 0), 0), 0)
         return MemoryBreakdown(capacity, token_states, 0, used - token_states, 0, capacity - used)
+
+    def num_held_blocks(self) -> int:
+        """Blocks held by running requests, a block shared by several counted per holder."""
+        return sum(len(self.kv.req_to_blocks.get(r.request_id, ())) for r in self.running)
 
     def _pick_victim(self) -> Request:
         if self.limits.policy == "priority":
