@@ -10,7 +10,7 @@ Fast-forward. Most steps of a busy engine are alike: most requests decode one to
 block they hold. With ``fast_forward=True`` the engine uses :class:`LazyDecodeScheduler`, which
 makes the same decisions as vLLM's scheduler but visits only the requests that need something
 in a step, and when a step runs nothing but such steady decodes, the engine prices the run of
-identical steps up to the next event (a request waking, an arrival) with one numpy call and
+identical steps up to the next event (a request finishing, an arrival) with one numpy call and
 one SimPy timeout. The results are the same as stepping one by one with the reference
 scheduler (``tests/test_engine.py`` checks it); the emulator, which streams each token as it
 is produced, runs without it.
@@ -308,6 +308,7 @@ class Engine:
             sched.skip(num_steps - 1)
         stats.generation_tokens_total += out.num_steady * num_steps
         last_step = first_step + num_steps - 1
+        running_during = sched.num_running  # before the run's last step retires its finishers
         finished = sched.update_from_output(out, None, env.now)
         if self._forks:
             for request in list(out.sampled):
@@ -331,7 +332,7 @@ class Engine:
         for request in finished:
             stats.request_success_total[request.status.value] += 1
         self._refresh_gauges()
-        self.step_log.add(start_s, out, sched, self.kv.usage, durations, env.now)
+        self.step_log.add(start_s, out, sched, self.kv.usage, durations, env.now, running_during)
         if self.stats.num_steps >= self._next_memory_sample:
             self._sample_memory(env.now - start_s)
         for listener in self.listeners:

@@ -155,19 +155,21 @@ class Request:
             return
         prompt = self.prompt_token_ids
         p = len(prompt)
-        parent = hashes[-1] if hashes else NONE_HASH
-        if not hashes and p >= bs:
+        num_prompt_blocks = p // bs  # blocks made of prompt tokens only
+        if not hashes and num_prompt_blocks:
+            parent = NONE_HASH
             for fingerprint in block_fingerprints(prompt, bs):
                 parent = hash((parent, fingerprint, None))  # hash_block_tokens, inlined (hot)
                 hashes.append(parent)
-        while len(hashes) < num_full:
-            start = len(hashes) * bs
-            # A block holding output tokens: those are a function of (token_key, position),
-            # so naming them by that pair identifies the same content as listing them.
-            tail = tuple(int(t) for t in prompt[start:]) if start < p else ()
-            content = (tail, self.token_key, max(start - p, 0))
-            parent = hash_block_tokens(parent, content)
-            hashes.append(parent)
+        if len(hashes) < num_full:
+            # Blocks holding output tokens. Those tokens are a function of (token_key,
+            # position), so the prompt's full blocks, its tail and token_key fix the whole
+            # rest of the sequence: block b is named by that anchor and b, with no chain to
+            # walk (a request writes a new block every block_size tokens, so this is hot).
+            parent = hashes[num_prompt_blocks - 1] if num_prompt_blocks else NONE_HASH
+            tail = tuple(int(t) for t in prompt[num_prompt_blocks * bs:])
+            anchor = hash_block_tokens(parent, (tail, self.token_key))
+            hashes.extend([hash((anchor, b)) for b in range(len(hashes), num_full)])
 
     def record_token_steps(self, first: int, last: int) -> None:
         runs = self.token_steps

@@ -5,13 +5,13 @@ nothing about them changes the scheduler's decisions until they finish. :class:`
 still visits each of them every step. This subclass makes the same decisions, in the same
 order, but visits only the requests that need something this step:
 
-- a request that is prefilling, or was just admitted;
-- a decode whose token ends the request.
+- a request that is prefilling, or was just admitted (a decode never needs a visit).
 
-A steady request is *parked* with ``lazy_step`` = the first step its counters miss; its
+A decoding request is *parked* with ``lazy_step`` = the first step its counters miss; its
 counters then lag one token per step and are brought up to date (``_materialize``) when it
-wakes. It wakes at the step that ends it, known in advance, and whenever something needs to
-see every request exactly (a preemption, a tight token budget, an abort).
+wakes: at the end of the step that ends it (known in advance, so it is filed under that step
+in ``_wake`` and finished from there), or whenever something needs to see every request
+exactly (a preemption, a tight token budget, an abort).
 
 Its blocks. A decode that crosses into a new block takes one block off the front of the free
 queue at that step. Which block goes to which request is invisible (all are alike: popped,
@@ -26,8 +26,8 @@ the blocks a parked request fills is deferred the same way: only the request its
 ever hit them (its output tokens are its own), and it can only do so after it was woken
 and preempted, so it is done when it wakes.
 
-When a step schedules nobody but parked decodes and nothing can be admitted, the steps until
-the next wake-up are all alike, and the engine runs them at once (:meth:`steady_run_length`,
+When a step schedules nobody but parked decodes and nothing can be admitted, the steps up to
+the next finish are all alike, and the engine runs them at once (:meth:`steady_run_length`,
 :meth:`skip`), as long as the blocks they take are free.
 
 The shortcut is only taken when it cannot change a decision. If the token budget cannot give
@@ -72,16 +72,12 @@ class LazyDecodeScheduler(Scheduler):
     def _park(self, request: Request, next_step: int) -> None:
         """After its update, park a decode-ready request until the step that ends it."""
         c = request.num_computed_tokens  # == num_tokens - 1: ready to decode
-        left = min(request.max_tokens - request.num_output_tokens,
-                   self.limits.max_model_len - request.num_tokens) - 1  # steps before the one that ends it
-        if left <= 0:
-            return  # it ends in the very next step: stays active
         request.lazy_step = next_step
         del self.active[request.request_id]
         self.steady[request.request_id] = request
         self.steady_base += c - next_step
         self._boundaries[(next_step - c) % self.kv.block_size][request.request_id] = request
-        wake = next_step + left
+        wake = self._last_step(request)
         bucket = self._wake.get(wake)
         if bucket is None:
             self._wake[wake] = [request]
@@ -130,12 +126,27 @@ class LazyDecodeScheduler(Scheduler):
         del self.steady[request.request_id]
         self.active[request.request_id] = request
 
-    def _wake_due(self, step: int) -> None:
-        while self._wake_steps and self._wake_steps[0] <= step:
+    def _last_step(self, request: Request) -> int:
+        """The step in which a parked request computes its last token."""
+        left = min(request.max_tokens - request.num_output_tokens, self.limits.max_model_len - request.num_tokens)
+        return request.lazy_step + left - 1
+
+    def _finish_parked(self) -> list[Request]:
+        """Parked requests whose last token was computed in the step just run: brought up to
+        date (that token included) and marked finished."""
+        last = self.step - 1
+        finished = []
+        while self._wake_steps and self._wake_steps[0] <= last:
             due = heapq.heappop(self._wake_steps)
             for request in self._wake.pop(due):
-                if request.lazy_step >= 0 and request.request_id in self.steady:
-                    self._materialize(request, step)
+                if request.lazy_step < 0 or self._last_step(request) != due:
+                    continue  # woken since (preempted, aborted), and parked again or not
+                if due != last:
+                    raise AssertionError(f"{request} ran past its last step {due}")
+                self._materialize(request, last + 1)
+                request.status = RequestStatus.FINISHED_LENGTH
+                finished.append(request)
+        return finished
 
     def materialize_all(self) -> None:
         """Bring every parked request up to date (before code that reads them all)."""
@@ -149,7 +160,6 @@ class LazyDecodeScheduler(Scheduler):
     def schedule(self, admit: bool = True) -> SchedulerOutput:
         step = self.step
         self._settle(step - 1)
-        self._wake_due(step)
         limits = self.limits
         threshold = limits.long_prefill_token_threshold
         if len(self.running) + len(self.waiting) <= 1:
@@ -292,8 +302,8 @@ class LazyDecodeScheduler(Scheduler):
         ):
             return 1
         k = max_steps
-        if self._wake_steps:
-            k = min(k, self._wake_steps[0] - (self.step - 1))
+        if self._wake_steps:  # up to the next finish, that step included
+            k = min(k, self._wake_steps[0] - (self.step - 1) + 1)
         return max(min(k, 1 + self._steps_within_free_blocks(k - 1)), 1)
 
     def _steps_within_free_blocks(self, at_most: int) -> int:
@@ -329,7 +339,11 @@ class LazyDecodeScheduler(Scheduler):
 
     # --- after the model ran ---
     def update_from_output(self, output: SchedulerOutput, sampled=None, now_s: float = 0.0) -> list[Request]:
-        finished = super().update_from_output(output, sampled, now_s)
+        finished = self._append_sampled(output)
+        parked = self._finish_parked()
+        if parked:  # free in scheduling order, as vLLM does
+            finished = sorted(finished + parked, key=_run_seq)
+        self._retire(finished, now_s)
         for request in finished:
             del self.active[request.request_id]
         next_step = self.step

@@ -281,6 +281,13 @@ class Scheduler(RequestBook):
         (see :mod:`sim.request`), so only the count matters. Returns the finished requests,
         whose blocks are freed here.
         """
+        finished = self._append_sampled(output)
+        self._retire(finished, now_s)
+        return finished
+
+    def _append_sampled(self, output: SchedulerOutput) -> list[Request]:
+        """Append one token to every scheduled request whose prompt is fully computed; the
+        ones that reach their length, in scheduling order."""
         finished: list[Request] = []
         max_model_len = self.limits.max_model_len
         sampled_out = output.sampled
@@ -294,6 +301,11 @@ class Scheduler(RequestBook):
             if request.num_output_tokens >= request.max_tokens or request.num_tokens >= max_model_len:
                 request.status = RequestStatus.FINISHED_LENGTH
                 finished.append(request)
+        return finished
+
+    def _retire(self, finished: list[Request], now_s: float) -> None:
+        """Take finished requests out of the running list and free their blocks, in order
+        (the order decides where their blocks land in the free queue)."""
         if finished:
             done = set(map(id, finished))
             self.running = [r for r in self.running if id(r) not in done]
@@ -301,4 +313,3 @@ class Scheduler(RequestBook):
                 self.kv.free(request)
                 request.finish_s = now_s
                 self.requests.pop(request.request_id, None)
-        return finished

@@ -127,11 +127,7 @@ def _step_diff(v: dict | None, s: dict | None) -> dict[str, tuple[Any, Any]]:
     if v is None or s is None:
         return {"present": (v is not None, s is not None)}
     out = {}
-    # A field either side could not observe at this step (ServeLab's fast-forward runs).
-    inexact = set(v.get("inexact", ())) | set(s.get("inexact", ()))
     for key in ("step",) + COMPARED_FIELDS:
-        if key in inexact:
-            continue
         if v.get(key) != s.get(key):
             out[key] = (v.get(key), s.get(key))
     return out
