@@ -60,7 +60,7 @@ class LazyDecodeScheduler(Scheduler):
         self.steady: dict[str, Request] = {}  # parked decodes, in parking order
         self.active: dict[str, Request] = {}  # running requests that are not parked
         self.steady_base = 0  # sum over steady requests of (num_computed_tokens - lazy_step)
-        self._wake: dict[int, list[Request]] = {}  # step -> requests to wake then
+        self._wake: dict[int, list[Request]] = {}  # step -> parked requests whose last step it is
         self._wake_steps: list[int] = []  # heap of the keys of _wake
         self._seq = 0
         # Parked requests by the residue of their block boundaries (see the module docstring).
