@@ -100,6 +100,7 @@ class Request:
     # Hashes of full blocks of prompt + output, computed when first needed
     # (extend_block_hashes: the KV manager calls it before a lookup or caching).
     block_hashes: list[BlockHash] = field(default_factory=list)
+    output_anchor: BlockHash | None = None  # names the blocks holding output tokens (see there)
     # --- timeline, filled by the engine ---
     first_scheduled_s: float | None = None
     first_token_s: float | None = None
@@ -166,9 +167,11 @@ class Request:
             # position), so the prompt's full blocks, its tail and token_key fix the whole
             # rest of the sequence: block b is named by that anchor and b, with no chain to
             # walk (a request writes a new block every block_size tokens, so this is hot).
-            parent = hashes[num_prompt_blocks - 1] if num_prompt_blocks else NONE_HASH
-            tail = tuple(int(t) for t in prompt[num_prompt_blocks * bs:])
-            anchor = hash_block_tokens(parent, (tail, self.token_key))
+            anchor = self.output_anchor
+            if anchor is None:
+                parent = hashes[num_prompt_blocks - 1] if num_prompt_blocks else NONE_HASH
+                tail = tuple(int(t) for t in prompt[num_prompt_blocks * bs:])
+                anchor = self.output_anchor = hash_block_tokens(parent, (tail, self.token_key))
             hashes.extend([hash((anchor, b)) for b in range(len(hashes), num_full)])
 
     def record_token_steps(self, first: int, last: int) -> None:
