@@ -62,10 +62,11 @@ def main() -> None:
     report(f"vidur point: llama-2-70b tp2 a100, {n} x 512/128, offline", result, wall, n)
     print(f"{'':56s} Vidur 0.0.26: 10.2 s warm -> {10.2 / wall[0]:.1f}x faster (wall), {10.2 / wall[1]:.1f}x (cpu)")
 
-    for name, config in [
-        ("llama-2-7b a100-80gb", EngineConfig(model="meta-llama/Llama-2-7b-hf", gpu="a100-80gb", max_model_len=4096)),
+    for name, config, with_reference in [
+        ("llama-2-7b a100-80gb", EngineConfig(model="meta-llama/Llama-2-7b-hf", gpu="a100-80gb", max_model_len=4096),
+         True),
         ("llama-2-70b tp2 a100-80gb", EngineConfig(model="meta-llama/Llama-2-70b-hf", gpu="a100-80gb",
-                                                   tensor_parallel_size=2, max_model_len=4096)),
+                                                   tensor_parallel_size=2, max_model_len=4096), False),
     ]:
         spec = WorkloadSpec(dataset_name="sharegpt", num_prompts=n, max_model_len=4096)
         w = build_workload(spec, np.random.default_rng(0))
@@ -77,7 +78,7 @@ def main() -> None:
         online = build_workload(replace(spec, request_rate=rate), np.random.default_rng(0))
         result, wall = timed(config, online, args.repeat, usage="serve")
         report(f"  online at 80% of capacity ({rate:.1f} req/s)", result, wall, n)
-        if config.model.endswith("7b-hf"):
+        if with_reference:
             result, wall = timed(config, online, 1, usage="serve", fast_forward=False)
             report("  the same, without fast-forward", result, wall, n)
 

@@ -252,13 +252,10 @@ class Engine:
                 self._wakeup = None
                 continue
             self._note_admissions(out, start_s)
-            num_steps = self._run_length(out, start_s) if self.fast_forward else 1
-            if num_steps > 1:
-                shape = batch_shape(out)
-                durations = self.step_model.decode_run(shape.num_seqs, shape.context_tokens, num_steps)
+            durations = self._run_durations(out, start_s) if self.fast_forward else None
+            if durations is not None:
                 duration = float(durations.sum())
             else:
-                durations = None
                 duration = self.step_model.step_time(self._batch_shape(out))
             yield env.timeout(duration)
             self._finish_step(out, start_s, durations)
@@ -271,10 +268,10 @@ class Engine:
             stats.prompt_tokens_total += request.num_prompt_tokens
         stats.num_preemptions_total += len(out.preempted_request_ids)
 
-    def _run_length(self, out: SchedulerOutput, start_s: float) -> int:
-        """How many steps, this one included, will be exactly like it (see
-        sim/sched/lazy.py): bounded by the next arrival and, under multi-step scheduling, by
-        the window's end."""
+    def _run_durations(self, out: SchedulerOutput, start_s: float) -> np.ndarray | None:
+        """The durations of the run of steps exactly like this one, this one included (see
+        sim/sched/lazy.py), bounded by the next arrival and, under multi-step scheduling, by
+        the window's end; None when the step stands alone."""
         sched = self.scheduler
         limit = 1 << 30
         window = self.config.num_scheduler_steps
@@ -282,18 +279,19 @@ class Engine:
             limit = window - self.stats.num_steps % window
         steady = sched.steady_run_length(out, limit)
         if steady <= 1:
-            return 1  # the common case in a busy engine: decide cheaply
+            return None  # the common case in a busy engine: decide cheaply
+        # The steps are priced as this one plus one more token of context per request.
+        shape = batch_shape(out)
         next_arrival = self.next_arrival_s()
-        if next_arrival < math.inf:
-            # A step that starts after the arrival would see the new request. Until then the
-            # steps are priced as this one plus one more token of context per request.
-            shape = batch_shape(out)
-            if start_s + self.step_model.step_time(shape) >= next_arrival:
-                return 1
-            d = self.step_model.decode_run(shape.num_seqs, shape.context_tokens, min(steady, 4096))
-            starts = start_s + np.concatenate(([0.0], np.cumsum(d[:-1])))
-            steady = min(steady, int(np.searchsorted(starts, next_arrival, side="left")))
-        return max(steady, 1)
+        if next_arrival == math.inf:
+            return self.step_model.decode_run(shape.num_seqs, shape.context_tokens, steady)
+        # A step that starts after the arrival would see the new request.
+        if start_s + self.step_model.step_time(shape) >= next_arrival:
+            return None
+        d = self.step_model.decode_run(shape.num_seqs, shape.context_tokens, min(steady, 4096))
+        starts = start_s + np.concatenate(([0.0], np.cumsum(d[:-1])))
+        steady = min(steady, int(np.searchsorted(starts, next_arrival, side="left")))
+        return d[:steady] if steady > 1 else None
 
     def _finish_step(self, out: SchedulerOutput, start_s: float, durations: np.ndarray | None) -> None:
         env, stats, sched = self.env, self.stats, self.scheduler

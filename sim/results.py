@@ -22,7 +22,7 @@ class StepLog:
     def __init__(self) -> None:
         self._chunks: list[tuple] = []
 
-    def add(self, start_s, out, sched, kv_usage, durations, end_s, running_during=None) -> None:
+    def add(self, start_s, out, sched, kv_usage, durations, end_s, running_during) -> None:
         """One step, or a run of ``len(durations)`` alike steps whose last one may finish
         requests (``running_during``: the running count before that)."""
         n = out.total_num_scheduled_tokens
@@ -32,8 +32,7 @@ class StepLog:
         else:
             ends = start_s + np.cumsum(durations)
             ends[-1] = end_s
-            inner = running_during if running_during is not None else sched.num_running
-            self._chunks.append((ends[:-1], durations[:-1], inner, sched.num_waiting, n, kv_usage, 0))
+            self._chunks.append((ends[:-1], durations[:-1], running_during, sched.num_waiting, n, kv_usage, 0))
             self._chunks.append((ends[-1:], durations[-1:], sched.num_running, sched.num_waiting, n, kv_usage, 0))
 
     def arrays(self) -> dict[str, np.ndarray]:

@@ -92,10 +92,9 @@ class LazyDecodeScheduler(Scheduler):
             return
         bs = self.kv.block_size
         cycles, rest = divmod(last_step - first + 1, bs)
-        count = cycles * len(self.steady)
-        boundaries = self._boundaries
+        count = cycles * len(self.steady)  # each parked request crosses once per block_size steps
         for s in range(first, first + rest):
-            count += len(boundaries[s % bs])
+            count += self.parked_block_allocations(s)
         if count:
             self._unassigned.extend(self.kv.pool.get_new_blocks(count))
         self._settled = last_step
@@ -262,14 +261,7 @@ class LazyDecodeScheduler(Scheduler):
 
     def _schedule_one(self, request: Request, n: int, out: SchedulerOutput) -> bool:
         """Give an active request ``n`` tokens if its blocks fit; False if they do not."""
-        kv, bs = self.kv, self.kv.block_size
-        computed = request.num_computed_tokens
-        if n == 1 and computed % bs and (computed + 1) % bs == 0:
-            # A decode that fills its block: nothing to allocate, only the block to cache
-            # (what allocate_slots would do here, without its general bookkeeping).
-            if kv.enable_caching:
-                kv.cache_blocks(request, computed + 1)
-        elif kv.allocate_slots(request, n) is None:
+        if self.kv.allocate_slots(request, n) is None:
             return False
         out.num_scheduled_tokens[request.request_id] = n
         out.scheduled.append(request)
@@ -315,10 +307,9 @@ class LazyDecodeScheduler(Scheduler):
             return at_most
         free -= cycles * n
         steps = cycles * bs
-        boundaries = self._boundaries
         s = self.step + steps
         while steps < at_most:
-            free -= len(boundaries[s % bs])
+            free -= self.parked_block_allocations(s)
             if free < 0:
                 break
             steps += 1
