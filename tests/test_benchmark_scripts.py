@@ -1,0 +1,50 @@
+"""The scripts in benchmarks/ still run and print their rows.
+
+They print speed figures that the docs quote; these tests run each one on a tiny input, as a
+user would (a subprocess from the repository root), and check that every row is there. They
+check no time: wall-clock targets are read off the scripts' output, never asserted.
+(benchmarks/vllm_match.py needs the vLLM venv and is run by tests/test_vllm_reference.py.)
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_script(*args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_engine_speed_prints_every_run():
+    out = run_script("benchmarks/engine_speed.py", "--num-prompts", "200", "--repeat", "1")
+    lines = out.splitlines()
+    assert any(line.startswith("vidur point: llama-2-70b tp2 a100, 200 x 512/128") for line in lines)
+    for model in ("llama-2-7b a100-80gb", "llama-2-70b tp2 a100-80gb"):
+        assert any(line.startswith(f"sharegpt-like, {model}, 200 offline") for line in lines)
+    assert sum("online at 80% of capacity" in line for line in lines) == 2
+    assert sum(line.lstrip().startswith("floor:") for line in lines) == 2
+    assert sum("without fast-forward" in line for line in lines) == 1
+    # Every engine row reports the simulated time against the wall time.
+    rows = [line for line in lines if "simulated req/s" in line]
+    assert len(rows) == 6
+    assert all("x real time" in line for line in rows)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (("benchmarks/promql_speed.py", "--hours", "0.25", "--repeat", "1"), "range_query"),
+    (("benchmarks/rollout_speed.py", "--repeat", "1"), "status Healthy"),
+    (("benchmarks/rollout_trials.py", "--trials", "1", "error-rate=0.02"), "error-rate=0.02"),
+    (("benchmarks/rollout_surface_fidelity.py", "--requests", "200"), "largest relative difference"),
+])
+def test_other_benchmarks_run(args, expected):
+    assert expected in run_script(*args)
