@@ -16,7 +16,7 @@ def run_engine(
     config: EngineConfig, workload, *, seed: int = 0,
     usage: Literal["serve", "offline"] = "offline", progress=None, fast_forward: bool = True,
     step_time_multiplier: float = 1.0, max_concurrency: int | None = None,
-    coefficients=None,
+    coefficients=None, listeners=(),
 ) -> EngineResult:
     """Simulate ``workload`` on the engine ``config`` describes.
 
@@ -24,6 +24,8 @@ def run_engine(
     ``fast_forward`` skips over runs of identical decode steps (same result, much faster).
     ``max_concurrency`` caps requests in flight, as ``vllm bench serve --max-concurrency``: a
     request due while the cap is reached is sent when an earlier one finishes.
+    ``listeners`` are added to the engine's (see :class:`sim.engine.EngineListener`); one may end
+    the run early by raising, as the capacity planner's SLA monitor does.
     """
     env = simpy.Environment()
     arrivals = np.asarray(workload.arrival_s, dtype=float)
@@ -51,6 +53,7 @@ def run_engine(
 
     if max_concurrency is not None:
         engine.listeners.append(_Slots())
+    engine.listeners.extend(listeners)
 
     def in_flight() -> int:
         return len(requests) - len(engine.finished) - engine.stats.request_success_total["abort"]

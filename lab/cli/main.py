@@ -21,6 +21,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("exercise", "lab.cli.exercise", "the course exercises 6.1 to 6.4 and their checks"),
     ("validate", "lab.cli.validate", "compare the simulator with published vLLM measurements"),
     ("calibrate", "lab.cli.calibrate", "collect real vLLM measurements and fit the step-time model"),
+    ("tune", "lab.cli.tune", "find the cheapest deployment that meets an SLA, by simulation"),
 ]
 
 

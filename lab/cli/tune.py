@@ -1,0 +1,242 @@
+"""``servelab tune``: the cheapest deployment that meets an SLA, found by simulation.
+
+Gathers the inputs (model, workload as `vllm bench serve` spells it, SLA, search space, prices,
+executor), runs :func:`sim.tune.tune`, and prints the ranked table, the Pareto front and the
+winner's `vllm serve` line (``--json`` writes everything, manifests included;
+``--output-dir`` writes the winner's command, Deployment and Rollout as files).
+
+Exit status: 0 with a winner; 1 when no configuration meets the SLA (the closest ones are
+printed with the term each misses and by how much); 2 for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from lab.cli.engine_args import add_workload_args
+
+
+def _ints(flag: str):
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        if not values or any(v <= 0 for v in values):
+            raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+        return values
+    return parse
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def add_cli_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="HF name, short alias, or path to a config.json")
+    p.add_argument("--sla", required=True, metavar="TERMS",
+                   help="comma-separated terms with vLLM's JSON keys: p90_ttft_ms<=500, median_tpot_ms<=30, "
+                        "p99_e2el_ms<=10000, output_throughput>=2000 (the whole deployment)")
+    add_workload_args(p, offline=False)
+    p.set_defaults(num_prompts=200)
+    p.add_argument("--max-concurrency", type=int, default=None,
+                   help="closed loop: this many clients in all (instead of --request-rate)")
+    s = p.add_argument_group("search space (comma-separated values)")
+    s.add_argument("--gpu", action="append", default=None,
+                   help="GPUs to consider (repeat or comma-separate); default: every GPU in the catalog")
+    s.add_argument("--tensor-parallel-size", "-tp", type=_ints("--tensor-parallel-size"), default=(1, 2, 4, 8))
+    s.add_argument("--max-num-seqs", type=_ints("--max-num-seqs"), default=(64, 128, 256, 512))
+    s.add_argument("--max-num-batched-tokens", type=_ints("--max-num-batched-tokens"), default=(2048, 8192, 16384))
+    s.add_argument("--quantization", type=_words, default=None,
+                   help="weight dtypes: none,fp8 (default where the simulator models precision; else none)")
+    s.add_argument("--kv-cache-dtype", type=_words, default=None, help="KV-cache dtypes: auto,fp8 (likewise)")
+    s.add_argument("--enable-prefix-caching", type=_words, default=None,
+                   help="on, off or on,off (default: on,off when the workload shares a prefix, else on)")
+    s.add_argument("--max-replicas", type=int, default=8)
+    s.add_argument("--max-model-len", type=int, default=None,
+                   help="default: the smallest power of two >= 2048 that holds the longest request")
+    s.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    r = p.add_argument_group("search")
+    r.add_argument("--executor", choices=("local", "ray", "serial"), default="local",
+                   help="local: processes on this machine (default); ray: Ray tasks")
+    r.add_argument("--ray-address", default=None, metavar="ADDR", help="a Ray cluster (ray://HOST:10001); default: local")
+    r.add_argument("--workers", type=int, default=None, help="local processes (default: every core)")
+    r.add_argument("--rate-tolerance", type=float, default=0.05, help="bisection stops within this fraction")
+    r.add_argument("--no-early-stop", dest="early_stop", action="store_false",
+                   help="run every simulation to its end")
+    r.add_argument("--gpu-prices", metavar="FILE", default=None, help="a price table (YAML) instead of the shipped one")
+    o = p.add_argument_group("output")
+    o.add_argument("--top", type=int, default=10, help="rows of the ranked table")
+    o.add_argument("--json", metavar="FILE", default=None, help="write the whole result as JSON ('-': stdout)")
+    o.add_argument("--output-dir", metavar="DIR", default=None,
+                   help="write the winner's vllm-serve.sh, deployment.yaml and rollout.yaml here")
+    o.add_argument("--png", metavar="FILE", default=None, help="save the Pareto plot")
+
+
+def build_request(args):
+    import yaml
+
+    from sim.errors import ConfigError
+    from sim.tune import SearchSpace, TuneRequest, parse_sla
+    from sim.tune.prices import prices_from_doc, shipped_prices
+    from sim.tune.search import longest_request_tokens
+    from sim.tune.space import default_max_model_len, default_precisions, resolve_gpus
+    from sim.workload import WorkloadSpec
+
+    sla = parse_sla(args.sla)
+    gpus = resolve_gpus(args.gpu)
+    if args.gpu_prices:
+        try:
+            with open(args.gpu_prices, encoding="utf-8") as f:
+                doc = yaml.safe_load(f)
+        except OSError as exc:
+            raise ConfigError(f"--gpu-prices {args.gpu_prices}: cannot read it ({exc.strerror})") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--gpu-prices {args.gpu_prices}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        prices = prices_from_doc(doc, origin=f"--gpu-prices {args.gpu_prices}")
+    else:
+        prices = shipped_prices()
+    if args.max_concurrency is not None:
+        if args.request_rate != math.inf:
+            raise ConfigError("--max-concurrency and --request-rate: give one (clients in a closed loop, or requests/s)")
+        if args.max_concurrency <= 0:
+            raise ConfigError(f"--max-concurrency: expected a positive integer, got {args.max_concurrency}")
+        mode, target = "concurrency", float(args.max_concurrency)
+    else:
+        mode, target = "rate", (None if args.request_rate == math.inf else args.request_rate)
+    spec = WorkloadSpec(
+        dataset_name=args.dataset_name, num_prompts=args.num_prompts, random_input_len=args.random_input_len,
+        random_output_len=args.random_output_len, random_range_ratio=args.random_range_ratio,
+        dataset_path=args.dataset_path, prefix_len=args.prefix_len, prefix_fraction=args.prefix_fraction,
+        n=args.n, burstiness=args.burstiness,
+    )
+    longest = longest_request_tokens(spec, args.seed)
+    quant_default, kv_default = default_precisions()
+    quantization = tuple(None if q.lower() == "none" else q for q in args.quantization) if args.quantization else quant_default
+    prefix = args.enable_prefix_caching or (("on", "off") if args.prefix_len > 0 else ("on",))
+    bad = [v for v in prefix if v not in ("on", "off")]
+    if bad:
+        raise ConfigError(f"--enable-prefix-caching: expected on, off or on,off, got {','.join(prefix)}")
+    from sim.catalog import get_model
+
+    space = SearchSpace(
+        model=get_model(args.model).name, gpus=gpus, tensor_parallel_sizes=args.tensor_parallel_size,
+        max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
+        quantization=quantization, kv_cache_dtype=args.kv_cache_dtype or kv_default,
+        enable_prefix_caching=tuple(v == "on" for v in prefix), max_replicas=args.max_replicas,
+        max_model_len=args.max_model_len or default_max_model_len(longest),
+        gpu_memory_utilization=args.gpu_memory_utilization,
+    )
+    return TuneRequest(space, spec, sla, prices, mode=mode, target_load=target, seed=args.seed,
+                       rel_tol=args.rate_tolerance, early_stop=args.early_stop)
+
+
+class _Bar:
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=0, unit="config", delay=2.0, file=sys.stderr, leave=False,
+                        disable=not sys.stderr.isatty())
+
+    def __call__(self, done: int, total: int, ev) -> None:
+        self.bar.total = total
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run(args) -> int:
+    from sim.catalog import get_model
+    from sim.tune import tune
+    from sim.tune.executors import make_executor
+
+    from lab.tune_report import format_table, result_dict, table_rows
+
+    get_model(args.model)  # an unknown model fails here, before any process starts
+    request = build_request(args)
+    executor = make_executor(args.executor, workers=args.workers, ray_address=args.ray_address)
+    bar = _Bar()
+    t0 = time.perf_counter()
+    try:
+        result = tune(request, executor, progress=bar)
+    finally:
+        bar.close()
+        executor.close()
+    wall_s = time.perf_counter() - t0
+    c, space = result.counts, request.space
+    to_stdout = args.json == "-"
+    out = sys.stderr if to_stdout else sys.stdout
+    say = lambda *a: print(*a, file=out)
+    unit = "req/s" if request.mode == "rate" else "clients"
+    target = f"{request.target_load:g} {unit}" if request.target_load else "as much as one replica carries"
+    say(f"Model: {space.model}; SLA: {request.sla.describe()}; load: {target}")
+    say(f"Candidates: {c.candidates:,} ({c.engine_configs} engine configurations x {c.replica_counts} replica counts; "
+        f"GPUs: {', '.join(space.gpus)})")
+    say(f"Pruned: {c.pruned_configs} configurations ({c.pruned:,} candidates) that vLLM could not start or that "
+        f"could not hold the longest request")
+    say(f"Simulated: {c.simulated_configs} configurations, {c.simulations:,} runs, {c.stopped_early:,} stopped early; "
+        f"{wall_s:.1f} s on {executor.workers} {executor.name} worker(s)")
+    say("")
+    if result.ranked:
+        say(f"Meeting the SLA ({len(result.ranked)} configurations, best first):")
+        say(format_table(table_rows(result.ranked[: args.top], request.mode)))
+        say("")
+        say("Pareto front (output tok/s per GPU against tok/s per user, one replica each):")
+        say(format_table(table_rows(result.pareto, request.mode)))
+        w = result.winner
+        from lab.tune_export import deployment_manifest, rollout_manifest, serve_command
+
+        say("")
+        say(f"Winner: {w.replicas} x {w.config.tensor_parallel_size} {w.config.gpu}, ${w.cost_per_hour:.2f}/hour, "
+            f"${w.cost_per_million_tokens:.3f} per million output tokens")
+        say(serve_command(w.config))
+        if args.output_dir:
+            d = Path(args.output_dir)
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "vllm-serve.sh").write_text("#!/bin/sh\n" + serve_command(w.config) + "\n")
+            (d / "deployment.yaml").write_text(deployment_manifest(w.config, w.replicas))
+            (d / "rollout.yaml").write_text(rollout_manifest(w.config, w.replicas))
+            say(f"Wrote {d / 'vllm-serve.sh'}, {d / 'deployment.yaml'} and {d / 'rollout.yaml'}")
+    else:
+        say("No configuration meets the SLA. The closest ones, with what each misses:")
+        say(format_table(table_rows(result.closest, request.mode)))
+    if args.png and result.points:
+        _pareto_png(result, args.png)
+        say(f"Wrote {args.png}")
+    if args.json:
+        payload = json.dumps(result_dict(result, wall_s=wall_s, executor=executor.name, workers=executor.workers),
+                             indent=2, allow_nan=False)
+        if to_stdout:
+            print(payload)
+        else:
+            Path(args.json).write_text(payload + "\n")
+            say(f"Wrote {args.json}")
+    return 0 if result.ranked else 1
+
+
+def _pareto_png(result, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    pts = result.points
+    ax.scatter([d.tokens_per_s_per_user for d in pts], [d.tokens_per_s_per_gpu for d in pts], s=12, alpha=0.4,
+               label="configurations that meet the SLA")
+    front = sorted(result.pareto, key=lambda d: d.tokens_per_s_per_user)
+    ax.plot([d.tokens_per_s_per_user for d in front], [d.tokens_per_s_per_gpu for d in front], "o-", color="C3",
+            label="Pareto front")
+    ax.set_xlabel("output tokens/s per user")
+    ax.set_ylabel("output tokens/s per GPU")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

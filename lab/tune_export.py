@@ -1,0 +1,71 @@
+"""What `servelab tune` and the Capacity planner page hand over for the winner: its `vllm serve`
+line, a Deployment, and the course's Rollout (``manifests/rollout.yaml``) carrying it.
+
+The Rollout keeps the course's canary as it is (steps, analysis, services, traffic routing) and
+swaps in the winner's container: the official vLLM image, `vllm serve` with the winner's flags,
+its GPUs, and the winner's replica count, so the canary takes it from there.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import yaml
+
+from lab.pages.serving import deployment_yaml, vllm_serve_args
+from sim.config import EngineConfig
+
+MANIFESTS = Path(__file__).resolve().parents[1] / "manifests"
+
+
+def serve_args(config: EngineConfig) -> list[str]:
+    """``vllm serve`` arguments, with the dtype flags where the configuration sets them."""
+    args = list(vllm_serve_args(config))
+    quant = getattr(config, "quantization", None)
+    if quant and not any(a.startswith("--quantization") for a in args):
+        args.append(f"--quantization={quant}")
+    kv = getattr(config, "kv_cache_dtype", "auto")
+    if kv and kv != "auto" and not any(a.startswith("--kv-cache-dtype") for a in args):
+        args.append(f"--kv-cache-dtype={kv}")
+    return args
+
+
+def serve_command(config: EngineConfig) -> str:
+    args = serve_args(config)
+    return " \\\n".join(["vllm serve " + shlex.quote(args[0])] + ["  " + shlex.quote(a) for a in args[1:]])
+
+
+def _container(config: EngineConfig) -> dict:
+    doc = yaml.safe_load(deployment_yaml(config))
+    container = doc["spec"]["template"]["spec"]["containers"][0]
+    container["args"] = serve_args(config) + ["--port=8000"]
+    return container
+
+
+def deployment_manifest(config: EngineConfig, replicas: int, *, name: str = "vllm", namespace: str = "ai-prod") -> str:
+    doc = yaml.safe_load(deployment_yaml(config, name=name, namespace=namespace))
+    doc["spec"]["replicas"] = replicas
+    doc["spec"]["template"]["spec"]["containers"][0] = _container(config)
+    header = (f"# vLLM serving {config.model} on {replicas} x {config.tensor_parallel_size} {config.gpu} "
+              f"(chosen by servelab tune)\n")
+    return header + yaml.safe_dump(doc, sort_keys=False)
+
+
+def rollout_manifest(config: EngineConfig, replicas: int, *, manifests_dir: Path = MANIFESTS) -> str:
+    """The course's Rollout with the winner's container and replica count."""
+    with open(Path(manifests_dir) / "rollout.yaml", encoding="utf-8") as f:
+        doc = yaml.safe_load(f)
+    doc["spec"]["replicas"] = replicas
+    pod = doc["spec"]["template"]["spec"]
+    old = pod["containers"][0]
+    new = _container(config)
+    new["name"] = old.get("name", "vllm")
+    for key in ("readinessProbe", "livenessProbe"):
+        if key in old:
+            new[key] = old[key]
+    pod["containers"][0] = new
+    pod.setdefault("volumes", [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}])
+    header = (f"# The course's canary Rollout (manifests/rollout.yaml), shipping {config.model} on {replicas} x "
+              f"{config.tensor_parallel_size} {config.gpu} as chosen by servelab tune\n")
+    return header + yaml.safe_dump(doc, sort_keys=False)

@@ -1,0 +1,129 @@
+"""A :class:`sim.tune.TuneResult` as rows, JSON and text: what the CLI prints and the page shows."""
+
+from __future__ import annotations
+
+import math
+
+from lab.tune_export import deployment_manifest, rollout_manifest, serve_command
+from sim.tune.rank import Deployment
+
+
+def _num(x):
+    return None if isinstance(x, float) and not math.isfinite(x) else x
+
+
+def config_fields(d: Deployment) -> dict:
+    c = d.config
+    out = {"gpu": c.gpu, "tensor_parallel_size": c.tensor_parallel_size, "max_num_seqs": c.max_num_seqs,
+           "max_num_batched_tokens": c.max_num_batched_tokens, "enable_prefix_caching": c.enable_prefix_caching,
+           "max_model_len": c.max_model_len, "gpu_memory_utilization": c.gpu_memory_utilization}
+    if hasattr(c, "quantization"):
+        out["quantization"] = getattr(c, "quantization")
+        out["kv_cache_dtype"] = getattr(c, "kv_cache_dtype", "auto")
+    return out
+
+
+def deployment_dict(d: Deployment, mode: str) -> dict:
+    unit = "request_rate" if mode == "rate" else "concurrency"
+    return {
+        **config_fields(d),
+        "replicas": d.replicas, "num_gpus": d.num_gpus, "meets_sla": d.meets,
+        f"{unit}_per_replica": _num(d.load_per_replica), unit: _num(d.load),
+        "output_throughput": _num(d.output_tokens_per_s),
+        "output_throughput_per_gpu": _num(d.tokens_per_s_per_gpu),
+        "output_throughput_per_user": _num(d.tokens_per_s_per_user),
+        "cost_per_hour_usd": _num(d.cost_per_hour),
+        "cost_per_million_output_tokens_usd": _num(d.cost_per_million_tokens),
+        "sla_margins": {k: _num(v) for k, v in d.margins.items()},
+        "sla_misses": [{k: _num(v) for k, v in m.items()} for m in d.misses],
+        "at_top_of_bracket": d.capped,
+    }
+
+
+def result_dict(result, *, wall_s: float | None = None, executor: str = "", workers: int = 0) -> dict:
+    req, counts = result.request, result.counts
+    out = {
+        "model": req.space.model,
+        "sla": result.request.sla.describe(),
+        "load_mode": req.mode,
+        "target_load": req.target_load,
+        "counts": {"candidates": counts.candidates, "engine_configs": counts.engine_configs,
+                   "replica_counts": counts.replica_counts, "pruned_configs": counts.pruned_configs,
+                   "pruned_candidates": counts.pruned, "simulated_configs": counts.simulated_configs,
+                   "simulations": counts.simulations, "stopped_early": counts.stopped_early},
+        "executor": executor, "workers": workers, "wall_time_s": wall_s,
+        "prices": {g: {"usd_per_gpu_hour": p.usd_per_gpu_hour, "source": p.source, "date": p.date}
+                   for g, p in req.prices.items() if g in req.space.gpus},
+        "ranked": [deployment_dict(d, req.mode) for d in result.ranked],
+        "pareto": [deployment_dict(d, req.mode) for d in result.pareto],
+        "closest": [deployment_dict(d, req.mode) for d in result.closest],
+        "pruned": [{**{"gpu": p.config.gpu, "tensor_parallel_size": p.config.tensor_parallel_size,
+                       "max_num_seqs": p.config.max_num_seqs,
+                       "max_num_batched_tokens": p.config.max_num_batched_tokens}, "reason": p.reason}
+                   for p in result.pruned],
+        "winner": None,
+    }
+    if result.winner is not None:
+        w = result.winner
+        out["winner"] = {**deployment_dict(w, req.mode), "vllm_serve_command": serve_command(w.config),
+                         "deployment_yaml": deployment_manifest(w.config, w.replicas),
+                         "rollout_yaml": rollout_manifest(w.config, w.replicas)}
+    return out
+
+
+def table_rows(deployments: list[Deployment], mode: str) -> list[dict]:
+    """One short row per deployment, for a text table or a dataframe."""
+    rows = []
+    for i, d in enumerate(deployments, start=1):
+        c = d.config
+        row = {"#": i, "GPU": c.gpu, "TP": c.tensor_parallel_size, "max-num-seqs": c.max_num_seqs,
+               "max-num-batched-tokens": c.max_num_batched_tokens}
+        if hasattr(c, "quantization"):
+            row["quantization"] = getattr(c, "quantization") or "-"
+            row["kv-cache-dtype"] = getattr(c, "kv_cache_dtype", "auto")
+        if not c.enable_prefix_caching:
+            row["prefix-caching"] = "off"
+        row.update({
+            "replicas": d.replicas, "GPUs": d.num_gpus,
+            "$/hour": d.cost_per_hour, "$/Mtok": d.cost_per_million_tokens,
+            # ">=": met at the top of the bracket (the burst capacity, or max-num-seqs clients)
+            ("req/s/replica" if mode == "rate" else "clients/replica"):
+                (f">={d.load_per_replica:.2f}" if d.capped else d.load_per_replica) if d.meets else None,
+            "tok/s/GPU": d.tokens_per_s_per_gpu, "tok/s/user": d.tokens_per_s_per_user,
+        })
+        if d.meets:
+            row["tightest margin"] = f"{min(d.margins, key=d.margins.get)} {100 * d.min_margin:+.0f}%" if d.margins else ""
+        else:
+            row["misses"] = "; ".join(_miss_text(m) for m in d.misses)
+        rows.append(row)
+    return rows
+
+
+def _miss_text(m: dict) -> str:
+    measured, limit = m["measured"], m["limit"]
+    if m["key"] in ("replicas", "error"):
+        return f"{m['term']}: {measured}" if m["key"] == "error" else f"needs {measured} replicas > {limit}"
+    if m["key"] == "output_throughput":
+        return f"{m['term']}: {measured:.0f} tok/s"
+    over = m["over_pct"]
+    return f"{m['term']} by {over:+.0f}% ({measured:.0f} ms)" if math.isfinite(over) else f"{m['term']} (nothing measured)"
+
+
+def format_table(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+
+    def cell(v):
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            if not math.isfinite(v):
+                return "-"
+            return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
+        return str(v)
+
+    cells = [[cell(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    line = lambda vals: "  ".join(v.rjust(w) if i < len(cols) - 1 else v for i, (v, w) in enumerate(zip(vals, widths)))
+    return "\n".join([line(cols), line(["-" * w for w in widths])] + [line(r) for r in cells])

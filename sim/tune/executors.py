@@ -1,0 +1,134 @@
+"""Where the search's simulations run: one interface, three ways.
+
+An executor maps a picklable function over picklable items and yields the results as they
+finish (not in order), so a caller can show progress and draw results as they come:
+
+* :class:`SerialExecutor`: in this process, one after another (tests, tiny searches);
+* :class:`LocalExecutor`: a ``concurrent.futures.ProcessPoolExecutor`` with one worker per
+  core by default (the forkserver start method, so it is safe in threaded hosts such as
+  Streamlit; the workers import the simulator once and keep it);
+* :class:`RayExecutor`: one Ray task per item, on the cluster ``ray.init(address=...)``
+  connects to (a local Ray instance when no address is given). Ray schedules the tasks;
+  there is no scheduler of ours.
+
+Items go out in chunks (``chunksize``) so that a task is worth its overhead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
+
+from sim.errors import ConfigError
+
+
+class Executor(Protocol):
+    name: str
+    workers: int
+
+    def map_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]: ...
+
+    def close(self) -> None: ...
+
+
+def _apply_chunk(fn_and_chunk):
+    fn, chunk = fn_and_chunk
+    return [fn(item) for item in chunk]
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+class SerialExecutor:
+    name = "serial"
+    workers = 1
+
+    def map_unordered(self, fn, items):
+        for item in items:
+            yield fn(item)
+
+    def close(self) -> None:
+        pass
+
+
+class LocalExecutor:
+    """Processes on this machine; ``workers`` defaults to every core (``os.cpu_count()``)."""
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None, chunksize: int = 1) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.workers = workers or os.cpu_count() or 1
+        self.chunksize = chunksize
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["sim.tune.evaluate"])
+        self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+
+    def map_unordered(self, fn, items):
+        from concurrent.futures import as_completed
+
+        futures = [self._pool.submit(_apply_chunk, (fn, chunk)) for chunk in _chunks(list(items), self.chunksize)]
+        try:
+            for future in as_completed(futures):
+                yield from future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class RayExecutor:
+    """Ray tasks. ``address``: a running cluster (``ray://HOST:10001`` or ``HOST:6379``, as
+    ``ray.init`` takes it); None starts (or joins) a local instance."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, chunksize: int = 1, **init_kwargs) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("--executor ray: Ray is not installed; pip install 'ray>=2.40' "
+                              "(the same version as the cluster's)") from None
+        self._ray = ray
+        self.chunksize = chunksize
+        self._started_here = False
+        if not ray.is_initialized():
+            try:
+                ray.init(address=address, **init_kwargs)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise ConfigError(f"--ray-address {address}: cannot connect to a Ray cluster there ({exc})") from None
+            self._started_here = True
+        self.workers = int(ray.cluster_resources().get("CPU", 1))
+        self._task = ray.remote(_apply_chunk)
+
+    def map_unordered(self, fn, items):
+        ray = self._ray
+        pending = [self._task.remote((fn, chunk)) for chunk in _chunks(list(items), self.chunksize)]
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                yield from ray.get(done[0])
+        finally:
+            for ref in pending:
+                ray.cancel(ref)
+
+    def close(self) -> None:
+        if self._started_here:
+            self._ray.shutdown()
+
+
+def make_executor(name: str, *, workers: int | None = None, ray_address: str | None = None,
+                  chunksize: int = 1) -> Executor:
+    if name == "local":
+        return LocalExecutor(workers, chunksize)
+    if name == "ray":
+        return RayExecutor(ray_address, chunksize)
+    if name == "serial":
+        return SerialExecutor()
+    raise ConfigError(f"--executor: expected local, ray or serial, got {name!r}")

@@ -1,0 +1,116 @@
+"""The search space: every deployment `servelab tune` considers, before pruning.
+
+A candidate is an :class:`EngineConfig` (GPU, tensor parallelism, ``--max-num-seqs``,
+``--max-num-batched-tokens``, weight and KV-cache dtypes, prefix caching) run on ``replicas``
+identical servers behind a load balancer. Replicas multiply candidates without multiplying
+simulations: a Poisson stream of rate R split at random over N replicas is N Poisson streams of
+rate R / N (a closed loop of C clients, C / N clients each), so one bisection of an engine
+configuration's highest load per replica answers it for every replica count.
+
+Weight and KV dtypes (``--quantization``, ``--kv-cache-dtype``) are offered only when
+:class:`EngineConfig` has those fields (the precision model); otherwise the axis holds the
+model's own dtype alone. Expert parallelism would join the space with MoE models, which the
+catalog does not have yet.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, fields
+
+from sim.catalog import get_gpu, known_gpus
+from sim.config import EngineConfig
+from sim.errors import CatalogError, ConfigError
+
+DEFAULT_TP = (1, 2, 4, 8)
+DEFAULT_MAX_NUM_SEQS = (64, 128, 256, 512)
+DEFAULT_MAX_NUM_BATCHED_TOKENS = (2048, 8192, 16384)
+DEFAULT_MAX_REPLICAS = 8
+
+
+def precision_axes_supported() -> bool:
+    """Whether EngineConfig models weight and KV-cache dtypes (``quantization``, ``kv_cache_dtype``)."""
+    names = {f.name for f in fields(EngineConfig)}
+    return {"quantization", "kv_cache_dtype"} <= names
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    model: str
+    gpus: tuple[str, ...]
+    tensor_parallel_sizes: tuple[int, ...] = DEFAULT_TP
+    max_num_seqs: tuple[int, ...] = DEFAULT_MAX_NUM_SEQS
+    max_num_batched_tokens: tuple[int, ...] = DEFAULT_MAX_NUM_BATCHED_TOKENS
+    quantization: tuple[str | None, ...] = (None,)  # None: the checkpoint's dtype
+    kv_cache_dtype: tuple[str, ...] = ("auto",)
+    enable_prefix_caching: tuple[bool, ...] = (True,)
+    max_replicas: int = DEFAULT_MAX_REPLICAS
+    max_model_len: int = 8192
+    gpu_memory_utilization: float = 0.9
+
+    def __post_init__(self) -> None:
+        if not self.gpus:
+            raise ConfigError("--gpu: give at least one GPU")
+        object.__setattr__(self, "gpus", resolve_gpus(self.gpus))  # catalog names, aliases resolved
+        for flag, values in (("--tensor-parallel-size", self.tensor_parallel_sizes),
+                             ("--max-num-seqs", self.max_num_seqs),
+                             ("--max-num-batched-tokens", self.max_num_batched_tokens)):
+            if not values or any(not isinstance(v, int) or isinstance(v, bool) or v <= 0 for v in values):
+                raise ConfigError(f"{flag}: expected positive integers, got {list(values)}")
+        if not isinstance(self.max_replicas, int) or self.max_replicas < 1:
+            raise ConfigError(f"--max-replicas: expected a positive integer, got {self.max_replicas!r}")
+        if not precision_axes_supported() and (set(self.quantization) != {None} or set(self.kv_cache_dtype) != {"auto"}):
+            raise ConfigError("--quantization/--kv-cache-dtype: this version of the simulator does not model "
+                              "weight or KV-cache precision yet; leave them at their defaults")
+
+    def engine_configs(self) -> list[EngineConfig]:
+        """Every engine configuration, in a fixed order (GPU, TP, dtypes, prefix caching, seqs, tokens)."""
+        out = []
+        for gpu, tp, quant, kv, prefix, seqs, tokens in itertools.product(
+            self.gpus, self.tensor_parallel_sizes, self.quantization, self.kv_cache_dtype,
+            self.enable_prefix_caching, self.max_num_seqs, self.max_num_batched_tokens,
+        ):
+            extra = {"quantization": quant, "kv_cache_dtype": kv} if precision_axes_supported() else {}
+            out.append(EngineConfig(
+                model=self.model, gpu=gpu, tensor_parallel_size=tp, max_num_seqs=seqs,
+                max_num_batched_tokens=tokens, enable_prefix_caching=prefix, max_model_len=self.max_model_len,
+                gpu_memory_utilization=self.gpu_memory_utilization, **extra,
+            ))
+        return out
+
+    @property
+    def replica_counts(self) -> range:
+        return range(1, self.max_replicas + 1)
+
+    @property
+    def num_candidates(self) -> int:
+        return len(self.engine_configs()) * self.max_replicas
+
+
+def resolve_gpus(names) -> tuple[str, ...]:
+    """Catalog names for the GPUs asked for (all of the catalog's when none); CatalogError if unknown."""
+    if not names:
+        return tuple(known_gpus())
+    out = []
+    for name in names:
+        for part in str(name).split(","):
+            if part.strip():
+                gpu = get_gpu(part.strip()).name
+                if gpu not in out:
+                    out.append(gpu)
+    if not out:
+        raise CatalogError("--gpu: no GPU given")
+    return tuple(out)
+
+
+def default_max_model_len(longest_request_tokens: int) -> int:
+    """The smallest power of two (at least 2048) that holds the workload's longest request."""
+    return max(2048, 2 ** math.ceil(math.log2(max(longest_request_tokens, 1))))
+
+
+def default_precisions() -> tuple[tuple[str | None, ...], tuple[str, ...]]:
+    """The dtype axes searched by default: FP8 weights and KV cache beside the model's own, where modelled."""
+    if precision_axes_supported():
+        return (None, "fp8"), ("auto", "fp8")
+    return (None,), ("auto",)

@@ -1,0 +1,228 @@
+"""The capacity planner (sim/tune, `servelab tune`): SLA terms, bisection, early stopping,
+pruning, ranking, Pareto, the local executor, the CLI and the manifests it exports.
+
+Searches here are tiny (one or two GPUs, a few dozen requests a run) so the file stays fast;
+benchmarks/tune_speed.py measures the full-size search. The Ray executor is in test_tune_ray.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import yaml
+
+from sim.config import EngineConfig
+from sim.errors import ConfigError
+from sim.memory import plan_for_config
+from sim.tune import SearchSpace, TuneRequest, parse_sla, tune
+from sim.tune.bisect import bisect_max_load
+from sim.tune.evaluate import Job, _run, evaluate
+from sim.tune.executors import LocalExecutor, SerialExecutor
+from sim.tune.prices import GPUPrice, prices_from_doc, shipped_prices
+from sim.tune.rank import Deployment, pareto_front, rank
+from sim.tune.sla import SLATerm, nearest_rank
+from sim.workload import WorkloadSpec
+
+SMALL = WorkloadSpec(num_prompts=60, random_input_len=256, random_output_len=64)
+MODEL = "meta-llama/Llama-3.1-8B"
+
+
+# -- SLA terms -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("text, keys, throughput", [
+    pytest.param("p90_ttft_ms<=500", ["p90_ttft_ms"], None, id="one-term"),
+    pytest.param("median_tpot_ms<=30, p99_e2el_ms<20000", ["median_tpot_ms", "p99_e2el_ms"], None, id="median-and-strict"),
+    pytest.param("p99_ttft_ms<=1000,output_throughput>=2500", ["p99_ttft_ms"], 2500.0, id="with-throughput"),
+    pytest.param("output_throughput>=100", [], 100.0, id="throughput-only"),
+])
+def test_parse_sla(text, keys, throughput):
+    sla = parse_sla(text)
+    assert [t.key for t in sla.terms] == keys
+    assert sla.min_output_throughput == throughput
+
+
+@pytest.mark.parametrize("text, fragment", [
+    pytest.param("p90_ttft<=500", "cannot read", id="no-unit"),
+    pytest.param("mean_ttft_ms<=500", "a mean is not an SLA term", id="mean"),
+    pytest.param("p0_ttft_ms<=500", "out of range", id="p0"),
+    pytest.param("p90_ttft_ms<=0", "positive", id="zero-limit"),
+    pytest.param("", "at least one term", id="empty"),
+])
+def test_parse_sla_rejects(text, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        parse_sla(text)
+
+
+def test_nearest_rank_allowance_agrees_with_the_percentile():
+    # A term holds exactly when at most allowed_misses values exceed the limit.
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    for n in (1, 7, 60, 200):
+        values = rng.exponential(100, n)
+        for p in (50, 90, 99):
+            term = SLATerm("ttft", p, 100.0)
+            over = int((values > term.limit_ms).sum())
+            assert (nearest_rank(values, p) <= term.limit_ms) == (over <= term.allowed_misses(n))
+
+
+# -- bisection -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("threshold", [0.7, 3.3, 9.99, 17.0])
+def test_bisection_finds_the_threshold_of_a_monotone_toy(threshold):
+    found = bisect_max_load(lambda x: (x <= threshold, None), 0.5, 20.0, rel_tol=0.01, max_probes=64)
+    assert found.best_load is not None and found.best_load <= threshold
+    assert threshold - found.best_load <= 0.01 * found.lowest_miss
+    assert found.lowest_miss > threshold
+
+
+def test_bisection_reports_when_even_the_lowest_load_misses_or_the_highest_meets():
+    assert bisect_max_load(lambda x: (False, None), 1, 10).best_load is None
+    top = bisect_max_load(lambda x: (True, None), 1, 10)
+    assert top.best_load == 10 and len(top.probes) == 1
+
+
+def test_integer_bisection_lands_on_the_integer():
+    found = bisect_max_load(lambda c: (c <= 37, None), 1, 256, rel_tol=0.0, integer=True)
+    assert found.best_load == 37 and found.lowest_miss == 38
+
+
+# -- early stopping ------------------------------------------------------------------------------
+@pytest.mark.parametrize("sla", ["p90_ttft_ms<=150,p90_tpot_ms<=20", "median_e2el_ms<=1500", "p99_tpot_ms<=12"])
+def test_early_stopping_gives_the_verdict_of_the_full_run(sla):
+    config = EngineConfig(model=MODEL, gpu="a100-80gb", max_model_len=2048, max_num_seqs=128)
+    job = Job(config, SMALL, parse_sla(sla).terms)
+    stopped = 0
+    for load in (1.0, 4.0, 8.0, 16.0, 40.0):
+        early, full = _run(job, load, stop=True), _run(job, load, stop=False)
+        assert early.met == full.met, (sla, load)
+        assert not full.stopped_early
+        stopped += early.stopped_early
+    assert stopped > 0
+
+
+# -- pruning -------------------------------------------------------------------------------------
+class RecordingExecutor(SerialExecutor):
+    def __init__(self):
+        self.jobs = []
+
+    def map_unordered(self, fn, items):
+        items = list(items)
+        self.jobs.extend(items)
+        return super().map_unordered(fn, items)
+
+
+def _request(gpus, sla="p90_ttft_ms<=2000,p90_tpot_ms<=100", model=MODEL, **space):
+    space = SearchSpace(model=model, gpus=gpus, max_model_len=2048, **space)
+    return TuneRequest(space, SMALL, parse_sla(sla), shipped_prices(), rel_tol=0.2)
+
+
+def test_pruning_never_simulates_a_configuration_that_does_not_fit():
+    request = _request(("l4", "a100-80gb"), model="meta-llama/Llama-3.1-70B", tensor_parallel_sizes=(1, 2, 4),
+                       max_num_seqs=(64,), max_num_batched_tokens=(2048,))
+    executor = RecordingExecutor()
+    result = tune(request, executor)
+    simulated = {job.config for job in executor.jobs}
+    for config in request.space.engine_configs():
+        try:
+            plan_for_config(config)
+            fits = True
+        except ConfigError:
+            fits = False
+        assert (config in simulated) == fits, config
+    assert result.counts.pruned_configs == len(result.pruned) > 0
+    assert all(p.reason for p in result.pruned)
+
+
+def test_max_num_batched_tokens_below_max_num_seqs_is_pruned_as_vllm_refuses_it():
+    result = tune(_request(("h100",), tensor_parallel_sizes=(1,), max_num_seqs=(512,), max_num_batched_tokens=(256, 2048)))
+    assert [p.config.max_num_batched_tokens for p in result.pruned] == [256]
+    assert "must be greater than or equal to max_num_seqs" in result.pruned[0].reason
+
+
+# -- ranking and Pareto --------------------------------------------------------------------------
+def _dep(name, cost_h, cost_m, per_gpu, per_user, meets=True, margin=0.1):
+    config = EngineConfig(model=MODEL, gpu="h100", max_num_seqs=name)
+    return Deployment(config, 1, 1, meets, 1.0, 1.0, per_gpu, per_gpu, per_user, cost_h, cost_m, {"k": margin})
+
+
+def test_ranking_puts_the_cheapest_first_and_drops_misses():
+    a, b, c = _dep(1, 10, 0.5, 100, 10), _dep(2, 5, 0.9, 100, 10), _dep(3, 1, 0.1, 100, 10, meets=False)
+    assert [d.config.max_num_seqs for d in rank([a, b, c], by_cost_per_hour=True)] == [2, 1]
+    assert [d.config.max_num_seqs for d in rank([a, b, c], by_cost_per_hour=False)] == [1, 2]
+    tie = _dep(4, 5, 0.9, 100, 10, margin=0.5)
+    assert rank([b, tie], by_cost_per_hour=True)[0] is tie  # more headroom wins a tie
+
+
+def test_pareto_front_keeps_exactly_the_undominated():
+    points = [_dep(1, 1, 1, 100, 10), _dep(2, 1, 1, 80, 20), _dep(3, 1, 1, 70, 15), _dep(4, 1, 1, 50, 30),
+              _dep(5, 1, 1, 100, 5)]
+    front = {d.config.max_num_seqs for d in pareto_front(points)}
+    assert front == {1, 2, 4}
+
+
+# -- the search end to end -----------------------------------------------------------------------
+def test_tune_ranks_configurations_that_meet_and_counts_its_work():
+    request = _request(("h100", "a100-80gb"), tensor_parallel_sizes=(1, 2), max_num_seqs=(64, 256),
+                       max_num_batched_tokens=(8192,))
+    request = TuneRequest(request.space, SMALL, request.sla, request.prices, target_load=10.0, rel_tol=0.2)
+    result = tune(request)
+    c = result.counts
+    assert c.candidates == 8 * request.space.max_replicas and c.simulated_configs == 8 and c.pruned_configs == 0
+    assert c.simulations >= 2 * 8 and c.stopped_early > 0
+    assert result.ranked and all(d.meets for d in result.ranked)
+    costs = [d.cost_per_hour for d in result.ranked]
+    assert costs == sorted(costs)
+    for d in result.ranked:  # replicas carry the target load
+        assert d.replicas * d.load_per_replica >= 10.0 - 1e-9
+    assert result.winner is result.ranked[0]
+
+
+def test_an_sla_no_configuration_meets_returns_the_closest_with_what_it_misses():
+    result = tune(_request(("a100-80gb",), sla="p90_tpot_ms<=1", tensor_parallel_sizes=(1, 2),
+                           max_num_seqs=(64,), max_num_batched_tokens=(2048,)))
+    assert not result.ranked and result.closest
+    miss = result.closest[0].misses[0]
+    assert miss["key"] == "p90_tpot_ms" and miss["measured_ms"] > 1 and miss["over_pct"] > 100
+
+
+def test_concurrency_mode_bisects_clients():
+    space = SearchSpace(model=MODEL, gpus=("h100",), tensor_parallel_sizes=(1,), max_num_seqs=(64,),
+                        max_num_batched_tokens=(8192,), max_model_len=2048)
+    request = TuneRequest(space, SMALL, parse_sla("p90_tpot_ms<=14"), shipped_prices(), mode="concurrency",
+                          target_load=100.0)
+    result = tune(request)
+    (ev,) = result.evaluations
+    assert ev.status == "meets" and float(ev.best_load).is_integer() and 1 <= ev.best_load <= 64
+    assert result.ranked[0].replicas == math.ceil(100 / ev.best_load)
+
+
+def test_local_executor_gives_the_serial_answer():
+    request = _request(("h100", "l40s"), tensor_parallel_sizes=(1,), max_num_seqs=(64, 128), max_num_batched_tokens=(4096,))
+    serial = tune(request)
+    executor = LocalExecutor(workers=2)
+    try:
+        local = tune(request, executor)
+    finally:
+        executor.close()
+    assert [e.config for e in local.evaluations] == [e.config for e in serial.evaluations]
+    assert [e.best_load for e in local.evaluations] == [e.best_load for e in serial.evaluations]
+    assert [d.config for d in local.ranked] == [d.config for d in serial.ranked]
+
+
+# -- prices --------------------------------------------------------------------------------------
+def test_shipped_prices_have_a_source_and_a_date_each():
+    prices = shipped_prices()
+    assert {"h100-80gb", "a100-80gb", "l4"} <= set(prices)
+    assert all(p.usd_per_gpu_hour > 0 and p.source and p.date[:4].isdigit() for p in prices.values())
+
+
+@pytest.mark.parametrize("doc, fragment", [
+    pytest.param({"gpus": {"h100": {"usd_per_gpu_hour": 2.0, "date": "2026-01-01"}}}, "source", id="no-source"),
+    pytest.param({"gpus": {"h100": {"usd_per_gpu_hour": -1, "source": "x", "date": "d"}}}, "positive", id="negative"),
+    pytest.param({"gpus": {"tpu-v9": {"usd_per_gpu_hour": 1, "source": "x", "date": "d"}}}, "unknown GPU", id="unknown"),
+    pytest.param(["h100"], "expected a mapping", id="not-a-mapping"),
+])
+def test_price_table_errors_name_the_entry(doc, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        prices_from_doc(doc, origin="prices.yaml")
