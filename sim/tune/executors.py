@@ -99,6 +99,12 @@ class RayExecutor:
         self.chunksize = chunksize
         self._started_here = False
         if not ray.is_initialized():
+            if address is not None and "runtime_env" not in init_kwargs:
+                # A remote cluster gets the simulator's code with the job (Ray uploads the
+                # package); its Python needs numpy, scipy, simpy and pyyaml (docs/tune.md).
+                import sim
+
+                init_kwargs["runtime_env"] = {"py_modules": [sim]}
             try:
                 ray.init(address=address, **init_kwargs)
             except (ConnectionError, RuntimeError, ValueError) as exc:

@@ -41,7 +41,7 @@ class Deployment:
     cost_per_hour: float
     cost_per_million_tokens: float
     margins: dict = field(default_factory=dict)  # term key -> (limit - measured) / limit
-    misses: tuple = ()  # for a deployment that misses: {term, key, measured, limit, over_pct}, worst first
+    misses: tuple = ()  # for a deployment that misses: {term, key, measured, limit, unit, over_pct}, worst first
     capped: bool = False  # met at the top of the bracket: the true limit may be higher
 
     @property
@@ -57,7 +57,7 @@ def deployment(ev: Evaluation, sla: SLA, target_load: float | None, price: GPUPr
     if ev.status != "meets":
         return Deployment(ev.config, 0, 0, False, 0.0, 0.0, math.nan, math.nan, math.nan, math.nan, math.nan,
                           misses=ev.miss_terms or ({"term": "simulation", "key": "error", "measured": ev.error,
-                                                    "limit": "", "over_pct": math.inf},))
+                                                    "limit": "", "unit": "", "over_pct": math.inf},))
     g, best = ev.best_load, ev.best
     per_replica_tokens = g * ev.mean_output_len if ev.mode == "rate" else best.output_throughput
     replicas = 1 if target_load is None else max(1, math.ceil(target_load / g - 1e-9))
@@ -71,10 +71,10 @@ def deployment(ev: Evaluation, sla: SLA, target_load: float | None, price: GPUPr
     problems = []
     if replicas > max_replicas:
         problems.append({"term": f"replicas <= {max_replicas}", "key": "replicas", "measured": replicas,
-                         "limit": max_replicas, "over_pct": (replicas / max_replicas - 1) * 100})
+                         "limit": max_replicas, "unit": "replicas", "over_pct": (replicas / max_replicas - 1) * 100})
     if sla.min_output_throughput is not None and tokens < sla.min_output_throughput * (1 - 1e-9):
         problems.append({"term": f"output throughput >= {sla.min_output_throughput:g} tok/s", "key": "output_throughput",
-                         "measured": tokens, "limit": sla.min_output_throughput,
+                         "measured": tokens, "limit": sla.min_output_throughput, "unit": "tok/s",
                          "over_pct": (sla.min_output_throughput / tokens - 1) * 100 if tokens > 0 else math.inf})
     return Deployment(
         config=ev.config, replicas=replicas, num_gpus=gpus, meets=not problems, load_per_replica=g, load=load,

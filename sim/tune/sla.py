@@ -142,13 +142,13 @@ def measure(terms: tuple[SLATerm, ...], metrics_ms: dict[str, np.ndarray]) -> di
 
 
 def misses(terms: tuple[SLATerm, ...], measured: dict[str, float]) -> list[dict]:
-    """The terms a measurement misses: {term, measured_ms, limit_ms, over_pct}, worst first."""
+    """The terms a measurement misses: {term, key, measured, limit, unit, over_pct}, worst first."""
     out = []
     for t in terms:
         v = measured.get(t.key, math.nan)
         if not v <= t.limit_ms:  # NaN (nothing measured) counts as a miss
             over = (v / t.limit_ms - 1) * 100 if math.isfinite(v) else math.inf
-            out.append({"term": t.label, "key": t.key, "measured_ms": v, "limit_ms": t.limit_ms, "over_pct": over})
+            out.append({"term": t.label, "key": t.key, "measured": v, "limit": t.limit_ms, "unit": "ms", "over_pct": over})
     return sorted(out, key=lambda m: -m["over_pct"])
 
 
