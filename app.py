@@ -16,6 +16,7 @@ PAGES = {
         st.Page("lab/pages/paged_attention.py", url_path="paged-attention", title="PagedAttention", icon=":material/grid_view:"),
         st.Page("lab/pages/batching.py", url_path="batching", title="Continuous vs static batching", icon=":material/view_timeline:"),
         st.Page("lab/pages/what_if.py", url_path="what-if", title="Serving what-if", icon=":material/tune:"),
+        st.Page("lab/pages/capacity.py", url_path="capacity", title="Capacity planner", icon=":material/price_check:"),
     ],
     "Shipping it": [
         st.Page("lab/pages/canary.py", url_path="canary", title="Canary rollout", icon=":material/alt_route:"),

@@ -13,7 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-PAGES = ("paged_attention", "batching", "what_if", "canary", "cluster", "exercises")
+PAGES = ("paged_attention", "batching", "what_if", "capacity", "canary", "cluster", "exercises")
 
 
 def open_page(page: str | None = None, **state) -> AppTest:
@@ -99,6 +99,28 @@ def test_what_if_simulates_rates():
     df = at.dataframe[0].value
     assert list(df.request_rate) == [2.0, 8.0]
     assert (df.output_throughput > 0).all()
+
+
+def test_capacity_planner_searches_ranks_and_exports():
+    at = open_page("capacity", cp_gpus=["h100-80gb", "a100-80gb"], cp_tp=[1, 2], cp_mns=[64, 256], cp_mnbt=[8192],
+                   cp_num_prompts=40, cp_output_len=64, cp_input_len=256, cp_rate=10.0, cp_workers=2)
+    at.button(key="cp_run").click().run()
+    assert not at.exception, at.exception
+    assert "64 candidates (8 engine configurations x 8 replica counts)" in texts(at)
+    table = at.dataframe[0].value
+    assert len(table) >= 1 and list(table["$/hour"]) == sorted(table["$/hour"])
+    assert any("vllm serve meta-llama/Llama-3.1-8B" in c.value for c in at.code)
+    assert any("kind: Rollout" in c.value for c in at.code)
+    assert at.get("plotly_chart")
+
+
+def test_capacity_planner_shows_the_closest_when_no_configuration_meets():
+    at = open_page("capacity", cp_gpus=["a100-80gb"], cp_tp=[1], cp_mns=[64], cp_mnbt=[8192], cp_num_prompts=40,
+                   cp_output_len=64, cp_input_len=256, cp_tpot_ms=1.0, cp_workers=1)
+    at.button(key="cp_run").click().run()
+    assert not at.exception, at.exception
+    assert "No configuration meets the SLA" in texts(at)
+    assert "p90 TPOT <= 1 ms by +" in at.dataframe[0].value["misses"].iloc[0]
 
 
 def test_batching_compares_engines():

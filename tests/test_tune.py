@@ -183,7 +183,7 @@ def test_an_sla_no_configuration_meets_returns_the_closest_with_what_it_misses()
                            max_num_seqs=(64,), max_num_batched_tokens=(2048,)))
     assert not result.ranked and result.closest
     miss = result.closest[0].misses[0]
-    assert miss["key"] == "p90_tpot_ms" and miss["measured_ms"] > 1 and miss["over_pct"] > 100
+    assert miss["key"] == "p90_tpot_ms" and miss["measured"] > 1 and miss["over_pct"] > 100
 
 
 def test_concurrency_mode_bisects_clients():

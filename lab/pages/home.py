@@ -20,6 +20,9 @@ GUIDE = [
     ("lab/pages/what_if.py", "Serving what-if", ":material/tune:",
      "Model, GPU and flags -> KV cache, max concurrency, throughput and latency against request rate; "
      "export the `vllm serve` line and a Deployment."),
+    ("lab/pages/capacity.py", "Capacity planner", ":material/price_check:",
+     "Traffic and an SLA -> the cheapest GPUs, TP, replicas and flags that meet it, by simulation; "
+     "export the winner's command, Deployment and Rollout."),
     ("lab/pages/canary.py", "Canary rollout", ":material/alt_route:",
      "Inject a fault and watch the course's Argo Rollouts canary catch it and roll back, in seconds."),
     ("lab/pages/cluster.py", "Cluster", ":material/hub:",

@@ -1,0 +1,176 @@
+"""Capacity planner: the cheapest deployment that meets an SLA, by simulation (`servelab tune`)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from lab.pages.common import defaults, download_table, need
+from sim.errors import ServeLabError
+
+catalog = need("sim.catalog", "the model and GPU catalog")
+tune_mod = need("sim.tune", "the capacity planner")
+
+defaults(
+    cp_model="meta-llama/Llama-3.1-8B",
+    cp_gpus=["h100-80gb", "a100-80gb", "l40s"],
+    cp_tp=[1, 2, 4],
+    cp_mns=[64, 128, 256, 512],
+    cp_mnbt=[2048, 8192, 16384],
+    cp_max_replicas=8,
+    cp_input_len=512,
+    cp_output_len=256,
+    cp_num_prompts=200,
+    cp_rate=20.0,
+    cp_percentile="p90",
+    cp_ttft_ms=500.0,
+    cp_tpot_ms=30.0,
+    cp_e2el_ms=0.0,
+    cp_workers=0,
+)
+
+st.title("Capacity planner")
+st.caption(
+    "Which GPU, how many, which tensor parallelism and which `vllm serve` flags meet your latency "
+    "targets at the lowest cost? ServeLab simulates every candidate under your traffic, queueing "
+    "included, finds each one's highest request rate that still meets the SLA by bisection, and "
+    "ranks them by price (`servelab tune` on the command line)."
+)
+
+controls, results = st.columns([1, 3], gap="large")
+with controls:
+    st.subheader("Model and traffic")
+    model = st.selectbox("Model", catalog.known_models(), key="cp_model")
+    rate = st.number_input("Request rate to carry, in all (req/s; 0: one replica at its best)", 0.0, 10000.0,
+                           step=1.0, key="cp_rate")
+    input_len = st.number_input("--random-input-len", 16, 32768, step=64, key="cp_input_len")
+    output_len = st.number_input("--random-output-len", 1, 8192, step=32, key="cp_output_len")
+    num_prompts = st.number_input("Requests per simulation", 20, 2000, step=20, key="cp_num_prompts")
+    st.subheader("SLA")
+    percentile = st.selectbox("Percentile", ["median", "p90", "p95", "p99"], key="cp_percentile")
+    ttft = st.number_input("TTFT at most (ms; 0: no limit)", 0.0, 600000.0, step=50.0, key="cp_ttft_ms")
+    tpot = st.number_input("TPOT at most (ms; 0: no limit)", 0.0, 10000.0, step=5.0, key="cp_tpot_ms")
+    e2el = st.number_input("E2E latency at most (ms; 0: no limit)", 0.0, 3600000.0, step=500.0, key="cp_e2el_ms")
+    st.subheader("Search space")
+    gpus = st.multiselect("GPUs", catalog.known_gpus(), key="cp_gpus")
+    tps = st.multiselect("--tensor-parallel-size", [1, 2, 4, 8], key="cp_tp")
+    mns = st.multiselect("--max-num-seqs", [32, 64, 128, 256, 512, 1024], key="cp_mns")
+    mnbt = st.multiselect("--max-num-batched-tokens", [1024, 2048, 4096, 8192, 16384, 32768], key="cp_mnbt")
+    max_replicas = st.number_input("Replicas at most", 1, 64, key="cp_max_replicas")
+    workers = st.number_input("Local worker processes (0: every core)", 0, 256, key="cp_workers")
+
+terms = [f"{percentile}_{m}_ms<={v:g}" for m, v in (("ttft", ttft), ("tpot", tpot), ("e2el", e2el)) if v > 0]
+
+try:
+    from sim.tune.prices import shipped_prices
+    from sim.tune.space import SearchSpace, default_max_model_len, default_precisions
+    from sim.workload import WorkloadSpec
+
+    sla = tune_mod.parse_sla(",".join(terms))
+    quantization, kv_dtypes = default_precisions()
+    workload = WorkloadSpec(num_prompts=int(num_prompts), random_input_len=int(input_len),
+                            random_output_len=int(output_len))
+    space = SearchSpace(model=model, gpus=tuple(gpus), tensor_parallel_sizes=tuple(sorted(tps)),
+                        max_num_seqs=tuple(sorted(mns)), max_num_batched_tokens=tuple(sorted(mnbt)),
+                        quantization=quantization, kv_cache_dtype=kv_dtypes, max_replicas=int(max_replicas),
+                        max_model_len=default_max_model_len(int(input_len) + int(output_len)))
+    request = tune_mod.TuneRequest(space, workload, sla, shipped_prices(), target_load=float(rate) or None)
+except ServeLabError as exc:
+    with results:
+        st.error(str(exc), icon=":material/block:")
+    st.stop()
+
+with results:
+    c = st.columns(3)
+    c[0].metric("Candidates", f"{space.num_candidates:,}",
+                help=f"{len(space.engine_configs())} engine configurations x {space.max_replicas} replica counts")
+    c[1].metric("SLA", sla.describe())
+    c[2].metric("Load", f"{rate:g} req/s" if rate else "best per replica")
+    go_search = st.button("Search", type="primary", icon=":material/search:", key="cp_run")
+    if go_search:
+        from sim.tune.executors import LocalExecutor
+
+        bar = st.progress(0.0, text="pruning with the memory model...")
+
+        def progress(done: int, total: int, ev) -> None:
+            bar.progress(done / total if total else 1.0, text=f"simulated {done} of {total} engine configurations")
+
+        t0 = time.perf_counter()
+        executor = LocalExecutor(int(workers) or None)
+        try:
+            result = tune_mod.tune(request, executor, progress=progress)
+        except ServeLabError as exc:
+            st.error(str(exc))
+            st.stop()
+        finally:
+            executor.close()
+        bar.empty()
+        st.session_state.cp_result = (request, result, time.perf_counter() - t0, executor.workers)
+
+    stored = st.session_state.get("cp_result")
+    if stored is None or stored[0] != request:
+        st.info("Set the traffic, the SLA and the search space, then press Search.")
+        st.stop()
+    _, result, wall_s, num_workers = stored
+    from lab.tune_export import deployment_manifest, rollout_manifest, serve_command
+    from lab.tune_report import result_dict, table_rows
+
+    counts = result.counts
+    st.caption(
+        f"{counts.candidates:,} candidates ({counts.engine_configs} engine configurations x {counts.replica_counts} "
+        f"replica counts): {counts.pruned_configs} configurations pruned by the memory model, "
+        f"{counts.simulated_configs} simulated in {counts.simulations:,} runs ({counts.stopped_early:,} stopped "
+        f"early once the SLA verdict was certain), {wall_s:.1f} s on {num_workers} local processes."
+    )
+    if not result.ranked:
+        st.error("No configuration meets the SLA. The closest ones, with the term each misses and by how much:",
+                 icon=":material/block:")
+        st.dataframe(pd.DataFrame(table_rows(result.closest, request.mode)), hide_index=True)
+        st.stop()
+
+    st.subheader("Throughput per GPU against speed per user")
+    fig = go.Figure()
+    pts = result.points
+    label = lambda d: (f"{d.config.gpu} TP{d.config.tensor_parallel_size} seqs {d.config.max_num_seqs} "
+                       f"tokens {d.config.max_num_batched_tokens}")
+    fig.add_scatter(x=[d.tokens_per_s_per_user for d in pts], y=[d.tokens_per_s_per_gpu for d in pts], mode="markers",
+                    name="meets the SLA", text=[label(d) for d in pts], marker=dict(size=7, opacity=0.5))
+    front = sorted(result.pareto, key=lambda d: d.tokens_per_s_per_user)
+    fig.add_scatter(x=[d.tokens_per_s_per_user for d in front], y=[d.tokens_per_s_per_gpu for d in front],
+                    mode="lines+markers", name="Pareto front", text=[label(d) for d in front])
+    w = result.winner
+    fig.add_scatter(x=[w.tokens_per_s_per_user], y=[w.tokens_per_s_per_gpu], mode="markers", name="cheapest",
+                    marker=dict(size=14, symbol="star"), text=[label(w)])
+    fig.update_layout(height=380, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="output tokens/s per user",
+                      yaxis_title="output tokens/s per GPU")
+    st.plotly_chart(fig, key="cp_pareto")
+
+    st.subheader("Ranked (cheapest first)")
+    df = pd.DataFrame(table_rows(result.ranked, request.mode))
+    st.dataframe(df, hide_index=True, key="cp_table")
+    download_table(df, f"capacity-{model.split('/')[-1]}", key="cp_dl_table")
+
+    st.subheader("Ship the winner")
+    st.markdown(
+        f"**{w.replicas} x {w.config.tensor_parallel_size} {w.config.gpu}**: ${w.cost_per_hour:.2f} an hour, "
+        f"${w.cost_per_million_tokens:.3f} per million output tokens."
+    )
+    command = serve_command(w.config)
+    deployment = deployment_manifest(w.config, w.replicas)
+    rollout = rollout_manifest(w.config, w.replicas)
+    st.code(command, language="bash")
+    a, b, c2, d = st.columns(4)
+    a.download_button("vllm serve command", command + "\n", file_name="vllm-serve.sh", key="cp_dl_cmd",
+                      icon=":material/terminal:")
+    b.download_button("Deployment", deployment, file_name="deployment.yaml", key="cp_dl_deploy",
+                      icon=":material/download:")
+    c2.download_button("Rollout (the course's canary)", rollout, file_name="rollout.yaml", key="cp_dl_rollout",
+                       icon=":material/alt_route:")
+    d.download_button("Everything (JSON)", json.dumps(result_dict(result, wall_s=wall_s), indent=2),
+                      file_name="tune.json", key="cp_dl_json", icon=":material/data_object:")
+    with st.expander("The Rollout"):
+        st.code(rollout, language="yaml")
