@@ -130,6 +130,7 @@ PAGES = [
     ("paged-attention", "PagedAttention", ("pa_next", 5), "is preempted", "paged-attention"),
     ("batching", "Continuous vs static batching", ("bt_run", 1), "Where \"2-24x\" comes from", "batching"),
     ("what-if", "Serving what-if", ("wi_run", 1), "Take it to a real GPU", "what-if"),
+    ("capacity", "Capacity planner", ("cp_run", 1), "Ship the winner", "capacity"),
     ("canary", "Canary rollout", ("cn_demo", 1), "Rolled back", "canary"),
     ("cluster", "Cluster", ("cl_deploy", 1), "Canary weight", "cluster"),
     ("exercises", "Exercises", ("ex_run_6", 1), "What to do", "exercises"),

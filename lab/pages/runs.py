@@ -99,6 +99,15 @@ def engine_run(config: EngineConfig, load: RandomLoad, usage: str = "offline") -
     }
 
 
+def rate_summary(job: tuple[EngineConfig, RandomLoad]) -> tuple[RandomLoad, dict]:
+    """One rate of the what-if page's sweep, for a worker process: the load and its summary
+    (the summary alone travels back, not the per-request arrays)."""
+    from sim.engine import run_engine
+
+    config, load = job
+    return load, summarize(run_engine(config, build_workload(load), seed=load.seed, usage="serve"))
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
 def memory_plan(config: EngineConfig, usage: str = "serve") -> dict:
     from sim.memory import plan_for_config

@@ -75,6 +75,54 @@ except ServeLabError as exc:
         st.error(f"vLLM would refuse to start: {exc}", icon=":material/block:")
     st.stop()
 
+@st.cache_resource(show_spinner=False)
+def _sweep_pool():
+    """Worker processes kept for the server's life, one per core (the capacity planner's local
+    executor): each rate of a sweep runs in its own process, and no sweep pays their start-up."""
+    from sim.tune.executors import LocalExecutor
+
+    pool = LocalExecutor(preload=("lab.pages.runs",))
+    pool.warm_up()  # the processes start while the page is read, not when the button is pressed
+    return pool
+
+
+def _load_chart(df: pd.DataFrame):
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("Output tokens/s", "Mean TTFT (ms)", "Mean TPOT (ms)"))
+    for col, name in enumerate(("output_throughput", "mean_ttft_ms", "mean_tpot_ms"), start=1):
+        fig.add_scatter(x=df.request_rate, y=df[name], mode="lines+markers", name=name, row=1, col=col)
+        fig.update_xaxes(title_text="request rate (req/s)", type="log", row=1, col=col)
+    fig.update_layout(height=330, showlegend=False, margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def _sweep(config: EngineConfig, loads: list) -> list[dict]:
+    """Simulate every load, in parallel, drawing the curve again as each one finishes.
+    Finished rates are kept in the session, so a rerun shows them at once."""
+    done = st.session_state.setdefault("wi_sweep_done", {})
+    todo = [load for load in loads if (config, load) not in done]
+    chart = st.empty()
+    progress = st.progress(0.0, text="simulating...") if todo else None
+
+    def rows() -> list[dict]:
+        return [{"request_rate": load.request_rate, **done[(config, load)]} for load in loads if (config, load) in done]
+
+    try:
+        for i, (load, summary) in enumerate(_sweep_pool().map_unordered(runs.rate_summary, [(config, l) for l in todo])):
+            done[(config, load)] = summary
+            progress.progress((i + 1) / len(todo), text=f"{load.request_rate:g} requests/s done")
+            chart.plotly_chart(_load_chart(pd.DataFrame(rows())), key=f"wi_load_chart_{i}")
+    except ServeLabError as exc:
+        st.error(str(exc))
+        st.stop()
+    if progress is not None:
+        progress.empty()
+    if len(done) > 256:  # keep the session small: drop the oldest
+        for key in list(done)[: len(done) - 256]:
+            del done[key]
+    chart.plotly_chart(_load_chart(pd.DataFrame(rows())), key="wi_load_chart")
+    return rows()
+
+
 with results:
     st.subheader("At start-up")
     c = st.columns(4)
@@ -102,29 +150,14 @@ with results:
     st.code("\n".join(plan["startup_log_lines"]), language="text")
 
     st.subheader("Under load")
+    _sweep_pool()
     load_ok = st.button("Simulate the rates", type="primary", icon=":material/play_arrow:", key="wi_run")
     if load_ok:
         st.session_state.wi_ran = True
     if st.session_state.get("wi_ran") and rates:
-        rows = []
-        progress = st.progress(0.0, text="simulating...")
-        for i, rate in enumerate(sorted(rates)):
-            progress.progress(i / len(rates), text=f"simulating {rate:g} requests/s")
-            load = runs.RandomLoad(int(num_prompts), int(input_len), int(output_len), 0.0, float(rate))
-            try:
-                out = runs.engine_run(config, load, "serve")
-            except ServeLabError as exc:
-                st.error(str(exc))
-                st.stop()
-            rows.append({"request_rate": rate, **out["summary"]})
-        progress.empty()
+        rows = _sweep(config, [runs.RandomLoad(int(num_prompts), int(input_len), int(output_len), 0.0, float(rate))
+                               for rate in sorted(rates)])
         df = pd.DataFrame(rows)
-        fig = make_subplots(rows=1, cols=3, subplot_titles=("Output tokens/s", "Mean TTFT (ms)", "Mean TPOT (ms)"))
-        for col, name in enumerate(("output_throughput", "mean_ttft_ms", "mean_tpot_ms"), start=1):
-            fig.add_scatter(x=df.request_rate, y=df[name], mode="lines+markers", name=name, row=1, col=col)
-            fig.update_xaxes(title_text="request rate (req/s)", type="log", row=1, col=col)
-        fig.update_layout(height=330, showlegend=False, margin=dict(l=10, r=10, t=40, b=10))
-        st.plotly_chart(fig, key="wi_load_chart")
         st.dataframe(df.round(2), hide_index=True)
         download_table(df, f"what-if-{model.split('/')[-1]}-{gpu}-tp{tp}", key="wi_dl")
         saturated = df[df.p99_ttft_ms > 10 * df.p99_ttft_ms.min()]

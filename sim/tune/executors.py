@@ -58,15 +58,21 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, workers: int | None = None, chunksize: int = 1) -> None:
+    def __init__(self, workers: int | None = None, chunksize: int = 1,
+                 preload: tuple[str, ...] = ("sim.tune.evaluate",)) -> None:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         self.workers = workers or os.cpu_count() or 1
         self.chunksize = chunksize
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["sim.tune.evaluate"])
+        context.set_forkserver_preload(list(preload))  # imported once, in the server workers fork from
         self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+
+    def warm_up(self) -> None:
+        """Start the worker processes now (in the background) rather than at the first task."""
+        for _ in range(self.workers):
+            self._pool.submit(os.getpid)
 
     def map_unordered(self, fn, items):
         from concurrent.futures import as_completed
