@@ -48,3 +48,30 @@ def test_engine_speed_prints_every_run():
 ])
 def test_other_benchmarks_run(args, expected):
     assert expected in run_script(*args)
+
+
+def test_tune_speed_prints_its_counts():
+    out = run_script("benchmarks/tune_speed.py", "--gpu", "h100", "--tensor-parallel-size", "1", "--num-prompts", "40")
+    assert "candidates: 96 (12 engine configurations x 8 replica counts)" in out
+    for word in ("pruned:", "simulated:", "stopped early", "wall time:", "winner:"):
+        assert word in out
+
+
+def test_tune_decision_quality_runs_or_says_why_not():
+    out = run_script("benchmarks/tune_decision_quality.py", "--model", "8B-Instruct")
+    assert ("precision is not modelled yet" in out or "decisions reach 95%" in out or "skipped:" in out)
+
+
+def test_tune_vs_aiconfigurator_prints_servelab_and_the_peer_or_why_not():
+    out = run_script("benchmarks/tune_vs_aiconfigurator.py", "--no-install", "--question", "8b", "--num-prompts", "40")
+    assert "servelab tune:" in out and "ServeLab simulates:" in out
+    assert "aiconfigurator 0.12.0" in out  # its answer, or "skipped (...)"
+
+
+@pytest.mark.browser
+def test_what_if_speed_times_the_sweep():
+    from conftest import require_program
+
+    require_program("chromium")
+    out = run_script("benchmarks/what_if_speed.py", "--repeat", "1")
+    assert "first point of the curve after" in out and "whole curve and table after" in out
