@@ -11,7 +11,8 @@ import json
 import math
 
 import pytest
-import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sim.config import EngineConfig
 from sim.errors import ConfigError
@@ -48,10 +49,24 @@ def test_parse_sla(text, keys, throughput):
     pytest.param("p0_ttft_ms<=500", "out of range", id="p0"),
     pytest.param("p90_ttft_ms<=0", "positive", id="zero-limit"),
     pytest.param("", "at least one term", id="empty"),
+    pytest.param("output_throughput>=nan", "must be positive", id="nan-throughput"),
+    pytest.param("p90_tpot_ms<=inf", "positive number", id="inf-limit"),
 ])
 def test_parse_sla_rejects(text, fragment):
     with pytest.raises(ConfigError, match=fragment):
         parse_sla(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="pmedianttfpotl_0123456789.<>=, eE+-sx", max_size=60))
+def test_parse_sla_never_fails_other_than_with_a_config_error(text):
+    try:
+        sla = parse_sla(text)
+    except ConfigError as exc:
+        assert str(exc).startswith("--sla") and "\n" not in str(exc)
+    else:
+        assert sla.terms or sla.min_output_throughput is not None
+        assert all(math.isfinite(t.limit_ms) and t.limit_ms > 0 and 0 < t.percentile <= 100 for t in sla.terms)
 
 
 def test_nearest_rank_allowance_agrees_with_the_percentile():

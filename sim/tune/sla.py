@@ -100,7 +100,7 @@ def parse_sla(text: str) -> SLA:
         m = _THROUGHPUT.match(raw)
         if m:
             throughput = _number(m.group(2), raw)
-            if throughput <= 0:
+            if not (math.isfinite(throughput) and throughput > 0):
                 raise ConfigError(f"--sla: {raw.strip()!r}: the throughput must be positive")
             continue
         raise ConfigError(
