@@ -49,8 +49,8 @@ def test_parse_sla(text, keys, throughput):
     pytest.param("p0_ttft_ms<=500", "out of range", id="p0"),
     pytest.param("p90_ttft_ms<=0", "positive", id="zero-limit"),
     pytest.param("", "at least one term", id="empty"),
-    pytest.param("output_throughput>=nan", "must be positive", id="nan-throughput"),
-    pytest.param("p90_tpot_ms<=inf", "positive number", id="inf-limit"),
+    pytest.param("output_throughput>=nan", "cannot read", id="nan-throughput"),
+    pytest.param("p90_tpot_ms<=1e999", "positive number", id="inf-limit"),
 ])
 def test_parse_sla_rejects(text, fragment):
     with pytest.raises(ConfigError, match=fragment):
