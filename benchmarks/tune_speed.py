@@ -3,8 +3,9 @@
 The question (defaults): Llama-3.1-8B, `vllm bench serve`'s random dataset with 512 prompt and
 256 output tokens, 20 requests/s in all, SLA p90 TTFT <= 500 ms and p90 TPOT <= 30 ms, over the
 default search space: every GPU in the catalog x TP 1, 2, 4, 8 x --max-num-seqs 64, 128, 256,
-512 x --max-num-batched-tokens 2048, 8192, 16384 (x FP8 weights and KV cache where the
-simulator models precision) x 1 to 8 replicas. Each simulation sends 200 requests.
+512 x --max-num-batched-tokens 2048, 8192, 16384 x 1 to 8 replicas, in the model's own dtype
+(``--with-fp8`` adds FP8 weights and KV cache where the simulator models precision, four times
+the configurations). Each simulation sends 200 requests.
 
 Prints the wall time and the counts: candidates (engine configurations x replica counts; a
 replica count is answered from its engine configuration's bisection, see sim/tune/space.py),
@@ -36,9 +37,10 @@ def main() -> None:
     p.add_argument("--request-rate", type=float, default=20.0)
     p.add_argument("--sla", default="p90_ttft_ms<=500,p90_tpot_ms<=30")
     p.add_argument("--workers", type=int, default=None, help="default: every core")
+    p.add_argument("--with-fp8", action="store_true", help="search FP8 weights and KV cache too, where modelled")
     args = p.parse_args()
 
-    quantization, kv_dtypes = default_precisions()
+    quantization, kv_dtypes = default_precisions() if args.with_fp8 else ((None,), ("auto",))
     space = SearchSpace(model=args.model, gpus=resolve_gpus(args.gpu),
                         tensor_parallel_sizes=tuple(int(t) for t in args.tensor_parallel_size.split(",")),
                         quantization=quantization, kv_cache_dtype=kv_dtypes, max_model_len=2048)
