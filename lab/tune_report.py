@@ -84,7 +84,7 @@ def table_rows(deployments: list[Deployment], mode: str) -> list[dict]:
         if not c.enable_prefix_caching:
             row["prefix-caching"] = "off"
         row.update({
-            "replicas": d.replicas, "GPUs": d.num_gpus,
+            "replicas": d.replicas if d.meets or d.replicas else None, "GPUs": d.num_gpus or None,
             "$/hour": d.cost_per_hour, "$/Mtok": d.cost_per_million_tokens,
             # ">=": met at the top of the bracket (the burst capacity, or max-num-seqs clients)
             ("req/s/replica" if mode == "rate" else "clients/replica"):

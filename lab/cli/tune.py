@@ -188,8 +188,12 @@ def run(args) -> int:
         say(f"Meeting the SLA ({len(result.ranked)} configurations, best first):")
         say(format_table(table_rows(result.ranked[: args.top], request.mode)))
         say("")
-        say("Pareto front (output tok/s per GPU against tok/s per user, one replica each):")
-        say(format_table(table_rows(result.pareto, request.mode)))
+        front = result.pareto
+        shown = front if len(front) <= args.top else [front[round(i * (len(front) - 1) / (args.top - 1))]
+                                                       for i in range(args.top)] if args.top > 1 else front[:1]
+        more = "" if len(shown) == len(front) else f"; {len(shown)} of its {len(front)} points, evenly spread (--json has all)"
+        say(f"Pareto front (output tok/s per GPU against tok/s per user, one replica each{more}):")
+        say(format_table(table_rows(shown, request.mode)))
         w = result.winner
         from lab.tune_export import deployment_manifest, rollout_manifest, serve_command
 

@@ -9,9 +9,10 @@ as its verdict is certain, and bisects (:mod:`sim.tune.bisect`).
 
 Loads:
 * ``rate``: requests per second. The top of the bracket is the configuration's capacity,
-  measured by one burst run (every request at t = 0, throughput = requests / elapsed); a
-  steady stream above capacity queues without bound, so no rate above it counts as met even if
-  a short run happens to meet the SLA. The bottom is capacity / 32.
+  measured by one burst run (every request at t = 0, at least ``max_num_seqs`` of them;
+  throughput = requests / elapsed); a steady stream above capacity queues without bound, so no
+  rate above it counts as met even if a short run happens to meet the SLA (a configuration met
+  there is reported as "at least" that rate). The bottom is capacity / 32.
 * ``concurrency``: clients in a closed loop (``--max-concurrency``, requests sent as soon as
   one finishes), from 1 to ``max_num_seqs`` (more clients than that only wait in the queue).
 """
@@ -143,11 +144,19 @@ def _run(job: Job, load: float, *, stop: bool) -> Probe:
 
 
 def burst_capacity(job: Job) -> float:
-    """Requests per second the configuration completes with every request sent at t = 0."""
-    from sim.engine import run_engine
+    """Requests per second the configuration completes with every request sent at t = 0.
 
-    workload = at_load(job.workload, job.seed, math.inf)
-    result = run_engine(simulated_config(job.config, job.workload, job.seed), workload, seed=job.seed, usage="serve")
+    The burst holds at least ``max_num_seqs`` requests (up to four times the run's own count), so
+    that the batch can fill as it would under a steady stream: a burst of fewer requests than
+    the engine runs at once measures a smaller batch's throughput, not the engine's."""
+    from sim.engine import run_engine
+    from sim.memory import plan_for_config
+
+    n = len(base_workload(job.workload, job.seed)[0])
+    count = min(max(n, plan_for_config(job.config).max_num_seqs), 4 * n)
+    spec = job.workload if count == n else replace(job.workload, num_prompts=count)
+    workload = at_load(spec, job.seed, math.inf)
+    result = run_engine(simulated_config(job.config, spec, job.seed), workload, seed=job.seed, usage="serve")
     return len(result.finish_s) / float(result.finish_s.max())
 
 
