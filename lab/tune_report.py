@@ -88,7 +88,7 @@ def table_rows(deployments: list[Deployment], mode: str) -> list[dict]:
             "$/hour": d.cost_per_hour, "$/Mtok": d.cost_per_million_tokens,
             # ">=": met at the top of the bracket (the burst capacity, or max-num-seqs clients)
             ("req/s/replica" if mode == "rate" else "clients/replica"):
-                (f">={d.load_per_replica:.2f}" if d.capped else d.load_per_replica) if d.meets else None,
+                f"{'>=' if d.capped else ''}{d.load_per_replica:.2f}" if d.meets else None,
             "tok/s/GPU": d.tokens_per_s_per_gpu, "tok/s/user": d.tokens_per_s_per_user,
         })
         if d.meets:

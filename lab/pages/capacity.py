@@ -85,11 +85,11 @@ except ServeLabError as exc:
     st.stop()
 
 with results:
-    c = st.columns(3)
+    c = st.columns([1, 1, 2])
     c[0].metric("Candidates", f"{space.num_candidates:,}",
                 help=f"{len(space.engine_configs())} engine configurations x {space.max_replicas} replica counts")
-    c[1].metric("SLA", sla.describe())
-    c[2].metric("Load", f"{rate:g} req/s" if rate else "best per replica")
+    c[1].metric("Load", f"{rate:g} req/s" if rate else "best per replica")
+    c[2].markdown(f"**SLA**  \n{sla.describe()}")
     go_search = st.button("Search", type="primary", icon=":material/search:", key="cp_run")
     if go_search:
         from sim.tune.executors import LocalExecutor
@@ -143,8 +143,9 @@ with results:
     fig.add_scatter(x=[d.tokens_per_s_per_user for d in front], y=[d.tokens_per_s_per_gpu for d in front],
                     mode="lines+markers", name="Pareto front", text=[label(d) for d in front])
     w = result.winner
-    fig.add_scatter(x=[w.tokens_per_s_per_user], y=[w.tokens_per_s_per_gpu], mode="markers", name="cheapest",
-                    marker=dict(size=14, symbol="star"), text=[label(w)])
+    w_point = next(d for d in pts if d.config == w.config)  # one replica at its best, like the others
+    fig.add_scatter(x=[w_point.tokens_per_s_per_user], y=[w_point.tokens_per_s_per_gpu], mode="markers",
+                    name="cheapest", marker=dict(size=14, symbol="star"), text=[label(w)])
     fig.update_layout(height=380, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="output tokens/s per user",
                       yaxis_title="output tokens/s per GPU")
     st.plotly_chart(fig, key="cp_pareto")
