@@ -78,6 +78,8 @@ def test_an_sla_nobody_meets_prints_the_closest_and_exits_1(capsys):
     pytest.param(["--gpu", "h100", "--gpu-prices", "/nonexistent/prices.yaml"], "cannot read it", id="missing-prices"),
     pytest.param(["--gpu", "h100", "--sla", "p90_ttft<=5"], "--sla: cannot read", id="bad-sla"),
     pytest.param(["--gpu", "h100", "--max-concurrency", "8", "--request-rate", "3"], "give one", id="rate-and-concurrency"),
+    pytest.param(["--gpu", "h100", "--executor", "ray", "--ray-address", "127.0.0.1:9"], "nothing answers",
+                 id="ray-address-nobody-listens"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, extra, fragment):
     args = ["tune", *SMALL, "--sla", "p90_ttft_ms<=500", *extra]

@@ -96,6 +96,7 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, address: str | None = None, chunksize: int = 1, **init_kwargs) -> None:
+        _check_reachable(address)
         try:
             import ray
         except ImportError:
@@ -133,6 +134,23 @@ class RayExecutor:
     def close(self) -> None:
         if self._started_here:
             self._ray.shutdown()
+
+
+def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """Fail in seconds on a HOST:PORT nothing listens on (Ray itself retries for minutes)."""
+    if not address or address == "auto":
+        return
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray-address {address}: expected HOST:PORT, ray://HOST:PORT or auto")
+    import socket
+
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(f"--ray-address {address}: nothing answers at {host}:{port} ({exc.strerror or exc}); "
+                          f"start the cluster's head (ray start --head) or fix the address") from None
 
 
 def make_executor(name: str, *, workers: int | None = None, ray_address: str | None = None,
