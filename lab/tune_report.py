@@ -74,6 +74,7 @@ def result_dict(result, *, wall_s: float | None = None, executor: str = "", work
 def table_rows(deployments: list[Deployment], mode: str) -> list[dict]:
     """One short row per deployment, for a text table or a dataframe."""
     rows = []
+    show_prefix = any(not d.config.enable_prefix_caching for d in deployments)
     for i, d in enumerate(deployments, start=1):
         c = d.config
         row = {"#": i, "GPU": c.gpu, "TP": c.tensor_parallel_size, "max-num-seqs": c.max_num_seqs,
@@ -81,8 +82,8 @@ def table_rows(deployments: list[Deployment], mode: str) -> list[dict]:
         if hasattr(c, "quantization"):
             row["quantization"] = getattr(c, "quantization") or "-"
             row["kv-cache-dtype"] = getattr(c, "kv_cache_dtype", "auto")
-        if not c.enable_prefix_caching:
-            row["prefix-caching"] = "off"
+        if show_prefix:
+            row["prefix-caching"] = "on" if c.enable_prefix_caching else "off"
         row.update({
             "replicas": d.replicas if d.meets or d.replicas else None, "GPUs": d.num_gpus or None,
             "$/hour": d.cost_per_hour, "$/Mtok": d.cost_per_million_tokens,
