@@ -65,8 +65,11 @@ class LocalExecutor:
 
         self.workers = workers or os.cpu_count() or 1
         self.chunksize = chunksize
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(list(preload))  # imported once, in the server workers fork from
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(list(preload))  # imported once, in the server workers fork from
+        else:  # Windows: each worker starts a fresh interpreter
+            context = multiprocessing.get_context("spawn")
         self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
 
     def warm_up(self) -> None:
