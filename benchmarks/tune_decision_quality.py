@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 from collections import defaultdict
 from dataclasses import fields
 from pathlib import Path

@@ -7,7 +7,6 @@ benchmarks/tune_speed.py measures the full-size search. The Ray executor is in t
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -19,9 +18,9 @@ from sim.errors import ConfigError
 from sim.memory import plan_for_config
 from sim.tune import SearchSpace, TuneRequest, parse_sla, tune
 from sim.tune.bisect import bisect_max_load
-from sim.tune.evaluate import Job, _run, evaluate
+from sim.tune.evaluate import Job, _run
 from sim.tune.executors import LocalExecutor, SerialExecutor
-from sim.tune.prices import GPUPrice, prices_from_doc, shipped_prices
+from sim.tune.prices import prices_from_doc, shipped_prices
 from sim.tune.rank import Deployment, pareto_front, rank
 from sim.tune.sla import SLATerm, nearest_rank
 from sim.workload import WorkloadSpec

@@ -28,7 +28,7 @@ import numpy as np
 from sim.config import EngineConfig
 from sim.errors import ServeLabError
 from sim.tune.bisect import bisect_max_load
-from sim.tune.sla import SLAMonitor, SLATerm, StopSimulation, margins, misses
+from sim.tune.sla import SLAMonitor, SLATerm, StopSimulation, misses
 from sim.workload import Workload, WorkloadSpec, build_workload
 
 
@@ -198,6 +198,3 @@ def _evaluate(job: Job) -> Evaluation:
     best = next(p for p in reversed(probes) if p.load == found.best_load)
     return Evaluation(status="meets", best_load=found.best_load, best=best, probes=tuple(probes), **common)
 
-
-def term_margins(job_terms, probe: Probe) -> dict[str, float]:
-    return margins(job_terms, probe.measured)

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from sim.errors import ConfigError
 from sim.tune.evaluate import Evaluation, Job, evaluate
 from sim.tune.executors import Executor, SerialExecutor
-from sim.tune.prices import GPUPrice
 from sim.tune.prune import PruneResult, check
 from sim.tune.rank import Deployment, closest, deployment, pareto_front, rank
 from sim.tune.sla import SLA
