@@ -13,7 +13,7 @@ from lab.cli.main import main
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--model", "llama-3.1-8b", "--random-input-len", "256", "--random-output-len", "64", "--num-prompts", "60",
          "--tensor-parallel-size", "1,2", "--max-num-seqs", "64,256", "--max-num-batched-tokens", "8192",
-         "--executor", "serial", "--rate-tolerance", "0.2"]
+         "--executor", "serial", "--rate-tolerance", "0.2", "--quantization", "none", "--kv-cache-dtype", "auto"]
 
 
 def test_tune_prints_the_ranked_table_the_pareto_front_and_the_winner(capsys, tmp_path):

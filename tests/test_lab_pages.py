@@ -103,7 +103,8 @@ def test_what_if_simulates_rates():
 
 def test_capacity_planner_searches_ranks_and_exports():
     at = open_page("capacity", cp_gpus=["h100-80gb", "a100-80gb"], cp_tp=[1, 2], cp_mns=[64, 256], cp_mnbt=[8192],
-                   cp_num_prompts=40, cp_output_len=64, cp_input_len=256, cp_rate=10.0, cp_workers=2)
+                   cp_num_prompts=40, cp_output_len=64, cp_input_len=256, cp_rate=10.0, cp_workers=2,
+                   cp_quant=["model's own"], cp_kv=["auto"])  # the dtype widgets exist where precision is modelled
     at.button(key="cp_run").click().run()
     assert not at.exception, at.exception
     assert "64 candidates (8 engine configurations x 8 replica counts)" in texts(at)
@@ -116,7 +117,7 @@ def test_capacity_planner_searches_ranks_and_exports():
 
 def test_capacity_planner_shows_the_closest_when_no_configuration_meets():
     at = open_page("capacity", cp_gpus=["a100-80gb"], cp_tp=[1], cp_mns=[64], cp_mnbt=[8192], cp_num_prompts=40,
-                   cp_output_len=64, cp_input_len=256, cp_tpot_ms=1.0, cp_workers=1)
+                   cp_output_len=64, cp_input_len=256, cp_tpot_ms=1.0, cp_workers=1, cp_quant=["model's own"], cp_kv=["auto"])
     at.button(key="cp_run").click().run()
     assert not at.exception, at.exception
     assert "No configuration meets the SLA" in texts(at)

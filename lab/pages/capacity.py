@@ -14,6 +14,7 @@ from sim.errors import ServeLabError
 
 catalog = need("sim.catalog", "the model and GPU catalog")
 tune_mod = need("sim.tune", "the capacity planner")
+from sim.tune.space import default_precisions  # noqa: E402  (after the check that sim.tune exists)
 
 defaults(
     cp_model="meta-llama/Llama-3.1-8B",
@@ -60,6 +61,15 @@ with controls:
     tps = st.multiselect("--tensor-parallel-size", [1, 2, 4, 8], key="cp_tp")
     mns = st.multiselect("--max-num-seqs", [32, 64, 128, 256, 512, 1024], key="cp_mns")
     mnbt = st.multiselect("--max-num-batched-tokens", [1024, 2048, 4096, 8192, 16384, 32768], key="cp_mnbt")
+    quant_default, kv_default = default_precisions()
+    if len(quant_default) > 1:  # the simulator models weight and KV-cache precision
+        defaults(cp_quant=["model's own", "fp8"], cp_kv=list(kv_default))
+        quants = st.multiselect("--quantization", ["model's own", "fp8"], key="cp_quant")
+        kvs = st.multiselect("--kv-cache-dtype", list(kv_default), key="cp_kv")
+        quantization = tuple(None if q == "model's own" else q for q in quants)
+        kv_dtypes = tuple(kvs)
+    else:
+        quantization, kv_dtypes = quant_default, kv_default
     max_replicas = st.number_input("Replicas at most", 1, 64, key="cp_max_replicas")
     workers = st.number_input("Local worker processes (0: every core)", 0, 256, key="cp_workers")
 
@@ -67,11 +77,10 @@ terms = [f"{percentile}_{m}_ms<={v:g}" for m, v in (("ttft", ttft), ("tpot", tpo
 
 try:
     from sim.tune.prices import shipped_prices
-    from sim.tune.space import SearchSpace, default_max_model_len, default_precisions
+    from sim.tune.space import SearchSpace, default_max_model_len
     from sim.workload import WorkloadSpec
 
     sla = tune_mod.parse_sla(",".join(terms))
-    quantization, kv_dtypes = default_precisions()
     workload = WorkloadSpec(num_prompts=int(num_prompts), random_input_len=int(input_len),
                             random_output_len=int(output_len))
     space = SearchSpace(model=model, gpus=tuple(gpus), tensor_parallel_sizes=tuple(sorted(tps)),
