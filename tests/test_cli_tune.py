@@ -19,7 +19,7 @@ SMALL = ["--model", "llama-3.1-8b", "--random-input-len", "256", "--random-outpu
 def test_tune_prints_the_ranked_table_the_pareto_front_and_the_winner(capsys, tmp_path):
     rc = main(["tune", *SMALL, "--gpu", "h100,a100-80gb", "--request-rate", "12",
                "--sla", "p90_ttft_ms<=1000,p90_tpot_ms<=40", "--json", str(tmp_path / "t.json"),
-               "--output-dir", str(tmp_path / "out")])
+               "--output-dir", str(tmp_path / "out"), "--png", str(tmp_path / "pareto.png")])
     out = capsys.readouterr().out
     assert rc == 0
     assert "Candidates: 64 (8 engine configurations x 8 replica counts" in out
@@ -35,6 +35,21 @@ def test_tune_prints_the_ranked_table_the_pareto_front_and_the_winner(capsys, tm
     assert {g: p["source"] != "" for g, p in doc["prices"].items()} == {"h100-80gb": True, "a100-80gb": True}
     for name in ("vllm-serve.sh", "deployment.yaml", "rollout.yaml"):
         assert (tmp_path / "out" / name).is_file()
+    assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_serve_args_carry_the_dtype_flags_once():
+    # A configuration with vLLM's precision fields (EngineConfig has them once precision is modelled).
+    from types import SimpleNamespace
+
+    from lab.tune_export import serve_args
+
+    config = SimpleNamespace(model="meta-llama/Llama-3.1-8B", tensor_parallel_size=1, max_model_len=4096,
+                             gpu_memory_utilization=0.9, enable_prefix_caching=True, max_num_batched_tokens=8192,
+                             max_num_seqs=256, block_size=16, dtype="auto", quantization="fp8", kv_cache_dtype="fp8")
+    args = serve_args(config)
+    assert sum(a.startswith("--quantization") for a in args) == 1 and "--quantization=fp8" in " ".join(args)
+    assert sum(a.startswith("--kv-cache-dtype") for a in args) == 1
 
 
 def test_exported_manifests_are_valid_kubernetes_and_keep_the_course_canary(tmp_path):
