@@ -65,6 +65,8 @@ def main() -> None:
           f"{c.stopped_early:,} stopped early")
     print(f"wall time: {wall_s:.1f} s ({c.candidates / wall_s:.0f} candidates/s, "
           f"{c.simulated_configs / wall_s:.1f} engine configurations/s)")
+    print(f"CPU time of the simulations: {c.cpu_s:.1f} s in all, {c.cpu_s / executor.workers:.1f} s per worker "
+          f"(what the wall time would be on {executor.workers} idle cores, plus start-up and pruning)")
     w = result.winner
     if w is not None:
         print(f"winner: {w.replicas} x TP{w.config.tensor_parallel_size} {w.config.gpu}, max-num-seqs "

@@ -50,7 +50,8 @@ def result_dict(result, *, wall_s: float | None = None, executor: str = "", work
         "counts": {"candidates": counts.candidates, "engine_configs": counts.engine_configs,
                    "replica_counts": counts.replica_counts, "pruned_configs": counts.pruned_configs,
                    "pruned_candidates": counts.pruned, "simulated_configs": counts.simulated_configs,
-                   "simulations": counts.simulations, "stopped_early": counts.stopped_early},
+                   "simulations": counts.simulations, "stopped_early": counts.stopped_early,
+                   "cpu_time_s": counts.cpu_s},
         "executor": executor, "workers": workers, "wall_time_s": wall_s,
         "prices": {g: {"usd_per_gpu_hour": p.usd_per_gpu_hour, "source": p.source, "date": p.date}
                    for g, p in req.prices.items() if g in req.space.gpus},

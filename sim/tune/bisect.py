@@ -28,7 +28,8 @@ def bisect_max_load(probe: Callable[[float], tuple[bool, Any]], lo: float, hi: f
     seen to miss (and one unit, for integer loads).
 
     ``probe(load) -> (met, outcome)``. ``hi`` is tried first (a configuration that meets at its
-    top load needs no more), then ``lo``, then midpoints.
+    top load needs no more), then ``lo`` (one that misses there needs no more either), then
+    midpoints.
     """
     if not 0 < lo <= hi:
         raise ValueError(f"bisect_max_load: need 0 < lo (={lo}) <= hi (={hi})")
@@ -43,9 +44,7 @@ def bisect_max_load(probe: Callable[[float], tuple[bool, Any]], lo: float, hi: f
             result.lowest_miss = load if result.lowest_miss is None else min(result.lowest_miss, load)
         return met
 
-    if run(hi):
-        return result
-    if lo == hi or not run(lo):
+    if run(hi) or lo == hi or not run(lo):
         return result
     good, bad = lo, hi
     while bad - good > max(rel_tol * bad, 1.0 if integer else 0.0) and len(result.probes) < max_probes:

@@ -12,7 +12,7 @@ Loads:
   measured by one burst run (every request at t = 0, at least ``max_num_seqs`` of them;
   throughput = requests / elapsed); a steady stream above capacity queues without bound, so no
   rate above it counts as met even if a short run happens to meet the SLA (a configuration met
-  there is reported as "at least" that rate). The bottom is capacity / 32.
+  there is reported as "at least" that rate). The bottom is capacity / 32, run in full.
 * ``concurrency``: clients in a closed loop (``--max-concurrency``, requests sent as soon as
   one finishes), from 1 to ``max_num_seqs`` (more clients than that only wait in the queue).
 """
@@ -70,6 +70,7 @@ class Evaluation:
     mean_output_len: float = 0.0  # per request, samples included
     probes: tuple = field(default_factory=tuple)  # every Probe, in the order run
     error: str = ""
+    cpu_s: float = 0.0  # CPU time the evaluation took in its worker
 
     @property
     def num_simulated(self) -> int:
@@ -162,10 +163,14 @@ def burst_capacity(job: Job) -> float:
 
 def evaluate(job: Job) -> Evaluation:
     """Bisect ``job.config``'s highest load per replica that meets ``job.terms``."""
+    import time
+
+    t0 = time.process_time()
     try:
-        return _evaluate(job)
+        ev = _evaluate(job)
     except ServeLabError as exc:  # e.g. a request that can never fit this configuration's cache
-        return Evaluation(job.config, "error", job.mode, error=str(exc))
+        ev = Evaluation(job.config, "error", job.mode, error=str(exc))
+    return replace(ev, cpu_s=time.process_time() - t0)
 
 
 def _evaluate(job: Job) -> Evaluation:
@@ -184,17 +189,18 @@ def _evaluate(job: Job) -> Evaluation:
     probes: list[Probe] = []
 
     def probe(load: float):
-        p = _run(job, load, stop=job.early_stop)
+        # The lowest load runs in full (no early stop), so that a miss there, which ends the
+        # search, can say by how much.
+        p = _run(job, load, stop=job.early_stop and load != lo)
         probes.append(p)
         return p.met, p
 
     found = bisect_max_load(probe, lo, hi, rel_tol=job.rel_tol, integer=integer)
     common = dict(config=job.config, mode=job.mode, capacity=capacity, mean_output_len=mean_output_len)
-    if found.best_load is None:
-        # Missed even at the lowest load: measure that load in full, to say by how much.
-        closest = _run(job, lo, stop=False)
+    if found.best_load is None:  # missed even at the lowest load
+        closest = probes[-1]
         return Evaluation(status="misses", closest=closest, miss_terms=tuple(misses(job.terms, closest.measured)),
-                          probes=tuple(probes) + (closest,), **common)
+                          probes=tuple(probes), **common)
     best = next(p for p in reversed(probes) if p.load == found.best_load)
     return Evaluation(status="meets", best_load=found.best_load, best=best, probes=tuple(probes), **common)
 

@@ -54,6 +54,7 @@ class TuneCounts:
     simulations: int = 0  # engine runs, burst runs included
     stopped_early: int = 0  # runs ended by the SLA monitor
     replica_counts: int = 1
+    cpu_s: float = 0.0  # CPU time of the evaluations, all workers together
 
     @property
     def pruned(self) -> int:
@@ -114,6 +115,7 @@ def tune(request: TuneRequest, executor: Executor | None = None,
     counts.simulated_configs = len(evaluations)
     counts.simulations = sum(ev.num_simulated for ev in evaluations)
     counts.stopped_early = sum(ev.num_stopped_early for ev in evaluations)
+    counts.cpu_s = sum(ev.cpu_s for ev in evaluations)
 
     price = lambda ev: request.prices.get(ev.config.gpu)
     deployments = [deployment(ev, request.sla, request.target_load, price(ev), space.max_replicas) for ev in evaluations]
