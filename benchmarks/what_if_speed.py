@@ -6,8 +6,9 @@ headless Chromium (Playwright), clicks "Simulate the rates" with the page's defa
 * the first point of the load curve on screen (the page draws each rate as it finishes);
 * the whole curve and table, with the script finished.
 Each repeat uses a fresh browser session of a fresh server, so nothing comes from Streamlit's cache.
+``--think S`` waits S seconds between the page being drawn and the click, as a person would.
 
-Usage: python benchmarks/what_if_speed.py [--repeat R]
+Usage: python benchmarks/what_if_speed.py [--repeat R] [--think S]
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def wait_idle(page, timeout_s: float = 300) -> None:
         time.sleep(0.05)
 
 
-def one_run(browser) -> tuple[float, float]:
+def one_run(browser, think_s: float) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as state:
         proc, url = start_lab(state)
         try:
@@ -76,6 +77,7 @@ def one_run(browser) -> tuple[float, float]:
             page.goto(f"{url}/what-if")
             page.wait_for_selector("h1", timeout=120_000)
             wait_idle(page)
+            time.sleep(think_s)  # a person reads the page before pressing the button
             page.locator('[class*="st-key-wi_run"] button').first.click()
             t0 = time.perf_counter()
             chart = page.locator('[class*="st-key-wi_load_chart"] .js-plotly-plot')
@@ -95,6 +97,8 @@ def one_run(browser) -> tuple[float, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--think", type=float, default=0.0,
+                   help="seconds between the page being drawn and the click (default 0: at once)")
     args = p.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -106,7 +110,7 @@ def main() -> None:
         browser = pw.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox", "--disable-gpu"])
         try:
             for i in range(args.repeat):
-                first, total = one_run(browser)
+                first, total = one_run(browser, args.think)
                 print(f"run {i + 1}: first point of the curve after {first:.2f} s, whole curve and table after {total:.2f} s")
         finally:
             browser.close()

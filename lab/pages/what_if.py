@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -82,7 +84,10 @@ def _sweep_pool():
     from sim.tune.executors import LocalExecutor
 
     pool = LocalExecutor(preload=("lab.pages.runs",))
-    pool.warm_up()  # the processes start while the page is read, not when the button is pressed
+    # The processes start, and load the catalog and calibration with a two-request run, while the
+    # page is read, not when the button is pressed.
+    pool.warm_up(runs.rate_summary, (EngineConfig(model="meta-llama/Llama-3.1-8B", gpu="h100-80gb", max_model_len=2048),
+                                     runs.RandomLoad(2, 16, 2, 0.0, 1.0)))
     return pool
 
 
@@ -106,11 +111,16 @@ def _sweep(config: EngineConfig, loads: list) -> list[dict]:
     def rows() -> list[dict]:
         return [{"request_rate": load.request_rate, **done[(config, load)]} for load in loads if (config, load) in done]
 
+    last_draw_s = time.monotonic()
     try:
         for i, (load, summary) in enumerate(_sweep_pool().map_unordered(runs.rate_summary, [(config, l) for l in todo])):
             done[(config, load)] = summary
             progress.progress((i + 1) / len(todo), text=f"{load.request_rate:g} requests/s done")
-            chart.plotly_chart(_load_chart(pd.DataFrame(rows())), key=f"wi_load_chart_{i}")
+            # Redraw as rates finish, at most four times a second (a plotly figure costs the browser
+            # a moment to draw); the last one is drawn below.
+            if i < len(todo) - 1 and time.monotonic() - last_draw_s >= 0.25:
+                chart.plotly_chart(_load_chart(pd.DataFrame(rows())), key=f"wi_load_chart_{i}")
+                last_draw_s = time.monotonic()
     except ServeLabError as exc:
         st.error(str(exc))
         st.stop()

@@ -72,10 +72,11 @@ class LocalExecutor:
             context = multiprocessing.get_context("spawn")
         self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
 
-    def warm_up(self) -> None:
-        """Start the worker processes now (in the background) rather than at the first task."""
+    def warm_up(self, fn=os.getpid, *args) -> None:
+        """Start the worker processes now, in the background, rather than at the first task; with
+        ``fn``, each worker (most likely) runs ``fn(*args)`` once, to fill its caches."""
         for _ in range(self.workers):
-            self._pool.submit(os.getpid)
+            self._pool.submit(fn, *args)
 
     def map_unordered(self, fn, items):
         from concurrent.futures import as_completed
