@@ -93,6 +93,8 @@ def test_an_sla_nobody_meets_prints_the_closest_and_exits_1(capsys):
     pytest.param(["--gpu", "h100", "--gpu-prices", "/nonexistent/prices.yaml"], "cannot read it", id="missing-prices"),
     pytest.param(["--gpu", "h100", "--sla", "p90_ttft<=5"], "--sla: cannot read", id="bad-sla"),
     pytest.param(["--gpu", "h100", "--max-concurrency", "8", "--request-rate", "3"], "give one", id="rate-and-concurrency"),
+    pytest.param(["--gpu", "h100", "--dataset-name", "trace", "--dataset-path", "azure-conv", "--trace-time-scale", "0.5"],
+                 "tune sets the load itself", id="trace-time-scale"),
     pytest.param(["--gpu", "h100", "--executor", "ray", "--ray-address", "127.0.0.1:9"], "nothing answers",
                  id="ray-address-nobody-listens"),
 ])

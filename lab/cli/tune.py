@@ -101,6 +101,9 @@ def build_request(args):
         prices = prices_from_doc(doc, origin=f"--gpu-prices {args.gpu_prices}")
     else:
         prices = shipped_prices()
+    if args.trace_time_scale != 1.0:
+        raise ConfigError("--trace-time-scale: tune sets the load itself (a trace is replayed at every rate it "
+                          "tries); give the rate to carry with --request-rate")
     if args.max_concurrency is not None:
         if args.request_rate != math.inf:
             raise ConfigError("--max-concurrency and --request-rate: give one (clients in a closed loop, or requests/s)")
