@@ -240,3 +240,33 @@ def test_shipped_prices_have_a_source_and_a_date_each():
 def test_price_table_errors_name_the_entry(doc, fragment):
     with pytest.raises(ConfigError, match=fragment):
         prices_from_doc(doc, origin="prices.yaml")
+
+
+def test_a_trace_is_replayed_at_the_rate_asked():
+    from sim.tune.evaluate import at_load
+
+    spec = WorkloadSpec(dataset_name="trace", dataset_path="azure-conv", num_prompts=300)
+    for rate in (2.0, 25.0):
+        w = at_load(spec, 0, rate)
+        assert (len(w) - 1) / (w.arrival_s[-1] - w.arrival_s[0]) == pytest.approx(rate)
+    base = at_load(spec, 0, 1.0)
+    assert at_load(spec, 0, 4.0).arrival_s == pytest.approx(base.arrival_s / 4)  # same requests, times scaled
+
+
+def test_replicas_rise_to_the_throughput_term_and_a_fixed_load_can_miss_it():
+    from sim.tune.evaluate import Evaluation, Probe
+    from sim.tune.rank import deployment
+
+    config = EngineConfig(model=MODEL, gpu="h100", tensor_parallel_size=2)
+    best = Probe(4.0, True, False, {"p90_ttft_ms": 200.0}, 20.0, math.nan)
+    ev = Evaluation(config, "meets", "rate", best_load=4.0, capacity=10.0, best=best, mean_output_len=250.0)
+    price = shipped_prices()["h100-80gb"]
+    sla = parse_sla("p90_ttft_ms<=400,output_throughput>=2500")  # one replica makes 4 x 250 = 1000 tok/s
+    d = deployment(ev, sla, None, price, max_replicas=8)
+    assert d.meets and d.replicas == 3 and d.num_gpus == 6
+    assert d.cost_per_hour == pytest.approx(6 * price.usd_per_gpu_hour)
+    assert d.margins == {"p90_ttft_ms": pytest.approx(0.5)}
+    fixed = deployment(ev, sla, 2.0, price, max_replicas=8)  # 2 req/s make only 500 tok/s
+    assert not fixed.meets and fixed.misses[0]["key"] == "output_throughput"
+    too_many = deployment(ev, parse_sla("p90_ttft_ms<=400"), 100.0, price, max_replicas=8)
+    assert not too_many.meets and too_many.misses[0]["key"] == "replicas" and too_many.replicas == 25
