@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures.process import BrokenProcessPool
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -73,6 +74,15 @@ with controls:
     max_replicas = st.number_input("Replicas at most", 1, 64, key="cp_max_replicas")
     workers = st.number_input("Local worker processes (0: every core)", 0, 256, key="cp_workers")
 
+@st.cache_resource(show_spinner=False)
+def _pool(workers: int):
+    """Worker processes kept for the server's life (one per core unless ``workers`` says), so a
+    search does not pay their start-up."""
+    from sim.tune.executors import LocalExecutor
+
+    return LocalExecutor(workers or None)
+
+
 terms = [f"{percentile}_{m}_ms<={v:g}" for m, v in (("ttft", ttft), ("tpot", tpot), ("e2el", e2el)) if v > 0]
 
 try:
@@ -101,22 +111,22 @@ with results:
     c[2].markdown(f"**SLA**  \n{sla.describe()}")
     go_search = st.button("Search", type="primary", icon=":material/search:", key="cp_run")
     if go_search:
-        from sim.tune.executors import LocalExecutor
-
         bar = st.progress(0.0, text="pruning with the memory model...")
 
         def progress(done: int, total: int, ev) -> None:
             bar.progress(done / total if total else 1.0, text=f"simulated {done} of {total} engine configurations")
 
         t0 = time.perf_counter()
-        executor = LocalExecutor(int(workers) or None)
+        executor = _pool(int(workers))
         try:
             result = tune_mod.tune(request, executor, progress=progress)
         except ServeLabError as exc:
             st.error(str(exc))
             st.stop()
-        finally:
-            executor.close()
+        except BrokenProcessPool:
+            _pool.clear()  # a worker died (killed, out of memory): a new pool next time
+            st.error("A simulation process stopped unexpectedly; press Search again to retry.")
+            st.stop()
         bar.empty()
         st.session_state.cp_result = (request, result, time.perf_counter() - t0, executor.workers)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures.process import BrokenProcessPool
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -123,6 +124,10 @@ def _sweep(config: EngineConfig, loads: list) -> list[dict]:
                 last_draw_s = time.monotonic()
     except ServeLabError as exc:
         st.error(str(exc))
+        st.stop()
+    except BrokenProcessPool:
+        _sweep_pool.clear()  # a worker died (killed, out of memory): start a new pool next time
+        st.error("A simulation process stopped unexpectedly; press the button again to retry.")
         st.stop()
     if progress is not None:
         progress.empty()
