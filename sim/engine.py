@@ -35,7 +35,7 @@ from sim.metrics import EngineStats
 from sim.request import Request, RequestStatus
 from sim.sched.lazy import LazyDecodeScheduler
 from sim.sched.scheduler import Scheduler, SchedulerLimits, SchedulerOutput
-from sim.steptime import BatchShape, StepTimeModel
+from sim.steptime import BatchShape, make_step_model
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +106,7 @@ class Engine:
         )
         self.scheduler = make_scheduler(config, self.limits, self.num_gpu_blocks, self.memory, fast=fast_forward)
         self.kv = self.scheduler.kv
-        self.step_model = StepTimeModel(
+        self.step_model = make_step_model(
             self.model, self.gpu, config.tensor_parallel_size,
             coefficients or coefficients_for(config, self.model, self.gpu), multiplier=step_time_multiplier,
         )
@@ -402,18 +402,23 @@ def make_scheduler(config: EngineConfig, limits: SchedulerLimits, num_gpu_blocks
 def batch_shape(out: SchedulerOutput) -> BatchShape:
     """What a vLLM step computes, for the step-time model (baselines have their own)."""
     counts = out.num_scheduled_tokens
-    context = pairs = sampled = 0
+    context = pairs = sampled = prefills = decode_context = 0
     for request in out.scheduled:
         n = counts[request.request_id]
         after = request.num_computed_tokens
         context += after  # the KV attention reads: context so far plus this step's tokens
         if n > 1:
             pairs += n * (after - n) + n * (n + 1) // 2
+            prefills += 1
+        else:
+            decode_context += after
         if after >= request.num_tokens:
             sampled += 1
     steady = out.num_steady
-    return BatchShape(out.total_num_scheduled_tokens, len(out.scheduled) + steady, sampled + steady,
-                      context + out.steady_context_tokens, pairs)
+    num_scheduled = len(out.scheduled)
+    return BatchShape(out.total_num_scheduled_tokens, num_scheduled + steady, sampled + steady,
+                      context + out.steady_context_tokens, pairs, prefills, num_scheduled - prefills + steady,
+                      decode_context + out.steady_context_tokens)
 
 
 from sim.results import EngineResult, StepLog, collect_result  # noqa: E402  (re-exported)

@@ -16,15 +16,20 @@ def run_engine(
     config: EngineConfig, workload, *, seed: int = 0,
     usage: Literal["serve", "offline"] = "offline", progress=None, fast_forward: bool = True,
     step_time_multiplier: float = 1.0, max_concurrency: int | None = None,
-    coefficients=None,
+    coefficients=None, frontend=None, api_server_count: int = 1, jitter: bool = True,
 ) -> EngineResult:
     """Simulate ``workload`` on the engine ``config`` describes.
 
     ``progress``, if given, is called as ``progress(num_finished, num_total)`` now and then.
     ``fast_forward`` skips over runs of identical decode steps (same result, much faster).
     ``max_concurrency`` caps requests in flight, as ``vllm bench serve --max-concurrency``: a
-    request due while the cap is reached is sent when an earlier one finishes.
+    request due while the cap is reached is sent when an earlier one finishes (when its client
+    has the last token).
+    ``frontend`` (:class:`sim.frontend.FrontendCoefficients`) puts ``api_server_count`` API-server
+    processes between the clients and the engine (see :mod:`sim.frontend`); the result's times
+    are then the clients', and ``result.extra["frontend"]`` holds the engine's.
     """
+    from sim.frontend import Frontend
     env = simpy.Environment()
     arrivals = np.asarray(workload.arrival_s, dtype=float)
     total = len(arrivals)
@@ -34,25 +39,43 @@ def run_engine(
         i = state["next"]
         return float(arrivals[i]) if i < total else math.inf
 
+    front: Frontend | None = None
+
+    def next_engine_arrival_s() -> float:
+        # A request not yet sent reaches the engine no earlier than it is sent.
+        return min(front.next_handoff_s(), next_arrival_s())
+
     engine = Engine(env, config, seed=seed, usage=usage, fast_forward=fast_forward,
-                    next_arrival_s=next_arrival_s, step_time_multiplier=step_time_multiplier,
-                    coefficients=coefficients)
+                    next_arrival_s=next_engine_arrival_s if frontend is not None else next_arrival_s,
+                    step_time_multiplier=step_time_multiplier, coefficients=coefficients)
+    if frontend is not None:
+        front = Frontend(env, engine, frontend, api_server_count, rng=np.random.default_rng([seed, 7]) if jitter else None)
     vocab = engine.model.vocab_size
     requests = []
     tokens_of = getattr(workload, "prompt_token_array", None) or workload.prompt_token_ids
     n = getattr(workload, "n", 1)
     slot_freed = {"event": None}
+    done = {"clients": 0}
 
-    class _Slots:  # wakes the feeder when a request finishes, for max_concurrency
-        def on_finish(self, request, now_s):
-            ev = slot_freed["event"]
-            if ev is not None and not ev.triggered:
-                ev.succeed()
+    def free_slot(*_) -> None:  # wakes the feeder when a client has its answer
+        done["clients"] += 1
+        ev = slot_freed["event"]
+        if ev is not None and not ev.triggered:
+            ev.succeed()
+
+    class _Slots:
+        on_finish = staticmethod(free_slot)
 
     if max_concurrency is not None:
-        engine.listeners.append(_Slots())
+        if front is not None:
+            front.on_client_done = free_slot
+        else:
+            engine.listeners.append(_Slots())
+    sent = {"count": 0}
 
     def in_flight() -> int:
+        if front is not None:
+            return sent["count"] - done["clients"]
         return len(requests) - len(engine.finished) - engine.stats.request_success_total["abort"]
 
     def feeder():
@@ -70,13 +93,20 @@ def run_engine(
                     slot_freed["event"] = None
                     state["next"] = i
                     continue
-                requests.extend(engine.add_request(
-                    tokens_of(i, vocab), int(workload.output_len[i]), request_id=str(i), n=n,
-                ))
+                if front is not None:
+                    front.submit(tokens_of(i, vocab), int(workload.output_len[i]), request_id=str(i), n=n)
+                    sent["count"] += n
+                else:
+                    requests.extend(engine.add_request(
+                        tokens_of(i, vocab), int(workload.output_len[i]), request_id=str(i), n=n,
+                    ))
                 i += 1
                 state["next"] = i
 
     env.process(feeder())
+    if front is not None:
+        # The engine makes the requests at hand-off; list them in the order they were sent.
+        requests = _HandedOff(engine, total * n)
     if progress is None:
         env.run()
     else:
@@ -87,4 +117,37 @@ def run_engine(
             if done != last and (done - last >= max(1, total // 100) or done == len(requests) == total):
                 progress(done, total * getattr(workload, "n", 1))
                 last = done
-    return collect_result(engine, requests)
+    if front is None:
+        return collect_result(engine, requests)
+    handed = sorted(requests.all(), key=lambda r: front.clients[r.request_id].sent_s)
+    result = collect_result(engine, handed)
+    return with_client_times(result, [front.clients[r.request_id] for r in handed])
+
+
+class _HandedOff:
+    """The requests the engine has so far, whether finished or not (for the progress count)."""
+
+    def __init__(self, engine, total: int) -> None:
+        self.engine, self.total = engine, total
+
+    def __len__(self) -> int:
+        return len(getattr(self.engine.scheduler, "requests", {})) + len(self.engine.finished)
+
+    def all(self):
+        sched = self.engine.scheduler
+        live = list(getattr(sched, "requests", {}).values())
+        seen = {id(r) for r in live}
+        return live + [r for r in self.engine.finished if id(r) not in seen]
+
+
+def with_client_times(result: EngineResult, clients) -> EngineResult:
+    """The result as the clients saw it; the engine's own times move to ``extra["frontend"]``."""
+    f = lambda values: np.array([v if v is not None else np.nan for v in values], dtype=float)
+    result.extra["frontend"] = {
+        "engine_arrival_s": result.arrival_s, "engine_first_token_s": result.first_token_s,
+        "engine_finish_s": result.finish_s,
+    }
+    result.arrival_s = f([c.sent_s for c in clients])
+    result.first_token_s = f([c.first_token_s for c in clients])
+    result.finish_s = f([c.last_token_s for c in clients])
+    return result
