@@ -363,7 +363,7 @@ def _attention_backend(gpu, act: str, kv: str, kv_string: str, kv_flag: str, lin
         raise ConfigError(
             f"{flag}: FP8 KV cache is not supported by the Triton attention backend on {gpu.name} (compute "
             f"capability {_cc(cc)}); native FP8 (fp8e4nv) requires SM89+, and FlashAttention and FlashInfer "
-            f"need 8.0. vLLM suggests --kv-cache-dtype {suggested} (ServeLab: --kv-cache-dtype auto)"
+            f"need 8.0. Re-run with --kv-cache-dtype {suggested}"
         )
     lines.append(f"Using {chosen} attention backend out of potential backends: "
                  f"[{', '.join(repr(b) for b in valid)}].")
