@@ -31,6 +31,7 @@ from sim.config import EngineConfig, resolve_scheduler_limits
 from sim.errors import ConfigError
 from sim.kv.kv_manager import KVCacheManager
 from sim.memory import MemoryPlan, plan_memory
+from sim.precision import resolve_precision
 from sim.metrics import EngineStats
 from sim.request import Request, RequestStatus
 from sim.sched.lazy import LazyDecodeScheduler
@@ -83,6 +84,8 @@ class Engine:
         if not config.enable_chunked_prefill:
             # vLLM raises max_num_batched_tokens to max_model_len when chunked prefill is off.
             max_num_batched_tokens = max(max_num_batched_tokens, max_model_len)
+        # What runs (dtypes, FP8 kernels, attention backend); the step time reads it too.
+        self.precision = resolve_precision(self.model, self.gpu, config)
         self.memory: MemoryPlan = plan_memory(
             self.model, self.gpu,
             tensor_parallel_size=config.tensor_parallel_size,
@@ -94,6 +97,7 @@ class Engine:
             kv_cache_memory_bytes=config.kv_cache_memory_bytes,
             num_gpu_blocks_override=config.num_gpu_blocks_override,
             usage=usage,
+            precision=self.precision,
         )
         self.num_gpu_blocks = self.memory.num_gpu_blocks
         self.limits = SchedulerLimits(
