@@ -113,6 +113,7 @@ class Engine:
         self.step_model = make_step_model(
             self.model, self.gpu, config.tensor_parallel_size,
             coefficients or coefficients_for(config, self.model, self.gpu), multiplier=step_time_multiplier,
+            precision=self.precision,
         )
         self.fast_forward = isinstance(self.scheduler, LazyDecodeScheduler)
         self._batch_shape = getattr(self.scheduler, "batch_shape", batch_shape)

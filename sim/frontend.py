@@ -67,14 +67,14 @@ class Frontend:
     """``api_server_count`` API-server processes in front of one engine (an engine listener)."""
 
     def __init__(self, env: simpy.Environment, engine, coefficients: FrontendCoefficients,
-                 api_server_count: int = 1, rng=None) -> None:
+                 api_server_count: int = 1) -> None:
         if api_server_count < 1:
             raise ValueError(f"api_server_count(={api_server_count}) must be >= 1")
         self.env, self.engine, self.c = env, engine, coefficients
-        self.rng = rng
         self.busy_until_s = [0.0] * api_server_count
         self.clients: dict[str, ClientTimes] = {}
         self._pending: list[float] = []  # hand-off times not yet reached (a heap)
+        self._done_pending: list[float] = []  # client completions not yet reached (a heap)
         self._count = 0
         self.on_client_done = None  # called as f(request_id, now_s) when a client has its last chunk
         self._streamed = 0  # output tokens streamed so far
@@ -90,8 +90,6 @@ class Frontend:
         self._count += 1
         start = max(now, self.busy_until_s[server])
         work = self.c.http_s + self.c.tokenize_s_per_token * len(prompt_token_ids)
-        if self.rng is not None:
-            work *= self.rng.exponential()
         handoff = start + work
         self.busy_until_s[server] = handoff
         heapq.heappush(self._pending, handoff)
@@ -107,8 +105,13 @@ class Frontend:
         self.engine.add_request(prompt_token_ids, max_tokens, request_id=request_id, n=n)
 
     def next_handoff_s(self) -> float:
-        """When the engine gets its next request from requests already sent (inf: none)."""
-        return self._pending[0] if self._pending else math.inf
+        """The earliest the engine can get its next request from the front end (inf: none
+        known): a request already sent, or one a client sends when it has its last chunk (a
+        closed loop). The engine ends a fast-forwarded run there at the latest."""
+        t = self._pending[0] if self._pending else math.inf
+        if self._done_pending:
+            t = min(t, self._done_pending[0])
+        return t
 
     # -- outbound (engine listener) --------------------------------------------------------
     # The engine reports first tokens (on_tokens) and finishes (on_finish) of a step before the
@@ -144,10 +147,12 @@ class Frontend:
             if client.first_token_s is None:
                 client.first_token_s = client.last_token_s
             if self.on_client_done is not None:
+                heapq.heappush(self._done_pending, client.last_token_s)  # now: the next run must see it
                 self.env.process(self._client_done(client.last_token_s, request_id))
         self._last.clear()
 
     def _client_done(self, at_s: float, request_id: str):
         if at_s > self.env.now:
             yield self.env.timeout(at_s - self.env.now)
+        heapq.heappop(self._done_pending)
         self.on_client_done(request_id, self.env.now)

@@ -102,7 +102,7 @@ class RooflineStepModel:
 
     def __init__(
         self, model: ModelSpec, gpu: GPUSpec, tensor_parallel_size: int = 1,
-        coefficients: StepCoefficients | None = None, multiplier: float = 1.0,
+        coefficients: StepCoefficients | None = None, multiplier: float = 1.0, precision=None,
     ) -> None:
         c = coefficients or StepCoefficients()
         tp = tensor_parallel_size
@@ -115,8 +115,8 @@ class RooflineStepModel:
         body_params = model.matmul_params() - lm_head_params
 
         # Memory: weights once per step, plus KV bytes per context token read.
-        self.weights_s = model.weight_bytes_per_gpu(tp) / (bw * c.weight_bw_eff)
-        self.kv_s_per_token = model.kv_bytes_per_token(tp) / (bw * c.kv_bw_eff)
+        self.weights_s = model.weight_bytes_per_gpu(tp, precision) / (bw * c.weight_bw_eff)
+        self.kv_s_per_token = model.kv_bytes_per_token(tp, precision) / (bw * c.kv_bw_eff)
         # Compute: linear layers per token, lm_head per sampled token, attention per pair.
         self.matmul_s_per_token = 2 * body_params / tp / (flops * c.matmul_eff)
         self.lm_head_s_per_sample = 2 * lm_head_params / tp / (flops * c.matmul_eff)
@@ -161,10 +161,10 @@ class RooflineStepModel:
 
 def make_step_model(model: ModelSpec, gpu: GPUSpec, tensor_parallel_size: int = 1,
                     coefficients: StepCoefficients | None = None, multiplier: float = 1.0, *,
-                    gemm_dtype: str = "bfloat16", kv_dtype: str = "bfloat16", kv_bytes: int | None = None,
-                    operator_tables: bool = True):
+                    precision=None, operator_tables: bool = True):
     """The operator model where ``gpu`` has tables (and the coefficients ask for it, and
-    ``operator_tables``), else the roofline.
+    ``operator_tables``), else the roofline. ``precision`` (:class:`sim.precision.Precision`)
+    picks the GEMM and attention tables and the bytes per weight and KV element.
 
     A table file that is missing or damaged does not stop the run: the roofline stands in, and
     its ``source`` names the file and the reason (never a silent fallback)."""
@@ -177,11 +177,11 @@ def make_step_model(model: ModelSpec, gpu: GPUSpec, tensor_parallel_size: int = 
         try:
             tables = load_tables(gpu.name)
             if tables is not None:
-                return OperatorStepModel(tables, model, gpu, tensor_parallel_size, c, gemm_dtype=gemm_dtype,
-                                         kv_dtype=kv_dtype, kv_bytes=kv_bytes, multiplier=multiplier)
+                return OperatorStepModel(tables, model, gpu, tensor_parallel_size, c, precision=precision,
+                                         multiplier=multiplier)
         except TableError as exc:
             reason = str(exc)
-    roofline = RooflineStepModel(model, gpu, tensor_parallel_size, c, multiplier)
+    roofline = RooflineStepModel(model, gpu, tensor_parallel_size, c, multiplier, precision=precision)
     if reason:
         roofline.source = f"roofline fallback: {reason}"
     return roofline

@@ -59,31 +59,58 @@ def elementwise_bytes_per_token(model: ModelSpec, tp: int, act_bytes: int, kv_by
     return (8 * h + 2 * (q + kv) * hd + 3 * inter) * act_bytes + 2 * kv * hd * kv_bytes
 
 
+def gemm_table_dtype(tables: dict, precision) -> tuple[str, list[str]]:
+    """The GEMM table a precision reads, and a note where it is not the one vLLM runs.
+
+    float16 runs vLLM's bfloat16 kernels at the same speed. Marlin's weight-only FP8 (GPUs
+    without FP8 tensor cores) runs 16-bit GEMMs over dequantized weights: priced from the
+    bfloat16 table. A dtype the GPU's tables lack falls back to bfloat16, and says so."""
+    want = precision.gemm_dtype if precision is not None else "bfloat16"
+    notes: list[str] = []
+    if want in ("float16", "float32"):
+        if want == "float32":
+            notes.append("float32 GEMMs are not measured: priced as bfloat16")
+        want = "bfloat16"
+    if want == "fp8_marlin":
+        notes.append("Marlin weight-only FP8 priced as bfloat16 GEMMs")
+        want = "bfloat16"
+    if f"gemm/{want}" not in tables:
+        notes.append(f"no {want} GEMM table for this GPU: priced as bfloat16")
+        want = "bfloat16"
+    return want, notes
+
+
 class OperatorStepModel:
     """Step times for one (model, GPU, TP, precision) from the GPU's measured operator tables."""
 
     def __init__(self, tables: dict, model: ModelSpec, gpu: GPUSpec, tensor_parallel_size: int,
-                 coefficients, *, gemm_dtype: str = "bfloat16", kv_dtype: str = "bfloat16",
-                 kv_bytes: int | None = None, multiplier: float = 1.0) -> None:
+                 coefficients, *, precision=None, multiplier: float = 1.0) -> None:
         tp = tensor_parallel_size
         self.model, self.gpu, self.tp, self.coefficients = model, gpu, tp, coefficients
         self.multiplier = multiplier
-        self.source = f"operator tables: {gpu.name} ({AIC_SYSTEMS[gpu.name]}, aiconfigurator-core 0.12.0)"
-        act_dtype = "bfloat16"  # fp16 kernels run at bf16 speed; the tables measured bf16
+        gemm_dtype, notes = gemm_table_dtype(tables, precision)
+        kv_dtype = precision.kv_table_dtype if precision is not None else "bfloat16"
+        kv_bytes = precision.kv_bytes_per_element if precision is not None else model.dtype_bytes
+        act_bytes = precision.activation_bytes if precision is not None else model.dtype_bytes
+        lm_head_dtype = gemm_dtype if precision is not None and precision.lm_head_quantized else "bfloat16"
         m = tables["gemm/m"].astype(np.float64)
         self._m = m.tolist()
         L = model.num_hidden_layers
         linear = linear_layers_ms(tables, model, tp, gemm_dtype)
         comm = allreduce_ms(tables, tp, model.hidden_size, L, m, CUDAGRAPH_MAX_TOKENS)
-        per_token = elementwise_bytes_per_token(model, tp, model.dtype_bytes, kv_bytes or model.dtype_bytes)
+        per_token = elementwise_bytes_per_token(model, tp, act_bytes, kv_bytes)
         elementwise = m * per_token * L / gpu.hbm_bandwidth_bytes_per_s * 1e3
         self.terms_ms = {"linear_ms": linear, "allreduce_ms": comm, "elementwise_ms": elementwise}
         self._tokens_ms = (linear + comm + elementwise).tolist()
-        self._lm_head_ms = lm_head_ms(tables, model, tp, act_dtype).tolist()
+        self._lm_head_ms = lm_head_ms(tables, model, tp, lm_head_dtype).tolist()
         q, kv = model.num_attention_heads // tp, model.kv_heads_per_rank(tp)
         self.decode = Attention(tables, "generation", q, kv, model.head_dim, kv_dtype)
         self.prefill = Attention(tables, "context", q, kv, model.head_dim, kv_dtype)
         self.layers = L
+        if self.decode.how != "measured":
+            notes.append(f"attention {self.decode.how}")
+        self.source = (f"operator tables: {gpu.name} ({AIC_SYSTEMS[gpu.name]}, aiconfigurator-core 0.12.0), "
+                       f"GEMM {gemm_dtype}, KV {kv_dtype}" + "".join(f"; {n}" for n in notes))
 
     # -- one step ---------------------------------------------------------------------------
     def gpu_ms(self, b) -> float:
