@@ -7,7 +7,7 @@ benchmarks install it into `.venv-aiconfigurator/` at the repository root (ignor
 environment variable SERVELAB_AICONFIGURATOR_VENV names another place) and talk to it through a
 subprocess. Other benchmarks use it like this:
 
-    from benchmarks._aiconfigurator import Unavailable, ensure_venv, estimate_argv, run_many
+    from benchmarks._aiconfigurator import Unavailable, ensure_venv, estimate_argv, parse_estimate, run_many
     try:
         python = ensure_venv()                     # installs once (uv, else pip); later calls are free
     except Unavailable as why:
@@ -26,13 +26,14 @@ process for many estimates pays that once, and each estimate then takes about 2 
 
 The best configuration for a model, GPU system, ISL/OSL and SLA is what `aiconfigurator cli
 default` answers (see `default_argv`): it sweeps aggregated and disaggregated deployments over
---total-gpus, keeps those within --ttft/--tpot and prints the top ones by tokens/s/gpu; with
---save-dir it also writes `<dir>/<model>_<system>_.../agg/best_config_topn.csv` (one row a
-configuration: concurrency, bs, ttft, tpot, tokens/s/gpu, tp, pp, gemm, kvcache, ...).
+--total-gpus, keeps those within --ttft/--tpot and prints the top ones by tokens/s/gpu (about
+10 s here for Llama-3.1-70B on 8 H200). With --save-dir DIR it also writes
+DIR/<model>/<run>/{agg,disagg}/best_config_topn.csv, which `read_best_configs(DIR)` reads.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -191,7 +192,8 @@ _TPOT = re.compile(rf"^\s*TPOT:\s+{_NUM}\s*ms\s*$", re.M)
 _BACKEND = re.compile(r"^\s*Backend:\s+(\S+)\s+\(([^)]*)\)\s*$", re.M)
 _QUANT = re.compile(r"Resolved quant modes for \S+: gemm=\w+\.(\w+) moe=\w+\.(\w+) kvcache=\w+\.(\w+) "
                     r"fmha=\w+\.(\w+)")
-_ERROR = re.compile(r"^.*\berror: (.*)$", re.M)
+# argparse's "aiconfigurator estimate: error: ..." or an exception's last line "RuntimeError: OOM: ..."
+_ERROR = re.compile(r"^(?:.*\berror: |[A-Za-z_.]*(?:Error|Exception): )(.*)$", re.M)
 
 
 def _num(s: str) -> float:
@@ -209,7 +211,7 @@ def parse_estimate(text: str) -> dict:
     if not ttft or not tpot:
         errors = _ERROR.findall(text)
         why = errors[-1].strip() if errors else _last_line(text)
-        raise ValueError(f"no {'TTFT' if not ttft else 'TPOT'} line in aiconfigurator's output: {why}")
+        raise ValueError(f"no {'TTFT' if not ttft else 'TPOT'} from aiconfigurator: {why}")
     out = {"ttft_ms": _num(ttft[-1]), "tpot_ms": _num(tpot[-1])}
     if m := _BACKEND.search(text):
         out["backend"], out["perf_db_version"] = m.group(1), m.group(2)
@@ -217,3 +219,18 @@ def parse_estimate(text: str) -> dict:
         out["gemm"], out["moe"], out["kvcache"], out["fmha"] = quants[-1]
     out["kv_capacity_warning"] = "exceeds estimated KV cache capacity" in text
     return out
+
+
+def read_best_configs(save_dir: Path | str) -> dict[str, list[dict]]:
+    """The top configurations `aiconfigurator cli default --save-dir DIR` wrote, per mode ("agg", "disagg").
+
+    Reads DIR/<model>/<run>/<mode>/best_config_topn.csv (one row a configuration, best first by
+    tokens/s/gpu; agg columns include concurrency, bs, ttft, tpot, tokens/s/gpu, tp, pp, gemm,
+    kvcache). Values stay strings, as written. Where DIR holds several runs, the newest wins.
+    """
+    found: dict[str, list[dict]] = {}
+    paths = sorted(Path(save_dir).glob("**/best_config_topn.csv"), key=lambda q: q.stat().st_mtime)
+    for path in paths:
+        with open(path, newline="") as f:
+            found[path.parent.name] = list(csv.DictReader(f))
+    return found

@@ -229,16 +229,24 @@ def build_table(rows: list[dict], aic_answers: list[dict | None], sl_rows: list[
 
 
 def summarize(table: list[dict]) -> dict:
-    """MAPE per model and overall for both tools, with the number of rows each covers."""
+    """MAPE per model and overall for each tool, with the number of rows each covers.
+
+    "aic" and "sim" are over the rows that tool answered; "both" gives each tool's MAPE over the
+    rows both answered (aiconfigurator refuses a few as out of memory), for a like-for-like look.
+    """
     groups = {m: [t for t in table if t["model"] == m] for m in dict.fromkeys(t["model"] for t in table)}
     groups["overall"] = table
-    out = {}
-    for tool in ("aic", "sim"):
-        out[tool] = {}
-        for name, ts in groups.items():
-            out[tool][name] = {"ttft_mape_pct": mape([t[f"{tool}_ttft_err_pct"] for t in ts]),
-                               "tpot_mape_pct": mape([t[f"{tool}_tpot_err_pct"] for t in ts]),
-                               "rows": sum(t[f"{tool}_ttft_ms"] is not None for t in ts), "of": len(ts)}
+
+    def stats(tool: str, ts: list[dict], of: int) -> dict:
+        return {"ttft_mape_pct": mape([t[f"{tool}_ttft_err_pct"] for t in ts]),
+                "tpot_mape_pct": mape([t[f"{tool}_tpot_err_pct"] for t in ts]),
+                "rows": sum(t[f"{tool}_ttft_ms"] is not None for t in ts), "of": of}
+
+    out = {tool: {name: stats(tool, ts, len(ts)) for name, ts in groups.items()} for tool in ("aic", "sim")}
+    out["both"] = {}
+    for name, ts in groups.items():
+        common = [t for t in ts if t["aic_ttft_ms"] is not None and t["sim_ttft_ms"] is not None]
+        out["both"][name] = {tool: stats(tool, common, len(ts)) for tool in ("aic", "sim")}
     return out
 
 
@@ -258,21 +266,27 @@ def print_table(table: list[dict], summary: dict) -> None:
         print(f"{'isl':>5} {'osl':>5} {'conc':>4} {'tp':>2} | {'TTFT ms: real':>13} {'aiconfig':>15} {'ServeLab':>15} |"
               f" {'TPOT ms: real':>13} {'aiconfig':>13} {'ServeLab':>13} | note")
         for t in (t for t in table if t["model"] == model):
-            note = t["aic_error"] or ("aiconfigurator: batch over its KV estimate"
-                                      if t["aic_kv_capacity_warning"] else "")
+            if t["aic_error"]:  # "no TTFT from aiconfigurator: OOM: the model ... (tp=1, pp=1, dp=1). Try ..."
+                note = "aiconfigurator: " + t["aic_error"].split(": ", 1)[-1].split(". ")[0]
+            else:
+                note = "aiconfigurator: batch over its KV estimate" if t["aic_kv_capacity_warning"] else ""
             print(f"{t['isl']:>5} {t['osl']:>5} {t['concurrency']:>4} {t['tp']:>2} | "
                   f"{_v(t['real_ttft_ms']):>13} {_v(t['aic_ttft_ms']):>8} {_e(t['aic_ttft_err_pct']):>6} "
                   f"{_v(t['sim_ttft_ms']):>8} {_e(t['sim_ttft_err_pct']):>6} | "
                   f"{_v(t['real_tpot_ms']):>13} {_v(t['aic_tpot_ms']):>6} {_e(t['aic_tpot_err_pct']):>6} "
-                  f"{_v(t['sim_tpot_ms']):>6} {_e(t['sim_tpot_err_pct']):>6} | {note[:90]}")
-    print("\nMAPE (mean |error|)        aiconfigurator 0.12.0           ServeLab")
+                  f"{_v(t['sim_tpot_ms']):>6} {_e(t['sim_tpot_err_pct']):>6} | {note[:120]}")
+    def cell(s: dict) -> str:
+        return "-" if not s["rows"] else \
+            f"TTFT {s['ttft_mape_pct']:5.1f}%  TPOT {s['tpot_mape_pct']:5.1f}%  ({s['rows']}/{s['of']})"
+
+    print(f"\nMAPE (mean |error|, rows answered/rows)  {'aiconfigurator ' + aic.VERSION:<34} ServeLab")
     for name in summary["aic"]:
-        cells = []
-        for tool in ("aic", "sim"):
-            s = summary[tool][name]
-            cells.append("-" if not s["rows"] else
-                         f"TTFT {s['ttft_mape_pct']:5.1f}%  TPOT {s['tpot_mape_pct']:5.1f}%  ({s['rows']}/{s['of']})")
-        print(f"  {name:<34} {cells[0]:<32} {cells[1]}")
+        print(f"  {name:<38} {cell(summary['aic'][name]):<34} {cell(summary['sim'][name])}")
+    if any(summary["both"]["overall"][tool]["rows"] != summary[tool]["overall"]["rows"] for tool in ("aic", "sim")) \
+            and summary["both"]["overall"]["sim"]["rows"]:
+        print("MAPE on the rows both answered")
+        for name, both in summary["both"].items():
+            print(f"  {name:<38} {cell(both['aic']):<34} {cell(both['sim'])}")
 
 
 # ---------------------------------------------------------------- main
@@ -363,7 +377,8 @@ def _run(args) -> int:
     if args.json:
         doc = {"csv": str(args.csv), "aiconfigurator": aic_status, "servelab": sl_status, "rows": table,
                "commands": [a.get("command") if a else None for a in aic_answers],
-               "mape": {"aiconfigurator": summary["aic"], "servelab": summary["sim"]}, "wall_s": round(wall, 1)}
+               "mape": {"aiconfigurator": summary["aic"], "servelab": summary["sim"],
+                        "rows_both_answered": summary["both"]}, "wall_s": round(wall, 1)}
         try:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(doc, indent=2) + "\n")

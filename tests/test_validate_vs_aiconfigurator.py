@@ -69,6 +69,15 @@ usage: aiconfigurator estimate [-h]
 aiconfigurator estimate: error: argument --model-path/--model: 'meta-llama/Llama-3.1-70B' is not a valid HuggingFace model path or local path with config.json. Error: Failed to download meta-llama/Llama-3.1-70B's config.json from HuggingFace: <urlopen error [Errno -2] Name or service not known>
 """
 
+# --batch-size 64 --tp-size 1 for the 70B: aiconfigurator's memory model refuses it (exit 1, traceback).
+ESTIMATE_OOM = """\
+17:18:18 [aiconfigurator] [I] [helpers.py:772] Resolved quant modes for LlamaForCausalLM: gemm=GEMMQuantMode.fp8 moe=MoEQuantMode.bfloat16 kvcache=KVCacheQuantMode.bfloat16 fmha=FMHAQuantMode.bfloat16 comm=CommQuantMode.half
+Traceback (most recent call last):
+  File "/work/wt-peer/.venv-aiconfigurator/lib/python3.11/site-packages/aiconfigurator/cli/api.py", line 1646, in _run_agg_estimate
+    raise RuntimeError(
+RuntimeError: OOM: the model 'meta-llama/Meta-Llama-3.1-70B' does not fit in GPU memory on system 'h200_sxm' with the given parallelism (tp=1, pp=1, dp=1). Try increasing tp_size/pp_size, using a quantized model, or using a system with more VRAM per GPU.
+"""
+
 CSV_HEAD = "model,gpu,vllm_version,precision,gemm_quant_mode,moe_quant_mode,isl,osl,concurrency,tp,ep,ttft_ms,tpot_ms,measured\n"
 CSV_ROWS = (
     "Llama-3.1-70B,h200_sxm,,fp8,fp8,fp8,1024,8192,8,1,1,247.3047496867366,24.0974342786796,2025-10-29\n"
@@ -87,9 +96,11 @@ def test_parse_estimate_reads_the_summary_box_and_what_it_resolved():
 
 
 def test_parse_estimate_names_aiconfigurators_error():
-    with pytest.raises(ValueError, match=r"no TTFT line .*'meta-llama/Llama-3.1-70B' is not a valid HuggingFace"):
+    with pytest.raises(ValueError, match=r"^no TTFT from aiconfigurator: argument --model-path/--model: 'meta-llama/Llama-3.1-70B' is not a valid"):
         aic.parse_estimate(ESTIMATE_MISSING_MODEL)
-    with pytest.raises(ValueError, match="no TPOT line"):
+    with pytest.raises(ValueError, match="^no TTFT from aiconfigurator: OOM: the model 'meta-llama/Meta-Llama-3.1-70B'"):
+        aic.parse_estimate(ESTIMATE_OOM)
+    with pytest.raises(ValueError, match="no TPOT from aiconfigurator"):
         aic.parse_estimate("  TTFT:             76.317 ms\n")
 
 
@@ -99,6 +110,20 @@ def test_estimate_argv_is_the_documented_command():
     assert " ".join(argv) == ("estimate --model-path meta-llama/Meta-Llama-3.1-70B --system h200_sxm --backend vllm "
                               "--isl 1024 --osl 128 --batch-size 32 --tp-size 4 --gemm-quant-mode fp8 "
                               "--kvcache-quant-mode bfloat16")
+
+
+def test_read_best_configs_reads_what_default_saved(tmp_path):
+    # The first row of agg/best_config_topn.csv that `aiconfigurator cli default --model-path
+    # nvidia/Llama-3.1-70B-Instruct-FP8 --system h200_sxm --backend vllm --total-gpus 8 --isl 1024 --osl 1024
+    # --ttft 1000 --tpot 30 --save-dir DIR` wrote here (columns cut to the first twelve and a few more).
+    run = tmp_path / "nvidia" / "Llama-3.1-70B-Instruct-FP8_h200_sxm_vllm_isl1024_osl1024_ttft1000_tpot30_271143"
+    (run / "agg").mkdir(parents=True)
+    (run / "agg" / "best_config_topn.csv").write_text(
+        "model,isl,osl,prefix,concurrency,request_rate,bs,global_bs,ttft,tpot,tokens/s/gpu,tp,pp,gemm,kvcache\n"
+        "nvidia/Llama-3.1-70B-Instruct-FP8,1024,1024,0,112,3.599,112,112,947.526,29.496,1840.779,2,1,fp8_static,fp8\n")
+    best = aic.read_best_configs(tmp_path)
+    assert list(best) == ["agg"]
+    assert (best["agg"][0]["tp"], best["agg"][0]["bs"], best["agg"][0]["tpot"]) == ("2", "112", "29.496")
 
 
 def test_read_rows_keeps_the_dense_rows_and_maps_them_to_shipped_configs(tmp_path):
@@ -129,19 +154,25 @@ def test_join_and_mape(tmp_path):
     joined = vva.join(rows, sl)
     assert joined[0]["sim_ttft_ms"] == 200.0 and joined[1] is None
 
-    aic_answers = [aic.parse_estimate(ESTIMATE_70B_KV_WARNING), {"error": "no TTFT line"}]
+    aic_answers = [aic.parse_estimate(ESTIMATE_70B_KV_WARNING), aic.parse_estimate(ESTIMATE_8B)]
     table = vva.build_table(rows, aic_answers, joined)
     real_ttft, real_tpot = 247.3047496867366, 24.0974342786796
-    assert table[0]["aic_ttft_err_pct"] == pytest.approx((316.389 - real_ttft) / real_ttft * 100)
+    err_70b_ttft = (316.389 - real_ttft) / real_ttft * 100
+    err_8b_ttft = (76.317 - 71.91) / 71.91 * 100
+    assert table[0]["aic_ttft_err_pct"] == pytest.approx(err_70b_ttft)
     assert table[0]["sim_tpot_err_pct"] == pytest.approx((26.0 - real_tpot) / real_tpot * 100)
-    assert table[1]["aic_ttft_err_pct"] is None and table[1]["sim_ttft_err_pct"] is None
+    assert table[1]["aic_ttft_err_pct"] == pytest.approx(err_8b_ttft) and table[1]["sim_ttft_err_pct"] is None
+    assert table[0]["aic_kv_capacity_warning"] and not table[1]["aic_kv_capacity_warning"]
 
     summary = vva.summarize(table)
-    # One row has each tool's answer: MAPE is that row's |error|, counted 1 of 2.
-    assert summary["aic"]["overall"]["ttft_mape_pct"] == pytest.approx(abs(table[0]["aic_ttft_err_pct"]))
+    assert summary["aic"]["overall"]["ttft_mape_pct"] == pytest.approx((abs(err_70b_ttft) + abs(err_8b_ttft)) / 2)
+    assert (summary["aic"]["overall"]["rows"], summary["aic"]["overall"]["of"]) == (2, 2)
     assert summary["sim"]["overall"]["tpot_mape_pct"] == pytest.approx(abs(table[0]["sim_tpot_err_pct"]))
-    assert (summary["aic"]["overall"]["rows"], summary["aic"]["overall"]["of"]) == (1, 2)
-    assert summary["aic"]["nvidia/Llama-3.1-8B-Instruct-FP8"]["ttft_mape_pct"] is None
+    assert summary["sim"]["nvidia/Llama-3.1-8B-Instruct-FP8"]["ttft_mape_pct"] is None
+    # Like for like: only the 70B row has both answers.
+    both = summary["both"]["overall"]
+    assert both["aic"]["ttft_mape_pct"] == pytest.approx(abs(err_70b_ttft)) and both["aic"]["rows"] == 1
+    assert both["sim"]["rows"] == 1
 
 
 def test_mape_is_the_mean_of_absolute_errors():
