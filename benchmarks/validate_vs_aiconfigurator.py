@@ -53,7 +53,6 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import _aiconfigurator as aic  # noqa: E402
 
 DEFAULT_CSV = ROOT.parent / "shared" / "reference" / "silicon" / "vllm-silicon.csv"
-SYSTEM = {"h200_sxm": "h200_sxm"}  # the CSV's gpu column already uses aiconfigurator's system names
 
 # Dense models of the CSV -> (the config aiconfigurator ships for it, what the row should say).
 DENSE_MODELS = {
@@ -70,8 +69,8 @@ class InputError(Exception):
 
 # ---------------------------------------------------------------- rows
 
-def read_rows(path: Path) -> list[dict]:
-    """The dense rows of the silicon CSV, typed."""
+def read_rows(path: Path) -> tuple[list[dict], list[str]]:
+    """The dense rows of the silicon CSV, typed, and the other models' names (their rows left out)."""
     try:
         with open(path, newline="") as f:
             raw = list(csv.DictReader(f))
@@ -81,9 +80,10 @@ def read_rows(path: Path) -> list[dict]:
     if not raw or not need <= set(raw[0]):
         missing = sorted(need - set(raw[0])) if raw else sorted(need)
         raise InputError(f"--csv {path}: expected the silicon CSV's columns, missing {', '.join(missing)}")
-    rows = []
+    rows, others = [], []
     for n, r in enumerate(raw, start=2):
         if r["model"] not in DENSE_MODELS:
+            others.append(r["model"])
             continue
         try:
             rows.append({"model": r["model"], "gpu": r["gpu"], "gemm_quant_mode": r["gemm_quant_mode"],
@@ -92,7 +92,7 @@ def read_rows(path: Path) -> list[dict]:
                          "real_ttft_ms": float(r["ttft_ms"]), "real_tpot_ms": float(r["tpot_ms"])})
         except ValueError as exc:
             raise InputError(f"--csv {path}: line {n}: {exc}") from None
-    return rows
+    return rows, others
 
 
 def model_key(name: str) -> str:
@@ -108,7 +108,8 @@ def row_key(r: dict) -> tuple:
 
 def aic_argv(row: dict, kv_cache_dtype: str) -> list[str]:
     model_path = DENSE_MODELS.get(row["model"], (row["model"], ""))[0]
-    return aic.estimate_argv(model_path, SYSTEM.get(row["gpu"], row["gpu"]), isl=row["isl"], osl=row["osl"],
+    # The CSV's gpu column already uses aiconfigurator's system names (h200_sxm).
+    return aic.estimate_argv(model_path, row["gpu"], isl=row["isl"], osl=row["osl"],
                              batch_size=row["concurrency"], tp=row["tp"],
                              gemm_quant_mode=row["gemm_quant_mode"] or None, kvcache_quant_mode=kv_cache_dtype)
 
@@ -127,9 +128,11 @@ def aic_estimates(rows: list[dict], python: Path, cache_dir: Path, *, kv_cache_d
     texts: list[tuple[int, str] | None] = [None] * len(rows)
     if not refresh:
         for i, p in enumerate(paths):
-            if p.exists():
+            try:
                 rec = json.loads(p.read_text())
                 texts[i] = (rec["rc"], rec["text"])
+            except (OSError, ValueError, KeyError):  # not there, or unreadable: ask again
+                pass
     cached = sum(t is not None for t in texts)
     todo = [i for i, t in enumerate(texts) if t is None]
     if todo:
@@ -321,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     t0 = time.monotonic()
-    rows = read_rows(args.csv)
+    rows, others = read_rows(args.csv)
     if args.model:
         rows = [r for r in rows if args.model.lower() in r["model"].lower()]
         if not rows:
@@ -329,7 +332,8 @@ def _run(args) -> int:
                              f"(models: {', '.join(DENSE_MODELS)})")
     if args.rows:
         rows = rows[:args.rows]
-    print(f"{len(rows)} dense rows of {args.csv}")
+    left_out = f" ({len(others)} rows of other models left out: {', '.join(dict.fromkeys(others))})" if others else ""
+    print(f"{len(rows)} dense rows of {args.csv}{left_out}")
 
     aic_answers: list[dict | None] = [None] * len(rows)
     aic_status = {"version": aic.VERSION, "available": False}

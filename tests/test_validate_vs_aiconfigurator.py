@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from benchmarks import _aiconfigurator as aic
 from benchmarks import validate_vs_aiconfigurator as vva
@@ -104,6 +106,24 @@ def test_parse_estimate_names_aiconfigurators_error():
         aic.parse_estimate("  TTFT:             76.317 ms\n")
 
 
+@given(st.text())
+def test_parse_estimate_on_any_text_answers_or_says_why(text):
+    try:
+        est = aic.parse_estimate(text)
+    except ValueError as exc:
+        assert str(exc).startswith(("no TTFT from aiconfigurator: ", "no TPOT from aiconfigurator: "))
+    else:
+        assert est["ttft_ms"] >= 0 and est["tpot_ms"] >= 0
+
+
+@given(st.decimals(min_value=0, max_value=10**7, places=3), st.decimals(min_value=0, max_value=10**5, places=3),
+       st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200))
+def test_parse_estimate_reads_back_the_values_in_the_box(ttft, tpot, noise):
+    text = ESTIMATE_8B.replace("76.317 ms", f"{ttft:,} ms").replace("5.592 ms", f"{tpot} ms")
+    est = aic.parse_estimate(noise.replace("TTFT", "").replace("TPOT", "") + "\n" + text)
+    assert est["ttft_ms"] == pytest.approx(float(ttft)) and est["tpot_ms"] == pytest.approx(float(tpot))
+
+
 def test_estimate_argv_is_the_documented_command():
     argv = aic.estimate_argv("meta-llama/Meta-Llama-3.1-70B", "h200_sxm", isl=1024, osl=128, batch_size=32, tp=4,
                              gemm_quant_mode="fp8", kvcache_quant_mode="bfloat16")
@@ -129,7 +149,8 @@ def test_read_best_configs_reads_what_default_saved(tmp_path):
 def test_read_rows_keeps_the_dense_rows_and_maps_them_to_shipped_configs(tmp_path):
     path = tmp_path / "silicon.csv"
     path.write_text(CSV_HEAD + CSV_ROWS)
-    rows = vva.read_rows(path)
+    rows, others = vva.read_rows(path)
+    assert others == ["Qwen/Qwen3-235B-A22B-FP8"]
     assert [r["model"] for r in rows] == ["Llama-3.1-70B", "nvidia/Llama-3.1-8B-Instruct-FP8"]
     assert [vva.aic_argv(r, "bfloat16")[2] for r in rows] == ["meta-llama/Meta-Llama-3.1-70B",
                                                             "meta-llama/Meta-Llama-3.1-8B"]
@@ -139,7 +160,7 @@ def test_read_rows_keeps_the_dense_rows_and_maps_them_to_shipped_configs(tmp_pat
 def test_join_and_mape(tmp_path):
     path = tmp_path / "silicon.csv"
     path.write_text(CSV_HEAD + CSV_ROWS)
-    rows = vva.read_rows(path)
+    rows, _ = vva.read_rows(path)
     # ServeLab names the 70B by its Hub id and leaves out the 8B row: joined by model's last part.
     doc = {"silicon": {"rows": [
         {"model": "meta-llama/Llama-3.1-70B", "gpu": "h200_sxm", "isl": 1024, "osl": 8192, "concurrency": 8,
@@ -204,6 +225,15 @@ def test_bad_flags_get_one_line_and_exit_2(tmp_path):
     path.write_text(CSV_HEAD + CSV_ROWS)
     done = _run("--csv", str(path), "--model", "Mixtral", "--no-install", "--no-servelab")
     assert done.returncode == 2 and "--model 'Mixtral'" in done.stderr
+    done = _run("--csv", str(path), "--rows", "-1", "--no-install", "--no-servelab")
+    assert done.returncode == 2 and done.stderr.startswith("error: --rows: expected 0 (all) or a positive count")
+    (tmp_path / "other.csv").write_text("model,isl,osl\nx,1,2\n")
+    done = _run("--csv", str(tmp_path / "other.csv"), "--no-install", "--no-servelab")
+    assert done.returncode == 2 and "missing concurrency, gemm_quant_mode, gpu, tp, tpot_ms, ttft_ms" in done.stderr
+    path.write_text(CSV_HEAD + CSV_ROWS.replace(",1000,100,112,", ",1000,100,lots,"))
+    done = _run("--csv", str(path), "--no-install", "--no-servelab")
+    assert done.returncode == 2 and "line 3: invalid literal for int()" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_without_aiconfigurator_one_line_says_so_and_the_table_still_prints(tmp_path):
