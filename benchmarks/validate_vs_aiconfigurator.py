@@ -27,6 +27,13 @@ Precision: the rows' gemm_quant_mode (fp8) becomes --gemm-quant-mode. The KV cac
 change that makes auto follow a ModelOpt checkpoint's kv_cache_quant_algo (vllm PR #30785,
 2025-12-16) came after the vLLM 0.12.0 of the 8B runs. --kv-cache-dtype fp8 tries the other.
 
+Measured 2026-12-02 (`python3 benchmarks/validate_vs_aiconfigurator.py --refresh`: 81 rows in
+332 s on 2 shared CPU cores, one aiconfigurator process; about 9 s a row with --one-process-each):
+aiconfigurator's MAPE is TTFT 37.6% / TPOT 4.7% on Llama-3.1-70B (56 of 60 rows: it calls the TP1
+rows at concurrency 32 and 64 out of memory), TTFT 30.2% / TPOT 118.3% on the 8B (its TPOT is 2 to
+3 times the real one at OSL 100, falling to +17..29% at OSL 2000), 35.6% / 35.7% overall.
+With --kv-cache-dtype fp8 the 8B's figures are 29.4% / 108.0%.
+
 Each answer is cached in .venv-aiconfigurator/estimates/<version>/ keyed by the row and the exact
 command; --refresh recomputes. Where aiconfigurator cannot be installed (no network, another
 Python) its columns stay empty and one line says why; where ServeLab's silicon validation fails,
