@@ -123,12 +123,12 @@ class Precision:
         """
         return "fp8" if self.kv_cache_dtype.startswith("fp8") else "bfloat16"
 
-    def linear_scale_bytes(self, out_features: int, in_features: int, num_shards: int = 1) -> int:
+    def linear_scale_bytes(self, out_features: int, in_features: int) -> int:
         """fp32 scale bytes of one quantized linear layer of ``out x in`` on one rank.
 
-        ``num_shards``: logical weights fused into it (3 for qkv, 2 for gate_up); per-tensor
-        checkpoints keep one scale per shard until vLLM merges them after loading, which is what
-        "Model loading took" measures, so one scale per layer is counted.
+        A fused layer (qkv, gate_up) has one scale per logical weight in the checkpoint;
+        vLLM merges them into one while loading (``process_fp8_weight_tensor_strategy``), and
+        "Model loading took" is measured after that, so one per layer is counted.
         """
         if not self.is_quantized:
             return 0
