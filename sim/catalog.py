@@ -157,7 +157,7 @@ class ModelSpec:
             return params * precision.activation_bytes
         linears = self.linear_shapes(tp)
         linear_params = sum(o * i for o, i, _ in linears)
-        scales = sum(precision.linear_scale_bytes(o, i, n) for o, i, n in linears)
+        scales = sum(precision.linear_scale_bytes(o, i) for o, i, _ in linears)
         quantized = self.num_hidden_layers * (linear_params * precision.weight_bytes_per_param + scales)
         other = params - self.num_hidden_layers * linear_params
         if precision.lm_head_quantized:

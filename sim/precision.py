@@ -38,8 +38,8 @@ file it comes from (paths under ``vllm/``, vLLM 0.33):
    ``bfloat16`` or ``float16`` must match the model dtype (it overrides a checkpoint's FP8 KV).
 6. **Attention backend** (``platforms/cuda.py``: ``_get_backend_priorities``; each backend's
    ``supported_kv_cache_dtypes``, ``supports_compute_capability``, ``supported_dtypes`` in
-   ``v1/attention/backends/``). Tried in order FLASH_ATTN, FLASHINFER, TRITON_ATTN (FLASHINFER
-   first on 10.x). FlashAttention needs 8.0+ and float16/bfloat16 and reads an FP8 KV cache only
+   ``v1/attention/backends/``). Tried in order FLASH_ATTN, FLASHINFER, TRITON_ATTN,
+   FLEX_ATTENTION (FLASHINFER first on 10.x). FlashAttention needs 8.0+ and float16/bfloat16 and reads an FP8 KV cache only
    as FA3 on 9.x or FA4 on 10.x, never e5m2 (``fa_utils.py``: ``flash_attn_supports_kv_cache_dtype``);
    FlashInfer (a vLLM dependency) takes 8.0 to 12.1 and every FP8 KV format; Triton takes any GPU
    but refuses an FP8 KV cache below 8.9 (``triton_attn.py``). So an FP8 KV cache works on every
@@ -123,12 +123,12 @@ class Precision:
         """
         return "fp8" if self.kv_cache_dtype.startswith("fp8") else "bfloat16"
 
-    def linear_scale_bytes(self, out_features: int, in_features: int, num_shards: int = 1) -> int:
+    def linear_scale_bytes(self, out_features: int, in_features: int) -> int:
         """fp32 scale bytes of one quantized linear layer of ``out x in`` on one rank.
 
-        ``num_shards``: logical weights fused into it (3 for qkv, 2 for gate_up); per-tensor
-        checkpoints keep one scale per shard until vLLM merges them after loading, which is what
-        "Model loading took" measures, so one scale per layer is counted.
+        A fused layer (qkv, gate_up) has one scale per logical weight in the checkpoint;
+        vLLM merges them into one while loading (``process_fp8_weight_tensor_strategy``), and
+        "Model loading took" is measured after that, so one per layer is counted.
         """
         if not self.is_quantized:
             return 0
@@ -344,14 +344,16 @@ def _gemm(act: str, method, scheme, cc, static_act: bool, lines: list[str]) -> t
 def _attention_backend(gpu, act: str, kv: str, kv_string: str, kv_flag: str, lines: list[str]) -> str:
     cc = gpu.compute_capability
     fp8_kv = kv.startswith("fp8")
-    order = ["FLASHINFER", "FLASH_ATTN", "TRITON_ATTN"] if cc[0] == 10 else ["FLASH_ATTN", "FLASHINFER", "TRITON_ATTN"]
+    first = ["FLASHINFER", "FLASH_ATTN"] if cc[0] == 10 else ["FLASH_ATTN", "FLASHINFER"]
     valid = []
-    for backend in order:
+    for backend in [*first, "TRITON_ATTN", "FLEX_ATTENTION"]:
         if backend == "FLASH_ATTN":
             ok = cc >= (8, 0) and act != "float32" and (
                 not fp8_kv or (kv == "fp8_e4m3" and cc[0] in (9, 10)))
         elif backend == "FLASHINFER":
             ok = (8, 0) <= cc <= (12, 1) and act != "float32"
+        elif backend == "FLEX_ATTENTION":  # never first: listed, as vLLM lists it, when it could run
+            ok = not fp8_kv
         else:
             ok = True
         if ok:
