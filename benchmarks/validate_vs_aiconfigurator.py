@@ -59,7 +59,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import _aiconfigurator as aic  # noqa: E402
 
-DEFAULT_CSV = ROOT.parent / "shared" / "reference" / "silicon" / "vllm-silicon.csv"
+DEFAULT_CSV = Path(__file__).resolve().parent.parent / "sim" / "data" / "reference" / "vllm-silicon.csv"
 
 # Dense models of the CSV -> (the config aiconfigurator ships for it, what the row should say).
 DENSE_MODELS = {
