@@ -72,10 +72,6 @@ def fit_files(args) -> int:
         enable_chunked_prefill=args.enable_chunked_prefill, enable_prefix_caching=args.enable_prefix_caching,
         num_scheduler_steps=args.num_scheduler_steps, input_len=args.input_len, output_len=args.output_len,
     )
-    free = tuple(f.strip() for f in args.free.split(",") if f.strip())
-    bad = [f for f in free if f not in BOUNDS]
-    if bad or not free:
-        raise ConfigError(f"--free: unknown coefficient(s) {bad}; expected some of {list(BOUNDS)}")
     if args.max_evaluations <= 0:
         raise ConfigError(f"--max-evaluations: expected a positive integer, got {args.max_evaluations}")
 
@@ -97,6 +93,7 @@ def fit_files(args) -> int:
     model = models[0]
     base_path = args.calibration or str(SHIPPED)
     start = select(load_profile(base_path), gpu.name, model, args.tensor_parallel_size)
+    free = _free_coefficients(args.free, start, gpu.name)
 
     provenance: dict = {"fitted_to": list(args.files), "command": command,
                         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "start": base_path}
@@ -142,6 +139,26 @@ def fit_files(args) -> int:
     write_profile(args.output, base_path, entry)
     print(f"Wrote {args.output} (select it with --calibration {args.output})")
     return 0
+
+
+HOST_ONLY = ("overhead_s", "per_seq_s")
+
+
+def _free_coefficients(flag: str | None, start, gpu: str) -> tuple[str, ...]:
+    """What the end-to-end fit moves: ``--free``, or by default what the step model uses
+    (on a GPU with measured operator tables, only the engine core's host time)."""
+    operators = start.step_model == "operators"
+    if flag is None:
+        return HOST_ONLY if operators else ("overhead_s", "per_seq_s", "kv_bw_eff", "matmul_eff")
+    free = tuple(f.strip() for f in flag.split(",") if f.strip())
+    bad = [f for f in free if f not in BOUNDS]
+    if bad or not free:
+        raise ConfigError(f"--free: unknown coefficient(s) {bad}; expected some of {list(BOUNDS)}")
+    roofline_only = [f for f in free if f not in HOST_ONLY]
+    if operators and roofline_only:
+        raise ConfigError(f"--free: {gpu} has measured operator tables, so the roofline's {roofline_only} do not "
+                          f"apply there; free only {', '.join(HOST_ONLY)}")
+    return free
 
 
 def _op_summary(f) -> dict:

@@ -39,8 +39,9 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
     fit.add_argument("--num-scheduler-steps", type=int, default=1, help="vLLM 0.6's multi-step scheduling")
     fit.add_argument("--input-len", type=int, default=None, help="prompt length of throughput files")
     fit.add_argument("--output-len", type=int, default=None, help="output length of throughput files")
-    fit.add_argument("--free", default="overhead_s,per_seq_s,kv_bw_eff,matmul_eff",
-                     help="coefficients the end-to-end fit may move (comma-separated)")
+    fit.add_argument("--free", default=None,
+                     help="coefficients the end-to-end fit may move (comma-separated; default: overhead_s,per_seq_s "
+                          "on GPUs with operator tables, overhead_s,per_seq_s,kv_bw_eff,matmul_eff elsewhere)")
     fit.add_argument("--max-evaluations", type=int, default=40, help="simulations per point, at most")
     fit.add_argument("--calibration", metavar="FILE", default=None,
                      help="profile to start from and to merge into (default: the shipped one)")
