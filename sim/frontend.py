@@ -92,6 +92,7 @@ class Frontend:
         work = self.c.http_s + self.c.tokenize_s_per_token * len(prompt_token_ids)
         handoff = start + work
         self.busy_until_s[server] = handoff
+
         heapq.heappush(self._pending, handoff)
         ids = [request_id] if n == 1 else [f"{k}_{request_id}" for k in range(n)]
         for rid in ids:

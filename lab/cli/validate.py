@@ -32,8 +32,8 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cross", action="store_true",
                         help="refit the engine-core and API-server times leaving out one model, one GPU, one TP "
                              "size at a time, and predict the rows left out (several minutes)")
-    parser.add_argument("--cross-evaluations", type=int, default=24,
-                        help="simulations of the training rows per refit in --cross (default 24)")
+    parser.add_argument("--cross-evaluations", type=int, default=10,
+                        help="simulations of the training rows per refit in --cross (default 10)")
     parser.add_argument("--paper", metavar="DIR", default=None,
                         help="reproduce the vLLM paper's OPT-13B figures into DIR instead")
     parser.add_argument("--paper-prompts", type=int, default=None,
