@@ -4,6 +4,12 @@ A profile is YAML (``sim/data/calibration.yaml`` ships with the package; ``--cal
 selects another). Each entry names what it applies to and its coefficients; the most specific
 entry wins: (gpu, model, tensor_parallel_size), then (gpu, model), then (gpu), then the
 ``default`` entry. Every entry says what it was fitted to.
+
+Entries are of two kinds (``coefficients.step_model``): ``operators`` entries hold the engine
+core's CPU time and, under ``frontend``, the API server's (the GPU's time comes from measured
+operator tables, see :mod:`sim.ops`); ``roofline`` entries hold the roofline's efficiencies, for
+GPUs without tables. An entry that matches a ``vllm`` version describes measurements of an older
+vLLM and is used only for them (``servelab validate``'s published points).
 """
 
 from __future__ import annotations
@@ -46,28 +52,79 @@ def load_profile(path: str) -> tuple[dict, ...]:
                 f"{where}.coefficients: unknown field(s) {sorted(unknown)}; expected some of {list(COEFFICIENT_NAMES)}"
             )
         try:
-            StepCoefficients(**coeffs)
+            entry_coefficients(entry)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{where}.coefficients: {exc}") from None
+        frontend = entry.get("frontend")
+        if frontend is not None:
+            from sim.frontend import FrontendCoefficients
+
+            try:
+                FrontendCoefficients(**frontend)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{where}.frontend: {exc}") from None
         out.append(entry)
     return tuple(out)
 
 
-def select(profile: tuple[dict, ...], gpu: str, model: str, tp: int) -> StepCoefficients:
-    def score(entry: dict) -> int:
-        match = entry.get("match", {}) or {}
-        if match.get("gpu") not in (None, gpu):
-            return -1
-        if match.get("model") not in (None, model):
-            return -1
-        if match.get("tensor_parallel_size") not in (None, tp):
-            return -1
-        return ("gpu" in match) * 4 + ("model" in match) * 2 + ("tensor_parallel_size" in match)
-
-    best = max(profile, key=score, default=None)
-    if best is None or score(best) < 0:
+def entry_coefficients(entry: dict | None) -> StepCoefficients:
+    """An entry's coefficients. An entry that does not name its step model was fitted to the
+    roofline (every profile before the operator tables was), and to vLLM versions that ran the
+    CPU and the GPU one after the other."""
+    if entry is None:
         return StepCoefficients()
-    return StepCoefficients(**best["coefficients"])
+    coeffs = dict(entry["coefficients"])
+    coeffs.setdefault("step_model", "roofline")
+    coeffs.setdefault("async_scheduling", coeffs["step_model"] == "operators")
+    return StepCoefficients(**coeffs)
+
+
+def select_entry(profile: tuple[dict, ...], gpu: str, model: str, tp: int, *,
+                 step_model: str | None = None, vllm: str | None = None) -> dict | None:
+    """The most specific entry that matches: (gpu, model, tensor_parallel_size), then (gpu,
+    model), then (gpu), then the ``default``; None if nothing matches.
+
+    ``step_model`` keeps only entries for that model ("operators" or "roofline"). Entries that
+    match a ``vllm`` version (measurements of an older vLLM) are chosen only when that version
+    is asked for: the reference points of ``servelab validate`` do; a user's run is today's vLLM.
+    """
+    best, best_score = None, -1
+    for entry in profile:
+        match = entry.get("match", {}) or {}
+        if match.get("vllm") != vllm and (vllm is None or "vllm" in match):
+            continue
+        if any(match.get(k) not in (None, v) for k, v in
+               (("gpu", gpu), ("model", model), ("tensor_parallel_size", tp))):
+            continue
+        if step_model is not None and entry["coefficients"].get("step_model", "roofline") != step_model:
+            continue
+        score = ("gpu" in match) * 4 + ("model" in match) * 2 + ("tensor_parallel_size" in match) + ("vllm" in match) * 8
+        if score > best_score:
+            best, best_score = entry, score
+    return best
+
+
+def select(profile: tuple[dict, ...], gpu: str, model: str, tp: int) -> StepCoefficients:
+    """The coefficients for a run of today's vLLM: the operator entry where the GPU has measured
+    operator tables, the roofline entry elsewhere."""
+    from sim.ops.tables import AIC_SYSTEMS
+
+    kind = "operators" if gpu in AIC_SYSTEMS else "roofline"
+    entry = select_entry(profile, gpu, model, tp, step_model=kind)
+    if entry is None and kind == "operators":
+        entry = select_entry(profile, gpu, model, tp, step_model="roofline")
+    return entry_coefficients(entry)
+
+
+def frontend_for(config, model, gpu):
+    """The serving front end's coefficients (:mod:`sim.frontend`): the ``frontend`` mapping of
+    the operator entry that matches, or none (zeros)."""
+    from sim.frontend import FrontendCoefficients
+
+    path = config.calibration or str(SHIPPED)
+    entry = select_entry(load_profile(path), gpu.name, model.name, config.tensor_parallel_size,
+                         step_model="operators")
+    return FrontendCoefficients(**((entry or {}).get("frontend") or {}))
 
 
 def coefficients_for(config, model, gpu) -> StepCoefficients:

@@ -43,6 +43,7 @@ class Point:
     held_out: bool = False
     label: str = ""
     max_concurrency: int | None = None  # vllm bench serve --max-concurrency
+    vllm: str | None = None  # the vLLM version measured, where older than today's (see sim.calibration)
 
 
 @dataclass(frozen=True)
@@ -193,5 +194,5 @@ def fit(points: list[Point], start: StepCoefficients | None = None,
     return FitResult(best, evaluate(points, best), count["n"])
 
 
-def coefficients_dict(c: StepCoefficients) -> dict[str, float]:
-    return {k: float(f"{v:.4g}") for k, v in asdict(c).items()}
+def coefficients_dict(c: StepCoefficients) -> dict:
+    return {k: (float(f"{v:.4g}") if isinstance(v, float) else v) for k, v in asdict(c).items()}

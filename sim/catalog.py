@@ -31,6 +31,7 @@ from pathlib import Path
 import yaml
 
 from sim.errors import CatalogError, ConfigError
+from sim.quant_config import CheckpointQuant, parse_quantization_config
 
 ARCHITECTURES = {"opt": "opt", "llama": "llama", "mistral": "mistral"}  # HF model_type -> ours
 DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
@@ -60,6 +61,9 @@ MODEL_ALIASES = {
     "meta-llama/meta-llama-3.1-70b": "meta-llama/Llama-3.1-70B",
     "meta-llama/meta-llama-3.1-70b-instruct": "meta-llama/Llama-3.1-70B",
     "mistral-7b": "mistralai/Mistral-7B-v0.1",
+    # NVIDIA's ModelOpt FP8 checkpoints (config.json with their quantization config; see NOTICE.md).
+    "llama-3.1-8b-fp8": "nvidia/Llama-3.1-8B-Instruct-FP8",
+    "llama-3.1-70b-fp8": "nvidia/Llama-3.1-70B-Instruct-FP8",
 }
 
 
@@ -79,6 +83,8 @@ class ModelSpec:
     max_position_embeddings: int
     dtype: str  # "float16" | "bfloat16" | "float32"
     tie_word_embeddings: bool
+    # The checkpoint's own quantization_config (sim.quant_config), None for 16-bit checkpoints.
+    quantization: CheckpointQuant | None = None
 
     @property
     def dtype_bytes(self) -> int:
@@ -132,13 +138,59 @@ class ModelSpec:
     def weight_bytes(self) -> int:
         return self.num_params * self.dtype_bytes
 
-    def weight_bytes_per_gpu(self, tp: int = 1) -> int:
-        """Weights held by one GPU under tensor parallelism ``tp``."""
+    def weight_bytes_per_gpu(self, tp: int = 1, precision=None) -> int:
+        """Weights held by one GPU under tensor parallelism ``tp``.
+
+        With a ``precision`` (:class:`sim.precision.Precision`), parameters are counted in its
+        activation dtype (``--dtype``), except the quantized linear layers: ``weight_bytes_per_param``
+        each (FP8: 1) plus their fp32 scales. Embeddings, norms and biases stay in the activation
+        dtype, and so does lm_head unless a ModelOpt checkpoint quantizes it, as vLLM does
+        (``Fp8LinearMethod`` applies to ``LinearBase`` layers only).
+        """
         self.check_tensor_parallel(tp)
         layer_s, layer_r = self._layer_params(tp)
         emb_s, emb_r = self._embedding_params(tp)
         params = self.num_hidden_layers * (layer_s + layer_r) + emb_s + emb_r
-        return params * self.dtype_bytes
+        if precision is None:
+            return params * self.dtype_bytes
+        if not precision.is_quantized:
+            return params * precision.activation_bytes
+        linears = self.linear_shapes(tp)
+        linear_params = sum(o * i for o, i, _ in linears)
+        scales = sum(precision.linear_scale_bytes(o, i) for o, i, _ in linears)
+        quantized = self.num_hidden_layers * (linear_params * precision.weight_bytes_per_param + scales)
+        other = params - self.num_hidden_layers * linear_params
+        if precision.lm_head_quantized:
+            rows = self.vocab_size if tp == 1 else -(-(-(-self.vocab_size // VOCAB_PADDING) * VOCAB_PADDING) // tp)
+            quantized += rows * self.hidden_size * precision.weight_bytes_per_param \
+                + precision.linear_scale_bytes(rows, self.hidden_size)
+            other -= rows * self.hidden_size
+        return quantized + other * precision.activation_bytes
+
+    def rope_cache_bytes(self, dtype_bytes: int | None = None) -> int:
+        """vLLM's rotary cos/sin cache: ``max_position_embeddings x head_dim`` in the model dtype.
+
+        A buffer, not a parameter, but on the GPU before the profile runs, so vLLM's "Model
+        loading took X GiB" includes it (``rotary_embedding/base.py``); one per GPU. OPT has
+        learned positions (parameters) instead. Llama-3.1's 131,072 positions make it 32 MiB.
+        """
+        if self.architecture == "opt":
+            return 0
+        return self.max_position_embeddings * self.head_dim * (dtype_bytes or self.dtype_bytes)
+
+    def linear_shapes(self, tp: int = 1) -> list[tuple[int, int, int]]:
+        """(out, in, fused logical weights) of one decoder layer's linear layers on one rank.
+
+        vLLM fuses q, k, v into ``qkv_proj`` and gate, up into ``gate_up_proj``; biases (OPT) are
+        not part of the weight and stay in the model dtype.
+        """
+        h, hd = self.hidden_size, self.head_dim
+        q = self.num_attention_heads // tp * hd
+        kv = self.kv_heads_per_rank(tp) * hd
+        inter = -(-self.intermediate_size // tp)
+        if self.architecture == "opt":
+            return [(q + 2 * kv, h, 3), (h, q, 1), (inter, h, 1), (h, inter, 1)]
+        return [(q + 2 * kv, h, 3), (h, q, 1), (2 * inter, h, 2), (h, inter, 1)]
 
     def matmul_params(self) -> int:
         """Parameters that take part in a matrix multiply for each token (lm_head included)."""
@@ -162,9 +214,14 @@ class ModelSpec:
         """KV heads one GPU keeps: kv_heads/tp, and 1 (replicated) when tp > kv_heads."""
         return max(1, self.num_key_value_heads // tp)
 
-    def kv_bytes_per_token(self, tp: int = 1) -> int:
-        """K and V of one token on one GPU: 2 * L * (kv_heads/tp) * head_dim * dtype_bytes."""
-        return 2 * self.num_hidden_layers * self.kv_heads_per_rank(tp) * self.head_dim * self.dtype_bytes
+    def kv_bytes_per_token(self, tp: int = 1, precision=None) -> int:
+        """K and V of one token on one GPU: 2 * L * (kv_heads/tp) * head_dim * bytes per element.
+
+        The bytes per element are the checkpoint dtype's, or ``precision.kv_bytes_per_element``
+        (1 for an FP8 KV cache; its per-layer k/v scales are scalars outside the cache).
+        """
+        element = self.dtype_bytes if precision is None else precision.kv_bytes_per_element
+        return 2 * self.num_hidden_layers * self.kv_heads_per_rank(tp) * self.head_dim * element
 
     def check_tensor_parallel(self, tp: int) -> None:
         """Raise ConfigError for a tensor-parallel size vLLM would reject for this model."""
@@ -246,6 +303,16 @@ def _load_model(path: str) -> ModelSpec:
         raise CatalogError(f"{path}: cannot read it ({exc.strerror})") from None
     if not isinstance(cfg, dict):
         raise CatalogError(f"{path}: expected a JSON object (a HuggingFace config.json), found {type(cfg).__name__}")
+    sidecar = Path(path).with_name("hf_quant_config.json")
+    if "quantization_config" not in cfg and Path(path).name == "config.json" and sidecar.is_file():
+        # vLLM (transformers_utils/config.py): ModelOpt 0.29 and earlier wrote the quantization
+        # config to hf_quant_config.json beside config.json; vLLM reads it as quantization_config.
+        try:
+            cfg = {**cfg, "quantization_config": json.loads(sidecar.read_text(encoding="utf-8"))}
+        except json.JSONDecodeError as exc:
+            raise CatalogError(f"{sidecar}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+        except OSError as exc:
+            raise CatalogError(f"{sidecar}: cannot read it ({exc.strerror})") from None
     return model_from_config(cfg, source=path)
 
 
@@ -281,7 +348,11 @@ def model_from_config(cfg: dict, *, source: str = "<config>", name: str | None =
     else:
         raise CatalogError(f"{source}: field 'torch_dtype' is missing; add the checkpoint's dtype (float16 or bfloat16)")
     if dtype not in DTYPE_BYTES:
-        raise CatalogError(f"{source}: {dtype!r} is not a supported dtype; expected one of {', '.join(DTYPE_BYTES)}")
+        raise CatalogError(f"{source}: field {field!r}: {dtype!r} is not a supported dtype; expected one of "
+                           f"{', '.join(DTYPE_BYTES)}")
+    quantization = None
+    if cfg.get("quantization_config") is not None:
+        quantization = parse_quantization_config(cfg["quantization_config"], source=source)
     if arch == "opt" and cfg.get("word_embed_proj_dim", hidden) != hidden:
         raise CatalogError(f"{source}: OPT with word_embed_proj_dim != hidden_size (project_in/out) is not modelled")
     tie_default = arch == "opt"  # OPTConfig ties by default; LlamaConfig and MistralConfig do not
@@ -301,6 +372,7 @@ def model_from_config(cfg: dict, *, source: str = "<config>", name: str | None =
         max_position_embeddings=need("max_position_embeddings"),
         dtype=dtype,
         tie_word_embeddings=tie,
+        quantization=quantization,
     )
 
 
@@ -328,6 +400,7 @@ class GPUSpec:
     nvlink_bandwidth_bytes_per_s: float  # both directions; the PCIe link where interconnect == "pcie"
     interconnect: str = "nvlink"
     source: str = ""
+    compute_capability: tuple[int, int] = (8, 0)  # CUDA's (major, minor); decides FP8 and bf16 support
 
 
 @lru_cache(maxsize=1)
@@ -345,10 +418,20 @@ def _gpu_table() -> tuple[dict[str, GPUSpec], dict[str, str]]:
             nvlink_bandwidth_bytes_per_s=float(e["nvlink_gb_per_s"]) * 1e9,
             interconnect=str(e["interconnect"]),
             source=str(e["source"]),
+            compute_capability=_capability(e.get("compute_capability"), name),
         )
         for alias in e.get("aliases", []):
             aliases[alias] = name
     return gpus, aliases
+
+
+def _capability(value, name: str) -> tuple[int, int]:
+    """"9.0" -> (9, 0); gpus.yaml must give it for every GPU."""
+    major, dot, minor = str(value).partition(".")
+    if not (dot and major.isdigit() and minor.isdigit()):
+        raise CatalogError(f"sim/data/gpus.yaml: gpus.{name}.compute_capability: expected MAJOR.MINOR "
+                           f"(e.g. \"9.0\"), found {value!r}")
+    return int(major), int(minor)
 
 
 def known_gpus() -> list[str]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from sim.errors import ConfigError
+from sim.precision import check_precision_flags
 
 ENGINES = ("vllm", "hf-static", "orca-max", "orca-pow2", "orca-oracle")
 EngineName = Literal["vllm", "hf-static", "orca-max", "orca-pow2", "orca-oracle"]
@@ -50,6 +51,10 @@ class EngineConfig:
     # every block, the partial last one included, until one writes into it and copies it.
     parallel_sampling: Literal["prefix-cache", "copy-on-write"] = "prefix-cache"
     calibration: str | None = None  # path of a calibration profile; None: the shipped one
+    # Precision, as vLLM's flags (resolved against the model and GPU by sim.precision):
+    dtype: str = "auto"  # --dtype: auto | half | float16 | bfloat16 | float | float32
+    quantization: str | None = None  # --quantization/-q: None (the checkpoint's own) | fp8 | ...
+    kv_cache_dtype: str = "auto"  # --kv-cache-dtype: auto | fp8 | fp8_e4m3 | fp8_e5m2 | bfloat16 | float16
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -76,6 +81,7 @@ class EngineConfig:
             )
         if self.parallel_sampling == "copy-on-write" and self.engine != "vllm":
             raise ConfigError("--parallel-sampling copy-on-write needs --engine vllm (paged blocks)")
+        check_precision_flags(self.dtype, self.quantization, self.kv_cache_dtype)
         if self.long_prefill_token_threshold < 0:
             raise ConfigError(
                 f"--long-prefill-token-threshold: expected 0 (off) or a positive number, got {self.long_prefill_token_threshold}"

@@ -31,11 +31,12 @@ from sim.config import EngineConfig, resolve_scheduler_limits
 from sim.errors import ConfigError
 from sim.kv.kv_manager import KVCacheManager
 from sim.memory import MemoryPlan, plan_memory
+from sim.precision import resolve_precision
 from sim.metrics import EngineStats
 from sim.request import Request, RequestStatus
 from sim.sched.lazy import LazyDecodeScheduler
 from sim.sched.scheduler import Scheduler, SchedulerLimits, SchedulerOutput
-from sim.steptime import BatchShape, StepTimeModel
+from sim.steptime import BatchShape, make_step_model
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,8 @@ class Engine:
         if not config.enable_chunked_prefill:
             # vLLM raises max_num_batched_tokens to max_model_len when chunked prefill is off.
             max_num_batched_tokens = max(max_num_batched_tokens, max_model_len)
+        # What runs (dtypes, FP8 kernels, attention backend); the step time reads it too.
+        self.precision = resolve_precision(self.model, self.gpu, config)
         self.memory: MemoryPlan = plan_memory(
             self.model, self.gpu,
             tensor_parallel_size=config.tensor_parallel_size,
@@ -94,6 +97,7 @@ class Engine:
             kv_cache_memory_bytes=config.kv_cache_memory_bytes,
             num_gpu_blocks_override=config.num_gpu_blocks_override,
             usage=usage,
+            precision=self.precision,
         )
         self.num_gpu_blocks = self.memory.num_gpu_blocks
         self.limits = SchedulerLimits(
@@ -106,9 +110,10 @@ class Engine:
         )
         self.scheduler = make_scheduler(config, self.limits, self.num_gpu_blocks, self.memory, fast=fast_forward)
         self.kv = self.scheduler.kv
-        self.step_model = StepTimeModel(
+        self.step_model = make_step_model(
             self.model, self.gpu, config.tensor_parallel_size,
             coefficients or coefficients_for(config, self.model, self.gpu), multiplier=step_time_multiplier,
+            precision=self.precision,
         )
         self.fast_forward = isinstance(self.scheduler, LazyDecodeScheduler)
         self._batch_shape = getattr(self.scheduler, "batch_shape", batch_shape)
@@ -402,18 +407,23 @@ def make_scheduler(config: EngineConfig, limits: SchedulerLimits, num_gpu_blocks
 def batch_shape(out: SchedulerOutput) -> BatchShape:
     """What a vLLM step computes, for the step-time model (baselines have their own)."""
     counts = out.num_scheduled_tokens
-    context = pairs = sampled = 0
+    context = pairs = sampled = prefills = decode_context = 0
     for request in out.scheduled:
         n = counts[request.request_id]
         after = request.num_computed_tokens
         context += after  # the KV attention reads: context so far plus this step's tokens
         if n > 1:
             pairs += n * (after - n) + n * (n + 1) // 2
+            prefills += 1
+        else:
+            decode_context += after
         if after >= request.num_tokens:
             sampled += 1
     steady = out.num_steady
-    return BatchShape(out.total_num_scheduled_tokens, len(out.scheduled) + steady, sampled + steady,
-                      context + out.steady_context_tokens, pairs)
+    num_scheduled = len(out.scheduled)
+    return BatchShape(out.total_num_scheduled_tokens, num_scheduled + steady, sampled + steady,
+                      context + out.steady_context_tokens, pairs, prefills, num_scheduled - prefills + steady,
+                      decode_context + out.steady_context_tokens)
 
 
 from sim.results import EngineResult, StepLog, collect_result  # noqa: E402  (re-exported)

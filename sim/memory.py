@@ -50,10 +50,12 @@ from dataclasses import asdict, dataclass
 from sim.catalog import GPUSpec, ModelSpec
 from sim.config import cdiv, resolve_scheduler_limits
 from sim.errors import ConfigError
+from sim.precision import Precision, resolve_precision
 
 GiB = 1024**3
 MiB = 1024**2
 SAMPLER_BYTES_PER_LOGIT = 22  # 2 (model dtype) + 4 (fp32) + 4 + 8 (sort values, int64 indices) + 4 (probs)
+SAMPLER_FIXED_BYTES_PER_LOGIT = SAMPLER_BYTES_PER_LOGIT - 2  # all but the logits in the model dtype
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +97,17 @@ class MemoryPlan:
     kv_cache_tokens: int
     max_model_len: int
     max_concurrency: float
+    precision: Precision | None = None  # the dtypes it was planned with (sim.precision)
+
+    def loading_log_lines(self) -> list[str]:
+        """vLLM's earlier start-up lines: its warnings and choices about the dtype, the
+        quantization, the KV-cache dtype and the attention backend, then "Model loading took X
+        GiB memory" (vLLM adds "and N seconds"; there is no loading time here)."""
+        lines = list(self.precision.log_lines) if self.precision is not None else []
+        return lines + [f"Model loading took {round(self.weights_bytes_per_gpu / GiB, 2)} GiB memory"]
 
     def startup_log_lines(self) -> list[str]:
-        """The lines vLLM logs at start-up, with the same formats."""
+        """The lines vLLM logs once the KV cache is sized, with the same formats."""
         return [
             f"Available KV cache memory: {self.available_kv_bytes / GiB:.2f} GiB",
             f"GPU KV cache size: {self.kv_cache_tokens:,} tokens",
@@ -105,7 +115,9 @@ class MemoryPlan:
         ]
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out["precision"] = self.precision.to_dict() if self.precision is not None else None
+        return out
 
 
 def plan_memory(
@@ -123,16 +135,22 @@ def plan_memory(
     enforce_eager: bool = False,
     usage: str = "serve",
     overheads: MemoryOverheads = VLLM_0_33,
+    precision: Precision | None = None,
 ) -> MemoryPlan:
     """vLLM 0.33's KV-cache sizing for ``model`` on ``tensor_parallel_size`` x ``gpu``.
 
     ``max_num_batched_tokens``/``max_num_seqs`` default to vLLM's for the GPU and ``usage``
     (``sim.config.resolve_scheduler_limits``); ``max_model_len`` to the model's
-    ``max_position_embeddings``. Raises ConfigError, worded like vLLM's, when the model does not
-    fit or one ``max_model_len`` sequence does not fit in the KV cache.
+    ``max_position_embeddings``. ``precision`` (:func:`sim.precision.resolve_precision`) sets
+    the bytes of weights, KV cache and activations; None resolves vLLM's defaults for the model
+    and GPU (the checkpoint's dtype, and its own quantization if it has one). Raises
+    ConfigError, worded like vLLM's, when the model does not fit or one ``max_model_len``
+    sequence does not fit in the KV cache.
     """
     tp = tensor_parallel_size
     model.check_tensor_parallel(tp)
+    if precision is None:
+        precision = resolve_precision(model, gpu, _Defaults(tp))
     if not 0 < gpu_memory_utilization <= 1:
         raise ConfigError(f"--gpu-memory-utilization: expected a fraction in (0, 1], got {gpu_memory_utilization}")
     for flag, value in (("--block-size", block_size), ("--max-model-len", max_model_len),
@@ -157,11 +175,14 @@ def plan_memory(
 
     total = gpu.memory_bytes
     requested = math.ceil(total * gpu_memory_utilization)
-    weights = model.weight_bytes_per_gpu(tp)
+    act_bytes = precision.activation_bytes
+    # What vLLM's "Model loading took" measures: the parameters and the rotary cache.
+    weights = model.weight_bytes_per_gpu(tp, precision) + model.rope_cache_bytes(act_bytes)
     non_torch = overheads.non_torch_bytes + (overheads.non_torch_tp_bytes if tp > 1 else 0)
-    activation = activation_peak_bytes(model, tp, num_tokens, num_seqs)
-    graphs = 0 if (enforce_eager or not overheads.count_cudagraphs) else cudagraph_bytes(model, tp, num_seqs, overheads)
-    kv_per_token = model.kv_bytes_per_token(tp)
+    activation = activation_peak_bytes(model, tp, num_tokens, num_seqs, act_bytes)
+    graphs = 0 if (enforce_eager or not overheads.count_cudagraphs) else \
+        cudagraph_bytes(model, tp, num_seqs, overheads, act_bytes)
+    kv_per_token = model.kv_bytes_per_token(tp, precision)
     page_bytes = block_size * kv_per_token
 
     if kv_cache_memory_bytes is not None:
@@ -175,7 +196,7 @@ def plan_memory(
                 f"gpu_memory_utilization ({gpu_memory_utilization:.2f}) = {requested / GiB:.2f}GiB per GPU; "
                 f"model weights take {weights / GiB:.2f}GiB; non_torch_memory takes {non_torch / GiB:.2f}GiB; "
                 f"PyTorch activation peak memory takes {activation / GiB:.2f}GiB; CUDA graphs take "
-                f"{graphs / GiB:.2f}GiB, leaving {available / GiB:.2f}GiB. {_advice(model, tp, requested)}"
+                f"{graphs / GiB:.2f}GiB, leaving {available / GiB:.2f}GiB. {_advice(model, tp, requested, precision)}"
             )
     num_blocks = num_gpu_blocks_override or available // page_bytes
     needed = cdiv(max_model_len, block_size) * page_bytes
@@ -211,40 +232,56 @@ def plan_memory(
         kv_cache_tokens=int(concurrency * max_model_len),
         max_model_len=max_model_len,
         max_concurrency=concurrency,
+        precision=precision,
     )
 
 
-def _advice(model: ModelSpec, tp: int, requested: int) -> str:
+class _Defaults:
+    """vLLM's precision flags at their defaults, for a plan made without a precision."""
+
+    dtype, quantization, kv_cache_dtype = "auto", None, "auto"
+
+    def __init__(self, tensor_parallel_size: int) -> None:
+        self.tensor_parallel_size = tensor_parallel_size
+
+
+def _advice(model: ModelSpec, tp: int, requested: int, precision: Precision | None = None) -> str:
     """What to change when nothing is left for the KV cache."""
-    if model.weight_bytes_per_gpu(tp) < 0.9 * requested:
+    if model.weight_bytes_per_gpu(tp, precision) < 0.9 * requested:
         return "Try increasing --gpu-memory-utilization or --tensor-parallel-size, or lowering --max-num-seqs."
     for bigger in range(tp + 1, 65):
         try:
             model.check_tensor_parallel(bigger)
         except ConfigError:
             continue
-        if model.weight_bytes_per_gpu(bigger) + 2 * GiB < requested:  # room for a little KV cache
+        if model.weight_bytes_per_gpu(bigger, precision) + 2 * GiB < requested:  # room for a little KV cache
             return (f"The weights alone do not fit: try --tensor-parallel-size {bigger} or more, "
                     f"or a GPU with more memory.")
     return "The weights alone do not fit: use a GPU with more memory."
 
 
-def forward_activation_bytes_per_token(model: ModelSpec, tp: int) -> int:
-    """Bytes one token's activations take at a decoder layer's widest point, on one GPU."""
+def forward_activation_bytes_per_token(model: ModelSpec, tp: int, dtype_bytes: int | None = None) -> int:
+    """Bytes one token's activations take at a decoder layer's widest point, on one GPU.
+
+    In the model dtype (``dtype_bytes``, default the checkpoint's): FP8 layers quantize their
+    input on the fly into a short-lived 1-byte copy, which does not raise the peak.
+    """
     h, hd = model.hidden_size, model.head_dim
     q_heads = model.num_attention_heads // tp
     kv_heads = model.kv_heads_per_rank(tp)
     inter = cdiv(model.intermediate_size, tp)
     attention = (q_heads + 2 * kv_heads) * hd + q_heads * hd
     mlp = 3 * inter if model.architecture != "opt" else 2 * inter  # gate+up and act; fc1 and relu
-    return (2 * h + attention + mlp + h) * model.dtype_bytes
+    return (2 * h + attention + mlp + h) * (dtype_bytes or model.dtype_bytes)
 
 
-def activation_peak_bytes(model: ModelSpec, tp: int, num_tokens: int, num_seqs: int) -> int:
+def activation_peak_bytes(model: ModelSpec, tp: int, num_tokens: int, num_seqs: int,
+                          dtype_bytes: int | None = None) -> int:
     """Peak of vLLM's profiling run: a dummy forward of num_tokens, then the sampler."""
-    forward = num_tokens * forward_activation_bytes_per_token(model, tp)
-    sampler = (num_tokens * model.hidden_size * model.dtype_bytes
-               + min(num_seqs, num_tokens) * model.vocab_size * SAMPLER_BYTES_PER_LOGIT)
+    dtype_bytes = dtype_bytes or model.dtype_bytes
+    forward = num_tokens * forward_activation_bytes_per_token(model, tp, dtype_bytes)
+    sampler = (num_tokens * model.hidden_size * dtype_bytes
+               + min(num_seqs, num_tokens) * model.vocab_size * (SAMPLER_FIXED_BYTES_PER_LOGIT + dtype_bytes))
     return max(forward, sampler)
 
 
@@ -255,10 +292,11 @@ def cudagraph_capture_sizes(max_num_seqs: int) -> list[int]:
     return [s for s in sizes if s <= largest]
 
 
-def cudagraph_bytes(model: ModelSpec, tp: int, max_num_seqs: int, overheads: MemoryOverheads = VLLM_0_33) -> int:
+def cudagraph_bytes(model: ModelSpec, tp: int, max_num_seqs: int, overheads: MemoryOverheads = VLLM_0_33,
+                    dtype_bytes: int | None = None) -> int:
     sizes = cudagraph_capture_sizes(max_num_seqs)
     per_graph = len(sizes) * model.num_hidden_layers * overheads.cudagraph_bytes_per_size_layer
-    return max(sizes) * forward_activation_bytes_per_token(model, tp) + per_graph
+    return max(sizes) * forward_activation_bytes_per_token(model, tp, dtype_bytes) + per_graph
 
 
 # -- the vLLM paper's Table 1 -------------------------------------------------------------------
@@ -293,9 +331,10 @@ def plan_for_config(config, usage: str = "serve") -> MemoryPlan:
     """``plan_memory`` for a :class:`sim.config.EngineConfig` (its model, GPU and flags)."""
     from sim.catalog import get_gpu, get_model
 
+    model, gpu = get_model(config.model), get_gpu(config.gpu)
     return plan_memory(
-        get_model(config.model),
-        get_gpu(config.gpu),
+        model,
+        gpu,
         tensor_parallel_size=config.tensor_parallel_size,
         gpu_memory_utilization=config.gpu_memory_utilization,
         max_model_len=config.max_model_len,
@@ -305,4 +344,5 @@ def plan_for_config(config, usage: str = "serve") -> MemoryPlan:
         kv_cache_memory_bytes=config.kv_cache_memory_bytes,
         num_gpu_blocks_override=config.num_gpu_blocks_override,
         usage=usage,
+        precision=resolve_precision(model, gpu, config),
     )

@@ -37,7 +37,7 @@ def llama2_7b_offline_points(num_prompts: int = 1000) -> list[Point]:
     for row in section["rows"]:
         spec = WorkloadSpec(num_prompts=num_prompts, random_input_len=row["input_len"],
                             random_output_len=row["output_len"])
-        points.append(Point(section["source"], config, spec, "requests_per_second", row["vllm"],
+        points.append(Point(section["source"], config, spec, "requests_per_second", row["vllm"], vllm="0.2",
                             label=f"llama-2-7b a100-80gb in={row['input_len']} out={row['output_len']}"))
     return points
 
@@ -59,13 +59,13 @@ def llama31_8b_online_points(scale: float = 1.0) -> list[Point]:
         spec = WorkloadSpec(dataset_name="sharegpt-vllm", num_prompts=n, request_rate=row["request_rate"],
                             max_model_len=4096)
         for metric in ("median_ttft_ms", "median_tpot_ms", "median_e2el_ms"):
-            points.append(Point(section["source"], config, spec, metric, row[metric], usage="serve",
+            points.append(Point(section["source"], config, spec, metric, row[metric], usage="serve", vllm="0.6.0",
                                 label=f"llama-3.1-8b a100-80gb rate={row['request_rate']} {metric}"))
     off = section["offline"]
     spec = WorkloadSpec(dataset_name="sharegpt-vllm", num_prompts=max(200, int(off["num_prompts"] * scale)),
                         max_model_len=4096)
     points.append(Point(section["source"], config, spec, "requests_per_second", off["requests_per_second"],
-                        label="llama-3.1-8b a100-80gb offline"))
+                        vllm="0.6.0", label="llama-3.1-8b a100-80gb offline"))
     return points
 
 

@@ -69,7 +69,10 @@ class EngineResult:
     stats: EngineStats
     memory: MemoryPlan
     config: EngineConfig
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # JSON-ready fields for simulator_fields()
+    # With a serving front end, the engine's own times (the fields above are then the clients'):
+    # engine_arrival_s, engine_first_token_s, engine_finish_s. None without one.
+    engine_times: dict | None = None
 
     @property
     def elapsed_s(self) -> float:
@@ -111,5 +114,5 @@ def collect_result(engine: "Engine", requests: list[Request]) -> EngineResult:
         num_cached_tokens=i([r.num_cached_tokens for r in requests]),
         itl_s=np.concatenate(itls) if itls else np.zeros(0),
         steps=engine.step_log.arrays(), stats=engine.stats, memory=engine.memory, config=engine.config,
-        extra={"memory_waste": engine.memory_waste()},
+        extra={"memory_waste": engine.memory_waste(), "step_time_model": engine.step_model.source},
     )

@@ -16,17 +16,26 @@ def run_engine(
     config: EngineConfig, workload, *, seed: int = 0,
     usage: Literal["serve", "offline"] = "offline", progress=None, fast_forward: bool = True,
     step_time_multiplier: float = 1.0, max_concurrency: int | None = None,
-    coefficients=None, listeners=(),
+    coefficients=None, frontend=None, api_server_count: int = 1,
+    closed_loop_start: Literal["together", "spread"] = "together", listeners=(),
 ) -> EngineResult:
     """Simulate ``workload`` on the engine ``config`` describes.
 
     ``progress``, if given, is called as ``progress(num_finished, num_total)`` now and then.
     ``fast_forward`` skips over runs of identical decode steps (same result, much faster).
     ``max_concurrency`` caps requests in flight, as ``vllm bench serve --max-concurrency``: a
-    request due while the cap is reached is sent when an earlier one finishes.
+    request due while the cap is reached is sent when an earlier one finishes (when its client
+    has the last token).
+    ``frontend`` (:class:`sim.frontend.FrontendCoefficients`) puts ``api_server_count`` API-server
+    processes between the clients and the engine (see :mod:`sim.frontend`); the result's times
+    are then the clients' (the engine's are in ``result.engine_times``).
+    ``closed_loop_start`` "spread" sends the first ``max_concurrency`` requests of a burst evenly
+    over one request's lifetime instead of all at once (see :func:`spread_first_wave`).
     ``listeners`` are added to the engine's (see :class:`sim.engine.EngineListener`); one may end
-    the run early by raising, as the capacity planner's SLA monitor does.
+    the run early by raising, as the capacity planner's SLA monitor does. They see the engine's
+    times, not the clients' (which differ when ``frontend`` is set).
     """
+    from sim.frontend import Frontend
     env = simpy.Environment()
     arrivals = np.asarray(workload.arrival_s, dtype=float)
     total = len(arrivals)
@@ -36,26 +45,46 @@ def run_engine(
         i = state["next"]
         return float(arrivals[i]) if i < total else math.inf
 
+    front: Frontend | None = None
+
+    def next_engine_arrival_s() -> float:
+        # A request not yet sent reaches the engine no earlier than it is sent.
+        return min(front.next_handoff_s(), next_arrival_s())
+
     engine = Engine(env, config, seed=seed, usage=usage, fast_forward=fast_forward,
-                    next_arrival_s=next_arrival_s, step_time_multiplier=step_time_multiplier,
-                    coefficients=coefficients)
+                    next_arrival_s=next_engine_arrival_s if frontend is not None else next_arrival_s,
+                    step_time_multiplier=step_time_multiplier, coefficients=coefficients)
+    if frontend is not None:
+        front = Frontend(env, engine, frontend, api_server_count)
+    if max_concurrency is not None and closed_loop_start == "spread":
+        arrivals = spread_first_wave(arrivals, max_concurrency, request_lifetime_s(engine, workload, max_concurrency))
     vocab = engine.model.vocab_size
     requests = []
     tokens_of = getattr(workload, "prompt_token_array", None) or workload.prompt_token_ids
     n = getattr(workload, "n", 1)
     slot_freed = {"event": None}
+    answered = {"clients": 0}
 
-    class _Slots:  # wakes the feeder when a request finishes, for max_concurrency
-        def on_finish(self, request, now_s):
-            ev = slot_freed["event"]
-            if ev is not None and not ev.triggered:
-                ev.succeed()
+    def free_slot(*_) -> None:  # wakes the feeder when a client has its answer
+        answered["clients"] += 1
+        ev = slot_freed["event"]
+        if ev is not None and not ev.triggered:
+            ev.succeed()
+
+    class _Slots:
+        on_finish = staticmethod(free_slot)
 
     if max_concurrency is not None:
-        engine.listeners.append(_Slots())
+        if front is not None:
+            front.on_client_done = free_slot
+        else:
+            engine.listeners.append(_Slots())
     engine.listeners.extend(listeners)
+    sent = {"count": 0}
 
     def in_flight() -> int:
+        if front is not None:
+            return sent["count"] - answered["clients"]
         return len(requests) - len(engine.finished) - engine.stats.request_success_total["abort"]
 
     def feeder():
@@ -73,13 +102,20 @@ def run_engine(
                     slot_freed["event"] = None
                     state["next"] = i
                     continue
-                requests.extend(engine.add_request(
-                    tokens_of(i, vocab), int(workload.output_len[i]), request_id=str(i), n=n,
-                ))
+                if front is not None:
+                    front.submit(tokens_of(i, vocab), int(workload.output_len[i]), request_id=str(i), n=n)
+                    sent["count"] += n
+                else:
+                    requests.extend(engine.add_request(
+                        tokens_of(i, vocab), int(workload.output_len[i]), request_id=str(i), n=n,
+                    ))
                 i += 1
                 state["next"] = i
 
     env.process(feeder())
+    if front is not None:
+        # The engine makes the requests at hand-off; list them in the order they were sent.
+        requests = _HandedOff(engine, total * n)
     if progress is None:
         env.run()
     else:
@@ -90,4 +126,92 @@ def run_engine(
             if done != last and (done - last >= max(1, total // 100) or done == len(requests) == total):
                 progress(done, total * getattr(workload, "n", 1))
                 last = done
-    return collect_result(engine, requests)
+    if front is None:
+        return collect_result(engine, requests)
+    handed = sorted(requests.all(), key=lambda r: front.clients[r.request_id].sent_s)
+    result = collect_result(engine, handed)
+    return with_client_times(result, [front.clients[r.request_id] for r in handed], api_server_count)
+
+
+def request_lifetime_s(engine, workload, concurrency: int) -> float:
+    """About how long one request of ``workload`` lives among ``concurrency`` others, from the
+    engine's step model: its prefill alone, then its decodes in a batch of ``concurrency``
+    (reading the mean context)."""
+    from sim.steptime import BatchShape
+
+    isl = max(1, int(np.mean(workload.prompt_len)))
+    osl = max(1, int(np.mean(workload.output_len)))
+    ctx = concurrency * (isl + osl // 2)
+    model = engine.step_model
+    prefill = model.step_time(BatchShape(isl, 1, 1, isl, isl * (isl + 1) // 2, 1, 0, 0))
+    decode = model.step_time(BatchShape(concurrency, concurrency, concurrency, ctx, 0, 0, concurrency, ctx))
+    return prefill + osl * decode
+
+
+def spread_first_wave(arrivals: np.ndarray, clients: int, lifetime_s: float) -> np.ndarray:
+    """A closed loop's first ``clients`` requests, when they are due at once, sent evenly over
+    ``lifetime_s`` instead.
+
+    Why. ``vllm bench serve --max-concurrency C --request-rate inf`` sends C requests at once;
+    requests admitted in one step then finish in one step, and their clients send the next
+    ones at once. On a real server the clients drift out of that lock step within a few
+    rounds (the published closed-loop runs show a time to first token close to one prefill at
+    low concurrency, where lock step would give several). A deterministic engine never drifts:
+    every wave repeats the first. Starting the clients out of phase gives the steady state a
+    long real benchmark reaches."""
+    out = np.array(arrivals, dtype=float)
+    n = min(clients, len(out))
+    if n < 2 or out[n - 1] > out[0]:
+        return out  # not a burst: the arrival times already spread the clients
+    out[:n] = out[0] + np.arange(n) * (lifetime_s / n)
+    out[n:] = np.maximum(out[n:], out[n - 1])
+    return out
+
+
+class _HandedOff:
+    """The requests the engine has so far, whether finished or not (for the progress count)."""
+
+    def __init__(self, engine, total: int) -> None:
+        self.engine, self.total = engine, total
+
+    def __len__(self) -> int:
+        return len(getattr(self.engine.scheduler, "requests", {})) + len(self.engine.finished)
+
+    def all(self):
+        sched = self.engine.scheduler
+        live = list(getattr(sched, "requests", {}).values())
+        seen = {id(r) for r in live}
+        return live + [r for r in self.engine.finished if id(r) not in seen]
+
+
+def with_client_times(result: EngineResult, clients, api_server_count: int) -> EngineResult:
+    """The result as the clients saw it; the engine's own times move to ``engine_times``, and
+    ``extra["frontend"]`` says how much of the TTFT the front end took."""
+    f = lambda values: np.array([v if v is not None else np.nan for v in values], dtype=float)
+    result.engine_times = {
+        "engine_arrival_s": result.arrival_s, "engine_first_token_s": result.first_token_s,
+        "engine_finish_s": result.finish_s,
+    }
+    result.arrival_s = f([c.sent_s for c in clients])
+    result.first_token_s = f([c.first_token_s for c in clients])
+    result.finish_s = f([c.last_token_s for c in clients])
+    front = frontend_ttft_s(result)
+    ttft = result.ttft_s
+    ok = np.isfinite(ttft)
+    mean_ttft = float(ttft[ok].mean()) if ok.any() else 0.0
+    mean_front = float(front[ok].mean()) if ok.any() else 0.0
+    result.extra["frontend"] = {
+        "api_server_count": api_server_count,
+        "mean_ttft_ms": mean_ttft * 1e3,
+        "mean_frontend_ttft_ms": mean_front * 1e3,
+        "frontend_share_of_ttft": mean_front / mean_ttft if mean_ttft else 0.0,
+    }
+    return result
+
+
+def frontend_ttft_s(result: EngineResult) -> np.ndarray:
+    """Per request, the part of the TTFT spent in the front end: from sending to the engine
+    having it (HTTP, tokenization, queueing in the API server), and from the engine making the
+    first token to the client having it (detokenization, streaming)."""
+    e = result.engine_times
+    return (e["engine_arrival_s"] - result.arrival_s) + (result.first_token_s - e["engine_first_token_s"])

@@ -1,6 +1,11 @@
-"""How long one engine step takes: a roofline model with calibrated efficiencies.
+"""How long one engine step takes: which model prices it, and the roofline fallback.
 
-A step runs the batch's tokens through the model once. Its time is
+:func:`make_step_model` picks the model. Where the GPU has measured operator tables
+(``sim/data/operators/``: H100, H200, A100-80GB, L40S, B200), each step is priced operator by
+operator from timings measured under vLLM (:mod:`sim.ops.model`). Elsewhere, the roofline below
+stands in, and its ``source`` says so (the start-up lines and ``--json`` print it).
+
+The roofline. A step runs the batch's tokens through the model once. Its time is
 
     overhead + per_seq * num_seqs
     + max(memory time, compute time)          (the GPU overlaps the two)
@@ -41,8 +46,18 @@ class StepCoefficients:
     attn_eff: float = 0.4  # of dense fp16 FLOP/s, prefill attention
     comm_bw_eff: float = 0.7  # of NVLink bandwidth (one direction), all-reduce
     comm_latency_s: float = 1.0e-5  # per all-reduce call
+    # Which model prices a step: "operators" (measured tables, where the GPU has them) or
+    # "roofline" (the efficiencies above). Profiles fitted to the roofline say "roofline".
+    step_model: str = "operators"
+    # vLLM schedules step N+1 while step N runs (on by default since vLLM 0.11; older versions,
+    # which some published points measured, did not): the CPU time then hides behind the GPU's.
+    async_scheduling: bool = True
 
     def __post_init__(self) -> None:
+        if self.step_model not in ("operators", "roofline"):
+            raise ValueError(f"step_model(={self.step_model!r}) must be 'operators' or 'roofline'")
+        if not isinstance(self.async_scheduling, bool):
+            raise ValueError(f"async_scheduling(={self.async_scheduling!r}) must be true or false")
         for name in ("weight_bw_eff", "kv_bw_eff", "matmul_eff", "attn_eff", "comm_bw_eff"):
             v = getattr(self, name)
             if not 0 < v <= 1.5:
@@ -50,6 +65,22 @@ class StepCoefficients:
         for name in ("overhead_s", "per_seq_s", "comm_latency_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}(={getattr(self, name)}) must be >= 0")
+
+
+def host_and_gpu_s(c: StepCoefficients, gpu_s, num_seqs: int):
+    """A step's time from its GPU time and the engine core's CPU time.
+
+    ``per_seq_s * num_seqs`` is the engine core's work to schedule the step and prepare its
+    inputs. Under asynchronous scheduling (vLLM's default) it runs while the previous step is on
+    the GPU, so only the longer of the two counts; without it, the two add up. ``overhead_s`` is
+    the per-step time that nothing hides (sampling, handing the outputs back, launch gaps).
+    """
+    cpu_s = c.per_seq_s * num_seqs
+    if not c.async_scheduling:
+        return c.overhead_s + gpu_s + cpu_s
+    if isinstance(gpu_s, float):
+        return c.overhead_s + (gpu_s if gpu_s > cpu_s else cpu_s)
+    return c.overhead_s + np.maximum(gpu_s, cpu_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,25 +92,31 @@ class BatchShape:
     num_sampled: int  # requests that sample a token this step
     context_tokens: int  # sum over computed tokens' requests of the KV read: decodes read their context
     attn_pairs: int  # (query, key) pairs of prefill attention
+    num_prefills: int = 0  # prefill chunks (requests computing more than one token)
+    num_decodes: int = 0  # requests computing one token
+    decode_context_tokens: int = 0  # KV the decodes read, their new tokens included
 
 
-class StepTimeModel:
+class RooflineStepModel:
+    """The fallback: a roofline with calibrated efficiencies (see the module docstring)."""
+
     def __init__(
         self, model: ModelSpec, gpu: GPUSpec, tensor_parallel_size: int = 1,
-        coefficients: StepCoefficients | None = None, multiplier: float = 1.0,
+        coefficients: StepCoefficients | None = None, multiplier: float = 1.0, precision=None,
     ) -> None:
         c = coefficients or StepCoefficients()
         tp = tensor_parallel_size
         self.model, self.gpu, self.tp, self.coefficients = model, gpu, tp, c
         self.multiplier = multiplier
+        self.source = f"roofline fallback: no measured operator tables for {gpu.name}"
         bw = gpu.hbm_bandwidth_bytes_per_s
         flops = gpu.dense_fp16_flops_per_s
         lm_head_params = model.vocab_size * model.hidden_size
         body_params = model.matmul_params() - lm_head_params
 
         # Memory: weights once per step, plus KV bytes per context token read.
-        self.weights_s = model.weight_bytes_per_gpu(tp) / (bw * c.weight_bw_eff)
-        self.kv_s_per_token = model.kv_bytes_per_token(tp) / (bw * c.kv_bw_eff)
+        self.weights_s = model.weight_bytes_per_gpu(tp, precision) / (bw * c.weight_bw_eff)
+        self.kv_s_per_token = model.kv_bytes_per_token(tp, precision) / (bw * c.kv_bw_eff)
         # Compute: linear layers per token, lm_head per sampled token, attention per pair.
         self.matmul_s_per_token = 2 * body_params / tp / (flops * c.matmul_eff)
         self.lm_head_s_per_sample = 2 * lm_head_params / tp / (flops * c.matmul_eff)
@@ -107,8 +144,8 @@ class StepTimeModel:
             + self.attn_s_per_pair * b.attn_pairs
         )
         comm = self.comm_fixed_s + self.comm_s_per_token * b.num_tokens if self.tp > 1 else 0.0
-        t = c.overhead_s + c.per_seq_s * b.num_seqs + max(memory, compute) + comm
-        return t * self.multiplier
+        gpu = max(memory, compute) + comm
+        return host_and_gpu_s(c, gpu, b.num_seqs) * self.multiplier
 
     def decode_run(self, num_seqs: int, context_tokens: int, num_steps: int) -> np.ndarray:
         """Durations of ``num_steps`` decode steps of ``num_seqs`` requests, the first reading
@@ -118,5 +155,33 @@ class StepTimeModel:
         memory = self.weights_s + self.kv_s_per_token * ctx
         compute = (self.matmul_s_per_token + self.lm_head_s_per_sample) * num_seqs
         comm = self.comm_fixed_s + self.comm_s_per_token * num_seqs if self.tp > 1 else 0.0
-        t = c.overhead_s + c.per_seq_s * num_seqs + np.maximum(memory, compute) + comm
-        return t * self.multiplier
+        gpu = np.maximum(memory, compute) + comm
+        return host_and_gpu_s(c, gpu, num_seqs) * self.multiplier
+
+
+def make_step_model(model: ModelSpec, gpu: GPUSpec, tensor_parallel_size: int = 1,
+                    coefficients: StepCoefficients | None = None, multiplier: float = 1.0, *,
+                    precision=None, operator_tables: bool = True):
+    """The operator model where ``gpu`` has tables (and the coefficients ask for it, and
+    ``operator_tables``), else the roofline. ``precision`` (:class:`sim.precision.Precision`)
+    picks the GEMM and attention tables and the bytes per weight and KV element.
+
+    A table file that is missing or damaged does not stop the run: the roofline stands in, and
+    its ``source`` names the file and the reason (never a silent fallback)."""
+    from sim.ops.model import OperatorStepModel
+    from sim.ops.tables import TableError, load_tables
+
+    c = coefficients or StepCoefficients()
+    reason = None
+    if operator_tables and c.step_model == "operators":
+        try:
+            tables = load_tables(gpu.name)
+            if tables is not None:
+                return OperatorStepModel(tables, model, gpu, tensor_parallel_size, c, precision=precision,
+                                         multiplier=multiplier)
+        except TableError as exc:
+            reason = str(exc)
+    roofline = RooflineStepModel(model, gpu, tensor_parallel_size, c, multiplier, precision=precision)
+    if reason:
+        roofline.source = f"roofline fallback: {reason}"
+    return roofline

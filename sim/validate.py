@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from sim.calibration import SHIPPED, load_profile
+from sim.calibration import SHIPPED, entry_coefficients, load_profile, select_entry
 from sim.calibration_fit import Point, simulate
 from sim.catalog import get_gpu, get_model
 from sim.steptime import StepCoefficients
@@ -101,8 +101,8 @@ def validate(points: list[Point] | None = None, profile_path: str | None = None,
     report = ValidationReport(profile=path, num_prompts_cap=num_prompts_cap)
     for i, p in enumerate(points):
         model, gpu = get_model(p.config.model), get_gpu(p.config.gpu)
-        entry = select_entry(profile, gpu.name, model.name, p.config.tensor_parallel_size)
-        coeffs = StepCoefficients(**entry["coefficients"]) if entry else StepCoefficients()
+        entry = select_entry(profile, gpu.name, model.name, p.config.tensor_parallel_size, vllm=p.vllm)
+        coeffs = entry_coefficients(entry)
         fitted = set((entry or {}).get("provenance", {}).get("fitted_points", []) or [])
         sim = simulate(p, coeffs, seed=seed)
         err = sim / p.measured - 1
@@ -117,21 +117,6 @@ def validate(points: list[Point] | None = None, profile_path: str | None = None,
             progress(i + 1, len(points))
     report.memory_rows = memory_table()
     return report
-
-
-def select_entry(profile: tuple[dict, ...], gpu: str, model: str, tp: int) -> dict | None:
-    """The entry :func:`sim.calibration.select` would use (same scoring), or None for the
-    built-in defaults; validate needs the entry itself to read its provenance."""
-    best, best_score = None, -1
-    for entry in profile:
-        match = entry.get("match", {}) or {}
-        if any(match.get(k) not in (None, v) for k, v in
-               (("gpu", gpu), ("model", model), ("tensor_parallel_size", tp))):
-            continue
-        score = ("gpu" in match) * 4 + ("model" in match) * 2 + ("tensor_parallel_size" in match)
-        if score > best_score:
-            best, best_score = entry, score
-    return best
 
 
 def _setup(p: Point) -> str:

@@ -3,7 +3,8 @@
 They print speed figures that the docs quote; these tests run each one on a tiny input, as a
 user would (a subprocess from the repository root), and check that every row is there. They
 check no time: wall-clock targets are read off the scripts' output, never asserted.
-(benchmarks/vllm_match.py needs the vLLM venv and is run by tests/test_vllm_reference.py.)
+(benchmarks/vllm_match.py needs the vLLM venv and is run by tests/test_vllm_reference.py;
+benchmarks/validate_vs_aiconfigurator.py runs here without installing aiconfigurator, on two rows.)
 """
 
 from __future__ import annotations
@@ -75,3 +76,21 @@ def test_what_if_speed_times_the_sweep():
     require_program("chromium")
     out = run_script("benchmarks/what_if_speed.py", "--repeat", "1")
     assert "first point of the curve after" in out and "whole curve and table after" in out
+
+
+def test_validate_vs_aiconfigurator_runs_without_installing(tmp_path):
+    # Two real rows of the silicon CSV (aiconfigurator-core 0.12.0, Apache-2.0). --no-install: where
+    # .venv-aiconfigurator is missing (CI) one line says aiconfigurator is skipped and the table
+    # still prints; where it is there, its two answers come from its cache or take a few seconds.
+    csv = tmp_path / "silicon.csv"
+    csv.write_text(
+        "model,gpu,vllm_version,precision,gemm_quant_mode,moe_quant_mode,isl,osl,concurrency,tp,ep,"
+        "ttft_ms,tpot_ms,measured\n"
+        "Llama-3.1-70B,h200_sxm,,fp8,fp8,fp8,1024,8192,8,1,1,247.3047496867366,24.0974342786796,2025-10-29\n"
+        "nvidia/Llama-3.1-8B-Instruct-FP8,h200_sxm,0.12.0,fp8,fp8,fp8,1000,100,112,1,1,71.91,11.25,\n")
+    out = run_script("benchmarks/validate_vs_aiconfigurator.py", "--csv", str(csv), "--no-install", "--no-servelab",
+                     "--json", str(tmp_path / "out.json"))
+    assert "2 dense rows" in out
+    assert ("aiconfigurator is skipped:" in out) != ("aiconfigurator 0.12.0 (perf database" in out)
+    assert sum(line.startswith((" 1024  8192    8  1 |", " 1000   100  112  1 |")) for line in out.splitlines()) == 2
+    assert "MAPE" in out

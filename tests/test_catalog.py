@@ -22,6 +22,9 @@ PUBLISHED_PARAMS_B = [
     pytest.param("meta-llama/Llama-3.1-8B", 8.03, id="llama-3.1-8b"),
     pytest.param("meta-llama/Llama-3.1-70B", 70.55, id="llama-3.1-70b"),
     pytest.param("mistralai/Mistral-7B-v0.1", 7.24, id="mistral-7b"),
+    # ModelOpt FP8 checkpoints keep the base model's shapes (their model cards: 8.0 and 70.6 billion).
+    pytest.param("nvidia/Llama-3.1-8B-Instruct-FP8", 8.03, id="llama-3.1-8b-fp8"),
+    pytest.param("nvidia/Llama-3.1-70B-Instruct-FP8", 70.55, id="llama-3.1-70b-fp8"),
 ]
 
 
@@ -155,6 +158,8 @@ def test_empty_folder(tmp_path):
     ("a100-80gb", 79.2, 2.039, 312),
     ("h100-80gb", 79.2, 3.35, 989),
     ("h200", 139.8, 4.8, 989),
+    ("b200", 178.35, 7.7, 2250),
+    ("t4", 14.74, 0.32, 65),
 ])
 def test_gpu_datasheets(name, mem_gib, bw_tb, tflops):
     gpu = get_gpu(name)
@@ -167,7 +172,7 @@ def test_gpu_datasheets(name, mem_gib, bw_tb, tflops):
 def test_gpu_aliases_and_unknown():
     assert get_gpu("H100") == get_gpu("h100-80gb")
     assert get_gpu("A100_80GB") == get_gpu("a100-80gb")
-    assert len(known_gpus()) == 7
+    assert len(known_gpus()) == 9
     with pytest.raises(CatalogError) as err:
         get_gpu("tpu-v5")
     assert "a100-80gb" in str(err.value) and "gpus.yaml" in str(err.value)

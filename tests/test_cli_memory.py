@@ -18,6 +18,10 @@ def test_prints_vllm_startup_lines(capsys):
     out = capsys.readouterr().out
     plan = plan_memory(get_model("llama-2-7b"), get_gpu("a100-80gb"), max_model_len=2048)
     lines = out.splitlines()
+    # vLLM's order: the attention backend and "Model loading took", then the KV-cache lines.
+    loading = plan.loading_log_lines()
+    assert lines[:len(loading)] == loading and loading[-1] == "Model loading took 12.55 GiB memory"
+    lines = lines[len(loading):]
     assert lines[:3] == plan.startup_log_lines()
     assert lines[1] == f"GPU KV cache size: {plan.kv_cache_tokens:,} tokens"
     assert lines[2].startswith("Maximum concurrency for 2,048 tokens per request: ")

@@ -187,7 +187,9 @@ def test_every_model_gpu_and_tp_plans_or_says_why():
                     plan = plan_memory(model, get_gpu(gpu_name), tensor_parallel_size=tp, max_model_len=2048)
                 except ConfigError as exc:
                     assert str(exc).startswith(("No available memory for the cache blocks", "--tensor-parallel-size 8",
-                                                "To serve at least one request"))
+                                                "To serve at least one request",
+                                                # vLLM refuses the FP8 checkpoints on a T4 (sim/precision.py)
+                                                "config.json quantization_config: The quantization method"))
                     continue
                 fitted += 1
                 assert plan.num_gpu_blocks >= cdiv(2048, 16) and plan.max_concurrency >= 1

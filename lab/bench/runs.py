@@ -30,6 +30,8 @@ def engine_config(args) -> EngineConfig:
         kv_cache_memory_bytes=args.kv_cache_memory_bytes, num_gpu_blocks_override=args.num_gpu_blocks_override,
         scheduling_policy=args.scheduling_policy, calibration=args.calibration,
         parallel_sampling=getattr(args, "parallel_sampling", "prefix-cache"),
+        dtype=getattr(args, "dtype", "auto"), quantization=getattr(args, "quantization", None),
+        kv_cache_dtype=getattr(args, "kv_cache_dtype", "auto"),
     )
 
 
@@ -89,12 +91,14 @@ def _prepare(args, *, offline: bool):
     return config, model, workload
 
 
-def _run(config, workload, args, *, usage, max_concurrency=None):
+def _run(config, workload, args, *, usage, max_concurrency=None, frontend=None):
     progress = _Progress(len(workload) * workload.n)
     t0 = time.perf_counter()
     try:
         result = run_engine(config, workload, seed=args.seed, usage=usage, progress=progress,
-                            max_concurrency=max_concurrency)
+                            max_concurrency=max_concurrency, frontend=frontend,
+                            api_server_count=getattr(args, "api_server_count", 1),
+                            closed_loop_start=getattr(args, "closed_loop_start", "together"))
     finally:
         progress.close()
     return result, time.perf_counter() - t0
@@ -130,13 +134,28 @@ def run_serve(args) -> int:
         percentiles = tuple(float(p) for p in args.metric_percentiles.split(","))
     except ValueError:
         raise ConfigError(f"--metric-percentiles: expected numbers like 50,90,99, got {args.metric_percentiles!r}") from None
-    print(f"Traffic request rate: {args.request_rate}")
-    print(f"Burstiness factor: {args.burstiness} ({'Poisson process' if args.burstiness == 1 else 'Gamma distribution'})")
-    print(f"Maximum request concurrency: {args.max_concurrency}")
-    result, wall_s = _run(config, workload, args, usage="serve", max_concurrency=args.max_concurrency)
+    quiet = getattr(args, "json", None) == "-"
+    if not quiet:
+        print(f"Traffic request rate: {args.request_rate}")
+        print(f"Burstiness factor: {args.burstiness} ({'Poisson process' if args.burstiness == 1 else 'Gamma distribution'})")
+        print(f"Maximum request concurrency: {args.max_concurrency}")
+    if args.api_server_count <= 0:
+        raise ConfigError(f"--api-server-count: expected a positive integer, got {args.api_server_count}")
+    frontend = None
+    if args.frontend:
+        from sim.calibration import frontend_for
+        from sim.catalog import get_gpu
+
+        frontend = frontend_for(config, model, get_gpu(config.gpu))
+    result, wall_s = _run(config, workload, args, usage="serve", max_concurrency=args.max_concurrency,
+                          frontend=frontend)
     s = serve_summary(result, model.name, request_rate=args.request_rate, burstiness=args.burstiness,
                       max_concurrency=args.max_concurrency, percentile_metrics=metrics,
                       metric_percentiles=percentiles, save_detailed=args.save_detailed)
+    s["servelab"]["wall_time_s"] = wall_s
+    if quiet:
+        print(json.dumps(s, indent=2))
+        return 0
     w = 50
     print("{s:{c}^{n}}".format(s=" Serving Benchmark Result ", n=w, c="="))
     row = lambda k, v: print(f"{k:<40}{v:<10}")
@@ -168,8 +187,9 @@ def run_serve(args) -> int:
         )
         path = Path(args.result_dir or ".") / name
         s["date"] = datetime.now().strftime("%Y%m%d-%H%M%S")
-        s["servelab"]["wall_time_s"] = wall_s
         _write_json(str(path), s)
+    if getattr(args, "json", None):
+        _write_json(args.json, s)
     return 0
 
 
@@ -178,6 +198,11 @@ def _print_simulator_block(f: dict, result, wall_s: float) -> None:
     print("{s:{c}^{n}}".format(s=" ServeLab (what vLLM cannot show) ", n=w, c="-"))
     row = lambda k, v: print(f"{k:<40}{v:<10}")
     row("Engine / GPU:", f"{f['engine']} / {f['gpu']}")
+    print(f"Step time: {f['step_time_model']}")
+    if "frontend" in f:
+        fe = f["frontend"]
+        row(f"Front end ({fe['api_server_count']} API server(s)), mean TTFT:",
+            f"{fe['mean_frontend_ttft_ms']:.2f} ms ({100 * fe['frontend_share_of_ttft']:.0f}% of {fe['mean_ttft_ms']:.2f} ms)")
     row("KV cache (blocks / tokens):", f"{f['num_gpu_blocks']} / {f['kv_cache_tokens']}")
     row("Mean batch size (requests):", f"{f['mean_batch_size']:.1f}")
     row("Mean batched tokens per step:", f"{f['mean_num_batched_tokens']:.1f}")

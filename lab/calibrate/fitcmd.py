@@ -72,10 +72,6 @@ def fit_files(args) -> int:
         enable_chunked_prefill=args.enable_chunked_prefill, enable_prefix_caching=args.enable_prefix_caching,
         num_scheduler_steps=args.num_scheduler_steps, input_len=args.input_len, output_len=args.output_len,
     )
-    free = tuple(f.strip() for f in args.free.split(",") if f.strip())
-    bad = [f for f in free if f not in BOUNDS]
-    if bad or not free:
-        raise ConfigError(f"--free: unknown coefficient(s) {bad}; expected some of {list(BOUNDS)}")
     if args.max_evaluations <= 0:
         raise ConfigError(f"--max-evaluations: expected a positive integer, got {args.max_evaluations}")
 
@@ -97,6 +93,7 @@ def fit_files(args) -> int:
     model = models[0]
     base_path = args.calibration or str(SHIPPED)
     start = select(load_profile(base_path), gpu.name, model, args.tensor_parallel_size)
+    free = _free_coefficients(args.free, start, gpu.name)
 
     provenance: dict = {"fitted_to": list(args.files), "command": command,
                         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "start": base_path}
@@ -144,6 +141,26 @@ def fit_files(args) -> int:
     return 0
 
 
+HOST_ONLY = ("overhead_s", "per_seq_s")
+
+
+def _free_coefficients(flag: str | None, start, gpu: str) -> tuple[str, ...]:
+    """What the end-to-end fit moves: ``--free``, or by default what the step model uses
+    (on a GPU with measured operator tables, only the engine core's host time)."""
+    operators = start.step_model == "operators"
+    if flag is None:
+        return HOST_ONLY if operators else ("overhead_s", "per_seq_s", "kv_bw_eff", "matmul_eff")
+    free = tuple(f.strip() for f in flag.split(",") if f.strip())
+    bad = [f for f in free if f not in BOUNDS]
+    if bad or not free:
+        raise ConfigError(f"--free: unknown coefficient(s) {bad}; expected some of {list(BOUNDS)}")
+    roofline_only = [f for f in free if f not in HOST_ONLY]
+    if operators and roofline_only:
+        raise ConfigError(f"--free: {gpu} has measured operator tables, so the roofline's {roofline_only} do not "
+                          f"apply there; free only {', '.join(HOST_ONLY)}")
+    return free
+
+
 def _op_summary(f) -> dict:
     return {"coefficients": f.coefficients, "num_timings": f.num_records,
             "median_abs_error": round(f.median_abs_error, 4), "max_abs_error": round(f.max_abs_error, 4)}
@@ -154,6 +171,25 @@ def _print_residuals(before: list[dict], after: list[dict]) -> None:
     for b, a in zip(before, after):
         print(f"{a['label'][:52]:<52} {a['measured']:>10.3f} {b['simulated']:>10.3f} {b['error']:>+8.1%} "
               f"{a['simulated']:>10.3f} {a['error']:>+8.1%}")
+
+
+def write_operator_entry(path: str, base_path: str, entry: dict) -> None:
+    """Write the profile at ``base_path`` with its operator default entry (the operator entry
+    that matches everything) replaced by ``entry``."""
+    import yaml
+
+    base = [dict(e) for e in load_profile(base_path)]
+    is_default_operator = lambda e: not e.get("match") and (e.get("coefficients") or {}).get("step_model") == "operators"
+    kept = [e for e in base if not is_default_operator(e)]
+    doc = {"profiles": [entry] + kept}
+    header = (f"# Calibration profile written by `servelab calibrate fit --from-aiconfigurator` on "
+              f"{entry['provenance']['date']}.\n# The first entry is the new fit; the others are copied from {base_path}.\n")
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(header + yaml.safe_dump(doc, sort_keys=False, width=110))
+    except OSError as exc:
+        raise ConfigError(f"--output {path}: cannot write ({exc.strerror})") from None
+    load_profile.cache_clear()
 
 
 def write_profile(path: str, base_path: str, entry: dict) -> None:

@@ -33,6 +33,19 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
     sv.add_argument("--save-detailed", action="store_true", help="include per-request arrays in the JSON")
     sv.add_argument("--result-filename", metavar="FILE", default=None)
     sv.add_argument("--result-dir", metavar="DIR", default=None)
+    sv.add_argument("--json", metavar="FILE", default=None,
+                    help="also write the result JSON here ('-': print it instead of the tables)")
+    g = sv.add_argument_group("the simulated server (ServeLab)")
+    g.add_argument("--api-server-count", type=int, default=1,
+                   help="API-server processes in front of the engine, as `vllm serve --api-server-count`")
+    g.add_argument("--frontend", action=argparse.BooleanOptionalAction, default=True,
+                   help="simulate the API server (HTTP, tokenization, streaming) in front of the engine "
+                        "(--no-frontend: the engine alone, as before)")
+    g.add_argument("--closed-loop-start", choices=("spread", "together"), default="spread",
+                   help="with --max-concurrency and all requests due at once: spread (default) starts the "
+                        "clients out of phase over one request's lifetime, the steady state real closed loops "
+                        "reach; together sends the first wave at once, as vLLM's client does (and a "
+                        "deterministic engine then keeps the clients in lock step)")
     sv.set_defaults(run=_run_serve)
     parser.set_defaults(run=lambda args: (parser.print_help(), 2)[1])
 

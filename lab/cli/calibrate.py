@@ -17,10 +17,17 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="calibrate_command", metavar="{collect,fit}")
     fit = sub.add_parser("fit", help="fit a calibration profile to vLLM result files",
                          description="Fit the step-time model to `vllm bench` result files and operator CSVs.")
-    fit.add_argument("files", nargs="+", metavar="FILE",
+    fit.add_argument("files", nargs="*", metavar="FILE",
                      help="vllm bench serve --save-result JSON, vllm bench throughput --output-json JSON, "
                           "operator-timing CSV (Vidur's mlp.csv / all_reduce.csv, or the profiler's)")
-    fit.add_argument("--gpu", required=True, help="the GPU the files were measured on (the files do not say)")
+    fit.add_argument("--from-aiconfigurator", nargs="?", const="", default=None, metavar="DIR",
+                     help="derive the operator tables (sim/data/operators) from the installed aiconfigurator-core "
+                          "0.12.0 (or its folder DIR), then fit the engine core's and the API server's times to the "
+                          "real H200 runs (sim/data/reference/vllm-silicon.csv); see docs/calibration.md")
+    fit.add_argument("--tables-dir", default=None, metavar="DIR",
+                     help="with --from-aiconfigurator: write the tables here instead of sim/data/operators")
+    fit.add_argument("--no-fit", action="store_true", help="with --from-aiconfigurator: derive the tables only")
+    fit.add_argument("--gpu", default=None, help="the GPU the files were measured on (the files do not say)")
     fit.add_argument("--model", default=None, help="override the files' model_id (needed for throughput files)")
     fit.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
     fit.add_argument("--max-num-seqs", type=int, default=None)
@@ -32,8 +39,9 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
     fit.add_argument("--num-scheduler-steps", type=int, default=1, help="vLLM 0.6's multi-step scheduling")
     fit.add_argument("--input-len", type=int, default=None, help="prompt length of throughput files")
     fit.add_argument("--output-len", type=int, default=None, help="output length of throughput files")
-    fit.add_argument("--free", default="overhead_s,per_seq_s,kv_bw_eff,matmul_eff",
-                     help="coefficients the end-to-end fit may move (comma-separated)")
+    fit.add_argument("--free", default=None,
+                     help="coefficients the end-to-end fit may move (comma-separated; default: overhead_s,per_seq_s "
+                          "on GPUs with operator tables, overhead_s,per_seq_s,kv_bw_eff,matmul_eff elsewhere)")
     fit.add_argument("--max-evaluations", type=int, default=40, help="simulations per point, at most")
     fit.add_argument("--calibration", metavar="FILE", default=None,
                      help="profile to start from and to merge into (default: the shipped one)")
@@ -64,9 +72,45 @@ def run(args) -> int:
 
 
 def _run_fit(args) -> int:
+    from sim.errors import ConfigError
+
+    if args.from_aiconfigurator is not None:
+        return _from_aiconfigurator(args)
+    if not args.files:
+        raise ConfigError("calibrate fit: give result files (vllm bench JSON, operator CSVs), "
+                          "or --from-aiconfigurator to derive the operator tables and fit to the real H200 runs")
+    if not args.gpu:
+        raise ConfigError("--gpu: required with result files (the GPU they were measured on)")
     from lab.calibrate.fitcmd import fit_files
 
     return fit_files(args)
+
+
+def _from_aiconfigurator(args) -> int:
+    from pathlib import Path
+
+    from lab.calibrate.aiconfigurator import package_data_dir, write_tables
+    from sim.calibration import SHIPPED
+    from sim.ops.tables import OPERATORS_DIR
+
+    data_dir = package_data_dir(args.from_aiconfigurator or None)
+    out_dir = Path(args.tables_dir) if args.tables_dir else OPERATORS_DIR
+    for line in write_tables(data_dir, out_dir):
+        print(line)
+    if args.no_fit:
+        return 0
+    from lab.calibrate.silicon import fit_and_write
+
+    command = "servelab calibrate fit --from-aiconfigurator" + (f" -o {args.output}" if args.output else "")
+    print("Fitting the engine core's and the API server's times to the real H200 runs "
+          f"(at most {args.max_evaluations} evaluations of every dense row)")
+    entry = fit_and_write(args.output, args.calibration or str(SHIPPED), args.max_evaluations, command)
+    print(f"coefficients: {entry['coefficients']}")
+    print(f"frontend: {entry['frontend']}")
+    for name, m in entry["provenance"]["mape"].items():
+        print(f"MAPE {name}: TTFT {m['ttft']:.1%}, TPOT {m['tpot']:.1%}")
+    print(f"Wrote {args.output} (select it with --calibration {args.output})")
+    return 0
 
 
 def _run_collect(args) -> int:

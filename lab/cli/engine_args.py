@@ -12,7 +12,7 @@ def add_engine_args(p: argparse.ArgumentParser, *, model_positional: bool = Fals
     g = p.add_argument_group("engine (vLLM's flags)")
     if not model_positional:
         g.add_argument("--model", required=True, help="HuggingFace id, short alias, or path to a config.json")
-    g.add_argument("--gpu", required=True, help="a10g, l4, l40s, a100-40gb, a100-80gb, h100-80gb, h200")
+    g.add_argument("--gpu", required=True, help="a10g, l4, l40s, a100-40gb, a100-80gb, h100-80gb, h200, b200, t4")
     g.add_argument("--engine", default="vllm", choices=ENGINES, help="vllm (default) or a baseline it replaced")
     g.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
     g.add_argument("--max-model-len", type=int, default=None)
@@ -26,10 +26,28 @@ def add_engine_args(p: argparse.ArgumentParser, *, model_positional: bool = Fals
     g.add_argument("--kv-cache-memory-bytes", type=int, default=None)
     g.add_argument("--num-gpu-blocks-override", type=int, default=None)
     g.add_argument("--scheduling-policy", choices=("fcfs", "priority"), default="fcfs")
+    add_precision_args(g)
     g.add_argument("--calibration", metavar="FILE", default=None, help="a calibration profile (YAML)")
     g.add_argument("--parallel-sampling", choices=("prefix-cache", "copy-on-write"), default="prefix-cache",
                    help="how --n samples share the prompt's KV: vLLM V1's prefix cache (default) "
                         "or the vLLM paper's copy-on-write")
+
+
+def add_precision_args(g) -> None:
+    """--dtype, --quantization/-q, --kv-cache-dtype, as vLLM spells them.
+
+    No argparse ``choices``: the values are checked by ``sim.precision`` (through EngineConfig),
+    which says in one line what is modelled and what vLLM has but ServeLab does not.
+    """
+    g.add_argument("--dtype", default="auto", metavar="DTYPE",
+                   help="auto (the checkpoint's torch_dtype; float32 checkpoints run in bfloat16), half, "
+                        "float16, bfloat16, float, float32")
+    g.add_argument("--quantization", "-q", default=None, metavar="METHOD",
+                   help="fp8 (FP8 weights quantized at load time), fp8_per_tensor, fp8_per_channel, "
+                        "fp8_per_block, modelopt; default: the checkpoint's quantization_config")
+    g.add_argument("--kv-cache-dtype", default="auto", metavar="DTYPE",
+                   help="auto (the model dtype, or fp8_e4m3 if the checkpoint says so), fp8 (= fp8_e4m3), "
+                        "fp8_e4m3, fp8_e5m2, bfloat16, float16")
 
 
 def add_workload_args(p: argparse.ArgumentParser, *, offline: bool) -> None:

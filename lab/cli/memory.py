@@ -16,7 +16,7 @@ GiB = 1024**3
 def add_cli_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model",
                         help="HF name (meta-llama/Llama-2-7b-hf), short name (llama-2-7b) or path to a config.json")
-    parser.add_argument("--gpu", help="a10g, l4, l40s, a100-40gb, a100-80gb, h100-80gb or h200")
+    parser.add_argument("--gpu", help="a10g, l4, l40s, a100-40gb, a100-80gb, h100-80gb, h200, b200 or t4")
     parser.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.92)
     parser.add_argument("--max-model-len", type=int, default=None,
@@ -28,6 +28,9 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kv-cache-memory-bytes", type=int, default=None,
                         help="KV cache size per GPU; skips the memory profile, as in vLLM")
     parser.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs, so no CUDA-graph reserve")
+    from lab.cli.engine_args import add_precision_args
+
+    add_precision_args(parser)
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     parser.add_argument("--paper-table-1", action="store_true",
                         help="compare with the vLLM paper's Table 1 (OPT-13B/66B/175B) instead")
@@ -43,11 +46,18 @@ def run(args: argparse.Namespace) -> int:
         from sim.errors import ConfigError
 
         raise ConfigError("servelab memory: --model and --gpu are required (or --paper-table-1)")
+    from sim.config import EngineConfig
+    from sim.precision import resolve_precision
+
     model = get_model(args.model)
     gpu = get_gpu(args.gpu)
+    # EngineConfig checks the flags' spelling; resolve_precision applies vLLM's rules for this GPU.
+    flags = EngineConfig(model=args.model, gpu=args.gpu, tensor_parallel_size=args.tensor_parallel_size,
+                         dtype=args.dtype, quantization=args.quantization, kv_cache_dtype=args.kv_cache_dtype)
     plan = plan_memory(
         model,
         gpu,
+        precision=resolve_precision(model, gpu, flags),
         tensor_parallel_size=args.tensor_parallel_size,
         gpu_memory_utilization=args.gpu_memory_utilization,
         max_model_len=args.max_model_len,
@@ -60,15 +70,18 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(plan.to_dict(), indent=2))
         return 0
-    for line in plan.startup_log_lines():
+    for line in plan.loading_log_lines() + plan.startup_log_lines():
         print(line)
     print()
     tp = plan.tensor_parallel_size
+    p = plan.precision
     print(f"{plan.model} on {tp} x {plan.gpu} (per GPU):")
+    print(f"  precision: weights {_weights_word(p)}, activations {p.activation_dtype}, KV cache {p.kv_cache_dtype}; "
+          f"GEMMs {p.gemm_dtype}, attention {p.attention_backend} ({p.source})")
     rows = [
         ("total GPU memory", plan.total_bytes),
         (f"x gpu_memory_utilization {plan.gpu_memory_utilization:.2f}", plan.requested_bytes),
-        ("- model weights", plan.weights_bytes_per_gpu),
+        ("- model weights (Model loading took)", plan.weights_bytes_per_gpu),
         ("- non-torch memory (cuBLAS, NCCL)", plan.non_torch_bytes),
         (f"- activation peak ({plan.max_num_batched_tokens:,} tokens, {plan.max_num_seqs} seqs)",
          plan.activation_peak_bytes),
@@ -81,6 +94,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"  KV per token: {plan.kv_bytes_per_token:,} bytes; {plan.num_gpu_blocks:,} blocks of "
           f"{plan.block_size} tokens; max_model_len {plan.max_model_len:,}")
     return 0
+
+
+def _weights_word(p) -> str:
+    if not p.is_quantized:
+        return p.activation_dtype
+    scales = {"per-tensor": "per-tensor scales", "per-channel": "per-channel scales",
+              "block": f"{p.weight_block_size[0]}x{p.weight_block_size[1]} block scales" if p.weight_block_size else ""}
+    return f"FP8 ({scales[p.weight_scheme]}; embeddings{'' if p.lm_head_quantized else ' and lm_head'} {p.activation_dtype})"
 
 
 def _paper_table_1(as_json: bool) -> int:

@@ -38,10 +38,6 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     e.add_argument("--pipeline-parallel-size", "-pp", type=int, default=1)
     e.add_argument("--data-parallel-size", "-dp", type=int, default=1)
     e.add_argument("--seed", type=int, default=0, help="seeds the synthetic tokens and the fault draws")
-    e.add_argument("--dtype", default="auto", choices=["auto", "half", "float16", "bfloat16", "float", "float32"],
-                   help="accepted; the simulator's timings assume the model's own dtype (bf16)")
-    e.add_argument("--kv-cache-dtype", default="auto", choices=["auto"],
-                   help="only 'auto' (the model's dtype) is simulated")
     e.add_argument("--enforce-eager", action="store_true", help="accepted; not simulated")
     e.add_argument("--trust-remote-code", action="store_true", help="accepted; no code is loaded")
     g = p.add_argument_group("server (vllm serve)")

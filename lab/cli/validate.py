@@ -2,8 +2,11 @@
 
 Per point: source, setup, metric, measured, simulated, error; then the mean absolute
 percentage error per metric, fitted points apart from held-out ones; then the vLLM paper's
-Table 1 (KV-cache memory). ``--paper DIR`` instead reproduces the vLLM paper's OPT-13B results
-(see docs/paper.md) and writes CSV tables and PNG plots into DIR.
+Table 1 (KV-cache memory); then the real vLLM runs on H200 (TTFT and TPOT, real against
+simulated, per model, with MAPE per model and overall). ``--silicon`` runs only those;
+``--cross`` refits leaving out one model, one GPU or one TP size at a time and predicts what was
+left out. ``--paper DIR`` instead reproduces the vLLM paper's OPT-13B results (see docs/paper.md)
+and writes CSV tables and PNG plots into DIR.
 """
 
 from __future__ import annotations
@@ -23,6 +26,14 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
                              "a cap is faster but moves the Llama-3.1-8B points, whose queues need the full trace")
     parser.add_argument("--points", metavar="TEXT", default=None,
                         help="run only the points whose label contains TEXT (e.g. 'llama-2-7b')")
+    parser.add_argument("--silicon", action="store_true",
+                        help="only the real vLLM runs on H200 (sim/data/reference/vllm-silicon.csv)")
+    parser.add_argument("--no-silicon", action="store_true", help="leave out the real H200 runs (faster)")
+    parser.add_argument("--cross", action="store_true",
+                        help="refit the engine-core and API-server times leaving out one model, one GPU, one TP "
+                             "size at a time, and predict the rows left out (several minutes)")
+    parser.add_argument("--cross-evaluations", type=int, default=10,
+                        help="simulations of the training rows per refit in --cross (default 10)")
     parser.add_argument("--paper", metavar="DIR", default=None,
                         help="reproduce the vLLM paper's OPT-13B figures into DIR instead")
     parser.add_argument("--paper-prompts", type=int, default=None,
@@ -41,29 +52,69 @@ def run(args) -> int:
                            profile=args.paper_profile)
     if args.max_prompts < 0:
         raise ConfigError(f"--max-prompts: expected 0 (no cap) or a positive integer, got {args.max_prompts}")
-    from sim.validate import validate
+    if args.cross:
+        return _run_cross(args)
+    from sim.validate import reference_points, validate
 
-    from sim.validate import reference_points
+    data: dict = {}
+    report = None
+    if not args.silicon:
+        points = reference_points(args.max_prompts or None)
+        if args.points:
+            points = [p for p in points if args.points in p.label]
+            if not points:
+                raise ConfigError(f"--points {args.points!r}: no reference point has that in its label")
+        report = validate(points, profile_path=args.calibration, num_prompts_cap=args.max_prompts or None)
+        data = report.to_dict()
+    silicon = None
+    if args.silicon or not (args.no_silicon or args.points):
+        from lab.calibrate.silicon import silicon_report
 
-    points = reference_points(args.max_prompts or None)
-    if args.points:
-        points = [p for p in points if args.points in p.label]
-        if not points:
-            raise ConfigError(f"--points {args.points!r}: no reference point has that in its label")
-    report = validate(points, profile_path=args.calibration, num_prompts_cap=args.max_prompts or None)
-    data = report.to_dict()
+        silicon = silicon_report(args.calibration)
+        data["silicon"] = silicon
     if args.json == "-":
         print(json.dumps(data, indent=2))
         return 0
-    print_report(report)
+    if report is not None:
+        print_report(report)
+    if silicon is not None:
+        from lab.calibrate.silicon import print_silicon
+
+        if report is not None:
+            print()
+        print_silicon(silicon)
     if args.json:
-        try:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
-        except OSError as exc:
-            raise ConfigError(f"--json {args.json}: cannot write ({exc.strerror})") from None
-        print(f"Wrote {args.json}")
+        _write(args.json, data)
     return 0
+
+
+def _run_cross(args) -> int:
+    from lab.calibrate.silicon import cross_validate
+
+    if args.cross_evaluations <= 0:
+        raise ConfigError(f"--cross-evaluations: expected a positive integer, got {args.cross_evaluations}")
+    print("Cross-validation on the real H200 runs: refit the engine core's and the API server's times without "
+          "each group, predict the group (targets: TTFT MAPE <= 30%, TPOT MAPE <= 15% per group)")
+    folds = cross_validate(args.calibration, args.cross_evaluations)
+    worst_ttft = max((f["ttft"] for f in folds if f["ttft"] is not None), default=0.0)
+    worst_tpot = max((f["tpot"] for f in folds if f["tpot"] is not None), default=0.0)
+    print(f"Worst held-out group: TTFT MAPE {worst_ttft:.1%} ({'ok' if worst_ttft <= 0.30 else 'MISS'} <= 30%), "
+          f"TPOT MAPE {worst_tpot:.1%} ({'ok' if worst_tpot <= 0.15 else 'MISS'} <= 15%)")
+    if args.json:
+        _write(args.json, {"cross": folds})
+    return 0
+
+
+def _write(path: str, data: dict) -> None:
+    if path == "-":
+        print(json.dumps(data, indent=2))
+        return
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(data, indent=2) + "\n")
+    except OSError as exc:
+        raise ConfigError(f"--json {path}: cannot write ({exc.strerror})") from None
+    print(f"Wrote {path}")
 
 
 def _fmt(v: float) -> str:

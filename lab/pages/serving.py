@@ -27,6 +27,12 @@ def vllm_serve_args(config: EngineConfig) -> list[str]:
         args.append(f"--max-num-seqs={config.max_num_seqs}")
     if config.block_size != 16:
         args.append(f"--block-size={config.block_size}")
+    if config.dtype != "auto":
+        args.append(f"--dtype={config.dtype}")
+    if config.quantization is not None:
+        args.append(f"--quantization={config.quantization}")
+    if config.kv_cache_dtype != "auto":
+        args.append(f"--kv-cache-dtype={config.kv_cache_dtype}")
     return args
 
 

@@ -346,7 +346,7 @@ def log_startup(server: EmulatorServer, host: str, port: int) -> None:
     engine = server.engine
     log.info("vLLM API server version %s (ServeLab emulator: the engine is simulated, no GPU is used)",
              VLLM_VERSION)
-    for line in engine.memory.startup_log_lines():
+    for line in engine.memory.loading_log_lines() + engine.memory.startup_log_lines():
         log.info("%s", line)
     for fault in server.faults.describe():
         log.info("Fault in force: %s", fault["spec"])

@@ -21,6 +21,12 @@ _INT_FLAGS = {
     "--num-gpu-blocks-override": "num_gpu_blocks_override",
 }
 _FLOAT_FLAGS = {"--gpu-memory-utilization": "gpu_memory_utilization"}
+_STR_FLAGS = {  # precision flags, checked by EngineConfig (sim.precision)
+    "--dtype": "dtype",
+    "--quantization": "quantization",
+    "-q": "quantization",
+    "--kv-cache-dtype": "kv_cache_dtype",
+}
 _BOOL_FLAGS = {
     "--enable-prefix-caching": ("enable_prefix_caching", True),
     "--no-enable-prefix-caching": ("enable_prefix_caching", False),
@@ -28,7 +34,7 @@ _BOOL_FLAGS = {
     "--no-enable-chunked-prefill": ("enable_chunked_prefill", False),
 }
 # Flags that change nothing the simulator models.
-_IGNORED_WITH_VALUE = {"--port", "--host", "--served-model-name", "--seed", "--dtype", "--api-key", "--fault", "--service"}
+_IGNORED_WITH_VALUE = {"--port", "--host", "--served-model-name", "--seed", "--api-key", "--fault", "--service"}
 _IGNORED_SWITCHES = {"--disable-log-requests", "--enable-log-requests", "--disable-log-stats", "--trust-remote-code"}
 
 
@@ -59,11 +65,12 @@ def engine_config_from_args(args: tuple[str, ...], where: str) -> EngineConfig:
         if flag in _IGNORED_SWITCHES:
             i += 1
             continue
-        needs_value = flag in _INT_FLAGS or flag in _FLOAT_FLAGS or flag in _IGNORED_WITH_VALUE or flag == "--gpu"
+        needs_value = (flag in _INT_FLAGS or flag in _FLOAT_FLAGS or flag in _STR_FLAGS or flag in _IGNORED_WITH_VALUE
+                       or flag == "--gpu")
         if not needs_value:
             raise ManifestError(
                 f"{path}.args: unknown flag {flag!r} for the simulated engine; it models --gpu, "
-                f"{', '.join(sorted(set(_INT_FLAGS) | set(_FLOAT_FLAGS) | set(_BOOL_FLAGS)))}"
+                f"{', '.join(sorted(set(_INT_FLAGS) | set(_FLOAT_FLAGS) | set(_STR_FLAGS) | set(_BOOL_FLAGS)))}"
             )
         if not eq:
             if i + 1 >= len(items):
@@ -79,6 +86,8 @@ def engine_config_from_args(args: tuple[str, ...], where: str) -> EngineConfig:
                 fields[_INT_FLAGS[flag]] = int(value)
             except ValueError:
                 raise ManifestError(f"{path}.args: {flag}: expected an integer, got {value!r}") from None
+        elif flag in _STR_FLAGS:
+            fields[_STR_FLAGS[flag]] = value
         elif flag in _FLOAT_FLAGS:
             try:
                 fields[_FLOAT_FLAGS[flag]] = float(value)

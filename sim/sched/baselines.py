@@ -125,13 +125,17 @@ class OrcaScheduler(_BaselineScheduler):
         return out
 
     def batch_shape(self, out: SchedulerOutput) -> BatchShape:
-        context = pairs = 0
+        context = pairs = prefills = decode_context = 0
         for request in out.scheduled:
             n = out.num_scheduled_tokens[request.request_id]
             context += request.num_computed_tokens
             if n > 1:
                 pairs += n * (n + 1) // 2
-        return BatchShape(out.total_num_scheduled_tokens, len(out.scheduled), len(out.scheduled), context, pairs)
+                prefills += 1
+            else:
+                decode_context += request.num_computed_tokens
+        b = len(out.scheduled)
+        return BatchShape(out.total_num_scheduled_tokens, b, b, context, pairs, prefills, b - prefills, decode_context)
 
     def update_from_output(self, output: SchedulerOutput, sampled=None, now_s: float = 0.0) -> list[Request]:
         finished = []
@@ -208,9 +212,9 @@ class StaticBatchScheduler(_BaselineScheduler):
         b = len(self.running)
         if self.step_in_batch == 0:
             p = self.batch_prompt_len
-            return BatchShape(b * p, b, b, b * p, b * (p * (p + 1) // 2))
+            return BatchShape(b * p, b, b, b * p, b * (p * (p + 1) // 2), num_prefills=b)
         context = b * (self.batch_prompt_len + self.step_in_batch)
-        return BatchShape(b, b, b, context, 0)
+        return BatchShape(b, b, b, context, 0, num_decodes=b, decode_context_tokens=context)
 
     def update_from_output(self, output: SchedulerOutput, sampled=None, now_s: float = 0.0) -> list[Request]:
         for request in output.scheduled:

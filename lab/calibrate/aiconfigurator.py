@@ -1,0 +1,192 @@
+"""Derive ServeLab's operator tables from NVIDIA's measured vLLM timings in ``aiconfigurator-core``.
+
+``servelab calibrate fit --from-aiconfigurator [DIR]`` runs this. The PyPI package
+``aiconfigurator-core`` (0.12.0, Apache-2.0, about 89 MB) ships per-operator latencies measured
+under vLLM on real GPUs, as parquet files under
+``aiconfigurator_core/systems/data/<system>/<op>/vllm/<version>/``. ServeLab does not depend on
+it: this command reads the tables it needs and writes small derived files,
+``sim/data/operators/<gpu>.npz``, that the step-time model reads (:mod:`sim.ops.tables`).
+
+What is kept, per GPU (latencies in milliseconds, as measured):
+
+- ``gemm_perf.parquet``: ``gemm/<dtype>`` on the grid ``gemm/m`` x ``gemm/n`` x ``gemm/k``, for
+  dtype bfloat16, fp8 (per-tensor W8A8) and fp8_block (block-scaled) where measured. Where a
+  dtype was measured with several kernels, the fastest one is kept (vLLM picks the best kernel
+  it has for the GPU). A grid point that was not measured is filled from its neighbours along
+  k, then n, then m, linearly in the log of the axis.
+- ``context_attention_perf.parquet`` (prefill) and ``generation_attention_perf.parquet``
+  (decode), full attention (window 0), one slab per (query heads, KV heads, head dim, KV dtype)
+  over (batch size, sequence length). For decode the sequence length is the table's ``step``
+  column plus one (the KV the new token reads, its own included).
+- ``custom_allreduce_perf.parquet``: vLLM's custom all-reduce (CUDA-graph and eager variants)
+  by GPU count and message size (bfloat16 elements).
+
+Nothing is fitted here; the tables are copied down to the columns the model reads.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from sim.errors import ConfigError
+from sim.ops.tables import AIC_SYSTEMS, OPERATORS_DIR
+
+PACKAGE = "aiconfigurator-core"
+PACKAGE_VERSION = "0.12.0"
+GEMM_DTYPES = ("bfloat16", "fp8", "fp8_block")
+ATTENTION_KV_DTYPES = ("bfloat16", "fp8")
+
+
+def package_data_dir(explicit: str | None) -> Path:
+    """The package's ``systems/data`` folder: ``explicit`` or the installed package's."""
+    if explicit:
+        root = Path(explicit)
+        candidates = [root, root / "systems" / "data", root / "aiconfigurator_core" / "systems" / "data"]
+        for c in candidates:
+            if (c / "h200_sxm").is_dir():
+                return c
+        raise ConfigError(f"--from-aiconfigurator {explicit}: no systems/data folder with h200_sxm under it; "
+                          f"point it at aiconfigurator_core's install folder")
+    try:
+        import aiconfigurator_core  # noqa: F401  (only to find its files)
+    except ImportError:
+        raise ConfigError(
+            f"--from-aiconfigurator: the package {PACKAGE} is not installed. Install it into this environment "
+            f"(pip install {PACKAGE}=={PACKAGE_VERSION} pyarrow), or pass its folder: --from-aiconfigurator DIR"
+        ) from None
+    return Path(aiconfigurator_core.__file__).parent / "systems" / "data"
+
+
+def _latest(folder: Path, filename: str) -> Path | None:
+    """The newest vLLM version folder under ``folder`` holding ``filename``."""
+    if not folder.is_dir():
+        return None
+    versions = [v for v in folder.iterdir() if (v / filename).is_file()]
+    if not versions:
+        return None
+
+    def key(p: Path):
+        return tuple(int(x) if x.isdigit() else 0 for x in p.name.replace("dev", ".").split("."))
+
+    return max(versions, key=key) / filename
+
+
+def _read(path: Path):
+    import pandas as pd
+
+    try:
+        return pd.read_parquet(path)
+    except ImportError as exc:
+        raise ConfigError(f"{path}: reading parquet needs pyarrow ({exc}); pip install pyarrow") from None
+    except Exception as exc:  # a damaged file: name it
+        raise ConfigError(f"{path}: cannot read ({exc})") from None
+
+
+def _fill_log_axis(grid: np.ndarray, axis_values: np.ndarray, axis: int) -> np.ndarray:
+    """Fill NaNs along one axis by linear interpolation in log(axis), holding the end values."""
+    x = np.log(axis_values.astype(float))
+    moved = np.moveaxis(grid, axis, -1)
+    flat = moved.reshape(-1, moved.shape[-1])
+    for row in flat:
+        ok = ~np.isnan(row)
+        if ok.sum() == 0 or ok.all():
+            continue
+        row[~ok] = np.interp(x[~ok], x[ok], row[ok])
+    return np.moveaxis(flat.reshape(moved.shape), -1, axis)
+
+
+def derive_gemm(df) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    m = np.array(sorted(df.m.unique()), dtype=np.int64)
+    n = np.array(sorted(df.n.unique()), dtype=np.int64)
+    k = np.array(sorted(df.k.unique()), dtype=np.int64)
+    out["gemm/m"], out["gemm/n"], out["gemm/k"] = m, n, k
+    for dtype in GEMM_DTYPES:
+        part = df[df.gemm_dtype == dtype]
+        if part.empty:
+            continue
+        best = part.groupby(["m", "n", "k"]).latency.min()  # fastest kernel per shape
+        grid = np.full((len(m), len(n), len(k)), np.nan)
+        mi = np.searchsorted(m, best.index.get_level_values(0))
+        ni = np.searchsorted(n, best.index.get_level_values(1))
+        ki = np.searchsorted(k, best.index.get_level_values(2))
+        grid[mi, ni, ki] = best.to_numpy()
+        for axis, values in ((2, k), (1, n), (0, m)):
+            grid = _fill_log_axis(grid, values, axis)
+        out[f"gemm/{dtype}"] = grid.astype(np.float32)
+    return out
+
+
+def derive_attention(df, phase: str) -> dict[str, np.ndarray]:
+    """One slab per (heads, kv_heads, head_dim, kv dtype) over (batch, sequence length)."""
+    out: dict[str, np.ndarray] = {}
+    if "window_size" in df.columns:  # older tables (A100, vLLM 0.14) have full attention only
+        df = df[df.window_size == 0]
+    seq_col = "isl" if phase == "context" else "step"
+    b_axis = np.array(sorted(df.batch_size.unique()), dtype=np.int64)
+    s_axis = np.array(sorted(df[seq_col].unique()), dtype=np.int64)
+    if phase == "generation":
+        s_axis_out = s_axis + 1  # step s: the new token reads s cached tokens plus its own
+    else:
+        s_axis_out = s_axis
+    out[f"{phase}/batch"], out[f"{phase}/seq"] = b_axis, s_axis_out
+    for (h, kv, hd, kvd), part in df.groupby(["num_heads", "num_key_value_heads", "head_dim", "kv_cache_dtype"]):
+        if kvd not in ATTENTION_KV_DTYPES:
+            continue
+        best = part.groupby(["batch_size", seq_col]).latency.min()
+        grid = np.full((len(b_axis), len(s_axis)), np.nan, dtype=np.float32)
+        grid[np.searchsorted(b_axis, best.index.get_level_values(0)),
+             np.searchsorted(s_axis, best.index.get_level_values(1))] = best.to_numpy()
+        out[f"{phase}/h{h}_kv{kv}_d{hd}_{kvd}"] = grid  # NaN: not measured (too large to fit)
+    return out
+
+
+def derive_allreduce(df) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    sizes = np.array(sorted(df.message_size.unique()), dtype=np.int64)
+    out["allreduce/message_size"] = sizes
+    for (gpus, backend), part in df.groupby(["num_gpus", "backend"]):
+        mode = "graph" if "graph" in backend else "eager"
+        series = part.groupby("message_size").latency.min().reindex(sizes)
+        out[f"allreduce/{mode}/tp{gpus}"] = series.to_numpy(dtype=np.float32)
+    return out
+
+
+def derive_gpu(data_dir: Path, system: str) -> tuple[dict[str, np.ndarray], dict]:
+    """All tables of one aiconfigurator system, and where each came from."""
+    base = data_dir / system
+    arrays: dict[str, np.ndarray] = {}
+    sources: dict[str, str] = {}
+    for op, filename, derive in (
+        ("gemm", "gemm_perf.parquet", derive_gemm),
+        ("attention", "context_attention_perf.parquet", lambda d: derive_attention(d, "context")),
+        ("attention", "generation_attention_perf.parquet", lambda d: derive_attention(d, "generation")),
+        ("comm", "custom_allreduce_perf.parquet", derive_allreduce),
+    ):
+        path = _latest(base / op / "vllm", filename)
+        if path is None:
+            raise ConfigError(f"{base / op / 'vllm'}: no {filename} under any vLLM version folder")
+        arrays.update(derive(_read(path)))
+        sources[filename] = str(path.relative_to(data_dir.parent.parent))
+    return arrays, sources
+
+
+def write_tables(data_dir: Path, out_dir: Path = OPERATORS_DIR) -> list[str]:
+    """Derive every GPU's tables into ``out_dir``; return one line per file written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = []
+    manifest = {"package": f"{PACKAGE}=={PACKAGE_VERSION}", "licence": "Apache-2.0",
+                "derived": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+                "command": "servelab calibrate fit --from-aiconfigurator", "gpus": {}}
+    for gpu, system in AIC_SYSTEMS.items():
+        arrays, sources = derive_gpu(data_dir, system)
+        path = out_dir / f"{gpu}.npz"
+        np.savez_compressed(path, **arrays)
+        manifest["gpus"][gpu] = {"system": system, "sources": sources}
+        lines.append(f"{path}: {len(arrays)} arrays from {system} ({path.stat().st_size / 1e6:.2f} MB)")
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return lines

@@ -1,0 +1,1 @@
+"""Step time from measured operators (see sim/ops/model.py)."""

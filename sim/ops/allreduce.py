@@ -1,0 +1,32 @@
+"""Tensor-parallel all-reduce, from ``custom_allreduce_perf.parquet`` (vLLM's custom all-reduce).
+
+Table: ``allreduce/<graph|eager>/tp<N>[message_size]``, the latency (ms) of one all-reduce of
+``message_size`` bfloat16 elements over N GPUs, inside a CUDA graph or run eagerly.
+
+Per step, under ``--tensor-parallel-size N > 1``, every decoder layer all-reduces its hidden
+states twice (after ``o_proj`` and after ``down_proj``, the row-parallel layers): two messages
+of ``tokens x hidden`` elements. vLLM replays CUDA graphs for batches up to its largest capture
+size and runs larger (prefill-heavy) steps eagerly; the table has both.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sim.ops.tables import TableError, interp_array
+
+
+def allreduce_ms(tables: dict, tp: int, hidden_size: int, num_layers: int, m: np.ndarray,
+                 cudagraph_max_tokens: int) -> np.ndarray:
+    """Both all-reduces of every layer, in ms, for steps of ``m`` tokens (an array)."""
+    if tp == 1:
+        return np.zeros(len(m))
+    sizes = tables["allreduce/message_size"].astype(np.float64)
+    out = np.empty(len(m))
+    for mode in ("graph", "eager"):
+        key = f"allreduce/{mode}/tp{tp}"
+        if key not in tables:
+            raise TableError(f"no all-reduce table for {tp} GPUs (measured: 2, 4, 8)")
+        pick = (m <= cudagraph_max_tokens) if mode == "graph" else (m > cudagraph_max_tokens)
+        out[pick] = interp_array(m[pick] * hidden_size, sizes, tables[key].astype(np.float64))
+    return 2 * num_layers * out

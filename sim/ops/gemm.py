@@ -1,0 +1,77 @@
+"""The linear layers of one step, from ``gemm_perf.parquet`` (vLLM's GEMM kernels, measured).
+
+Table: ``gemm/<dtype>[m, n, k]``, the latency of one ``(m x k) @ (k x n)`` GEMM, where ``m`` is
+the number of tokens in the step. Per decoder layer, on one of ``tp`` GPUs, vLLM runs four:
+
+==============  =========================  ===================  ==========================
+layer           n (output columns)         k (input columns)    vLLM class
+==============  =========================  ===================  ==========================
+qkv_proj        (q_heads + 2 kv_heads)/tp  hidden               QKVParallelLinear
+                x head_dim
+o_proj          hidden                     q_heads/tp x hd      RowParallelLinear
+gate_up_proj    2 x intermediate/tp        hidden               MergedColumnParallelLinear
+down_proj       hidden                     intermediate/tp      RowParallelLinear
+==============  =========================  ===================  ==========================
+
+OPT has one up projection (``fc1``) instead of gate and up. Per step the ``lm_head`` runs once
+on the sampled tokens only (``m`` = requests that sample): ``n`` = vocabulary/tp, ``k`` = hidden.
+
+Shapes between measured ``n`` and ``k`` are interpolated bilinearly; the rule at the ends is
+:mod:`sim.ops.tables`'. The result is a curve over the table's ``m`` axis, resolved once per
+configuration.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sim.catalog import ModelSpec
+from sim.ops.tables import TableError, bracket
+
+
+def gemm_over_m(tables: dict, dtype: str, n: int, k: int) -> np.ndarray:
+    """Latency (ms) of an ``n x k`` GEMM at every ``m`` of the table."""
+    key = f"gemm/{dtype}"
+    if key not in tables:
+        raise TableError(f"no GEMM table for dtype {dtype!r} (have: "
+                         f"{', '.join(sorted(k[5:] for k in tables if k.startswith('gemm/') and k[5:] not in 'mnk'))})")
+    grid = tables[key].astype(np.float64)
+    ns, ks = tables["gemm/n"].tolist(), tables["gemm/k"].tolist()
+    n0, n1, wn = bracket(n, ns)
+    k0, k1, wk = bracket(k, ks)
+
+    def at(ni: int, ki: int) -> np.ndarray:
+        return grid[:, ni, ki]
+
+    out = ((1 - wn) * (1 - wk) * at(n0, k0) + wn * (1 - wk) * at(n1, k0)
+           + (1 - wn) * wk * at(n0, k1) + wn * wk * at(n1, k1))
+    # Beyond the measured n or k: the work grows linearly.
+    if n > ns[-1]:
+        out = out * n / ns[-1]
+    if k > ks[-1]:
+        out = out * k / ks[-1]
+    return out
+
+
+def layer_shapes(model: ModelSpec, tp: int) -> list[tuple[str, int, int]]:
+    """(name, n, k) of the GEMMs of one decoder layer on one GPU."""
+    h, hd = model.hidden_size, model.head_dim
+    q = model.num_attention_heads // tp
+    kv = model.kv_heads_per_rank(tp)
+    inter = -(-model.intermediate_size // tp)
+    up = inter if model.architecture == "opt" else 2 * inter
+    return [("qkv_proj", (q + 2 * kv) * hd, h), ("o_proj", h, q * hd),
+            ("gate_up_proj", up, h), ("down_proj", h, inter)]
+
+
+def linear_layers_ms(tables: dict, model: ModelSpec, tp: int, dtype: str) -> np.ndarray:
+    """All decoder layers' GEMMs of one step, in ms, at every ``m`` of the table."""
+    per_layer = sum(gemm_over_m(tables, dtype, n, k) for _, n, k in layer_shapes(model, tp))
+    return per_layer * model.num_hidden_layers
+
+
+def lm_head_ms(tables: dict, model: ModelSpec, tp: int, dtype: str) -> np.ndarray:
+    """The ``lm_head`` GEMM at every ``m`` (sampled tokens) of the table, in ms. vLLM keeps it in
+    the model's dtype, also when the layers are quantized."""
+    vocab = -(-model.vocab_size // 64) * 64 // tp if tp > 1 else model.vocab_size
+    return gemm_over_m(tables, dtype, vocab, model.hidden_size)

@@ -1,0 +1,141 @@
+"""How long one engine step takes, operator by operator, from timings measured under vLLM.
+
+A step runs the batch's tokens through the model once. Its time is a sum of named terms, each
+from one table (:mod:`sim.ops.tables` says where the tables come from and how they are
+interpolated):
+
+=====================  ==============================================  ========================
+term                   what it prices                                  from
+=====================  ==============================================  ========================
+``linear_ms``          qkv, o, gate/up and down GEMMs of every layer,  gemm_perf (by dtype)
+                       for the step's tokens (:mod:`sim.ops.gemm`)
+``allreduce_ms``       two all-reduces a layer under TP                custom_allreduce_perf
+                       (:mod:`sim.ops.allreduce`)
+``elementwise_ms``     norms, rotary embedding, SiLU, residual adds,   first principles: bytes
+                       the KV-cache write: memory-bound, per token     moved / HBM bandwidth
+``lm_head_ms``         the lm_head on the tokens that are sampled      gemm_perf
+``decode_attn_ms``     decode attention over the decodes' real         generation_attention_perf
+                       context lengths (:mod:`sim.ops.attention`)
+``prefill_attn_ms``    prefill-chunk attention, from their (query,     context_attention_perf
+                       key) pairs
+``cpu_s``              the engine core's per-step CPU time:            the calibration profile
+                       ``overhead_s + per_seq_s * num_seqs``           (fitted end to end)
+=====================  ==============================================  ========================
+
+The GPU terms add up (the kernels run one after another on one stream). The engine core's CPU
+work runs beside them: vLLM schedules step N+1 while step N runs (asynchronous scheduling, on by
+default), so a step lasts ``max(gpu, cpu)``; without it (``async_scheduling: false`` in the
+profile, for measurements of older vLLM versions) the CPU
+time adds to every step.
+
+Everything that depends only on the configuration is resolved once, in ``__init__``, into
+curves over the number of tokens; a step then costs a few interpolations, and a run of
+identical decode steps is priced with numpy in one call (:meth:`decode_run`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sim.catalog import GPUSpec, ModelSpec
+from sim.ops.allreduce import allreduce_ms
+from sim.ops.attention import Attention, prefill_equivalent_length
+from sim.ops.gemm import linear_layers_ms, lm_head_ms
+from sim.ops.tables import AIC_SYSTEMS, interp, interp_array
+from sim.steptime import host_and_gpu_s
+
+# CUDA graphs are captured up to this many tokens in a step (vLLM's default largest capture
+# size, ``max_cudagraph_capture_size`` = 512); larger steps run eagerly.
+CUDAGRAPH_MAX_TOKENS = 512
+
+
+def elementwise_bytes_per_token(model: ModelSpec, tp: int, act_bytes: int, kv_bytes: int) -> int:
+    """Bytes one token moves through one layer's memory-bound kernels on one GPU: two fused
+    residual-add + RMSNorms (read input and residual, write both: 4h each), the rotary embedding
+    (read and write q and k), the KV-cache write, and SiLU-and-mul (read 2i, write i)."""
+    h, hd = model.hidden_size, model.head_dim
+    q, kv = model.num_attention_heads // tp, model.kv_heads_per_rank(tp)
+    inter = -(-model.intermediate_size // tp)
+    return (8 * h + 2 * (q + kv) * hd + 3 * inter) * act_bytes + 2 * kv * hd * kv_bytes
+
+
+def gemm_table_dtype(tables: dict, precision) -> tuple[str, list[str]]:
+    """The GEMM table a precision reads, and a note where it is not the one vLLM runs.
+
+    float16 runs vLLM's bfloat16 kernels at the same speed. Marlin's weight-only FP8 (GPUs
+    without FP8 tensor cores) runs 16-bit GEMMs over dequantized weights: priced from the
+    bfloat16 table. A dtype the GPU's tables lack falls back to bfloat16, and says so."""
+    want = precision.gemm_dtype if precision is not None else "bfloat16"
+    notes: list[str] = []
+    if want in ("float16", "float32"):
+        if want == "float32":
+            notes.append("float32 GEMMs are not measured: priced as bfloat16")
+        want = "bfloat16"
+    if want == "fp8_marlin":
+        notes.append("Marlin weight-only FP8 priced as bfloat16 GEMMs")
+        want = "bfloat16"
+    if f"gemm/{want}" not in tables:
+        notes.append(f"no {want} GEMM table for this GPU: priced as bfloat16")
+        want = "bfloat16"
+    return want, notes
+
+
+class OperatorStepModel:
+    """Step times for one (model, GPU, TP, precision) from the GPU's measured operator tables."""
+
+    def __init__(self, tables: dict, model: ModelSpec, gpu: GPUSpec, tensor_parallel_size: int,
+                 coefficients, *, precision=None, multiplier: float = 1.0) -> None:
+        tp = tensor_parallel_size
+        self.model, self.gpu, self.tp, self.coefficients = model, gpu, tp, coefficients
+        self.multiplier = multiplier
+        gemm_dtype, notes = gemm_table_dtype(tables, precision)
+        kv_dtype = precision.kv_table_dtype if precision is not None else "bfloat16"
+        kv_bytes = precision.kv_bytes_per_element if precision is not None else model.dtype_bytes
+        act_bytes = precision.activation_bytes if precision is not None else model.dtype_bytes
+        lm_head_dtype = gemm_dtype if precision is not None and precision.lm_head_quantized else "bfloat16"
+        m = tables["gemm/m"].astype(np.float64)
+        self._m = m.tolist()
+        L = model.num_hidden_layers
+        linear = linear_layers_ms(tables, model, tp, gemm_dtype)
+        comm = allreduce_ms(tables, tp, model.hidden_size, L, m, CUDAGRAPH_MAX_TOKENS)
+        per_token = elementwise_bytes_per_token(model, tp, act_bytes, kv_bytes)
+        elementwise = m * per_token * L / gpu.hbm_bandwidth_bytes_per_s * 1e3
+        self.terms_ms = {"linear_ms": linear, "allreduce_ms": comm, "elementwise_ms": elementwise}
+        # More tokens never measure faster (the tables carry tile effects and noise of a few %).
+        self._tokens_ms = np.maximum.accumulate(linear + comm + elementwise).tolist()
+        self._lm_head_ms = np.maximum.accumulate(lm_head_ms(tables, model, tp, lm_head_dtype)).tolist()
+        q, kv = model.num_attention_heads // tp, model.kv_heads_per_rank(tp)
+        self.decode = Attention(tables, "generation", q, kv, model.head_dim, kv_dtype)
+        self.prefill = Attention(tables, "context", q, kv, model.head_dim, kv_dtype)
+        self.layers = L
+        if self.decode.how != "measured":
+            notes.append(f"attention {self.decode.how}")
+        self.source = (f"operator tables: {gpu.name} ({AIC_SYSTEMS[gpu.name]}, aiconfigurator-core 0.12.0), "
+                       f"GEMM {gemm_dtype}, KV {kv_dtype}" + "".join(f"; {n}" for n in notes))
+
+    # -- one step ---------------------------------------------------------------------------
+    def gpu_ms(self, b) -> float:
+        m = self._m
+        t = interp(b.num_tokens, m, self._tokens_ms)
+        if b.num_sampled:
+            t += interp(b.num_sampled, m, self._lm_head_ms)
+        if b.num_decodes:
+            t += self.layers * self.decode.ms(b.num_decodes, b.decode_context_tokens / b.num_decodes)
+        if b.num_prefills:
+            s = prefill_equivalent_length(b.num_prefills, b.attn_pairs)
+            t += self.layers * self.prefill.ms(b.num_prefills, s)
+        return t
+
+    def step_time(self, b) -> float:
+        c = self.coefficients
+        return host_and_gpu_s(c, self.gpu_ms(b) * 1e-3, b.num_seqs) * self.multiplier
+
+    def decode_run(self, num_seqs: int, context_tokens: int, num_steps: int) -> np.ndarray:
+        """Durations of ``num_steps`` decode steps of ``num_seqs`` requests, the first reading
+        ``context_tokens`` of KV; each later step reads ``num_seqs`` more."""
+        c = self.coefficients
+        m = self._m
+        fixed = interp(num_seqs, m, self._tokens_ms) + interp(num_seqs, m, self._lm_head_ms)
+        ctx = context_tokens + num_seqs * np.arange(num_steps, dtype=np.float64)
+        attn = self.layers * self.decode.ms_over_seq(num_seqs, ctx / num_seqs)
+        return host_and_gpu_s(c, (fixed + attn) * 1e-3, num_seqs) * self.multiplier

@@ -1,0 +1,376 @@
+"""What runs: the dtypes and kernels vLLM 0.33 picks for a model, a GPU and the precision flags.
+
+``resolve_precision(model, gpu, config)`` follows vLLM's own rules, in the order vLLM applies
+them, and raises :class:`sim.errors.ConfigError` where vLLM refuses. Each rule names the vLLM
+file it comes from (paths under ``vllm/``, vLLM 0.33):
+
+1. **Model dtype** (``config/model.py``: ``_get_and_verify_dtype``, ``_resolve_auto_dtype``;
+   ``platforms/cuda.py``: ``supported_dtypes``, ``check_if_supports_dtype``). ``--dtype auto``
+   takes the checkpoint's ``torch_dtype``; a float32 checkpoint goes to the GPU's first supported
+   dtype (bfloat16 on compute capability 8.0+, float16 below); a bfloat16 checkpoint on a GPU
+   without bfloat16 (below 8.0) falls back to float16 with a warning. An explicit
+   ``--dtype bfloat16`` below 8.0 is refused.
+2. **Quantization method** (``config/model.py``: ``_verify_quantization``;
+   ``model_executor/model_loader/weight_utils.py``: ``get_quant_config``). A checkpoint's own
+   method wins; ``--quantization`` must then name the same method (vLLM's "does not match" error),
+   except that a ModelOpt FP8 checkpoint is read as ``modelopt`` whatever the flag says (its
+   ``override_quantization_method``). On an unquantized checkpoint, ``--quantization fp8`` is
+   online per-tensor FP8 (deprecated in favour of ``fp8_per_tensor``, with a warning);
+   ``fp8_per_tensor``, ``fp8_per_channel`` and ``fp8_per_block`` (128x128) are the online
+   shorthands (``config/quantization.py``); ``modelopt`` needs a ModelOpt checkpoint.
+3. **Method limits** (``config/vllm.py``: ``_get_quantization_config``): the GPU's capability
+   must reach the method's minimum (``fp8`` 7.5 in ``fp8.py``, ``modelopt`` 8.0 in
+   ``modelopt.py``, online 7.5 in ``online/base.py``), and the model dtype must be bfloat16 or
+   float16 (``get_supported_act_dtypes``). Block scales must tile each rank's shard
+   (``quantization/utils/fp8_utils.py``: ``validate_fp8_block_shape``).
+4. **FP8 GEMM kernel** (``model_executor/kernels/linear/__init__.py``, the ``_POSSIBLE_FP8_*``
+   lists tried in order): per-tensor and per-channel FP8 run as W8A8 on FP8 tensor cores from
+   8.9 (CUTLASS, ``csrc/.../scaled_mm_entry.cu``: SM89 with CUDA 12.4, SM90+; FlashInfer first on
+   10.x for static per-tensor scales). Block-scaled FP8 runs as W8A8 from 9.0 (DeepGEMM or
+   CUTLASS block kernels). Everywhere else from 7.5 vLLM falls back to **Marlin**, weight-only
+   FP8: the weights stay 1 byte and are dequantized inside the GEMM, activations stay 16-bit
+   (``kernels/linear/scaled_mm/marlin.py``, ``quantization/utils/marlin_utils_fp8.py``). So an
+   A100 runs an FP8 checkpoint, at bfloat16 GEMM speed for large batches, with half the weight
+   bytes to read.
+5. **KV-cache dtype** (``config/cache.py``; ``utils/torch_utils.py``:
+   ``resolve_kv_cache_dtype_string``). ``auto`` is the model dtype, or ``fp8_e4m3`` when a
+   ModelOpt checkpoint declares an FP8 KV cache. ``fp8`` means ``fp8_e4m3``. An explicit
+   ``bfloat16`` or ``float16`` must match the model dtype (it overrides a checkpoint's FP8 KV).
+6. **Attention backend** (``platforms/cuda.py``: ``_get_backend_priorities``; each backend's
+   ``supported_kv_cache_dtypes``, ``supports_compute_capability``, ``supported_dtypes`` in
+   ``v1/attention/backends/``). Tried in order FLASH_ATTN, FLASHINFER, TRITON_ATTN,
+   FLEX_ATTENTION (FLASHINFER first on 10.x). FlashAttention needs 8.0+ and float16/bfloat16 and reads an FP8 KV cache only
+   as FA3 on 9.x or FA4 on 10.x, never e5m2 (``fa_utils.py``: ``flash_attn_supports_kv_cache_dtype``);
+   FlashInfer (a vLLM dependency) takes 8.0 to 12.1 and every FP8 KV format; Triton takes any GPU
+   but refuses an FP8 KV cache below 8.9 (``triton_attn.py``). So an FP8 KV cache works on every
+   GPU of 8.0 and up (through FlashInfer below 9.0) and is refused on a T4.
+
+The record it returns is what the memory model and the step time read: ``gemm_dtype`` (the key of
+the measured GEMM tables), ``kv_table_dtype`` (of the attention tables), ``weight_bytes_per_param``
+and ``kv_bytes_per_element``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sim.errors import ConfigError
+
+DTYPE_FLAGS = ("auto", "half", "float16", "bfloat16", "float", "float32")
+KV_CACHE_DTYPE_FLAGS = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2", "bfloat16", "float16")
+QUANTIZATION_FLAGS = ("fp8", "fp8_per_tensor", "fp8_per_channel", "fp8_per_block", "modelopt")
+# vLLM 0.33's other --quantization names (model_executor/layers/quantization/__init__.py): known to
+# vLLM, not modelled here. Named in the error so that a user knows which of the two it is.
+VLLM_UNMODELLED_METHODS = (
+    "awq", "auto_awq", "awq_marlin", "gptq", "auto_gptq", "gptq_marlin", "compressed-tensors", "fbgemm_fp8",
+    "fp_quant", "modelopt_fp4", "modelopt_mxfp8", "modelopt_mixed", "humming", "experts_int8", "quark",
+    "moe_wna16", "torchao", "inc", "mxfp4", "gpt_oss_mxfp4", "deepseek_v4_fp8", "online", "mxfp8",
+    "int8_per_channel_weight_only", "nvfp4_per_token", "bitsandbytes",
+)
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "fp8_e4m3": 1, "fp8_e5m2": 1}
+_FLAG_DTYPE = {"half": "float16", "float16": "float16", "float": "float32", "float32": "float32", "bfloat16": "bfloat16"}
+MIN_CAPABILITY = {"fp8": (7, 5), "modelopt": (8, 0), "online": (7, 5)}  # get_min_capability()
+ONLINE_SCHEMES = {"fp8": "per-tensor", "fp8_per_tensor": "per-tensor", "fp8_per_channel": "per-channel",
+                  "fp8_per_block": "block"}
+ONLINE_BLOCK = (128, 128)  # kFp8Static128BlockSym
+
+
+@dataclass(frozen=True, slots=True)
+class Precision:
+    """The dtypes one engine runs with, resolved by :func:`resolve_precision`."""
+
+    activation_dtype: str  # "bfloat16" | "float16" | "float32": the model dtype after --dtype
+    gemm_dtype: str  # "bfloat16" | "float16" | "float32" | "fp8" | "fp8_block" | "fp8_marlin"
+    kv_cache_dtype: str  # "bfloat16" | "float16" | "float32" | "fp8_e4m3" | "fp8_e5m2"
+    quantization: str | None = None  # vLLM's method: None | "fp8" | "modelopt" | "fp8_per_tensor" | ...
+    weight_scheme: str | None = None  # None | "per-tensor" | "per-channel" | "block"
+    weight_block_size: tuple[int, int] | None = None  # [n, k] of block scales
+    static_activation_scale: bool = False  # one input_scale per layer in the checkpoint (modelopt FP8)
+    lm_head_quantized: bool = False  # ModelOpt quantizes lm_head unless exclude_modules names it
+    linear_kernel: str | None = None  # the FP8 GEMM kernel vLLM selects, None when unquantized
+    attention_backend: str = "FLASH_ATTN"
+    source: str = "model dtype"  # where the precision comes from, in words
+    log_lines: tuple[str, ...] = ()  # vLLM's start-up lines about it (warnings and info)
+
+    # -- what the memory model and the step time read ------------------------------------------
+    @property
+    def is_quantized(self) -> bool:
+        return self.quantization is not None
+
+    @property
+    def activation_bytes(self) -> int:
+        return DTYPE_BYTES[self.activation_dtype]
+
+    @property
+    def weight_bytes_per_param(self) -> int:
+        """Bytes per weight of the quantized linear layers (FP8: 1; unquantized: the model dtype).
+
+        Scales are counted apart by :meth:`linear_scale_bytes`: fp32, one per tensor (and one
+        static input scale), one per output channel, or one per ``n x k`` block.
+        """
+        return 1 if self.is_quantized else self.activation_bytes
+
+    @property
+    def kv_bytes_per_element(self) -> int:
+        return DTYPE_BYTES[self.kv_cache_dtype]
+
+    @property
+    def kv_table_dtype(self) -> str:
+        """Key of the measured attention tables: "fp8" for an FP8 KV cache, else "bfloat16".
+
+        float16 and float32 KV caches read the bfloat16 tables (float16 runs the same kernels at
+        the same speed; float32 is not measured, and the step time says so).
+        """
+        return "fp8" if self.kv_cache_dtype.startswith("fp8") else "bfloat16"
+
+    def linear_scale_bytes(self, out_features: int, in_features: int) -> int:
+        """fp32 scale bytes of one quantized linear layer of ``out x in`` on one rank.
+
+        A fused layer (qkv, gate_up) has one scale per logical weight in the checkpoint;
+        vLLM merges them into one while loading (``process_fp8_weight_tensor_strategy``), and
+        "Model loading took" is measured after that, so one per layer is counted.
+        """
+        if not self.is_quantized:
+            return 0
+        if self.weight_scheme == "block":
+            n, k = self.weight_block_size  # type: ignore[misc]
+            return 4 * (-(-out_features // n)) * (-(-in_features // k))
+        if self.weight_scheme == "per-channel":
+            return 4 * out_features
+        return 4 * (1 + (1 if self.static_activation_scale else 0))
+
+    def to_dict(self) -> dict:
+        return {
+            "activation_dtype": self.activation_dtype,
+            "gemm_dtype": self.gemm_dtype,
+            "kv_cache_dtype": self.kv_cache_dtype,
+            "kv_table_dtype": self.kv_table_dtype,
+            "quantization": self.quantization,
+            "weight_scheme": self.weight_scheme,
+            "weight_block_size": list(self.weight_block_size) if self.weight_block_size else None,
+            "weight_bytes_per_param": self.weight_bytes_per_param,
+            "kv_bytes_per_element": self.kv_bytes_per_element,
+            "lm_head_quantized": self.lm_head_quantized,
+            "linear_kernel": self.linear_kernel,
+            "attention_backend": self.attention_backend,
+            "source": self.source,
+        }
+
+
+def check_precision_flags(dtype: str, quantization: str | None, kv_cache_dtype: str) -> None:
+    """The spelling of --dtype, --quantization and --kv-cache-dtype (EngineConfig calls it)."""
+    if dtype not in DTYPE_FLAGS:
+        raise ConfigError(f"--dtype: expected one of {', '.join(DTYPE_FLAGS)}, got {dtype!r}")
+    if kv_cache_dtype not in KV_CACHE_DTYPE_FLAGS:
+        raise ConfigError(
+            f"--kv-cache-dtype: expected one of {', '.join(KV_CACHE_DTYPE_FLAGS)}, got {kv_cache_dtype!r}"
+        )
+    if quantization is not None and quantization not in QUANTIZATION_FLAGS:
+        known = " (vLLM has it; ServeLab does not model it)" if quantization in VLLM_UNMODELLED_METHODS else ""
+        raise ConfigError(
+            f"--quantization: {quantization!r} is not modelled{known}; ServeLab models "
+            f"{', '.join(QUANTIZATION_FLAGS)}"
+        )
+
+
+def resolve_precision(model, gpu, config=None) -> Precision:
+    """The precision vLLM 0.33 runs ``model`` with on ``gpu`` under ``config``'s flags.
+
+    ``config`` is anything with ``dtype``, ``quantization``, ``kv_cache_dtype`` and
+    ``tensor_parallel_size`` (an :class:`sim.config.EngineConfig`); None means vLLM's defaults.
+    """
+    dtype_flag = getattr(config, "dtype", "auto")
+    quant_flag = getattr(config, "quantization", None)
+    kv_flag = getattr(config, "kv_cache_dtype", "auto")
+    tp = getattr(config, "tensor_parallel_size", 1)
+    check_precision_flags(dtype_flag, quant_flag, kv_flag)
+    cc = gpu.compute_capability
+    lines: list[str] = []
+
+    act = _model_dtype(model, gpu, dtype_flag, lines)
+    quant = _quantization(model, gpu, quant_flag, act, tp, lines)
+    method, scheme, block, static_act, lm_head_q, source = quant
+    gemm, kernel = _gemm(act, method, scheme, cc, static_act, lines)
+
+    ckpt_kv = model.quantization.kv_cache_dtype if model.quantization is not None else None
+    kv_string = kv_flag if kv_flag != "auto" else (ckpt_kv or "auto")  # what vLLM's cache_dtype becomes
+    if kv_string in ("bfloat16", "float16") and kv_string != act:
+        # config/cache.py: "An explicit float16 or bfloat16 must match the model data type."
+        raise ConfigError(f"--kv-cache-dtype {kv_string}: an explicit float16 or bfloat16 KV cache must match the "
+                          f"model data type ({act}); use --kv-cache-dtype auto or {act}")
+    kv = {"auto": act, "bfloat16": act, "float16": act, "fp8_e5m2": "fp8_e5m2"}.get(kv_string, "fp8_e4m3")
+    if kv_string.startswith("fp8"):
+        lines.append(f"Using {kv_string} data type to store kv cache. It reduces the GPU memory footprint and "
+                     f"boosts the performance. Meanwhile, it may cause accuracy drop without a proper scaling factor")
+    backend = _attention_backend(gpu, act, kv, kv_string, kv_flag, lines)
+    if kv_flag == "auto" and ckpt_kv:
+        source += f"; KV cache {ckpt_kv} from the checkpoint"
+    elif kv_flag != "auto":
+        source += f"; --kv-cache-dtype {kv_flag}"
+    return Precision(
+        activation_dtype=act, gemm_dtype=gemm, kv_cache_dtype=kv, quantization=method, weight_scheme=scheme,
+        weight_block_size=block, static_activation_scale=static_act, lm_head_quantized=lm_head_q,
+        linear_kernel=kernel, attention_backend=backend, source=source, log_lines=tuple(lines),
+    )
+
+
+# -- 1. model dtype -------------------------------------------------------------------------------
+def _torch(name: str) -> str:
+    return f"torch.{name}"
+
+
+def _model_dtype(model, gpu, flag: str, lines: list[str]) -> str:
+    cc = gpu.compute_capability
+    supported = ["bfloat16", "float16", "float32"] if cc >= (8, 0) else ["float16", "float32"]
+    ckpt = model.dtype
+    if flag == "auto":
+        wanted = supported[0] if ckpt == "float32" else ckpt
+        if wanted not in supported:
+            lines.append(f"Your device '{gpu.name}' (with compute capability {_cc(cc)}) doesn't support "
+                         f"{_torch(wanted)}. Falling back to {_torch(supported[0])} for compatibility.")
+            wanted = supported[0]
+    else:
+        wanted = _FLAG_DTYPE[flag]
+        if wanted == "bfloat16" and cc < (8, 0):
+            # platforms/cuda.py: check_if_supports_dtype
+            raise ConfigError(
+                f"--dtype {flag}: Bfloat16 is only supported on GPUs with compute capability of at least 8.0; "
+                f"{gpu.name} has compute capability {_cc(cc)}. Use --dtype half (float16) instead"
+            )
+    if wanted != ckpt:
+        if wanted == "float32":
+            lines.append(f"Upcasting {_torch(ckpt)} to {_torch(wanted)}.")
+        elif ckpt == "float32":
+            lines.append(f"Downcasting {_torch(ckpt)} to {_torch(wanted)}.")
+        else:
+            lines.append(f"Casting {_torch(ckpt)} to {_torch(wanted)}.")
+    return wanted
+
+
+# -- 2 and 3. quantization method and its limits ---------------------------------------------------
+def _quantization(model, gpu, flag: str | None, act: str, tp: int, lines: list[str]):
+    """(method, weight scheme, block, static activation scale, lm_head quantized, source)."""
+    ckpt = model.quantization
+    if ckpt is not None:
+        modelopt_fp8 = ckpt.method == "modelopt" and ckpt.weight_scheme == "per-tensor"
+        if flag is not None and flag != ckpt.method and not modelopt_fp8:
+            raise ConfigError(
+                f"--quantization {flag}: Quantization method specified in the model config ({ckpt.method}) does "
+                f"not match the quantization method specified in the `quantization` argument ({flag}); "
+                f"leave --quantization out to use the checkpoint's"
+            )
+        method, scheme, block = ckpt.method, ckpt.weight_scheme, ckpt.weight_block_size
+        static_act = ckpt.activation_scheme == "static" and scheme == "per-tensor"
+        lm_head_q = ckpt.method == "modelopt" and not model.tie_word_embeddings and not ckpt.is_ignored("lm_head")
+        source = f"config.json quantization_config: {ckpt.description}"
+        lines.extend(ckpt.warnings)
+        min_cap = MIN_CAPABILITY[method]
+    elif flag is None:
+        return None, None, None, False, False, f"model dtype ({model.dtype})"
+    elif flag == "modelopt":
+        raise ConfigError(
+            f"--quantization modelopt: {model.name} has no ModelOpt quantization_config (or hf_quant_config.json); "
+            f"modelopt loads checkpoints quantized by NVIDIA ModelOpt. To quantize this one at load time use "
+            f"--quantization fp8_per_tensor"
+        )
+    else:
+        method, scheme = flag, ONLINE_SCHEMES[flag]
+        block = ONLINE_BLOCK if scheme == "block" else None
+        static_act, lm_head_q = False, False
+        if flag == "fp8":
+            lines.append("--quantization fp8 is deprecated for online quantization; use --quantization "
+                         "fp8_per_tensor instead.")
+        source = f"--quantization {flag} (weights quantized to FP8 at load time)"
+        min_cap = MIN_CAPABILITY["online"]
+    cc = gpu.compute_capability
+    if cc < min_cap:
+        raise ConfigError(
+            f"{_where(ckpt, flag)}: The quantization method {method} is not supported for the current GPU "
+            f"({gpu.name}). Minimum capability: {min_cap[0]}{min_cap[1]}. Current capability: {cc[0]}{cc[1]}."
+        )
+    if act not in ("bfloat16", "float16"):
+        raise ConfigError(
+            f"--dtype: {_torch(act)} is not supported for quantization method {method}. Supported dtypes: "
+            f"[torch.bfloat16, torch.float16]"
+        )
+    if scheme == "block":
+        _check_block_shape(model, tp, block, _where(ckpt, flag))
+    return method, scheme, block, static_act, lm_head_q, source
+
+
+def _where(ckpt, flag) -> str:
+    return "config.json quantization_config" if ckpt is not None else f"--quantization {flag}"
+
+
+def _check_block_shape(model, tp: int, block: tuple[int, int], where: str) -> None:
+    """``validate_fp8_block_shape``: each rank's shard of every linear layer tiles into blocks."""
+    n, k = block
+    hd = model.head_dim
+    q = model.num_attention_heads // tp * hd
+    kv = model.kv_heads_per_rank(tp) * hd
+    inter = -(-model.intermediate_size // tp)
+    outputs = [q, kv, kv, inter, inter] if tp > 1 else [q, kv, inter]  # merged qkv / gate_up: all but the last
+    inputs = [q, inter] if tp > 1 else []  # row-parallel o_proj and down_proj
+    for size in outputs:
+        if size % n:
+            raise ConfigError(f"{where}: Weight output_partition_size = {size} is not divisible by weight "
+                              f"quantization block_n = {n} (tensor parallelism {tp}); try another "
+                              f"--tensor-parallel-size")
+    for size in inputs:
+        if size % k:
+            raise ConfigError(f"{where}: Weight input_size_per_partition = {size} is not divisible by weight "
+                              f"quantization block_k = {k} (tensor parallelism {tp}); try another "
+                              f"--tensor-parallel-size")
+
+
+# -- 4. GEMM kernel --------------------------------------------------------------------------------
+def _gemm(act: str, method, scheme, cc, static_act: bool, lines: list[str]) -> tuple[str, str | None]:
+    if method is None:
+        return act, None
+    native = cc >= (9, 0) if scheme == "block" else cc >= (8, 9)
+    if native:
+        if scheme == "block":
+            return "fp8_block", "DeepGemmFp8BlockScaledMMKernel or CutlassFp8BlockScaledMMKernel"
+        if cc >= (10, 0) and static_act:
+            return "fp8", "FlashInferFP8ScaledMMLinearKernel"
+        return "fp8", "CutlassFP8ScaledMMLinearKernel"
+    lines.append("Your GPU does not have native support for FP8 computation but FP8 quantization is being used. "
+                 "Weight-only FP8 compression will be used leveraging the Marlin kernel. This may degrade "
+                 "performance for compute-heavy workloads.")
+    return "fp8_marlin", "MarlinFP8ScaledMMLinearKernel"
+
+
+# -- 6. attention backend --------------------------------------------------------------------------
+def _attention_backend(gpu, act: str, kv: str, kv_string: str, kv_flag: str, lines: list[str]) -> str:
+    cc = gpu.compute_capability
+    fp8_kv = kv.startswith("fp8")
+    first = ["FLASHINFER", "FLASH_ATTN"] if cc[0] == 10 else ["FLASH_ATTN", "FLASHINFER"]
+    valid = []
+    for backend in [*first, "TRITON_ATTN", "FLEX_ATTENTION"]:
+        if backend == "FLASH_ATTN":
+            ok = cc >= (8, 0) and act != "float32" and (
+                not fp8_kv or (kv == "fp8_e4m3" and cc[0] in (9, 10)))
+        elif backend == "FLASHINFER":
+            ok = (8, 0) <= cc <= (12, 1) and act != "float32"
+        elif backend == "FLEX_ATTENTION":  # never first: listed, as vLLM lists it, when it could run
+            ok = not fp8_kv
+        else:
+            ok = True
+        if ok:
+            valid.append(backend)
+    chosen = valid[0]
+    if chosen == "TRITON_ATTN" and fp8_kv and cc < (8, 9):
+        flag = f"--kv-cache-dtype {kv_flag}" if kv_flag != "auto" else "the checkpoint's kv_cache_quant_algo (FP8)"
+        suggested = "float16" if cc < (8, 0) else "bfloat16"
+        raise ConfigError(
+            f"{flag}: FP8 KV cache is not supported by the Triton attention backend on {gpu.name} (compute "
+            f"capability {_cc(cc)}); native FP8 (fp8e4nv) requires SM89+, and FlashAttention and FlashInfer "
+            f"need 8.0. Re-run with --kv-cache-dtype {suggested}"
+        )
+    lines.append(f"Using {chosen} attention backend out of potential backends: "
+                 f"[{', '.join(repr(b) for b in valid)}].")
+    return chosen
+
+
+def _cc(cc: tuple[int, int]) -> str:
+    return f"{cc[0]}.{cc[1]}"

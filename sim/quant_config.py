@@ -1,0 +1,192 @@
+"""A checkpoint's own quantization: the ``quantization_config`` of its config.json, read as vLLM reads it.
+
+vLLM 0.33 (``transformers_utils/config.py``) takes ``quantization_config`` from config.json, or,
+when config.json has none, the whole of ``hf_quant_config.json`` beside it (ModelOpt 0.29 and
+earlier wrote it there). ``transformers_utils/model_arch_config_convertor.py`` then names the
+method: a ModelOpt file (``producer.name == "modelopt"``) whose ``quantization.quant_algo`` is
+FP8, FP8_PER_CHANNEL_PER_TOKEN or FP8_PB_WO becomes ``quant_method: modelopt``. Two methods are
+modelled here, the ones FP8 checkpoints of dense models use:
+
+* ``fp8`` (``model_executor/layers/quantization/fp8.py``, ``Fp8Config.from_config``), e.g.
+  Qwen/Qwen3-32B-FP8: ``activation_scheme`` ``static`` or ``dynamic`` (required); optional
+  ``weight_block_size`` [n, k] (block-wise weight scales, dynamic activations only); without it
+  one scale per weight tensor. ``ignored_layers`` (or ``modules_to_not_convert``) stay
+  unquantized. Its KV cache stays in the model dtype unless ``--kv-cache-dtype`` says otherwise.
+* ``modelopt`` (``modelopt.py``, ``ModelOptFp8Config``), e.g. nvidia/Llama-3.1-8B-Instruct-FP8:
+  ``quant_algo`` FP8 (per-tensor weight and static per-tensor activation scales),
+  FP8_PER_CHANNEL_PER_TOKEN or FP8_PB_WO (128x128 weight blocks); ``exclude_modules`` (or
+  ``ignore``). A ``kv_cache_quant_algo`` of FP8 (or a ``kv_cache_scheme`` of 8-bit floats) turns
+  ``--kv-cache-dtype auto`` into ``fp8_e4m3`` (``utils/torch_utils.py``,
+  ``get_kv_cache_quant_algo_string``); an unknown one falls back to ``auto``, as vLLM does.
+
+Anything else (AWQ, GPTQ, compressed-tensors, NVFP4, MXFP4, bitsandbytes ...) is a method vLLM
+knows and ServeLab does not model: :func:`parse_quantization_config` names the field, the value
+and what is modelled, and raises :class:`sim.errors.CatalogError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sim.errors import CatalogError
+
+MODELLED_METHODS = ("fp8", "modelopt")
+MODELOPT_FP8_ALGOS = ("FP8", "FP8_PER_CHANNEL_PER_TOKEN", "FP8_PB_WO")
+MODELOPT_BLOCK = (128, 128)  # FP8_PB_WO's weight blocks (ModelOpt's 2-D block FP8)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointQuant:
+    """What a checkpoint's quantization_config says, in vLLM's terms."""
+
+    method: str  # vLLM's quant method: "fp8" | "modelopt"
+    weight_scheme: str  # "per-tensor" | "per-channel" | "block"
+    activation_scheme: str  # "static" (scale in the checkpoint) | "dynamic" (computed per batch)
+    weight_block_size: tuple[int, int] | None  # [n, k] of "block"
+    kv_cache_dtype: str | None  # what --kv-cache-dtype auto becomes ("fp8_e4m3"), None: the model dtype
+    ignored_layers: tuple[str, ...]  # modules left unquantized (lm_head, ...)
+    description: str  # e.g. "modelopt FP8"
+    warnings: tuple[str, ...] = ()  # what vLLM warns about while reading it
+
+    def is_ignored(self, module: str) -> bool:
+        """Whether ``module`` (a vLLM module name such as "lm_head") is left unquantized."""
+        from fnmatch import fnmatch
+
+        return any(module == p or fnmatch(module, p) or p.rstrip("*").rstrip(".") == module
+                   for p in self.ignored_layers)
+
+
+def parse_quantization_config(qc, *, source: str) -> CheckpointQuant:
+    """Read one ``quantization_config`` (or hf_quant_config.json) object; strict, like vLLM."""
+    where = f"{source}: quantization_config"
+    if not isinstance(qc, dict):
+        raise CatalogError(f"{where}: expected a JSON object, found {_show(qc)}")
+    method = _method(qc, where)
+    if method == "modelopt":
+        return _modelopt(qc, where)
+    if method == "fp8":
+        return _fp8(qc, where)
+    raise CatalogError(
+        f"{where}.quant_method: {method!r} is not modelled; ServeLab models "
+        f"{' and '.join(MODELLED_METHODS)} (FP8 weights: {', '.join(MODELOPT_FP8_ALGOS)} for modelopt). "
+        f"Remove quantization_config to simulate the unquantized model"
+    )
+
+
+def _method(qc: dict, where: str) -> str:
+    """vLLM's method name: ModelOpt files are recognised by their producer, others by quant_method."""
+    producer = qc.get("producer")
+    inner = qc.get("quantization")
+    if isinstance(producer, dict) and producer.get("name") == "modelopt" and isinstance(inner, dict):
+        algo = inner.get("quant_algo")
+        if algo is not None:
+            if not isinstance(algo, str) or algo.upper() not in MODELOPT_FP8_ALGOS:
+                raise CatalogError(
+                    f"{where}.quantization.quant_algo: {_show(algo)} is not modelled; ServeLab models the "
+                    f"ModelOpt FP8 algorithms {', '.join(MODELOPT_FP8_ALGOS)}"
+                )
+            return "modelopt"
+    method = qc.get("quant_method")
+    if method is None:
+        raise CatalogError(f"{where}: field 'quant_method' is missing; expected one of {', '.join(MODELLED_METHODS)}")
+    if not isinstance(method, str):
+        raise CatalogError(f"{where}.quant_method: expected a string, found {_show(method)}")
+    return method.lower().replace("compressed_tensors", "compressed-tensors")
+
+
+def _modelopt(qc: dict, where: str) -> CheckpointQuant:
+    # ModelOpt writes either {"producer":..., "quantization": {...}} (hf_quant_config.json) or a
+    # flat {"quant_method": "modelopt", "quant_algo": ...} (config.json, ModelOpt 0.31+).
+    inner = qc.get("quantization")
+    if "quantization" in qc:
+        if not isinstance(inner, dict):
+            raise CatalogError(f"{where}.quantization: expected a JSON object, found {_show(inner)}")
+        body, prefix = inner, f"{where}.quantization"
+        excluded = body.get("exclude_modules", [])
+        excluded_field = "exclude_modules"
+    else:
+        body, prefix = qc, where
+        excluded_field = "ignore" if "ignore" in qc else "exclude_modules"
+        excluded = qc.get(excluded_field, [])
+    algo = body.get("quant_algo")
+    if not algo:
+        raise CatalogError(f"{prefix}: field 'quant_algo' is missing; expected one of {', '.join(MODELOPT_FP8_ALGOS)}")
+    if not isinstance(algo, str) or algo.upper() not in MODELOPT_FP8_ALGOS:
+        raise CatalogError(
+            f"{prefix}.quant_algo: {_show(algo)} is not modelled; ServeLab models the ModelOpt FP8 "
+            f"algorithms {', '.join(MODELOPT_FP8_ALGOS)}"
+        )
+    algo = algo.upper()
+    if not isinstance(excluded, list) or not all(isinstance(m, str) for m in excluded):
+        raise CatalogError(f"{prefix}.{excluded_field}: expected a list of module names, found {_show(excluded)}")
+    kv, warnings = _modelopt_kv(qc, body, prefix)
+    scheme = {"FP8": "per-tensor", "FP8_PER_CHANNEL_PER_TOKEN": "per-channel", "FP8_PB_WO": "block"}[algo]
+    return CheckpointQuant(
+        method="modelopt",
+        weight_scheme=scheme,
+        activation_scheme="static" if algo == "FP8" else "dynamic",
+        weight_block_size=MODELOPT_BLOCK if scheme == "block" else None,
+        kv_cache_dtype=kv,
+        ignored_layers=tuple(excluded),
+        description=f"modelopt {algo}" + (" with FP8 KV cache" if kv else ""),
+        warnings=warnings,
+    )
+
+
+def _modelopt_kv(qc: dict, body: dict, prefix: str) -> tuple[str | None, tuple[str, ...]]:
+    """``get_kv_cache_quant_algo_string``: FP8 -> fp8_e4m3; None -> model dtype; unknown -> auto."""
+    kv = body.get("kv_cache_scheme") or qc.get("kv_cache_scheme") or body.get("kv_cache_quant_algo") \
+        or qc.get("kv_cache_quant_algo")
+    if kv is None:
+        return None, ()
+    if isinstance(kv, dict):
+        if kv.get("dynamic") is False and kv.get("num_bits") == 8 and kv.get("type") == "float":
+            kv = "fp8"
+        elif kv.get("num_bits") == 4 and kv.get("type") == "float":
+            kv = "nvfp4"
+    if isinstance(kv, str) and kv.lower() == "fp8":
+        return "fp8_e4m3", ()
+    if isinstance(kv, str) and kv.lower() == "nvfp4":
+        raise CatalogError(f"{prefix}.kv_cache_quant_algo: 'NVFP4' is not modelled; ServeLab models an FP8 KV cache")
+    # vLLM: "WARNING: Unknown kv_cache_quant_algo '...' in model config. Supported values: [...].
+    # Falling back to 'auto'." We do the same, and keep the warning for the start-up lines.
+    return None, (f"Unknown kv_cache_quant_algo '{kv}' in model config. Supported values: ['fp8', 'nvfp4']. "
+                  f"Falling back to 'auto'.",)
+
+
+def _fp8(qc: dict, where: str) -> CheckpointQuant:
+    if "activation_scheme" not in qc:
+        # vLLM: "Cannot find any of ['activation_scheme'] in the model's quantization config."
+        raise CatalogError(f"{where}: field 'activation_scheme' is missing; the fp8 method needs static or dynamic")
+    act = qc["activation_scheme"]
+    if act not in ("static", "dynamic"):
+        raise CatalogError(f"{where}.activation_scheme: expected static or dynamic, found {_show(act)}")
+    block = qc.get("weight_block_size")
+    if block is not None:
+        if (not isinstance(block, list) or len(block) != 2
+                or not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in block)):
+            raise CatalogError(f"{where}.weight_block_size: expected two positive integers [n, k], found {_show(block)}")
+        if act != "dynamic":
+            raise CatalogError(
+                f"{where}.activation_scheme: block-wise weights (weight_block_size) need the dynamic activation "
+                f"scheme, found {act!r}"
+            )
+    ignored = qc.get("ignored_layers") or qc.get("modules_to_not_convert") or []
+    if not isinstance(ignored, list) or not all(isinstance(m, str) for m in ignored):
+        raise CatalogError(f"{where}.ignored_layers: expected a list of module names, found {_show(ignored)}")
+    scheme = "block" if block is not None else "per-tensor"
+    return CheckpointQuant(
+        method="fp8",
+        weight_scheme=scheme,
+        activation_scheme=act,
+        weight_block_size=tuple(block) if block is not None else None,  # type: ignore[arg-type]
+        kv_cache_dtype=None,
+        ignored_layers=tuple(ignored),
+        description="fp8, " + (f"{block[0]}x{block[1]} weight blocks" if block else "per-tensor scales")
+        + f", {act} activations",
+    )
+
+
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

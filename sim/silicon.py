@@ -1,0 +1,257 @@
+"""Real end-to-end vLLM runs on H200 GPUs (``sim/data/reference/vllm-silicon.csv``), simulated,
+and the fit of the parameters that no operator table measures.
+
+Each row is one closed-loop benchmark (see the NOTICE beside the file): ``concurrency`` clients,
+each sending a request of ``isl`` prompt tokens for ``osl`` output tokens and the next one as
+soon as it has the answer, on a ``vllm serve`` with ``--tensor-parallel-size tp``. The rows
+report the mean TTFT and TPOT over the benchmark's requests.
+
+How such a benchmark runs. The client sends its first ``concurrency`` requests at once: they are
+prefilled in the same few steps and finish together (the first round, in lock step). On a real
+server the clients then drift apart within a few rounds, and the rest of the benchmark runs out
+of phase. A deterministic engine never drifts (:func:`sim.runner.spread_first_wave`), so the two
+parts are simulated apart, with the serving front end (:mod:`sim.frontend`) in front of the
+engine: the first round as it is sent (``closed_loop_start="together"``), and the steady state
+with the clients out of phase (``"spread"``, measured after each client's first request). The
+means of a benchmark of ``ROUNDS`` rounds weight them 1 to ``ROUNDS - 1``. ``ROUNDS`` = 20 is
+the request count of the benchmark template that ships with aiconfigurator 0.12.0
+(``generator/config/backend_templates/benchmark/bench_run.sh.j2``: aiperf ``--concurrency C
+--num-requests C x 20``, ``ignore_eos``); the rows do not record theirs.
+
+Models: the ``Llama-3.1-70B`` rows name their precision (FP8 GEMMs) but not their checkpoint;
+they run as nvidia/Llama-3.1-70B-Instruct-FP8, the Llama-3.1-70B FP8 checkpoint whose config the
+same package ships (ModelOpt FP8 weights, FP8 KV cache). ``nvidia/Llama-3.1-8B-Instruct-FP8`` is
+NVIDIA's FP8 checkpoint of the 8B. The MoE rows (Qwen3-235B-A22B, gpt-oss-120b) are not simulated:
+ServeLab does not model MoE layers yet.
+
+The fit (:func:`fit`) moves only what no table measures, the same values for every row: the
+engine core's host time (``overhead_s``, ``per_seq_s``) and the API server's
+(``http_s``, ``tokenize_s_per_token``, ``detokenize_s_per_token``). Nothing is fitted per row,
+per model, per GPU or per TP size.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from sim.config import EngineConfig
+from sim.frontend import FrontendCoefficients
+from sim.steptime import StepCoefficients
+
+SILICON_CSV = Path(__file__).parent / "data" / "reference" / "vllm-silicon.csv"
+GPU_NAMES = {"h200_sxm": "h200", "h100_sxm": "h100-80gb", "a100_sxm": "a100-80gb", "b200_sxm": "b200", "l40s": "l40s"}
+# Silicon model name -> ServeLab model. Rows of other models are not simulated.
+DENSE_MODELS = {
+    "Llama-3.1-70B": "nvidia/Llama-3.1-70B-Instruct-FP8",
+    "nvidia/Llama-3.1-8B-Instruct-FP8": "nvidia/Llama-3.1-8B-Instruct-FP8",
+}
+PROMPTS_PER_CLIENT = 4  # steady-state requests each client sends after its first (not counted)
+ROUNDS = 20  # requests per client in the benchmark (see the module docstring)
+TARGETS = {"ttft": 0.20, "tpot": 0.08}  # MAPE over the dense rows (issue 11)
+
+# What the fit may move, and within which bounds (seconds).
+FIT_BOUNDS: dict[str, tuple[float, float]] = {
+    "overhead_s": (0.0, 0.01),
+    "per_seq_s": (0.0, 2e-4),
+    "http_s": (0.0, 0.05),
+    "tokenize_s_per_token": (0.0, 2e-5),
+    "detokenize_s_per_token": (0.0, 3e-4),
+}
+HOST_FIELDS = ("overhead_s", "per_seq_s")
+
+
+@dataclass(frozen=True, slots=True)
+class SiliconRow:
+    model: str
+    gpu: str  # aiconfigurator's system name, e.g. h200_sxm
+    vllm_version: str
+    isl: int
+    osl: int
+    concurrency: int
+    tp: int
+    ep: int
+    ttft_ms: float
+    tpot_ms: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.model.split('/')[-1]} tp{self.tp} {self.isl}/{self.osl} c{self.concurrency}"
+
+    @property
+    def dense(self) -> bool:
+        return self.model in DENSE_MODELS
+
+
+def load_rows(path: str | Path = SILICON_CSV, dense_only: bool = True) -> list[SiliconRow]:
+    rows = []
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            row = SiliconRow(r["model"], r["gpu"], r["vllm_version"], int(r["isl"]), int(r["osl"]),
+                             int(r["concurrency"]), int(r["tp"]), int(r["ep"]), float(r["ttft_ms"]),
+                             float(r["tpot_ms"]))
+            if row.dense or not dense_only:
+                rows.append(row)
+    return rows
+
+
+def row_config(row: SiliconRow, calibration: str | None = None) -> EngineConfig:
+    return EngineConfig(model=DENSE_MODELS[row.model], gpu=GPU_NAMES[row.gpu], tensor_parallel_size=row.tp,
+                        calibration=calibration)
+
+
+def row_workload(row: SiliconRow, prompts_per_client: int = PROMPTS_PER_CLIENT, seed: int = 0):
+    from sim.workload import WorkloadSpec, build_workload
+
+    spec = WorkloadSpec(dataset_name="random", num_prompts=row.concurrency * (1 + prompts_per_client),
+                        random_input_len=row.isl, random_output_len=row.osl, random_range_ratio=0.0,
+                        request_rate=math.inf)
+    return build_workload(spec, np.random.default_rng(seed))
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What a simulation of the rows runs with: None takes the calibration profile's."""
+
+    coefficients: StepCoefficients | None = None
+    frontend: FrontendCoefficients | None = None
+    calibration: str | None = None
+    prompts_per_client: int = PROMPTS_PER_CLIENT
+    seed: int = 0
+
+
+def simulate_row(row: SiliconRow, setting: Setting = Setting()) -> dict:
+    """The row's benchmark, simulated: the real and simulated means (ms), the errors, and the
+    front end's share of the simulated TTFT."""
+    from sim.calibration import coefficients_for, frontend_for
+    from sim.catalog import get_gpu, get_model
+    from sim.engine import run_engine
+    from sim.runner import frontend_ttft_s
+
+    config = row_config(row, setting.calibration)
+    model, gpu = get_model(config.model), get_gpu(config.gpu)
+    coefficients = setting.coefficients or coefficients_for(config, model, gpu)
+    frontend = setting.frontend if setting.frontend is not None else frontend_for(config, model, gpu)
+    def means(result, skip: int) -> tuple[float, float, float]:
+        order = np.argsort(result.arrival_s, kind="stable")[skip:]
+        out = result.output_len[order]
+        many = out > 1
+        tpot = (result.finish_s[order] - result.first_token_s[order])[many] / (out[many] - 1)
+        return (float(result.ttft_s[order].mean()), float(tpot.mean()),
+                float(frontend_ttft_s(result)[order].mean()))
+
+    runs = {}
+    for start, extra_rounds in (("together", 0), ("spread", setting.prompts_per_client)):
+        result = run_engine(config, row_workload(row, extra_rounds, setting.seed), seed=setting.seed, usage="serve",
+                            max_concurrency=row.concurrency, coefficients=coefficients, frontend=frontend,
+                            closed_loop_start=start)
+        runs[start] = means(result, 0 if start == "together" else row.concurrency)
+    w = 1 / ROUNDS
+    ttft, tpot, front = (w * a + (1 - w) * b for a, b in zip(runs["together"], runs["spread"]))
+    return {
+        "model": row.model, "gpu": row.gpu, "isl": row.isl, "osl": row.osl, "concurrency": row.concurrency,
+        "tp": row.tp, "ep": row.ep, "label": row.label,
+        "real_ttft_ms": row.ttft_ms, "real_tpot_ms": row.tpot_ms, "sim_ttft_ms": ttft * 1e3, "sim_tpot_ms": tpot * 1e3,
+        "ttft_error": ttft * 1e3 / row.ttft_ms - 1, "tpot_error": tpot * 1e3 / row.tpot_ms - 1,
+        "sim_frontend_ttft_ms": front * 1e3,
+        "first_round_ttft_ms": runs["together"][0] * 1e3, "steady_ttft_ms": runs["spread"][0] * 1e3,
+    }
+
+
+def _simulate(args) -> dict:  # top level: picklable for a process pool
+    row, setting = args
+    return simulate_row(row, setting)
+
+
+def simulate_rows(rows: Iterable[SiliconRow], setting: Setting = Setting(), map_fn: Callable = map) -> list[dict]:
+    """Every row, in order. ``map_fn`` may be a process pool's ``map``."""
+    return list(map_fn(_simulate, [(r, setting) for r in rows]))
+
+
+def mape(results: list[dict], key: Callable[[dict], str] | None = None) -> dict[str, dict[str, float]]:
+    """MAPE of TTFT and TPOT, per group (``key(row)``) and ``overall``."""
+    groups: dict[str, list[dict]] = {"overall": list(results)}
+    if key is not None:
+        for r in results:
+            groups.setdefault(key(r), []).append(r)
+    return {name: {"ttft": float(np.mean([abs(r["ttft_error"]) for r in rs])),
+                   "tpot": float(np.mean([abs(r["tpot_error"]) for r in rs])), "rows": len(rs)}
+            for name, rs in groups.items() if rs}
+
+
+# -- the fit ---------------------------------------------------------------------------------
+@dataclass
+class FitResult:
+    coefficients: StepCoefficients
+    frontend: FrontendCoefficients
+    results: list[dict]  # per row, at the fitted values
+    num_evaluations: int
+
+
+def loss(results: list[dict]) -> float:
+    """Mean absolute log error of TTFT and TPOT over the rows (the log treats 2x too high and
+    2x too low alike; absolute, so that one row that no setting can match does not dominate)."""
+    return float(np.mean([abs(math.log1p(r["ttft_error"])) + abs(math.log1p(r["tpot_error"])) for r in results]) / 2)
+
+
+def fit(rows: list[SiliconRow], start: Setting, max_evaluations: int = 60, map_fn: Callable = map,
+        progress: Callable[[int, float], None] | None = None) -> FitResult:
+    """Fit the host and front-end values to ``rows`` (Nelder-Mead on each value's position in
+    its bounds; the simulator runs at every evaluation)."""
+    from scipy.optimize import minimize
+
+    c0 = start.coefficients or StepCoefficients()
+    f0 = start.frontend or FrontendCoefficients()
+    names = list(FIT_BOUNDS)
+    lo = np.array([FIT_BOUNDS[n][0] for n in names])
+    hi = np.array([FIT_BOUNDS[n][1] for n in names])
+    x0 = np.array([getattr(c0 if n in HOST_FIELDS else f0, n) for n in names], dtype=float)
+    u0 = np.clip((x0 - lo) / (hi - lo), 0.02, 0.98)
+    seen: dict[tuple, tuple[float, list[dict]]] = {}
+
+    def setting(u) -> Setting:
+        x = lo + np.clip(u, 0, 1) * (hi - lo)
+        values = dict(zip(names, (float(v) for v in x)))
+        c = replace(c0, **{n: values[n] for n in HOST_FIELDS})
+        f = FrontendCoefficients(**{n: values[n] for n in names if n not in HOST_FIELDS})
+        return replace(start, coefficients=c, frontend=f)
+
+    def objective(u) -> float:
+        key = tuple(np.round(np.clip(u, 0, 1), 6))
+        if key not in seen:
+            results = simulate_rows(rows, setting(u), map_fn)
+            seen[key] = (loss(results), results)
+            if progress:
+                progress(len(seen), seen[key][0])
+        return seen[key][0]
+
+    opt = minimize(objective, u0, method="Nelder-Mead",
+                   options={"maxfev": max_evaluations, "xatol": 0.01, "fatol": 1e-3, "initial_simplex": None})
+    best = min(seen, key=lambda k: seen[k][0])
+    final = setting(np.array(best))
+    return FitResult(final.coefficients, final.frontend, seen[best][1], len(seen))
+
+
+def profile_entry(result: FitResult, rows: list[SiliconRow], command: str, date: str) -> dict:
+    """The calibration-profile entry a fit writes (sim/data/calibration.yaml's operator entry)."""
+    c = result.coefficients
+    m = mape(result.results, key=lambda r: r["model"])
+    return {
+        "name": "operators default (engine core and API server, fitted to real vLLM runs on H200)",
+        "coefficients": {"step_model": "operators", "async_scheduling": True,
+                         "overhead_s": float(f"{c.overhead_s:.4g}"), "per_seq_s": float(f"{c.per_seq_s:.4g}")},
+        "frontend": {k: float(f"{v:.4g}") for k, v in asdict(result.frontend).items()},
+        "provenance": {
+            "fitted_to": f"the {len(rows)} dense rows of sim/data/reference/vllm-silicon.csv "
+                         "(aiconfigurator-core 0.12.0, real vLLM runs on H200)",
+            "method": "sim.silicon.fit: Nelder-Mead on the mean absolute log error of mean TTFT and TPOT, "
+                      "the simulator run at every evaluation; the same values for every row",
+            "command": command, "date": date, "evaluations": result.num_evaluations,
+            "mape": {k: {"ttft": round(v["ttft"], 4), "tpot": round(v["tpot"], 4)} for k, v in m.items()},
+        },
+    }

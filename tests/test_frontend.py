@@ -1,0 +1,123 @@
+"""The serving front end (API servers between the clients and the engine) and the closed loop."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from sim.config import EngineConfig
+from sim.engine import run_engine
+from sim.frontend import FrontendCoefficients
+from sim.runner import frontend_ttft_s
+from sim.steptime import StepCoefficients
+from sim.workload import WorkloadSpec, build_workload
+
+CONFIG = EngineConfig(model="meta-llama/Llama-3.1-8B", gpu="h100-80gb", max_model_len=4096)
+HOST = StepCoefficients(overhead_s=0.001, per_seq_s=1e-5)
+
+
+def _workload(num_prompts: int, isl: int, osl: int, rate: float = math.inf):
+    spec = WorkloadSpec(dataset_name="random", num_prompts=num_prompts, random_input_len=isl,
+                        random_output_len=osl, random_range_ratio=0.0, request_rate=rate)
+    return build_workload(spec, np.random.default_rng(0))
+
+
+def _run(workload, frontend=None, **kw):
+    return run_engine(CONFIG, workload, usage="serve", coefficients=HOST, frontend=frontend, **kw)
+
+
+def test_ttft_at_light_load_includes_http_tokenization_and_streaming():
+    fe = FrontendCoefficients(http_s=0.004, tokenize_s_per_token=1e-5, detokenize_s_per_token=1e-4)
+    from dataclasses import replace
+
+    wl = replace(_workload(5, 1000, 20), arrival_s=np.arange(5) * 10.0)  # the engine is idle at each
+    alone = _run(wl)
+    served = _run(wl, fe)
+    extra = 0.004 + 1e-5 * 1000 + 1e-4
+    assert served.ttft_s == pytest.approx(alone.ttft_s + extra)
+    assert frontend_ttft_s(served) == pytest.approx(np.full(5, extra))
+    share = served.extra["frontend"]
+    assert share["mean_frontend_ttft_ms"] == pytest.approx(extra * 1e3)
+    assert share["frontend_share_of_ttft"] == pytest.approx(extra / served.ttft_s.mean())
+
+
+def test_requests_reach_the_engine_between_steps():
+    fe = FrontendCoefficients(http_s=0.002, tokenize_s_per_token=2e-6, detokenize_s_per_token=2e-5)
+    res = _run(_workload(60, 512, 64, rate=20.0), fe)
+    starts = set(np.round(res.steps["t_s"] - res.steps["duration_s"], 9))
+    handed = res.engine_times["engine_arrival_s"]
+    assert np.all(res.first_scheduled_s >= handed - 1e-12)
+    # Each request is first scheduled at the start of a step, never in the middle of one.
+    assert all(round(t, 9) in starts for t in res.first_scheduled_s)
+
+
+def _admitted_together(res, skip: int) -> float:
+    """Share of the requests (after the first ``skip``) admitted in the same step as another."""
+    order = np.argsort(res.arrival_s, kind="stable")[skip:]
+    admitted = np.round(res.first_scheduled_s[order], 9)
+    _, counts = np.unique(admitted, return_counts=True)
+    return float(counts[counts > 1].sum() / len(admitted))
+
+
+def test_lock_step_is_broken_in_a_fixed_length_closed_loop():
+    fe = FrontendCoefficients(http_s=0.002, tokenize_s_per_token=2e-6, detokenize_s_per_token=2e-5)
+    wl = _workload(8 * 6, 1024, 256)
+    together = _run(wl, fe, max_concurrency=8, closed_loop_start="together")
+    spread = _run(wl, fe, max_concurrency=8, closed_loop_start="spread")
+    # Sent at once, the clients stay in lock step: every round admits them in groups.
+    assert _admitted_together(together, 8) > 0.5
+    # Out of phase, they stay out of phase: each request is prefilled on its own.
+    assert _admitted_together(spread, 8) < 0.2
+    assert spread.ttft_s[8:].mean() < 0.5 * together.ttft_s[8:].mean()
+    # The closed loop holds: never more than 8 requests in flight at the clients.
+    events = sorted([(t, 1) for t in spread.arrival_s] + [(t, -1) for t in spread.finish_s])
+    assert max(np.cumsum([d for _, d in events])) <= 8
+
+
+def test_the_next_request_starts_when_the_client_has_the_answer():
+    fe = FrontendCoefficients(http_s=0.003, tokenize_s_per_token=0.0, detokenize_s_per_token=1e-4)
+    res = _run(_workload(4, 256, 32), fe, max_concurrency=1)
+    order = np.argsort(res.arrival_s)
+    for a, b in zip(order, order[1:]):
+        assert res.arrival_s[b] == pytest.approx(res.finish_s[a])  # sent when the last chunk arrived
+
+
+def test_same_seed_same_result():
+    fe = FrontendCoefficients(http_s=0.002, tokenize_s_per_token=2e-6, detokenize_s_per_token=2e-5)
+    wl = _workload(64, 700, 100)
+    a = _run(wl, fe, max_concurrency=16, closed_loop_start="spread")
+    b = _run(wl, fe, max_concurrency=16, closed_loop_start="spread")
+    for field in ("arrival_s", "first_token_s", "finish_s"):
+        assert np.array_equal(getattr(a, field), getattr(b, field))
+
+
+def test_more_api_servers_take_the_queue_out_of_ttft():
+    busy = FrontendCoefficients(http_s=0.02, tokenize_s_per_token=1e-5, detokenize_s_per_token=5e-5)
+    wl = _workload(64, 1000, 16)
+    one = _run(wl, busy, max_concurrency=32, api_server_count=1)
+    four = _run(wl, busy, max_concurrency=32, api_server_count=4)
+    assert four.extra["frontend"]["api_server_count"] == 4
+    assert four.extra["frontend"]["mean_frontend_ttft_ms"] < 0.5 * one.extra["frontend"]["mean_frontend_ttft_ms"]
+
+
+@pytest.mark.parametrize("field,value", [("http_s", -1.0), ("tokenize_s_per_token", math.inf),
+                                         ("detokenize_s_per_token", "x")])
+def test_bad_coefficients_name_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        FrontendCoefficients(**{field: value})
+
+
+def test_bench_serve_json_reports_the_front_end_share(capsys):
+    import json
+
+    from lab.cli.main import main
+
+    assert main(["bench", "serve", "--model", "llama-3.1-8b", "--gpu", "h100-80gb", "--num-prompts", "40",
+                 "--max-concurrency", "4", "--random-input-len", "512", "--random-output-len", "32",
+                 "--json", "-"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    fe = data["servelab"]["frontend"]
+    assert fe["api_server_count"] == 1 and 0 < fe["frontend_share_of_ttft"] < 1
+    assert data["servelab"]["step_time_model"].startswith("operator tables: h100-80gb")

@@ -1,0 +1,181 @@
+"""The operator step time: the shipped tables, the interpolation rule, each term, the fallback."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sim.catalog import get_gpu, get_model
+from sim.ops.attention import Attention, find_slab, prefill_equivalent_length
+from sim.ops.gemm import gemm_over_m, layer_shapes
+from sim.ops.model import OperatorStepModel
+from sim.ops.tables import AIC_SYSTEMS, interp, interp_array, load_tables, monotone
+from sim.steptime import BatchShape, RooflineStepModel, StepCoefficients, make_step_model
+
+GPUS = sorted(AIC_SYSTEMS)
+
+
+@pytest.fixture(scope="module")
+def h200():
+    return load_tables("h200")
+
+
+@pytest.mark.parametrize("gpu", GPUS)
+def test_every_gpu_ships_its_tables(gpu):
+    t = load_tables(gpu)
+    assert "gemm/bfloat16" in t and "gemm/m" in t
+    assert any(k.startswith("context/h") for k in t) and any(k.startswith("generation/h") for k in t)
+    assert "allreduce/graph/tp2" in t and "allreduce/eager/tp8" in t
+    # Latencies are milliseconds and positive where measured.
+    g = t["gemm/bfloat16"]
+    assert np.all(g > 0) and np.isfinite(g).all()
+
+
+def test_interp_is_exact_on_points_and_follows_the_end_rules():
+    xs, ys = [1.0, 2.0, 4.0], [10.0, 20.0, 30.0]
+    assert [interp(x, xs, ys) for x in xs] == ys
+    assert interp(3.0, xs, ys) == 25.0  # linear between points
+    assert interp(0.5, xs, ys) == 10.0  # below the first point: the first latency
+    assert interp(8.0, xs, ys) == 60.0  # beyond the last: scaled by the work (linear)
+    assert interp(8.0, xs, ys, power=2) == 120.0  # quadratic work (prefill attention)
+    arr = interp_array(np.array([0.5, 1.0, 3.0, 8.0]), np.array(xs), np.array(ys))
+    assert arr.tolist() == [10.0, 10.0, 25.0, 60.0]
+
+
+def test_gemm_is_exact_on_a_measured_shape(h200):
+    m, n, k = h200["gemm/m"], h200["gemm/n"], h200["gemm/k"]
+    i, j, l = 10, 7, 9
+    curve = gemm_over_m(h200, "bfloat16", int(n[j]), int(k[l]))
+    assert curve[i] == pytest.approx(float(h200["gemm/bfloat16"][i, j, l]))
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "fp8"])
+def test_linear_layers_grow_with_tokens(dtype, h200):
+    model = get_model("meta-llama/Llama-3.1-8B")
+    from sim.config import EngineConfig
+    from sim.precision import resolve_precision
+
+    precision = resolve_precision(model, get_gpu("h200"), EngineConfig(
+        model=model.name, gpu="h200", quantization="fp8" if dtype == "fp8" else None))
+    sm = OperatorStepModel(h200, model, get_gpu("h200"), 1, StepCoefficients(overhead_s=0, per_seq_s=0),
+                           precision=precision)
+    assert f"GEMM {dtype}" in sm.source
+    tokens = np.array(sm._tokens_ms)
+    assert np.all(np.diff(tokens) >= 0)  # monotone in the step's tokens
+    assert tokens[-1] > 50 * tokens[0]
+    b = lambda n: BatchShape(n, 1, 1, n, 0, 0, 1, n)
+    times = [sm.step_time(b(n)) for n in (1, 5, 17, 100, 513, 2000, 4353, 9000, 40000)]
+    assert times == sorted(times)
+
+
+@settings(max_examples=60, deadline=None)
+@given(b1=st.integers(1, 3000), b2=st.integers(1, 3000), s1=st.integers(1, 200_000), s2=st.integers(1, 200_000))
+def test_decode_attention_is_monotone_in_batch_and_context(b1, b2, s1, s2):
+    att = _decode_attention()
+    lo_b, hi_b = sorted((b1, b2))
+    lo_s, hi_s = sorted((s1, s2))
+    assert att.ms(lo_b, lo_s) <= att.ms(hi_b, hi_s) + 1e-12
+
+
+@settings(max_examples=60, deadline=None)
+@given(s1=st.integers(1, 40_000), s2=st.integers(1, 40_000), b=st.integers(1, 300))
+def test_prefill_attention_is_monotone_in_length(s1, s2, b):
+    att = _prefill_attention()
+    lo, hi = sorted((s1, s2))
+    assert att.ms(b, lo) <= att.ms(b, hi) + 1e-12
+
+
+def _decode_attention():
+    return Attention(load_tables("h200"), "generation", 8, 1, 128, "bfloat16")
+
+
+def _prefill_attention():
+    return Attention(load_tables("h200"), "context", 8, 1, 128, "bfloat16")
+
+
+def test_attention_is_exact_on_a_measured_cell(h200):
+    raw = h200["generation/h8_kv1_d128_bfloat16"]
+    att = _decode_attention()
+    b, s = h200["generation/batch"], h200["generation/seq"]
+    i, j = 3, 5
+    # The slab is made monotone; where the measurement already is, the value is kept exactly.
+    expected = monotone(raw[: i + 1, : j + 1])[i, j]
+    assert att.ms(float(b[i]), float(s[j])) == pytest.approx(expected)
+
+
+def test_unmeasured_head_counts_scale_from_the_same_grouping(h200):
+    slab, how = find_slab(h200, "generation", 32, 32, 128, "bfloat16")  # MHA: not in the decode table
+    ref, _ = find_slab(h200, "generation", 8, 8, 128, "bfloat16")
+    assert "scaled from 8 heads / 8 KV heads" in how
+    assert np.nanmax(np.abs(slab - 4 * ref)) == 0
+
+
+def test_prefill_equivalent_length_inverts_the_pairs():
+    for s in (1, 7, 1024, 8192):
+        for b in (1, 3):
+            pairs = b * s * (s + 1) // 2
+            assert prefill_equivalent_length(b, pairs) == pytest.approx(s)
+
+
+def test_fp8_weights_make_large_steps_faster_on_h200():
+    from sim.precision import resolve_precision
+    from sim.config import EngineConfig
+
+    model, gpu = get_model("meta-llama/Llama-3.1-8B"), get_gpu("h200")
+    c = StepCoefficients(overhead_s=0, per_seq_s=0)
+    bf16 = make_step_model(model, gpu, 1, c)
+    fp8 = make_step_model(model, gpu, 1, c, precision=resolve_precision(
+        model, gpu, EngineConfig(model=model.name, gpu="h200", quantization="fp8")))
+    prefill = BatchShape(4096, 1, 1, 4096, 4096 * 4097 // 2, 1, 0, 0)
+    assert fp8.step_time(prefill) < 0.75 * bf16.step_time(prefill)
+    assert "GEMM fp8" in fp8.source and "GEMM bfloat16" in bf16.source
+
+
+def test_decode_run_matches_step_by_step():
+    model, gpu = get_model("meta-llama/Llama-3.1-70B"), get_gpu("h100-80gb")
+    sm = make_step_model(model, gpu, 4, StepCoefficients())
+    run = sm.decode_run(32, 32 * 1500, 50)
+    one = [sm.step_time(BatchShape(32, 32, 32, 32 * 1500 + 32 * i, 0, 0, 32, 32 * 1500 + 32 * i)) for i in range(50)]
+    assert run == pytest.approx(one)
+
+
+def test_async_scheduling_hides_the_scheduling_work():
+    model, gpu = get_model("meta-llama/Llama-3.1-8B"), get_gpu("h200")
+    b = BatchShape(64, 64, 64, 64 * 1000, 0, 0, 64, 64 * 1000)
+    a = make_step_model(model, gpu, 1, StepCoefficients(overhead_s=0.001, per_seq_s=1e-5)).step_time(b)
+    s = make_step_model(model, gpu, 1, StepCoefficients(overhead_s=0.001, per_seq_s=1e-5,
+                                                        async_scheduling=False)).step_time(b)
+    assert s == pytest.approx(a + 64 * 1e-5)
+
+
+@pytest.mark.parametrize("gpu", ["a10g", "l4", "a100-40gb"])
+def test_gpus_without_tables_use_the_roofline_and_say_so(gpu):
+    sm = make_step_model(get_model("meta-llama/Llama-2-7b-hf"), get_gpu(gpu), 1, StepCoefficients())
+    assert isinstance(sm, RooflineStepModel) and sm.source.startswith("roofline fallback")
+
+
+def test_a_damaged_table_falls_back_visibly(tmp_path, monkeypatch):
+    import sim.ops.tables as tables
+
+    (tmp_path / "h200.npz").write_bytes(b"not a zip file")
+    monkeypatch.setattr(tables, "OPERATORS_DIR", tmp_path)
+    tables.load_tables.cache_clear()
+    try:
+        sm = make_step_model(get_model("meta-llama/Llama-3.1-8B"), get_gpu("h200"), 1, StepCoefficients())
+        assert isinstance(sm, RooflineStepModel)
+        assert "h200.npz" in sm.source and "cannot read" in sm.source
+        (tmp_path / "h200.npz").unlink()
+        tables.load_tables.cache_clear()
+        sm = make_step_model(get_model("meta-llama/Llama-3.1-8B"), get_gpu("h200"), 1, StepCoefficients())
+        assert "operator table missing" in sm.source
+    finally:
+        tables.load_tables.cache_clear()
+
+
+def test_layer_shapes_follow_vllms_sharding():
+    model = get_model("meta-llama/Llama-3.1-70B")
+    shapes = dict((name, (n, k)) for name, n, k in layer_shapes(model, 4))
+    assert shapes["qkv_proj"] == ((64 // 4 + 2 * 8 // 4) * 128, 8192)
+    assert shapes["down_proj"] == (8192, 28672 // 4)
