@@ -1,7 +1,7 @@
 """Decision quality on real runs: does the configuration ServeLab picks really deliver?
 
-Data: ../shared/reference/silicon/vllm-silicon.csv (real vLLM runs on H200 SXM, from NVIDIA's
-aiconfigurator-core 0.12.0, Apache-2.0; see that folder's README). Each row is a closed loop of
+Data: sim/data/reference/vllm-silicon.csv (or ../shared/reference/silicon/vllm-silicon.csv): real
+vLLM runs on H200 SXM, from NVIDIA's aiconfigurator-core 0.12.0, Apache-2.0 (see the NOTICE there). Each row is a closed loop of
 ``concurrency`` clients sending ``isl``-token prompts for ``osl`` output tokens, at a
 tensor-parallel size ``tp``, with the benchmark's mean TTFT and TPOT.
 
@@ -11,10 +11,13 @@ The check, for each (model, isl, osl) with at least two configurations and each 
   throughput per GPU is output tokens per second per GPU,
       concurrency x osl / (ttft + (osl - 1) x tpot) / tp      (ttft, tpot in seconds),
   each client finishing one request of osl tokens every ttft + (osl - 1) x tpot;
-* ServeLab's pick: each candidate simulated as `servelab bench serve --dataset-name random
-  --random-input-len ISL --random-output-len OSL --random-range-ratio 0 --max-concurrency C`
-  (the engine tune runs), then the planner's rule: among those predicted to meet the SLA, the
-  highest predicted output tokens/s per GPU;
+* ServeLab's pick: each candidate's benchmark simulated as the project simulates these rows
+  (:func:`sim.silicon.simulate_row`: the serving front end before the engine, the first round
+  in lock step and the steady state out of phase, weighted as the benchmark's 20 rounds; where
+  this checkout has no ``sim.silicon``, a plain closed loop, `servelab bench serve --dataset-name
+  random --random-input-len ISL --random-output-len OSL --random-range-ratio 0 --max-concurrency
+  C`), then the planner's rule: among those predicted to meet the SLA, the highest predicted
+  output tokens/s per GPU (the same formula on the simulated means);
 * score: the pick's real throughput per GPU / the best real throughput per GPU among the rows
   that really met the SLA (0 when the pick did not really meet it). Target: at least 0.95.
 
@@ -41,7 +44,10 @@ from sim.errors import ServeLabError
 from sim.workload import WorkloadSpec, build_workload
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CSV = ROOT.parent / "shared" / "reference" / "silicon" / "vllm-silicon.csv"
+# Shipped with the simulator where this checkout has it, else the shared reference folder.
+DEFAULT_CSV = next((p for p in (ROOT / "sim" / "data" / "reference" / "vllm-silicon.csv",
+                                ROOT.parent / "shared" / "reference" / "silicon" / "vllm-silicon.csv") if p.is_file()),
+                   ROOT / "sim" / "data" / "reference" / "vllm-silicon.csv")
 MODELS = {"Llama-3.1-70B": "meta-llama/Llama-3.1-70B", "nvidia/Llama-3.1-8B-Instruct-FP8": "meta-llama/Llama-3.1-8B"}
 GPUS = {"h200_sxm": "h200"}
 # (mean TTFT ms, mean TPOT ms): an interactive, a balanced and a batch-like target.
@@ -56,6 +62,17 @@ def real_tokens_per_gpu(row: dict) -> float:
 
 def simulate(model: str, gpu: str, row: dict, fp8: bool, num_prompts_per_client: int) -> dict:
     isl, osl, c, tp = (int(row[k]) for k in ("isl", "osl", "concurrency", "tp"))
+    try:
+        from sim import silicon
+    except ImportError:
+        silicon = None
+    if silicon is not None and fp8:
+        r = silicon.SiliconRow(row["model"], row["gpu"], row["vllm_version"], isl, osl, c, tp, int(row["ep"]),
+                               float(row["ttft_ms"]), float(row["tpot_ms"]))
+        out = silicon.simulate_row(r)
+        sim_row = {"ttft_ms": out["sim_ttft_ms"], "tpot_ms": out["sim_tpot_ms"], "concurrency": c, "osl": osl,
+                   "isl": isl, "tp": tp}
+        return {"ttft_ms": out["sim_ttft_ms"], "tpot_ms": out["sim_tpot_ms"], "tokens_per_gpu": real_tokens_per_gpu(sim_row)}
     extra = {"quantization": "fp8"} if fp8 else {}
     config = EngineConfig(model=model, gpu=gpu, tensor_parallel_size=tp, max_model_len=isl + osl + 16,
                           gpu_memory_utilization=0.9, **extra)
