@@ -41,11 +41,13 @@ def main() -> None:
     args = p.parse_args()
 
     quantization, kv_dtypes = default_precisions() if args.with_fp8 else ((None,), ("auto",))
-    space = SearchSpace(model=args.model, gpus=resolve_gpus(args.gpu),
+    prices = shipped_prices()
+    gpus = tuple(g for g in resolve_gpus(args.gpu) if g in prices)  # the catalog's GPUs that have a price
+    space = SearchSpace(model=args.model, gpus=gpus,
                         tensor_parallel_sizes=tuple(int(t) for t in args.tensor_parallel_size.split(",")),
                         quantization=quantization, kv_cache_dtype=kv_dtypes, max_model_len=2048)
     request = TuneRequest(space, WorkloadSpec(num_prompts=args.num_prompts, random_input_len=512, random_output_len=256),
-                          parse_sla(args.sla), shipped_prices(), target_load=args.request_rate)
+                          parse_sla(args.sla), prices, target_load=args.request_rate)
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     executor = LocalExecutor(args.workers)
@@ -59,6 +61,7 @@ def main() -> None:
           f"{args.num_prompts} requests a run")
     print(f"machine: {os.cpu_count()} cores, {executor.workers} local workers; 1-minute load average "
           f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after (other processes share the cores)")
+    print(f"GPUs: {', '.join(space.gpus)}")
     print(f"candidates: {c.candidates:,} ({c.engine_configs} engine configurations x {c.replica_counts} replica counts)")
     print(f"pruned: {c.pruned_configs} engine configurations ({c.pruned:,} candidates)")
     print(f"simulated: {c.simulated_configs} engine configurations, {c.simulations:,} runs, "

@@ -101,6 +101,11 @@ def build_request(args):
         prices = prices_from_doc(doc, origin=f"--gpu-prices {args.gpu_prices}")
     else:
         prices = shipped_prices()
+    if not args.gpu:  # every catalog GPU that has a price (one named with --gpu must have one)
+        unpriced = [g for g in gpus if g not in prices]
+        gpus = tuple(g for g in gpus if g in prices)
+        if unpriced:
+            print(f"(no price for {', '.join(unpriced)}: left out; --gpu-prices FILE can add them)", file=sys.stderr)
     if args.trace_time_scale != 1.0:
         raise ConfigError("--trace-time-scale: tune sets the load itself (a trace is replayed at every rate it "
                           "tries); give the rate to carry with --request-rate")
