@@ -63,12 +63,14 @@ def aiconfigurator_default(model_path, system, isl, osl, ttft_ms, tpot_ms, insta
         except ImportError:
             aic = None
         if aic is not None:
-            python = aic.ensure_venv(install=install) if install else aic.ensure_venv(install=False)
+            python = aic.ensure_venv(install=install)
             argv = aic.default_argv(model_path, system, total_gpus=TOTAL_GPUS, isl=isl, osl=osl, ttft_ms=ttft_ms,
                                     tpot_ms=tpot_ms, save_dir=save_dir)
             t0 = time.perf_counter()
             [out] = aic.run_many(python, [argv], one_process_each=True)
             wall = time.perf_counter() - t0
+            if out.rc != 0:
+                raise Unavailable(f"aiconfigurator cli default failed: {out.text.strip().splitlines()[-1:]}")
             best = aic.read_best_configs(save_dir).get("agg")
         else:
             exe = _ensure_venv(install) / "bin" / "aiconfigurator"
