@@ -62,13 +62,16 @@ class Workload:
     max_concurrency: int
     request_rate: float = math.inf
     seed: int = 0
+    gpu: str = GPU  # the simulated GPU, for both the emulator and servelab bench serve
+    burstiness: float = 1.0  # vLLM's: 1 Poisson, inf constant gaps of 1/rate (the same arrivals on both sides)
 
     def common_flags(self) -> list[str]:
         """The flags `vllm bench serve` and `servelab bench serve` share (vLLM's names)."""
         return ["--model", MODEL, "--dataset-name", "random", "--random-input-len", str(self.input_len),
                 "--random-output-len", str(self.output_len), "--num-prompts", str(self.num_prompts),
                 "--max-concurrency", str(self.max_concurrency), "--request-rate", str(self.request_rate),
-                "--seed", str(self.seed), "--percentile-metrics", "ttft,tpot,itl,e2el",
+                "--burstiness", str(self.burstiness), "--seed", str(self.seed),
+                "--percentile-metrics", "ttft,tpot,itl,e2el",
                 "--metric-percentiles", "50,90,99"]
 
 
@@ -80,11 +83,11 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def emulator(tokenizer: Path, log_path: Path, pid_out: list | None = None, extra: tuple[str, ...] = (),
-             python: str = sys.executable):
+             python: str = sys.executable, gpu: str = GPU):
     """`servelab serve` in a subprocess on a free 127.0.0.1 port; yields its base URL (and
     appends the process id to ``pid_out``)."""
     port = free_port()
-    cmd = [python, "-m", "lab", "serve", MODEL, "--gpu", GPU, "--port", str(port), "--tokenizer", str(tokenizer),
+    cmd = [python, "-m", "lab", "serve", MODEL, "--gpu", gpu, "--port", str(port), "--tokenizer", str(tokenizer),
            "--uvicorn-log-level", "warning", *extra]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     with open(log_path, "wb") as log:
@@ -134,7 +137,7 @@ def vllm_bench_serve(base_url: str, tokenizer: Path, work: Workload, result_dir:
 def servelab_bench_serve(work: Workload, result_dir: Path, python: str = sys.executable) -> dict:
     """`servelab bench serve` on the same workload (the simulator's prediction), its JSON."""
     name = "servelab-bench.json"
-    cmd = [python, "-m", "lab", "bench", "serve", "--gpu", GPU, "--save-result", "--result-dir", str(result_dir),
+    cmd = [python, "-m", "lab", "bench", "serve", "--gpu", work.gpu, "--save-result", "--result-dir", str(result_dir),
            "--result-filename", name, *work.common_flags()]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
@@ -166,6 +169,13 @@ def quantile(q: float, buckets: list[tuple[float, float]]) -> float:
             return lower + (upper - lower) * (rank - below) / max(cum - below, 1e-12)
         lower, below = upper, cum
     return lower
+
+
+def generation_tokens(base_url: str) -> float:
+    """vllm:generation_tokens_total on the emulator's /metrics."""
+    with urllib.request.urlopen(base_url + "/metrics", timeout=10) as r:
+        m = re.search(r"^vllm:generation_tokens_total\{[^}]*\} (\S+)$", r.read().decode(), re.M)
+    return float(m.group(1)) if m else 0.0
 
 
 def engine_means(base_url: str) -> dict:
