@@ -105,7 +105,7 @@ with chart:
             f"(status {result['status']}).",
             icon=":material/check_circle:",
         )
-    elif result["aborted_at_s"] is not None and not result["abort_reason"]:
+    elif result["aborted_at_s"] is not None and not (result["abort_reason"] or {}).get("metric"):
         st.error(
             f"Aborted by hand at {result['aborted_at_s'] / 3600:.2f} h (the manual trigger: "
             f"`kubectl argo rollouts abort ai-api`). Canary weight back to 0, status {result['status']}.",
@@ -182,9 +182,8 @@ with chart:
         download_json(result, "rollout-result", "Download the result (servelab rollout simulate --json)", key="cn_dl_json")
     st.caption(
         "Same run from the command line: `servelab rollout simulate "
-        + " ".join(f"--fault {f}" for f in all_faults)
-        + (f" --abort-at {abort_at}" if abort_at else "")
-        + f" --seed {int(seed)} --json result.json`"
+        + " ".join([*(f"--fault {f}" for f in all_faults), *([f"--abort-at {abort_at}"] if abort_at else []),
+                    f"--seed {int(seed)} --json result.json`"])
         + (" (with the thresholds above edited into manifests/analysis-*.yaml)" if any(
             v != THRESHOLDS[(t, m)][1] for t, m, v in thresholds) else "")
     )
