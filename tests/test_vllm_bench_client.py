@@ -105,3 +105,4 @@ def test_tokenize_and_detokenize_round_trip_with_the_model_tokenizer(bench_run):
     probe, back = bench_run["probe"], bench_run["back"]
     assert probe["count"] == len(probe["tokens"]) > 0 and probe["max_model_len"] == 131072
     assert back == {"prompt": "The KV cache holds blocks."}
+

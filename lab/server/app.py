@@ -28,10 +28,9 @@ from lab.server.faults import FaultSet, parse_fault
 from lab.server.generation import ChoicePlan, plan_choice
 from lab.server.metrics import ServerMetrics
 from lab.server.runner import SimRunner
-from sim.errors import ConfigError
 from lab.server.hf_tokenizer import load_tokenizer
 from lab.server.tokenizer import Tokenizer
-from sim.errors import ServeLabError
+from sim.errors import ConfigError, ServeLabError
 
 log = logging.getLogger("servelab.serve")
 
@@ -190,9 +189,9 @@ class EmulatorServer:
 def build_app(server: EmulatorServer) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        # As vLLM's API server does after start-up: move everything built so far (the model
-        # tables, the engine, the app) out of the garbage collector's generations, so that a
-        # full collection under load walks only what requests create (shorter pauses).
+        # As vLLM's engine core does after start-up (freeze_gc_heap): move everything built so
+        # far (the model tables, the engine, the app) out of the garbage collector's
+        # generations, so that a collection under load walks only what requests create.
         gc.collect()
         gc.freeze()
         await server.runner.start()
