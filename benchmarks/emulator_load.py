@@ -18,7 +18,12 @@ The prediction comes from whatever `servelab bench serve` prints on this checkou
 number written here), so the comparison follows the simulator as it changes.
 
     python3 benchmarks/emulator_load.py [--concurrency 256 1000] [--num-prompts 1000]
-           [--input-len 512] [--output-len 128]
+           [--input-len 512] [--output-len 128] [--client vllm|raw]
+
+``--client raw`` loads the emulator with tools/vllm_bench_client/raw_client.py instead, a client
+that only counts finished streams (prompts as token ids, no JSON parsing): nearly all the CPU
+then goes to the emulator, which separates its own lag from the real client's CPU. It prints
+lost requests, lag and CPU, and no latencies.
 
 Needs .venv-vllm with vLLM's client modules (bash scripts/setup-vllm-reference).
 """
@@ -58,6 +63,33 @@ def _children_cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def run_raw(h, tokenizer: Path, work, tmp: Path) -> None:
+    run_dir = tmp / f"raw{work.max_concurrency}"
+    run_dir.mkdir()
+    with h.emulator(tokenizer, run_dir / "serve.log", pid_out := []) as base:
+        before = h.lag_histogram(base)
+        cpu0, child0, t0 = _proc_cpu_s(pid_out[0]), _children_cpu_s(), time.perf_counter()
+        out = h.raw_client(base, work)
+        wall = time.perf_counter() - t0
+        server_cpu, client_cpu = _proc_cpu_s(pid_out[0]) - cpu0, _children_cpu_s() - child0
+        lag = h.lag_delta(before, h.lag_histogram(base))
+    print(f"\n{work.max_concurrency} concurrent streams (raw client), {work.num_prompts} requests of "
+          f"{work.input_len}/{work.output_len} tokens")
+    print(f"  requests: sent {work.num_prompts}, completed {out['completed']}, lost {out['lost']}")
+    _print_lag_and_cpu(h, lag, server_cpu, client_cpu, wall)
+
+
+def _print_lag_and_cpu(h, lag, server_cpu: float, client_cpu: float, wall: float) -> None:
+    q = lambda x: 1000 * h.quantile(x, lag)
+    count = lag[-1][1] if lag else 0
+    late = count - next((cum for le, cum in lag if le >= 0.01), 0)
+    print(f"  lag behind the simulated timeline, {count:.0f} tokens: p50 {q(0.5):.1f} ms, p90 {q(0.9):.1f} ms, "
+          f"p99 {q(0.99):.1f} ms; {late:.0f} tokens ({100 * late / max(count, 1):.1f}%) later than 10 ms")
+    print(f"  CPU: emulator {server_cpu:.1f} s, client {client_cpu:.1f} s, over {wall:.1f} s of wall time "
+          f"({(server_cpu + client_cpu) / wall:.2f} cores of {os.cpu_count()}); load average now "
+          f"{os.getloadavg()[0]:.1f}")
+
+
 def run_one(h, tokenizer: Path, work, tmp: Path) -> None:
     run_dir = tmp / f"c{work.max_concurrency}"
     run_dir.mkdir()
@@ -84,13 +116,7 @@ def run_one(h, tokenizer: Path, work, tmp: Path) -> None:
         print(f"  {label:10} {c:>14.1f} ms {p:>12.1f} ms {100 * (c / p - 1):>+10.1f}%")
     print("  the emulator's own engine (vLLM's histograms on its /metrics, before delivery): "
           + ", ".join(f"mean {k.split('_')[1].upper()} {v:.1f} ms" for k, v in inside.items()))
-    q = lambda x: 1000 * h.quantile(x, lag)
-    count = lag[-1][1] if lag else 0
-    late = count - next((cum for le, cum in lag if le >= 0.01), 0)
-    print(f"  lag behind the simulated timeline, {count:.0f} tokens: p50 {q(0.5):.1f} ms, p90 {q(0.9):.1f} ms, "
-          f"p99 {q(0.99):.1f} ms; {late:.0f} tokens ({100 * late / max(count, 1):.1f}%) later than 10 ms")
-    print(f"  CPU: emulator {server_cpu:.1f} s, client {client_cpu:.1f} s, over {wall:.1f} s of wall time "
-          f"({(server_cpu + client_cpu) / wall:.2f} cores of {os.cpu_count()})")
+    _print_lag_and_cpu(h, lag, server_cpu, client_cpu, wall)
 
 
 def main() -> int:
@@ -99,9 +125,11 @@ def main() -> int:
     ap.add_argument("--num-prompts", type=int, default=1000)
     ap.add_argument("--input-len", type=int, default=512)
     ap.add_argument("--output-len", type=int, default=128)
+    ap.add_argument("--client", choices=("vllm", "raw"), default="vllm",
+                    help="vllm: vLLM's `vllm bench serve` (default); raw: a light client that only counts streams")
     args = ap.parse_args()
     h = _harness()
-    if not h.client_ready():
+    if args.client == "vllm" and not h.client_ready():
         print("needs .venv-vllm with vLLM's benchmark client: bash scripts/setup-vllm-reference", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="servelab-load-") as tmp:
@@ -111,7 +139,7 @@ def main() -> int:
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start")
         for c in args.concurrency:
             work = h.Workload(args.num_prompts, args.input_len, args.output_len, c, math.inf)
-            run_one(h, tokenizer, work, tmp)
+            (run_one if args.client == "vllm" else run_raw)(h, tokenizer, work, tmp)
     return 0
 
 

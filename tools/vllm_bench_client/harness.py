@@ -134,6 +134,16 @@ def vllm_bench_serve(base_url: str, tokenizer: Path, work: Workload, result_dir:
     return result
 
 
+def raw_client(base_url: str, work: Workload, timeout_s: float = 1800) -> dict:
+    """raw_client.py (a light client that only counts finished streams) against ``base_url``."""
+    cmd = [sys.executable, str(Path(__file__).resolve().parent / "raw_client.py"), base_url, str(work.num_prompts),
+           str(work.max_concurrency), str(work.input_len), str(work.output_len), MODEL]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    if done.returncode != 0:
+        raise RuntimeError(f"raw_client.py failed ({done.returncode}): {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def servelab_bench_serve(work: Workload, result_dir: Path, python: str = sys.executable) -> dict:
     """`servelab bench serve` on the same workload (the simulator's prediction), its JSON."""
     name = "servelab-bench.json"
