@@ -200,50 +200,59 @@ class TokenStream(Response):
         self.cleanup = cleanup
 
     async def __call__(self, scope, receive, send) -> None:
-        handle, builder, plans = self.handle, self.builder, self.plans
-        runner, lag = self.server.runner, self.server.metrics.lag
-        gone = asyncio.ensure_future(_until_disconnect(receive, handle))
-        status = 200
+        # The writing runs in a task of its own. The request's task sits under a dozen
+        # coroutine frames (uvicorn, the middleware, the router), and every resumption walks all
+        # of them; the writer is resumed once per batch, so it gets a stack of one frame.
+        gone = asyncio.ensure_future(_until_disconnect(receive, self.handle))
+        writer = asyncio.ensure_future(self._write(send))
+        status = 499
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            parts: list[bytes] = []
-            if builder.chat:
-                parts = [P.sse(builder.chunk(i, None, None, role=True)) for i in range(len(plans))]
-            produced = [0] * len(plans)
-            remaining = len(plans)
-            while remaining and status == 200:
-                if parts:
-                    await send({"type": "http.response.body", "body": b"".join(parts), "more_body": True})
-                    parts = []
-                events = await handle.take()
-                if handle.gone:
-                    status = 499  # the client went away (nginx's "client closed request")
-                    break
-                now_s = runner.now_s()
-                for kind, index, payload, due_s in events:
-                    if kind == "token":
-                        k = produced[index]
-                        produced[index] = k + 1
-                        if k < len(plans[index].words):
-                            parts.append(builder.token_chunk(index, k))
-                        lag.observe(now_s - due_s, now_s)
-                    elif kind == "finish" and getattr(payload, "name", "") != "FINISHED_ABORTED":
-                        remaining -= 1
-                    else:
-                        message = payload if kind == "error" else "The request was aborted by the engine."
-                        parts.append(P.sse(P.internal_error(message).body()))
-                        status = 500
-                        break
-            if status == 200:
-                builder.record_answer(self.server)
-                if self.include_usage:
-                    parts.append(P.sse(builder.usage_chunk()))
-            if status != 499:
-                parts.append(P.sse("[DONE]"))
-                await send({"type": "http.response.body", "body": b"".join(parts), "more_body": False})
+            status = await writer
         except (asyncio.CancelledError, OSError):
             status = 499
             raise
         finally:
+            writer.cancel()
             gone.cancel()
             self.cleanup(status)
+
+    async def _write(self, send) -> int:
+        """Send the stream; the HTTP status it ended with (499: the client went away)."""
+        handle, builder, plans = self.handle, self.builder, self.plans
+        runner, lag = self.server.runner, self.server.metrics.lag
+        status = 200
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        parts: list[bytes] = []
+        if builder.chat:
+            parts = [P.sse(builder.chunk(i, None, None, role=True)) for i in range(len(plans))]
+        produced = [0] * len(plans)
+        remaining = len(plans)
+        while remaining and status == 200:
+            if parts:
+                await send({"type": "http.response.body", "body": b"".join(parts), "more_body": True})
+                parts = []
+            events = await handle.take()
+            if handle.gone:
+                return 499  # the client went away (nginx's "client closed request")
+            now_s = runner.now_s()
+            for kind, index, payload, due_s in events:
+                if kind == "token":
+                    k = produced[index]
+                    produced[index] = k + 1
+                    if k < len(plans[index].words):
+                        parts.append(builder.token_chunk(index, k))
+                    lag.observe(now_s - due_s, now_s)
+                elif kind == "finish" and getattr(payload, "name", "") != "FINISHED_ABORTED":
+                    remaining -= 1
+                else:
+                    message = payload if kind == "error" else "The request was aborted by the engine."
+                    parts.append(P.sse(P.internal_error(message).body()))
+                    status = 500
+                    break
+        if status == 200:
+            builder.record_answer(self.server)
+            if self.include_usage:
+                parts.append(P.sse(builder.usage_chunk()))
+        parts.append(P.sse("[DONE]"))
+        await send({"type": "http.response.body", "body": b"".join(parts), "more_body": False})
+        return status
