@@ -64,6 +64,9 @@ def bench_run(tmp_path_factory):
         probe = _post(base + "/tokenize", {"prompt": "The KV cache holds blocks.", "add_special_tokens": False})
         back = _post(base + "/detokenize", {"tokens": probe["tokens"]})
     predicted = harness.servelab_bench_serve(WORK, tmp)
+    for key, (measured, sim, diff) in harness.compare(client, predicted).items():  # shown with pytest -s
+        print(f"{key}: vllm bench serve {measured:.2f}, servelab bench serve {sim:.2f} ({100 * diff:+.1f}%)")
+    print(f"lag p50 {1000 * harness.quantile(0.5, lag):.2f} ms, p99 {1000 * harness.quantile(0.99, lag):.2f} ms")
     return {"client": client, "predicted": predicted, "lag": lag, "tokens": tokens, "probe": probe, "back": back,
             "log": (tmp / "serve.log").read_text()}
 
