@@ -592,4 +592,5 @@ def test_servelab_serve_command_starts_logs_and_answers(tmp_path):
     assert "Available KV cache memory:" in log
     assert "GPU KV cache size: " in log and "Maximum concurrency for 131,072 tokens per request" in log
     assert f"Starting vLLM API server 0 on http://127.0.0.1:{port}" in log
+    assert "ServeLab step time: operator tables:" in log or "ServeLab step time: roofline fallback" in log
     assert "Traceback" not in log

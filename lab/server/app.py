@@ -390,6 +390,7 @@ def log_startup(server: EmulatorServer, host: str, port: int) -> None:
              VLLM_VERSION)
     for line in engine.memory.loading_log_lines() + engine.memory.startup_log_lines():
         log.info("%s", line)
+    log.info("ServeLab step time: %s", engine.step_model.source)
     for fault in server.faults.describe():
         log.info("Fault in force: %s", fault["spec"])
     log.info("Starting vLLM API server 0 on http://%s:%d", host, port)
