@@ -9,7 +9,8 @@
 # Small on purpose: only what the emulator, the judge and the worker import, not the lab's
 # Streamlit/plotting stack (the project's full dependency list). The versions are the ones
 # the test suite ran with. sniffio is named because anyio imports it without declaring it
-# (tests/test_cluster_docker.py found this).
+# (tests/test_cluster_docker.py found this). uvloop and httptools are the emulator's event loop
+# and HTTP parser under load (docs/emulator.md); tokenizers reads `--tokenizer DIR`.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -20,7 +21,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN pip install \
         simpy==4.1.2 numpy==2.4.6 scipy==1.17.1 pyyaml==6.0.3 pydantic==2.13.4 tqdm==4.70.1 \
         fastapi==0.165.0 uvicorn==0.54.0 prometheus-client==0.26.0 httpx==0.28.1 redis==8.1.0 \
-        sniffio==1.3.1 promql-parser==0.12.0
+        sniffio==1.3.1 promql-parser==0.12.0 \
+        uvloop==0.23.0 httptools==0.9.0 tokenizers==0.23.3
 
 WORKDIR /opt/servelab
 COPY pyproject.toml README.md ./

@@ -156,6 +156,19 @@ def test_canary_without_fault_promotes():
     assert any("Promoted" in s.value for s in at.success), texts(at)
 
 
+@pytest.mark.parametrize("trigger, needle", [
+    pytest.param("cost", "cost-per-request-vs-stable", id="cost"),
+    pytest.param("manual", "Aborted by hand at 2.50 h", id="manual"),
+])
+def test_canary_trigger_preset_rolls_back_by_that_trigger(trigger, needle):
+    pytest.importorskip("sim.rollout")
+    at = open_page("canary", cn_trigger=trigger)
+    at.button(key="cn_run").click().run()
+    assert not at.exception
+    assert any(needle in e.value for e in at.error), texts(at)
+    assert any("servelab rollout simulate" in c.value for c in at.caption)
+
+
 @pytest.fixture
 def state_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("SERVELAB_STATE_DIR", str(tmp_path))

@@ -381,6 +381,48 @@ def scrape(emu) -> dict[tuple[str, frozenset], float]:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
+def test_tokenize_and_detokenize_as_vllm_serves_them(emu):
+    text = "What is the capital of France?"
+    r = httpx.post(f"{emu.base}/tokenize", json={"model": MODEL, "prompt": text})
+    body = r.json()
+    ids = Tokenizer().encode(text)
+    assert r.status_code == 200 and set(body) == {"count", "max_model_len", "tokens", "token_strs"}
+    assert body["tokens"][1:] == ids and body["count"] == len(ids) + 1  # add_special_tokens: BOS
+    assert body["max_model_len"] == 131072 and body["token_strs"] is None
+    plain = httpx.post(f"{emu.base}/tokenize", json={"prompt": text, "add_special_tokens": False,
+                                                      "return_token_strs": True}).json()
+    assert plain["tokens"] == ids and plain["token_strs"][:2] == ["What", "is"]
+    chat = httpx.post(f"{emu.base}/tokenize", json={"messages": [{"role": "user", "content": text}]}).json()
+    usage = emu.client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": text}],
+                                               max_tokens=2).usage
+    assert chat["count"] == usage.prompt_tokens  # the same template the chat route uses
+    back = httpx.post(f"{emu.base}/detokenize", json={"model": MODEL, "tokens": ids}).json()
+    assert back == {"prompt": text}
+    assert httpx.post(f"{emu.base}/tokenize", json={"model": "gpt-4", "prompt": "x"}).status_code == 404
+    assert httpx.post(f"{emu.base}/detokenize", json={"tokens": [-1]}).status_code == 400
+
+
+def test_price_fault_raises_cost_not_tokens_or_latency():
+    ask = {"model": MODEL, "prompt": "Write about caches", "max_tokens": 6, "ignore_eos": True}
+    costs = []
+    for flags in ((), ("--fault", "price=3x")):
+        with serving("--service", "ai-api-canary", *flags) as emu:
+            r = httpx.post(f"{emu.base}/v1/completions", json=ask).json()
+            assert r["usage"]["completion_tokens"] == 6
+            costs.append(scrape(emu)[("llm_request_cost_dollars_total", frozenset({("service", "ai-api-canary")}))])
+    assert costs[1] == pytest.approx(3 * costs[0])
+
+
+def test_lag_histogram_counts_every_streamed_token(emu):
+    before = scrape(emu).get(("servelab:emulator_lag_seconds_count", frozenset()), 0.0)
+    stream = emu.client.completions.create(model=MODEL, prompt="Write about GPUs", max_tokens=12, stream=True,
+                                           extra_body={"ignore_eos": True})
+    assert sum(1 for c in stream if c.choices) == 12
+    samples = scrape(emu)
+    assert samples[("servelab:emulator_lag_seconds_count", frozenset())] == before + 12
+    assert samples[("servelab:emulator_lag_seconds_bucket", frozenset({("le", "+Inf")}))] == before + 12
+
+
 def test_metrics_carry_vllm_and_http_series(emu):
     emu.client.completions.create(model=MODEL, prompt="What is the capital of Peru?", max_tokens=4)
     samples = scrape(emu)
@@ -550,4 +592,5 @@ def test_servelab_serve_command_starts_logs_and_answers(tmp_path):
     assert "Available KV cache memory:" in log
     assert "GPU KV cache size: " in log and "Maximum concurrency for 131,072 tokens per request" in log
     assert f"Starting vLLM API server 0 on http://127.0.0.1:{port}" in log
+    assert "ServeLab step time: operator tables:" in log or "ServeLab step time: roofline fallback" in log
     assert "Traceback" not in log

@@ -193,6 +193,8 @@ def test_removed_flag_warns_with_its_replacement(caplog):
         pytest.param(["--fault", "latency=fast"], "--fault 'latency=fast'", id="bad-fault"),
         pytest.param(["--pipeline-parallel-size", "2"], "--pipeline-parallel-size: only 1 is simulated", id="pp"),
         pytest.param(["--gpu-memory-utilization", "1.5"], "--gpu-memory-utilization", id="bad-value"),
+        pytest.param(["--tokenizer", "/no/such/dir"], "--tokenizer /no/such/dir: no tokenizer.json there", id="tokenizer"),
+        pytest.param(["--lag-threshold-ms", "0"], "--lag-threshold-ms: expected a positive number", id="lag-threshold"),
     ],
 )
 def test_cli_errors_exit_2_without_traceback(argv, needle, capsys):
@@ -204,3 +206,128 @@ def test_cli_errors_exit_2_without_traceback(argv, needle, capsys):
         code = exc.code
     err = capsys.readouterr().err
     assert code == 2 and needle in err and "Traceback" not in err
+
+
+# --- delivery: chunk templates, lag, the driver -----------------------------------------------------
+
+
+@pytest.mark.parametrize("chat", [False, True], ids=["completion", "chat"])
+def test_token_chunk_template_gives_the_bytes_json_dumps_would(chat):
+    from types import SimpleNamespace
+
+    from lab.server import protocol as P
+    from lab.server.delivery import ResponseBuilder
+    from lab.server.generation import ChoicePlan
+
+    words = ("Quote", '"', "\\", "é", "tab\t", "end")
+    plans = [ChoicePlan(words=words, max_tokens=len(words), finish_reason="length")] * 2
+    prompts = [SimpleNamespace(last_word="Say")]
+    a = ResponseBuilder(plans, prompts, 2, chat, "cmpl-x", 'm"odel', 7)
+    b = ResponseBuilder(plans, prompts, 2, chat, "cmpl-x", 'm"odel', 7)
+    b.created = a.created
+    for index in (0, 1):
+        for k in range(len(words)):
+            finish = "length" if k == len(words) - 1 else None
+            assert a.token_chunk(index, k) == P.sse(b.chunk(index, b.piece(index, k), finish))
+
+
+def test_lag_monitor_buckets_quantile_and_one_warning_per_window(caplog):
+    from lab.server.lag import LAG_BUCKETS_S, WARN_EVERY_S, LagMonitor
+
+    m = LagMonitor(threshold_s=0.010)
+    with caplog.at_level(logging.WARNING, logger="servelab.serve"):
+        for i in range(100):
+            m.observe(0.0004 if i < 98 else 0.050, now_s=1.0)  # two late tokens, in one window
+        m.observe(-0.001, now_s=1.0)  # early counts as on time
+        m.observe(0.020, now_s=1.0 + WARN_EVERY_S)  # the next window: a second warning
+    warnings = [r.getMessage() for r in caplog.records if "behind its simulated timeline" in r.getMessage()]
+    assert len(warnings) == 2 and "50.0 ms late (threshold 10.0 ms)" in warnings[0]
+    assert m.count == 101 + 1 and m.counts[0] == 99 and m.max_s == 0.050
+    assert m.quantile(0.5) <= LAG_BUCKETS_S[0] and 0.03 < m.quantile(0.995) <= 0.05
+    family = m.metric_family()
+    buckets = {s.labels["le"]: s.value for s in family.samples if s.name.endswith("_bucket")}
+    assert buckets["0.0005"] == 99 and buckets["+Inf"] == 102
+
+
+def test_driver_sleeps_between_events_instead_of_spinning():
+    """SimPy 4.1 leaves run()'s until event in the queue; the driver must not take it for a due
+    event. Over a stream of 32 tokens and idle time after it, the driver wakes about once per
+    engine step (and every TICK_S when idle), not thousands of times."""
+    import asyncio
+
+    from lab.cli.serve import add_cli_args, build_server
+
+    parser = argparse.ArgumentParser()
+    add_cli_args(parser)
+    server = build_server(parser.parse_args(["meta-llama/Llama-3.1-8B", "--gpu", "h100-80gb"]))
+    runner = server.runner
+    wakeups = 0
+    advance = runner.advance
+
+    def counted() -> None:
+        nonlocal wakeups
+        wakeups += 1
+        advance()
+
+    runner.advance = counted
+
+    async def go() -> tuple[int, list]:
+        await runner.start()
+        handle = runner.submit([(list(range(64)), 32)], "r")
+        events = []
+        while not any(e[0] == "finish" for e in events):
+            events += await handle.take()
+        await asyncio.sleep(0.5)
+        await runner.stop()
+        return runner.engine.stats.num_steps, events
+
+    steps, events = asyncio.run(go())
+    assert [e[0] for e in events] == ["token"] * 32 + ["finish"]
+    assert all(a[3] <= b[3] for a, b in zip(events, events[1:]))  # released in due order
+    assert wakeups <= 2 * steps + 10, (wakeups, steps)
+
+
+def test_latency_multiplier_delays_release_through_the_timer_heap():
+    import asyncio
+
+    from lab.cli.serve import add_cli_args, build_server
+
+    parser = argparse.ArgumentParser()
+    add_cli_args(parser)
+    server = build_server(parser.parse_args(["meta-llama/Llama-3.1-8B", "--gpu", "h100-80gb"]))
+    runner = server.runner
+
+    async def go():
+        await runner.start()
+        handle = runner.submit([(list(range(64)), 8)], "r", latency_multiplier=3.0)
+        got = []
+        while not any(e[0] == "finish" for e in got):
+            for e in await handle.take():
+                got.append((e[0], e[3], runner.now_s()))
+        await runner.stop()
+        return handle.arrival_s, got
+
+    arrival, got = asyncio.run(go())
+    token_times = runner.engine.token_times(runner.engine.finished[-1])
+    dues = [due for kind, due, _ in got if kind == "token"]
+    assert dues == pytest.approx([arrival + 3.0 * (t - arrival) for t in token_times])
+    assert all(seen >= due for _, due, seen in got)  # never released before it is due
+
+
+def test_hf_tokenizer_folder(tmp_path):
+    tokenizers = pytest.importorskip("tokenizers")
+    from lab.server.hf_tokenizer import HFTokenizer, load_tokenizer
+
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel({"<s>": 0, "[UNK]": 1, "hello": 2, "world": 3},
+                                                           unk_token="[UNK]"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tok.decoder = tokenizers.decoders.WordPiece()
+    tok.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_text('{"bos_token": "<s>"}')
+    hf = load_tokenizer(tmp_path)
+    assert isinstance(hf, HFTokenizer) and hf.bos_ids == [0]
+    assert hf.encode("hello world") == [2, 3] and hf.decode([2, 3]) == "hello world"
+    assert hf.token_strs([2, 3]) == ["hello", "world"] and hf.last_word("hello world ") == "world"
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="cannot read tokenizer.json"):
+        HFTokenizer(tmp_path)

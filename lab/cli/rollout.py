@@ -3,12 +3,14 @@
     servelab rollout simulate [--manifests DIR] [--fault SPEC ...] [--seed N] [--trials N]
                               [--rate R] [--traffic poisson|diurnal] [--json FILE] [--png FILE]
                               [--abort-at DURATION] [--judge threshold|kayenta]
+                              [--preset error-rate|p99|cost|quality|manual]
 
 Prints a readable timeline; ``--json`` writes DESIGN.md's contract (status, promoted,
 aborted_at_s, abort_reason, final_weight, timeline, requests); ``--png`` draws weight, error
 rate, p99, cost and quality over time with every analysis measurement marked. ``--trials N``
 runs N seeds (and, with faults, the same seeds without them) and reports the detection rate,
-the false-alarm rate and the time to detect.
+the false-alarm rate and the time to detect. ``--preset T`` injects the fault (or the abort by
+hand) that rollback trigger T, and no other, should catch (``sim/rollout/presets.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 FAULT_HELP = (
     "inject a fault: [stable:|canary:]KIND=VALUE[@START[-END]], KIND one of error-rate (0.02), latency (4x), "
     "slow-gpu (2x), kv-leak (0.5 per hour), crash-loop (10m between crashes), cost (3x output tokens), "
-    "quality (-0.15); repeatable"
+    "price (3x price per token), quality (-0.15); repeatable"
 )
 
 
@@ -41,6 +43,9 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--abort-at", default=None, metavar="DURATION", help="abort by hand at this time (e.g. 2h30m)")
     p.add_argument("--judge", choices=("threshold", "kayenta"), default="threshold",
                    help="threshold: the AnalysisTemplates; kayenta: Mann-Whitney canary vs stable")
+    p.add_argument("--preset", default=None, metavar="TRIGGER",
+                   help="one rollback trigger's preset: error-rate, p99, cost, quality or manual "
+                        "(adds its fault, or for manual its --abort-at)")
     p.add_argument("--quiet", action="store_true", help="no timeline on stdout")
     parser.set_defaults(run=run)
 
@@ -55,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from sim.rollout.durations import parse_go_duration
 
     manifests = _manifests_dir(args.manifests)
+    _apply_preset(args)
     faults = [parse_fault(s) for s in args.fault]
     if not (args.rate > 0 and math.isfinite(args.rate)):
         raise ServeLabError(f"--rate: expected a positive number of requests per second, got {args.rate}")
@@ -79,6 +85,21 @@ def run(args: argparse.Namespace) -> int:
         draw_png(result, args.png)
         print(f"wrote {args.png}")
     return 0
+
+
+def _apply_preset(args: argparse.Namespace) -> None:
+    """``--preset T``: T's faults join --fault; its abort by hand sets --abort-at unless given."""
+    if args.preset is None:
+        return
+    from sim.errors import ServeLabError
+    from sim.rollout.presets import PRESETS
+
+    preset = PRESETS.get(args.preset)
+    if preset is None:
+        raise ServeLabError(f"--preset: expected one of {', '.join(PRESETS)}, got {args.preset!r}")
+    args.fault = [*preset.faults, *args.fault]
+    if preset.abort_at is not None and args.abort_at is None:
+        args.abort_at = preset.abort_at
 
 
 def _manifests_dir(arg: str | None) -> str:
@@ -148,18 +169,25 @@ def _trials(args, manifests: str, faults) -> int:
     def progress(done: int, total: int) -> None:
         print(f"\rtrials: {done}/{total} runs", end="" if done < total else "\n", file=sys.stderr, flush=True)
 
+    abort_at = None
+    if args.abort_at is not None:
+        from sim.rollout.durations import parse_go_duration
+
+        abort_at = parse_go_duration(args.abort_at)
     rep = run_trials(manifests, faults, args.trials, args.seed, args.rate, judge=args.judge,
-                     traffic=args.traffic, progress=progress)
+                     traffic=args.traffic, abort_at_s=abort_at, progress=progress)
     print(f"{rep.trials} trials, faults {', '.join(rep.faults) or 'none'}, judge {rep.judge}, seeds {args.seed}..{args.seed + args.trials - 1}")
     if rep.detection_rate is not None:
         print(f"  detection rate:   {rep.detection_rate:.0%} (aborted after the fault began)")
-    print(f"  false-alarm rate: {rep.false_alarm_rate:.0%} ({'same seeds without the fault' if faults else 'aborted without a fault'})")
+    print(f"  false-alarm rate: {rep.false_alarm_rate:.0%} ({'same seeds without the fault' if faults or abort_at is not None else 'aborted without a fault'})")
     if rep.time_to_detect_s:
         t = rep.time_to_detect_s
         print(f"  time to detect:   median {_hms(t['median'])}, mean {_hms(t['mean'])}, p90 {_hms(t['p90'])}")
     print(f"  canary requests before the end (mean): {rep.exposed_canary_requests_mean:,.0f}")
     if rep.aborts_by_metric:
         print("  aborts by metric: " + ", ".join(f"{k} {v}" for k, v in rep.aborts_by_metric.items()))
+        print("  aborts by trigger: " + ", ".join(f"{k} {v} ({rep.caught_alone_by_trigger.get(k, 0)} with no other "
+                                                  f"trigger failing)" for k, v in rep.aborts_by_trigger.items()))
     if args.json:
         _write(args.json, json.dumps(rep.to_json(), indent=2, sort_keys=True) + "\n")
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 
@@ -40,6 +41,9 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     e.add_argument("--seed", type=int, default=0, help="seeds the synthetic tokens and the fault draws")
     e.add_argument("--enforce-eager", action="store_true", help="accepted; not simulated")
     e.add_argument("--trust-remote-code", action="store_true", help="accepted; no code is loaded")
+    e.add_argument("--tokenizer", default=None, metavar="DIR",
+                   help="a Hugging Face tokenizer folder (tokenizer.json) for prompts, /tokenize and /detokenize "
+                        "(default: a built-in tokenizer, one token per word)")
     g = p.add_argument_group("server (vllm serve)")
     g.add_argument("--host", default=os.environ.get("SERVELAB_HOST", "127.0.0.1"),
                    help="address to bind (env SERVELAB_HOST; default 127.0.0.1: vLLM binds every interface, "
@@ -59,6 +63,9 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
                    help="[stable:|canary:]KIND=VALUE[@START[-END]]; repeatable; also POST /admin/faults")
     s.add_argument("--service", default=None,
                    help=f"the 'service' label of the HTTP series (env SERVELAB_SERVICE, default {DEFAULT_SERVICE})")
+    s.add_argument("--lag-threshold-ms", type=float, default=10.0, metavar="MS",
+                   help="warn in the log when a token leaves more than MS after its simulated time "
+                        "(the machine cannot keep up); every token's lag is on /metrics (default 10)")
     s.add_argument("--judge-metrics", action=argparse.BooleanOptionalAction, default=False,
                    help="also export llm_judge_quality_score for the built-in questions this server answers "
                         "(off by default: the judge job, lab/judge.py, exports it)")
@@ -101,11 +108,14 @@ def build_server(args: argparse.Namespace):
         else:
             log.warning("Fault %s is aimed at the %s version; this server is %s: ignored.", fault.spec,
                         fault.target, service)
+    if not (args.lag_threshold_ms > 0 and math.isfinite(args.lag_threshold_ms)):
+        raise ConfigError(f"--lag-threshold-ms: expected a positive number of milliseconds, got {args.lag_threshold_ms}")
     config = engine_config(args)
     settings = ServeSettings(
         model=model, served_model_names=tuple(args.served_model_name or [model]), service=service,
         seed=args.seed, api_key=args.api_key or os.environ.get("VLLM_API_KEY"),
         enable_log_requests=args.enable_log_requests, judge_metrics=args.judge_metrics,
+        tokenizer=args.tokenizer, lag_threshold_s=args.lag_threshold_ms / 1000.0,
     )
     return EmulatorServer.from_config(settings, config, faults=faults)
 
@@ -119,5 +129,14 @@ def run(args: argparse.Namespace) -> int:
     server = build_server(args)
     log_startup(server, args.host, args.port)
     uvicorn.run(build_app(server), host=args.host, port=args.port, log_level=args.uvicorn_log_level,
-                timeout_keep_alive=5)
+                timeout_keep_alive=5, loop=_pick("uvloop"), http=_pick("httptools", "h11"),
+                backlog=4096)
     return 0
+
+
+def _pick(module: str, fallback: str = "asyncio") -> str:
+    """uvloop and httptools when installed (they are dependencies; docs/emulator.md says how
+    much they save per token), else the pure-Python loop and parser."""
+    import importlib.util
+
+    return module if importlib.util.find_spec(module) is not None else fallback

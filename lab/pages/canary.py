@@ -13,9 +13,11 @@ from lab.pages.common import defaults, download_json, download_table, need
 need("sim.rollout", "the Argo Rollouts canary simulation")
 from lab.pages.canary_runs import FAULT_PRESETS, THRESHOLDS, run_rollout  # noqa: E402
 from sim.errors import ServeLabError  # noqa: E402
+from sim.rollout.presets import PRESETS as TRIGGER_PRESETS  # noqa: E402
 
 PHASE_COLORS = {"Successful": "#54A24B", "Failed": "#E45756", "Inconclusive": "#F58518", "Error": "#B279A2"}
 defaults(
+    cn_trigger="none",
     cn_faults=[],
     cn_custom="",
     cn_seed=0,
@@ -33,6 +35,7 @@ st.caption(
 
 
 def demo() -> None:
+    st.session_state.cn_trigger = "none"
     st.session_state.cn_faults = ["quality=-0.15"]
     st.session_state.cn_custom = ""
     st.session_state.cn_animate = True
@@ -48,6 +51,13 @@ with controls:
         icon=":material/slideshow:",
         key="cn_demo",
         help="Injects quality=-0.15 into the canary and replays the rollout on the chart",
+    )
+    st.subheader("One rollback trigger")
+    trigger = st.selectbox(
+        "Show one trigger alone", ["none", *TRIGGER_PRESETS], key="cn_trigger",
+        format_func=lambda t: "none" if t == "none" else f"{t}: {TRIGGER_PRESETS[t].summary}",
+        help="A preset that the chosen trigger, and no other, catches (sim/rollout/presets.py): "
+             "error rate, p99 against stable, cost per request, judged quality, or a manual abort",
     )
     st.subheader("Faults in the canary")
     faults = st.multiselect(
@@ -71,7 +81,10 @@ with controls:
         st.session_state.cn_ran = True
         st.session_state.cn_animate = False
 
-all_faults = tuple(list(faults) + [f.strip() for f in custom.split(",") if f.strip()])
+preset = TRIGGER_PRESETS.get(trigger)
+preset_faults = list(preset.faults) if preset else []
+abort_at = preset.abort_at if preset else None
+all_faults = tuple(preset_faults + list(faults) + [f.strip() for f in custom.split(",") if f.strip()])
 if not st.session_state.get("cn_ran"):
     with chart:
         st.info("Choose faults (or none), then **Run the rollout**, or press the instructor demo.", icon=":material/info:")
@@ -80,7 +93,7 @@ if not st.session_state.get("cn_ran"):
 with chart:
     try:
         with st.spinner("Simulating 7 hours of traffic and analysis..."):
-            out = run_rollout(tuple(thresholds), all_faults, int(seed), float(rate))
+            out = run_rollout(tuple(thresholds), all_faults, int(seed), float(rate), abort_at)
     except ServeLabError as exc:
         st.error(str(exc))
         st.stop()
@@ -91,6 +104,12 @@ with chart:
             f"Promoted: the canary reached 100% after {result['duration_s'] / 3600:.1f} h and passed every analysis "
             f"(status {result['status']}).",
             icon=":material/check_circle:",
+        )
+    elif result["aborted_at_s"] is not None and not (result["abort_reason"] or {}).get("metric"):
+        st.error(
+            f"Aborted by hand at {result['aborted_at_s'] / 3600:.2f} h (the manual trigger: "
+            f"`kubectl argo rollouts abort ai-api`). Canary weight back to 0, status {result['status']}.",
+            icon=":material/undo:",
         )
     elif result["aborted_at_s"] is not None:
         reason = result["abort_reason"] or {}
@@ -163,8 +182,8 @@ with chart:
         download_json(result, "rollout-result", "Download the result (servelab rollout simulate --json)", key="cn_dl_json")
     st.caption(
         "Same run from the command line: `servelab rollout simulate "
-        + " ".join(f"--fault {f}" for f in all_faults)
-        + f" --seed {int(seed)} --json result.json`"
+        + " ".join([*(f"--fault {f}" for f in all_faults), *([f"--abort-at {abort_at}"] if abort_at else []),
+                    f"--seed {int(seed)} --json result.json`"])
         + (" (with the thresholds above edited into manifests/analysis-*.yaml)" if any(
             v != THRESHOLDS[(t, m)][1] for t, m, v in thresholds) else "")
     )

@@ -30,6 +30,7 @@ FAULT_PRESETS = {
     "latency=1.3x": "30% slower: under every threshold, should promote",
     "quality=-0.15": "the canary's answers score 0.15 lower with the judge",
     "cost=2.5x": "the canary writes 2.5x longer answers",
+    "price=3x": "the same tokens at 3x the price per token (a bigger model)",
     "kv-leak=0.5": "the canary loses half its KV blocks an hour",
     "slow-gpu=2x": "every engine step takes twice as long",
     "crash-loop=10m": "each canary pod crashes every 10 minutes on average",
@@ -63,15 +64,20 @@ def manifests_with(thresholds: tuple[tuple[str, str, float], ...], into: Path) -
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def run_rollout(
-    thresholds: tuple[tuple[str, str, float], ...], faults: tuple[str, ...], seed: int = 0, rate: float = 20.0
+    thresholds: tuple[tuple[str, str, float], ...], faults: tuple[str, ...], seed: int = 0, rate: float = 20.0,
+    abort_at: str | None = None,
 ) -> dict:
-    """One simulated rollout: the JSON contract plus series every 5 minutes for the charts."""
+    """One simulated rollout: the JSON contract plus series every 5 minutes for the charts;
+    ``abort_at`` (a duration such as ``2h30m``) aborts by hand then."""
+    from sim.rollout.durations import parse_go_duration
+
     from sim.rollout import simulate
     from sim.rollout.report import timeseries
 
     with tempfile.TemporaryDirectory(prefix="servelab-canary-") as tmp:
         folder = manifests_with(thresholds, Path(tmp))
-        result = simulate(folder, faults=list(faults), seed=seed, rate=rate)
+        result = simulate(folder, faults=list(faults), seed=seed, rate=rate,
+                          abort_at_s=None if abort_at is None else parse_go_duration(abort_at))
     series = timeseries(result.simulation, step_s=300.0)
     plain = {"t_s": np.asarray(series["t_s"]), "weight": np.asarray(series["weight"])}
     for key, value in series.items():

@@ -4,7 +4,9 @@
 runs against the wall clock, so its first token and each next token arrive when the simulation
 says; ``/metrics`` exports vLLM's series and the HTTP series the course's analyses query.
 
-Modules: ``tokenizer`` (words <-> ids), ``questions`` (the built-in question set), ``faults``
-(fault specs and their effects), ``metrics`` (Prometheus), ``runner`` (the simulation driven by
-the wall clock), ``protocol`` (request and response shapes, errors), ``app`` (the routes).
+Modules: ``tokenizer`` (words <-> ids), ``hf_tokenizer`` (``--tokenizer DIR``), ``questions``
+(the built-in question set), ``faults`` (fault specs and their effects), ``metrics``
+(Prometheus), ``lag`` (each token's lateness, exported and logged), ``runner`` (the simulation
+driven by the wall clock, releasing tokens at their due times), ``delivery`` (one writer per
+request), ``protocol`` (request and response shapes, errors), ``app`` (the routes).
 """

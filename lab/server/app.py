@@ -3,12 +3,14 @@
 ``EmulatorServer`` holds the state (tokenizer, faults, metrics, the wall-clock runner);
 ``build_app`` gives the FastAPI application. Routes follow vLLM's ``entrypoints/openai``:
 ``/v1/completions``, ``/v1/chat/completions``, ``/v1/models``, ``/health``, ``/ping``,
-``/load``, ``/version``, ``/metrics``; and ServeLab's own ``/admin/faults``.
+``/load``, ``/version``, ``/metrics``, ``/tokenize``, ``/detokenize``; and ServeLab's own
+``/admin/faults``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import time
 from dataclasses import dataclass
@@ -26,9 +28,9 @@ from lab.server.faults import FaultSet, parse_fault
 from lab.server.generation import ChoicePlan, plan_choice
 from lab.server.metrics import ServerMetrics
 from lab.server.runner import SimRunner
-from sim.errors import ConfigError
+from lab.server.hf_tokenizer import load_tokenizer
 from lab.server.tokenizer import Tokenizer
-from sim.errors import ServeLabError
+from sim.errors import ConfigError, ServeLabError
 
 log = logging.getLogger("servelab.serve")
 
@@ -46,6 +48,8 @@ class ServeSettings:
     api_key: str | None = None
     enable_log_requests: bool = False
     judge_metrics: bool = False  # export llm_judge_quality_score for the built-in questions answered
+    tokenizer: str | None = None  # a Hugging Face tokenizer folder for prompts (--tokenizer); None: built-in
+    lag_threshold_s: float = 0.010  # log a warning when a token leaves later than this (lab/server/lag.py)
 
 
 @dataclass
@@ -60,7 +64,8 @@ class EmulatorServer:
     def __init__(self, settings: ServeSettings, build_engine, *, faults: FaultSet | None = None,
                  clock=time.monotonic) -> None:
         self.settings = settings
-        self.tokenizer = Tokenizer()
+        self.tokenizer = load_tokenizer(settings.tokenizer)  # prompts, /tokenize, /detokenize
+        self.words = Tokenizer()  # the answer's words (one token each)
         self.faults = faults or FaultSet(settings.service)
         self.clock = clock
         # Two seeded streams: one for the runner (crash times), one for per-request draws
@@ -73,7 +78,8 @@ class EmulatorServer:
                                      stats_source=lambda: self.runner.engine.stats,
                                      errors_source=lambda: self.runner.killed_by_crash,
                                      lag_source=lambda: self.runner.max_lag_s,
-                                     judge_enabled=settings.judge_metrics)
+                                     judge_enabled=settings.judge_metrics,
+                                     lag_threshold_s=settings.lag_threshold_s)
         self.runner.observers.append(self.metrics)
         self.in_flight = 0
 
@@ -115,7 +121,7 @@ class EmulatorServer:
         out = []
         for item in items:
             if isinstance(item, str):
-                ids = [self.tokenizer.bos] + self.tokenizer.encode(item)
+                ids = self.tokenizer.encode(item, add_special_tokens=True)
                 text = item
             else:
                 ids, text = list(item), self.tokenizer.decode(list(item))
@@ -123,24 +129,26 @@ class EmulatorServer:
                                self.tokenizer.last_word(text)))
         return out
 
-    def _prompt_of_chat(self, req: P.ChatCompletionRequest) -> _Prompt:
+    def _prompt_of_chat(self, req: P.ChatCompletionRequest, check_length: bool = True) -> _Prompt:
         if not req.messages:
             raise P.bad_request("messages must not be empty", param="messages")
         # A minimal chat template: a role marker before each message and one for the answer.
-        ids = [self.tokenizer.bos]
+        ids = list(self.tokenizer.bos_ids)
         last_user = ""
         for m in req.messages:
             content = m.content
             if isinstance(content, list):
                 content = " ".join(str(part.get("text", "")) for part in content if part.get("type") == "text")
             content = content or ""
-            ids.append(self.tokenizer.token_id(f"<|{m.role}|>"))
+            ids.extend(self.tokenizer.role_ids(m.role))
             ids.extend(self.tokenizer.encode(content))
             if m.role == "user":
                 last_user = content
-        ids.append(self.tokenizer.token_id("<|assistant|>"))
+        ids.extend(self.tokenizer.role_ids("assistant"))
         requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
+        if not check_length:  # /tokenize: only the ids
+            return _Prompt(last_user, ids, 0, None)
         return _Prompt(last_user, ids, self._max_tokens(len(ids), requested, param), None)
 
     def _max_tokens(self, prompt_len: int, requested: int | None, param: str) -> int:
@@ -163,7 +171,7 @@ class EmulatorServer:
         plans = []
         for p in prompts:
             for i in range(n):
-                plans.append(plan_choice(tokenizer=self.tokenizer, prompt=p.text, index=i,
+                plans.append(plan_choice(tokenizer=self.words, prompt=p.text, index=i,
                                          max_tokens=p.max_tokens, seed=self.settings.seed,
                                          request_seed=req.seed, ignore_eos=req.ignore_eos,
                                          wrong_share=wrong, cost_multiplier=cost))
@@ -181,6 +189,11 @@ class EmulatorServer:
 def build_app(server: EmulatorServer) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        # As vLLM's engine core does after start-up (freeze_gc_heap): move everything built so
+        # far (the model tables, the engine, the app) out of the garbage collector's
+        # generations, so that a collection under load walks only what requests create.
+        gc.collect()
+        gc.freeze()
         await server.runner.start()
         try:
             yield
@@ -282,6 +295,36 @@ def build_app(server: EmulatorServer) -> FastAPI:
         server.runner.down_until_s = float("-inf")
         return _faults_body(server)
 
+    # -- tokenizer ----------------------------------------------------------------------------
+    @app.post("/tokenize")
+    async def tokenize(body: P.TokenizeRequest, request: Request):
+        """vLLM's /tokenize: a completion prompt, or chat messages through the chat template."""
+        if (denied := server.check_auth(request)) is not None:
+            return denied
+        try:
+            server.check_model(body.model)
+            if body.prompt is not None:
+                ids = server.tokenizer.encode(body.prompt, add_special_tokens=body.add_special_tokens)
+            elif body.messages is not None:
+                chat = P.ChatCompletionRequest(model=body.model, messages=body.messages)
+                ids = server._prompt_of_chat(chat, check_length=False).token_ids
+            else:
+                raise P.bad_request("expected 'prompt' (a string) or 'messages'", param="prompt")
+        except P.APIError as exc:
+            return exc.response()
+        strs = server.tokenizer.token_strs(ids) if body.return_token_strs else None
+        return {"count": len(ids), "max_model_len": server.max_model_len, "tokens": ids, "token_strs": strs}
+
+    @app.post("/detokenize")
+    async def detokenize(body: P.DetokenizeRequest, request: Request):
+        if (denied := server.check_auth(request)) is not None:
+            return denied
+        try:
+            server.check_model(body.model)
+        except P.APIError as exc:
+            return exc.response()
+        return {"prompt": server.tokenizer.decode(body.tokens)}
+
     # -- inference ----------------------------------------------------------------------------
     @app.post("/v1/completions")
     async def completions(body: P.CompletionRequest, request: Request):
@@ -322,7 +365,7 @@ async def _generate(server: EmulatorServer, request: Request, body: P._Base, *, 
     request_id = P.new_id("chatcmpl" if chat else "cmpl")
     items = [(prompts[i // body.n].token_ids, plan.max_tokens) for i, plan in enumerate(plans)]
     try:
-        handle = server.runner.submit(items, request_id)
+        handle = server.runner.submit(items, request_id, latency_multiplier=multiplier)
     except ConfigError as exc:  # e.g. a request whose prompt and output can never fit the KV cache
         error = P.bad_request(str(exc), param="max_tokens")
         server.metrics.observe_http(error.status, server.clock() - started)
@@ -336,9 +379,8 @@ async def _generate(server: EmulatorServer, request: Request, body: P._Base, *, 
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         cleanup = D.cleanup_once(server, handle, started)
-        gen = D.stream(server, handle, plans, multiplier, builder, include_usage, cleanup)
-        return D.AbortOnCloseStream(gen, cleanup, media_type="text/event-stream")
-    return await D.complete(server, request, handle, plans, multiplier, builder, started)
+        return D.TokenStream(server, handle, plans, builder, include_usage, cleanup)
+    return await D.complete(server, request, handle, plans, builder, started)
 
 
 def log_startup(server: EmulatorServer, host: str, port: int) -> None:
@@ -348,6 +390,7 @@ def log_startup(server: EmulatorServer, host: str, port: int) -> None:
              VLLM_VERSION)
     for line in engine.memory.loading_log_lines() + engine.memory.startup_log_lines():
         log.info("%s", line)
+    log.info("ServeLab step time: %s", engine.step_model.source)
     for fault in server.faults.describe():
         log.info("Fault in force: %s", fault["spec"])
     log.info("Starting vLLM API server 0 on http://%s:%d", host, port)

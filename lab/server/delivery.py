@@ -1,75 +1,45 @@
-"""Delivering a request's tokens: when each leaves (the wall clock), and in which shape.
+"""Delivering a request's tokens: in which shape, and written when the runner releases them.
 
-``events`` turns the engine's listener events for one HTTP request into tokens released at
-their due wall time; ``stream`` writes them as server-sent events and ``complete`` waits for
-the whole answer. Both abort the engine requests of a client that goes away, which frees
-their KV blocks at once, as vLLM's server does. ``server`` is the ``EmulatorServer``.
+The runner (``runner.py``) releases each token to the request's :class:`Handle` at its due
+wall time. One writer per HTTP request takes everything released since it last ran and sends
+it in one write: :class:`TokenStream` as server-sent events, :func:`complete` as one JSON body.
+Both record each token's lag behind its due time (``lag.py``) and abort the engine requests of
+a client that goes away, which frees their KV blocks at once, as vLLM's server does.
+``server`` is the ``EmulatorServer``.
+
+A streamed token's chunk is two constant byte strings around the token's JSON-escaped text
+(:meth:`ResponseBuilder.token_chunk`), built once per choice from the same dict
+:meth:`ResponseBuilder.chunk` gives, so the bytes are those ``json.dumps`` would write.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator
+import functools
+import json
 
-from fastapi import Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from lab.server import protocol as P
 from lab.server.generation import ChoicePlan
 from lab.server.runner import Handle
 from lab.server.tokenizer import piece
 
-
-async def events(server, handle: Handle, plans: list[ChoicePlan], multiplier: float) -> AsyncIterator[tuple]:
-    """The engine's events for a request, each released when it is due on the wall clock.
-
-    ("token", index, k) for the k-th token of choice ``index``, ("finish", index, reason),
-    ("error", index, message). The latency fault stretches each token's delay since arrival.
-    """
-    remaining = len(plans)
-    produced = [0] * len(plans)
-    while remaining:
-        kind, index, payload = await handle.queue.get()
-        if kind == "tokens":
-            for t_s in payload:
-                due = server.runner.wall_of(handle.arrival_s + multiplier * (t_s - handle.arrival_s))
-                delay = due - server.clock()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                if produced[index] < len(plans[index].words):
-                    yield ("token", index, produced[index])
-                produced[index] += 1
-        elif kind == "finish":
-            remaining -= 1
-            if getattr(payload, "name", "") == "FINISHED_ABORTED":
-                yield ("error", index, "The request was aborted by the engine.")
-            else:
-                yield ("finish", index, plans[index].finish_reason)
-        else:
-            remaining -= 1
-            yield ("error", index, payload)
+_TEXT_MARK = "\x00servelab-text\x00"  # stands for a token's text while a chunk template is cut
 
 
-class AbortOnCloseStream(StreamingResponse):
-    """Runs ``cleanup`` however the response ends (finished, client gone, never started), so
-    that the engine requests of a client that went away are aborted at once, not at GC time."""
-
-    def __init__(self, content, cleanup, **kwargs) -> None:
-        super().__init__(content, **kwargs)
-        self._cleanup = cleanup
-
-    async def __call__(self, scope, receive, send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self.body_iterator.aclose()  # type: ignore[union-attr]
-            self._cleanup(None)
+@functools.lru_cache(maxsize=8192)
+def _json_str(text: str) -> bytes:
+    return json.dumps(text).encode("utf-8")
 
 
-async def disconnected(request: Request) -> None:
+async def _until_disconnect(receive, handle: Handle) -> None:
+    """Wait for the client to go away, then wake the writer (which sees ``handle.gone``)."""
     while True:
-        message = await request.receive()
+        message = await receive()
         if message["type"] == "http.disconnect":
+            handle.gone = True
+            handle.wake()
             return
 
 
@@ -81,6 +51,7 @@ class ResponseBuilder:
         self.id, self.model, self.prompt_tokens = request_id, model, prompt_tokens
         self.created = P.now_created()
         self.emitted = [0] * len(plans)
+        self._templates: dict[int, tuple[bytes, bytes]] = {}
 
     def piece(self, index: int, k: int) -> str:
         words = self.plans[index].words
@@ -90,6 +61,20 @@ class ResponseBuilder:
             previous = None if self.chat else self.prompts[index // self.n].last_word
         self.emitted[index] = k + 1
         return piece(words[k], previous)
+
+    def token_chunk(self, index: int, k: int) -> bytes:
+        """The SSE event for the k-th token of choice ``index``: the same bytes as
+        ``P.sse(self.chunk(index, piece, finish))``, from a template when nothing but the text
+        changes (every token but a choice's last, which carries the finish reason)."""
+        text = self.piece(index, k)
+        plan = self.plans[index]
+        if k == len(plan.words) - 1:
+            return P.sse(self.chunk(index, text, plan.finish_reason))
+        template = self._templates.get(index)
+        if template is None:
+            cut = P.sse(self.chunk(index, _TEXT_MARK, None)).split(_json_str(_TEXT_MARK))
+            template = self._templates[index] = (cut[0], cut[1])
+        return template[0] + _json_str(text) + template[1]
 
     def text(self, index: int) -> str:
         return "".join(self.piece(index, k) for k in range(len(self.plans[index].words)))
@@ -112,7 +97,8 @@ class ResponseBuilder:
 
     def record_answer(self, server) -> None:
         judged = [plan.correct for plan in self.plans if plan.correct is not None]
-        server.metrics.observe_answer(self.prompt_tokens, self.completion_tokens(), judged)
+        price = server.faults.product("price", server.runner.now_s())
+        server.metrics.observe_answer(self.prompt_tokens, self.completion_tokens(), judged, price)
 
     def usage_chunk(self) -> dict:
         kind = "chat.completion.chunk" if self.chat else "text_completion"
@@ -140,27 +126,32 @@ class ResponseBuilder:
         return body
 
 
-async def complete(server, request, handle, plans, multiplier, builder, started):
+async def complete(server, request, handle: Handle, plans: list[ChoicePlan], builder: ResponseBuilder, started):
+    """Wait for every choice to finish, then answer in one JSON body (or an error)."""
     finish: list[str | None] = [None] * len(plans)
     errors: list[str] = []
-
-    async def collect() -> None:
-        async for kind, index, payload in events(server, handle, plans, multiplier):
-            if kind == "finish":
-                finish[index] = payload
-            elif kind == "error":
-                errors.append(payload)
-
-    work = asyncio.ensure_future(collect())
-    gone = asyncio.ensure_future(disconnected(request))
+    gone = asyncio.ensure_future(_until_disconnect(request.receive, handle))
     status = 200
+    runner, lag = server.runner, server.metrics.lag
     try:
-        done, _ = await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
-        if work not in done:  # the client went away: vLLM's with_cancellation aborts the request
-            work.cancel()
+        remaining = len(plans)
+        while remaining and not handle.gone:
+            events = await handle.take()
+            now_s = runner.now_s()
+            for kind, index, payload, due_s in events:
+                if kind == "token":
+                    lag.observe(now_s - due_s, now_s)
+                elif kind == "finish":
+                    remaining -= 1
+                    if getattr(payload, "name", "") == "FINISHED_ABORTED":
+                        errors.append("The request was aborted by the engine.")
+                    finish[index] = plans[index].finish_reason
+                else:
+                    remaining -= 1
+                    errors.append(payload)
+        if handle.gone:  # the client went away: vLLM's with_cancellation aborts the request
             status = 499  # nginx's "client closed request"; nobody reads it but the metrics
             return Response(status_code=499)
-        work.result()
         if errors:
             status = 500
             return P.internal_error(errors[0]).response()
@@ -190,28 +181,78 @@ def cleanup_once(server, handle: Handle, started: float):
     return cleanup
 
 
-async def stream(server, handle, plans, multiplier, builder: ResponseBuilder, include_usage, cleanup):
-    status = 200
-    try:
+class TokenStream(Response):
+    """A streamed answer: one write per batch of released tokens, ``[DONE]`` at the end.
+
+    The writer sleeps in ``handle.take()`` until the runner releases tokens, then formats and
+    sends all of them at once. A client that goes away wakes it (``handle.gone``); the engine
+    requests are then aborted. ``cleanup`` runs however the response ends."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, server, handle: Handle, plans: list[ChoicePlan], builder: ResponseBuilder,
+                 include_usage: bool, cleanup) -> None:
+        self.status_code = 200
+        self.background = None
+        self.init_headers(None)
+        self.server, self.handle, self.plans, self.builder = server, handle, plans, builder
+        self.include_usage = include_usage
+        self.cleanup = cleanup
+
+    async def __call__(self, scope, receive, send) -> None:
+        # The writing runs in a task of its own. The request's task sits under a dozen
+        # coroutine frames (uvicorn, the middleware, the router), and every resumption walks all
+        # of them; the writer is resumed once per batch, so it gets a stack of one frame.
+        gone = asyncio.ensure_future(_until_disconnect(receive, self.handle))
+        writer = asyncio.ensure_future(self._write(send))
+        status = 499
+        try:
+            status = await writer
+        except (asyncio.CancelledError, OSError):
+            status = 499
+            raise
+        finally:
+            writer.cancel()
+            gone.cancel()
+            self.cleanup(status)
+
+    async def _write(self, send) -> int:
+        """Send the stream; the HTTP status it ended with (499: the client went away)."""
+        handle, builder, plans = self.handle, self.builder, self.plans
+        runner, lag = self.server.runner, self.server.metrics.lag
+        status = 200
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        parts: list[bytes] = []
         if builder.chat:
-            for i in range(len(plans)):
-                yield P.sse(builder.chunk(i, None, None, role=True))
-        async for kind, index, payload in events(server, handle, plans, multiplier):
-            if kind == "token":
-                last = payload == len(plans[index].words) - 1
-                finish = plans[index].finish_reason if last else None
-                yield P.sse(builder.chunk(index, builder.piece(index, payload), finish))
-            elif kind == "error":
-                status = 500
-                yield P.sse(P.internal_error(payload).body())
-                break
+            parts = [P.sse(builder.chunk(i, None, None, role=True)) for i in range(len(plans))]
+        produced = [0] * len(plans)
+        remaining = len(plans)
+        while remaining and status == 200:
+            if parts:
+                await send({"type": "http.response.body", "body": b"".join(parts), "more_body": True})
+                parts = []
+            events = await handle.take()
+            if handle.gone:
+                return 499  # the client went away (nginx's "client closed request")
+            now_s = runner.now_s()
+            for kind, index, payload, due_s in events:
+                if kind == "token":
+                    k = produced[index]
+                    produced[index] = k + 1
+                    if k < len(plans[index].words):
+                        parts.append(builder.token_chunk(index, k))
+                    lag.observe(now_s - due_s, now_s)
+                elif kind == "finish" and getattr(payload, "name", "") != "FINISHED_ABORTED":
+                    remaining -= 1
+                else:
+                    message = payload if kind == "error" else "The request was aborted by the engine."
+                    parts.append(P.sse(P.internal_error(message).body()))
+                    status = 500
+                    break
         if status == 200:
-            builder.record_answer(server)
-            if include_usage:
-                yield P.sse(builder.usage_chunk())
-        yield P.sse("[DONE]")
-    except (asyncio.CancelledError, GeneratorExit):
-        status = 499  # the client went away (nginx's "client closed request")
-        raise
-    finally:
-        cleanup(status)
+            builder.record_answer(self.server)
+            if self.include_usage:
+                parts.append(P.sse(builder.usage_chunk()))
+        parts.append(P.sse("[DONE]"))
+        await send({"type": "http.response.body", "body": b"".join(parts), "more_body": False})
+        return status

@@ -19,6 +19,8 @@ crash-loop     duration, >= 10 s        mean time between crashes; each crash ki
                (``10m``)                requests in flight and the server is down (health
                                         503, requests 503) for ``min(30 s, MTBF / 4)``
 cost           multiplier (``2x``)      answers that end by themselves get that much longer
+price          multiplier (``3x``)      the same tokens cost that much more: only
+                                        ``llm_request_cost_dollars_total`` moves
 quality        score change (``-0.15``) that share (here: the absolute value) of built-in
                                         questions gets a wrong answer
 =============  =======================  ===================================================

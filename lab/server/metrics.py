@@ -23,6 +23,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, Summary, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from lab.server.lag import LagMonitor
 from sim.metrics import VLLM_BUCKETS, request_length_buckets
 
 # The buckets of the simulated fleet (``sim/rollout/fleet.py``), so that the emulator and the
@@ -92,15 +93,19 @@ class _EngineStatsCollector:
         # ServeLab's own: how late the wall-clock simulation has run (CPU starvation). Near zero
         # means the latencies above are the simulator's; large values mean the machine is slow.
         yield gauge("servelab:emulator_max_lag_seconds",
-                    "Most the simulation has lagged the wall clock since start, in seconds.", m.lag_source())
+                    "Most the simulation or a token has lagged the simulated timeline since start, in seconds.",
+                    max(m.lag_source(), m.lag.max_s))
+        yield m.lag.metric_family()
 
 
 class ServerMetrics:
     """Every series the emulator exports, in one registry of its own."""
 
     def __init__(self, *, model_name: str, service: str, max_model_len: int, stats_source,
-                 errors_source=lambda: 0, lag_source=lambda: 0.0, judge_enabled: bool = False) -> None:
-        self.lag_source = lag_source
+                 errors_source=lambda: 0, lag_source=lambda: 0.0, judge_enabled: bool = False,
+                 lag_threshold_s: float = 0.010) -> None:
+        self.lag_source = lag_source  # the driver's lateness to simulated events
+        self.lag = LagMonitor(lag_threshold_s)  # every token's lateness (lab/server/lag.py)
         self.judge_enabled = judge_enabled
         self.model_name = model_name
         self.service = service
@@ -202,10 +207,12 @@ class ServerMetrics:
         self.http_requests.labels(service=self.service, status=str(status)).inc()
         self.http_duration.labels(service=self.service).observe(duration_s)
 
-    def observe_answer(self, prompt_tokens: int, completion_tokens: int, judged: list[bool]) -> None:
-        """A request answered in full: its token cost, and the judge's score of each built-in
-        question among its choices."""
+    def observe_answer(self, prompt_tokens: int, completion_tokens: int, judged: list[bool],
+                       price_multiplier: float = 1.0) -> None:
+        """A request answered in full: its token cost (times the price fault), and the judge's
+        score of each built-in question among its choices."""
         dollars = (prompt_tokens * INPUT_PRICE_PER_MTOK + completion_tokens * OUTPUT_PRICE_PER_MTOK) / 1e6
+        dollars *= price_multiplier
         self.cost.labels(service=self.service).inc(dollars)
         if self.judge_enabled:
             for correct in judged:

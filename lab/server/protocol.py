@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class StreamOptions(BaseModel):
@@ -47,6 +47,29 @@ class ChatCompletionRequest(_Base):
     messages: list[ChatMessage]
     max_tokens: int | None = None  # deprecated by OpenAI in favour of max_completion_tokens
     max_completion_tokens: int | None = None
+
+
+class TokenizeRequest(BaseModel):
+    """vLLM's /tokenize body: TokenizeCompletionRequest (``prompt``) or TokenizeChatRequest
+    (``messages``), with their defaults (special tokens added for a prompt, not for a chat)."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    add_special_tokens: bool | None = None
+    add_generation_prompt: bool = True
+    return_token_strs: bool | None = False
+
+    def model_post_init(self, _context) -> None:
+        if self.add_special_tokens is None:
+            self.add_special_tokens = self.prompt is not None
+
+
+class DetokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str | None = None
+    tokens: list[Annotated[int, Field(ge=0, le=2**63 - 1)]]
 
 
 class APIError(Exception):

@@ -1,10 +1,23 @@
 """The simulated engine, advanced against the wall clock inside the server's asyncio loop.
 
-Simulated time is wall time since the server started: ``sim_s = monotonic() - t0``. A background
-task runs ``env.run(until=now)`` whenever the clock has moved, then sleeps until the next
-simulated event is due (or until a new request wakes it). So a step that the simulator says
-takes 30 ms ends 30 ms of wall time after it began, and its tokens are handed to the HTTP
-streams then, through the engine's listener hooks (``on_tokens``, ``on_finish``, ``on_step``).
+Simulated time is wall time since the server started: ``sim_s = monotonic() - t0``. One
+background task (the driver) does everything time-driven, so the work per token is small and
+the same whatever the number of streams:
+
+1. run the simulation up to now (``env.run(until=now)``); each step that ends hands its tokens
+   to the runner through the engine's listener hooks (``on_tokens``, ``on_finish``,
+   ``on_step``);
+2. a token is *released* to its request's :class:`Handle` at its due time: the step's end, or,
+   under the latency fault, ``arrival + M x (step end - arrival)``. Tokens due now are released
+   at once; later ones wait in one timer heap (a min-heap of (due time, sequence) entries,
+   the timer wheel), not in a task or a timer per token;
+3. sleep until the next simulated event or the next due token, whichever is first (or until a
+   new request or an abort wakes it).
+
+Releasing a token appends it to the handle and wakes the handle's one writer (the HTTP
+response), which sends everything released since it last ran in one write. So a step that
+makes 256 tokens costs 256 appends and 256 wake-ups, and a writer that was late catches up in
+one write instead of queueing one write per token.
 
 Faults that act on the engine (slow GPU, KV leak, crash loop) are applied here, once a tick.
 """
@@ -12,6 +25,8 @@ Faults that act on the engine (slow GPU, KV leak, crash loop) are applied here, 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -26,14 +41,43 @@ TICK_S = 0.25  # how often time-dependent faults are re-read when the engine is 
 KEEP_FINISHED = 100  # the engine keeps finished requests for offline results; a server trims them
 
 
-@dataclass
+@dataclass(eq=False)
 class Handle:
-    """One HTTP request's engine requests (one per choice) and the events they send back."""
+    """One HTTP request's engine requests (one per choice), and the events released to it.
+
+    Events: ``("token", index, None, due_s)``, ``("finish", index, status, due_s)``,
+    ``("error", index, message, due_s)``, ``due_s`` in simulated seconds. The runner appends
+    them when they are due; the request's writer takes all that are there at once."""
 
     arrival_s: float
-    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    latency_multiplier: float = 1.0  # the latency fault in force when the request arrived
     request_ids: list[str] = field(default_factory=list)
     unfinished: set[str] = field(default_factory=set)
+    events: list[tuple] = field(default_factory=list)
+    timers_pending: int = 0  # events of this handle still in the timer heap (keeps their order)
+    gone: bool = False  # the client went away (set by the writer's disconnect watcher)
+    _waiter: asyncio.Future | None = None
+
+    def push(self, event: tuple) -> None:
+        self.events.append(event)
+        self.wake()
+
+    def wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def take(self) -> list[tuple]:
+        """Every event released since the last call; waits if there is none (or until
+        :meth:`wake`, which returns an empty list)."""
+        if not self.events:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        out, self.events = self.events, []
+        return out
 
 
 class SimRunner:
@@ -55,7 +99,9 @@ class SimRunner:
         self.clock = clock
         self.t0 = clock()
         self._handles: dict[str, tuple[Handle, int]] = {}
-        self._wake = asyncio.Event()
+        self._timers: list[tuple[float, int, Handle, tuple]] = []  # the timer heap
+        self._seq = itertools.count()  # ties in the heap go in release order
+        self._wake_fut: asyncio.Future | None = None
         self._task: asyncio.Task | None = None
         self.down_until_s = -math.inf
         self.next_crash_s: float | None = None
@@ -64,7 +110,7 @@ class SimRunner:
         self._leak_debt_blocks = 0.0
         self.leaked_blocks: list[Any] = []
         self._last_tick_s = 0.0
-        self.lag_s = 0.0  # how late the last due event was run, on the wall clock
+        self.lag_s = 0.0  # how late the driver last ran a due simulated event, on the wall clock
         self.max_lag_s = 0.0
 
     # -- time ----------------------------------------------------------------------------------
@@ -75,10 +121,18 @@ class SimRunner:
         return self.t0 + sim_s
 
     def advance(self) -> None:
-        """Run the simulation up to the wall clock (never past it)."""
+        """Run the simulation up to the wall clock (never past it), and release the tokens
+        that are due."""
         now = self.now_s()
-        if now > self.env.now:
-            self.env.run(until=now)
+        env = self.env
+        if now > env.now:
+            env.run(until=now)
+        # SimPy 4.1 puts run()'s own ``until`` event back in the queue when it stops (priority
+        # -1, no callbacks left), so peek() would say "an event is due now" for ever and the
+        # driver would spin instead of sleeping: step past it (and whatever else is due now).
+        while env.peek() <= env.now:
+            env.step()
+        self._release_timers(now)
 
     @property
     def alive(self) -> bool:
@@ -98,7 +152,14 @@ class SimRunner:
                 pass
             self._task = None
 
+    def wake(self) -> None:
+        """Something changed (a request arrived or left): re-plan the driver's sleep."""
+        fut = self._wake_fut
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
     async def _drive(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             due_s = self.env.peek()
             now_s = self.now_s()
@@ -107,26 +168,30 @@ class SimRunner:
                 self.max_lag_s = max(self.max_lag_s, self.lag_s)
             self.advance()
             self._tick()
-            due_s = self.env.peek()
-            delay = min(due_s - self.now_s(), TICK_S)
-            self._wake.clear()
-            if delay > 0:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
-                except asyncio.TimeoutError:
-                    pass
-            else:
+            next_s = self.env.peek()
+            if self._timers:
+                next_s = min(next_s, self._timers[0][0])
+            delay = min(next_s - self.now_s(), TICK_S)
+            if delay <= 0:
                 await asyncio.sleep(0)  # behind the clock: catch up, but let the handlers run
+                continue
+            fut = self._wake_fut = loop.create_future()
+            timer = loop.call_later(delay, _resolve, fut)
+            try:
+                await fut
+            finally:
+                timer.cancel()
+                self._wake_fut = None
 
     # -- requests ------------------------------------------------------------------------------
-    def submit(self, items: list[tuple[list[int], int]], request_id: str) -> Handle:
+    def submit(self, items: list[tuple[list[int], int]], request_id: str, latency_multiplier: float = 1.0) -> Handle:
         """Add one engine request per (prompt ids, max tokens) item, i.e. per choice, arriving
-        now; the i-th item's events go to the handle's queue with index i.
+        now; the i-th item's events go to the handle with index i.
 
         vLLM fans ``n`` out into ``n`` engine requests; so do we, one ``add_request`` each,
         because each choice may stop at its own length."""
         self.advance()
-        handle = Handle(arrival_s=self.env.now)
+        handle = Handle(arrival_s=self.env.now, latency_multiplier=latency_multiplier)
         for index, (prompt_token_ids, n_tokens) in enumerate(items):
             rid = f"{request_id}-{index}"
             self._handles[rid] = (handle, index)
@@ -140,7 +205,7 @@ class SimRunner:
                 self._handles.pop(rid, None)
                 self.abort(handle)  # the choices already added go too: all or nothing
                 raise
-        self._wake.set()
+        self.wake()
         return handle
 
     def abort(self, handle: Handle) -> None:
@@ -150,11 +215,32 @@ class SimRunner:
                 handle.unfinished.discard(rid)
                 self._handles.pop(rid, None)
                 self.engine.abort(rid)
-        self._wake.set()
+        self.wake()
 
     @property
     def num_open_requests(self) -> int:
         return len(self._handles)
+
+    # -- releasing tokens at their due time ------------------------------------------------------
+    def _release(self, handle: Handle, event: tuple) -> None:
+        """Hand ``event`` to its handle now if it is due, else put it in the timer heap. A
+        handle with events still in the heap sends later ones through it too (order kept)."""
+        if event[3] <= self.env.now and not handle.timers_pending:
+            handle.push(event)
+            return
+        handle.timers_pending += 1
+        heapq.heappush(self._timers, (event[3], next(self._seq), handle, event))
+
+    def _release_timers(self, now_s: float) -> None:
+        timers = self._timers
+        while timers and timers[0][0] <= now_s:
+            _, _, handle, event = heapq.heappop(timers)
+            handle.timers_pending -= 1
+            handle.push(event)
+
+    def _due(self, handle: Handle, t_s: float) -> float:
+        m = handle.latency_multiplier
+        return t_s if m == 1.0 else handle.arrival_s + m * (t_s - handle.arrival_s)
 
     # -- engine listener hooks -----------------------------------------------------------------
     def on_tokens(self, request: Any, num_new_tokens: int, now_s: float) -> None:
@@ -163,10 +249,11 @@ class SimRunner:
             return
         handle, index = entry
         if num_new_tokens == 1:  # the usual case: the emulator runs the engine step by step
-            times = [now_s]
-        else:  # a fast-forwarded run of steps: each token at the end of its own step
-            times = self.engine.token_times(request)[-num_new_tokens:].tolist()
-        handle.queue.put_nowait(("tokens", index, times))
+            self._release(handle, ("token", index, None, self._due(handle, now_s)))
+            return
+        # A fast-forwarded run of steps: each token at the end of its own step.
+        for t_s in self.engine.token_times(request)[-num_new_tokens:].tolist():
+            self._release(handle, ("token", index, None, self._due(handle, t_s)))
 
     def on_finish(self, request: Any, now_s: float) -> None:
         if request.status.value != "abort":
@@ -178,7 +265,7 @@ class SimRunner:
             return
         handle, index = entry
         handle.unfinished.discard(request.request_id)
-        handle.queue.put_nowait(("finish", index, request.status))
+        self._release(handle, ("finish", index, request.status, self._due(handle, now_s)))
 
     def on_step(self, record: Any) -> None:
         for obs in self.observers:
@@ -219,7 +306,7 @@ class SimRunner:
             handle.unfinished.discard(rid)
             self.engine.abort(rid)  # counted as finished_reason="error" in /metrics, not "abort"
             self.killed_by_crash += 1
-            handle.queue.put_nowait(("error", index, "the engine crashed (crash-loop fault)"))
+            handle.push(("error", index, "the engine crashed (crash-loop fault)", now))
 
     def _tick_leak(self, now: float, dt: float) -> None:
         rate = self.faults.kv_leak_per_hour(now)
@@ -237,7 +324,7 @@ class SimRunner:
             return_blocks(self.engine, self.leaked_blocks)
             self.leaked_blocks = []
         self._leak_debt_blocks = 0.0
-        self._wake.set()
+        self.wake()
 
 
 def leak_blocks(engine: Any, count: int) -> list[Any]:
@@ -256,3 +343,8 @@ def leak_blocks(engine: Any, count: int) -> list[Any]:
 
 def return_blocks(engine: Any, blocks: list[Any]) -> None:
     engine.kv.pool.free_blocks(blocks)
+
+
+def _resolve(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)

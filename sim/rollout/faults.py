@@ -12,6 +12,7 @@ run. Kinds and values:
 | kv-leak     | fraction of KV blocks lost per hour     | free KV shrinks over time: preemptions, then queueing |
 | crash-loop  | mean time between crashes, 10m          | each pod crashes that often; requests to it fail while it restarts |
 | cost        | output-token multiplier, 3x             | longer outputs: more tokens, cost and latency |
+| price       | price-per-token multiplier, 3x          | same tokens, same latency, a higher price (a canary routed to a bigger model) |
 | quality     | change in judge score, -0.15            | judged responses score that much lower       |
 """
 
@@ -26,7 +27,7 @@ import numpy as np
 from sim.errors import ServeLabError
 from sim.rollout.durations import parse_go_duration
 
-KINDS = ("error-rate", "latency", "slow-gpu", "kv-leak", "crash-loop", "cost", "quality")
+KINDS = ("error-rate", "latency", "slow-gpu", "kv-leak", "crash-loop", "cost", "price", "quality")
 TARGETS = ("canary", "stable")
 _EXAMPLES = {
     "error-rate": "error-rate=0.02",
@@ -35,6 +36,7 @@ _EXAMPLES = {
     "kv-leak": "kv-leak=0.5",
     "crash-loop": "crash-loop=10m",
     "cost": "cost=3x",
+    "price": "price=3x",
     "quality": "quality=-0.15",
 }
 GRAMMAR = "[stable:|canary:]KIND=VALUE[@START[-END]]"
@@ -112,7 +114,7 @@ def _number(raw: str, where: str, kind: str) -> float:
 
 
 def _parse_value(kind: str, raw: str, where: str) -> float:
-    if kind in ("latency", "slow-gpu", "cost"):
+    if kind in ("latency", "slow-gpu", "cost", "price"):
         v = _number(raw[:-1] if raw.lower().endswith("x") else raw, where, kind)
         if not 0 < v <= 1000:
             raise FaultSpecError(f"{where}: {kind} multiplier must be in (0, 1000], got {raw!r} (e.g. {_EXAMPLES[kind]})")
@@ -146,6 +148,7 @@ class Effects:
     crash_mtbc_s: np.ndarray  # inf: no crash loop
     cost_mult: np.ndarray
     quality_delta: np.ndarray
+    price_mult: np.ndarray
 
 
 def effects(faults: tuple[Fault, ...], target: str, t_s: np.ndarray) -> Effects:
@@ -154,6 +157,7 @@ def effects(faults: tuple[Fault, ...], target: str, t_s: np.ndarray) -> Effects:
     n = t.shape
     err, lat, step = np.zeros(n), np.ones(n), np.ones(n)
     kv, mtbc, cost, qual = np.zeros(n), np.full(n, np.inf), np.ones(n), np.zeros(n)
+    price = np.ones(n)
     for f in faults:
         if f.target != target:
             continue
@@ -171,6 +175,8 @@ def effects(faults: tuple[Fault, ...], target: str, t_s: np.ndarray) -> Effects:
             mtbc = np.where(on, np.minimum(mtbc, f.value), mtbc)
         elif f.kind == "cost":
             cost = np.where(on, cost * f.value, cost)
+        elif f.kind == "price":
+            price = np.where(on, price * f.value, price)
         elif f.kind == "quality":
             qual = np.where(on, qual + f.value, qual)
-    return Effects(err, lat, step, kv, mtbc, cost, qual)
+    return Effects(err, lat, step, kv, mtbc, cost, qual, price)

@@ -10,7 +10,8 @@ Per scrape interval and version, vectorised with numpy:
 3. Each request: prompt and output lengths from the :class:`TrafficMix`; TTFT and TPOT drawn
    from the engine surface at the pod's load, step-time multiplier (slow-gpu) and KV capacity
    (kv-leak); duration = (TTFT + TPOT x (output - 1)) x the latency fault. Errors: a small
-   base rate, the error-rate fault, and pods down in a crash loop. Cost from tokens; a share of
+   base rate, the error-rate fault, and pods down in a crash loop. Cost from tokens at the
+   fleet's prices, times the price fault; a share of
    answers is scored by the LLM judge (Beta-distributed around the version's quality).
 4. Series: cumulative counters and histogram buckets appended to the :class:`SeriesStore` at
    each scrape time, under the names the AnalysisTemplates query.
@@ -221,7 +222,7 @@ class Fleet:
         nb = len(DURATION_BUCKETS_S) + 1
         b = np.searchsorted(np.asarray(DURATION_BUCKETS_S), dur, side="left")  # le is inclusive
         bucket_counts = np.bincount(idx * nb + b, minlength=n * nb).reshape(n, nb)
-        cost = (prompt * cfg.input_price_per_mtok + output * cfg.output_price_per_mtok) / 1e6
+        cost = (prompt * cfg.input_price_per_mtok + output * cfg.output_price_per_mtok) / 1e6 * e.price_mult[idx]
         judged = ok & (u_judge < cfg.judge_fraction)
         scores = scores_all[judged]
         n_ok = np.bincount(idx, weights=ok, minlength=n)
