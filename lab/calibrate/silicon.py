@@ -83,12 +83,15 @@ def cross_validate(calibration: str | None, max_evaluations: int, workers: int |
             fitted = fit(train, start, max_evaluations=max_evaluations, map_fn=m)
             predicted = simulate_rows(held, replace(start, coefficients=fitted.coefficients,
                                                     frontend=fitted.frontend, prompts_per_client=4), m)
-            mp = mape(predicted)["overall"]
+            per_model = mape(predicted, key=lambda r: r["model"])
+            mp = per_model.pop("overall")
             out.append({"held_out": f"{kind}={value}", "rows": len(held), "ttft": mp["ttft"], "tpot": mp["tpot"],
-                        "fitted_on": len(train), "evaluations": fitted.num_evaluations})
+                        "fitted_on": len(train), "evaluations": fitted.num_evaluations, "per_model": per_model})
+            detail = "; ".join(f"{name.split('/')[-1]} {m['ttft']:.1%} / {m['tpot']:.1%}"
+                               for name, m in per_model.items()) if len(per_model) > 1 else ""
             progress(f"  {kind}={value}: {len(held)} rows held out, fitted on {len(train)} "
                      f"({fitted.num_evaluations} evaluations, {time.perf_counter() - t0:.0f} s): "
-                     f"TTFT MAPE {mp['ttft']:.1%}, TPOT MAPE {mp['tpot']:.1%}")
+                     f"TTFT MAPE {mp['ttft']:.1%}, TPOT MAPE {mp['tpot']:.1%}" + (f" ({detail})" if detail else ""))
     return out
 
 
