@@ -69,7 +69,7 @@ VLLM_UNMODELLED_METHODS = (
 )
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "fp8_e4m3": 1, "fp8_e5m2": 1}
 _FLAG_DTYPE = {"half": "float16", "float16": "float16", "float": "float32", "float32": "float32", "bfloat16": "bfloat16"}
-MIN_CAPABILITY = {"fp8": (7, 5), "modelopt": (8, 0), "online": (7, 5)}  # get_min_capability()
+MIN_CAPABILITY = {"fp8": (7, 5), "modelopt": (8, 0), "online": (7, 5), "mxfp4": (8, 0)}  # get_min_capability()
 ONLINE_SCHEMES = {"fp8": "per-tensor", "fp8_per_tensor": "per-tensor", "fp8_per_channel": "per-channel",
                   "fp8_per_block": "block"}
 ONLINE_BLOCK = (128, 128)  # kFp8Static128BlockSym
@@ -202,7 +202,10 @@ def resolve_precision(model, gpu, config=None) -> Precision:
     if kv_string.startswith("fp8"):
         lines.append(f"Using {kv_string} data type to store kv cache. It reduces the GPU memory footprint and "
                      f"boosts the performance. Meanwhile, it may cause accuracy drop without a proper scaling factor")
-    backend = _attention_backend(gpu, act, kv, kv_string, kv_flag, lines)
+    if getattr(model, "is_mla", False):
+        backend = _mla_backend(gpu, lines)
+    else:
+        backend = _attention_backend(gpu, act, kv, kv_string, kv_flag, lines)
     if kv_flag == "auto" and ckpt_kv:
         source += f"; KV cache {ckpt_kv} from the checkpoint"
     elif kv_flag != "auto":
@@ -293,7 +296,7 @@ def _quantization(model, gpu, flag: str | None, act: str, tp: int, lines: list[s
             f"--dtype: {_torch(act)} is not supported for quantization method {method}. Supported dtypes: "
             f"[torch.bfloat16, torch.float16]"
         )
-    if scheme == "block":
+    if scheme == "block" and not getattr(model, "is_mla", False):
         _check_block_shape(model, tp, block, _where(ckpt, flag))
     return method, scheme, block, static_act, lm_head_q, source
 
@@ -327,6 +330,8 @@ def _check_block_shape(model, tp: int, block: tuple[int, int], where: str) -> No
 def _gemm(act: str, method, scheme, cc, static_act: bool, lines: list[str]) -> tuple[str, str | None]:
     if method is None:
         return act, None
+    if method == "mxfp4":  # only the experts are MXFP4; the dense GEMMs run in the model dtype
+        return act, "MXFP4 fused MoE (experts only)"
     native = cc >= (9, 0) if scheme == "block" else cc >= (8, 9)
     if native:
         if scheme == "block":
@@ -370,6 +375,20 @@ def _attention_backend(gpu, act: str, kv: str, kv_string: str, kv_flag: str, lin
     lines.append(f"Using {chosen} attention backend out of potential backends: "
                  f"[{', '.join(repr(b) for b in valid)}].")
     return chosen
+
+
+def _mla_backend(gpu, lines: list[str]) -> str:
+    """MLA models (DeepSeek) take vLLM's MLA backends (``platforms/cuda.py``, ``use_mla``): on 9.x
+    FLASH_ATTN_MLA first (FA3), on 10.x FLASHINFER_MLA, elsewhere TRITON_MLA (each backend's
+    ``supports_compute_capability`` in ``v1/attention/backends/mla/``). FLASHINFER_MLA's kernels
+    take blocks of 32 or 64 tokens, so on 10.x vLLM raises the block size to 32; ServeLab plans
+    with ``--block-size`` as given (pass 32 there)."""
+    major = gpu.compute_capability[0]
+    valid = {9: ["FLASH_ATTN_MLA", "FLASHMLA", "TRITON_MLA"],
+             10: ["FLASHINFER_MLA", "CUTLASS_MLA", "FLASHMLA", "TRITON_MLA"]}.get(major, ["TRITON_MLA"])
+    lines.append(f"Using {valid[0]} attention backend out of potential backends: "
+                 f"[{', '.join(repr(b) for b in valid)}].")
+    return valid[0]
 
 
 def _cc(cc: tuple[int, int]) -> str:
