@@ -100,7 +100,7 @@ def text_config(cfg: dict, source: str) -> dict:
     return {**GEMMA3_TEXT_DEFAULTS, **cfg}
 
 
-def layer_types(cfg: dict, arch: str, num_layers: int, source: str) -> tuple[str, ...]:
+def layer_types(cfg: dict, arch: str, num_layers: int, source: str, opt_int) -> tuple[str, ...]:
     """Each layer's attention: ``layer_types`` when given; else gemma3's pattern (every
     ``sliding_window_pattern``-th layer global), Qwen's ``use_sliding_window`` rule (sliding from
     ``max_window_layers`` on), or all full."""
@@ -112,13 +112,12 @@ def layer_types(cfg: dict, arch: str, num_layers: int, source: str) -> tuple[str
                                f"{FULL!r} or {SLIDING!r}")
         return tuple(given)
     if arch == "gemma3":
-        pattern = cfg.get("sliding_window_pattern", 6)
-        if not isinstance(pattern, int) or isinstance(pattern, bool) or pattern < 1:
-            raise CatalogError(f"{source}: field 'sliding_window_pattern': expected a positive integer, "
-                               f"found {pattern!r}")
+        pattern = opt_int("sliding_window_pattern", 6)
+        if pattern < 1:
+            raise CatalogError(f"{source}: field 'sliding_window_pattern': expected a positive integer, found 0")
         return tuple(SLIDING if (i + 1) % pattern else FULL for i in range(num_layers))
-    if arch in ("qwen2", "qwen3", "qwen3_moe") and cfg.get("use_sliding_window") and cfg.get("sliding_window"):
-        first = cfg.get("max_window_layers", num_layers)
+    if arch in ("qwen2", "qwen3", "qwen3_moe") and cfg.get("use_sliding_window") is True and cfg.get("sliding_window"):
+        first = opt_int("max_window_layers", num_layers)
         return tuple(SLIDING if i >= first else FULL for i in range(num_layers))
     if arch == "gpt_oss":
         raise CatalogError(f"{source}: field 'layer_types' is missing; gpt_oss alternates sliding_attention "
@@ -126,17 +125,21 @@ def layer_types(cfg: dict, arch: str, num_layers: int, source: str) -> tuple[str
     return ()
 
 
-def moe_layers(cfg: dict, arch: str, num_layers: int, need) -> tuple[int, ...]:
-    """Indices of the layers whose MLP is a mixture of experts."""
+def moe_layers(cfg: dict, arch: str, num_layers: int, source: str, opt_int) -> tuple[int, ...]:
+    """Indices of the layers whose MLP is a mixture of experts (the rules of vLLM's model files)."""
     if arch in ("mixtral", "gpt_oss"):
         return tuple(range(num_layers))
     if arch == "qwen3_moe":
-        step = cfg.get("decoder_sparse_step", 1) or 1
-        dense = set(cfg.get("mlp_only_layers") or [])
-        return tuple(i for i in range(num_layers) if i not in dense and (i + 1) % step == 0)
+        step = opt_int("decoder_sparse_step", 1)  # qwen3_moe.py: 0 means no MoE layer
+        dense = cfg.get("mlp_only_layers") or []
+        if not isinstance(dense, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in dense):
+            raise CatalogError(f"{source}: field 'mlp_only_layers': expected a list of layer indices, found {dense!r}")
+        return tuple(i for i in range(num_layers) if i not in dense and step > 0 and (i + 1) % step == 0)
     if arch == "deepseek_v3":
-        first = cfg.get("first_k_dense_replace", 0) or 0
-        freq = cfg.get("moe_layer_freq", 1) or 1
+        first = opt_int("first_k_dense_replace", 0)
+        freq = opt_int("moe_layer_freq", 1)
+        if freq < 1:
+            raise CatalogError(f"{source}: field 'moe_layer_freq': expected a positive integer, found 0")
         return tuple(i for i in range(num_layers) if i >= first and i % freq == 0)
     return ()
 

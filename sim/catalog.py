@@ -479,12 +479,14 @@ def _new_architecture_fields(cfg: dict, outer: dict, arch: str, layers: int, nee
     """The ModelSpec fields of sim.architectures' models, read the way vLLM's model files read them."""
     from sim import architectures as archs
 
-    types = archs.layer_types(cfg, arch, layers, source)
+    types = archs.layer_types(cfg, arch, layers, source, opt_int)
     out: dict = {"layer_types": types}
     if archs.SLIDING in types:
         out["sliding_window"] = need("sliding_window")
     out["qk_norm"] = arch in ("qwen3", "qwen3_moe", "gemma3")
     attention_bias = cfg.get("attention_bias", False)
+    if not isinstance(attention_bias, bool):
+        raise CatalogError(f"{source}: field 'attention_bias': expected true or false, found {attention_bias!r}")
     out["qkv_bias"] = arch == "qwen2" or (arch in ("qwen3", "qwen3_moe", "gpt_oss") and bool(attention_bias))
     out["o_bias"] = arch == "gpt_oss" and bool(attention_bias)
     out["norms_per_layer"] = 4 if arch == "gemma3" else 2
@@ -506,7 +508,7 @@ def _new_architecture_fields(cfg: dict, outer: dict, arch: str, layers: int, nee
                    qk_nope_head_dim=need("qk_nope_head_dim"), qk_rope_head_dim=need("qk_rope_head_dim"),
                    v_head_dim=need("v_head_dim"))
     if out.get("num_experts"):
-        out["moe_layers"] = archs.moe_layers(cfg, arch, layers, need)
+        out["moe_layers"] = archs.moe_layers(cfg, arch, layers, source, opt_int)
         if out["experts_per_token"] > out["num_experts"]:
             raise CatalogError(f"{source}: num_experts_per_tok {out['experts_per_token']} is more than the "
                                f"{out['num_experts']} experts")

@@ -239,7 +239,9 @@ def plan_memory(
     blocks_per_request = sum(g.blocks_per_request for g in groups)
     needed = blocks_per_request * page_bytes
     if num_gpu_blocks_override is None and needed > available:
-        estimated = (available // page_bytes) * block_size
+        estimated = _estimate_max_model_len(
+            lambda length: sum(g.blocks_per_request for g in kv_cache_groups(
+                model, tp, precision, block_size, length, num_tokens)) * page_bytes <= available, max_model_len)
         estimated_msg = (
             f"Based on the available memory, the estimated maximum model length is {estimated}. " if estimated > 0 else ""
         )
@@ -325,6 +327,17 @@ def kv_cache_groups(model: ModelSpec, tp: int, precision: Precision | None, bloc
         n = cdiv(len(layers), size)
         out += [group(kind, layers[i::n], size) for i in range(n)]
     return out
+
+
+def _estimate_max_model_len(fits, upper: int) -> int:
+    """vLLM's ``estimate_max_model_len``: the longest length in [1, upper] that fits, by binary search; 0 if none."""
+    if not fits(1):
+        return 0
+    lo, hi = 1, upper
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    return lo
 
 
 class _Defaults:

@@ -321,3 +321,38 @@ def test_engine_runs_the_dense_new_models(name, gpu):
     env.run()
     assert all(r.is_finished and r.num_output_tokens == 32 for r in reqs)
     assert len(engine.token_times(reqs[0])) == 32
+
+
+# -- fuzzing the config reader -----------------------------------------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_STEMS = ["Qwen--Qwen2.5-7B-Instruct", "Qwen--Qwen3-32B", "Qwen--Qwen3-30B-A3B", "Qwen--Qwen3-235B-A22B-FP8",
+          "google--gemma-3-27b-it", "mistralai--Mixtral-8x7B-v0.1", "deepseek-ai--DeepSeek-V3",
+          "openai--gpt-oss-120b"]
+_CONFIGS = {s: json.loads((ROOT / "sim/data/models" / f"{s}.json").read_text()) for s in _STEMS}
+_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-3, 300), st.floats(allow_nan=False), st.text(max_size=5),
+                    st.lists(st.integers(-2, 70), max_size=4), st.dictionaries(st.text(max_size=3), st.integers()))
+
+
+@settings(max_examples=300, deadline=None)
+@given(stem=st.sampled_from(_STEMS), data=st.data())
+def test_a_damaged_config_is_read_or_refused_in_one_line(stem, data):
+    cfg = json.loads(json.dumps(_CONFIGS[stem]))
+    target = cfg["text_config"] if "text_config" in cfg and data.draw(st.booleans()) else cfg
+    for _ in range(data.draw(st.integers(1, 3))):
+        key = data.draw(st.sampled_from(sorted(target)))
+        if data.draw(st.booleans()):
+            del target[key]
+        else:
+            target[key] = data.draw(_VALUES)
+    try:
+        model = model_from_config(cfg, source="config.json")
+    except CatalogError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith("config.json")
+        return
+    assert model.num_params > 0 and model.kv_bytes_per_token() > 0
+    try:
+        plan_memory(model, get_gpu("h200"), tensor_parallel_size=8, max_model_len=4096)
+    except ConfigError as exc:
+        assert "\n" not in str(exc)
