@@ -49,7 +49,6 @@ NEW_ARCHITECTURES = {
     "qwen2": "qwen2", "qwen3": "qwen3", "gemma3": "gemma3", "gemma3_text": "gemma3",
     "mixtral": "mixtral", "qwen3_moe": "qwen3_moe", "deepseek_v3": "deepseek_v3", "gpt_oss": "gpt_oss",
 }
-MOE = ("mixtral", "qwen3_moe", "deepseek_v3", "gpt_oss")
 FULL, SLIDING = "full_attention", "sliding_attention"
 
 # transformers' Gemma3TextConfig defaults (configuration_gemma3.py), which the nested
@@ -142,6 +141,65 @@ def moe_layers(cfg: dict, arch: str, num_layers: int, source: str, opt_int) -> t
             raise CatalogError(f"{source}: field 'moe_layer_freq': expected a positive integer, found 0")
         return tuple(i for i in range(num_layers) if i >= first and i % freq == 0)
     return ()
+
+
+def read_fields(cfg: dict, outer: dict, arch: str, layers: int, need, opt_int, source: str) -> dict:
+    """The ModelSpec fields of these architectures, read the way vLLM's model files read them.
+
+    ``need(field)`` returns a positive integer field or raises CatalogError naming it;
+    ``opt_int(field, default)`` an optional non-negative one."""
+    types = layer_types(cfg, arch, layers, source, opt_int)
+    out: dict = {"layer_types": types}
+    if SLIDING in types:
+        out["sliding_window"] = need("sliding_window")
+    out["qk_norm"] = arch in ("qwen3", "qwen3_moe", "gemma3")
+    attention_bias = cfg.get("attention_bias", False)
+    if not isinstance(attention_bias, bool):
+        raise CatalogError(f"{source}: field 'attention_bias': expected true or false, found {attention_bias!r}")
+    out["qkv_bias"] = arch == "qwen2" or (arch in ("qwen3", "qwen3_moe", "gpt_oss") and bool(attention_bias))
+    out["o_bias"] = arch == "gpt_oss" and bool(attention_bias)
+    out["norms_per_layer"] = 4 if arch == "gemma3" else 2
+    out["attention_sinks"] = arch == "gpt_oss"
+    if arch == "mixtral":
+        out.update(num_experts=need("num_local_experts"), experts_per_token=need("num_experts_per_tok"),
+                   moe_intermediate_size=need("intermediate_size"))
+    elif arch == "gpt_oss":
+        out.update(num_experts=need("num_local_experts"), experts_per_token=need("num_experts_per_tok"),
+                   moe_intermediate_size=need("intermediate_size"), router_bias=True, expert_bias=True)
+    elif arch == "qwen3_moe":
+        out.update(num_experts=need("num_experts"), experts_per_token=need("num_experts_per_tok"),
+                   moe_intermediate_size=need("moe_intermediate_size"))
+    elif arch == "deepseek_v3":
+        out.update(num_experts=need("n_routed_experts"), experts_per_token=need("num_experts_per_tok"),
+                   moe_intermediate_size=need("moe_intermediate_size"),
+                   num_shared_experts=opt_int("n_shared_experts"),
+                   kv_lora_rank=need("kv_lora_rank"), q_lora_rank=opt_int("q_lora_rank"),
+                   qk_nope_head_dim=need("qk_nope_head_dim"), qk_rope_head_dim=need("qk_rope_head_dim"),
+                   v_head_dim=need("v_head_dim"))
+    if out.get("num_experts"):
+        out["moe_layers"] = moe_layers(cfg, arch, layers, source, opt_int)
+        if out["experts_per_token"] > out["num_experts"]:
+            raise CatalogError(f"{source}: num_experts_per_tok {out['experts_per_token']} is more than the "
+                               f"{out['num_experts']} experts")
+    if arch == "gemma3" and outer.get("model_type") == "gemma3" and isinstance(outer.get("vision_config"), dict):
+        out["vision_params"] = siglip_params(outer["vision_config"], cfg["hidden_size"], source)
+    return out
+
+
+def siglip_params(vc: dict, text_hidden: int, source: str) -> int:
+    """Gemma 3's SigLIP vision tower (no head) and its projector (vLLM ``siglip.py``, ``gemma3_mm.py``):
+    patch embedding (a conv with bias), position embeddings, per layer two LayerNorms, q/k/v/out and
+    fc1/fc2 with biases; a final LayerNorm; the projector's RMSNorm and ``vision_hidden x text_hidden``."""
+    from sim.catalog import _typed
+
+    def get(field: str, default: int) -> int:
+        return _typed(vc.get(field, default), f"vision_config.{field}", int, source)
+
+    h, inter, layers = get("hidden_size", 1152), get("intermediate_size", 4304), get("num_hidden_layers", 27)
+    patch, image, channels = get("patch_size", 14), get("image_size", 896), get("num_channels", 3)
+    embeddings = channels * patch * patch * h + h + (image // patch) ** 2 * h
+    per_layer = 4 * h + 4 * (h * h + h) + (h * inter + inter) + (inter * h + h)
+    return embeddings + layers * per_layer + 2 * h + h + h * text_hidden
 
 
 # -- what one decoder layer holds ---------------------------------------------------------------

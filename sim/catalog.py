@@ -456,7 +456,7 @@ def model_from_config(cfg: dict, *, source: str = "<config>", name: str | None =
     layers = need("num_hidden_layers")
     extra: dict = {}
     if arch in NEW_ARCHITECTURES.values():
-        extra = _new_architecture_fields(cfg, outer, arch, layers, need, opt_int, source)
+        extra = archs.read_fields(cfg, outer, arch, layers, need, opt_int, source)
     return ModelSpec(
         name=name or outer.get("_name_or_path") or Path(source).parent.name or source,
         architecture=arch,
@@ -473,62 +473,6 @@ def model_from_config(cfg: dict, *, source: str = "<config>", name: str | None =
         quantization=quantization,
         **extra,
     )
-
-
-def _new_architecture_fields(cfg: dict, outer: dict, arch: str, layers: int, need, opt_int, source: str) -> dict:
-    """The ModelSpec fields of sim.architectures' models, read the way vLLM's model files read them."""
-    from sim import architectures as archs
-
-    types = archs.layer_types(cfg, arch, layers, source, opt_int)
-    out: dict = {"layer_types": types}
-    if archs.SLIDING in types:
-        out["sliding_window"] = need("sliding_window")
-    out["qk_norm"] = arch in ("qwen3", "qwen3_moe", "gemma3")
-    attention_bias = cfg.get("attention_bias", False)
-    if not isinstance(attention_bias, bool):
-        raise CatalogError(f"{source}: field 'attention_bias': expected true or false, found {attention_bias!r}")
-    out["qkv_bias"] = arch == "qwen2" or (arch in ("qwen3", "qwen3_moe", "gpt_oss") and bool(attention_bias))
-    out["o_bias"] = arch == "gpt_oss" and bool(attention_bias)
-    out["norms_per_layer"] = 4 if arch == "gemma3" else 2
-    out["attention_sinks"] = arch == "gpt_oss"
-    if arch == "mixtral":
-        out.update(num_experts=need("num_local_experts"), experts_per_token=need("num_experts_per_tok"),
-                   moe_intermediate_size=need("intermediate_size"))
-    elif arch == "gpt_oss":
-        out.update(num_experts=need("num_local_experts"), experts_per_token=need("num_experts_per_tok"),
-                   moe_intermediate_size=need("intermediate_size"), router_bias=True, expert_bias=True)
-    elif arch == "qwen3_moe":
-        out.update(num_experts=need("num_experts"), experts_per_token=need("num_experts_per_tok"),
-                   moe_intermediate_size=need("moe_intermediate_size"))
-    elif arch == "deepseek_v3":
-        out.update(num_experts=need("n_routed_experts"), experts_per_token=need("num_experts_per_tok"),
-                   moe_intermediate_size=need("moe_intermediate_size"),
-                   num_shared_experts=opt_int("n_shared_experts"),
-                   kv_lora_rank=need("kv_lora_rank"), q_lora_rank=opt_int("q_lora_rank"),
-                   qk_nope_head_dim=need("qk_nope_head_dim"), qk_rope_head_dim=need("qk_rope_head_dim"),
-                   v_head_dim=need("v_head_dim"))
-    if out.get("num_experts"):
-        out["moe_layers"] = archs.moe_layers(cfg, arch, layers, source, opt_int)
-        if out["experts_per_token"] > out["num_experts"]:
-            raise CatalogError(f"{source}: num_experts_per_tok {out['experts_per_token']} is more than the "
-                               f"{out['num_experts']} experts")
-    if arch == "gemma3" and outer.get("model_type") == "gemma3" and isinstance(outer.get("vision_config"), dict):
-        out["vision_params"] = _siglip_params(outer["vision_config"], cfg["hidden_size"], source)
-    return out
-
-
-def _siglip_params(vc: dict, text_hidden: int, source: str) -> int:
-    """Gemma 3's SigLIP vision tower (no head) and its projector (vLLM ``siglip.py``, ``gemma3_mm.py``):
-    patch embedding (a conv with bias), position embeddings, per layer two LayerNorms, q/k/v/out and
-    fc1/fc2 with biases; a final LayerNorm; the projector's RMSNorm and ``vision_hidden x text_hidden``."""
-    def get(field: str, default: int) -> int:
-        return _typed(vc.get(field, default), f"vision_config.{field}", int, source)
-
-    h, inter, layers = get("hidden_size", 1152), get("intermediate_size", 4304), get("num_hidden_layers", 27)
-    patch, image, channels = get("patch_size", 14), get("image_size", 896), get("num_channels", 3)
-    embeddings = channels * patch * patch * h + h + (image // patch) ** 2 * h
-    per_layer = 4 * h + 4 * (h * h + h) + (h * inter + inter) + (inter * h + h)
-    return embeddings + layers * per_layer + 2 * h + h + h * text_hidden
 
 
 def _typed(value, field: str, kind: type, source: str, allow_zero: bool = False):

@@ -22,6 +22,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lab.cli.main import main
 from sim import architectures
@@ -324,9 +326,6 @@ def test_engine_runs_the_dense_new_models(name, gpu):
 
 
 # -- fuzzing the config reader -----------------------------------------------------------------
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
 _STEMS = ["Qwen--Qwen2.5-7B-Instruct", "Qwen--Qwen3-32B", "Qwen--Qwen3-30B-A3B", "Qwen--Qwen3-235B-A22B-FP8",
           "google--gemma-3-27b-it", "mistralai--Mixtral-8x7B-v0.1", "deepseek-ai--DeepSeek-V3",
           "openai--gpt-oss-120b"]
