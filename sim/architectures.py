@@ -317,12 +317,27 @@ def weight_bytes_per_gpu(m, tp: int, precision) -> int:
       32 weights along the input dimension, i.e. 17/32 byte a weight.
     """
     act = precision.activation_bytes if precision is not None else m.dtype_bytes
+    align = getattr(precision, "moe_size_alignment", None) if precision is not None else None
     total = (embedding_params(m, tp) + -(-m.vision_params // tp)) * act
     for i in range(m.num_hidden_layers):
         total += layer_other_params(m, i, tp) * act
         for x in layer_linears(m, i, tp):
+            if align and x.kind == "expert":
+                x = _padded_expert(x, m, tp, align)
             total += linear_bytes(x, precision, act)
     return total
+
+
+def _padded_expert(x: Linear, m, tp: int, align: tuple[int, int]) -> Linear:
+    """An expert projection at the shapes vLLM's MXFP4 kernel allocates: hidden and the
+    per-rank intermediate size rounded up to the kernel's multiples (sim.precision)."""
+    def up(n: int, k: int) -> int:
+        return -(-n // k) * k
+
+    h, inter = up(m.hidden_size, align[0]), up(-(-m.moe_intermediate_size // tp), align[1])
+    if x.name == "experts.w13":
+        return Linear(x.name, 2 * inter, h, x.kind, x.copies, x.fused)
+    return Linear(x.name, h, inter, x.kind, x.copies, x.fused)
 
 
 def linear_bytes(x: Linear, precision, act: int) -> int:

@@ -89,6 +89,8 @@ class Precision:
     lm_head_quantized: bool = False  # ModelOpt quantizes lm_head unless exclude_modules names it
     linear_kernel: str | None = None  # the FP8 GEMM kernel vLLM selects, None when unquantized
     attention_backend: str = "FLASH_ATTN"
+    # MXFP4 MoE: (hidden, intermediate per rank) rounded up to these multiples by the kernel vLLM picks
+    moe_size_alignment: tuple[int, int] | None = None
     source: str = "model dtype"  # where the precision comes from, in words
     log_lines: tuple[str, ...] = ()  # vLLM's start-up lines about it (warnings and info)
 
@@ -153,6 +155,7 @@ class Precision:
             "lm_head_quantized": self.lm_head_quantized,
             "linear_kernel": self.linear_kernel,
             "attention_backend": self.attention_backend,
+            "moe_size_alignment": list(self.moe_size_alignment) if self.moe_size_alignment else None,
             "source": self.source,
         }
 
@@ -191,6 +194,9 @@ def resolve_precision(model, gpu, config=None) -> Precision:
     quant = _quantization(model, gpu, quant_flag, act, tp, lines)
     method, scheme, block, static_act, lm_head_q, source = quant
     gemm, kernel = _gemm(act, method, scheme, cc, static_act, lines)
+    moe_alignment = None
+    if method == "mxfp4":
+        kernel, moe_alignment = _mxfp4_moe_backend(cc)
 
     ckpt_kv = model.quantization.kv_cache_dtype if model.quantization is not None else None
     kv_string = kv_flag if kv_flag != "auto" else (ckpt_kv or "auto")  # what vLLM's cache_dtype becomes
@@ -214,6 +220,7 @@ def resolve_precision(model, gpu, config=None) -> Precision:
         activation_dtype=act, gemm_dtype=gemm, kv_cache_dtype=kv, quantization=method, weight_scheme=scheme,
         weight_block_size=block, static_activation_scale=static_act, lm_head_quantized=lm_head_q,
         linear_kernel=kernel, attention_backend=backend, source=source, log_lines=tuple(lines),
+        moe_size_alignment=moe_alignment,
     )
 
 
@@ -343,6 +350,20 @@ def _gemm(act: str, method, scheme, cc, static_act: bool, lines: list[str]) -> t
                  "Weight-only FP8 compression will be used leveraging the Marlin kernel. This may degrade "
                  "performance for compute-heavy workloads.")
     return "fp8_marlin", "MarlinFP8ScaledMMLinearKernel"
+
+
+def _mxfp4_moe_backend(cc: tuple[int, int]) -> tuple[str, tuple[int, int]]:
+    """gpt-oss's MXFP4 experts: the backend vLLM picks (``fused_moe/oracle/mxfp4.py``,
+    ``_get_priority_backends_for_gpt_oss``, first supported) and how it pads the expert shapes
+    (``mxfp4_round_up_hidden_size_and_intermediate_size``), as (hidden, intermediate) multiples.
+    On 10.x FlashInfer's TRT-LLM kernel (128 intermediate, 256 hidden); on 9.x and 11-12.x OpenAI's
+    Triton kernels (intermediate to 64; ``_triton_kernel_moe_supports_current_device``: 9.0 to
+    12.x, ordered after Marlin on 12.x); below 9.0 Marlin (128, 256)."""
+    if cc[0] == 10:
+        return "FLASHINFER_TRTLLM_MXFP4_BF16", (256, 128)
+    if cc[0] == 9 or cc[0] == 11:
+        return "TRITON (OpenAI triton_kernels)", (1, 64)
+    return "MARLIN", (256, 128)
 
 
 # -- 6. attention backend --------------------------------------------------------------------------

@@ -17,6 +17,7 @@ spec classes and planning functions (tools/vllm_reference/kv_groups_probe.py, ru
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -116,6 +117,20 @@ def test_weight_bytes_fp8_experts_and_mxfp4():
                   for x in architectures.mlp_linears(oss, i, 1) if x.kind == "expert")
     bf16_all = oss.weight_bytes_per_gpu(1, None)
     assert bf16_all - oss.weight_bytes_per_gpu(1, p) == experts * 2 - experts * 17 // 32
+    # vLLM's MXFP4 kernels pad the experts: B200's FlashInfer TRT-LLM kernel rounds hidden to 256
+    # and the per-rank intermediate to 128; H200's Triton kernels the intermediate to 64 (1440 -> 1472 at TP2).
+    b200 = resolve_precision(oss, get_gpu("b200"))
+    e, layers = oss.num_experts, oss.num_hidden_layers
+
+    def mxfp4(out, inp):
+        return e * layers * (out * inp // 2 + out * -(-inp // 32))
+
+    pad = mxfp4(2 * 2944, 3072) + mxfp4(3072, 2944) - mxfp4(2 * 2880, 2880) - mxfp4(2880, 2880)
+    assert oss.weight_bytes_per_gpu(1, b200) - oss.weight_bytes_per_gpu(1, p) == pad
+    h200_tp2 = resolve_precision(oss, h200, type("F", (), {"tensor_parallel_size": 2})())
+    pad2 = mxfp4(2 * 1472, 2880) + mxfp4(2880, 1472) - mxfp4(2 * 1440, 2880) - mxfp4(2880, 1440)
+    unpadded = oss.weight_bytes_per_gpu(2, dataclasses.replace(h200_tp2, moe_size_alignment=None))
+    assert oss.weight_bytes_per_gpu(2, h200_tp2) - unpadded == pad2
     # FP8 block weights: about one byte a parameter; experts sharded by TP (no EP).
     fp8 = get_model("qwen3-235b-a22b-fp8")
     pf = resolve_precision(fp8, h200)
