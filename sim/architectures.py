@@ -324,8 +324,27 @@ def weight_bytes_per_gpu(m, tp: int, precision) -> int:
         for x in layer_linears(m, i, tp):
             if align and x.kind == "expert":
                 x = _padded_expert(x, m, tp, align)
+            if x.kind == "expert" and precision is not None and precision.weight_scheme == "block":
+                n, k = moe_fp8_block(m, tp, precision.weight_block_size)
+                total += x.params + 4 * x.copies * -(-x.out_features // n) * -(-x.in_features // k)
+                continue
             total += linear_bytes(x, precision, act)
     return total
+
+
+def moe_fp8_block(m, tp: int, block: tuple[int, int]) -> tuple[int, int]:
+    """The FP8 weight blocks of the experts under TP (vLLM ``fused_moe/oracle/fp8.py``,
+    ``refine_fp8_moe_block_shape``): when the per-rank intermediate size does not tile into the
+    checkpoint's blocks, vLLM refines the scales to ``gcd(block_n, block_k, intermediate/tp,
+    hidden)`` (at least 32), e.g. Qwen3-235B-A22B-FP8 at TP8: 1536/8 = 192, blocks of 64x64."""
+    import math
+
+    n, k = block
+    ispp = -(-m.moe_intermediate_size // tp)
+    if ispp % n == 0 and (tp == 1 or ispp % k == 0):
+        return block
+    refine = math.gcd(n, k, ispp, m.hidden_size)
+    return (refine, refine) if refine >= 32 else block
 
 
 def _padded_expert(x: Linear, m, tp: int, align: tuple[int, int]) -> Linear:

@@ -305,6 +305,13 @@ def _quantization(model, gpu, flag: str | None, act: str, tp: int, lines: list[s
         )
     if scheme == "block" and not getattr(model, "is_mla", False):
         _check_block_shape(model, tp, block, _where(ckpt, flag))
+    if scheme == "block" and getattr(model, "is_moe", False):
+        from sim.architectures import moe_fp8_block
+
+        refined = moe_fp8_block(model, tp, block)
+        if refined != tuple(block):
+            lines.append(f"FP8 MoE block scales refined from {list(block)} to {list(refined)} to fit the "
+                         f"TP-sharded intermediate size {-(-model.moe_intermediate_size // tp)}.")
     return method, scheme, block, static_act, lm_head_q, source
 
 

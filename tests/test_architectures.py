@@ -139,6 +139,21 @@ def test_weight_bytes_fp8_experts_and_mxfp4():
     assert eight == pytest.approx(one / 8, rel=0.02)
 
 
+def test_fp8_expert_blocks_refined_under_tp(monkeypatch):
+    """Qwen3-235B-A22B-FP8 at TP8: 1536/8 = 192 does not tile into 128x128 blocks, so vLLM refines
+    the experts' scales to 64x64 (fused_moe/oracle/fp8.py) and logs it."""
+    model, h200 = get_model("qwen3-235b-a22b-fp8"), get_gpu("h200")
+    p8 = resolve_precision(model, h200, type("F", (), {"tensor_parallel_size": 8})())
+    assert p8.log_lines[0] == ("FP8 MoE block scales refined from [128, 128] to [64, 64] to fit the TP-sharded "
+                               "intermediate size 192.")
+    assert architectures.moe_fp8_block(model, 4, (128, 128)) == (128, 128)  # 384 tiles
+    refined = model.weight_bytes_per_gpu(8, p8)
+    monkeypatch.setattr(architectures, "moe_fp8_block", lambda m, tp, block: block)
+    # per expert and layer: w13 (384 x 4096) and w2 (4096 x 192), fp32 scales of 64x64 vs 128x128 blocks
+    per_expert = 4 * ((6 * 64 + 64 * 3) - (3 * 32 + 32 * 2))
+    assert refined - model.weight_bytes_per_gpu(8, p8) == 128 * 94 * per_expert
+
+
 # -- KV cache ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("name, tp, expected", [
     pytest.param("qwen3-32b", 1, 2 * 64 * 8 * 128 * 2, id="qwen3-32b"),
