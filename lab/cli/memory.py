@@ -91,8 +91,10 @@ def run(args: argparse.Namespace) -> int:
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         print(f"  {label:<{width}}  {value / GiB:9.2f} GiB")
+    layers = max((g.num_layers for g in plan.kv_cache_groups), default=0)
+    of_layers = f" x {layers} layers" if len(plan.kv_cache_groups) > 1 else ""
     print(f"  KV per token: {plan.kv_bytes_per_token:,} bytes; {plan.num_gpu_blocks:,} blocks of "
-          f"{plan.block_size} tokens; max_model_len {plan.max_model_len:,}")
+          f"{plan.block_size} tokens{of_layers}; max_model_len {plan.max_model_len:,}")
     _print_groups(plan)
     return 0
 
