@@ -14,6 +14,9 @@ Parameter counts are computed from the shapes, layer by layer, the way vLLM buil
   attention: ``num_key_value_heads``), a gated SiLU MLP (gate, up, down), two RMSNorms per layer
   and a final one, an untied ``lm_head`` unless ``tie_word_embeddings``.
 
+* Qwen2/Qwen3, Gemma 3, Mixtral, Qwen3-MoE, DeepSeek-V3 (MLA) and gpt-oss: ``sim.architectures``,
+  which reads their fields and counts their layers, experts and KV.
+
 Under tensor parallelism vLLM shards the attention heads, the MLP and the vocabulary
 (``VocabParallelEmbedding``/``ParallelLMHead``, the vocabulary padded to a multiple of 64), and
 replicates norms, the biases of row-parallel layers and OPT's positional embeddings. KV heads are

@@ -19,7 +19,9 @@ modelled here, the ones FP8 checkpoints of dense models use:
   ``--kv-cache-dtype auto`` into ``fp8_e4m3`` (``utils/torch_utils.py``,
   ``get_kv_cache_quant_algo_string``); an unknown one falls back to ``auto``, as vLLM does.
 
-Anything else (AWQ, GPTQ, compressed-tensors, NVFP4, MXFP4, bitsandbytes ...) is a method vLLM
+* ``mxfp4`` (gpt-oss): the MoE experts only; see :func:`_mxfp4`.
+
+Anything else (AWQ, GPTQ, compressed-tensors, NVFP4, bitsandbytes ...) is a method vLLM
 knows and ServeLab does not model: :func:`parse_quantization_config` names the field, the value
 and what is modelled, and raises :class:`sim.errors.CatalogError`.
 """
