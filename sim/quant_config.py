@@ -4,8 +4,8 @@ vLLM 0.33 (``transformers_utils/config.py``) takes ``quantization_config`` from 
 when config.json has none, the whole of ``hf_quant_config.json`` beside it (ModelOpt 0.29 and
 earlier wrote it there). ``transformers_utils/model_arch_config_convertor.py`` then names the
 method: a ModelOpt file (``producer.name == "modelopt"``) whose ``quantization.quant_algo`` is
-FP8, FP8_PER_CHANNEL_PER_TOKEN or FP8_PB_WO becomes ``quant_method: modelopt``. Two methods are
-modelled here, the ones FP8 checkpoints of dense models use:
+FP8, FP8_PER_CHANNEL_PER_TOKEN or FP8_PB_WO becomes ``quant_method: modelopt``. Three methods are
+modelled here, the two FP8 ones and gpt-oss's MXFP4:
 
 * ``fp8`` (``model_executor/layers/quantization/fp8.py``, ``Fp8Config.from_config``), e.g.
   Qwen/Qwen3-32B-FP8: ``activation_scheme`` ``static`` or ``dynamic`` (required); optional
