@@ -14,6 +14,9 @@ Parameter counts are computed from the shapes, layer by layer, the way vLLM buil
   attention: ``num_key_value_heads``), a gated SiLU MLP (gate, up, down), two RMSNorms per layer
   and a final one, an untied ``lm_head`` unless ``tie_word_embeddings``.
 
+* Qwen2/Qwen3, Gemma 3, Mixtral, Qwen3-MoE, DeepSeek-V3 (MLA) and gpt-oss: ``sim.architectures``,
+  which reads their fields and counts their layers, experts and KV.
+
 Under tensor parallelism vLLM shards the attention heads, the MLP and the vocabulary
 (``VocabParallelEmbedding``/``ParallelLMHead``, the vocabulary padded to a multiple of 64), and
 replicates norms, the biases of row-parallel layers and OPT's positional embeddings. KV heads are
@@ -30,10 +33,12 @@ from pathlib import Path
 
 import yaml
 
+from sim.architectures import NEW_ARCHITECTURES
 from sim.errors import CatalogError, ConfigError
 from sim.quant_config import CheckpointQuant, parse_quantization_config
 
-ARCHITECTURES = {"opt": "opt", "llama": "llama", "mistral": "mistral"}  # HF model_type -> ours
+# HF model_type -> ours
+ARCHITECTURES = {"opt": "opt", "llama": "llama", "mistral": "mistral", **NEW_ARCHITECTURES}
 DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
 VOCAB_PADDING = 64  # vLLM's DEFAULT_VOCAB_PADDING_SIZE
 OPT_POSITION_OFFSET = 2  # OPTLearnedPositionalEmbedding keeps 2 extra rows
@@ -64,6 +69,19 @@ MODEL_ALIASES = {
     # NVIDIA's ModelOpt FP8 checkpoints (config.json with their quantization config; see NOTICE.md).
     "llama-3.1-8b-fp8": "nvidia/Llama-3.1-8B-Instruct-FP8",
     "llama-3.1-70b-fp8": "nvidia/Llama-3.1-70B-Instruct-FP8",
+    # Today's models (sim.architectures; sources in sim/data/models/NOTICE.md).
+    "qwen2.5-7b": "Qwen/Qwen2.5-7B-Instruct",
+    "qwen3-8b": "Qwen/Qwen3-8B",
+    "qwen3-32b": "Qwen/Qwen3-32B",
+    "qwen3-30b-a3b": "Qwen/Qwen3-30B-A3B",
+    "qwen3-235b-a22b": "Qwen/Qwen3-235B-A22B",
+    "qwen3-235b-a22b-fp8": "Qwen/Qwen3-235B-A22B-FP8",
+    "gemma-3-27b": "google/gemma-3-27b-it",
+    "mixtral-8x7b": "mistralai/Mixtral-8x7B-v0.1",
+    "mistralai/mixtral-8x7b-instruct-v0.1": "mistralai/Mixtral-8x7B-v0.1",
+    "deepseek-v3": "deepseek-ai/DeepSeek-V3",
+    "gpt-oss-20b": "openai/gpt-oss-20b",
+    "gpt-oss-120b": "openai/gpt-oss-120b",
 }
 
 
@@ -72,7 +90,7 @@ class ModelSpec:
     """A decoder-only transformer, by the fields of its HuggingFace config.json."""
 
     name: str
-    architecture: str  # "opt" | "llama" | "mistral"
+    architecture: str  # "opt" | "llama" | "mistral" | one of sim.architectures.NEW_ARCHITECTURES' values
     num_hidden_layers: int
     hidden_size: int
     num_attention_heads: int
@@ -85,6 +103,51 @@ class ModelSpec:
     tie_word_embeddings: bool
     # The checkpoint's own quantization_config (sim.quant_config), None for 16-bit checkpoints.
     quantization: CheckpointQuant | None = None
+    # -- the newer architectures (sim.architectures); the defaults are the dense models' -------
+    layer_types: tuple[str, ...] = ()  # per layer "full_attention" | "sliding_attention"; (): all full
+    sliding_window: int | None = None  # tokens a sliding_attention layer sees
+    qk_norm: bool = False  # RMSNorm on each q and k head (Qwen3, Gemma 3)
+    qkv_bias: bool = False
+    o_bias: bool = False
+    norms_per_layer: int = 2
+    attention_sinks: bool = False  # gpt-oss: one learned logit per head, no KV
+    num_experts: int = 0  # routed experts per MoE layer; 0: dense
+    experts_per_token: int = 0
+    moe_intermediate_size: int = 0
+    num_shared_experts: int = 0
+    moe_layers: tuple[int, ...] = ()  # indices of the MoE layers
+    router_bias: bool = False
+    expert_bias: bool = False
+    kv_lora_rank: int = 0  # MLA (DeepSeek); 0: not MLA
+    q_lora_rank: int = 0
+    qk_nope_head_dim: int = 0
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0
+    vision_params: int = 0  # a multimodal checkpoint's vision tower and projector (gemma3)
+
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 0
+
+    @property
+    def is_mla(self) -> bool:
+        return self.kv_lora_rank > 0
+
+    @property
+    def is_hybrid(self) -> bool:
+        """Sliding-window and full-attention layers side by side (vLLM's hybrid KV cache)."""
+        return len(set(self.layer_types)) > 1
+
+    @property
+    def _new(self) -> bool:
+        return self.architecture in NEW_ARCHITECTURES.values()
+
+    @property
+    def active_params(self) -> int:
+        """Parameters per token (all but the idle routed experts); see sim.architectures."""
+        from sim import architectures
+
+        return architectures.active_params(self) if self._new else self.num_params
 
     @property
     def dtype_bytes(self) -> int:
@@ -130,6 +193,10 @@ class ModelSpec:
     @property
     def num_params(self) -> int:
         """All parameters of the checkpoint (tensor parallelism 1)."""
+        if self._new:
+            from sim import architectures
+
+            return architectures.num_params(self)
         layer_s, layer_r = self._layer_params(1)
         emb_s, emb_r = self._embedding_params(1)
         return self.num_hidden_layers * (layer_s + layer_r) + emb_s + emb_r
@@ -148,6 +215,10 @@ class ModelSpec:
         (``Fp8LinearMethod`` applies to ``LinearBase`` layers only).
         """
         self.check_tensor_parallel(tp)
+        if self._new:
+            from sim import architectures
+
+            return architectures.weight_bytes_per_gpu(self, tp, precision)
         layer_s, layer_r = self._layer_params(tp)
         emb_s, emb_r = self._embedding_params(tp)
         params = self.num_hidden_layers * (layer_s + layer_r) + emb_s + emb_r
@@ -176,7 +247,9 @@ class ModelSpec:
         """
         if self.architecture == "opt":
             return 0
-        return self.max_position_embeddings * self.head_dim * (dtype_bytes or self.dtype_bytes)
+        rotary = self.qk_rope_head_dim if self.is_mla else self.head_dim
+        caches = 2 if self.architecture == "gemma3" else 1  # Gemma 3: a local and a global rotary embedding
+        return caches * self.max_position_embeddings * rotary * (dtype_bytes or self.dtype_bytes)
 
     def linear_shapes(self, tp: int = 1) -> list[tuple[int, int, int]]:
         """(out, in, fused logical weights) of one decoder layer's linear layers on one rank.
@@ -184,6 +257,11 @@ class ModelSpec:
         vLLM fuses q, k, v into ``qkv_proj`` and gate, up into ``gate_up_proj``; biases (OPT) are
         not part of the weight and stay in the model dtype.
         """
+        if self._new:
+            from sim import architectures
+
+            return [(x.out_features, x.in_features, x.fused) for x in architectures.layer_linears(self, 0, tp)
+                    if x.kind != "router"]
         h, hd = self.hidden_size, self.head_dim
         q = self.num_attention_heads // tp * hd
         kv = self.kv_heads_per_rank(tp) * hd
@@ -221,6 +299,10 @@ class ModelSpec:
         (1 for an FP8 KV cache; its per-layer k/v scales are scalars outside the cache).
         """
         element = self.dtype_bytes if precision is None else precision.kv_bytes_per_element
+        if self._new:
+            from sim import architectures
+
+            return self.num_hidden_layers * architectures.kv_bytes_per_token_per_layer(self, tp, element)
         return 2 * self.num_hidden_layers * self.kv_heads_per_rank(tp) * self.head_dim * element
 
     def check_tensor_parallel(self, tp: int) -> None:
@@ -318,19 +400,30 @@ def _load_model(path: str) -> ModelSpec:
 
 def model_from_config(cfg: dict, *, source: str = "<config>", name: str | None = None) -> ModelSpec:
     """Build a ModelSpec from a parsed HF config.json; strict about the fields it needs."""
+    from sim import architectures as archs
 
-    def need(field: str, kind: type = int):
-        if field not in cfg:
-            raise CatalogError(f"{source}: field {field!r} is missing; a HuggingFace config.json of this model has it")
-        return _typed(cfg[field], field, kind, source)
-
-    model_type = need("model_type", str)
+    if "model_type" not in cfg:
+        raise CatalogError(f"{source}: field 'model_type' is missing; a HuggingFace config.json of this model has it")
+    model_type = _typed(cfg["model_type"], "model_type", str, source)
     if model_type not in ARCHITECTURES:
         raise CatalogError(
             f"{source}: model_type {model_type!r} is not supported; ServeLab models "
-            f"{', '.join(sorted(ARCHITECTURES))} (decoder-only, dense)"
+            f"{', '.join(sorted(ARCHITECTURES))}. To add an architecture see docs/memory.md, "
+            f"\"Adding an architecture\""
         )
     arch = ARCHITECTURES[model_type]
+    outer = cfg
+    cfg = archs.text_config(cfg, source)
+
+    def need(field: str, kind: type = int):
+        if field not in cfg or cfg[field] is None:
+            raise CatalogError(f"{source}: field {field!r} is missing; a {model_type} config.json needs it")
+        return _typed(cfg[field], field, kind, source)
+
+    def opt_int(field: str, default: int = 0) -> int:
+        value = cfg.get(field)
+        return default if value is None else _typed(value, field, int, source, allow_zero=True)
+
     hidden = need("hidden_size")
     heads = need("num_attention_heads")
     inter = need("ffn_dim") if arch == "opt" else need("intermediate_size")
@@ -345,6 +438,10 @@ def model_from_config(cfg: dict, *, source: str = "<config>", name: str | None =
     if "torch_dtype" in cfg or "dtype" in cfg:
         field = "torch_dtype" if "torch_dtype" in cfg else "dtype"
         dtype = _typed(cfg[field], field, str, source)
+    elif arch == "gpt_oss":
+        # gpt-oss's config.json has no dtype; vLLM then reads the safetensors' (BF16 outside the
+        # MXFP4 experts; transformers_utils/model_arch_config_convertor.py).
+        field, dtype = "torch_dtype", "bfloat16"
     else:
         raise CatalogError(f"{source}: field 'torch_dtype' is missing; add the checkpoint's dtype (float16 or bfloat16)")
     if dtype not in DTYPE_BYTES:
@@ -355,14 +452,18 @@ def model_from_config(cfg: dict, *, source: str = "<config>", name: str | None =
         quantization = parse_quantization_config(cfg["quantization_config"], source=source)
     if arch == "opt" and cfg.get("word_embed_proj_dim", hidden) != hidden:
         raise CatalogError(f"{source}: OPT with word_embed_proj_dim != hidden_size (project_in/out) is not modelled")
-    tie_default = arch == "opt"  # OPTConfig ties by default; LlamaConfig and MistralConfig do not
+    tie_default = arch in ("opt", "gemma3")  # OPTConfig and Gemma3TextConfig tie by default
     tie = cfg.get("tie_word_embeddings", tie_default)
     if not isinstance(tie, bool):
         raise CatalogError(f"{source}: field 'tie_word_embeddings': expected true or false, found {tie!r}")
+    layers = need("num_hidden_layers")
+    extra: dict = {}
+    if arch in NEW_ARCHITECTURES.values():
+        extra = archs.read_fields(cfg, outer, arch, layers, need, opt_int, source)
     return ModelSpec(
-        name=name or cfg.get("_name_or_path") or Path(source).parent.name or source,
+        name=name or outer.get("_name_or_path") or Path(source).parent.name or source,
         architecture=arch,
-        num_hidden_layers=need("num_hidden_layers"),
+        num_hidden_layers=layers,
         hidden_size=hidden,
         num_attention_heads=heads,
         num_key_value_heads=kv,
@@ -373,6 +474,7 @@ def model_from_config(cfg: dict, *, source: str = "<config>", name: str | None =
         dtype=dtype,
         tie_word_embeddings=tie,
         quantization=quantization,
+        **extra,
     )
 
 

@@ -99,7 +99,10 @@ class Engine:
             usage=usage,
             precision=self.precision,
         )
-        self.num_gpu_blocks = self.memory.num_gpu_blocks
+        # A hybrid model (sliding-window and full layers) has several KV cache groups in vLLM; the
+        # KV manager here keeps one block table a request, so it runs with the blocks vLLM would
+        # allocate with --disable-hybrid-kv-cache-manager (MemoryPlan.full_attention_blocks).
+        self.num_gpu_blocks = config.num_gpu_blocks_override or self.memory.full_attention_blocks
         self.limits = SchedulerLimits(
             max_num_batched_tokens=max_num_batched_tokens,
             max_num_seqs=max_num_seqs,

@@ -75,6 +75,22 @@ PAPER_2023 = MemoryOverheads(non_torch_bytes=0, non_torch_tp_bytes=0, count_cuda
 
 
 @dataclass(frozen=True, slots=True)
+class KVCacheGroup:
+    """One of vLLM's KV cache groups: layers that share a block table (see :func:`kv_cache_groups`)."""
+
+    kind: str  # "full_attention" | "sliding_attention" | "mla"
+    layers: tuple[int, ...]  # decoder layer indices in this group
+    num_layers: int  # layers the group's blocks hold, padding included
+    page_size_bytes: int  # one layer's block: block_size tokens of KV on one GPU
+    blocks_per_request: int  # blocks one max_model_len request takes at most (max_memory_usage_bytes / page)
+    sliding_window: int | None = None
+
+    @property
+    def padding_layers(self) -> int:
+        return self.num_layers - len(self.layers)
+
+
+@dataclass(frozen=True, slots=True)
 class MemoryPlan:
     """One GPU's memory budget at engine start-up (all figures per GPU)."""
 
@@ -98,6 +114,18 @@ class MemoryPlan:
     max_model_len: int
     max_concurrency: float
     precision: Precision | None = None  # the dtypes it was planned with (sim.precision)
+    # vLLM's KV cache groups (one for a model whose layers all attend alike; see kv_cache_groups)
+    kv_cache_groups: tuple[KVCacheGroup, ...] = ()
+
+    @property
+    def full_attention_blocks(self) -> int:
+        """Blocks of ``block_size`` tokens in every layer that the KV memory holds: what vLLM
+        allocates with ``--disable-hybrid-kv-cache-manager`` (every layer as full attention).
+        The engine's KV manager has one block table per request, so it runs a hybrid model with
+        this many blocks; ``num_gpu_blocks`` is that figure for every other model."""
+        if len(self.kv_cache_groups) <= 1:
+            return self.num_gpu_blocks
+        return self.available_kv_bytes // (self.block_size * self.kv_bytes_per_token)
 
     def loading_log_lines(self) -> list[str]:
         """vLLM's earlier start-up lines: its warnings and choices about the dtype, the
@@ -108,7 +136,13 @@ class MemoryPlan:
 
     def startup_log_lines(self) -> list[str]:
         """The lines vLLM logs once the KV cache is sized, with the same formats."""
-        return [
+        padding = []
+        for kind in dict.fromkeys(g.kind for g in self.kv_cache_groups):
+            groups = [g for g in self.kv_cache_groups if g.kind == kind]
+            pad, real = sum(g.padding_layers for g in groups), sum(len(g.layers) for g in groups)
+            if pad:
+                padding.append(f"Add {pad} padding layers, may waste at most {pad / real * 100:.2f}% KV cache memory")
+        return padding + [
             f"Available KV cache memory: {self.available_kv_bytes / GiB:.2f} GiB",
             f"GPU KV cache size: {self.kv_cache_tokens:,} tokens",
             f"Maximum concurrency for {self.max_model_len:,} tokens per request: {self.max_concurrency:.2f}x",
@@ -183,7 +217,10 @@ def plan_memory(
     graphs = 0 if (enforce_eager or not overheads.count_cudagraphs) else \
         cudagraph_bytes(model, tp, num_seqs, overheads, act_bytes)
     kv_per_token = model.kv_bytes_per_token(tp, precision)
-    page_bytes = block_size * kv_per_token
+    groups = kv_cache_groups(model, tp, precision, block_size, max_model_len, num_tokens)
+    # vLLM's bytes per block: the widest group's layers x one layer's page (get_kv_cache_config_from_groups);
+    # for a model with one group, all layers: block_size x kv_per_token.
+    page_bytes = max(g.num_layers for g in groups) * groups[0].page_size_bytes
 
     if kv_cache_memory_bytes is not None:
         available = kv_cache_memory_bytes  # vLLM skips the profile entirely
@@ -199,9 +236,12 @@ def plan_memory(
                 f"{graphs / GiB:.2f}GiB, leaving {available / GiB:.2f}GiB. {_advice(model, tp, requested, precision)}"
             )
     num_blocks = num_gpu_blocks_override or available // page_bytes
-    needed = cdiv(max_model_len, block_size) * page_bytes
+    blocks_per_request = sum(g.blocks_per_request for g in groups)
+    needed = blocks_per_request * page_bytes
     if num_gpu_blocks_override is None and needed > available:
-        estimated = (available // page_bytes) * block_size
+        estimated = _estimate_max_model_len(
+            lambda length: sum(g.blocks_per_request for g in kv_cache_groups(
+                model, tp, precision, block_size, length, num_tokens)) * page_bytes <= available, max_model_len)
         estimated_msg = (
             f"Based on the available memory, the estimated maximum model length is {estimated}. " if estimated > 0 else ""
         )
@@ -211,7 +251,7 @@ def plan_memory(
             f"memory ({available / GiB:.2f} GiB). {estimated_msg}Try increasing --gpu-memory-utilization "
             f"or decreasing --max-model-len."
         )
-    concurrency = num_blocks / cdiv(max_model_len, block_size)
+    concurrency = num_blocks / blocks_per_request  # get_max_concurrency_for_kv_cache_config
     return MemoryPlan(
         model=model.name,
         gpu=gpu.name,
@@ -233,7 +273,71 @@ def plan_memory(
         max_model_len=max_model_len,
         max_concurrency=concurrency,
         precision=precision,
+        kv_cache_groups=tuple(groups),
     )
+
+
+ASYNC_SCHEDULING_BATCHES = 2  # VllmConfig.max_concurrent_batches with async scheduling (the default) and no PP
+
+
+def kv_cache_groups(model: ModelSpec, tp: int, precision: Precision | None, block_size: int, max_model_len: int,
+                    max_num_batched_tokens: int) -> list[KVCacheGroup]:
+    """vLLM 0.33's KV cache groups for ``model`` (``v1/core/kv_cache_planning.py``).
+
+    A model whose layers all attend alike (full attention, or MLA) has one group of all layers
+    (``_get_kv_cache_groups_uniform_spec``). A hybrid model (Gemma 3, gpt-oss: sliding-window and
+    full layers, the same page size) goes through ``_get_kv_cache_groups_uniform_page_size``:
+    layers are bucketed by kind, the group size is the smallest bucket's layer count (or the
+    largest's, if that is under 1.5 times the smallest), each bucket is split into
+    ``cdiv(len, group_size)`` groups taking every n-th layer, and the last is padded. Every group
+    draws blocks of ``group_size`` layers x one page from one pool.
+
+    Per request, a group takes at most ``cdiv(max_memory_usage_bytes, page_size_bytes)`` blocks
+    (``get_max_concurrency_for_kv_cache_config``): full attention ``cdiv(max_model_len,
+    block_size)``; a sliding window ``cdiv(min(sliding_window - 1 + max_in_flight_tokens,
+    max_model_len), block_size) + 1`` (``SlidingWindowSpec.max_admission_blocks_per_request``), where
+    ``max_in_flight_tokens`` is 2 x ``max_num_batched_tokens`` under async scheduling, vLLM's default.
+    """
+    from sim.architectures import FULL, SLIDING
+
+    page = block_size * model.kv_bytes_per_token(tp, precision) // model.num_hidden_layers  # one layer's page
+    full_blocks = cdiv(max_model_len, block_size)
+    types = model.layer_types or (FULL,) * model.num_hidden_layers
+    kind_of = {FULL: "mla" if model.is_mla else FULL, SLIDING: SLIDING}
+    buckets: dict[str, list[int]] = {}
+    for i, t in enumerate(types):
+        buckets.setdefault(kind_of[t], []).append(i)
+    window = model.sliding_window or 0
+    in_flight = ASYNC_SCHEDULING_BATCHES * max_num_batched_tokens
+    sliding_blocks = cdiv(min(window - 1 + in_flight, max_model_len), block_size) + 1
+
+    def group(kind: str, layers: list[int], size: int) -> KVCacheGroup:
+        sliding = kind == SLIDING
+        return KVCacheGroup(kind=kind, layers=tuple(layers), num_layers=size, page_size_bytes=page,
+                            blocks_per_request=sliding_blocks if sliding else full_blocks,
+                            sliding_window=window if sliding else None)
+
+    if len(buckets) == 1:
+        (kind, layers), = buckets.items()
+        return [group(kind, layers, len(layers))]
+    sizes = [len(v) for v in buckets.values()]
+    size = max(sizes) if max(sizes) < min(sizes) * 1.5 else min(sizes)
+    out = []
+    for kind, layers in buckets.items():
+        n = cdiv(len(layers), size)
+        out += [group(kind, layers[i::n], size) for i in range(n)]
+    return out
+
+
+def _estimate_max_model_len(fits, upper: int) -> int:
+    """vLLM's ``estimate_max_model_len``: the longest length in [1, upper] that fits, by binary search; 0 if none."""
+    if not fits(1):
+        return 0
+    lo, hi = 1, upper
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    return lo
 
 
 class _Defaults:
@@ -270,8 +374,20 @@ def forward_activation_bytes_per_token(model: ModelSpec, tp: int, dtype_bytes: i
     q_heads = model.num_attention_heads // tp
     kv_heads = model.kv_heads_per_rank(tp)
     inter = cdiv(model.intermediate_size, tp)
-    attention = (q_heads + 2 * kv_heads) * hd + q_heads * hd
+    if model.is_mla:  # q, the latent and its rope part, kv_b's output, the attention output
+        attention = (q_heads * (model.qk_nope_head_dim + model.qk_rope_head_dim) + model.kv_lora_rank
+                     + model.qk_rope_head_dim + q_heads * (model.qk_nope_head_dim + model.v_head_dim)
+                     + q_heads * model.v_head_dim)
+    else:
+        attention = (q_heads + 2 * kv_heads) * hd + q_heads * hd
     mlp = 3 * inter if model.architecture != "opt" else 2 * inter  # gate+up and act; fc1 and relu
+    if model.is_moe:
+        # fused_moe's workspaces per token: top-k rows of gate+up (2I/tp), of the activation (I/tp)
+        # and of the experts' outputs (h), plus the router's logits (experts); the dense layers'
+        # MLP where the model has any.
+        moe_inter = cdiv(model.moe_intermediate_size, tp)
+        moe = model.experts_per_token * (3 * moe_inter + h) + model.num_experts
+        mlp = max(moe, mlp) if len(model.moe_layers) < model.num_hidden_layers else moe
     return (2 * h + attention + mlp + h) * (dtype_bytes or model.dtype_bytes)
 
 

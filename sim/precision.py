@@ -69,7 +69,7 @@ VLLM_UNMODELLED_METHODS = (
 )
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "fp8_e4m3": 1, "fp8_e5m2": 1}
 _FLAG_DTYPE = {"half": "float16", "float16": "float16", "float": "float32", "float32": "float32", "bfloat16": "bfloat16"}
-MIN_CAPABILITY = {"fp8": (7, 5), "modelopt": (8, 0), "online": (7, 5)}  # get_min_capability()
+MIN_CAPABILITY = {"fp8": (7, 5), "modelopt": (8, 0), "online": (7, 5), "mxfp4": (8, 0)}  # get_min_capability()
 ONLINE_SCHEMES = {"fp8": "per-tensor", "fp8_per_tensor": "per-tensor", "fp8_per_channel": "per-channel",
                   "fp8_per_block": "block"}
 ONLINE_BLOCK = (128, 128)  # kFp8Static128BlockSym
@@ -89,6 +89,8 @@ class Precision:
     lm_head_quantized: bool = False  # ModelOpt quantizes lm_head unless exclude_modules names it
     linear_kernel: str | None = None  # the FP8 GEMM kernel vLLM selects, None when unquantized
     attention_backend: str = "FLASH_ATTN"
+    # MXFP4 MoE: (hidden, intermediate per rank) rounded up to these multiples by the kernel vLLM picks
+    moe_size_alignment: tuple[int, int] | None = None
     source: str = "model dtype"  # where the precision comes from, in words
     log_lines: tuple[str, ...] = ()  # vLLM's start-up lines about it (warnings and info)
 
@@ -153,6 +155,7 @@ class Precision:
             "lm_head_quantized": self.lm_head_quantized,
             "linear_kernel": self.linear_kernel,
             "attention_backend": self.attention_backend,
+            "moe_size_alignment": list(self.moe_size_alignment) if self.moe_size_alignment else None,
             "source": self.source,
         }
 
@@ -191,6 +194,9 @@ def resolve_precision(model, gpu, config=None) -> Precision:
     quant = _quantization(model, gpu, quant_flag, act, tp, lines)
     method, scheme, block, static_act, lm_head_q, source = quant
     gemm, kernel = _gemm(act, method, scheme, cc, static_act, lines)
+    moe_alignment = None
+    if method == "mxfp4":
+        kernel, moe_alignment = _mxfp4_moe_backend(cc)
 
     ckpt_kv = model.quantization.kv_cache_dtype if model.quantization is not None else None
     kv_string = kv_flag if kv_flag != "auto" else (ckpt_kv or "auto")  # what vLLM's cache_dtype becomes
@@ -202,7 +208,10 @@ def resolve_precision(model, gpu, config=None) -> Precision:
     if kv_string.startswith("fp8"):
         lines.append(f"Using {kv_string} data type to store kv cache. It reduces the GPU memory footprint and "
                      f"boosts the performance. Meanwhile, it may cause accuracy drop without a proper scaling factor")
-    backend = _attention_backend(gpu, act, kv, kv_string, kv_flag, lines)
+    if getattr(model, "is_mla", False):
+        backend = _mla_backend(gpu, lines)
+    else:
+        backend = _attention_backend(gpu, act, kv, kv_string, kv_flag, lines)
     if kv_flag == "auto" and ckpt_kv:
         source += f"; KV cache {ckpt_kv} from the checkpoint"
     elif kv_flag != "auto":
@@ -211,6 +220,7 @@ def resolve_precision(model, gpu, config=None) -> Precision:
         activation_dtype=act, gemm_dtype=gemm, kv_cache_dtype=kv, quantization=method, weight_scheme=scheme,
         weight_block_size=block, static_activation_scale=static_act, lm_head_quantized=lm_head_q,
         linear_kernel=kernel, attention_backend=backend, source=source, log_lines=tuple(lines),
+        moe_size_alignment=moe_alignment,
     )
 
 
@@ -293,8 +303,15 @@ def _quantization(model, gpu, flag: str | None, act: str, tp: int, lines: list[s
             f"--dtype: {_torch(act)} is not supported for quantization method {method}. Supported dtypes: "
             f"[torch.bfloat16, torch.float16]"
         )
-    if scheme == "block":
+    if scheme == "block" and not getattr(model, "is_mla", False):
         _check_block_shape(model, tp, block, _where(ckpt, flag))
+    if scheme == "block" and getattr(model, "is_moe", False):
+        from sim.architectures import moe_fp8_block
+
+        refined = moe_fp8_block(model, tp, block)
+        if refined != tuple(block):
+            lines.append(f"FP8 MoE block scales refined from {list(block)} to {list(refined)} to fit the "
+                         f"TP-sharded intermediate size {-(-model.moe_intermediate_size // tp)}.")
     return method, scheme, block, static_act, lm_head_q, source
 
 
@@ -327,6 +344,8 @@ def _check_block_shape(model, tp: int, block: tuple[int, int], where: str) -> No
 def _gemm(act: str, method, scheme, cc, static_act: bool, lines: list[str]) -> tuple[str, str | None]:
     if method is None:
         return act, None
+    if method == "mxfp4":  # only the experts are MXFP4; the dense GEMMs run in the model dtype
+        return act, "MXFP4 fused MoE (experts only)"
     native = cc >= (9, 0) if scheme == "block" else cc >= (8, 9)
     if native:
         if scheme == "block":
@@ -338,6 +357,20 @@ def _gemm(act: str, method, scheme, cc, static_act: bool, lines: list[str]) -> t
                  "Weight-only FP8 compression will be used leveraging the Marlin kernel. This may degrade "
                  "performance for compute-heavy workloads.")
     return "fp8_marlin", "MarlinFP8ScaledMMLinearKernel"
+
+
+def _mxfp4_moe_backend(cc: tuple[int, int]) -> tuple[str, tuple[int, int]]:
+    """gpt-oss's MXFP4 experts: the backend vLLM picks (``fused_moe/oracle/mxfp4.py``,
+    ``_get_priority_backends_for_gpt_oss``, first supported) and how it pads the expert shapes
+    (``mxfp4_round_up_hidden_size_and_intermediate_size``), as (hidden, intermediate) multiples.
+    On 10.x FlashInfer's TRT-LLM kernel (128 intermediate, 256 hidden); on 9.x and 11-12.x OpenAI's
+    Triton kernels (intermediate to 64; ``_triton_kernel_moe_supports_current_device``: 9.0 to
+    12.x, ordered after Marlin on 12.x); below 9.0 Marlin (128, 256)."""
+    if cc[0] == 10:
+        return "FLASHINFER_TRTLLM_MXFP4_BF16", (256, 128)
+    if cc[0] == 9 or cc[0] == 11:
+        return "TRITON (OpenAI triton_kernels)", (1, 64)
+    return "MARLIN", (256, 128)
 
 
 # -- 6. attention backend --------------------------------------------------------------------------
@@ -370,6 +403,20 @@ def _attention_backend(gpu, act: str, kv: str, kv_string: str, kv_flag: str, lin
     lines.append(f"Using {chosen} attention backend out of potential backends: "
                  f"[{', '.join(repr(b) for b in valid)}].")
     return chosen
+
+
+def _mla_backend(gpu, lines: list[str]) -> str:
+    """MLA models (DeepSeek) take vLLM's MLA backends (``platforms/cuda.py``, ``use_mla``): on 9.x
+    FLASH_ATTN_MLA first (FA3), on 10.x FLASHINFER_MLA, elsewhere TRITON_MLA (each backend's
+    ``supports_compute_capability`` in ``v1/attention/backends/mla/``). FLASHINFER_MLA's kernels
+    take blocks of 32 or 64 tokens, so on 10.x vLLM raises the block size to 32; ServeLab plans
+    with ``--block-size`` as given (pass 32 there)."""
+    major = gpu.compute_capability[0]
+    valid = {9: ["FLASH_ATTN_MLA", "FLASHMLA", "TRITON_MLA"],
+             10: ["FLASHINFER_MLA", "CUTLASS_MLA", "FLASHMLA", "TRITON_MLA"]}.get(major, ["TRITON_MLA"])
+    lines.append(f"Using {valid[0]} attention backend out of potential backends: "
+                 f"[{', '.join(repr(b) for b in valid)}].")
+    return valid[0]
 
 
 def _cc(cc: tuple[int, int]) -> str:

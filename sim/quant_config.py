@@ -4,8 +4,8 @@ vLLM 0.33 (``transformers_utils/config.py``) takes ``quantization_config`` from 
 when config.json has none, the whole of ``hf_quant_config.json`` beside it (ModelOpt 0.29 and
 earlier wrote it there). ``transformers_utils/model_arch_config_convertor.py`` then names the
 method: a ModelOpt file (``producer.name == "modelopt"``) whose ``quantization.quant_algo`` is
-FP8, FP8_PER_CHANNEL_PER_TOKEN or FP8_PB_WO becomes ``quant_method: modelopt``. Two methods are
-modelled here, the ones FP8 checkpoints of dense models use:
+FP8, FP8_PER_CHANNEL_PER_TOKEN or FP8_PB_WO becomes ``quant_method: modelopt``. Three methods are
+modelled here, the two FP8 ones and gpt-oss's MXFP4:
 
 * ``fp8`` (``model_executor/layers/quantization/fp8.py``, ``Fp8Config.from_config``), e.g.
   Qwen/Qwen3-32B-FP8: ``activation_scheme`` ``static`` or ``dynamic`` (required); optional
@@ -19,7 +19,9 @@ modelled here, the ones FP8 checkpoints of dense models use:
   ``--kv-cache-dtype auto`` into ``fp8_e4m3`` (``utils/torch_utils.py``,
   ``get_kv_cache_quant_algo_string``); an unknown one falls back to ``auto``, as vLLM does.
 
-Anything else (AWQ, GPTQ, compressed-tensors, NVFP4, MXFP4, bitsandbytes ...) is a method vLLM
+* ``mxfp4`` (gpt-oss): the MoE experts only; see :func:`_mxfp4`.
+
+Anything else (AWQ, GPTQ, compressed-tensors, NVFP4, bitsandbytes ...) is a method vLLM
 knows and ServeLab does not model: :func:`parse_quantization_config` names the field, the value
 and what is modelled, and raises :class:`sim.errors.CatalogError`.
 """
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 
 from sim.errors import CatalogError
 
-MODELLED_METHODS = ("fp8", "modelopt")
+MODELLED_METHODS = ("fp8", "modelopt", "mxfp4")
 MODELOPT_FP8_ALGOS = ("FP8", "FP8_PER_CHANNEL_PER_TOKEN", "FP8_PB_WO")
 MODELOPT_BLOCK = (128, 128)  # FP8_PB_WO's weight blocks (ModelOpt's 2-D block FP8)
 
@@ -66,6 +68,8 @@ def parse_quantization_config(qc, *, source: str) -> CheckpointQuant:
         return _modelopt(qc, where)
     if method == "fp8":
         return _fp8(qc, where)
+    if method == "mxfp4":
+        return _mxfp4(qc, where)
     raise CatalogError(
         f"{where}.quant_method: {method!r} is not modelled; ServeLab models "
         f"{' and '.join(MODELLED_METHODS)} (FP8 weights: {', '.join(MODELOPT_FP8_ALGOS)} for modelopt). "
@@ -184,6 +188,22 @@ def _fp8(qc: dict, where: str) -> CheckpointQuant:
         ignored_layers=tuple(ignored),
         description="fp8, " + (f"{block[0]}x{block[1]} weight blocks" if block else "per-tensor scales")
         + f", {act} activations",
+    )
+
+
+def _mxfp4(qc: dict, where: str) -> CheckpointQuant:
+    """gpt-oss's MXFP4 (vLLM ``mxfp4.py``, renamed ``gpt_oss_mxfp4`` for GptOss in
+    ``models/config.py``): the MoE experts hold 4-bit E2M1 weights with one E8M0 scale per 32;
+    everything in ``modules_to_not_convert`` (attention, router, embeddings, lm_head) stays in the
+    model dtype, and vLLM quantizes no other linear layer with it (``Mxfp4Config.get_quant_method``
+    returns an unquantized method for linear layers)."""
+    ignored = qc.get("modules_to_not_convert") or qc.get("ignored_layers") or []
+    if not isinstance(ignored, list) or not all(isinstance(m, str) for m in ignored):
+        raise CatalogError(f"{where}.modules_to_not_convert: expected a list of module names, found {_show(ignored)}")
+    return CheckpointQuant(
+        method="mxfp4", weight_scheme="mxfp4", activation_scheme="dynamic", weight_block_size=None,
+        kv_cache_dtype=None, ignored_layers=tuple(ignored),
+        description="mxfp4, MoE experts only (4-bit weights, one 8-bit scale per 32)",
     )
 
 

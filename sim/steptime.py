@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim.catalog import GPUSpec, ModelSpec
+from sim.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +160,16 @@ class RooflineStepModel:
         return host_and_gpu_s(c, gpu, num_seqs) * self.multiplier
 
 
+def check_step_time_modelled(model: ModelSpec) -> None:
+    """Refuse what the step time would price wrongly: both step models price every layer as a
+    dense MLP of ``intermediate_size`` and grouped-query attention, which is not what a MoE layer
+    (top-k of many experts) or MLA costs. Raises ConfigError with one line."""
+    if model.is_moe or model.is_mla:
+        kind = " and ".join(k for k, on in (("MoE", model.is_moe), ("MLA", model.is_mla)) if on)
+        raise ConfigError(f"--model {model.name} ({kind}): step time for MoE/MLA models is not modelled yet; "
+                          f"`servelab memory` works")
+
+
 def make_step_model(model: ModelSpec, gpu: GPUSpec, tensor_parallel_size: int = 1,
                     coefficients: StepCoefficients | None = None, multiplier: float = 1.0, *,
                     precision=None, operator_tables: bool = True):
@@ -171,6 +182,7 @@ def make_step_model(model: ModelSpec, gpu: GPUSpec, tensor_parallel_size: int = 
     from sim.ops.model import OperatorStepModel
     from sim.ops.tables import TableError, load_tables
 
+    check_step_time_modelled(model)
     c = coefficients or StepCoefficients()
     reason = None
     if operator_tables and c.step_model == "operators":

@@ -452,6 +452,7 @@ def test_cli_memory_json_has_a_precision_object(capsys):
         "quantization": "modelopt", "weight_scheme": "per-tensor", "weight_block_size": None,
         "weight_bytes_per_param": 1, "kv_bytes_per_element": 1, "lm_head_quantized": False,
         "linear_kernel": "CutlassFP8ScaledMMLinearKernel", "attention_backend": "FLASH_ATTN",
+        "moe_size_alignment": None,
         "source": "config.json quantization_config: modelopt FP8 with FP8 KV cache; KV cache fp8_e4m3 from the checkpoint",
     }
     assert data["kv_bytes_per_token"] == 2 * 80 * 4 * 128 * 1

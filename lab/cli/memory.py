@@ -91,14 +91,34 @@ def run(args: argparse.Namespace) -> int:
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         print(f"  {label:<{width}}  {value / GiB:9.2f} GiB")
+    layers = max((g.num_layers for g in plan.kv_cache_groups), default=0)
+    of_layers = f" x {layers} layers" if len(plan.kv_cache_groups) > 1 else ""
     print(f"  KV per token: {plan.kv_bytes_per_token:,} bytes; {plan.num_gpu_blocks:,} blocks of "
-          f"{plan.block_size} tokens; max_model_len {plan.max_model_len:,}")
+          f"{plan.block_size} tokens{of_layers}; max_model_len {plan.max_model_len:,}")
+    _print_groups(plan)
     return 0
+
+
+def _print_groups(plan) -> None:
+    """vLLM's KV cache groups: one for most models; a hybrid model's full and sliding-window groups."""
+    groups = plan.kv_cache_groups
+    if not groups:
+        return
+    print(f"  KV cache groups: {len(groups)}, each block {max(g.num_layers for g in groups)} layers x "
+          f"{groups[0].page_size_bytes:,} bytes; a {plan.max_model_len:,}-token request takes "
+          f"{sum(g.blocks_per_request for g in groups):,} blocks")
+    for i, g in enumerate(groups):
+        window = f", window {g.sliding_window:,}" if g.sliding_window else ""
+        pad = f" + {g.padding_layers} padding" if g.padding_layers else ""
+        print(f"    group {i}: {g.kind}{window}, {len(g.layers)} layers{pad}, "
+              f"at most {g.blocks_per_request:,} blocks per request")
 
 
 def _weights_word(p) -> str:
     if not p.is_quantized:
         return p.activation_dtype
+    if p.quantization == "mxfp4":
+        return f"MXFP4 experts (4-bit, one 8-bit scale per 32), the rest {p.activation_dtype}"
     scales = {"per-tensor": "per-tensor scales", "per-channel": "per-channel scales",
               "block": f"{p.weight_block_size[0]}x{p.weight_block_size[1]} block scales" if p.weight_block_size else ""}
     return f"FP8 ({scales[p.weight_scheme]}; embeddings{'' if p.lm_head_quantized else ' and lm_head'} {p.activation_dtype})"

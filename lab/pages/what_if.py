@@ -154,7 +154,8 @@ with results:
         ("activations", plan["activation_peak_bytes"]),
         ("CUDA graphs", plan["cudagraph_bytes"]),
         ("non-torch", plan["non_torch_bytes"]),
-        ("KV cache", plan["num_gpu_blocks"] * plan["block_size"] * plan["kv_bytes_per_token"]),
+        # a block holds block_size tokens of the widest KV cache group's layers (all layers, but in a hybrid model)
+        ("KV cache", plan["num_gpu_blocks"] * max(g["num_layers"] * g["page_size_bytes"] for g in plan["kv_cache_groups"])),
     ]
     parts.append(("left unused", max(plan["total_bytes"] - sum(b for _, b in parts), 0)))
     fig = go.Figure(
