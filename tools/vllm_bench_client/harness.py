@@ -145,10 +145,15 @@ def raw_client(base_url: str, work: Workload, timeout_s: float = 1800) -> dict:
 
 
 def servelab_bench_serve(work: Workload, result_dir: Path, python: str = sys.executable) -> dict:
-    """`servelab bench serve` on the same workload (the simulator's prediction), its JSON."""
+    """`servelab bench serve` on the same workload (the simulator's prediction), its JSON.
+
+    The emulator is the engine alone behind a real HTTP server, and vLLM's client sends a closed
+    loop's first wave at once: so the prediction runs without the simulated API server
+    (``--no-frontend``; the emulator's own HTTP is measured for real) and with the first wave
+    sent together, like for like."""
     name = "servelab-bench.json"
     cmd = [python, "-m", "lab", "bench", "serve", "--gpu", work.gpu, "--save-result", "--result-dir", str(result_dir),
-           "--result-filename", name, *work.common_flags()]
+           "--result-filename", name, "--no-frontend", "--closed-loop-start", "together", *work.common_flags()]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     if done.returncode != 0:
