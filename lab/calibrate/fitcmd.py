@@ -176,29 +176,23 @@ def _print_residuals(before: list[dict], after: list[dict]) -> None:
 def write_operator_entry(path: str, base_path: str, entry: dict) -> None:
     """Write the profile at ``base_path`` with its operator default entry (the operator entry
     that matches everything) replaced by ``entry``."""
-    import yaml
-
-    base = [dict(e) for e in load_profile(base_path)]
     is_default_operator = lambda e: not e.get("match") and (e.get("coefficients") or {}).get("step_model") == "operators"
-    kept = [e for e in base if not is_default_operator(e)]
-    doc = {"profiles": [entry] + kept}
-    header = (f"# Calibration profile written by `servelab calibrate fit --from-aiconfigurator` on "
-              f"{entry['provenance']['date']}.\n# The first entry is the new fit; the others are copied from {base_path}.\n")
-    try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(header + yaml.safe_dump(doc, sort_keys=False, width=110))
-    except OSError as exc:
-        raise ConfigError(f"--output {path}: cannot write ({exc.strerror})") from None
-    load_profile.cache_clear()
+    _write_with(path, base_path, entry, replaces=is_default_operator,
+                command="servelab calibrate fit --from-aiconfigurator")
 
 
 def write_profile(path: str, base_path: str, entry: dict) -> None:
+    """Write the profile at ``base_path`` with the entry of the same match replaced by ``entry``."""
+    _write_with(path, base_path, entry, replaces=lambda e: (e.get("match") or {}) == entry["match"],
+                command="servelab calibrate fit")
+
+
+def _write_with(path: str, base_path: str, entry: dict, replaces, command: str) -> None:
     import yaml
 
-    base = [dict(e) for e in load_profile(base_path)]
-    kept = [e for e in base if (e.get("match") or {}) != entry["match"]]
+    kept = [dict(e) for e in load_profile(base_path) if not replaces(e)]
     doc = {"profiles": [entry] + kept}
-    header = (f"# Calibration profile written by `servelab calibrate fit` on {entry['provenance']['date']}.\n"
+    header = (f"# Calibration profile written by `{command}` on {entry['provenance']['date']}.\n"
               f"# The first entry is the new fit; the others are copied from {base_path}.\n")
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
