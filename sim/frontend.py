@@ -18,10 +18,12 @@ queueing. The coefficients are fitted end to end with the engine's per-step CPU 
 
 How it is simulated. Each API server is a FIFO with a ``busy_until_s`` clock: work that arrives
 while it is busy starts when it is free. Requests are handed to the engine by a SimPy timeout
-at their hand-off time. Output tokens arrive at step ends; when the engine skips over a run of
-identical decode steps (fast forward), the run's tokens are streamed as they were made if the
-server keeps up, so only the last step's tokens can queue behind each other (a fluid
-approximation of per-token events, which would undo the fast forward).
+at their hand-off time. Output tokens arrive at step ends and are streamed in one batch per step;
+a client's first and last chunks are stamped when its server has streamed that step's batch
+(the latest of the batch: a step's chunks are not ordered). When the engine skips over a run of
+identical decode steps (fast forward), the run's tokens were streamed as they were made if the
+server kept up, so only the last step's batch can queue (a fluid approximation of per-token
+events, which would undo the fast forward).
 """
 
 from __future__ import annotations
@@ -92,7 +94,6 @@ class Frontend:
         work = self.c.http_s + self.c.tokenize_s_per_token * len(prompt_token_ids)
         handoff = start + work
         self.busy_until_s[server] = handoff
-
         heapq.heappush(self._pending, handoff)
         ids = [request_id] if n == 1 else [f"{k}_{request_id}" for k in range(n)]
         for rid in ids:
