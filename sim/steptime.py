@@ -21,7 +21,7 @@ The roofline. A step runs the batch's tokens through the model once. Its time is
 Each term is divided by an efficiency (a fraction of the datasheet bandwidth or FLOP/s) that a
 calibration profile sets (``sim/data/calibration.yaml``, fitted to real vLLM measurements;
 see :mod:`sim.calibration`). Everything is linear in the batch's totals, so the constants are
-worked out once and a step costs a handful of float operations. :meth:`StepTimeModel.decode_run`
+worked out once and a step costs a handful of float operations. :meth:`RooflineStepModel.decode_run`
 prices a run of identical decode steps at once, with numpy.
 """
 
