@@ -115,7 +115,7 @@ def run_engine(
     env.process(feeder())
     if front is not None:
         # The engine makes the requests at hand-off; list them in the order they were sent.
-        requests = _HandedOff(engine, total * n)
+        requests = _HandedOff(engine)
     if progress is None:
         env.run()
     else:
@@ -171,8 +171,8 @@ def spread_first_wave(arrivals: np.ndarray, clients: int, lifetime_s: float) -> 
 class _HandedOff:
     """The requests the engine has so far, whether finished or not (for the progress count)."""
 
-    def __init__(self, engine, total: int) -> None:
-        self.engine, self.total = engine, total
+    def __init__(self, engine) -> None:
+        self.engine = engine
 
     def __len__(self) -> int:
         return len(getattr(self.engine.scheduler, "requests", {})) + len(self.engine.finished)
