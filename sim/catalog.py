@@ -205,8 +205,12 @@ class ModelSpec:
     def weight_bytes(self) -> int:
         return self.num_params * self.dtype_bytes
 
-    def weight_bytes_per_gpu(self, tp: int = 1, precision=None) -> int:
+    def weight_bytes_per_gpu(self, tp: int = 1, precision=None, moe=None) -> int:
         """Weights held by one GPU under tensor parallelism ``tp``.
+
+        ``moe`` (:class:`sim.parallel.MoESharding`, from :meth:`sim.parallel.ParallelLayout.moe`)
+        places a MoE model's routed experts under data or expert parallelism; None: every expert
+        on every GPU, sharded over ``tp``. Under DP each GPU holds its rank's copy of the rest.
 
         With a ``precision`` (:class:`sim.precision.Precision`), parameters are counted in its
         activation dtype (``--dtype``), except the quantized linear layers: ``weight_bytes_per_param``
@@ -218,7 +222,7 @@ class ModelSpec:
         if self._new:
             from sim import architectures
 
-            return architectures.weight_bytes_per_gpu(self, tp, precision)
+            return architectures.weight_bytes_per_gpu(self, tp, precision, moe)
         layer_s, layer_r = self._layer_params(tp)
         emb_s, emb_r = self._embedding_params(tp)
         params = self.num_hidden_layers * (layer_s + layer_r) + emb_s + emb_r

@@ -186,12 +186,15 @@ def resolve_precision(model, gpu, config=None) -> Precision:
     quant_flag = getattr(config, "quantization", None)
     kv_flag = getattr(config, "kv_cache_dtype", "auto")
     tp = getattr(config, "tensor_parallel_size", 1)
+    # the ranks each routed expert is sharded over: tp x dp, or 1 under expert parallelism (sim.parallel)
+    world = tp * getattr(config, "data_parallel_size", 1)
+    moe_tp = 1 if getattr(config, "enable_expert_parallel", False) and world > 1 else world
     check_precision_flags(dtype_flag, quant_flag, kv_flag)
     cc = gpu.compute_capability
     lines: list[str] = []
 
     act = _model_dtype(model, gpu, dtype_flag, lines)
-    quant = _quantization(model, gpu, quant_flag, act, tp, lines)
+    quant = _quantization(model, gpu, quant_flag, act, tp, lines, moe_tp)
     method, scheme, block, static_act, lm_head_q, source = quant
     gemm, kernel = _gemm(act, method, scheme, cc, static_act, lines)
     moe_alignment = None
@@ -258,7 +261,7 @@ def _model_dtype(model, gpu, flag: str, lines: list[str]) -> str:
 
 
 # -- 2 and 3. quantization method and its limits ---------------------------------------------------
-def _quantization(model, gpu, flag: str | None, act: str, tp: int, lines: list[str]):
+def _quantization(model, gpu, flag: str | None, act: str, tp: int, lines: list[str], moe_tp: int | None = None):
     """(method, weight scheme, block, static activation scale, lm_head quantized, source)."""
     ckpt = model.quantization
     if ckpt is not None:
@@ -308,10 +311,11 @@ def _quantization(model, gpu, flag: str | None, act: str, tp: int, lines: list[s
     if scheme == "block" and getattr(model, "is_moe", False):
         from sim.architectures import moe_fp8_block
 
-        refined = moe_fp8_block(model, tp, block)
+        moe_tp = moe_tp or tp
+        refined = moe_fp8_block(model, moe_tp, block)
         if refined != tuple(block):
             lines.append(f"FP8 MoE block scales refined from {list(block)} to {list(refined)} to fit the "
-                         f"TP-sharded intermediate size {-(-model.moe_intermediate_size // tp)}.")
+                         f"TP-sharded intermediate size {-(-model.moe_intermediate_size // moe_tp)}.")
     return method, scheme, block, static_act, lm_head_q, source
 
 
