@@ -337,6 +337,11 @@ def weight_bytes_by_part(m, tp: int, precision, moe=None) -> dict[str, int]:
     part = {"attention": 0, "dense_mlp": 0, "routed_experts": 0, "router": 0, "other": 0}
     name = {"attention": "attention", "mlp": "dense_mlp", "expert": "routed_experts", "router": "router"}
     part["other"] = (embedding_params(m, tp) + -(-m.vision_params // tp)) * act
+    if precision is not None and precision.lm_head_quantized and not m.tie_word_embeddings:
+        from sim.catalog import VOCAB_PADDING
+
+        rows = m.vocab_size if tp == 1 else -(-(-(-m.vocab_size // VOCAB_PADDING) * VOCAB_PADDING) // tp)
+        part["other"] += precision.linear_weight_bytes(rows, m.hidden_size) - rows * m.hidden_size * act
     moe_tp = tp if moe is None else moe.tensor_parallel_size
     for i in range(m.num_hidden_layers):
         other = layer_other_params(m, i, tp, moe)
@@ -385,14 +390,16 @@ def _padded_expert(x: Linear, m, tp: int, align: tuple[int, int]) -> Linear:
 
 
 def linear_bytes(x: Linear, precision, act: int) -> int:
+    """One linear layer's bytes on one GPU. The router stays in the activation dtype under every
+    method; MXFP4 quantizes the routed experts only; AWQ/GPTQ and FP8 every other linear layer
+    (AWQ/GPTQ experts through ``AutoAWQMoEMethod``/``AutoGPTQMoEMethod``, the same packing)."""
     if precision is None or not precision.is_quantized or x.kind == "router":
         return x.params * act
     if precision.quantization == "mxfp4":
         if x.kind != "expert":
             return x.params * act
         return x.params // 2 + x.copies * x.out_features * -(-x.in_features // 32)
-    scales = precision.linear_scale_bytes(x.out_features, x.in_features) * x.copies
-    return x.params * precision.weight_bytes_per_param + scales
+    return x.copies * precision.linear_weight_bytes(x.out_features, x.in_features)
 
 
 # -- KV cache ----------------------------------------------------------------------------------

@@ -232,13 +232,11 @@ class ModelSpec:
             return params * precision.activation_bytes
         linears = self.linear_shapes(tp)
         linear_params = sum(o * i for o, i, _ in linears)
-        scales = sum(precision.linear_scale_bytes(o, i) for o, i, _ in linears)
-        quantized = self.num_hidden_layers * (linear_params * precision.weight_bytes_per_param + scales)
+        quantized = self.num_hidden_layers * sum(precision.linear_weight_bytes(o, i) for o, i, _ in linears)
         other = params - self.num_hidden_layers * linear_params
         if precision.lm_head_quantized:
             rows = self.vocab_size if tp == 1 else -(-(-(-self.vocab_size // VOCAB_PADDING) * VOCAB_PADDING) // tp)
-            quantized += rows * self.hidden_size * precision.weight_bytes_per_param \
-                + precision.linear_scale_bytes(rows, self.hidden_size)
+            quantized += precision.linear_weight_bytes(rows, self.hidden_size)
             other -= rows * self.hidden_size
         return quantized + other * precision.activation_bytes
 

@@ -98,6 +98,8 @@ class Engine:
             num_gpu_blocks_override=config.num_gpu_blocks_override,
             usage=usage,
             precision=self.precision,
+            data_parallel_size=config.data_parallel_size,
+            enable_expert_parallel=config.enable_expert_parallel,
         )
         # A hybrid model (sliding-window and full layers) has several KV cache groups in vLLM; the
         # KV manager here keeps one block table a request, so it runs with the blocks vLLM would
@@ -116,7 +118,8 @@ class Engine:
         self.step_model = make_step_model(
             self.model, self.gpu, config.tensor_parallel_size,
             coefficients or coefficients_for(config, self.model, self.gpu), multiplier=step_time_multiplier,
-            precision=self.precision,
+            precision=self.precision, data_parallel_size=config.data_parallel_size,
+            enable_expert_parallel=config.enable_expert_parallel,
         )
         self.fast_forward = isinstance(self.scheduler, LazyDecodeScheduler)
         self._batch_shape = getattr(self.scheduler, "batch_shape", batch_shape)

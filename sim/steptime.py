@@ -172,10 +172,15 @@ def check_step_time_modelled(model: ModelSpec) -> None:
 
 def make_step_model(model: ModelSpec, gpu: GPUSpec, tensor_parallel_size: int = 1,
                     coefficients: StepCoefficients | None = None, multiplier: float = 1.0, *,
-                    precision=None, operator_tables: bool = True):
+                    precision=None, operator_tables: bool = True, data_parallel_size: int = 1,
+                    enable_expert_parallel: bool = False):
     """The operator model where ``gpu`` has tables (and the coefficients ask for it, and
     ``operator_tables``), else the roofline. ``precision`` (:class:`sim.precision.Precision`)
     picks the GEMM and attention tables and the bytes per weight and KV element.
+
+    ``data_parallel_size`` and ``enable_expert_parallel`` select the MoE layer's sharding
+    (:mod:`sim.parallel`: every expert sharded over ``tp x dp`` GPUs, or whole experts spread over
+    them); they change nothing for a dense model, whose DP ranks are separate engines.
 
     A table file that is missing or damaged does not stop the run: the roofline stands in, and
     its ``source`` names the file and the reason (never a silent fallback)."""

@@ -37,7 +37,6 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     add_engine_args(p, model_positional=True)
     e = p.add_argument_group("more engine flags (vllm serve)")
     e.add_argument("--pipeline-parallel-size", "-pp", type=int, default=1)
-    e.add_argument("--data-parallel-size", "-dp", type=int, default=1)
     e.add_argument("--seed", type=int, default=0, help="seeds the synthetic tokens and the fault draws")
     e.add_argument("--enforce-eager", action="store_true", help="accepted; not simulated")
     e.add_argument("--trust-remote-code", action="store_true", help="accepted; no code is loaded")
