@@ -71,6 +71,7 @@ MODEL_ALIASES = {
     "llama-3.1-70b-fp8": "nvidia/Llama-3.1-70B-Instruct-FP8",
     # Today's models (sim.architectures; sources in sim/data/models/NOTICE.md).
     "qwen2.5-7b": "Qwen/Qwen2.5-7B-Instruct",
+    "qwq-32b-awq": "Orion-zhen/QwQ-32B-Preview-AWQ",
     "qwen3-8b": "Qwen/Qwen3-8B",
     "qwen3-32b": "Qwen/Qwen3-32B",
     "qwen3-30b-a3b": "Qwen/Qwen3-30B-A3B",

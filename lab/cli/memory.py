@@ -167,6 +167,11 @@ def _weights_word(p) -> str:
         return p.activation_dtype
     if p.quantization == "mxfp4":
         return f"MXFP4 experts (4-bit, one 8-bit scale per 32), the rest {p.activation_dtype}"
+    if p.weight_scheme == "group":
+        group = f"groups of {p.group_size}" if p.group_size and p.group_size > 0 else "one group per row"
+        zeros = " and zero points" if p.zero_points else ""
+        return (f"{p.quantization.upper()} INT{p.weight_bits} ({group}, {p.activation_dtype} scales{zeros}; "
+                f"embeddings{'' if p.lm_head_quantized else ' and lm_head'} {p.activation_dtype})")
     scales = {"per-tensor": "per-tensor scales", "per-channel": "per-channel scales",
               "block": f"{p.weight_block_size[0]}x{p.weight_block_size[1]} block scales" if p.weight_block_size else ""}
     return f"FP8 ({scales[p.weight_scheme]}; embeddings{'' if p.lm_head_quantized else ' and lm_head'} {p.activation_dtype})"
