@@ -92,10 +92,9 @@ def build_server(args: argparse.Namespace):
     model = args.model = args.model or args.model_flag
     if not model:
         raise ConfigError("servelab serve: expected the model, e.g. 'servelab serve meta-llama/Llama-3.1-8B --gpu h100-80gb'")
-    for flag, value in (("--pipeline-parallel-size", args.pipeline_parallel_size),
-                        ("--data-parallel-size", args.data_parallel_size)):
-        if value != 1:
-            raise ConfigError(f"{flag}: only 1 is simulated (got {value}); use --tensor-parallel-size to split a model")
+    if args.pipeline_parallel_size != 1:
+        raise ConfigError(f"--pipeline-parallel-size: only 1 is simulated (got {args.pipeline_parallel_size}); "
+                          f"use --tensor-parallel-size to split a model")
     for flag, replacement in args.removed_flags:
         log.warning("%s has been removed from vLLM and is ignored: %s.", flag, replacement)
     service = args.service or os.environ.get("SERVELAB_SERVICE") or DEFAULT_SERVICE
