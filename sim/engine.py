@@ -69,17 +69,16 @@ class Engine:
         fast_forward: bool = False,
         next_arrival_s: Callable[[], float] | None = None,
         coefficients=None,
+        dp_rank: int | None = None,
     ) -> None:
         from sim.calibration import coefficients_for  # late: keeps import cycles out
 
-        if config.data_parallel_size > 1:
-            # docs/engine.md, "Data parallelism": one Engine is one engine core; DP ranks are not run.
+        if config.data_parallel_size > 1 and dp_rank is None:
             raise ConfigError(
-                f"--data-parallel-size {config.data_parallel_size}: the engine simulates one engine core (one DP "
-                f"rank) and does not run {config.data_parallel_size} of them yet; `servelab memory` plans each "
-                f"rank. Run --data-parallel-size 1 at 1/{config.data_parallel_size} of the request rate "
-                f"(vLLM's DP load balancer spreads requests evenly over identical ranks)"
+                f"--data-parallel-size {config.data_parallel_size}: one Engine is one engine core; "
+                f"sim.dp.DataParallelEngines (run_engine does it) runs the ranks"
             )
+        self.dp_rank = dp_rank or 0
         self.env = env
         self.config = config
         self.seed = seed

@@ -258,7 +258,7 @@ def test_what_if_places_a_moe_models_experts_and_says_what_is_not_modelled():
     assert experts.placement == "32 whole experts of 128 (EP 4)"
     text = texts(at)
     assert "Each of the 2 DP ranks has its own KV cache" in text
-    assert "The engine simulates one engine core" in text  # no load simulation for DP > 1, said plainly
+    assert "DP ranks step together in every MoE layer" in text  # no load simulation, said plainly
     code = "\n".join(c.value for c in at.code)
     assert "--data-parallel-size=2" in code and "--enable-expert-parallel" in code and "nvidia.com/gpu: 4" in code
     assert not [b for b in at.button if b.key == "wi_run"]
@@ -279,3 +279,11 @@ def test_what_if_mla_model_shows_memory_and_says_step_time_is_not_modelled():
         modelled = False
     assert any(b.key == "wi_run" for b in at.button) == modelled
     assert ("Step time for this model is not modelled yet" in texts(at)) == (not modelled)
+
+
+def test_what_if_runs_data_parallel_ranks_of_a_dense_model():
+    at = open_page("what_if", wi_dp=2, wi_num_prompts=20, wi_rates=[8.0], wi_output_len=32)
+    assert "Each of the 2 DP ranks has its own KV cache" in texts(at)
+    at.button(key="wi_run").click().run()
+    assert not at.exception, at.exception
+    assert (at.dataframe[-1].value.output_throughput > 0).all()

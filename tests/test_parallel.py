@@ -19,6 +19,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -268,3 +269,74 @@ def test_fuzzed_layout_is_placed_or_refused_in_one_line(name, tp, dp, ep, num_gp
         (model.num_experts if moe.use_ep else model.num_experts)
     assert moe.local_experts == max(moe.experts_on_rank(r) for r in range(moe.expert_parallel_size)) >= 1
     assert moe.use_ep == (ep and tp * dp > 1)
+
+
+# -- the engine with DP ranks (sim.dp) --------------------------------------------------------------
+def _dp_run(dp: int, rate: float, num_prompts: int = 40, output_len: int = 32, frontend=None):
+    import numpy as np
+
+    from sim.config import EngineConfig
+    from sim.engine import run_engine
+    from sim.workload import WorkloadSpec, build_workload
+
+    config = EngineConfig(model="llama-3.1-8b", gpu="h100", data_parallel_size=dp, max_model_len=4096)
+    spec = WorkloadSpec(num_prompts=num_prompts, random_input_len=256, random_output_len=output_len,
+                        request_rate=rate, max_model_len=4096)
+    return run_engine(config, build_workload(spec, np.random.default_rng(3)), seed=3, usage="serve",
+                      frontend=frontend)
+
+
+def test_dp_ranks_alone_give_one_engines_times():
+    """Requests so far apart that each runs alone: every one goes to rank 0 (ties go to the first
+    rank, as vLLM's balancer) and sees exactly what one engine gives it."""
+    one, two = _dp_run(1, 0.05, num_prompts=6), _dp_run(2, 0.05, num_prompts=6)
+    assert two.request_ids == one.request_ids
+    for name in ("arrival_s", "first_token_s", "finish_s", "output_len"):
+        assert (getattr(two, name) == getattr(one, name)).all(), name
+    assert set(two.steps["dp_rank"]) == {0} and two.extra["data_parallel"]["requests_per_rank"] == [6, 0]
+
+
+def test_a_burst_spreads_round_robin_and_every_request_finishes():
+    from sim.dp import DataParallelEngines
+    import simpy
+
+    from sim.config import EngineConfig
+
+    engines = DataParallelEngines(simpy.Environment(), EngineConfig(model="llama-3.1-8b", gpu="h100",
+                                                                     data_parallel_size=3, max_model_len=4096))
+    for i in range(7):
+        engines.add_request(list(range(1, 65)), 8, request_id=str(i))
+    assert [engines.rank_of[str(i)] for i in range(7)] == [0, 1, 2, 0, 1, 2, 0]
+    engines.env.run()
+    assert len(engines.finished) == 7 and engines.stats.request_success_total["length"] == 7
+
+
+def test_two_ranks_share_a_heavy_load():
+    """Under a burst each rank holds half the batch: the output is the same, the run shorter,
+    and the step series carries both ranks."""
+    one, two = _dp_run(1, float("inf"), num_prompts=200, output_len=64), \
+        _dp_run(2, float("inf"), num_prompts=200, output_len=64)
+    assert two.output_len.sum() == one.output_len.sum() and two.request_ids == one.request_ids
+    assert two.elapsed_s < one.elapsed_s
+    assert set(two.steps["dp_rank"]) == {0, 1} and (abs(np.diff(two.extra["data_parallel"]["requests_per_rank"]))
+                                                     <= 1).all()
+    assert two.stats.request_success_total["length"] == 200
+
+
+def test_dp_with_the_front_end_runs():
+    from sim.frontend import FrontendCoefficients
+
+    result = _dp_run(2, 50.0, num_prompts=30, frontend=FrontendCoefficients())
+    assert np.isfinite(result.ttft_s).all() and result.extra["data_parallel"]["requests_per_rank"][1] > 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "throughput", "--model", "qwen3-30b-a3b", "--gpu", "h100", "-dp", "2", "-ep", "--num-prompts", "4"],
+     "error: --data-parallel-size 2: Qwen/Qwen3-30B-A3B is a MoE model, whose DP ranks step together"),
+    (["serve", "llama-3.1-8b", "--gpu", "h100", "-dp", "2"],
+     "error: --data-parallel-size 2: `servelab serve` runs one engine core"),
+], ids=["moe-lockstep", "serve"])
+def test_engine_dp_limits_are_one_line(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1, err

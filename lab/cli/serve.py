@@ -95,6 +95,10 @@ def build_server(args: argparse.Namespace):
     if args.pipeline_parallel_size != 1:
         raise ConfigError(f"--pipeline-parallel-size: only 1 is simulated (got {args.pipeline_parallel_size}); "
                           f"use --tensor-parallel-size to split a model")
+    if args.data_parallel_size != 1:
+        raise ConfigError(f"--data-parallel-size {args.data_parallel_size}: `servelab serve` runs one engine core; "
+                          f"`servelab bench serve --data-parallel-size {args.data_parallel_size}` simulates the DP "
+                          f"ranks behind vLLM's load balancer")
     for flag, replacement in args.removed_flags:
         log.warning("%s has been removed from vLLM and is ignored: %s.", flag, replacement)
     service = args.service or os.environ.get("SERVELAB_SERVICE") or DEFAULT_SERVICE

@@ -77,14 +77,14 @@ with controls:
     model = st.selectbox("Model", models, key="wi_model", format_func=_model_label)
     gpu = st.selectbox("GPU (`--gpu`)", gpus, key="wi_gpu")
     tp = st.select_slider("--tensor-parallel-size", [1, 2, 4, 8], key="wi_tp")
-    moe = _is_moe(model)
-    if moe:  # where a MoE model's experts live (sim.parallel): TP alone, or EP over tp x dp GPUs
-        dp = st.select_slider("--data-parallel-size", [1, 2, 4, 8], key="wi_dp",
-                              help="engine cores, each with --tensor-parallel-size GPUs and its own KV cache")
+    dp = st.select_slider("--data-parallel-size", [1, 2, 4, 8], key="wi_dp",
+                          help="engine cores (DP ranks), each with --tensor-parallel-size GPUs, its own KV cache "
+                               "and its own batches, behind vLLM's load balancer")
+    if _is_moe(model):  # where a MoE model's experts live (sim.parallel): TP alone, or EP over tp x dp GPUs
         ep = st.toggle("--enable-expert-parallel", key="wi_ep",
                        help="whole experts spread over tp x dp GPUs, instead of every expert sharded over them")
     else:
-        dp, ep = 1, False
+        ep = False
     max_model_len = st.number_input("--max-model-len", 256, 131072, step=256, key="wi_max_model_len")
     gpu_util = st.slider("--gpu-memory-utilization", 0.50, 0.98, step=0.01, key="wi_gpu_util")
     prefix = st.toggle("--enable-prefix-caching", key="wi_prefix")
@@ -125,9 +125,12 @@ def _step_time_gap(config: EngineConfig) -> str | None:
     from sim.steptime import make_step_model
 
     if config.data_parallel_size > 1:
-        return (f"The engine simulates one engine core; with --data-parallel-size {config.data_parallel_size} "
-                f"each rank is an engine of its own. Set it to 1 and divide the request rate by "
-                f"{config.data_parallel_size} to see one rank under its share of the load.")
+        from sim.dp import check_data_parallel
+
+        try:
+            check_data_parallel(config)
+        except ServeLabError as exc:
+            return f"The load simulation does not run this layout: {exc}"
     model, gpu = catalog.get_model(config.model), catalog.get_gpu(config.gpu)
     try:
         make_step_model(model, gpu, config.tensor_parallel_size, precision=resolve_precision(model, gpu, config),
