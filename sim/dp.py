@@ -9,9 +9,11 @@ the lowest score ``max(requests in flight, waiting + running) + 6 x waiting x ma
 live counts (vLLM's coordinator refreshes its snapshot every 100 ms; the in-flight count it also
 uses is exact, as here).
 
-Dense ranks run freely, as in vLLM. A MoE model's ranks meet in every MoE layer and step
-together in vLLM; that lockstep is not simulated, so the engine refuses a MoE model with more
-than one DP rank (docs/engine.md, "Data parallelism").
+Dense ranks run freely, as in vLLM. A MoE model's ranks meet in every MoE layer, so in vLLM they
+step together: a step starts on every rank at once, a rank with nothing to do runs a dummy batch
+(``DPEngineCoreProc``'s ``execute_dummy_batch``) and the step lasts as long as the slowest rank's.
+``lockstep`` does that here: one process steps every rank, each step lasting the longest of the
+ranks' step times (an idle rank's: one token of decode); no fast-forward over runs of decode steps.
 
 It offers what :func:`sim.runner.run_engine` and :class:`sim.frontend.Frontend` use of an engine,
 and :func:`collect_dp_result` merges the ranks' results.
@@ -29,16 +31,8 @@ KV_PRESSURE_WEIGHT = 6.0  # the waiting penalty's slope above half KV usage (get
 
 def check_data_parallel(config) -> None:
     """What the engine cannot run with several DP ranks, in one line."""
-    from sim.catalog import get_model
     from sim.errors import ConfigError
 
-    model = get_model(config.model)
-    if model.is_moe:
-        raise ConfigError(
-            f"--data-parallel-size {config.data_parallel_size}: {model.name} is a MoE model, whose DP ranks step "
-            f"together in every MoE layer; that lockstep is not simulated yet (`servelab memory` plans the ranks). "
-            f"Run --data-parallel-size 1 at 1/{config.data_parallel_size} of the request rate for one rank's share"
-        )
     if config.engine != "vllm":
         raise ConfigError(f"--data-parallel-size {config.data_parallel_size}: needs --engine vllm "
                           f"(vLLM's DP load balancer); got --engine {config.engine}")
@@ -75,11 +69,18 @@ class _Schedulers:
 class DataParallelEngines:
     """``config.data_parallel_size`` engine cores, each planned as one DP rank (sim.parallel)."""
 
-    def __init__(self, env, config, **engine_kwargs) -> None:
+    def __init__(self, env, config, *, lockstep: bool | None = None, **engine_kwargs) -> None:
+        """``lockstep``: step the ranks together (default: for a MoE model, as vLLM does)."""
+        from sim.catalog import get_model
         from sim.engine import Engine
 
         self.env, self.config = env, config
+        self.lockstep = get_model(config.model).is_moe if lockstep is None else lockstep
+        if self.lockstep:
+            engine_kwargs = {**engine_kwargs, "fast_forward": False, "run_process": False}
         self.ranks = [Engine(env, config, dp_rank=r, **engine_kwargs) for r in range(config.data_parallel_size)]
+        self._wakeup = None
+        self.process = env.process(self._run_lockstep()) if self.lockstep else None
         self.listeners: list = []
         for rank in self.ranks:
             rank.listeners = self.listeners  # one list: a listener sees every rank
@@ -109,16 +110,45 @@ class DataParallelEngines:
                                              priority=priority)
         for r in requests:
             self.rank_of[r.request_id] = i
+        self.wake()
         return requests
 
     def abort(self, request_id: str) -> None:
         i = self.rank_of.get(request_id)
         if i is not None:
             self.ranks[i].abort(request_id)
+            self.wake()
 
     def wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.triggered:
+            self._wakeup.succeed()
         for rank in self.ranks:
             rank.wake()
+
+    def _run_lockstep(self):
+        """Every rank steps at once; the step lasts the slowest rank's time (see the module docstring)."""
+        from sim.steptime import BatchShape
+
+        env = self.env
+        dummy = BatchShape(1, 1, 1, 1, 0, 0, 1, 1)  # one token of decode over one token of context
+        while True:
+            outs = [rank._schedule() if rank.scheduler.has_unfinished_requests() else None for rank in self.ranks]
+            outs = [o if o is not None and o.total_num_scheduled_tokens else None for o in outs]
+            if all(o is None for o in outs):  # nothing to run anywhere: wait for a request
+                self._wakeup = env.event()
+                yield self._wakeup
+                self._wakeup = None
+                continue
+            start_s = env.now
+            times = []
+            for rank, out in zip(self.ranks, outs):
+                if out is not None:
+                    rank._note_admissions(out, start_s)
+                times.append(rank.step_model.step_time(rank._batch_shape(out) if out is not None else dummy))
+            yield env.timeout(max(times))
+            for rank, out in zip(self.ranks, outs):
+                if out is not None:
+                    rank._finish_step(out, start_s, None)
 
     @property
     def stats(self) -> EngineStats:

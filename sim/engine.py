@@ -70,6 +70,7 @@ class Engine:
         next_arrival_s: Callable[[], float] | None = None,
         coefficients=None,
         dp_rank: int | None = None,
+        run_process: bool = True,
     ) -> None:
         from sim.calibration import coefficients_for  # late: keeps import cycles out
 
@@ -141,7 +142,8 @@ class Engine:
         self._next_memory_sample = 0
         self._memory_sums: dict[str, float] = {}  # time-weighted sums of the memory breakdown
         self._wakeup: simpy.Event | None = None
-        self.process = env.process(self._run())
+        # A DP rank in lockstep (sim.dp) is stepped by its coordinator instead of its own process.
+        self.process = env.process(self._run()) if run_process else None
 
     # --- requests ---
     @property
@@ -258,11 +260,7 @@ class Engine:
                 self._wakeup = None
                 continue
             start_s = env.now
-            window = self.config.num_scheduler_steps
-            if window > 1:
-                out = self.scheduler.schedule(admit=self.stats.num_steps % window == 0)
-            else:
-                out = self.scheduler.schedule()
+            out = self._schedule()
             if out.total_num_scheduled_tokens == 0:
                 # Nothing fits and nothing runs: wait for the next arrival or abort.
                 self._wakeup = env.event()
@@ -277,6 +275,12 @@ class Engine:
                 duration = self.step_model.step_time(self._batch_shape(out))
             yield env.timeout(duration)
             self._finish_step(out, start_s, durations)
+
+    def _schedule(self) -> SchedulerOutput:
+        window = self.config.num_scheduler_steps
+        if window > 1:
+            return self.scheduler.schedule(admit=self.stats.num_steps % window == 0)
+        return self.scheduler.schedule()
 
     def _note_admissions(self, out: SchedulerOutput, now: float) -> None:
         stats = self.stats
