@@ -368,3 +368,17 @@ def test_engine_dp_limits_are_one_line(capsys, argv, message):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1, err
+
+
+# -- the capacity planner's search space ---------------------------------------------------------------
+def test_tune_space_takes_expert_parallelism_for_moe_models_only():
+    from sim.tune.space import SearchSpace
+
+    moe = SearchSpace(model="Qwen/Qwen3-30B-A3B", gpus=("h100",), tensor_parallel_sizes=(1, 2),
+                      max_num_seqs=(64,), max_num_batched_tokens=(8192,), enable_expert_parallel=(False, True))
+    assert [(c.tensor_parallel_size, c.enable_expert_parallel) for c in moe.engine_configs()] == \
+        [(1, False), (2, False), (2, True)]  # EP on one GPU changes nothing, so it is not a candidate
+    dense = SearchSpace(model="Qwen/Qwen3-8B", gpus=("h100",), enable_expert_parallel=(False, True))
+    assert {c.enable_expert_parallel for c in dense.engine_configs()} == {False}
+    with pytest.raises(ConfigError, match=r"^--enable-expert-parallel on: Qwen/Qwen3-8B has no experts"):
+        SearchSpace(model="Qwen/Qwen3-8B", gpus=("h100",), enable_expert_parallel=(True,))
