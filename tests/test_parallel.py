@@ -382,3 +382,28 @@ def test_tune_space_takes_expert_parallelism_for_moe_models_only():
     assert {c.enable_expert_parallel for c in dense.engine_configs()} == {False}
     with pytest.raises(ConfigError, match=r"^--enable-expert-parallel on: Qwen/Qwen3-8B has no experts"):
         SearchSpace(model="Qwen/Qwen3-8B", gpus=("h100",), enable_expert_parallel=(True,))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["-tp", "--tensor-parallel-size", "-dp", "--data-parallel-size", "-ep",
+                                 "--enable-expert-parallel", "0", "1", "2", "3", "8", "64", "-1", "x", "2.5"]),
+                max_size=6),
+       st.sampled_from(["qwen3-30b-a3b", "qwen3-8b", "mixtral-8x7b", "gpt-oss-20b"]))
+def test_fuzzed_parallel_flags_plan_or_exit_2_in_one_line(argv, model):
+    """The command line's parser and the layout's validator together: any mix of the three flags
+    either plans (exit 0) or is refused in one line with exit code 2, never a traceback."""
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(["memory", "--model", model, "--gpu", "h200", "--max-model-len", "4096", "--json", *argv])
+        except SystemExit as exc:  # argparse's own usage errors
+            code = exc.code
+    assert code in (0, 2), err.getvalue()
+    if code == 0:
+        data = json.loads(out.getvalue())
+        assert data["num_gpus"] == data["tensor_parallel_size"] * data["data_parallel_size"]
+    else:
+        assert "Traceback" not in err.getvalue() and err.getvalue().startswith("error:")
