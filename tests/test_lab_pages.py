@@ -297,3 +297,15 @@ def test_what_if_runs_data_parallel_ranks_of_a_dense_model():
     at.button(key="wi_run").click().run()
     assert not at.exception, at.exception
     assert (at.dataframe[-1].value.output_throughput > 0).all()
+
+
+def test_capacity_planner_offers_expert_parallelism_for_a_moe_model():
+    at = open_page("capacity", cp_model="Qwen/Qwen3-30B-A3B", cp_gpus=["h100-80gb"], cp_tp=[1, 2], cp_mns=[64],
+                   cp_mnbt=[8192], cp_quant=["model's own"], cp_kv=["auto"], cp_max_replicas=2)
+    assert next(m for m in at.metric if m.label == "Candidates").value == "4"  # TP1, TP2; x 2 replica counts
+    at.toggle(key="cp_ep").set_value(True).run()
+    assert not at.exception, at.exception
+    candidates = next(m for m in at.metric if m.label == "Candidates")
+    assert candidates.value == "6"  # TP1, TP2, TP2 with EP; x 2 replica counts
+    dense = open_page("capacity")
+    assert not [t for t in dense.toggle if t.key == "cp_ep"]
