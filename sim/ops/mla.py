@@ -38,12 +38,15 @@ How a step maps onto them (the rules of :mod:`sim.ops.attention`):
   generation module at ``(B, C/B)``, projections of the ``B`` tokens included;
 - prefill chunks: ``b`` chunks of ``T`` new tokens with ``P`` (query, key) pairs. Whole prompts
   of one length are the context module at ``(b, T/b)``, exact on measured points. A chunk that
-  continues a prompt has more pairs than its tokens make: it is priced as the pairs-equivalent
-  prompts ``(b, s)`` with ``b s(s+1)/2 = P``, less the per-token projections
-  (``fused_qkv_a_proj``, ``q_b_proj``, ``o_proj``, from the GEMM table) of the ``b s - T``
-  tokens those prompts have and the chunks do not, and never less than the module at
-  ``(b, T/b)``. ``kv_b_proj`` is not taken off: vLLM up-projects the cached prefix's latent
-  too, so its work grows with the context as the attention's does.
+  continues a prompt has more pairs than its tokens make. It costs the module at ``(b, T/b)``
+  plus the attention the longer context adds: ``core(b, s) - core(b, T/b)``, where ``s`` is the
+  pairs-equivalent length of :mod:`sim.ops.attention` (``b s(s+1)/2 = P``) and ``core`` is the
+  module less the GEMMs that run once per new token (``fused_qkv_a_proj``, ``q_b_proj``,
+  ``o_proj``, priced from the GEMM table at ``b x seq`` tokens), floored at zero and made
+  monotone on the module's grid. ``kv_b_proj`` stays in ``core``: vLLM up-projects the cached
+  prefix's latent too, so its work grows with the context as the attention's does. (The
+  standalone GEMM table is slower than the same GEMMs inside the graph-captured module at a
+  few tokens, which the floor absorbs; the difference only prices the added context.)
 
 The prefill and decode parts of a mixed step each carry their own projections (vLLM runs them
 once over all the step's tokens; pricing them apart costs a little more for small parts).
@@ -64,7 +67,7 @@ import numpy as np
 from sim.catalog import ModelSpec
 from sim.ops.attention import Attention, prefill_equivalent_length
 from sim.ops.gemm import gemm_over_m
-from sim.ops.tables import TableError, interp
+from sim.ops.tables import TableError, interp_array, monotone
 
 # The shapes the module rows were measured with (DeepSeek-V3's config.json; R1, V3.1 and
 # Kimi-K2 share them).
@@ -107,6 +110,13 @@ def _module_phase(tables: dict, phase: str, heads: int, kv_dtype: str, gemm: str
     return Attention(view, phase, heads, 1, LATENT_DIM, kv_dtype)
 
 
+def _on_grid_of(like: Attention, grid: np.ndarray) -> Attention:
+    """``grid``, over the axes of the prefill slab ``like``, interpolated as a prefill slab."""
+    view = {"context/batch": np.array(like.batch), "context/seq": np.array(like.seq),
+            "context/h1_kv1_d0_grid": grid}
+    return Attention(view, "context", 1, 1, 0, "grid")
+
+
 class MLAAttention:
     """One configuration's MLA attention block, per layer: decodes and prefill chunks."""
 
@@ -129,10 +139,14 @@ class MLAAttention:
         self.prefill = _module_phase(tables, "context", heads, kv_dtype, gemm)
         if self.decode.how != "measured":
             self.notes.append(f"MLA module {self.decode.how.replace(' / 1 KV heads', '')}")
-        m = tables["gemm/m"].astype(np.float64)
-        self._m = m.tolist()
-        curve = sum(gemm_over_m(tables, gemm_dtype, n, k) for _, n, k in per_token_projections(model, tp))
-        self._projections_ms = np.maximum.accumulate(curve).tolist()
+        # core: the context module less its per-token GEMMs, on the module's grid (see above),
+        # those GEMMs priced in the module rows' dtype.
+        gemm_table = gemm if f"gemm/{gemm}" in tables else gemm_dtype
+        curve = sum(gemm_over_m(tables, gemm_table, n, k) for _, n, k in per_token_projections(model, tp))
+        tokens = np.outer(self.prefill.batch, self.prefill.seq)
+        per_token = interp_array(tokens.ravel(), tables["gemm/m"].astype(np.float64),
+                                 np.maximum.accumulate(curve)).reshape(tokens.shape)
+        self._core = _on_grid_of(self.prefill, monotone(np.maximum(self.prefill.grid - per_token, 0.0)))
         self.kv_dtype, self.gemm_dtype = kv_dtype, gemm
 
     def decode_ms(self, num_decodes: int, context_tokens: float) -> float:
@@ -142,12 +156,9 @@ class MLAAttention:
     def prefill_ms(self, num_chunks: int, new_tokens: int, pairs: int) -> float:
         """One layer: ``num_chunks`` prefill chunks of ``new_tokens`` in all with ``pairs``
         (query, key) pairs (the module docstring's rule)."""
-        own = self.prefill.ms(num_chunks, new_tokens / num_chunks)
+        own_length = new_tokens / num_chunks
+        own = self.prefill.ms(num_chunks, own_length)
         s = prefill_equivalent_length(num_chunks, pairs)
-        extra_tokens = num_chunks * s - new_tokens
-        if extra_tokens <= 0.5:  # whole prompts (up to rounding)
+        if s <= own_length:  # whole prompts
             return own
-        m, proj = self._m, self._projections_ms
-        equivalent = (self.prefill.ms(num_chunks, s)
-                      - interp(num_chunks * s, m, proj) + interp(new_tokens, m, proj))
-        return max(own, equivalent)
+        return own + self._core.ms(num_chunks, s) - self._core.ms(num_chunks, own_length)
