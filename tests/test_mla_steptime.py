@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from sim.catalog import _data_dir, get_gpu, get_model, model_from_config
 from sim.ops.attention import Attention
 from sim.ops.gemm import layer_shapes
-from sim.ops.mla import MEASURED_SHAPES, MLAAttention
+from sim.ops.mla import MEASURED_SHAPES, MLAAttention, convex_in_seq
 from sim.ops.model import OperatorStepModel
 from sim.ops.tables import TableError, load_tables, monotone
 from sim.steptime import BatchShape, StepCoefficients
@@ -106,18 +106,29 @@ def test_prefill_is_monotone_in_tokens_and_context(b, n1, n2, computed):
     assert chunk(n1, computed) <= chunk(n1, computed + 1000) + 1e-12  # more context
 
 
-def test_a_continuing_chunk_costs_its_pairs_less_the_missing_tokens(h200, dsv3):
+def test_a_continuing_chunk_costs_what_it_adds_to_the_prompt(h200, dsv3):
     mla = MLAAttention(h200, dsv3, 8, "fp8_block", "fp8")
     n, c = 2048, 6144
     chunk = mla.prefill_ms(1, n, n * c + n * (n + 1) // 2)
     alone = mla.prefill_ms(1, n, n * (n + 1) // 2)
     whole = mla.prefill_ms(1, n + c, (n + c) * (n + c + 1) // 2)
     # More than the same tokens alone (it reads 6,144 more keys each), less than the whole
-    # 8,192-token prompt (which also projects the first 6,144 tokens and has more pairs).
+    # 8,192-token prompt (which also projects and attends the first 6,144 tokens).
     assert alone < chunk < whole
-    # Less than the pairs-equivalent prompt, which would project tokens the chunk has not.
-    s = (np.sqrt(1 + 8 * (n * c + n * (n + 1) / 2)) - 1) / 2
-    assert chunk < mla.prefill.ms(1, s)
+    # The whole prompt in four chunks: the whole prompt, plus a little per extra chunk.
+    parts = sum(mla.prefill_ms(1, n, n * k + n * (n + 1) // 2) for k in range(0, n + c, n))
+    assert whole < parts < whole + 3 * 2 * mla.prefill.ms(1, 1)
+
+
+def test_convex_minorant_is_below_convex_and_keeps_convex_rows():
+    seq = np.array([1.0, 16, 32, 64, 128, 256])
+    convex = (seq ** 2 / 100)[None, :]
+    assert convex_in_seq(convex, seq) == pytest.approx(convex)
+    bumpy = np.array([[1.0, 1.0, 3.0, 3.0, 4.0, 10.0]])
+    hull = convex_in_seq(bumpy, seq)[0]
+    assert np.all(hull <= bumpy[0] + 1e-12) and hull[0] == 1.0 and hull[-1] == 10.0
+    slopes = np.diff(hull) / np.diff(seq)
+    assert np.all(np.diff(slopes) >= -1e-12)
 
 
 @pytest.mark.parametrize("tp", [8, 4, 1])

@@ -36,17 +36,22 @@ How a step maps onto them (the rules of :mod:`sim.ops.attention`):
 
 - decodes: ``B`` decodes reading ``C`` KV tokens in all are ``B`` requests of ``C / B``: the
   generation module at ``(B, C/B)``, projections of the ``B`` tokens included;
-- prefill chunks: ``b`` chunks of ``T`` new tokens with ``P`` (query, key) pairs. Whole prompts
-  of one length are the context module at ``(b, T/b)``, exact on measured points. A chunk that
-  continues a prompt has more pairs than its tokens make. It costs the module at ``(b, T/b)``
-  plus the attention the longer context adds: ``core(b, s) - core(b, T/b)``, where ``s`` is the
-  pairs-equivalent length of :mod:`sim.ops.attention` (``b s(s+1)/2 = P``) and ``core`` is the
-  module less the GEMMs that run once per new token (``fused_qkv_a_proj``, ``q_b_proj``,
-  ``o_proj``, priced from the GEMM table at ``b x seq`` tokens), floored at zero and made
-  monotone on the module's grid. ``kv_b_proj`` stays in ``core``: vLLM up-projects the cached
-  prefix's latent too, so its work grows with the context as the attention's does. (The
-  standalone GEMM table is slower than the same GEMMs inside the graph-captured module at a
-  few tokens, which the floor absorbs; the difference only prices the added context.)
+- prefill chunks: ``b`` chunks of ``T`` new tokens with ``P`` (query, key) pairs are ``b``
+  chunks of ``n = T/b`` tokens after ``c`` computed ones, with ``n c + n(n+1)/2 = P/b``. Whole
+  prompts (``c = 0``) are the context module at ``(b, n)``, exact on measured points. A chunk
+  that continues a prompt costs what growing the prompts from ``c`` to ``c + n`` tokens adds to
+  the module, ``module(b, c+n) - module(b, c)``: exactly the chunk's new tokens and its pairs
+  (those of the prompt of ``c + n`` less those of ``c``), plus the module's cost at one token,
+  ``module(b, 1)`` (the weights read once and the launches, which the difference cancels), and
+  never less than the module at ``(b, n)``. The difference is taken on the module's greatest
+  convex minorant along the length (per batch row), so that more context never costs less: the
+  measured rows are convex but for a few % of noise, which would otherwise show as a chunk
+  priced cheaper after more context. (Dense attention maps a chunk to the prompt length
+  with its pairs, :mod:`sim.ops.attention`; the module also holds per-token work, the
+  projections, which that length would count for tokens the chunk does not have.) A chunked
+  prompt thus costs the whole prompt plus the one-token cost once per extra chunk. vLLM also
+  up-projects the cached prefix's latent with ``kv_b_proj`` for every chunk, which whole
+  prompts do not need; it is not priced.
 
 The prefill and decode parts of a mixed step each carry their own projections (vLLM runs them
 once over all the step's tokens; pricing them apart costs a little more for small parts).
@@ -65,9 +70,8 @@ from __future__ import annotations
 import numpy as np
 
 from sim.catalog import ModelSpec
-from sim.ops.attention import Attention, prefill_equivalent_length
-from sim.ops.gemm import gemm_over_m
-from sim.ops.tables import TableError, interp_array, monotone
+from sim.ops.attention import Attention
+from sim.ops.tables import TableError
 
 # The shapes the module rows were measured with (DeepSeek-V3's config.json; R1, V3.1 and
 # Kimi-K2 share them).
@@ -89,15 +93,6 @@ def check_shapes(model: ModelSpec) -> None:
                              f"{field} {value} (measured: {measured})")
 
 
-def per_token_projections(model: ModelSpec, tp: int) -> list[tuple[str, int, int]]:
-    """(name, n, k) of the attention GEMMs that run once per new token on one GPU."""
-    heads = model.num_attention_heads // tp
-    return [("fused_qkv_a_proj", model.q_lora_rank + model.kv_lora_rank + model.qk_rope_head_dim,
-             model.hidden_size),
-            ("q_b_proj", heads * (model.qk_nope_head_dim + model.qk_rope_head_dim), model.q_lora_rank),
-            ("o_proj", model.hidden_size, heads * model.v_head_dim)]
-
-
 def _module_phase(tables: dict, phase: str, heads: int, kv_dtype: str, gemm: str) -> Attention:
     """The module's slabs of one (KV dtype, GEMM dtype) as an :class:`Attention` over (batch,
     seq): the same filling, monotone rule, interpolation and heads scaling as dense attention."""
@@ -110,7 +105,25 @@ def _module_phase(tables: dict, phase: str, heads: int, kv_dtype: str, gemm: str
     return Attention(view, phase, heads, 1, LATENT_DIM, kv_dtype)
 
 
-def _on_grid_of(like: Attention, grid: np.ndarray) -> Attention:
+def convex_in_seq(grid: np.ndarray, seq: np.ndarray) -> np.ndarray:
+    """Each row's greatest convex minorant over ``seq`` (the lower hull of its points)."""
+    out = np.empty_like(grid, dtype=np.float64)
+    for i, row in enumerate(grid):
+        hull: list[int] = []
+        for j in range(len(seq)):
+            # Drop the last hull point while it lies on or above the chord from its neighbour to j.
+            while len(hull) >= 2:
+                a, b = hull[-2], hull[-1]
+                if (row[b] - row[a]) * (seq[j] - seq[a]) >= (row[j] - row[a]) * (seq[b] - seq[a]):
+                    hull.pop()
+                else:
+                    break
+            hull.append(j)
+        out[i] = np.interp(seq, seq[hull], row[hull])
+    return out
+
+
+def _prefill_like(like: Attention, grid: np.ndarray) -> Attention:
     """``grid``, over the axes of the prefill slab ``like``, interpolated as a prefill slab."""
     view = {"context/batch": np.array(like.batch), "context/seq": np.array(like.seq),
             "context/h1_kv1_d0_grid": grid}
@@ -139,14 +152,7 @@ class MLAAttention:
         self.prefill = _module_phase(tables, "context", heads, kv_dtype, gemm)
         if self.decode.how != "measured":
             self.notes.append(f"MLA module {self.decode.how.replace(' / 1 KV heads', '')}")
-        # core: the context module less its per-token GEMMs, on the module's grid (see above),
-        # those GEMMs priced in the module rows' dtype.
-        gemm_table = gemm if f"gemm/{gemm}" in tables else gemm_dtype
-        curve = sum(gemm_over_m(tables, gemm_table, n, k) for _, n, k in per_token_projections(model, tp))
-        tokens = np.outer(self.prefill.batch, self.prefill.seq)
-        per_token = interp_array(tokens.ravel(), tables["gemm/m"].astype(np.float64),
-                                 np.maximum.accumulate(curve)).reshape(tokens.shape)
-        self._core = _on_grid_of(self.prefill, monotone(np.maximum(self.prefill.grid - per_token, 0.0)))
+        self._convex = _prefill_like(self.prefill, convex_in_seq(self.prefill.grid, np.array(self.prefill.seq)))
         self.kv_dtype, self.gemm_dtype = kv_dtype, gemm
 
     def decode_ms(self, num_decodes: int, context_tokens: float) -> float:
@@ -156,9 +162,10 @@ class MLAAttention:
     def prefill_ms(self, num_chunks: int, new_tokens: int, pairs: int) -> float:
         """One layer: ``num_chunks`` prefill chunks of ``new_tokens`` in all with ``pairs``
         (query, key) pairs (the module docstring's rule)."""
-        own_length = new_tokens / num_chunks
-        own = self.prefill.ms(num_chunks, own_length)
-        s = prefill_equivalent_length(num_chunks, pairs)
-        if s <= own_length:  # whole prompts
+        n = new_tokens / num_chunks
+        own = self.prefill.ms(num_chunks, n)
+        c = pairs / num_chunks / n - (n + 1) / 2  # computed tokens before each chunk
+        if c < 1:  # whole prompts (up to rounding)
             return own
-        return own + self._core.ms(num_chunks, s) - self._core.ms(num_chunks, own_length)
+        grown = self._convex.ms(num_chunks, c + n) - self._convex.ms(num_chunks, c)
+        return max(own, grown + self.prefill.ms(num_chunks, 1))
