@@ -104,7 +104,7 @@ class Engine:
         # its own block tables, drawing on one pool of MemoryPlan.num_gpu_blocks blocks
         # (sim.kv.hybrid). The baselines keep one table a request: they get the blocks vLLM
         # allocates with --disable-hybrid-kv-cache-manager (MemoryPlan.full_attention_blocks).
-        self.hybrid_kv = config.engine == "vllm" and len(self.memory.kv_cache_groups) > 1
+        self.hybrid_kv = uses_kv_cache_groups(config, self.memory)
         self.num_gpu_blocks = config.num_gpu_blocks_override or (
             self.memory.num_gpu_blocks if self.hybrid_kv else self.memory.full_attention_blocks)
         self.limits = SchedulerLimits(
@@ -398,11 +398,17 @@ class Engine:
                 on_finish(request, self.env.now)
 
 
+def uses_kv_cache_groups(config: EngineConfig, memory: MemoryPlan) -> bool:
+    """Whether the engine allocates a hybrid model's KV cache groups apart (vLLM's default)."""
+    return (config.engine == "vllm" and len(memory.kv_cache_groups) > 1
+            and not config.disable_hybrid_kv_cache_manager)
+
+
 def make_scheduler(config: EngineConfig, limits: SchedulerLimits, num_gpu_blocks: int, memory: MemoryPlan,
                    fast: bool = False):
     """vLLM's scheduler (the lazy variant for long runs: same decisions, fewer visits), or a
     baseline's."""
-    if config.engine == "vllm" and len(memory.kv_cache_groups) > 1:
+    if uses_kv_cache_groups(config, memory):
         # Sliding-window and full-attention groups: one block table per group (sim.kv.hybrid). The
         # reference scheduler drives it (LazyDecodeScheduler assumes one table per request).
         if config.parallel_sampling == "copy-on-write":
