@@ -90,8 +90,8 @@ def test_hybrid_groups_match_vllm_step_for_step(record_property, request):
 # --- window freeing and capacity ---
 
 
-def _gemma_scheduler(max_num_batched_tokens: int = 8192):
-    plan = plan_for_config(GEMMA)
+def _gemma_scheduler(max_num_batched_tokens: int = 8192, config: EngineConfig = GEMMA):
+    plan = plan_for_config(config)
     limits = SchedulerLimits(max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=256,
                              max_model_len=plan.max_model_len)
     kv = HybridKVCacheManager(plan.num_gpu_blocks, 16, group_specs_from_plan(plan), True, plan.max_model_len)
@@ -103,13 +103,17 @@ def _step(sched: Scheduler) -> None:
     sched.update_from_output(out)
 
 
-def test_gemma3_long_request_holds_one_window_of_sliding_blocks():
-    sched, kv, plan = _gemma_scheduler()
+@pytest.mark.parametrize("config, expected_window, num_sliding_groups", [
+    (GEMMA, 1024, 6),  # 5 sliding : 1 global, groups of 10 layers
+    (EngineConfig(model="gpt-oss-20b", gpu="h100-80gb", max_model_len=32768), 128, 1),  # alternating
+])
+def test_long_request_holds_one_window_of_sliding_blocks(config, expected_window, num_sliding_groups):
+    sched, kv, plan = _gemma_scheduler(config=config)
     window = plan.kv_cache_groups[0].sliding_window
-    assert window == 1024
+    assert window == expected_window
     sliding = [t for t in kv.tables if t.sliding_window]
     full = [t for t in kv.tables if not t.sliding_window]
-    assert len(sliding) == 6 and len(full) == 1
+    assert len(sliding) == num_sliding_groups and len(full) == 1
     request = Request("long", list(range(10_000)), 200, block_size=16)
     sched.add_request(request)
     held_in_decode = []
@@ -124,7 +128,7 @@ def test_gemma3_long_request_holds_one_window_of_sliding_blocks():
         if request.num_output_tokens >= 2:  # the last prefill chunk's blocks go at the first decode
             held_in_decode.append(held[0])
     bound = math.ceil(window / 16) + 1
-    assert max(held_in_decode) == bound  # 65 blocks of 16 tokens, not 10,000 / 16 = 625
+    assert max(held_in_decode) == bound  # gemma3: 65 blocks of 16 tokens, not 10,000 / 16 = 625
     assert min(held_in_decode) >= bound - 1
     # Freed blocks went back to the pool: once the request is done every block is free.
     assert kv.num_free_blocks == plan.num_gpu_blocks - 1
