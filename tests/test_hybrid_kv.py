@@ -234,7 +234,7 @@ def test_no_prefix_hit_when_caching_is_off():
 # --- the allocator never leaks or double-frees (hypothesis) ---
 
 
-def _check_invariants(kv: HybridKVCacheManager, live: dict[str, Request]) -> None:
+def _check_invariants(kv: HybridKVCacheManager, live: dict[str, Request], called_at: dict[str, int]) -> None:
     pool = kv.pool
     refs: dict[int, int] = {}
     for t in kv.tables:
@@ -244,8 +244,9 @@ def _check_invariants(kv: HybridKVCacheManager, live: dict[str, Request]) -> Non
                 if not block.is_null:
                     refs[block.block_id] = refs.get(block.block_id, 0) + 1
             # nothing wholly out of the window is still held
-            if t.sliding_window and rid in kv._freed_at:
-                skipped = t.num_skipped_tokens(kv._freed_at[rid]) // t.block_size
+            if t.sliding_window and rid in called_at:
+                # nothing wholly out of the window as of the request's last allocation
+                skipped = t.num_skipped_tokens(called_at[rid]) // t.block_size
                 assert all(b.is_null for b in table[:skipped])
     for block in pool.blocks[1:]:
         assert block.ref_cnt == refs.get(block.block_id, 0), block
@@ -273,6 +274,7 @@ def test_grouped_allocator_conserves_blocks(window, layout, num_blocks, caching,
                               enable_caching=caching, max_model_len=400)
     live: dict[str, Request] = {}
     waiting: dict[str, Request] = {}
+    called_at: dict[str, int] = {}  # computed tokens at each request's last allocate_slots
     counter = 0
     for kind, pick, size in ops:
         if kind == "new":
@@ -281,6 +283,7 @@ def test_grouped_allocator_conserves_blocks(window, layout, num_blocks, caching,
             request = Request(f"r{counter}", prompt, 30, block_size=bs)
             counter += 1
             hits, n = kv.get_computed_blocks(request)
+            called_at[request.request_id] = n
             if kv.allocate_slots(request, min(request.num_tokens - n, size), n, hits, True) is None:
                 waiting[request.request_id] = request
             else:
@@ -291,14 +294,18 @@ def test_grouped_allocator_conserves_blocks(window, layout, num_blocks, caching,
             if request.num_computed_tokens >= request.num_tokens:
                 request.append_output_tokens(1)
             n = min(request.num_tokens - request.num_computed_tokens, size)
-            if request.num_tokens < 400 and kv.allocate_slots(request, n) is not None:
+            if request.num_tokens >= 400:
+                continue
+            called_at[request.request_id] = request.num_computed_tokens
+            if kv.allocate_slots(request, n) is not None:
                 request.num_computed_tokens += n
         elif kind == "free" and live:
             request = list(live.values())[pick % len(live)]
             kv.free(request)
             del live[request.request_id]
-        _check_invariants(kv, live)
+            called_at.pop(request.request_id, None)
+        _check_invariants(kv, live, called_at)
     for request in list(live.values()):
         kv.free(request)
-    _check_invariants(kv, {})
+    _check_invariants(kv, {}, {})
     assert kv.num_free_blocks == num_blocks - 1

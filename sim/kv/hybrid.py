@@ -70,8 +70,9 @@ class HybridKVCacheManager(KVCacheManager):
             kinds.setdefault(t.sliding_window, []).append(t.group_id)
         self._lookup = sorted(kinds.items(), key=lambda kv: kv[0] is not None)
         self._no_hits: GroupHits = tuple([] for _ in self.tables)
-        # Per request, the computed tokens its sliding groups last freed blocks for.
-        self._freed_at: dict[str, int] = {}
+        # Per request, the computed-token count at which its next block leaves a window (set each
+        # time its sliding groups free blocks); below it a decode frees nothing.
+        self.window_moves_at: dict[str, int] = {}
 
     # --- queries ---
     def get_blocks(self, request_id: str) -> list[KVCacheBlock]:
@@ -90,15 +91,18 @@ class HybridKVCacheManager(KVCacheManager):
                 filled += f
         return held, filled
 
-    def window_unchanged(self, request_id: str, num_computed_tokens: int) -> bool:
-        """True if no block of the request has left a sliding window since its sliding groups
-        last freed blocks (the scheduler may then skip a decode's call that would do nothing)."""
-        last = self._freed_at.get(request_id)
-        if last is None:
-            return False
+    def _free_out_of_window(self, request_id: str, num_computed_tokens: int) -> None:
+        """Every sliding group frees the request's blocks that left its window; note when the
+        next one will."""
         bs = self.block_size
-        return all(max(0, num_computed_tokens - w + 1) // bs == max(0, last - w + 1) // bs
-                   for w in self.sliding_windows)
+        moves_at = 1 << 62
+        for t in self.tables:
+            w = t.sliding_window
+            if w:
+                t.remove_skipped_blocks(request_id, num_computed_tokens)
+                # the smallest c with (c - w + 1) // bs past today's count of skipped blocks
+                moves_at = min(moves_at, (max(0, num_computed_tokens - w + 1) // bs + 1) * bs + w - 1)
+        self.window_moves_at[request_id] = moves_at
 
     def max_blocks_for(self, num_tokens: int) -> int:
         """The most blocks one request of ``num_tokens`` tokens can need at once (the admission
@@ -151,10 +155,34 @@ class HybridKVCacheManager(KVCacheManager):
         """As :meth:`KVCacheManager.allocate_slots`, in every group (see the module's docstring)."""
         rid = request.request_id
         tables = self.tables
+        pool = self.pool
+        first = tables[0]
+        held = first.req_to_blocks.get(rid)
+        if new_computed_blocks is None and not full_sequence_must_fit and held is not None \
+                and rid in self.window_moves_at:
+            # A running request (most calls). Every group's table has the same length and the same
+            # count of cached entries (they grow together), so the first one speaks for all.
+            computed = min(request.num_computed_tokens, self.max_model_len)
+            if computed >= self.window_moves_at[rid]:
+                self._free_out_of_window(rid, computed)
+            end = min(computed + num_new_tokens, self.max_model_len)
+            per_group = cdiv(end, self.block_size) - len(held)
+            new_blocks = []
+            if per_group > 0:
+                if per_group * len(tables) > pool.num_free_blocks:
+                    return None
+                for t in tables:
+                    new_blocks += t.allocate(rid, end)
+            if self.enable_caching:
+                num_tokens = min(end, request.num_tokens)
+                if num_tokens // self.block_size > first.num_cached_blocks.get(rid, 0):
+                    request.extend_block_hashes()
+                    for t in tables:
+                        t.cache_blocks(request, num_tokens)
+            return new_blocks
         hits = new_computed_blocks or self._no_hits
         local_computed = request.num_computed_tokens + num_new_computed_tokens
         total_computed = min(local_computed, self.max_model_len)
-        pool = self.pool
         if full_sequence_must_fit:
             full_tokens = min(request.num_tokens, self.max_model_len)
             need = sum(t.blocks_to_allocate(rid, full_tokens, h, total_computed, admission=True)
@@ -162,9 +190,7 @@ class HybridKVCacheManager(KVCacheManager):
             if need > pool.num_free_blocks:
                 return None
         num_tokens_need_slot = min(total_computed + num_new_tokens, self.max_model_len)
-        for t in tables:  # even if the allocation then fails, as vLLM
-            t.remove_skipped_blocks(rid, total_computed)
-        self._freed_at[rid] = total_computed
+        self._free_out_of_window(rid, total_computed)  # even if the allocation then fails, as vLLM
         need = sum(t.blocks_to_allocate(rid, num_tokens_need_slot, h, local_computed)
                    for t, h in zip(tables, hits))
         if need > pool.num_free_blocks:
@@ -190,6 +216,6 @@ class HybridKVCacheManager(KVCacheManager):
 
     def free(self, request: Request) -> None:
         """Release the request's blocks, group by group, each tail first (as vLLM)."""
-        self._freed_at.pop(request.request_id, None)
+        self.window_moves_at.pop(request.request_id, None)
         for t in self.tables:
             t.free(request.request_id)

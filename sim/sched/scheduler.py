@@ -143,8 +143,9 @@ class Scheduler(RequestBook):
         scheduled = out.scheduled
         running = self.running
         inline_decodes = not self.kv.copy_on_write
-        windows = self.kv.sliding_windows  # () unless the model has sliding-window groups
-        window_unchanged = getattr(self.kv, "window_unchanged", None)
+        # Sliding-window groups (sim.kv.hybrid): request id -> computed tokens at which its next
+        # block leaves a window. None for a model without them.
+        moves_at = getattr(self.kv, "window_moves_at", None)
         i = 0
         while i < len(running) and budget > 0:
             request = running[i]
@@ -152,7 +153,7 @@ class Scheduler(RequestBook):
             n = request.num_tokens - computed
             if (n == 1 and computed % block_size and (computed + 1) % block_size
                     and computed < max_model_len - 1 and inline_decodes
-                    and (not windows or window_unchanged(request.request_id, computed))):
+                    and (moves_at is None or computed < moves_at.get(request.request_id, 0))):
                 # A decode that stays inside its last block needs no new block and fills none
                 # to cache, and no block falls out of a sliding window at this token: the KV
                 # manager would do nothing, so skip the call (the common case).
