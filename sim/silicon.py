@@ -78,6 +78,17 @@ class SiliconRow:
     ep: int
     ttft_ms: float
     tpot_ms: float
+    moe_tp: int = 1  # the MoE layers' tensor-parallel size (the source's moe_tp_size)
+
+    @property
+    def data_parallel(self) -> int:
+        """The row's data-parallel size, which the source does not name but implies: vLLM shards a
+        MoE layer over all ``dp x tp`` ranks, as ``moe_tp`` (tensor) times ``ep`` (expert) ranks, so
+        ``dp = moe_tp x ep / tp`` (e.g. Qwen3-235B at tp 1 with moe_tp 2 ran on two GPUs, attention
+        data-parallel). A dense model has no MoE layer: its rows record ``moe_tp`` 1, and ``dp`` is 1."""
+        if self.dense:
+            return 1
+        return max(1, self.moe_tp * self.ep // self.tp)
 
     @property
     def label(self) -> str:
@@ -94,7 +105,7 @@ def load_rows(path: str | Path = SILICON_CSV, dense_only: bool = True) -> list[S
         for r in csv.DictReader(f):
             row = SiliconRow(r["model"], r["gpu"], r["vllm_version"], int(r["isl"]), int(r["osl"]),
                              int(r["concurrency"]), int(r["tp"]), int(r["ep"]), float(r["ttft_ms"]),
-                             float(r["tpot_ms"]))
+                             float(r["tpot_ms"]), int(r.get("moe_tp") or 1))
             if row.dense or not dense_only:
                 rows.append(row)
     return rows

@@ -112,3 +112,16 @@ def _serial_pool(workers=None):
     from contextlib import nullcontext
 
     return nullcontext(map)
+
+
+def test_rows_carry_the_moe_layout_and_the_data_parallel_size_it_implies():
+    """The source records the MoE layers' TP and EP beside the attention TP; vLLM shards a MoE
+    layer over dp x tp ranks, so rows whose MoE spans more ranks than attention ran data-parallel."""
+    rows = load_rows(dense_only=False)
+    assert len(rows) == 198
+    qwen = [r for r in rows if r.model.startswith("Qwen/Qwen3-235B")]
+    layouts = {(r.tp, r.moe_tp, r.ep, r.data_parallel) for r in qwen}
+    assert (1, 2, 1, 2) in layouts and (1, 4, 1, 4) in layouts and (2, 4, 1, 2) in layouts
+    assert (2, 1, 2, 1) in layouts and (4, 4, 1, 1) in layouts
+    # Dense rows and the gpt-oss rows (moe_tp = tp) ran one engine.
+    assert all(r.data_parallel == 1 for r in rows if not r.model.startswith("Qwen/"))
