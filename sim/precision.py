@@ -132,7 +132,8 @@ class Precision:
         AWQ/GPTQ (``auto_awq.py``, ``auto_gptq.py`` create_weights, then Marlin's repack, which keeps
         the sizes): ``qweight`` bits per weight; ``scales`` one per group of ``group_size`` input
         channels and output, in the model dtype; AWQ's ``qzeros`` bits per group and output (GPTQ's
-        symmetric zeros are dropped after loading). Marlin's padding of odd shapes is not counted.
+        symmetric zeros are dropped after loading). Marlin's padding of odd shapes and GPTQ's
+        ``desc_act`` permutation (an int32 per input channel) are not counted.
         """
         if self.weight_scheme == "group":
             bits = self.weight_bits or 4
