@@ -231,6 +231,28 @@ def test_token_chunk_template_gives_the_bytes_json_dumps_would(chat):
             assert a.token_chunk(index, k) == P.sse(b.chunk(index, b.piece(index, k), finish))
 
 
+@given(st.lists(st.floats(min_value=0.0, max_value=200.0, allow_nan=False), max_size=60))
+def test_observe_each_matches_one_observe_per_value(values):
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+    from lab.server.metrics import observe_each
+    from sim.metrics import VLLM_BUCKETS
+
+    buckets = list(VLLM_BUCKETS["inter_token_latency_seconds"])
+    values = values + [buckets[0], buckets[3], 0.0]  # values on a bound land in that bucket
+    one, batched = CollectorRegistry(), CollectorRegistry()
+    h_one = Histogram("itl", "d", ["m"], buckets=buckets, registry=one).labels(m="x")
+    h_batched = Histogram("itl", "d", ["m"], buckets=buckets, registry=batched).labels(m="x")
+    h_one.observe(0.25)  # a sum that is not zero already
+    h_batched.observe(0.25)
+    for v in values:
+        h_one.observe(v)
+    observe_each(h_batched, values)
+    def samples(registry):  # every line but the creation time
+        return [line for line in generate_latest(registry).splitlines() if b"_created" not in line]
+
+    assert samples(batched) == samples(one)
+
+
 def test_lag_monitor_buckets_quantile_and_one_warning_per_window(caplog):
     from lab.server.lag import LAG_BUCKETS_S, WARN_EVERY_S, LagMonitor
 
