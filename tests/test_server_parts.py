@@ -105,6 +105,20 @@ def test_tokenizer_round_trips_words(ws):
     assert tok.decode(ids) == text
 
 
+@given(st.text(alphabet=st.sampled_from("ab_1é٣ .,!\t\n\u00a0\u2003-"), max_size=300))
+def test_last_word_reads_what_the_pattern_finds(text):
+    import re
+
+    from lab.server.tokenizer import last_word
+
+    def by_pattern(s: str) -> str | None:  # the definition: the pattern, searched near the end
+        m = re.compile(r"(\w+|[^\w\s])\s*\Z").search(s, max(0, len(s.rstrip()) - 256))
+        return m.group(1) if m else None
+
+    for s in (text, "x" * 300 + text, text + "y" * 300):
+        assert last_word(s) == by_pattern(s)
+
+
 def test_tokenizer_is_deterministic_across_instances_and_punctuation_attaches():
     text = "What is the capital of France? It is Paris, of course."
     a, b = Tokenizer(), Tokenizer()
