@@ -103,7 +103,7 @@ class Tokenizer:
 
 
 def last_word(text: str) -> str | None:
-    """The last word or punctuation mark of ``text``: what the pattern ``(\w+|[^\w\s])\s*\Z``
+    r"""The last word or punctuation mark of ``text``: what the pattern ``(\w+|[^\w\s])\s*\Z``
     finds searching from 256 characters before the end, read backwards from the end instead.
 
     Every completion request asks this of its prompt. The regular expression, tried at each
