@@ -119,6 +119,26 @@ def test_last_word_reads_what_the_pattern_finds(text):
         assert last_word(s) == by_pattern(s)
 
 
+@pytest.mark.parametrize("prompt", [list(range(1000, 1512)), [], ["1", 2], [1, "2"], [True, 2], [1.0, 2],
+                                    [[1, 2], [3]], "text", ["a", "b"], 5, [{}], None, [2**70]])
+def test_completion_prompt_validates_as_the_plain_union(prompt):
+    from pydantic import BaseModel, ConfigDict, ValidationError
+
+    from lab.server.protocol import CompletionRequest
+
+    class Plain(BaseModel):  # the field without the token-id fast path
+        model_config = ConfigDict(extra="allow")
+        prompt: str | list[str] | list[int] | list[list[int]]
+
+    def outcome(model):
+        try:
+            return model.model_validate({"prompt": prompt}).prompt
+        except ValidationError as exc:
+            return [(e["loc"], e["type"], e["msg"]) for e in exc.errors()]
+
+    assert outcome(CompletionRequest) == outcome(Plain)
+
+
 def test_tokenizer_is_deterministic_across_instances_and_punctuation_attaches():
     text = "What is the capital of France? It is Paris, of course."
     a, b = Tokenizer(), Tokenizer()
