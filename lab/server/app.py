@@ -112,7 +112,7 @@ class EmulatorServer:
         raw = req.prompt
         if isinstance(raw, str):
             items: list[str | list[int]] = [raw]
-        elif raw and all(isinstance(x, int) for x in raw):
+        elif raw and isinstance(raw[0], int):  # validated: a list is all ids, all texts or all id lists
             items = [list(raw)]  # type: ignore[arg-type]
         else:
             items = list(raw)  # type: ignore[arg-type]
