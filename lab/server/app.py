@@ -186,6 +186,7 @@ class EmulatorServer:
         if rate > 0 and self.request_rng.random() < rate:
             raise P.internal_error("Injected failure (error-rate fault).")
 
+
 class _EmulatorApp(FastAPI):
     """FastAPI that also hands the server's own ASGI ``send`` to the token streams.
 
