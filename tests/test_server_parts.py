@@ -287,6 +287,25 @@ def test_observe_each_matches_one_observe_per_value(values):
     assert samples(batched) == samples(one)
 
 
+def test_metrics_series_appear_when_first_observed_and_accumulate():
+    from types import SimpleNamespace
+
+    from lab.server.metrics import ServerMetrics
+
+    m = ServerMetrics(model_name="m", service="svc", max_model_len=4096, stats_source=lambda: None)
+    ttft = b'vllm:time_to_first_token_seconds_count{engine="0",model_name="m"}'
+    assert ttft not in m.exposition()  # no labelled series before its first observation
+    request = SimpleNamespace(num_output_tokens=3, num_prompt_tokens=5, arrival_s=0.0,
+                              first_scheduled_s=0.1, first_token_s=0.2)
+    for n in (1, 2):
+        m.observe_finished(request, 0.5, [0.2, 0.3, 0.5])
+        m.observe_http(404, 0.01)
+        lines = m.exposition().splitlines()
+        assert ttft + b" %d.0" % n in lines
+        assert b'http_requests_total{service="svc",status="404"} %d.0' % n in lines
+        assert b'vllm:inter_token_latency_seconds_count{engine="0",model_name="m"} %d.0' % (2 * n) in lines
+
+
 def test_lag_monitor_buckets_quantile_and_one_warning_per_window(caplog):
     from lab.server.lag import LAG_BUCKETS_S, WARN_EVERY_S, LagMonitor
 
