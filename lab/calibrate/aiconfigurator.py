@@ -20,6 +20,17 @@ What is kept, per GPU (latencies in milliseconds, as measured):
   column plus one (the KV the new token reads, its own included).
 - ``custom_allreduce_perf.parquet``: vLLM's custom all-reduce (CUDA-graph and eager variants)
   by GPU count and message size (bfloat16 elements).
+- ``moe_perf.parquet``: vLLM's fused MoE layer (routed experts only), ``moe/<dtype>/<slab>`` over
+  (``moe_tp``, ``moe_ep``) pairs (``<slab>_par``) x ``moe/num_tokens``, for dtype bfloat16, fp8,
+  fp8_block, w4a16_mxfp4 and int4_wo where measured. Only the slabs (hidden, intermediate, top-k,
+  experts) of the catalog's MoE models are kept (:data:`MOE_SLABS`; :mod:`sim.ops.moe` scales
+  others from the nearest). Of the table's three routing distributions, the one aiconfigurator's
+  own vLLM model reads is kept: ``power_law_1.2`` for the generic MoE models (Qwen3-MoE, Mixtral,
+  gpt-oss: ``sdk/models/moe.py``, ``_power_law_alpha = 1.2``) and ``power_law_1.01`` for
+  DeepSeek (``sdk/models/deepseek.py``). Each point was measured with one kernel, the one vLLM
+  selected for that shape and dtype (the file has no shape measured with two). Points not measured
+  are filled along the token axis: between measured points linearly in log(tokens), past the last
+  in proportion to the tokens.
 
 Nothing is fitted here; the tables are copied down to the columns the model reads.
 """
@@ -38,6 +49,17 @@ from sim.ops.tables import AIC_SYSTEMS, OPERATORS_DIR
 PACKAGE = "aiconfigurator-core"
 PACKAGE_VERSION = "0.12.0"
 GEMM_DTYPES = ("bfloat16", "fp8", "fp8_block")
+MOE_DTYPES = ("bfloat16", "fp8", "fp8_block", "w4a16_mxfp4", "int4_wo")
+# (hidden, moe intermediate, top-k, experts) of the catalog's MoE models -> the routing
+# distribution aiconfigurator's vLLM model prices them with (see the module docstring).
+MOE_SLABS = {
+    (2048, 768, 8, 128): "power_law_1.2",  # Qwen3-30B-A3B
+    (4096, 1536, 8, 128): "power_law_1.2",  # Qwen3-235B-A22B
+    (4096, 14336, 2, 8): "power_law_1.2",  # Mixtral-8x7B
+    (2880, 2880, 4, 128): "power_law_1.2",  # gpt-oss-120b
+    (2880, 2880, 4, 32): "power_law_1.2",  # gpt-oss-20b
+    (7168, 2048, 8, 256): "power_law_1.01",  # DeepSeek-V3
+}
 ATTENTION_KV_DTYPES = ("bfloat16", "fp8")
 
 
@@ -156,6 +178,39 @@ def derive_allreduce(df) -> dict[str, np.ndarray]:
     return out
 
 
+def moe_slab_key(dtype: str, hidden: int, inter: int, topk: int, experts: int) -> str:
+    return f"moe/{dtype}/h{hidden}_i{inter}_k{topk}_e{experts}"
+
+
+def derive_moe(df) -> dict[str, np.ndarray]:
+    """One slab per (dtype, catalog shape) over (moe_tp, moe_ep) pairs x tokens."""
+    out: dict[str, np.ndarray] = {}
+    tokens = np.array(sorted(df.num_tokens.unique()), dtype=np.int64)
+    out["moe/num_tokens"] = tokens
+    for (h, i, k, e), dist in MOE_SLABS.items():
+        shape = df[(df.hidden_size == h) & (df.inter_size == i) & (df.topk == k) & (df.num_experts == e)
+                   & (df.distribution == dist)]
+        for dtype in MOE_DTYPES:
+            part = shape[shape.moe_dtype == dtype]
+            if part.empty:
+                continue
+            best = part.groupby(["moe_tp_size", "moe_ep_size", "num_tokens"]).latency.min()
+            pairs = sorted({(int(t), int(p)) for t, p, _ in best.index})
+            grid = np.full((len(pairs), len(tokens)), np.nan)
+            for (t, p, n), v in best.items():
+                grid[pairs.index((int(t), int(p))), np.searchsorted(tokens, n)] = v
+            for row in grid:
+                ok = np.flatnonzero(~np.isnan(row))
+                inner = np.arange(ok[0], ok[-1] + 1)
+                row[inner] = np.interp(np.log(tokens[inner]), np.log(tokens[ok]), row[ok])
+                row[ok[-1] + 1:] = row[ok[-1]] * tokens[ok[-1] + 1:] / tokens[ok[-1]]
+                row[:ok[0]] = row[ok[0]]
+            key = moe_slab_key(dtype, h, i, k, e)
+            out[key] = grid.astype(np.float32)
+            out[key + "_par"] = np.array(pairs, dtype=np.int64)
+    return out
+
+
 def derive_gpu(data_dir: Path, system: str) -> tuple[dict[str, np.ndarray], dict]:
     """All tables of one aiconfigurator system, and where each came from."""
     base = data_dir / system
@@ -166,6 +221,7 @@ def derive_gpu(data_dir: Path, system: str) -> tuple[dict[str, np.ndarray], dict
         ("attention", "context_attention_perf.parquet", lambda d: derive_attention(d, "context")),
         ("attention", "generation_attention_perf.parquet", lambda d: derive_attention(d, "generation")),
         ("comm", "custom_allreduce_perf.parquet", derive_allreduce),
+        ("moe", "moe_perf.parquet", derive_moe),
     ):
         path = _latest(base / op / "vllm", filename)
         if path is None:
