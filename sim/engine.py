@@ -116,7 +116,8 @@ class Engine:
         self.step_model = make_step_model(
             self.model, self.gpu, config.tensor_parallel_size,
             coefficients or coefficients_for(config, self.model, self.gpu), multiplier=step_time_multiplier,
-            precision=self.precision,
+            precision=self.precision, data_parallel_size=getattr(config, "data_parallel_size", 1),
+            enable_expert_parallel=getattr(config, "enable_expert_parallel", False),
         )
         self.fast_forward = isinstance(self.scheduler, LazyDecodeScheduler)
         self._batch_shape = getattr(self.scheduler, "batch_shape", batch_shape)
