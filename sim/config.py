@@ -55,12 +55,19 @@ class EngineConfig:
     dtype: str = "auto"  # --dtype: auto | half | float16 | bfloat16 | float | float32
     quantization: str | None = None  # --quantization/-q: None (the checkpoint's own) | fp8 | ...
     kv_cache_dtype: str = "auto"  # --kv-cache-dtype: auto | fp8 | fp8_e4m3 | fp8_e5m2 | bfloat16 | float16
+    # Parallelism of sparse models (sim.ops.moe): the engine simulated is one DP rank; a MoE
+    # layer's experts are sharded over data_parallel_size x tensor_parallel_size GPUs.
+    data_parallel_size: int = 1  # --data-parallel-size
+    enable_expert_parallel: bool = False  # --enable-expert-parallel
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ConfigError(f"--engine: expected one of {', '.join(ENGINES)}, got {self.engine!r}")
         _positive("--tensor-parallel-size", self.tensor_parallel_size)
         _positive("--block-size", self.block_size)
+        _positive("--data-parallel-size", self.data_parallel_size)
+        if not isinstance(self.enable_expert_parallel, bool):
+            raise ConfigError(f"--enable-expert-parallel: expected true or false, got {self.enable_expert_parallel!r}")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ConfigError(
                 f"--gpu-memory-utilization: expected a fraction in (0, 1], got {self.gpu_memory_utilization}"

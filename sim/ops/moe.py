@@ -32,9 +32,11 @@ all-reduce a dense MLP ends with (:mod:`sim.ops.allreduce`, counted there), with
 expert parallelism. With ``dp > 1`` vLLM dispatches tokens with its default all2all backend,
 ``allgather_reducescatter`` (``ParallelConfig.all2all_backend``; ``--all2all-backend`` picks
 DeepEP instead, which ServeLab does not model): an all-gather of every rank's hidden states before
-the experts and a reduce-scatter after. Those two move the bytes of one all-reduce of the
+the experts and a reduce-scatter after. Together they move the bytes of one all-reduce of the
 gathered tokens over the ``dp x tp`` GPUs (an all-reduce is a reduce-scatter followed by an
-all-gather), so they are priced as one from the all-reduce table. The package also measures
+all-gather), but as two calls: each is priced as an all-reduce of half those bytes, from the
+all-reduce table (NCCL's own all-gather is not measured under vLLM; the custom all-reduce's
+latency stands in for each call's). The package also measures
 DeepEP's dispatch and combine (``moe_a2a_perf.parquet``), on H100, H200 and B200 at EP 8 only;
 it is not used because vLLM does not run DeepEP by default.
 
@@ -163,7 +165,8 @@ class MoELayer:
             self.shared_ms = gemm_over_m(tables, gemm_dtype, 2 * shared, h) + gemm_over_m(tables, gemm_dtype, h, shared)
         self.dispatch_ms = np.zeros(len(m))
         if dp > 1:
-            self.dispatch_ms = allreduce_call_ms(tables, dp * tp, tokens * h, m, cudagraph_max_tokens)
+            # An all-gather and a reduce-scatter: two collectives, each moving half an all-reduce's bytes.
+            self.dispatch_ms = 2 * allreduce_call_ms(tables, dp * tp, tokens * h / 2, m, cudagraph_max_tokens)
 
     @property
     def total_ms(self) -> np.ndarray:
