@@ -227,3 +227,31 @@ def test_mla_stays_refused_and_moe_without_tables_names_the_gpus_with():
         step_model("deepseek-v3", 8)
     with pytest.raises(ConfigError, match="GPUs with tables: a100-80gb, h100-80gb, h200, l40s, b200$"):
         step_model("qwen3-30b-a3b", 1, gpu="l4")
+
+
+def test_shared_experts_add_a_dense_mlp_of_their_width(h200):
+    """DeepSeek-style shared experts (priced for the MLA branch's use): n_shared x moe_intermediate
+    as one gate/up and one down GEMM beside the routed experts, on every MoE layer."""
+    from sim.ops.gemm import gemm_over_m
+
+    base = get_model("qwen3-30b-a3b")
+    shared = replace(base, num_shared_experts=2)
+    gpu = get_gpu("h200")
+    a, b = make_step_model(base, gpu, 1, C), make_step_model(shared, gpu, 1, C)
+    width = 2 * 768
+    extra = gemm_over_m(h200, "bfloat16", 2 * width, 2048) + gemm_over_m(h200, "bfloat16", 2048, width)
+    assert b.terms_ms["moe_ms"] - a.terms_ms["moe_ms"] == pytest.approx(48 * extra, rel=1e-12)
+
+
+def test_layers_the_config_keeps_dense_are_priced_as_dense_mlps(h200):
+    """Qwen3-MoE's mlp_only_layers (DeepSeek's first_k_dense_replace likewise): those layers run a
+    dense gate/up/down of intermediate_size, the others the MoE layer."""
+    from sim.ops.gemm import gemm_over_m
+
+    base = get_model("qwen3-30b-a3b")
+    two_dense = replace(base, moe_layers=tuple(range(2, 48)))
+    gpu = get_gpu("h200")
+    a, b = make_step_model(base, gpu, 1, C), make_step_model(two_dense, gpu, 1, C)
+    mlp = gemm_over_m(h200, "bfloat16", 2 * 6144, 2048) + gemm_over_m(h200, "bfloat16", 2048, 6144)
+    assert b.terms_ms["linear_ms"] - a.terms_ms["linear_ms"] == pytest.approx(2 * mlp, rel=1e-9)
+    assert b.terms_ms["moe_ms"] == pytest.approx(a.terms_ms["moe_ms"] * 46 / 48, rel=1e-12)
