@@ -181,13 +181,15 @@ def check_step_time_modelled(model: ModelSpec, gpu: GPUSpec | None = None, *, op
 def make_step_model(model: ModelSpec, gpu: GPUSpec, tensor_parallel_size: int = 1,
                     coefficients: StepCoefficients | None = None, multiplier: float = 1.0, *,
                     precision=None, operator_tables: bool = True, data_parallel_size: int = 1,
-                    enable_expert_parallel: bool = False):
+                    enable_expert_parallel: bool = False, all2all_backend: str = "allgather_reducescatter"):
     """The operator model where ``gpu`` has tables (and the coefficients ask for it, and
     ``operator_tables``), else the roofline. ``precision`` (:class:`sim.precision.Precision`)
     picks the GEMM, MoE and attention tables and the bytes per weight and KV element.
     ``data_parallel_size`` and ``enable_expert_parallel`` (vLLM's ``--data-parallel-size`` and
     ``--enable-expert-parallel``) decide how a MoE model's experts are sharded (:mod:`sim.ops.moe`);
-    the model prices one DP rank's steps.
+    the model prices one DP rank's steps. ``all2all_backend`` (``--all2all-backend``: vLLM's
+    default ``allgather_reducescatter``, or DeepEP's ``deepep_high_throughput`` /
+    ``deepep_low_latency``) prices the tokens' dispatch under DP with EP.
 
     A table file that is missing or damaged does not stop the run: the roofline stands in, and
     its ``source`` names the file and the reason (never a silent fallback); for a MoE model,
@@ -204,7 +206,8 @@ def make_step_model(model: ModelSpec, gpu: GPUSpec, tensor_parallel_size: int = 
             if tables is not None:
                 return OperatorStepModel(tables, model, gpu, tensor_parallel_size, c, precision=precision,
                                          multiplier=multiplier, data_parallel_size=data_parallel_size,
-                                         enable_expert_parallel=enable_expert_parallel)
+                                         enable_expert_parallel=enable_expert_parallel,
+                                         all2all_backend=all2all_backend)
         except TableError as exc:
             reason = str(exc)
     if model.is_moe and reason:

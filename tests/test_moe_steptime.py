@@ -255,3 +255,33 @@ def test_layers_the_config_keeps_dense_are_priced_as_dense_mlps(h200):
     mlp = gemm_over_m(h200, "bfloat16", 2 * 6144, 2048) + gemm_over_m(h200, "bfloat16", 2048, 6144)
     assert b.terms_ms["linear_ms"] - a.terms_ms["linear_ms"] == pytest.approx(2 * mlp, rel=1e-9)
     assert b.terms_ms["moe_ms"] == pytest.approx(a.terms_ms["moe_ms"] * 46 / 48, rel=1e-12)
+
+
+# -- DeepEP (--all2all-backend) -----------------------------------------------------------------------
+def test_deepep_dispatch_and_combine_come_from_the_measured_kernels(h200):
+    """DP 8 x EP with DeepEP low-latency, on a shape the a2a table measures (hidden 4096, top-6 of
+    256 at EP 8): dispatch + combine at the tokens each rank sends, exactly."""
+    from sim.ops.moe import MoELayer
+
+    model = replace(get_model("qwen3-30b-a3b"), hidden_size=4096, experts_per_token=6, num_experts=256)
+    m = h200["gemm/m"].astype(np.float64)
+    layer = MoELayer(h200, model, 1, 8, True, None, "bfloat16", m, 512, "deepep_low_latency")
+    axis = h200["a2a/deepep_ll/num_tokens"].tolist()
+    j, i = axis.index(16), m.tolist().index(16)
+    want = sum(float(np.maximum.accumulate(h200[f"a2a/deepep_ll/{p}/h4096_k6_e256_ep8"].astype(np.float64))[j])
+               for p in ("dispatch", "combine"))
+    assert layer.dispatch_ms[i] == pytest.approx(want, rel=1e-12)
+    assert layer.describe().endswith("all2all deepep_low_latency") and not any("DeepEP" in n for n in layer.notes)
+
+
+def test_deepep_where_not_measured_falls_back_and_says_so():
+    sm = step_model("qwen3-30b-a3b", 1, data_parallel_size=4, enable_expert_parallel=True,
+                    all2all_backend="deepep_high_throughput")
+    assert "all2all allgather_reducescatter" in sm.source
+    assert "DeepEP deepep_ht not measured at EP 4 on this GPU (measured: EP 8)" in sm.source
+
+
+def test_an_unmodelled_all2all_backend_is_one_line():
+    with pytest.raises(ConfigError, match=r"^--all2all-backend pplx: not modelled; ServeLab prices "
+                                          r"allgather_reducescatter, deepep_high_throughput, deepep_low_latency$"):
+        step_model("qwen3-30b-a3b", 1, data_parallel_size=2, enable_expert_parallel=True, all2all_backend="pplx")

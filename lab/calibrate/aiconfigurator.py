@@ -31,6 +31,10 @@ What is kept, per GPU (latencies in milliseconds, as measured):
   selected for that shape and dtype (the file has no shape measured with two). Points not measured
   are filled along the token axis: between measured points linearly in log(tokens), past the last
   in proportion to the tokens.
+- ``moe_a2a_perf.parquet`` (H100, H200, B200 only): DeepEP's dispatch and combine, high-throughput
+  (``deepep_ht``) and low-latency (``deepep_ll``) kernels, ``a2a/<backend>/<phase>/h<hidden>_k<topk>_e<experts>_ep<ep>``
+  over ``a2a/<backend>/num_tokens`` (tokens a rank sends), every measured shape (EP 8 on one node
+  only). Its latency column is in microseconds; it is kept in milliseconds like the others.
 
 Nothing is fitted here; the tables are copied down to the columns the model reads.
 """
@@ -211,6 +215,21 @@ def derive_moe(df) -> dict[str, np.ndarray]:
     return out
 
 
+def derive_a2a(df) -> dict[str, np.ndarray]:
+    """DeepEP dispatch and combine latency (ms) by backend, phase and shape, over tokens."""
+    out: dict[str, np.ndarray] = {}
+    df = df[df.comm_backend.isin(["deepep_ht", "deepep_ll"]) & (df.node_num == 1)]
+    for backend, part in df.groupby("comm_backend"):
+        tokens = np.array(sorted(part.num_tokens.unique()), dtype=np.int64)
+        out[f"a2a/{backend}/num_tokens"] = tokens
+        for (phase, h, k, e, ep), cell in part.groupby(["phase", "hidden_size", "topk", "num_experts", "ep_size"]):
+            series = cell.groupby("num_tokens").latency.min().reindex(tokens).to_numpy(dtype=np.float64) / 1e3
+            ok = ~np.isnan(series)
+            series[~ok] = np.interp(np.log(tokens[~ok]), np.log(tokens[ok]), series[ok])
+            out[f"a2a/{backend}/{phase}/h{h}_k{k}_e{e}_ep{ep}"] = series.astype(np.float32)
+    return out
+
+
 def derive_gpu(data_dir: Path, system: str) -> tuple[dict[str, np.ndarray], dict]:
     """All tables of one aiconfigurator system, and where each came from."""
     base = data_dir / system
@@ -228,6 +247,10 @@ def derive_gpu(data_dir: Path, system: str) -> tuple[dict[str, np.ndarray], dict
             raise ConfigError(f"{base / op / 'vllm'}: no {filename} under any vLLM version folder")
         arrays.update(derive(_read(path)))
         sources[filename] = str(path.relative_to(data_dir.parent.parent))
+    a2a = _latest(base / "comm" / "vllm", "moe_a2a_perf.parquet")  # measured on some GPUs only
+    if a2a is not None:
+        arrays.update(derive_a2a(_read(a2a)))
+        sources["moe_a2a_perf.parquet"] = str(a2a.relative_to(data_dir.parent.parent))
     return arrays, sources
 
 

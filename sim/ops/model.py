@@ -111,7 +111,7 @@ class OperatorStepModel:
 
     def __init__(self, tables: dict, model: ModelSpec, gpu: GPUSpec, tensor_parallel_size: int,
                  coefficients, *, precision=None, multiplier: float = 1.0, data_parallel_size: int = 1,
-                 enable_expert_parallel: bool = False) -> None:
+                 enable_expert_parallel: bool = False, all2all_backend: str = "allgather_reducescatter") -> None:
         tp = tensor_parallel_size
         dp = data_parallel_size
         self.model, self.gpu, self.tp, self.coefficients = model, gpu, tp, coefficients
@@ -130,7 +130,7 @@ class OperatorStepModel:
         per_token = elementwise_bytes_per_token(model, tp, act_bytes, kv_bytes)
         if n_moe:
             moe = MoELayer(tables, model, tp, dp, enable_expert_parallel, precision, gemm_dtype, m,
-                           CUDAGRAPH_MAX_TOKENS)
+                           CUDAGRAPH_MAX_TOKENS, all2all_backend)
             moe_ms = moe.total_ms * n_moe
             notes.extend(moe.notes)
             notes.insert(0, moe.describe())

@@ -31,14 +31,17 @@ together); this model assumes the ranks carry steps of the same size, so the exp
 all-reduce a dense MLP ends with (:mod:`sim.ops.allreduce`, counted there), with or without
 expert parallelism. With ``dp > 1`` vLLM dispatches tokens with its default all2all backend,
 ``allgather_reducescatter`` (``ParallelConfig.all2all_backend``; ``--all2all-backend`` picks
-DeepEP instead, which ServeLab does not model): an all-gather of every rank's hidden states before
-the experts and a reduce-scatter after. Together they move the bytes of one all-reduce of the
+DeepEP instead): an all-gather of every rank's hidden states before the experts and a
+reduce-scatter after. Together they move the bytes of one all-reduce of the
 gathered tokens over the ``dp x tp`` GPUs (an all-reduce is a reduce-scatter followed by an
 all-gather), but as two calls: each is priced as an all-reduce of half those bytes, from the
 all-reduce table (NCCL's own all-gather is not measured under vLLM; the custom all-reduce's
-latency stands in for each call's). The package also measures
-DeepEP's dispatch and combine (``moe_a2a_perf.parquet``), on H100, H200 and B200 at EP 8 only;
-it is not used because vLLM does not run DeepEP by default.
+latency stands in for each call's). With ``all2all_backend`` ``deepep_high_throughput`` or
+``deepep_low_latency`` (vLLM uses them only with expert parallelism and ``dp > 1``), dispatch and
+combine come from DeepEP's measured kernels (``moe_a2a_perf.parquet``: H100, H200 and B200, EP 8
+on one node, hidden 3072 to 7168), at the tokens each rank sends; a shape not measured is scaled
+from the nearest by ``hidden x top-k`` (the bytes sent); another EP size, or a GPU without the
+table, falls back to the all-gather pricing and says so.
 
 **Shapes the table lacks.** The derived tables keep the catalog's MoE shapes
 (:data:`lab.calibrate.aiconfigurator.MOE_SLABS`). A (``moe_tp``, ``moe_ep``) pair not measured is
@@ -62,6 +65,9 @@ from sim.ops.tables import TableError, interp_array
 
 # The MoE table's dtype for each way vLLM stores the experts' weights.
 FALLBACK_ORDER = ("bfloat16", "fp8_block", "fp8", "w4a16_mxfp4", "int4_wo")
+# vLLM's --all2all-backend values ServeLab prices, and the DeepEP table each reads.
+ALL2ALL_BACKENDS = {"allgather_reducescatter": None, "deepep_high_throughput": "deepep_ht",
+                    "deepep_low_latency": "deepep_ll"}
 
 
 def moe_parallel(num_experts: int, tp: int, dp: int, enable_expert_parallel: bool) -> tuple[int, int]:
@@ -152,7 +158,11 @@ class MoELayer:
     step's tokens on this DP rank: the GEMM table's ``m`` axis), resolved once."""
 
     def __init__(self, tables: dict, model, tp: int, dp: int, enable_expert_parallel: bool, precision,
-                 gemm_dtype: str, m: np.ndarray, cudagraph_max_tokens: int) -> None:
+                 gemm_dtype: str, m: np.ndarray, cudagraph_max_tokens: int,
+                 all2all_backend: str = "allgather_reducescatter") -> None:
+        if all2all_backend not in ALL2ALL_BACKENDS:
+            raise ConfigError(f"--all2all-backend {all2all_backend}: not modelled; ServeLab prices "
+                              f"{', '.join(ALL2ALL_BACKENDS)}")
         self.moe_tp, self.moe_ep = moe_parallel(model.num_experts, tp, dp, enable_expert_parallel)
         self.dtype = moe_table_dtype(precision)
         h = model.hidden_size
@@ -168,9 +178,44 @@ class MoELayer:
             shared = -(-model.num_shared_experts * model.moe_intermediate_size // tp)
             self.shared_ms = gemm_over_m(tables, gemm_dtype, 2 * shared, h) + gemm_over_m(tables, gemm_dtype, h, shared)
         self.dispatch_ms = np.zeros(len(m))
+        self.all2all = None
         if dp > 1:
-            # An all-gather and a reduce-scatter: two collectives, each moving half an all-reduce's bytes.
-            self.dispatch_ms = 2 * allreduce_call_ms(tables, dp * tp, tokens * h / 2, m, cudagraph_max_tokens)
+            deepep = ALL2ALL_BACKENDS[all2all_backend] if self.moe_ep > 1 else None
+            if deepep is not None:
+                self.dispatch_ms = self._deepep(tables, deepep, model, m)
+            if self.dispatch_ms is None or deepep is None:
+                # An all-gather and a reduce-scatter: two collectives, each moving half an all-reduce's bytes.
+                self.dispatch_ms = 2 * allreduce_call_ms(tables, dp * tp, tokens * h / 2, m, cudagraph_max_tokens)
+                self.all2all = "allgather_reducescatter"
+            else:
+                self.all2all = all2all_backend
+
+    def _deepep(self, tables: dict, backend: str, model, m: np.ndarray) -> np.ndarray | None:
+        """DeepEP dispatch + combine (ms) at ``m`` tokens a rank, or None (with a note) where the
+        tables cannot price it."""
+        prefix = f"a2a/{backend}/dispatch/"
+        measured = []
+        for k in tables:
+            if k.startswith(prefix):
+                h, t, e, ep = (int(part.lstrip("hkep")) for part in k[len(prefix):].split("_"))
+                measured.append((h, t, e, ep))
+        same_ep = [x for x in measured if x[3] == self.moe_ep]
+        if not same_ep:
+            eps = sorted({x[3] for x in measured})
+            self.notes.append(f"DeepEP {backend} not measured at EP {self.moe_ep} on this GPU"
+                              + (f" (measured: EP {', '.join(map(str, eps))})" if eps else "")
+                              + ": priced as allgather_reducescatter")
+            return None
+        want = (model.hidden_size, model.experts_per_token, model.num_experts)
+        near = min(same_ep, key=lambda x: sum(abs(math.log(a / b)) for a, b in zip(x[:3], want)))
+        scale = want[0] * want[1] / (near[0] * near[1])
+        if near[:3] != want:
+            self.notes.append(f"DeepEP {backend} scaled from the measured hidden {near[0]}, top-{near[1]} of {near[2]}")
+        axis = tables[f"a2a/{backend}/num_tokens"].astype(np.float64)
+        shape = f"h{near[0]}_k{near[1]}_e{near[2]}_ep{near[3]}"
+        both = sum(interp_array(m, axis, np.maximum.accumulate(tables[f"a2a/{backend}/{phase}/{shape}"].astype(np.float64)))
+                   for phase in ("dispatch", "combine"))
+        return scale * both
 
     @property
     def total_ms(self) -> np.ndarray:
@@ -178,4 +223,5 @@ class MoELayer:
 
     def describe(self) -> str:
         how = "expert parallel" if self.moe_ep > 1 else "TP-sharded experts"
-        return f"MoE {self.dtype}, moe_tp {self.moe_tp} / moe_ep {self.moe_ep} ({how})"
+        out = f"MoE {self.dtype}, moe_tp {self.moe_tp} / moe_ep {self.moe_ep} ({how})"
+        return out + (f", all2all {self.all2all}" if self.all2all else "")
