@@ -50,6 +50,9 @@ class EngineConfig:
     # "copy-on-write" is the vLLM paper's (and vLLM V0's): one prefill, then n sequences share
     # every block, the partial last one included, until one writes into it and copies it.
     parallel_sampling: Literal["prefix-cache", "copy-on-write"] = "prefix-cache"
+    # vLLM's --disable-hybrid-kv-cache-manager: a model with sliding-window layers gets one block
+    # table a request, every layer allocated as full attention (sim.kv.hybrid explains the default).
+    disable_hybrid_kv_cache_manager: bool = False
     calibration: str | None = None  # path of a calibration profile; None: the shipped one
     # Precision, as vLLM's flags (resolved against the model and GPU by sim.precision):
     dtype: str = "auto"  # --dtype: auto | half | float16 | bfloat16 | float | float32

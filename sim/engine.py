@@ -29,6 +29,7 @@ import simpy
 from sim.catalog import get_gpu, get_model
 from sim.config import EngineConfig, resolve_scheduler_limits
 from sim.errors import ConfigError
+from sim.kv.hybrid import HybridKVCacheManager, group_specs_from_plan
 from sim.kv.kv_manager import KVCacheManager
 from sim.memory import MemoryPlan, plan_memory
 from sim.precision import resolve_precision
@@ -99,10 +100,13 @@ class Engine:
             usage=usage,
             precision=self.precision,
         )
-        # A hybrid model (sliding-window and full layers) has several KV cache groups in vLLM; the
-        # KV manager here keeps one block table a request, so it runs with the blocks vLLM would
-        # allocate with --disable-hybrid-kv-cache-manager (MemoryPlan.full_attention_blocks).
-        self.num_gpu_blocks = config.num_gpu_blocks_override or self.memory.full_attention_blocks
+        # A hybrid model (sliding-window and full layers) has several KV cache groups, each with
+        # its own block tables, drawing on one pool of MemoryPlan.num_gpu_blocks blocks
+        # (sim.kv.hybrid). The baselines keep one table a request: they get the blocks vLLM
+        # allocates with --disable-hybrid-kv-cache-manager (MemoryPlan.full_attention_blocks).
+        self.hybrid_kv = uses_kv_cache_groups(config, self.memory)
+        self.num_gpu_blocks = config.num_gpu_blocks_override or (
+            self.memory.num_gpu_blocks if self.hybrid_kv else self.memory.full_attention_blocks)
         self.limits = SchedulerLimits(
             max_num_batched_tokens=max_num_batched_tokens,
             max_num_seqs=max_num_seqs,
@@ -168,11 +172,13 @@ class Engine:
             raise ConfigError(f"n must be at least 1, got {n}")
         final_tokens = min(num_prompt + max_tokens, max_model_len)
         usable = self.num_gpu_blocks - 1
-        if final_tokens > usable * self.config.block_size:
+        max_blocks = getattr(self.kv, "max_blocks_for", None)
+        needed = max_blocks(final_tokens) if max_blocks else -(-final_tokens // self.config.block_size)
+        if needed > usable:
             # vLLM would admit it (its prompt fits) and then preempt it forever; refuse it now.
             raise ConfigError(
                 f"a request of {num_prompt} prompt + {max_tokens} output tokens needs "
-                f"{-(-final_tokens // self.config.block_size)} KV blocks, but the cache has only "
+                f"{needed} KV blocks, but the cache has only "
                 f"{usable}: it could never finish. Lower max_tokens, or give the cache more memory."
             )
         if request_id is None:
@@ -394,10 +400,26 @@ class Engine:
                 on_finish(request, self.env.now)
 
 
+def uses_kv_cache_groups(config: EngineConfig, memory: MemoryPlan) -> bool:
+    """Whether the engine allocates a hybrid model's KV cache groups apart (vLLM's default)."""
+    return (config.engine == "vllm" and len(memory.kv_cache_groups) > 1
+            and not config.disable_hybrid_kv_cache_manager)
+
+
 def make_scheduler(config: EngineConfig, limits: SchedulerLimits, num_gpu_blocks: int, memory: MemoryPlan,
                    fast: bool = False):
     """vLLM's scheduler (the lazy variant for long runs: same decisions, fewer visits), or a
     baseline's."""
+    if uses_kv_cache_groups(config, memory):
+        # Sliding-window and full-attention groups: one block table per group (sim.kv.hybrid). The
+        # reference scheduler drives it (LazyDecodeScheduler assumes one table per request).
+        if config.parallel_sampling == "copy-on-write":
+            raise ConfigError(
+                f"--parallel-sampling copy-on-write: not modelled for {config.model}, whose sliding-window "
+                f"and full-attention layers have separate KV cache groups; use the default (vLLM's)")
+        kv = HybridKVCacheManager(num_gpu_blocks, config.block_size, group_specs_from_plan(memory),
+                                  config.enable_prefix_caching, limits.max_model_len)
+        return Scheduler(limits, kv)
     if config.engine == "vllm":
         kv = KVCacheManager(num_gpu_blocks, config.block_size, config.enable_prefix_caching, limits.max_model_len)
         if config.parallel_sampling == "copy-on-write":

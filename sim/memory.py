@@ -120,9 +120,9 @@ class MemoryPlan:
     @property
     def full_attention_blocks(self) -> int:
         """Blocks of ``block_size`` tokens in every layer that the KV memory holds: what vLLM
-        allocates with ``--disable-hybrid-kv-cache-manager`` (every layer as full attention).
-        The engine's KV manager has one block table per request, so it runs a hybrid model with
-        this many blocks; ``num_gpu_blocks`` is that figure for every other model."""
+        allocates with ``--disable-hybrid-kv-cache-manager`` (every layer as full attention), and
+        what the engine's baselines (one block table a request) run a hybrid model with. vLLM's
+        engine runs it with ``num_gpu_blocks`` blocks shared by its groups (``sim.kv.hybrid``)."""
         if len(self.kv_cache_groups) <= 1:
             return self.num_gpu_blocks
         return self.available_kv_bytes // (self.block_size * self.kv_bytes_per_token)
@@ -142,14 +142,21 @@ class MemoryPlan:
             pad, real = sum(g.padding_layers for g in groups), sum(len(g.layers) for g in groups)
             if pad:
                 padding.append(f"Add {pad} padding layers, may waste at most {pad / real * 100:.2f}% KV cache memory")
-        return padding + [
+        lines = padding + [
             f"Available KV cache memory: {self.available_kv_bytes / GiB:.2f} GiB",
             f"GPU KV cache size: {self.kv_cache_tokens:,} tokens",
             f"Maximum concurrency for {self.max_model_len:,} tokens per request: {self.max_concurrency:.2f}x",
         ]
+        if len(self.kv_cache_groups) > 1:
+            # EngineCore then resolves the groups' block sizes (resolve_kv_cache_block_sizes); all
+            # groups here have the same block size, so the scheduler's is that one.
+            sizes = ", ".join(str(self.block_size) for _ in self.kv_cache_groups)
+            lines += [f"kv cache group sizes ({sizes})", f"kv lcm block sizes {self.block_size}"]
+        return lines
 
     def to_dict(self) -> dict:
         out = asdict(self)
+        out["full_attention_blocks"] = self.full_attention_blocks  # --disable-hybrid-kv-cache-manager's pool
         out["precision"] = self.precision.to_dict() if self.precision is not None else None
         return out
 

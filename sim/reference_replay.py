@@ -25,6 +25,7 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
+from sim.kv.hybrid import GroupSpec, HybridKVCacheManager
 from sim.kv.kv_manager import KVCacheManager
 from sim.request import Request, synthetic_token
 from sim.sched.lazy import LazyDecodeScheduler
@@ -74,6 +75,8 @@ def build(engine: dict[str, Any], fast_forward: bool = False) -> Scheduler:
         policy=engine.get("policy", "fcfs"),
         enable_chunked_prefill=bool(engine["enable_chunked_prefill"]),
     )
+    if engine.get("kv_cache_groups"):
+        return Scheduler(limits, _hybrid_kv(engine, limits))  # no lazy variant for several groups
     kv = KVCacheManager(
         int(engine["num_gpu_blocks"]),
         int(engine["block_size"]),
@@ -81,6 +84,20 @@ def build(engine: dict[str, Any], fast_forward: bool = False) -> Scheduler:
         limits.max_model_len,
     )
     return LazyDecodeScheduler(limits, kv) if fast_forward else Scheduler(limits, kv)
+
+
+def _hybrid_kv(engine: dict[str, Any], limits: SchedulerLimits) -> HybridKVCacheManager:
+    """The trace's KV cache groups. A sliding group's admission cap is vLLM's
+    ``SlidingWindowSpec.max_admission_blocks_per_request`` with the driver's synchronous
+    scheduling (one batch in flight: ``max_num_batched_tokens`` tokens)."""
+    bs = int(engine["block_size"])
+    groups = []
+    for g in engine["kv_cache_groups"]:
+        w = g.get("sliding_window")
+        cap = -(-min(w - 1 + limits.max_num_batched_tokens, limits.max_model_len) // bs) + 1 if w else None
+        groups.append(GroupSpec(w or None, cap))
+    return HybridKVCacheManager(int(engine["num_gpu_blocks"]), bs, groups,
+                                bool(engine["enable_prefix_caching"]), limits.max_model_len)
 
 
 def replay(trace: dict[str, Any], *, fast_forward: bool = False) -> list[dict[str, Any]]:
@@ -94,6 +111,7 @@ def replay_result(trace: dict[str, Any], *, fast_forward: bool = False) -> dict[
     abort) and write one record per step all the same; ``decisions`` counts the calls to
     ``schedule``, fewer than the steps when runs were skipped over."""
     engine = trace["engine"]
+    fast_forward = fast_forward and not engine.get("kv_cache_groups")
     sched = build(engine, fast_forward)
     block_size = int(engine["block_size"])
     max_model_len = int(engine["max_model_len"])

@@ -31,7 +31,7 @@ Hopper GPUs do not run; vLLM runs the checkpoint's MXFP4 experts there), everyth
 
 The parallel layout of a row. The source (aiconfigurator's ``silicon_sample.csv``) records
 ``tp_size``, ``moe_tp_size`` and ``moe_ep_size``, with ``tp x dp = moe_tp x moe_ep``; the
-``moe_tp`` column was carried over for that reason (:attr:`SiliconRow.data_parallel_size`). Of
+``moe_tp`` column was carried over for that reason (:attr:`SiliconRow.data_parallel`). Of
 the 51 Qwen3-235B rows, 19 are data-parallel: ``tp 1`` with ``moe_tp`` 2 or 4 (``dp`` 2 or 4;
 235 GB of FP8 weights on one 141 GB H200 could not fit, but sharded over 2 or 4 GPUs they do) and
 ``tp 2`` with ``moe_tp 4`` (``dp 2``); 6 run with ``--enable-expert-parallel`` (``ep`` 2 or 4).
@@ -103,22 +103,27 @@ class SiliconRow:
     ep: int
     ttft_ms: float
     tpot_ms: float
-    moe_tp: int = 1  # the MoE layer's TP size (the source's moe_tp_size); tp x dp = moe_tp x ep
+    moe_tp: int = 1  # the MoE layers' tensor-parallel size (the source's moe_tp_size)
+
+    @property
+    def data_parallel(self) -> int:
+        """The row's data-parallel size, which the source does not name but implies: vLLM shards a
+        MoE layer over all ``dp x tp`` ranks, as ``moe_tp`` (tensor) times ``ep`` (expert) ranks, so
+        ``dp = moe_tp x ep / tp`` (e.g. Qwen3-235B at tp 1 with moe_tp 2 ran on two GPUs, attention
+        data-parallel). A dense model has no MoE layer: its rows record ``moe_tp`` 1, and ``dp`` is 1."""
+        if self.dense:
+            return 1
+        return max(1, self.moe_tp * self.ep // self.tp)
 
     @property
     def label(self) -> str:
-        layout = f"tp{self.tp}" + (f" dp{self.data_parallel_size}" if self.data_parallel_size > 1 else "") + (
+        layout = f"tp{self.tp}" + (f" dp{self.data_parallel}" if self.data_parallel > 1 else "") + (
             f" ep{self.ep}" if self.ep > 1 else "")
         return f"{self.model.split('/')[-1]} {layout} {self.isl}/{self.osl} c{self.concurrency}"
 
     @property
     def dense(self) -> bool:
         return self.model in DENSE_MODELS
-
-    @property
-    def data_parallel_size(self) -> int:
-        """vLLM's --data-parallel-size of the run: every GPU of the MoE layer, over the TP size."""
-        return max(1, self.moe_tp * self.ep // self.tp) if self.model in MOE_MODELS else 1
 
 
 def load_rows(path: str | Path = SILICON_CSV, dense_only: bool = True, moe_only: bool = False) -> list[SiliconRow]:
@@ -138,13 +143,13 @@ def load_rows(path: str | Path = SILICON_CSV, dense_only: bool = True, moe_only:
 
 def row_config(row: SiliconRow, calibration: str | None = None) -> EngineConfig:
     config = EngineConfig(model=MODELS[row.model], gpu=GPU_NAMES[row.gpu], tensor_parallel_size=row.tp,
-                          calibration=calibration, data_parallel_size=row.data_parallel_size,
+                          calibration=calibration, data_parallel_size=row.data_parallel,
                           enable_expert_parallel=row.ep > 1)
-    if row.data_parallel_size > 1:
+    if row.data_parallel > 1:
         from sim.memory import plan_for_config
 
         # The KV cache of a GPU whose experts are sharded dp x tp ways (see the module docstring).
-        flat = plan_for_config(replace(config, tensor_parallel_size=row.tp * row.data_parallel_size,
+        flat = plan_for_config(replace(config, tensor_parallel_size=row.tp * row.data_parallel,
                                        data_parallel_size=1))
         config = replace(config, kv_cache_memory_bytes=flat.available_kv_bytes)
     if row.model in MOE_MODELS:
@@ -153,13 +158,17 @@ def row_config(row: SiliconRow, calibration: str | None = None) -> EngineConfig:
         from sim.memory import plan_for_config
 
         need = 2 * row.concurrency * (-(-(row.isl + row.osl) // config.block_size) + 1)
-        config = replace(config, num_gpu_blocks_override=min(need, plan_for_config(config).full_attention_blocks))
+        # gpt-oss's sliding-window layers would get vLLM's hybrid KV cache groups; with a cache the
+        # row never fills they change no time, and the engine fast-forwards decode runs only
+        # with one block table a request: --disable-hybrid-kv-cache-manager.
+        config = replace(config, num_gpu_blocks_override=min(need, plan_for_config(config).full_attention_blocks),
+                         disable_hybrid_kv_cache_manager=True)
     return config
 
 
 def rank_clients(row: SiliconRow) -> list[tuple[int, int]]:
     """(clients on a DP rank, how many ranks have that many): vLLM spreads them evenly."""
-    dp = row.data_parallel_size
+    dp = row.data_parallel
     low, extra = divmod(row.concurrency, dp)
     return [(n, k) for n, k in ((low + 1, extra), (low, dp - extra)) if n and k]
 
@@ -218,7 +227,7 @@ def simulate_row(row: SiliconRow, setting: Setting = Setting()) -> dict:
     ttft, tpot, front = (w * a + (1 - w) * b for a, b in zip(runs["together"], runs["spread"]))
     return {
         "model": row.model, "gpu": row.gpu, "isl": row.isl, "osl": row.osl, "concurrency": row.concurrency,
-        "tp": row.tp, "ep": row.ep, "dp": row.data_parallel_size, "label": row.label, "moe": not row.dense,
+        "tp": row.tp, "ep": row.ep, "dp": row.data_parallel, "label": row.label, "moe": not row.dense,
         "real_ttft_ms": row.ttft_ms, "real_tpot_ms": row.tpot_ms, "sim_ttft_ms": ttft * 1e3, "sim_tpot_ms": tpot * 1e3,
         "ttft_error": ttft * 1e3 / row.ttft_ms - 1, "tpot_error": tpot * 1e3 / row.tpot_ms - 1,
         "sim_frontend_ttft_ms": front * 1e3,

@@ -97,3 +97,9 @@ def test_validate_vs_aiconfigurator_runs_without_installing(tmp_path):
     assert ("aiconfigurator is skipped:" in out) != ("aiconfigurator 0.12.0 (perf database" in out)
     assert sum(line.startswith((" 1024  8192    8  1 |", " 1000   100  112  1 |")) for line in out.splitlines()) == 2
     assert "MAPE" in out
+
+
+def test_hybrid_kv_concurrency_prints_both_allocations():
+    out = run_script("benchmarks/hybrid_kv_concurrency.py", "--input-len", "8000", "--num-prompts", "24")
+    rows = [line for line in out.splitlines() if "running at once" in line]
+    assert [r.split("  ")[0] for r in rows] == ["every layer full attention", "KV cache groups (vLLM default)"]

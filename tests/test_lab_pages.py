@@ -77,6 +77,23 @@ def test_paged_attention_without_prefix_caching_shares_nothing():
     assert "prefix cache" not in "\n".join(story)
 
 
+def test_paged_attention_shows_a_sliding_window_models_two_groups_side_by_side():
+    at = open_page("paged_attention", pa_hybrid=True, pa_blocks=32)
+    story, sliding_nulls = [], False
+    for _ in range(10):
+        at.button(key="pa_next").click().run()
+        assert not at.exception
+        story.append(texts(at))
+        sliding, full = at.dataframe[0].value, at.dataframe[1].value
+        assert list(sliding["request"]) == list(full["request"])
+        column = "block table (logical -> physical)"
+        sliding_nulls |= any("null" in t for t in sliding[column])
+        assert not any("null" in t for t in full[column])  # full attention keeps every block
+    assert sliding_nulls
+    assert "fell out of the 8-token window" in "\n".join(story)
+    assert "Sliding-window group" in texts(at) and "Full-attention group" in texts(at)
+
+
 def test_what_if_memory_and_export():
     at = open_page("what_if", wi_tp=2)
     labels = [m.label for m in at.metric]

@@ -113,19 +113,19 @@ def test_the_moe_rows_and_their_parallel_layout():
     rows = load_rows(moe_only=True)
     qwen = [r for r in rows if r.model == "Qwen/Qwen3-235B-A22B-FP8"]
     assert len(qwen) == 51 and len(rows) == 117
-    assert all(r.tp * r.data_parallel_size > 1 for r in qwen)
-    assert sum(r.data_parallel_size > 1 for r in qwen) == 19 and sum(r.ep > 1 for r in qwen) == 6
-    assert {r.data_parallel_size for r in qwen if r.tp == 1} == {2, 4}
-    assert all(r.data_parallel_size == 1 for r in rows if r.model == "GPT-OSS-120B")
-    assert all(r.data_parallel_size == 1 for r in load_rows())  # dense rows: no DP
+    assert all(r.tp * r.data_parallel > 1 for r in qwen)
+    assert sum(r.data_parallel > 1 for r in qwen) == 19 and sum(r.ep > 1 for r in qwen) == 6
+    assert {r.data_parallel for r in qwen if r.tp == 1} == {2, 4}
+    assert all(r.data_parallel == 1 for r in rows if r.model == "GPT-OSS-120B")
+    assert all(r.data_parallel == 1 for r in load_rows())  # dense rows: no DP
 
 
 def test_a_dp_row_splits_its_clients_over_the_ranks():
     from sim.silicon import rank_clients
 
-    row = next(r for r in load_rows(moe_only=True) if r.data_parallel_size == 2 and r.concurrency == 9)
+    row = next(r for r in load_rows(moe_only=True) if r.data_parallel == 2 and r.concurrency == 9)
     assert rank_clients(row) == [(5, 1), (4, 1)]
-    row = next(r for r in load_rows(moe_only=True) if r.data_parallel_size == 4 and r.concurrency == 4)
+    row = next(r for r in load_rows(moe_only=True) if r.data_parallel == 4 and r.concurrency == 4)
     assert rank_clients(row) == [(1, 4)]
 
 
@@ -141,3 +141,16 @@ def _serial_pool(workers=None):
     from contextlib import nullcontext
 
     return nullcontext(map)
+
+
+def test_rows_carry_the_moe_layout_and_the_data_parallel_size_it_implies():
+    """The source records the MoE layers' TP and EP beside the attention TP; vLLM shards a MoE
+    layer over dp x tp ranks, so rows whose MoE spans more ranks than attention ran data-parallel."""
+    rows = load_rows(dense_only=False)
+    assert len(rows) == 198
+    qwen = [r for r in rows if r.model.startswith("Qwen/Qwen3-235B")]
+    layouts = {(r.tp, r.moe_tp, r.ep, r.data_parallel) for r in qwen}
+    assert (1, 2, 1, 2) in layouts and (1, 4, 1, 4) in layouts and (2, 4, 1, 2) in layouts
+    assert (2, 1, 2, 1) in layouts and (4, 4, 1, 1) in layouts
+    # Dense rows and the gpt-oss rows (moe_tp = tp) ran one engine.
+    assert all(r.data_parallel == 1 for r in rows if not r.model.startswith("Qwen/"))

@@ -30,6 +30,7 @@ def engine_config(args) -> EngineConfig:
         kv_cache_memory_bytes=args.kv_cache_memory_bytes, num_gpu_blocks_override=args.num_gpu_blocks_override,
         scheduling_policy=args.scheduling_policy, calibration=args.calibration,
         parallel_sampling=getattr(args, "parallel_sampling", "prefix-cache"),
+        disable_hybrid_kv_cache_manager=getattr(args, "disable_hybrid_kv_cache_manager", False),
         dtype=getattr(args, "dtype", "auto"), quantization=getattr(args, "quantization", None),
         kv_cache_dtype=getattr(args, "kv_cache_dtype", "auto"),
     )

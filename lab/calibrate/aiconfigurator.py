@@ -35,6 +35,13 @@ What is kept, per GPU (latencies in milliseconds, as measured):
   (``deepep_ht``) and low-latency (``deepep_ll``) kernels, ``a2a/<backend>/<phase>/h<hidden>_k<topk>_e<experts>_ep<ep>``
   over ``a2a/<backend>/num_tokens`` (tokens a rank sends), every measured shape (EP 8 on one node
   only). Its latency column is in microseconds; it is kept in milliseconds like the others.
+- ``mla_context_module_perf.parquet`` and ``mla_generation_module_perf.parquet`` (where the
+  system has them: H100, H200, B200, L40S): DeepSeek-V3's whole MLA attention block measured
+  as one module (:mod:`sim.ops.mla` says what a row includes), one slab per (heads on the GPU,
+  KV dtype, GEMM dtype) over (batch size, sequence length); only the rows vLLM runs by default
+  (16-bit prefill queries, ``mla_dtype`` bfloat16) and the GEMM dtypes the step model prices
+  (bfloat16 and block FP8). For decode the sequence length is the table's ``step`` column as it
+  is (the module collector's ``seq_len``: the KV the new token reads, its own included).
 
 Nothing is fitted here; the tables are copied down to the columns the model reads.
 """
@@ -65,6 +72,7 @@ MOE_SLABS = {
     (7168, 2048, 8, 256): "power_law_1.01",  # DeepSeek-V3
 }
 ATTENTION_KV_DTYPES = ("bfloat16", "fp8")
+MLA_GEMM_DTYPES = ("bfloat16", "fp8_block")
 
 
 def package_data_dir(explicit: str | None) -> Path:
@@ -230,6 +238,24 @@ def derive_a2a(df) -> dict[str, np.ndarray]:
     return out
 
 
+def derive_mla(df, phase: str) -> dict[str, np.ndarray]:
+    """DeepSeek-V3's MLA module, one slab per (heads, KV dtype, GEMM dtype) over (batch, length)."""
+    out: dict[str, np.ndarray] = {}
+    df = df[(df.mla_dtype == "bfloat16") & df.gemm_type.isin(MLA_GEMM_DTYPES)
+            & df.kv_cache_dtype.isin(ATTENTION_KV_DTYPES)]
+    seq_col = "isl" if phase == "context" else "step"
+    b_axis = np.array(sorted(df.batch_size.unique()), dtype=np.int64)
+    s_axis = np.array(sorted(df[seq_col].unique()), dtype=np.int64)
+    out[f"mla/{phase}/batch"], out[f"mla/{phase}/seq"] = b_axis, s_axis
+    for (h, kvd, gemm), part in df.groupby(["num_heads", "kv_cache_dtype", "gemm_type"]):
+        best = part.groupby(["batch_size", seq_col]).latency.min()
+        grid = np.full((len(b_axis), len(s_axis)), np.nan, dtype=np.float32)
+        grid[np.searchsorted(b_axis, best.index.get_level_values(0)),
+             np.searchsorted(s_axis, best.index.get_level_values(1))] = best.to_numpy()
+        out[f"mla/{phase}/h{h}_{kvd}_{gemm}"] = grid  # NaN: not measured (too large to fit)
+    return out
+
+
 def derive_gpu(data_dir: Path, system: str) -> tuple[dict[str, np.ndarray], dict]:
     """All tables of one aiconfigurator system, and where each came from."""
     base = data_dir / system
@@ -251,6 +277,13 @@ def derive_gpu(data_dir: Path, system: str) -> tuple[dict[str, np.ndarray], dict
     if a2a is not None:
         arrays.update(derive_a2a(_read(a2a)))
         sources["moe_a2a_perf.parquet"] = str(a2a.relative_to(data_dir.parent.parent))
+    # MLA (DeepSeek-V3): only some systems measured it; the others have no mla/ arrays.
+    for phase in ("context", "generation"):
+        filename = f"mla_{phase}_module_perf.parquet"
+        path = _latest(base / "mla" / "vllm", filename)
+        if path is not None:
+            arrays.update(derive_mla(_read(path), phase))
+            sources[filename] = str(path.relative_to(data_dir.parent.parent))
     return arrays, sources
 
 

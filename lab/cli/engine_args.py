@@ -26,6 +26,8 @@ def add_engine_args(p: argparse.ArgumentParser, *, model_positional: bool = Fals
     g.add_argument("--kv-cache-memory-bytes", type=int, default=None)
     g.add_argument("--num-gpu-blocks-override", type=int, default=None)
     g.add_argument("--scheduling-policy", choices=("fcfs", "priority"), default="fcfs")
+    g.add_argument("--disable-hybrid-kv-cache-manager", action="store_true",
+                   help="sliding-window models: allocate every layer as full attention (one KV cache group)")
     add_precision_args(g)
     g.add_argument("--calibration", metavar="FILE", default=None, help="a calibration profile (YAML)")
     g.add_argument("--parallel-sampling", choices=("prefix-cache", "copy-on-write"), default="prefix-cache",

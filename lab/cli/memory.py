@@ -112,6 +112,12 @@ def _print_groups(plan) -> None:
         pad = f" + {g.padding_layers} padding" if g.padding_layers else ""
         print(f"    group {i}: {g.kind}{window}, {len(g.layers)} layers{pad}, "
               f"at most {g.blocks_per_request:,} blocks per request")
+    if len(groups) > 1:
+        full = plan.full_attention_blocks
+        per_request = -(-plan.max_model_len // plan.block_size)
+        print(f"  Each group has its own block table per request; blocks that leave a sliding window go back "
+              f"to the shared pool.\n  With --disable-hybrid-kv-cache-manager (every layer full attention): "
+              f"{full:,} blocks of all layers, maximum concurrency {full / per_request:.2f}x")
 
 
 def _weights_word(p) -> str:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sim.config import next_power_of_two
+from sim.config import cdiv, next_power_of_two
+from sim.kv.hybrid import GroupSpec, HybridKVCacheManager
 from sim.kv.kv_manager import KVCacheManager
 from sim.request import Request
 from sim.sched.scheduler import Scheduler, SchedulerLimits
@@ -35,6 +36,9 @@ class PagedScenario:
     max_num_seqs: int = 8
     max_model_len: int = 64
     enable_caching: bool = True
+    # > 0: a sliding-window model (as Gemma 3, gpt-oss): a sliding-window KV cache group of this
+    # window and a full-attention group, each with its own block tables, over one pool (sim.kv.hybrid)
+    sliding_window: int = 0
     requests: tuple[DemoRequest, ...] = (
         DemoRequest("A", 0, 5, 6, shares_system_prompt=True),
         DemoRequest("B", 0, 3, 12, shares_system_prompt=True),
@@ -54,6 +58,8 @@ class RequestView:
     block_table: list[int]  # logical block i -> physical block id
     num_preemptions: int
     num_cached_tokens: int
+    # A sliding-window model: one block table per group (sliding first), None for the null block.
+    group_tables: list[list[int | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -85,12 +91,23 @@ def _requests(s: PagedScenario) -> list[tuple[int, Request]]:
     return out
 
 
+def make_kv(s: PagedScenario) -> KVCacheManager:
+    """One block table a request, or (``sliding_window``) a sliding-window and a full-attention
+    group. The sliding group's admission cap is vLLM's with one batch in flight."""
+    if not s.sliding_window:
+        return KVCacheManager(s.num_gpu_blocks, s.block_size, s.enable_caching, max_model_len=s.max_model_len)
+    cap = cdiv(min(s.sliding_window - 1 + s.max_num_batched_tokens, s.max_model_len), s.block_size) + 1
+    groups = [GroupSpec(s.sliding_window, cap), GroupSpec(None)]
+    return HybridKVCacheManager(s.num_gpu_blocks, s.block_size, groups, s.enable_caching, s.max_model_len)
+
+
 def run_scenario(s: PagedScenario, max_steps: int = 200) -> list[StepView]:
-    kv = KVCacheManager(s.num_gpu_blocks, s.block_size, s.enable_caching, max_model_len=s.max_model_len)
+    kv = make_kv(s)
     sched = Scheduler(SchedulerLimits(s.max_num_batched_tokens, s.max_num_seqs, s.max_model_len), kv)
     pending = _requests(s)
     final_len = {r.request_id: r.num_prompt_tokens + r.max_tokens for _, r in pending}
     alive: dict[str, Request] = {}
+    left_window: dict[str, int] = {}  # sliding-window model: blocks each request gave back so far
     views: list[StepView] = []
     step = 0
     while step < max_steps and (pending or sched.has_unfinished_requests()):
@@ -116,6 +133,8 @@ def run_scenario(s: PagedScenario, max_steps: int = 200) -> list[StepView]:
                 "admitted one gives all its blocks back and waits at the front of the queue"
             )
         finished = sched.update_from_output(out, now_s=float(step))
+        if isinstance(kv, HybridKVCacheManager):
+            events += _window_events(kv, alive, left_window, s.sliding_window)
         for r in finished:
             events.append(f"{r.request_id} finishes after {r.num_output_tokens} tokens; its blocks are freed")
         views.append(_snapshot(step, s, kv, alive, out.num_scheduled_tokens, events, final_len))
@@ -125,12 +144,37 @@ def run_scenario(s: PagedScenario, max_steps: int = 200) -> list[StepView]:
     return views
 
 
+def _window_events(kv: HybridKVCacheManager, alive: dict[str, Request], left_window: dict[str, int],
+                   window: int) -> list[str]:
+    """Which requests' oldest sliding-window blocks left the window in this step."""
+    events = []
+    for rid in alive:
+        table = kv.get_group_blocks(rid)[0]
+        nulls = sum(1 for b in table if b.is_null)
+        before = left_window.get(rid, 0)
+        if nulls > before:
+            events.append(f"{rid}'s oldest {nulls - before} sliding-window block(s) fell out of the "
+                          f"{window}-token window: back to the free queue (the full-attention group keeps them)")
+        left_window[rid] = nulls
+    return events
+
+
 def _snapshot(step, s, kv: KVCacheManager, alive, scheduled, events, final_len) -> StepView:
     pool = kv.pool
     owners: dict[int, list[str]] = {}
     requests = []
+    group_of: dict[int, int] = {}
     for rid, r in alive.items():
-        table = [b.block_id for b in kv.get_blocks(rid)]
+        group_tables = []
+        if isinstance(kv, HybridKVCacheManager):
+            for g, blocks in enumerate(kv.get_group_blocks(rid)):
+                group_tables.append([None if b.is_null else b.block_id for b in blocks])
+                for b in blocks:
+                    if not b.is_null:
+                        group_of[b.block_id] = g
+            table = [b for t in group_tables for b in t if b is not None]
+        else:
+            table = [b.block_id for b in kv.get_blocks(rid)]
         for b in table:
             owners.setdefault(b, []).append(rid)
         requests.append(
@@ -144,6 +188,7 @@ def _snapshot(step, s, kv: KVCacheManager, alive, scheduled, events, final_len) 
                 table,
                 r.num_preemptions,
                 r.num_cached_tokens,
+                group_tables,
             )
         )
     free_order = list(pool.free_queue)
@@ -155,6 +200,7 @@ def _snapshot(step, s, kv: KVCacheManager, alive, scheduled, events, final_len) 
             "cached": b.block_hash is not None,
             "null": b.is_null,
             "owners": owners.get(b.block_id, []),
+            "group": group_of.get(b.block_id),  # sliding-window model: 0 sliding, 1 full
             "free_position": position.get(b.block_id),
         }
         for b in pool.blocks

@@ -14,7 +14,8 @@ from lab.pages.paged import PagedScenario, run_scenario  # noqa: E402
 
 COLORS = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#FF9DA6", "#9D755D"]
 
-defaults(pa_step=0, pa_blocks=16, pa_caching=True, pa_system=8)
+defaults(pa_step=0, pa_blocks=16, pa_caching=True, pa_system=8, pa_hybrid=False)
+WINDOW = 8  # tokens: two blocks of 4
 
 st.title("PagedAttention")
 st.caption(
@@ -35,10 +36,14 @@ with st.sidebar:
     num_blocks = st.slider("KV blocks (incl. the null block)", 10, 32, key="pa_blocks")
     caching = st.toggle("--enable-prefix-caching", key="pa_caching")
     system = st.select_slider("Shared system prompt (tokens)", [0, 4, 8, 12, 16], key="pa_system")
+    hybrid = st.toggle("Sliding-window model (as Gemma 3, gpt-oss)", key="pa_hybrid",
+                       help=f"Half the layers attend to the last {WINDOW} tokens only: vLLM gives them a KV "
+                            "cache group of their own, with its own block tables, over the same pool.")
 scenario = PagedScenario(
     num_gpu_blocks=int(num_blocks),
     enable_caching=bool(caching),
     system_prompt_tokens=int(system),
+    sliding_window=WINDOW if hybrid else 0,
     requests=PagedScenario().requests,
 )
 views = scenario_views(scenario)
@@ -72,11 +77,12 @@ with left:
         xs.append(i % per_row)
         ys.append(i // per_row)
         owners = b["owners"]
+        tag = {0: " SW", 1: " full"}.get(b.get("group"), "")
         if b["null"]:
             fills.append("#DDDDDD"); texts.append(f"{i}<br>null"); hovers.append("vLLM's null block: never handed out")
         elif owners:
             fills.append(color_of[owners[0]])
-            texts.append(f"{i}<br>{'+'.join(owners)}")
+            texts.append(f"{i}<br>{'+'.join(owners)}{tag}")
             hovers.append(f"block {i}: ref_cnt {b['ref_cnt']}, held by {', '.join(owners)}" + (", cached" if b["cached"] else ""))
         else:
             fills.append("#F4F4F4" if not b["cached"] else "#FFF3C4")
@@ -108,6 +114,30 @@ with left:
         "**Free queue** (front first): " + (", ".join(str(b) for b in view.free_queue) or "empty")
     )
 
+def _group_tables(requests) -> None:
+    """A sliding-window model's two KV cache groups, side by side: one block table each."""
+    cols = st.columns(2)
+    titles = (f"Sliding-window group ({WINDOW}-token window)", "Full-attention group")
+    for g, (col, title) in enumerate(zip(cols, titles)):
+        col.markdown(f"**{title}**")
+        table = [
+            {"request": r.request_id,
+             "block table (logical -> physical)": " ".join(
+                 f"{i}->{'null' if b is None else b}" for i, b in enumerate(r.group_tables[g])) or "-"}
+            for r in requests if r.group_tables
+        ]
+        col.dataframe(pd.DataFrame(table, columns=["request", "block table (logical -> physical)"]),
+                      hide_index=True, key=f"pa_group_{g}")
+    st.caption(
+        f"Each group has its own block table per request; both draw blocks from the one pool on the left "
+        f"(SW: sliding-window group, full: full-attention group). A sliding-window layer never reads a token "
+        f"more than {WINDOW - 1} tokens back, so once a whole block falls out of the window vLLM hands it back "
+        f"(it stays cached, yellow, until reused) and its entry becomes the null block. The full-attention "
+        f"group keeps every block. A prefix-cache hit needs every full-attention block of the prefix, but "
+        f"only the last window's sliding-window blocks."
+    )
+
+
 with right:
     st.subheader("Block tables")
     rows = []
@@ -121,7 +151,10 @@ with right:
                 "preemptions": r.num_preemptions,
             }
         )
-    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    if scenario.sliding_window:
+        _group_tables(view.requests)
+    else:
+        st.dataframe(pd.DataFrame(rows), hide_index=True)
     used = sum(1 for b in view.blocks if b["owners"])
     shared = sum(1 for b in view.blocks if b["ref_cnt"] > 1)
     m = st.columns(3)

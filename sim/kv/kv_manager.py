@@ -52,6 +52,7 @@ class KVCacheManager:
         self.stats = PrefixCacheStats()
         self.num_cow_copies = 0  # blocks copied on write (parallel sampling, copy-on-write mode)
         self.copy_on_write = False  # set by the engine in copy-on-write mode
+        self.sliding_windows: tuple[int, ...] = ()  # one table a request, full attention (see sim.kv.hybrid)
 
     # --- queries ---
     @property
@@ -72,6 +73,17 @@ class KVCacheManager:
 
     def get_blocks(self, request_id: str) -> list[KVCacheBlock]:
         return self.req_to_blocks.get(request_id, [])
+
+    def held_and_filled(self, requests) -> tuple[int, int]:
+        """Blocks the requests hold (a shared block counted per holder), and the computed tokens
+        in them."""
+        table = self.req_to_blocks
+        return (sum(len(table.get(r.request_id, ())) for r in requests),
+                sum(r.num_computed_tokens for r in requests))
+
+    def max_blocks_for(self, num_tokens: int) -> int:
+        """The blocks one request of ``num_tokens`` tokens holds at the most."""
+        return cdiv(num_tokens, self.block_size)
 
     def get_computed_blocks(self, request: Request) -> tuple[list[KVCacheBlock], int]:
         """The longest run of cached full blocks from the prompt's start, and its length in tokens."""

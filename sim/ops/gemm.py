@@ -13,7 +13,9 @@ gate_up_proj    2 x intermediate/tp        hidden               MergedColumnPara
 down_proj       hidden                     intermediate/tp      RowParallelLinear
 ==============  =========================  ===================  ==========================
 
-OPT has one up projection (``fc1``) instead of gate and up. Per step the ``lm_head`` runs once
+OPT has one up projection (``fc1``) instead of gate and up. MLA models (DeepSeek-V3) have
+only the MLP rows here: their attention projections are priced with the attention, from the
+measured MLA module (:mod:`sim.ops.mla`). Per step the ``lm_head`` runs once
 on the sampled tokens only (``m`` = requests that sample): ``n`` = vocabulary/tp, ``k`` = hidden.
 
 Shapes between measured ``n`` and ``k`` are interpolated bilinearly; the rule at the ends is
@@ -60,8 +62,10 @@ def layer_shapes(model: ModelSpec, tp: int) -> list[tuple[str, int, int]]:
     kv = model.kv_heads_per_rank(tp)
     inter = -(-model.intermediate_size // tp)
     up = inter if model.architecture == "opt" else 2 * inter
-    return [("qkv_proj", (q + 2 * kv) * hd, h), ("o_proj", h, q * hd),
-            ("gate_up_proj", up, h), ("down_proj", h, inter)]
+    mlp = [("gate_up_proj", up, h), ("down_proj", h, inter)]
+    if model.is_mla:  # MLA's projections are inside its measured module (sim.ops.mla)
+        return mlp
+    return [("qkv_proj", (q + 2 * kv) * hd, h), ("o_proj", h, q * hd)] + mlp
 
 
 def linear_layers_ms(tables: dict, model: ModelSpec, tp: int, dtype: str) -> np.ndarray:

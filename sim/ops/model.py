@@ -21,6 +21,11 @@ term                   what it prices                                  from
                        context lengths (:mod:`sim.ops.attention`)
 ``prefill_attn_ms``    prefill-chunk attention, from their (query,     context_attention_perf
                        key) pairs
+MLA attention          MLA models (DeepSeek-V3): the whole attention   mla_{context,generation}
+                       block, projections included, for decodes and    _module_perf
+                       prefill chunks (:mod:`sim.ops.mla`), in place
+                       of the two terms above and of qkv/o in
+                       ``linear_ms``
 ``cpu_s``              the engine core's per-step CPU time:            the calibration profile
                        ``overhead_s + per_seq_s * num_seqs``           (fitted end to end)
 =====================  ==============================================  ========================
@@ -55,6 +60,7 @@ from sim.catalog import GPUSpec, ModelSpec
 from sim.ops.allreduce import allreduce_call_ms, allreduce_ms
 from sim.ops.attention import Attention, prefill_equivalent_length
 from sim.ops.gemm import linear_layers_ms, lm_head_ms
+from sim.ops.mla import MLAAttention
 from sim.ops.moe import MoELayer
 from sim.ops.tables import AIC_SYSTEMS, interp, interp_array
 from sim.steptime import host_and_gpu_s
@@ -73,6 +79,8 @@ def elementwise_bytes_per_token(model: ModelSpec, tp: int, act_bytes: int, kv_by
     h, hd = model.hidden_size, model.head_dim
     q, kv = model.num_attention_heads // tp, model.kv_heads_per_rank(tp)
     inter = -(-model.intermediate_size // tp) if dense_mlp else 0
+    if model.is_mla:  # MLA: the rotary embedding and the KV-cache write are in its module (sim.ops.mla)
+        return (8 * h + 3 * inter) * act_bytes
     return (8 * h + 2 * (q + kv) * hd + 3 * inter) * act_bytes + 2 * kv * hd * kv_bytes
 
 
@@ -150,15 +158,21 @@ class OperatorStepModel:
         self._tokens_ms = np.maximum.accumulate(linear + moe_ms + comm + elementwise).tolist()
         self._lm_head_ms = np.maximum.accumulate(lm_head_ms(tables, model, tp, lm_head_dtype)).tolist()
         q, kv = model.num_attention_heads // tp, model.kv_heads_per_rank(tp)
-        self.decode = Attention(tables, "generation", q, kv, model.head_dim, kv_dtype)
-        self.prefill = Attention(tables, "context", q, kv, model.head_dim, kv_dtype)
+        if model.is_mla:  # MLA hook: the attention block, projections included, from sim.ops.mla
+            self.mla = MLAAttention(tables, model, tp, gemm_dtype, kv_dtype)
+            self.decode = self.mla.decode
+            notes.extend(self.mla.notes)
+        else:
+            self.mla = None
+            self.decode = Attention(tables, "generation", q, kv, model.head_dim, kv_dtype)
+            self.prefill = Attention(tables, "context", q, kv, model.head_dim, kv_dtype)
+            if self.decode.how != "measured":
+                notes.append(f"attention {self.decode.how}")
         # Attention by layer kind: full layers read the whole context, sliding ones a window.
         kinds = model.layer_types or ("full_attention",) * L
         self.sliding = sum(1 for k in kinds if k == "sliding_attention") if model.sliding_window else 0
         self.window = model.sliding_window or 0
         self.layers = L - self.sliding  # full-attention layers
-        if self.decode.how != "measured":
-            notes.append(f"attention {self.decode.how}")
         self.source = (f"operator tables: {gpu.name} ({AIC_SYSTEMS[gpu.name]}, aiconfigurator-core 0.12.0), "
                        f"GEMM {gemm_dtype}, KV {kv_dtype}" + "".join(f"; {n}" for n in notes))
 
@@ -173,7 +187,9 @@ class OperatorStepModel:
             t += self.layers * self.decode.ms(b.num_decodes, ctx)
             if self.sliding:
                 t += self.sliding * self.decode.ms(b.num_decodes, min(ctx, self.window))
-        if b.num_prefills:
+        if b.num_prefills and self.mla is not None:
+            t += self.layers * self.mla.prefill_ms(b.num_prefills, b.num_tokens - b.num_decodes, b.attn_pairs)
+        elif b.num_prefills:
             s = prefill_equivalent_length(b.num_prefills, b.attn_pairs)
             full = self.prefill.ms(b.num_prefills, s)
             t += self.layers * full

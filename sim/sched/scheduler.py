@@ -142,15 +142,21 @@ class Scheduler(RequestBook):
         scheduled_tokens = out.num_scheduled_tokens
         scheduled = out.scheduled
         running = self.running
+        inline_decodes = not self.kv.copy_on_write
+        # Sliding-window groups (sim.kv.hybrid): request id -> computed tokens at which its next
+        # block leaves a window. None for a model without them.
+        moves_at = getattr(self.kv, "window_moves_at", None)
         i = 0
         while i < len(running) and budget > 0:
             request = running[i]
             computed = request.num_computed_tokens
             n = request.num_tokens - computed
             if (n == 1 and computed % block_size and (computed + 1) % block_size
-                    and computed < max_model_len - 1 and not self.kv.copy_on_write):
+                    and computed < max_model_len - 1 and inline_decodes
+                    and (moves_at is None or computed < moves_at.get(request.request_id, 0))):
                 # A decode that stays inside its last block needs no new block and fills none
-                # to cache: the KV manager would do nothing, so skip the call (the common case).
+                # to cache, and no block falls out of a sliding window at this token: the KV
+                # manager would do nothing, so skip the call (the common case).
                 scheduled_tokens[request.request_id] = 1
                 scheduled.append(request)
                 budget -= 1
@@ -236,8 +242,10 @@ class Scheduler(RequestBook):
         capacity = (self.kv.pool.num_gpu_blocks - 1) * bs
         used = capacity - self.kv.num_free_blocks * bs
         held = self.num_held_blocks()
+        # Computed tokens the held blocks hold (with sliding windows, only those still in a window).
+        filled = self.kv.held_and_filled(self.running)[1] if self.kv.sliding_windows else self.total_computed_tokens()
         # Slots of held blocks not holding a computed token: per request, its last block's tail.
-        internal = max(held * bs - self.total_computed_tokens(), 0)
+        internal = max(held * bs - filled, 0)
         # Blocks shared by several requests are counted once in `used` but per holder in
         # `held`: take the sharing out so the parts still add up to the capacity.
         shared_extra = (held - (used // bs)) * bs
@@ -246,7 +254,7 @@ class Scheduler(RequestBook):
 
     def num_held_blocks(self) -> int:
         """Blocks held by running requests, a block shared by several counted per holder."""
-        return sum(len(self.kv.req_to_blocks.get(r.request_id, ())) for r in self.running)
+        return self.kv.held_and_filled(self.running)[0]
 
     def _pick_victim(self) -> Request:
         if self.limits.policy == "priority":

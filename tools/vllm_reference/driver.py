@@ -51,6 +51,7 @@ from vllm.v1.kv_cache_interface import (  # noqa: E402
     FullAttentionSpec,
     KVCacheConfig,
     KVCacheGroupSpec,
+    SlidingWindowSpec,
 )
 from vllm.v1.metrics.stats import PrefixCacheStats  # noqa: E402
 from vllm.v1.outputs import ModelRunnerOutput  # noqa: E402
@@ -164,13 +165,10 @@ def build_scheduler(engine: dict[str, Any]) -> Scheduler:
     )
     # EngineCore sets this after profiling; here it is given.
     vllm_config.cache_config.num_gpu_blocks = num_blocks
-    spec = FullAttentionSpec(
-        block_size=block_size, num_kv_heads=2, head_size=64, dtype=torch.float32
-    )
     kv_cache_config = KVCacheConfig(
         num_blocks=num_blocks,
         kv_cache_tensors=[],
-        kv_cache_groups=[KVCacheGroupSpec(["model.layers.0.self_attn.attn"], spec)],
+        kv_cache_groups=_kv_cache_groups(engine, block_size),
     )
     return Scheduler(
         vllm_config=vllm_config,
@@ -181,6 +179,24 @@ def build_scheduler(engine: dict[str, Any]) -> Scheduler:
         # log_stats turns on the prefix-cache counters (KVCacheManager.prefix_cache_stats).
         log_stats=True,
     )
+
+
+def _kv_cache_groups(engine: dict[str, Any], block_size: int) -> list[KVCacheGroupSpec]:
+    """One full-attention group, or the trace's ``kv_cache_groups`` (a hybrid model): a list of
+    ``{"sliding_window": W or null}``, one group of one layer each, all of the same page size,
+    so that vLLM builds its HybridKVCacheCoordinator over one shared block pool."""
+    groups = engine.get("kv_cache_groups") or [{"sliding_window": None}]
+    out = []
+    for i, group in enumerate(groups):
+        window = group.get("sliding_window")
+        if window:
+            spec = SlidingWindowSpec(block_size=block_size, num_kv_heads=2, head_size=64,
+                                     dtype=torch.float32, sliding_window=int(window))
+        else:
+            spec = FullAttentionSpec(block_size=block_size, num_kv_heads=2, head_size=64,
+                                     dtype=torch.float32)
+        out.append(KVCacheGroupSpec([f"model.layers.{i}.self_attn.attn"], spec))
+    return out
 
 
 def effective_config(sched: Scheduler) -> dict[str, Any]:
@@ -205,6 +221,7 @@ def effective_config(sched: Scheduler) -> dict[str, Any]:
         "num_gpu_blocks": cc.num_gpu_blocks,
         "enable_prefix_caching": cc.enable_prefix_caching,
         "prefix_caching_hash_algo": cc.prefix_caching_hash_algo,
+        "kv_cache_coordinator": type(sched.kv_cache_manager.coordinator).__name__,
     }
 
 
