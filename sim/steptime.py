@@ -186,8 +186,10 @@ def make_step_model(model: ModelSpec, gpu: GPUSpec, tensor_parallel_size: int = 
     ``operator_tables``), else the roofline. ``precision`` (:class:`sim.precision.Precision`)
     picks the GEMM, MoE and attention tables and the bytes per weight and KV element.
     ``data_parallel_size`` and ``enable_expert_parallel`` (vLLM's ``--data-parallel-size`` and
-    ``--enable-expert-parallel``) decide how a MoE model's experts are sharded (:mod:`sim.ops.moe`);
-    the model prices one DP rank's steps. ``all2all_backend`` (``--all2all-backend``: vLLM's
+    ``--enable-expert-parallel``) select the MoE layer's sharding (:mod:`sim.parallel`: every
+    expert sharded over ``tp x dp`` GPUs, or whole experts spread over them; priced by
+    :mod:`sim.ops.moe`); the model prices one DP rank's steps. They change nothing for a dense
+    model, whose DP ranks are separate engines. ``all2all_backend`` (``--all2all-backend``: vLLM's
     default ``allgather_reducescatter``, or DeepEP's ``deepep_high_throughput`` /
     ``deepep_low_latency``) prices the tokens' dispatch under DP with EP.
 
