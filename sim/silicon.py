@@ -35,12 +35,9 @@ The parallel layout of a row. The source (aiconfigurator's ``silicon_sample.csv`
 the 51 Qwen3-235B rows, 19 are data-parallel: ``tp 1`` with ``moe_tp`` 2 or 4 (``dp`` 2 or 4;
 235 GB of FP8 weights on one 141 GB H200 could not fit, but sharded over 2 or 4 GPUs they do) and
 ``tp 2`` with ``moe_tp 4`` (``dp 2``); 6 run with ``--enable-expert-parallel`` (``ep`` 2 or 4).
-A DP row is simulated as one DP rank with its share of the clients (vLLM's DP load balancer
-spreads them evenly; where they do not divide, the ranks with one client more and one fewer are
-each simulated and weighted by their clients), and its step time prices the experts over every
-rank's tokens (:mod:`sim.ops.moe`). Its KV cache is taken as vLLM would size it with the experts
-sharded over ``dp x tp`` GPUs (the attention weights, a few GB replicated on every DP rank,
-are left out of that estimate); no row comes near filling it.
+A DP row runs the engine's DP ranks (:mod:`sim.dp`: vLLM's load balancer, the ranks of a MoE
+model in lockstep), each rank's step time pricing the experts over every rank's tokens
+(:mod:`sim.ops.moe`).
 
 The fit (:func:`fit`) moves only what no table measures, the same values for every row: the
 engine core's host time (``overhead_s``, ``per_seq_s``) and the API server's
@@ -145,13 +142,6 @@ def row_config(row: SiliconRow, calibration: str | None = None) -> EngineConfig:
     config = EngineConfig(model=MODELS[row.model], gpu=GPU_NAMES[row.gpu], tensor_parallel_size=row.tp,
                           calibration=calibration, data_parallel_size=row.data_parallel,
                           enable_expert_parallel=row.ep > 1)
-    if row.data_parallel > 1:
-        from sim.memory import plan_for_config
-
-        # The KV cache of a GPU whose experts are sharded dp x tp ways (see the module docstring).
-        flat = plan_for_config(replace(config, tensor_parallel_size=row.tp * row.data_parallel,
-                                       data_parallel_size=1))
-        config = replace(config, kv_cache_memory_bytes=flat.available_kv_bytes)
     if row.model in MOE_MODELS:
         # Only as many KV blocks as the row's clients can fill, twice over (a pool of a million
         # blocks, gpt-oss at TP 8, takes seconds to build and changes nothing: no row fills it).
@@ -166,19 +156,10 @@ def row_config(row: SiliconRow, calibration: str | None = None) -> EngineConfig:
     return config
 
 
-def rank_clients(row: SiliconRow) -> list[tuple[int, int]]:
-    """(clients on a DP rank, how many ranks have that many): vLLM spreads them evenly."""
-    dp = row.data_parallel
-    low, extra = divmod(row.concurrency, dp)
-    return [(n, k) for n, k in ((low + 1, extra), (low, dp - extra)) if n and k]
-
-
-def row_workload(row: SiliconRow, prompts_per_client: int = PROMPTS_PER_CLIENT, seed: int = 0,
-                 clients: int | None = None):
+def row_workload(row: SiliconRow, prompts_per_client: int = PROMPTS_PER_CLIENT, seed: int = 0):
     from sim.workload import WorkloadSpec, build_workload
 
-    clients = clients or row.concurrency
-    spec = WorkloadSpec(dataset_name="random", num_prompts=clients * (1 + prompts_per_client),
+    spec = WorkloadSpec(dataset_name="random", num_prompts=row.concurrency * (1 + prompts_per_client),
                         random_input_len=row.isl, random_output_len=row.osl, random_range_ratio=0.0,
                         request_rate=math.inf)
     return build_workload(spec, np.random.default_rng(seed))
@@ -215,14 +196,12 @@ def simulate_row(row: SiliconRow, setting: Setting = Setting()) -> dict:
         return (float(result.ttft_s[order].mean()), float(tpot.mean()),
                 float(frontend_ttft_s(result)[order].mean()))
 
-    runs = {"together": np.zeros(3), "spread": np.zeros(3)}
-    for clients, ranks in rank_clients(row):
-        weight = clients * ranks / row.concurrency
-        for start, extra_rounds in (("together", 0), ("spread", setting.prompts_per_client)):
-            result = run_engine(config, row_workload(row, extra_rounds, setting.seed, clients), seed=setting.seed,
-                                usage="serve", max_concurrency=clients, coefficients=coefficients,
-                                frontend=frontend, closed_loop_start=start)
-            runs[start] += weight * np.array(means(result, 0 if start == "together" else clients))
+    runs = {}
+    for start, extra_rounds in (("together", 0), ("spread", setting.prompts_per_client)):
+        result = run_engine(config, row_workload(row, extra_rounds, setting.seed), seed=setting.seed, usage="serve",
+                            max_concurrency=row.concurrency, coefficients=coefficients, frontend=frontend,
+                            closed_loop_start=start)
+        runs[start] = means(result, 0 if start == "together" else row.concurrency)
     w = 1 / ROUNDS
     ttft, tpot, front = (w * a + (1 - w) * b for a, b in zip(runs["together"], runs["spread"]))
     return {

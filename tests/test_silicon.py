@@ -120,13 +120,14 @@ def test_the_moe_rows_and_their_parallel_layout():
     assert all(r.data_parallel == 1 for r in load_rows())  # dense rows: no DP
 
 
-def test_a_dp_row_splits_its_clients_over_the_ranks():
-    from sim.silicon import rank_clients
+def test_a_dp_row_runs_the_engine_s_dp_ranks():
+    from sim.silicon import row_config
 
     row = next(r for r in load_rows(moe_only=True) if r.data_parallel == 2 and r.concurrency == 9)
-    assert rank_clients(row) == [(5, 1), (4, 1)]
-    row = next(r for r in load_rows(moe_only=True) if r.data_parallel == 4 and r.concurrency == 4)
-    assert rank_clients(row) == [(1, 4)]
+    config = row_config(row)
+    assert config.data_parallel_size == 2 and config.tensor_parallel_size == 1 and not config.enable_expert_parallel
+    ep = next(r for r in load_rows(moe_only=True) if r.ep == 2)
+    assert row_config(ep).enable_expert_parallel and row_config(ep).data_parallel_size == 1
 
 
 def test_from_aiconfigurator_without_the_package_is_one_line(tmp_path, capsys):
