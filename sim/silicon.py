@@ -224,10 +224,11 @@ def simulate_rows(rows: Iterable[SiliconRow], setting: Setting = Setting(), map_
     benchmark (the same model, lengths, clients and layout; the file has some, measured twice)
     are simulated once."""
     rows = list(rows)
-    unique = list(dict.fromkeys(_bench_key(r) for r in rows))
     first = {}
     for r in rows:
         first.setdefault(_bench_key(r), r)
+    # The longest runs first, so that a process pool does not end waiting on one of them.
+    unique = sorted(first, key=lambda k: -first[k].osl * first[k].data_parallel)
     done = dict(zip(unique, map_fn(_simulate, [(first[k], setting) for k in unique])))
     out = []
     for r in rows:
