@@ -285,3 +285,18 @@ def test_an_unmodelled_all2all_backend_is_one_line():
     with pytest.raises(ConfigError, match=r"^--all2all-backend pplx: not modelled; ServeLab prices "
                                           r"allgather_reducescatter, deepep_high_throughput, deepep_low_latency$"):
         step_model("qwen3-30b-a3b", 1, data_parallel_size=2, enable_expert_parallel=True, all2all_backend="pplx")
+
+
+@pytest.mark.parametrize("method, bits, want", [("awq", 4, "int4_wo"), ("gptq", 4, "int4_wo"), ("gptq", 8, "bfloat16")])
+def test_awq_and_gptq_experts_read_the_weight_only_int4_table(method, bits, want):
+    from types import SimpleNamespace
+
+    p = SimpleNamespace(quantization=method, weight_bits=bits, gemm_dtype=f"int{bits}_wo", weight_scheme="group")
+    assert moe_table_dtype(p) == want
+
+
+def test_int4_experts_of_an_unmeasured_shape_fall_back_and_say_so(h200):
+    tokens = np.array([64.0])
+    int4, notes = routed_experts_ms(h200, "int4_wo", 2048, 768, 8, 128, 1, 1, tokens)
+    bf16, _ = routed_experts_ms(h200, "bfloat16", 2048, 768, 8, 128, 1, 1, tokens)
+    assert int4 == pytest.approx(bf16) and notes == ["no int4_wo MoE table for this shape: priced as bfloat16"]

@@ -85,12 +85,14 @@ def moe_table_dtype(precision) -> str:
     """The MoE table a precision's experts read: bfloat16 for 16-bit experts and for FP8 experts
     on GPUs without FP8 tensor cores (vLLM's Marlin kernel dequantizes them to 16 bits), fp8_block
     for block-scaled FP8 checkpoints, fp8 for per-tensor FP8 (online or ModelOpt), w4a16_mxfp4 for
-    gpt-oss's MXFP4 experts. The tables also have int4_wo (weight-only INT4, AWQ/GPTQ-style), for
-    the day ServeLab reads such checkpoints (sim.quant_config does not yet)."""
+    gpt-oss's MXFP4 experts, int4_wo for 4-bit AWQ/GPTQ experts (the table measures it for one
+    shape, Nemotron's, that no catalog model has: other shapes fall back to bfloat16 and say so)."""
     if precision is None or precision.quantization is None:
         return "bfloat16"
     if precision.quantization == "mxfp4":
         return "w4a16_mxfp4"
+    if precision.quantization in ("awq", "gptq"):  # weight-only INT4 (INT8 has no MoE table)
+        return "int4_wo" if getattr(precision, "weight_bits", 4) == 4 else "bfloat16"
     if precision.gemm_dtype == "fp8_marlin":  # weight-only FP8 on GPUs without FP8 tensor cores
         return "bfloat16"
     if precision.weight_scheme == "block":
