@@ -85,9 +85,9 @@ def moe_table_dtype(precision) -> str:
     """The MoE table a precision's experts read: bfloat16 for 16-bit experts and for FP8 experts
     on GPUs without FP8 tensor cores (vLLM's Marlin kernel dequantizes them to 16 bits), fp8_block
     for block-scaled FP8 checkpoints, fp8 for per-tensor FP8 (online or ModelOpt), w4a16_mxfp4 for
-    gpt-oss's MXFP4 experts, int4_wo for 4-bit AWQ/GPTQ experts (the table measures it for one
-    shape (hidden 7168, intermediate 2048, top-8 of 384: Kimi-K2's), which no catalog model has: other shapes
-    fall back to bfloat16 and say so)."""
+    gpt-oss's MXFP4 experts, int4_wo for 4-bit AWQ/GPTQ experts (measured for one shape only,
+    Kimi-K2's: hidden 7168, intermediate 2048, top-8 of 384, which no catalog model has; other
+    shapes fall back to bfloat16 and say so)."""
     if precision is None or precision.quantization is None:
         return "bfloat16"
     if precision.quantization == "mxfp4":
