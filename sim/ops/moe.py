@@ -216,8 +216,8 @@ class MoELayer:
             self.notes.append(f"DeepEP {backend} scaled from the measured hidden {near[0]}, top-{near[1]} of {near[2]}")
         axis = tables[f"a2a/{backend}/num_tokens"].astype(np.float64)
         shape = f"h{near[0]}_k{near[1]}_e{near[2]}_ep{near[3]}"
-        both = sum(interp_array(m, axis, np.maximum.accumulate(tables[f"a2a/{backend}/{phase}/{shape}"].astype(np.float64)))
-                   for phase in ("dispatch", "combine"))
+        both = sum(interp_array(m, axis, np.maximum.accumulate(
+                       tables[f"a2a/{backend}/{phase}/{shape}"].astype(np.float64))) for phase in ("dispatch", "combine"))
         return scale * both
 
     @property
