@@ -164,14 +164,16 @@ class RooflineStepModel:
 def check_step_time_modelled(model: ModelSpec, gpu: GPUSpec | None = None, *, operators: bool = True) -> None:
     """Refuse what the step time would price wrongly. Raises ConfigError with one line.
 
-    MLA (DeepSeek's latent attention) is not priced by either step model. MoE layers are priced
-    from the measured fused-MoE tables (:mod:`sim.ops.moe`) only: the roofline prices every layer
-    as a dense MLP, so it refuses them (``operators`` False: the roofline is what would run)."""
+    MoE layers and MLA (DeepSeek's latent attention) are priced from measured tables only
+    (:mod:`sim.ops.moe`, :mod:`sim.ops.mla`): the roofline prices every layer as a dense MLP
+    behind grouped-query attention, so it refuses them (``operators`` False: the roofline is
+    what would run)."""
     from sim.ops.tables import AIC_SYSTEMS
 
-    if model.is_mla:
-        raise ConfigError(f"--model {model.name} (MLA): step time for MLA models is not modelled yet; "
-                          f"`servelab memory` works")
+    if model.is_mla and not operators:
+        where = f"--gpu {gpu.name}" if gpu is not None else "this GPU"
+        raise ConfigError(f"--model {model.name} (MLA): step time for MLA models needs the measured MLA tables, "
+                          f"which {where} lacks; GPUs with them: h100-80gb, h200, l40s, b200")
     if model.is_moe and not operators:
         where = f"--gpu {gpu.name}" if gpu is not None else "this GPU"
         raise ConfigError(f"--model {model.name} (MoE): step time for MoE models needs measured operator tables, "
@@ -212,8 +214,9 @@ def make_step_model(model: ModelSpec, gpu: GPUSpec, tensor_parallel_size: int = 
                                          all2all_backend=all2all_backend)
         except TableError as exc:
             reason = str(exc)
-    if model.is_moe and reason:
-        raise ConfigError(f"--model {model.name} (MoE): the operator tables cannot price it ({reason})")
+    if (model.is_moe or model.is_mla) and reason:
+        kind = "MLA" if model.is_mla else "MoE"
+        raise ConfigError(f"--model {model.name} ({kind}): the operator tables cannot price it ({reason})")
     check_step_time_modelled(model, gpu, operators=False)
     roofline = RooflineStepModel(model, gpu, tensor_parallel_size, c, multiplier, precision=precision)
     if reason:

@@ -333,11 +333,16 @@ def test_tensor_parallel_not_dividing_the_heads(capsys):
 
 
 # -- the engine --------------------------------------------------------------------------------
-def test_step_time_refuses_mla():
+def test_mla_step_time_comes_from_the_mla_tables_or_is_refused_in_one_line():
     from sim.steptime import make_step_model
 
-    with pytest.raises(ConfigError, match="step time for MLA models is not modelled yet; `servelab memory` works"):
-        make_step_model(get_model("deepseek-v3"), get_gpu("h200"), 8)
+    model = make_step_model(get_model("deepseek-v3"), get_gpu("h200"), 8)
+    assert model.mla is not None and "operator tables" in model.source
+    # The A100's tables have no MLA module: one line, not the roofline (which has no MLA).
+    with pytest.raises(ConfigError, match=r"^--model .*\(MLA\): the operator tables cannot price it"):
+        make_step_model(get_model("deepseek-v3"), get_gpu("a100-80gb"), 8)
+    with pytest.raises(ConfigError, match="needs the measured MLA tables, which --gpu l4 lacks"):
+        make_step_model(get_model("deepseek-v3"), get_gpu("l4"), 8)
 
 
 @pytest.mark.parametrize("name", ["mixtral-8x7b", "gpt-oss-120b"])

@@ -222,9 +222,10 @@ def test_the_sliding_pair_share():
 
 
 # -- what stays refused ---------------------------------------------------------------------------
-def test_mla_stays_refused_and_moe_without_tables_names_the_gpus_with():
-    with pytest.raises(ConfigError, match="MLA"):
-        step_model("deepseek-v3", 8)
+def test_deepseek_v3_is_priced_and_moe_without_tables_names_the_gpus_with():
+    m = step_model("deepseek-v3", 8)
+    assert m.mla is not None and m.terms_ms["moe_ms"][-1] > 0
+    assert m.step_time(decode(32, 2048)) < m.step_time(decode(32, 8192)) < m.step_time(decode(64, 8192))
     with pytest.raises(ConfigError, match="GPUs with tables: a100-80gb, h100-80gb, h200, l40s, b200$"):
         step_model("qwen3-30b-a3b", 1, gpu="l4")
 
