@@ -36,6 +36,7 @@ from sim.precision import resolve_precision
 from sim.metrics import EngineStats
 from sim.request import Request, RequestStatus
 from sim.sched.lazy import LazyDecodeScheduler
+from sim.sched.lazy_hybrid import HybridLazyScheduler
 from sim.sched.scheduler import Scheduler, SchedulerLimits, SchedulerOutput
 from sim.steptime import BatchShape, make_step_model
 
@@ -409,15 +410,15 @@ def make_scheduler(config: EngineConfig, limits: SchedulerLimits, num_gpu_blocks
     """vLLM's scheduler (the lazy variant for long runs: same decisions, fewer visits), or a
     baseline's."""
     if uses_kv_cache_groups(config, memory):
-        # Sliding-window and full-attention groups: one block table per group (sim.kv.hybrid). The
-        # reference scheduler drives it (LazyDecodeScheduler assumes one table per request).
+        # Sliding-window and full-attention groups: one block table per group (sim.kv.hybrid),
+        # whose lazy scheduler does each parked request's KV work at its step (sim.sched.lazy_hybrid).
         if config.parallel_sampling == "copy-on-write":
             raise ConfigError(
                 f"--parallel-sampling copy-on-write: not modelled for {config.model}, whose sliding-window "
                 f"and full-attention layers have separate KV cache groups; use the default (vLLM's)")
         kv = HybridKVCacheManager(num_gpu_blocks, config.block_size, group_specs_from_plan(memory),
                                   config.enable_prefix_caching, limits.max_model_len)
-        return Scheduler(limits, kv)
+        return HybridLazyScheduler(limits, kv) if fast else Scheduler(limits, kv)
     if config.engine == "vllm":
         kv = KVCacheManager(num_gpu_blocks, config.block_size, config.enable_prefix_caching, limits.max_model_len)
         if config.parallel_sampling == "copy-on-write":
