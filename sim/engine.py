@@ -7,10 +7,11 @@ so callers may drive ``env.run(until=t)`` in small increments, for instance agai
 wall clock.
 
 Fast-forward. Most steps of a busy engine are alike: most requests decode one token inside a
-block they hold. With ``fast_forward=True`` the engine uses :class:`LazyDecodeScheduler`, which
-makes the same decisions as vLLM's scheduler but visits only the requests that need something
-in a step, and when a step runs nothing but such steady decodes, the engine prices the run of
-identical steps up to the next event (a request finishing, an arrival) with one numpy call and
+block they hold. With ``fast_forward=True`` the engine uses :class:`LazyDecodeScheduler` (or,
+for a model with sliding-window layers, :class:`HybridLazyScheduler`), which makes the same
+decisions as vLLM's scheduler but visits only the requests that need something in a step,
+and when a step runs nothing but such steady decodes, the engine prices the run of identical
+steps up to the next event (a request finishing, an arrival) with one numpy call and
 one SimPy timeout. The results are the same as stepping one by one with the reference
 scheduler (``tests/test_engine.py`` checks it); the emulator, which streams each token as it
 is produced, runs without it.

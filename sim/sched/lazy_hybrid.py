@@ -30,8 +30,9 @@ Exactness of the shortcuts, beyond the base class's:
   not all be free, the reference loop decides the step (it preempts as vLLM does).
 - A run of identical steps stops before the free blocks could run short (the same count).
 - When the waiting queue's head was held back only by free blocks, a run also stops before the
-  first step in which a window may give a block back: from then on the head may fit. (Until
-  then it cannot: the free count only falls, and the head's prefix hits can only be evicted.)
+  first step in which a window may give a block back, or an allocation would evict a cached
+  block: from then on the head may fit. (Until then it cannot: the free count only falls, and
+  its prefix hits stay as they were, since decodes cache only blocks of their own output.)
 """
 
 from __future__ import annotations
@@ -207,19 +208,33 @@ class HybridLazyScheduler(LazyDecodeScheduler):
         limits = self.limits
         if k > 1 and len(self.waiting) and not (
                 len(self.running) >= limits.max_num_seqs or len(self.steady) >= limits.max_num_batched_tokens):
-            # Held back by free blocks only: stop before a window may give one back.
+            # Held back by free blocks only. It stays so while no window gives a block back and no
+            # cached block is evicted (an evicted prefix hit of a sliding group can move its hit
+            # onto blocks that running requests hold, which costs fewer free blocks).
             heap = self._window_steps
             while heap and heap[0] < self.step:
                 heapq.heappop(heap)
             if heap:
                 k = min(k, heap[0] - (self.step - 1))
+            if k > 1:
+                k = min(k, 1 + self._steps_within_free_blocks(k - 1, self._blocks_before_a_cached_one(k)))
         return max(k, 1)
 
-    def _steps_within_free_blocks(self, at_most: int) -> int:
-        """How many of the next steps (up to ``at_most``) the free blocks can serve, counting
-        none of the blocks the windows give back."""
+    def _blocks_before_a_cached_one(self, num_steps: int) -> int:
+        """How many blocks can leave the front of the free queue before a cached one would (at
+        most as many as ``num_steps`` steps could take)."""
+        at_most = self.num_groups * len(self.steady) * (num_steps // self.kv.block_size + 1)
+        for i, block in enumerate(self.kv.pool.free_queue.values()):
+            if block.block_hash is not None or i >= at_most:
+                return i
+        return self.kv.num_free_blocks
+
+    def _steps_within_free_blocks(self, at_most: int, free: int | None = None) -> int:
+        """How many of the next steps (up to ``at_most``) ``free`` blocks (by default the free
+        ones) can serve, counting none of the blocks the windows give back."""
         bs, n, g = self.kv.block_size, len(self.steady), self.num_groups
-        free = self.kv.num_free_blocks
+        if free is None:
+            free = self.kv.num_free_blocks
         cycles = free // (n * g)
         if cycles * bs >= at_most:
             return at_most
