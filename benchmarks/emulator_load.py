@@ -85,7 +85,8 @@ def _print_lag_and_cpu(h, lag, server_cpu: float, client_cpu: float, wall: float
     late = count - next((cum for le, cum in lag if le >= 0.01), 0)
     print(f"  lag behind the simulated timeline, {count:.0f} tokens: p50 {q(0.5):.1f} ms, p90 {q(0.9):.1f} ms, "
           f"p99 {q(0.99):.1f} ms; {late:.0f} tokens ({100 * late / max(count, 1):.1f}%) later than 10 ms")
-    print(f"  CPU: emulator {server_cpu:.1f} s, client {client_cpu:.1f} s, over {wall:.1f} s of wall time "
+    print(f"  CPU: emulator {server_cpu:.2f} s ({1e6 * server_cpu / max(count, 1):.1f} us per streamed token, "
+          f"requests included), client {client_cpu:.1f} s, over {wall:.1f} s of wall time "
           f"({(server_cpu + client_cpu) / wall:.2f} cores of {os.cpu_count()}); load average now "
           f"{os.getloadavg()[0]:.1f}")
 

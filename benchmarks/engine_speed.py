@@ -19,13 +19,20 @@ Runs (each printed with its wall time; nothing is asserted):
    with their old hashes evicted, caching and freeing them, and one SimPy event at its arrival
    and one at its finish), with the classes the engine uses. The engine cannot run faster than
    this, whatever its scheduler does, while it keeps this per-block pool (vLLM's own design).
+5. A MoE model against a dense one of the same active size: 10,000 ShareGPT-like requests,
+   offline and online at 80% of capacity, on Qwen3-30B-A3B (H200; 3.3B parameters a token) and
+   on its dense twin (the same config.json as a dense Qwen3 whose MLP is the width of its top-8
+   experts, 8 x 768 = 6144: the same active size). Target (issue 12): the MoE run no slower than
+   twice the dense one; the ratio is printed.
 
-Usage: python benchmarks/engine_speed.py [--num-prompts N] [--repeat R]
+Usage: python benchmarks/engine_speed.py [--num-prompts N] [--repeat R] [--only-moe] [--only-hybrid]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import tempfile
 import time
 from dataclasses import replace
 
@@ -95,12 +102,61 @@ def floor_times(config, workload, repeat):
     return best_of(repeat, per_request_work)[1]
 
 
+def dense_twin_config(moe_name: str, folder: str) -> str:
+    """A config.json of the dense Qwen3 with ``moe_name``'s attention and an MLP as wide as its
+    top-k experts together (the same active size); returns its path."""
+    from sim.catalog import _data_dir
+
+    cfg = json.loads((_data_dir() / "models" / (moe_name.replace("/", "--") + ".json")).read_text())
+    twin = {k: v for k, v in cfg.items() if k not in ("num_experts", "num_experts_per_tok", "moe_intermediate_size",
+                                                     "mlp_only_layers", "decoder_sparse_step", "norm_topk_prob",
+                                                     "router_aux_loss_coef", "output_router_logits")}
+    twin.update(model_type="qwen3", architectures=["Qwen3ForCausalLM"], _name_or_path="dense-twin-of-" + moe_name,
+                intermediate_size=cfg["num_experts_per_tok"] * cfg["moe_intermediate_size"])
+    path = f"{folder}/config.json"
+    with open(path, "w") as f:
+        json.dump(twin, f)
+    return path
+
+
+def moe_row(n: int, repeat: int) -> None:
+    """Item 5: the MoE model against its dense twin of the same active size."""
+    moe_name = "Qwen/Qwen3-30B-A3B"
+    with tempfile.TemporaryDirectory() as folder:
+        twin = dense_twin_config(moe_name, folder)
+        moe_model, dense_model = get_model(moe_name), get_model(twin)
+        print(f"MoE {moe_name}: {moe_model.active_params / 1e9:.2f}B active of {moe_model.num_params / 1e9:.1f}B; "
+              f"dense twin: {dense_model.num_params / 1e9:.2f}B")
+        spec = WorkloadSpec(dataset_name="sharegpt", num_prompts=n, max_model_len=4096)
+        w = build_workload(spec, np.random.default_rng(0))
+        cpu = {}
+        for label, model in (("dense twin", twin), ("MoE", moe_name)):
+            config = EngineConfig(model=model, gpu="h200", max_model_len=4096)
+            result, t = timed(config, w, repeat)
+            report(f"sharegpt-like, {label} h200, {n} offline", result, t, n)
+            rate = 0.8 * n / result.elapsed_s
+            online = build_workload(replace(spec, request_rate=rate), np.random.default_rng(0))
+            result_on, t_on = timed(config, online, repeat, usage="serve")
+            report(f"  online at 80% of capacity ({rate:.1f} req/s)", result_on, t_on, n)
+            cpu[label] = (t[1], t_on[1])
+        print(f"MoE / dense cpu time: offline {cpu['MoE'][0] / cpu['dense twin'][0]:.2f}x, "
+              f"online {cpu['MoE'][1] / cpu['dense twin'][1]:.2f}x (target: at most 2x)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--num-prompts", type=int, default=10000)
     ap.add_argument("--repeat", type=int, default=3, help="report the best of R runs")
+    ap.add_argument("--only-moe", action="store_true", help="run item 5 only (the MoE row)")
+    ap.add_argument("--only-hybrid", action="store_true", help="run item 3b only (the Gemma 3 rows)")
     args = ap.parse_args()
     n = args.num_prompts
+    if args.only_moe:
+        moe_row(n, args.repeat)
+        return
+    if args.only_hybrid:
+        gemma_rows(n, args.repeat)
+        return
 
     vidur = EngineConfig(model="meta-llama/Llama-2-70b-hf", gpu="a100-80gb", tensor_parallel_size=2,
                          max_num_seqs=64, max_num_batched_tokens=4096)
@@ -132,8 +188,8 @@ def main() -> None:
         if with_reference:
             result, wall = timed(config, online, 1, usage="serve", fast_forward=False)
             report("  the same, without fast-forward", result, wall, n)
-
     gemma_rows(n, args.repeat)
+    moe_row(n, args.repeat)
 
 
 def gemma_rows(n: int, repeat: int) -> None:

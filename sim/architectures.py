@@ -225,15 +225,18 @@ def attention_linears(m, tp: int) -> list[Linear]:
             Linear("o_proj", h, heads * hd, "attention")]
 
 
-def mlp_linears(m, layer: int, tp: int) -> list[Linear]:
+def mlp_linears(m, layer: int, tp: int, moe=None) -> list[Linear]:
+    """One layer's MLP on one GPU. ``moe`` (:class:`sim.parallel.MoESharding`) says how the routed
+    experts are held; None: tensor parallelism ``tp`` alone (every expert, sharded over ``tp``)."""
     h = m.hidden_size
     if layer not in m.moe_layers:
         inter = -(-m.intermediate_size // tp)
         return [Linear("gate_up_proj", 2 * inter, h, "mlp", fused=2), Linear("down_proj", h, inter, "mlp")]
-    inter = -(-m.moe_intermediate_size // tp)
+    experts = m.num_experts if moe is None else moe.local_experts
+    inter = -(-m.moe_intermediate_size // (tp if moe is None else moe.tensor_parallel_size))
     out = [Linear("gate", m.num_experts, h, "router"),
-           Linear("experts.w13", 2 * inter, h, "expert", copies=m.num_experts, fused=2),
-           Linear("experts.w2", h, inter, "expert", copies=m.num_experts)]
+           Linear("experts.w13", 2 * inter, h, "expert", copies=experts, fused=2),
+           Linear("experts.w2", h, inter, "expert", copies=experts)]
     if m.num_shared_experts:
         shared = -(-m.num_shared_experts * m.moe_intermediate_size // tp)
         out += [Linear("shared_experts.gate_up_proj", 2 * shared, h, "mlp", fused=2),
@@ -241,11 +244,11 @@ def mlp_linears(m, layer: int, tp: int) -> list[Linear]:
     return out
 
 
-def layer_linears(m, layer: int, tp: int = 1) -> list[Linear]:
-    return attention_linears(m, tp) + mlp_linears(m, layer, tp)
+def layer_linears(m, layer: int, tp: int = 1, moe=None) -> list[Linear]:
+    return attention_linears(m, tp) + mlp_linears(m, layer, tp, moe)
 
 
-def layer_other_params(m, layer: int, tp: int = 1) -> int:
+def layer_other_params(m, layer: int, tp: int = 1, moe=None) -> int:
     """Norms, biases, sinks and router extras of one layer on one rank (all in the activation dtype)."""
     h = m.hidden_size
     heads = m.num_attention_heads // tp
@@ -266,8 +269,9 @@ def layer_other_params(m, layer: int, tp: int = 1) -> int:
         if m.architecture == "deepseek_v3":
             n += m.num_experts  # e_score_correction_bias
         if m.expert_bias:
-            inter = -(-m.moe_intermediate_size // tp)
-            n += m.num_experts * (2 * inter + h)  # w13 bias sharded, w2 bias on every rank
+            experts = m.num_experts if moe is None else moe.local_experts
+            inter = -(-m.moe_intermediate_size // (tp if moe is None else moe.tensor_parallel_size))
+            n += experts * (2 * inter + h)  # w13 bias sharded, w2 bias on every rank
     return n
 
 
@@ -305,7 +309,7 @@ def active_params(m, include_embedding: bool = True) -> int:
     return total
 
 
-def weight_bytes_per_gpu(m, tp: int, precision) -> int:
+def weight_bytes_per_gpu(m, tp: int, precision, moe=None) -> int:
     """Weights on one GPU: linear layers by the precision's rules, everything else in the
     activation dtype.
 
@@ -315,21 +319,47 @@ def weight_bytes_per_gpu(m, tp: int, precision) -> int:
     * MXFP4 (gpt-oss): the routed experts only (the checkpoint's ``modules_to_not_convert`` names
       attention, router, embeddings and lm_head): 4 bits a weight plus one 8-bit (E8M0) scale per
       32 weights along the input dimension, i.e. 17/32 byte a weight.
+    * INT4 (AWQ, GPTQ): see :func:`linear_bytes`.
+
+    ``moe`` (:class:`sim.parallel.MoESharding`) places the routed experts (expert or data
+    parallelism); None: every expert on every GPU, sharded over ``tp``.
     """
+    return sum(weight_bytes_by_part(m, tp, precision, moe).values())
+
+
+def weight_bytes_by_part(m, tp: int, precision, moe=None) -> dict[str, int]:
+    """:func:`weight_bytes_per_gpu` split by where the bytes sit: ``attention`` (its linear layers),
+    ``dense_mlp`` (dense MLPs and shared experts), ``routed_experts`` (their projections, scales and
+    biases), ``router`` and ``other`` (embeddings, lm_head, norms, attention biases, vision tower).
+    Routed experts follow ``moe``; all else is sharded by ``tp`` and replicated across DP ranks."""
     act = precision.activation_bytes if precision is not None else m.dtype_bytes
     align = getattr(precision, "moe_size_alignment", None) if precision is not None else None
-    total = (embedding_params(m, tp) + -(-m.vision_params // tp)) * act
+    part = {"attention": 0, "dense_mlp": 0, "routed_experts": 0, "router": 0, "other": 0}
+    name = {"attention": "attention", "mlp": "dense_mlp", "expert": "routed_experts", "router": "router"}
+    part["other"] = (embedding_params(m, tp) + -(-m.vision_params // tp)) * act
+    if precision is not None and precision.lm_head_quantized and not m.tie_word_embeddings:
+        from sim.catalog import VOCAB_PADDING
+
+        rows = m.vocab_size if tp == 1 else -(-(-(-m.vocab_size // VOCAB_PADDING) * VOCAB_PADDING) // tp)
+        part["other"] += precision.linear_weight_bytes(rows, m.hidden_size) - rows * m.hidden_size * act
+    moe_tp = tp if moe is None else moe.tensor_parallel_size
     for i in range(m.num_hidden_layers):
-        total += layer_other_params(m, i, tp) * act
-        for x in layer_linears(m, i, tp):
+        other = layer_other_params(m, i, tp, moe)
+        if i in m.moe_layers and m.expert_bias:
+            experts = m.num_experts if moe is None else moe.local_experts
+            expert_bias = experts * (2 * -(-m.moe_intermediate_size // moe_tp) + m.hidden_size)
+            part["routed_experts"] += expert_bias * act
+            other -= expert_bias
+        part["other"] += other * act
+        for x in layer_linears(m, i, tp, moe):
             if align and x.kind == "expert":
-                x = _padded_expert(x, m, tp, align)
+                x = _padded_expert(x, m, moe_tp, align)
             if x.kind == "expert" and precision is not None and precision.weight_scheme == "block":
-                n, k = moe_fp8_block(m, tp, precision.weight_block_size)
-                total += x.params + 4 * x.copies * -(-x.out_features // n) * -(-x.in_features // k)
+                n, k = moe_fp8_block(m, moe_tp, precision.weight_block_size)
+                part["routed_experts"] += x.params + 4 * x.copies * -(-x.out_features // n) * -(-x.in_features // k)
                 continue
-            total += linear_bytes(x, precision, act)
-    return total
+            part[name[x.kind]] += linear_bytes(x, precision, act)
+    return part
 
 
 def moe_fp8_block(m, tp: int, block: tuple[int, int]) -> tuple[int, int]:
@@ -360,14 +390,16 @@ def _padded_expert(x: Linear, m, tp: int, align: tuple[int, int]) -> Linear:
 
 
 def linear_bytes(x: Linear, precision, act: int) -> int:
+    """One linear layer's bytes on one GPU. The router stays in the activation dtype under every
+    method; MXFP4 quantizes the routed experts only; AWQ/GPTQ and FP8 every other linear layer
+    (AWQ/GPTQ experts through ``AutoAWQMoEMethod``/``AutoGPTQMoEMethod``, the same packing)."""
     if precision is None or not precision.is_quantized or x.kind == "router":
         return x.params * act
     if precision.quantization == "mxfp4":
         if x.kind != "expert":
             return x.params * act
         return x.params // 2 + x.copies * x.out_features * -(-x.in_features // 32)
-    scales = precision.linear_scale_bytes(x.out_features, x.in_features) * x.copies
-    return x.params * precision.weight_bytes_per_param + scales
+    return x.copies * precision.linear_weight_bytes(x.out_features, x.in_features)
 
 
 # -- KV cache ----------------------------------------------------------------------------------

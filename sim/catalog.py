@@ -71,6 +71,7 @@ MODEL_ALIASES = {
     "llama-3.1-70b-fp8": "nvidia/Llama-3.1-70B-Instruct-FP8",
     # Today's models (sim.architectures; sources in sim/data/models/NOTICE.md).
     "qwen2.5-7b": "Qwen/Qwen2.5-7B-Instruct",
+    "qwq-32b-awq": "Orion-zhen/QwQ-32B-Preview-AWQ",
     "qwen3-8b": "Qwen/Qwen3-8B",
     "qwen3-32b": "Qwen/Qwen3-32B",
     "qwen3-30b-a3b": "Qwen/Qwen3-30B-A3B",
@@ -205,8 +206,12 @@ class ModelSpec:
     def weight_bytes(self) -> int:
         return self.num_params * self.dtype_bytes
 
-    def weight_bytes_per_gpu(self, tp: int = 1, precision=None) -> int:
+    def weight_bytes_per_gpu(self, tp: int = 1, precision=None, moe=None) -> int:
         """Weights held by one GPU under tensor parallelism ``tp``.
+
+        ``moe`` (:class:`sim.parallel.MoESharding`, from :meth:`sim.parallel.ParallelLayout.moe`)
+        places a MoE model's routed experts under data or expert parallelism; None: every expert
+        on every GPU, sharded over ``tp``. Under DP each GPU holds its rank's copy of the rest.
 
         With a ``precision`` (:class:`sim.precision.Precision`), parameters are counted in its
         activation dtype (``--dtype``), except the quantized linear layers: ``weight_bytes_per_param``
@@ -218,7 +223,7 @@ class ModelSpec:
         if self._new:
             from sim import architectures
 
-            return architectures.weight_bytes_per_gpu(self, tp, precision)
+            return architectures.weight_bytes_per_gpu(self, tp, precision, moe)
         layer_s, layer_r = self._layer_params(tp)
         emb_s, emb_r = self._embedding_params(tp)
         params = self.num_hidden_layers * (layer_s + layer_r) + emb_s + emb_r
@@ -228,13 +233,11 @@ class ModelSpec:
             return params * precision.activation_bytes
         linears = self.linear_shapes(tp)
         linear_params = sum(o * i for o, i, _ in linears)
-        scales = sum(precision.linear_scale_bytes(o, i) for o, i, _ in linears)
-        quantized = self.num_hidden_layers * (linear_params * precision.weight_bytes_per_param + scales)
+        quantized = self.num_hidden_layers * sum(precision.linear_weight_bytes(o, i) for o, i, _ in linears)
         other = params - self.num_hidden_layers * linear_params
         if precision.lm_head_quantized:
             rows = self.vocab_size if tp == 1 else -(-(-(-self.vocab_size // VOCAB_PADDING) * VOCAB_PADDING) // tp)
-            quantized += rows * self.hidden_size * precision.weight_bytes_per_param \
-                + precision.linear_scale_bytes(rows, self.hidden_size)
+            quantized += precision.linear_weight_bytes(rows, self.hidden_size)
             other -= rows * self.hidden_size
         return quantized + other * precision.activation_bytes
 

@@ -31,6 +31,11 @@ class EngineConfig:
     gpu: str
     engine: EngineName = "vllm"
     tensor_parallel_size: int = 1
+    # --data-parallel-size/-dp: engine cores, each with tensor_parallel_size GPUs and its own KV
+    # cache; --enable-expert-parallel/-ep: a MoE model's experts held whole, spread over tp x dp
+    # GPUs (sim.parallel says what lives where).
+    data_parallel_size: int = 1
+    enable_expert_parallel: bool = False
     block_size: int = 16
     gpu_memory_utilization: float = 0.92
     max_model_len: int | None = None  # None: the model's max_position_embeddings
@@ -63,6 +68,9 @@ class EngineConfig:
         if self.engine not in ENGINES:
             raise ConfigError(f"--engine: expected one of {', '.join(ENGINES)}, got {self.engine!r}")
         _positive("--tensor-parallel-size", self.tensor_parallel_size)
+        _positive("--data-parallel-size", self.data_parallel_size)
+        if not isinstance(self.enable_expert_parallel, bool):
+            raise ConfigError(f"--enable-expert-parallel: expected true or false, got {self.enable_expert_parallel!r}")
         _positive("--block-size", self.block_size)
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ConfigError(
@@ -89,6 +97,11 @@ class EngineConfig:
             raise ConfigError(
                 f"--long-prefill-token-threshold: expected 0 (off) or a positive number, got {self.long_prefill_token_threshold}"
             )
+
+    @property
+    def num_gpus(self) -> int:
+        """GPUs one engine (all its DP ranks) takes: tp x dp."""
+        return self.tensor_parallel_size * self.data_parallel_size
 
     def with_(self, **changes) -> "EngineConfig":
         """A copy with some fields changed (and checked again)."""

@@ -72,9 +72,17 @@ class Engine:
         fast_forward: bool = False,
         next_arrival_s: Callable[[], float] | None = None,
         coefficients=None,
+        dp_rank: int | None = None,
+        run_process: bool = True,
     ) -> None:
         from sim.calibration import coefficients_for  # late: keeps import cycles out
 
+        if config.data_parallel_size > 1 and dp_rank is None:
+            raise ConfigError(
+                f"--data-parallel-size {config.data_parallel_size}: one Engine is one engine core; "
+                f"sim.dp.DataParallelEngines (run_engine does it) runs the ranks"
+            )
+        self.dp_rank = dp_rank or 0
         self.env = env
         self.config = config
         self.seed = seed
@@ -101,6 +109,8 @@ class Engine:
             num_gpu_blocks_override=config.num_gpu_blocks_override,
             usage=usage,
             precision=self.precision,
+            data_parallel_size=config.data_parallel_size,
+            enable_expert_parallel=config.enable_expert_parallel,
         )
         # A hybrid model (sliding-window and full layers) has several KV cache groups, each with
         # its own block tables, drawing on one pool of MemoryPlan.num_gpu_blocks blocks
@@ -122,7 +132,9 @@ class Engine:
         self.step_model = make_step_model(
             self.model, self.gpu, config.tensor_parallel_size,
             coefficients or coefficients_for(config, self.model, self.gpu), multiplier=step_time_multiplier,
-            precision=self.precision,
+            precision=self.precision, data_parallel_size=config.data_parallel_size,
+            enable_expert_parallel=config.enable_expert_parallel,
+            all2all_backend=getattr(config, "all2all_backend", "allgather_reducescatter"),
         )
         self.fast_forward = isinstance(self.scheduler, LazyDecodeScheduler)
         self._batch_shape = getattr(self.scheduler, "batch_shape", batch_shape)
@@ -137,7 +149,8 @@ class Engine:
         self._next_memory_sample = 0
         self._memory_sums: dict[str, float] = {}  # time-weighted sums of the memory breakdown
         self._wakeup: simpy.Event | None = None
-        self.process = env.process(self._run())
+        # A DP rank in lockstep (sim.dp) is stepped by its coordinator instead of its own process.
+        self.process = env.process(self._run()) if run_process else None
 
     # --- requests ---
     @property
@@ -256,11 +269,7 @@ class Engine:
                 self._wakeup = None
                 continue
             start_s = env.now
-            window = self.config.num_scheduler_steps
-            if window > 1:
-                out = self.scheduler.schedule(admit=self.stats.num_steps % window == 0)
-            else:
-                out = self.scheduler.schedule()
+            out = self._schedule()
             if out.total_num_scheduled_tokens == 0:
                 # Nothing fits and nothing runs: wait for the next arrival or abort.
                 self._wakeup = env.event()
@@ -275,6 +284,12 @@ class Engine:
                 duration = self.step_model.step_time(self._batch_shape(out))
             yield env.timeout(duration)
             self._finish_step(out, start_s, durations)
+
+    def _schedule(self) -> SchedulerOutput:
+        window = self.config.num_scheduler_steps
+        if window > 1:
+            return self.scheduler.schedule(admit=self.stats.num_steps % window == 0)
+        return self.scheduler.schedule()
 
     def _note_admissions(self, out: SchedulerOutput, now: float) -> None:
         stats = self.stats

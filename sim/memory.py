@@ -45,11 +45,12 @@ The vLLM paper's Table 1 (2023) is reproduced within 10% by ``PAPER_2023`` (see
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from sim.catalog import GPUSpec, ModelSpec
 from sim.config import cdiv, resolve_scheduler_limits
 from sim.errors import ConfigError
+from sim.parallel import ParallelLayout
 from sim.precision import Precision, resolve_precision
 
 GiB = 1024**3
@@ -116,6 +117,28 @@ class MemoryPlan:
     precision: Precision | None = None  # the dtypes it was planned with (sim.precision)
     # vLLM's KV cache groups (one for a model whose layers all attend alike; see kv_cache_groups)
     kv_cache_groups: tuple[KVCacheGroup, ...] = ()
+    # -- data and expert parallelism (sim.parallel); the figures above are one GPU's ----------
+    data_parallel_size: int = 1  # engine cores, each with tp GPUs, its own KV cache and batches
+    enable_expert_parallel: bool = False
+    expert_parallel_size: int = 1  # GPUs the routed experts are spread over (tp x dp under EP, else 1)
+    experts_per_gpu: int | None = None  # routed experts the fullest GPU holds; None for a dense model
+    moe_tensor_parallel_size: int | None = None  # ranks each expert is sharded over; None for a dense model
+    # weights_bytes_per_gpu by part (sim.architectures.weight_bytes_by_part), {} for the older models
+    weight_bytes_by_part: dict = field(default_factory=dict)
+    parallel_log_lines: tuple[str, ...] = ()
+
+    @property
+    def num_gpus(self) -> int:
+        return self.tensor_parallel_size * self.data_parallel_size
+
+    @property
+    def total_max_concurrency(self) -> float:
+        """Requests of max_model_len that all DP ranks hold at once: each rank has its own KV cache."""
+        return self.max_concurrency * self.data_parallel_size
+
+    @property
+    def total_kv_cache_tokens(self) -> int:
+        return self.kv_cache_tokens * self.data_parallel_size
 
     @property
     def full_attention_blocks(self) -> int:
@@ -132,6 +155,7 @@ class MemoryPlan:
         quantization, the KV-cache dtype and the attention backend, then "Model loading took X
         GiB memory" (vLLM adds "and N seconds"; there is no loading time here)."""
         lines = list(self.precision.log_lines) if self.precision is not None else []
+        lines += list(self.parallel_log_lines)
         return lines + [f"Model loading took {round(self.weights_bytes_per_gpu / GiB, 2)} GiB memory"]
 
     def startup_log_lines(self) -> list[str]:
@@ -152,12 +176,20 @@ class MemoryPlan:
             # groups here have the same block size, so the scheduler's is that one.
             sizes = ", ".join(str(self.block_size) for _ in self.kv_cache_groups)
             lines += [f"kv cache group sizes ({sizes})", f"kv lcm block sizes {self.block_size}"]
+        if self.data_parallel_size > 1:
+            lines.append(f"Data parallelism: {self.data_parallel_size} engine cores (DP ranks), each logs the lines "
+                         f"above for its own KV cache; in all {self.total_kv_cache_tokens:,} tokens, maximum "
+                         f"concurrency {self.total_max_concurrency:.2f}x")
         return lines
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out["full_attention_blocks"] = self.full_attention_blocks  # --disable-hybrid-kv-cache-manager's pool
         out["precision"] = self.precision.to_dict() if self.precision is not None else None
+        out["parallel_log_lines"] = list(self.parallel_log_lines)
+        out["num_gpus"] = self.num_gpus
+        out["total_max_concurrency"] = self.total_max_concurrency
+        out["total_kv_cache_tokens"] = self.total_kv_cache_tokens
         return out
 
 
@@ -177,8 +209,15 @@ def plan_memory(
     usage: str = "serve",
     overheads: MemoryOverheads = VLLM_0_33,
     precision: Precision | None = None,
+    data_parallel_size: int = 1,
+    enable_expert_parallel: bool = False,
 ) -> MemoryPlan:
     """vLLM 0.33's KV-cache sizing for ``model`` on ``tensor_parallel_size`` x ``gpu``.
+
+    With ``data_parallel_size`` > 1 the plan is one GPU of one DP rank: every rank holds the same
+    (attention and dense parts sharded by TP, replicated across ranks) and sizes its own KV cache;
+    a MoE model's routed experts are spread over all ``tp x dp`` GPUs (:mod:`sim.parallel`). With
+    expert parallelism, the fullest GPU's experts are counted (they decide what fits).
 
     ``max_num_batched_tokens``/``max_num_seqs`` default to vLLM's for the GPU and ``usage``
     (``sim.config.resolve_scheduler_limits``); ``max_model_len`` to the model's
@@ -189,9 +228,11 @@ def plan_memory(
     sequence does not fit in the KV cache.
     """
     tp = tensor_parallel_size
-    model.check_tensor_parallel(tp)
+    layout = ParallelLayout(tp, data_parallel_size, enable_expert_parallel)
+    layout.check(model)
+    moe = layout.moe(model)
     if precision is None:
-        precision = resolve_precision(model, gpu, _Defaults(tp))
+        precision = resolve_precision(model, gpu, _Defaults(tp, data_parallel_size, enable_expert_parallel))
     if not 0 < gpu_memory_utilization <= 1:
         raise ConfigError(f"--gpu-memory-utilization: expected a fraction in (0, 1], got {gpu_memory_utilization}")
     for flag, value in (("--block-size", block_size), ("--max-model-len", max_model_len),
@@ -218,11 +259,14 @@ def plan_memory(
     requested = math.ceil(total * gpu_memory_utilization)
     act_bytes = precision.activation_bytes
     # What vLLM's "Model loading took" measures: the parameters and the rotary cache.
-    weights = model.weight_bytes_per_gpu(tp, precision) + model.rope_cache_bytes(act_bytes)
-    non_torch = overheads.non_torch_bytes + (overheads.non_torch_tp_bytes if tp > 1 else 0)
-    activation = activation_peak_bytes(model, tp, num_tokens, num_seqs, act_bytes)
+    weights = model.weight_bytes_per_gpu(tp, precision, moe) + model.rope_cache_bytes(act_bytes)
+    # NCCL and custom all-reduce buffers: TP, or a MoE layer's collective over tp x dp GPUs.
+    communicates = tp > 1 or (moe is not None and layout.world_size > 1)
+    non_torch = overheads.non_torch_bytes + (overheads.non_torch_tp_bytes if communicates else 0)
+    moe_tp = moe.tensor_parallel_size if moe is not None else None
+    activation = activation_peak_bytes(model, tp, num_tokens, num_seqs, act_bytes, moe_tp=moe_tp)
     graphs = 0 if (enforce_eager or not overheads.count_cudagraphs) else \
-        cudagraph_bytes(model, tp, num_seqs, overheads, act_bytes)
+        cudagraph_bytes(model, tp, num_seqs, overheads, act_bytes, moe_tp=moe_tp)
     kv_per_token = model.kv_bytes_per_token(tp, precision)
     groups = kv_cache_groups(model, tp, precision, block_size, max_model_len, num_tokens)
     # vLLM's bytes per block: the widest group's layers x one layer's page (get_kv_cache_config_from_groups);
@@ -240,7 +284,7 @@ def plan_memory(
                 f"gpu_memory_utilization ({gpu_memory_utilization:.2f}) = {requested / GiB:.2f}GiB per GPU; "
                 f"model weights take {weights / GiB:.2f}GiB; non_torch_memory takes {non_torch / GiB:.2f}GiB; "
                 f"PyTorch activation peak memory takes {activation / GiB:.2f}GiB; CUDA graphs take "
-                f"{graphs / GiB:.2f}GiB, leaving {available / GiB:.2f}GiB. {_advice(model, tp, requested, precision)}"
+                f"{graphs / GiB:.2f}GiB, leaving {available / GiB:.2f}GiB. {_advice(model, tp, requested, precision, moe)}"
             )
     num_blocks = num_gpu_blocks_override or available // page_bytes
     blocks_per_request = sum(g.blocks_per_request for g in groups)
@@ -281,7 +325,22 @@ def plan_memory(
         max_concurrency=concurrency,
         precision=precision,
         kv_cache_groups=tuple(groups),
+        data_parallel_size=data_parallel_size,
+        enable_expert_parallel=enable_expert_parallel,
+        expert_parallel_size=moe.expert_parallel_size if moe is not None else 1,
+        experts_per_gpu=moe.local_experts if moe is not None else None,
+        moe_tensor_parallel_size=moe_tp,
+        weight_bytes_by_part=_parts(model, tp, precision, moe),
+        parallel_log_lines=layout.log_lines(model),
     )
+
+
+def _parts(model: ModelSpec, tp: int, precision: Precision | None, moe) -> dict:
+    from sim.architectures import NEW_ARCHITECTURES, weight_bytes_by_part
+
+    if model.architecture not in NEW_ARCHITECTURES.values():
+        return {}
+    return weight_bytes_by_part(model, tp, precision, moe)
 
 
 ASYNC_SCHEDULING_BATCHES = 2  # VllmConfig.max_concurrent_batches with async scheduling (the default) and no PP
@@ -352,13 +411,16 @@ class _Defaults:
 
     dtype, quantization, kv_cache_dtype = "auto", None, "auto"
 
-    def __init__(self, tensor_parallel_size: int) -> None:
+    def __init__(self, tensor_parallel_size: int, data_parallel_size: int = 1,
+                 enable_expert_parallel: bool = False) -> None:
         self.tensor_parallel_size = tensor_parallel_size
+        self.data_parallel_size = data_parallel_size
+        self.enable_expert_parallel = enable_expert_parallel
 
 
-def _advice(model: ModelSpec, tp: int, requested: int, precision: Precision | None = None) -> str:
+def _advice(model: ModelSpec, tp: int, requested: int, precision: Precision | None = None, moe=None) -> str:
     """What to change when nothing is left for the KV cache."""
-    if model.weight_bytes_per_gpu(tp, precision) < 0.9 * requested:
+    if model.weight_bytes_per_gpu(tp, precision, moe) < 0.9 * requested:
         return "Try increasing --gpu-memory-utilization or --tensor-parallel-size, or lowering --max-num-seqs."
     for bigger in range(tp + 1, 65):
         try:
@@ -371,8 +433,12 @@ def _advice(model: ModelSpec, tp: int, requested: int, precision: Precision | No
     return "The weights alone do not fit: use a GPU with more memory."
 
 
-def forward_activation_bytes_per_token(model: ModelSpec, tp: int, dtype_bytes: int | None = None) -> int:
+def forward_activation_bytes_per_token(model: ModelSpec, tp: int, dtype_bytes: int | None = None,
+                                      moe_tp: int | None = None) -> int:
     """Bytes one token's activations take at a decoder layer's widest point, on one GPU.
+
+    ``moe_tp``: the ranks each expert is sharded over (``tp x dp`` without expert parallelism,
+    1 with it; default ``tp``).
 
     In the model dtype (``dtype_bytes``, default the checkpoint's): FP8 layers quantize their
     input on the fly into a short-lived 1-byte copy, which does not raise the peak.
@@ -392,17 +458,17 @@ def forward_activation_bytes_per_token(model: ModelSpec, tp: int, dtype_bytes: i
         # fused_moe's workspaces per token: top-k rows of gate+up (2I/tp), of the activation (I/tp)
         # and of the experts' outputs (h), plus the router's logits (experts); the dense layers'
         # MLP where the model has any.
-        moe_inter = cdiv(model.moe_intermediate_size, tp)
+        moe_inter = cdiv(model.moe_intermediate_size, moe_tp or tp)
         moe = model.experts_per_token * (3 * moe_inter + h) + model.num_experts
         mlp = max(moe, mlp) if len(model.moe_layers) < model.num_hidden_layers else moe
     return (2 * h + attention + mlp + h) * (dtype_bytes or model.dtype_bytes)
 
 
 def activation_peak_bytes(model: ModelSpec, tp: int, num_tokens: int, num_seqs: int,
-                          dtype_bytes: int | None = None) -> int:
+                          dtype_bytes: int | None = None, moe_tp: int | None = None) -> int:
     """Peak of vLLM's profiling run: a dummy forward of num_tokens, then the sampler."""
     dtype_bytes = dtype_bytes or model.dtype_bytes
-    forward = num_tokens * forward_activation_bytes_per_token(model, tp, dtype_bytes)
+    forward = num_tokens * forward_activation_bytes_per_token(model, tp, dtype_bytes, moe_tp)
     sampler = (num_tokens * model.hidden_size * dtype_bytes
                + min(num_seqs, num_tokens) * model.vocab_size * (SAMPLER_FIXED_BYTES_PER_LOGIT + dtype_bytes))
     return max(forward, sampler)
@@ -416,10 +482,10 @@ def cudagraph_capture_sizes(max_num_seqs: int) -> list[int]:
 
 
 def cudagraph_bytes(model: ModelSpec, tp: int, max_num_seqs: int, overheads: MemoryOverheads = VLLM_0_33,
-                    dtype_bytes: int | None = None) -> int:
+                    dtype_bytes: int | None = None, moe_tp: int | None = None) -> int:
     sizes = cudagraph_capture_sizes(max_num_seqs)
     per_graph = len(sizes) * model.num_hidden_layers * overheads.cudagraph_bytes_per_size_layer
-    return max(sizes) * forward_activation_bytes_per_token(model, tp, dtype_bytes) + per_graph
+    return max(sizes) * forward_activation_bytes_per_token(model, tp, dtype_bytes, moe_tp) + per_graph
 
 
 # -- the vLLM paper's Table 1 -------------------------------------------------------------------
@@ -468,4 +534,6 @@ def plan_for_config(config, usage: str = "serve") -> MemoryPlan:
         num_gpu_blocks_override=config.num_gpu_blocks_override,
         usage=usage,
         precision=resolve_precision(model, gpu, config),
+        data_parallel_size=getattr(config, "data_parallel_size", 1),
+        enable_expert_parallel=getattr(config, "enable_expert_parallel", False),
     )

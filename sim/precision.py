@@ -58,18 +58,25 @@ from sim.errors import ConfigError
 
 DTYPE_FLAGS = ("auto", "half", "float16", "bfloat16", "float", "float32")
 KV_CACHE_DTYPE_FLAGS = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2", "bfloat16", "float16")
-QUANTIZATION_FLAGS = ("fp8", "fp8_per_tensor", "fp8_per_channel", "fp8_per_block", "modelopt")
+QUANTIZATION_FLAGS = ("fp8", "fp8_per_tensor", "fp8_per_channel", "fp8_per_block", "modelopt", "awq", "gptq", "mxfp4")
+# Methods whose weights are made offline: the flag must match a checkpoint quantized that way.
+CHECKPOINT_ONLY = {"modelopt": "modelopt", "awq": "awq", "gptq": "gptq", "mxfp4": "mxfp4"}
+# vLLM's other names for the same checkpoint methods (override_quantization_method in auto_awq.py, auto_gptq.py)
+METHOD_ALIASES = {"awq": ("awq", "awq_marlin", "auto_awq", "marlin"), "gptq": ("gptq", "gptq_marlin", "auto_gptq"),
+                  "mxfp4": ("mxfp4", "gpt_oss_mxfp4")}
 # vLLM 0.33's other --quantization names (model_executor/layers/quantization/__init__.py): known to
 # vLLM, not modelled here. Named in the error so that a user knows which of the two it is.
 VLLM_UNMODELLED_METHODS = (
-    "awq", "auto_awq", "awq_marlin", "gptq", "auto_gptq", "gptq_marlin", "compressed-tensors", "fbgemm_fp8",
+    "compressed-tensors", "fbgemm_fp8",
     "fp_quant", "modelopt_fp4", "modelopt_mxfp8", "modelopt_mixed", "humming", "experts_int8", "quark",
-    "moe_wna16", "torchao", "inc", "mxfp4", "gpt_oss_mxfp4", "deepseek_v4_fp8", "online", "mxfp8",
+    "moe_wna16", "torchao", "inc", "deepseek_v4_fp8", "online", "mxfp8",
     "int8_per_channel_weight_only", "nvfp4_per_token", "bitsandbytes",
 )
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "fp8_e4m3": 1, "fp8_e5m2": 1}
 _FLAG_DTYPE = {"half": "float16", "float16": "float16", "float": "float32", "float32": "float32", "bfloat16": "bfloat16"}
-MIN_CAPABILITY = {"fp8": (7, 5), "modelopt": (8, 0), "online": (7, 5), "mxfp4": (8, 0)}  # get_min_capability()
+# get_min_capability() of each method's config class: fp8.py, modelopt.py, online/base.py, mxfp4.py,
+# auto_awq.py (75), auto_gptq.py (60)
+MIN_CAPABILITY = {"fp8": (7, 5), "modelopt": (8, 0), "online": (7, 5), "mxfp4": (8, 0), "awq": (7, 5), "gptq": (6, 0)}
 ONLINE_SCHEMES = {"fp8": "per-tensor", "fp8_per_tensor": "per-tensor", "fp8_per_channel": "per-channel",
                   "fp8_per_block": "block"}
 ONLINE_BLOCK = (128, 128)  # kFp8Static128BlockSym
@@ -91,6 +98,11 @@ class Precision:
     attention_backend: str = "FLASH_ATTN"
     # MXFP4 MoE: (hidden, intermediate per rank) rounded up to these multiples by the kernel vLLM picks
     moe_size_alignment: tuple[int, int] | None = None
+    # AWQ / GPTQ (weight_scheme "group"): bits per weight, input channels per group (-1: a whole
+    # row), and whether an integer zero point per group is kept (AWQ's zero_point)
+    weight_bits: int | None = None
+    group_size: int | None = None
+    zero_points: bool = False
     source: str = "model dtype"  # where the precision comes from, in words
     log_lines: tuple[str, ...] = ()  # vLLM's start-up lines about it (warnings and info)
 
@@ -104,13 +116,33 @@ class Precision:
         return DTYPE_BYTES[self.activation_dtype]
 
     @property
-    def weight_bytes_per_param(self) -> int:
-        """Bytes per weight of the quantized linear layers (FP8: 1; unquantized: the model dtype).
+    def weight_bytes_per_param(self) -> float:
+        """Bytes per weight of the quantized linear layers (FP8: 1; INT4: 0.5; unquantized: the model dtype).
 
         Scales are counted apart by :meth:`linear_scale_bytes`: fp32, one per tensor (and one
         static input scale), one per output channel, or one per ``n x k`` block.
         """
+        if self.weight_scheme == "group":
+            return self.weight_bits / 8  # type: ignore[operator]
         return 1 if self.is_quantized else self.activation_bytes
+
+    def linear_weight_bytes(self, out_features: int, in_features: int) -> int:
+        """Bytes of one linear layer of ``out x in`` on one rank, scales and zero points included.
+
+        AWQ/GPTQ (``auto_awq.py``, ``auto_gptq.py`` create_weights, then Marlin's repack, which keeps
+        the sizes): ``qweight`` bits per weight; ``scales`` one per group of ``group_size`` input
+        channels and output, in the model dtype; AWQ's ``qzeros`` bits per group and output (GPTQ's
+        symmetric zeros are dropped after loading). Marlin's padding of odd shapes and GPTQ's
+        ``desc_act`` permutation (an int32 per input channel) are not counted.
+        """
+        if self.weight_scheme == "group":
+            bits = self.weight_bits or 4
+            groups = 1 if self.group_size in (None, -1) else -(-in_features // self.group_size)
+            zeros = groups * out_features * bits // 8 if self.zero_points else 0
+            return out_features * in_features * bits // 8 + zeros + groups * out_features * self.activation_bytes
+        if not self.is_quantized:
+            return out_features * in_features * self.activation_bytes
+        return out_features * in_features + self.linear_scale_bytes(out_features, in_features)
 
     @property
     def kv_bytes_per_element(self) -> int:
@@ -156,6 +188,9 @@ class Precision:
             "linear_kernel": self.linear_kernel,
             "attention_backend": self.attention_backend,
             "moe_size_alignment": list(self.moe_size_alignment) if self.moe_size_alignment else None,
+            "weight_bits": self.weight_bits,
+            "group_size": self.group_size,
+            "zero_points": self.zero_points,
             "source": self.source,
         }
 
@@ -186,14 +221,19 @@ def resolve_precision(model, gpu, config=None) -> Precision:
     quant_flag = getattr(config, "quantization", None)
     kv_flag = getattr(config, "kv_cache_dtype", "auto")
     tp = getattr(config, "tensor_parallel_size", 1)
+    # the ranks each routed expert is sharded over: tp x dp, or 1 under expert parallelism (sim.parallel)
+    world = tp * getattr(config, "data_parallel_size", 1)
+    moe_tp = 1 if getattr(config, "enable_expert_parallel", False) and world > 1 else world
     check_precision_flags(dtype_flag, quant_flag, kv_flag)
     cc = gpu.compute_capability
     lines: list[str] = []
 
     act = _model_dtype(model, gpu, dtype_flag, lines)
-    quant = _quantization(model, gpu, quant_flag, act, tp, lines)
+    quant = _quantization(model, gpu, quant_flag, act, tp, lines, moe_tp)
     method, scheme, block, static_act, lm_head_q, source = quant
     gemm, kernel = _gemm(act, method, scheme, cc, static_act, lines)
+    if scheme == "group":
+        gemm = f"int{model.quantization.weight_bits}_wo"  # no measured table: priced as 16-bit GEMMs, said so
     moe_alignment = None
     if method == "mxfp4":
         kernel, moe_alignment = _mxfp4_moe_backend(cc)
@@ -221,6 +261,9 @@ def resolve_precision(model, gpu, config=None) -> Precision:
         weight_block_size=block, static_activation_scale=static_act, lm_head_quantized=lm_head_q,
         linear_kernel=kernel, attention_backend=backend, source=source, log_lines=tuple(lines),
         moe_size_alignment=moe_alignment,
+        weight_bits=model.quantization.weight_bits if scheme == "group" else None,
+        group_size=model.quantization.group_size if scheme == "group" else None,
+        zero_points=model.quantization.zero_points if scheme == "group" else False,
     )
 
 
@@ -258,12 +301,13 @@ def _model_dtype(model, gpu, flag: str, lines: list[str]) -> str:
 
 
 # -- 2 and 3. quantization method and its limits ---------------------------------------------------
-def _quantization(model, gpu, flag: str | None, act: str, tp: int, lines: list[str]):
+def _quantization(model, gpu, flag: str | None, act: str, tp: int, lines: list[str], moe_tp: int | None = None):
     """(method, weight scheme, block, static activation scale, lm_head quantized, source)."""
     ckpt = model.quantization
     if ckpt is not None:
         modelopt_fp8 = ckpt.method == "modelopt" and ckpt.weight_scheme == "per-tensor"
-        if flag is not None and flag != ckpt.method and not modelopt_fp8:
+        alias = flag in METHOD_ALIASES.get(ckpt.method, ())
+        if flag is not None and flag != ckpt.method and not modelopt_fp8 and not alias:
             raise ConfigError(
                 f"--quantization {flag}: Quantization method specified in the model config ({ckpt.method}) does "
                 f"not match the quantization method specified in the `quantization` argument ({flag}); "
@@ -271,7 +315,8 @@ def _quantization(model, gpu, flag: str | None, act: str, tp: int, lines: list[s
             )
         method, scheme, block = ckpt.method, ckpt.weight_scheme, ckpt.weight_block_size
         static_act = ckpt.activation_scheme == "static" and scheme == "per-tensor"
-        lm_head_q = ckpt.method == "modelopt" and not model.tie_word_embeddings and not ckpt.is_ignored("lm_head")
+        lm_head_q = (ckpt.method == "modelopt" and not model.tie_word_embeddings and not ckpt.is_ignored("lm_head")) \
+            or (ckpt.method in ("awq", "gptq") and ckpt.lm_head_quantized)
         source = f"config.json quantization_config: {ckpt.description}"
         lines.extend(ckpt.warnings)
         min_cap = MIN_CAPABILITY[method]
@@ -282,6 +327,12 @@ def _quantization(model, gpu, flag: str | None, act: str, tp: int, lines: list[s
             f"--quantization modelopt: {model.name} has no ModelOpt quantization_config (or hf_quant_config.json); "
             f"modelopt loads checkpoints quantized by NVIDIA ModelOpt. To quantize this one at load time use "
             f"--quantization fp8_per_tensor"
+        )
+    elif flag in CHECKPOINT_ONLY:
+        raise ConfigError(
+            f"--quantization {flag}: {model.name} has no {flag} quantization_config in its config.json; {flag} "
+            f"weights are made offline, so vLLM loads them only from a checkpoint quantized that way. Use such a "
+            f"checkpoint (its config.json by path), or --quantization fp8_per_tensor to quantize at load time"
         )
     else:
         method, scheme = flag, ONLINE_SCHEMES[flag]
@@ -296,8 +347,11 @@ def _quantization(model, gpu, flag: str | None, act: str, tp: int, lines: list[s
     if cc < min_cap:
         raise ConfigError(
             f"{_where(ckpt, flag)}: The quantization method {method} is not supported for the current GPU "
-            f"({gpu.name}). Minimum capability: {min_cap[0]}{min_cap[1]}. Current capability: {cc[0]}{cc[1]}."
+            f"({gpu.name}). Minimum capability: {min_cap[0]}{min_cap[1]}. Current capability: {cc[0]}{cc[1]}. "
+            f"{_gpus_from(min_cap)}"
         )
+    if scheme == "group":
+        _check_group_shape(model, tp, ckpt, moe_tp or tp)
     if act not in ("bfloat16", "float16"):
         raise ConfigError(
             f"--dtype: {_torch(act)} is not supported for quantization method {method}. Supported dtypes: "
@@ -308,11 +362,45 @@ def _quantization(model, gpu, flag: str | None, act: str, tp: int, lines: list[s
     if scheme == "block" and getattr(model, "is_moe", False):
         from sim.architectures import moe_fp8_block
 
-        refined = moe_fp8_block(model, tp, block)
+        moe_tp = moe_tp or tp
+        refined = moe_fp8_block(model, moe_tp, block)
         if refined != tuple(block):
             lines.append(f"FP8 MoE block scales refined from {list(block)} to {list(refined)} to fit the "
-                         f"TP-sharded intermediate size {-(-model.moe_intermediate_size // tp)}.")
+                         f"TP-sharded intermediate size {-(-model.moe_intermediate_size // moe_tp)}.")
     return method, scheme, block, static_act, lm_head_q, source
+
+
+def _gpus_from(min_cap: tuple[int, int]) -> str:
+    """What would work: the catalog's GPUs of at least ``min_cap``."""
+    from sim.catalog import get_gpu, known_gpus
+
+    ok = [g for g in known_gpus() if get_gpu(g).compute_capability >= min_cap]
+    return f"Use a GPU of compute capability {min_cap[0]}.{min_cap[1]} or newer ({', '.join(ok)})" if ok else ""
+
+
+def _check_group_shape(model, tp: int, ckpt, moe_tp: int) -> None:
+    """AWQ/GPTQ ``create_weights``: each rank's input channels of a row-parallel layer (o_proj,
+    down_proj, the experts' w2) must hold whole groups ("The input size is not aligned with the
+    quantized weight shape. This can be caused by too large tensor parallel size.")."""
+    g = ckpt.group_size
+    if g in (None, -1):
+        return
+    sizes = {"o_proj": model.num_attention_heads // tp * model.head_dim}
+    if getattr(model, "is_mla", False):
+        sizes["o_proj"] = model.num_attention_heads // tp * model.v_head_dim
+    if not getattr(model, "is_moe", False) or len(model.moe_layers) < model.num_hidden_layers:
+        sizes["down_proj"] = -(-model.intermediate_size // tp)
+    if getattr(model, "is_moe", False):
+        sizes["experts.w2"] = -(-model.moe_intermediate_size // moe_tp)
+    for name, size in sizes.items():
+        if size % g:
+            raise ConfigError(
+                f"--tensor-parallel-size {tp}: {name}'s {size} input channels per GPU do not hold whole "
+                f"{ckpt.method} groups of {g} (quantization_config.group_size); vLLM: 'The input size is not "
+                f"aligned with the quantized weight shape. This can be caused by too large tensor parallel "
+                f"size.' Use a smaller --tensor-parallel-size"
+                + (" or --enable-expert-parallel" if name == "experts.w2" else "")
+            )
 
 
 def _where(ckpt, flag) -> str:
@@ -346,6 +434,8 @@ def _gemm(act: str, method, scheme, cc, static_act: bool, lines: list[str]) -> t
         return act, None
     if method == "mxfp4":  # only the experts are MXFP4; the dense GEMMs run in the model dtype
         return act, "MXFP4 fused MoE (experts only)"
+    if scheme == "group":  # weight-only integers, dequantized inside the GEMM; activations stay 16-bit
+        return "int_wo", "a mixed-precision weight-only kernel (vLLM's choose_mp_linear_kernel)"
     native = cc >= (9, 0) if scheme == "block" else cc >= (8, 9)
     if native:
         if scheme == "block":

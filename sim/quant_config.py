@@ -20,8 +20,10 @@ modelled here, the two FP8 ones and gpt-oss's MXFP4:
   ``get_kv_cache_quant_algo_string``); an unknown one falls back to ``auto``, as vLLM does.
 
 * ``mxfp4`` (gpt-oss): the MoE experts only; see :func:`_mxfp4`.
+* ``awq`` and ``gptq`` (integer weights in groups along the input, made offline; vLLM 0.33 loads
+  both through ``auto_awq.py``/``auto_gptq.py``): see :func:`_awq` and :func:`_gptq`.
 
-Anything else (AWQ, GPTQ, compressed-tensors, NVFP4, bitsandbytes ...) is a method vLLM
+Anything else (compressed-tensors, NVFP4, bitsandbytes ...) is a method vLLM
 knows and ServeLab does not model: :func:`parse_quantization_config` names the field, the value
 and what is modelled, and raises :class:`sim.errors.CatalogError`.
 """
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 
 from sim.errors import CatalogError
 
-MODELLED_METHODS = ("fp8", "modelopt", "mxfp4")
+MODELLED_METHODS = ("fp8", "modelopt", "mxfp4", "awq", "gptq")
 MODELOPT_FP8_ALGOS = ("FP8", "FP8_PER_CHANNEL_PER_TOKEN", "FP8_PB_WO")
 MODELOPT_BLOCK = (128, 128)  # FP8_PB_WO's weight blocks (ModelOpt's 2-D block FP8)
 
@@ -49,6 +51,11 @@ class CheckpointQuant:
     ignored_layers: tuple[str, ...]  # modules left unquantized (lm_head, ...)
     description: str  # e.g. "modelopt FP8"
     warnings: tuple[str, ...] = ()  # what vLLM warns about while reading it
+    # -- awq / gptq: integer weights in groups of ``group_size`` input channels ---------------
+    weight_bits: int | None = None  # 4 (or 8)
+    group_size: int | None = None  # input channels per scale; -1: one group per row (per channel)
+    zero_points: bool = False  # AWQ's zero_point: an int zero per group, kept by Marlin
+    lm_head_quantized: bool = False  # the config's "lm_head": true
 
     def is_ignored(self, module: str) -> bool:
         """Whether ``module`` (a vLLM module name such as "lm_head") is left unquantized."""
@@ -70,6 +77,8 @@ def parse_quantization_config(qc, *, source: str) -> CheckpointQuant:
         return _fp8(qc, where)
     if method == "mxfp4":
         return _mxfp4(qc, where)
+    if method in ("awq", "gptq"):
+        return _awq(qc, where) if method == "awq" else _gptq(qc, where)
     raise CatalogError(
         f"{where}.quant_method: {method!r} is not modelled; ServeLab models "
         f"{' and '.join(MODELLED_METHODS)} (FP8 weights: {', '.join(MODELOPT_FP8_ALGOS)} for modelopt). "
@@ -204,6 +213,82 @@ def _mxfp4(qc: dict, where: str) -> CheckpointQuant:
         method="mxfp4", weight_scheme="mxfp4", activation_scheme="dynamic", weight_block_size=None,
         kv_cache_dtype=None, ignored_layers=tuple(ignored),
         description="mxfp4, MoE experts only (4-bit weights, one 8-bit scale per 32)",
+    )
+
+
+def _int_field(qc: dict, names: tuple[str, ...], where: str, allowed=None) -> int:
+    """The first of ``names`` present (vLLM's ``get_from_keys``), an integer, one of ``allowed``."""
+    for name in names:
+        if name in qc:
+            value = qc[name]
+            if not isinstance(value, int) or isinstance(value, bool) or (allowed and value not in allowed):
+                want = f"one of {', '.join(map(str, allowed))}" if allowed else "an integer"
+                raise CatalogError(f"{where}.{name}: expected {want}, found {_show(value)}")
+            return value
+    raise CatalogError(f"{where}: field {names[0]!r} is missing (vLLM reads {' or '.join(names)})")
+
+
+def _group_size(qc: dict, where: str, names: tuple[str, ...]) -> int:
+    g = _int_field(qc, names, where)
+    if g != -1 and g <= 0:
+        raise CatalogError(f"{where}.{names[-1]}: expected a positive number of input channels or -1 "
+                           f"(one group per row), found {g}")
+    return g
+
+
+def _bool_field(qc: dict, name: str, where: str, default=None) -> bool:
+    value = qc.get(name, default)
+    if not isinstance(value, bool):
+        if value is None:
+            raise CatalogError(f"{where}: field {name!r} is missing; expected true or false")
+        raise CatalogError(f"{where}.{name}: expected true or false, found {_show(value)}")
+    return value
+
+
+def _not_converted(qc: dict, where: str, field: str = "modules_to_not_convert") -> tuple[str, ...]:
+    ignored = qc.get(field) or []
+    if not isinstance(ignored, list) or not all(isinstance(m, str) for m in ignored):
+        raise CatalogError(f"{where}.{field}: expected a list of module names, found {_show(ignored)}")
+    return tuple(ignored)
+
+
+def _awq(qc: dict, where: str) -> CheckpointQuant:
+    """AWQ (``auto_awq.py``, ``AutoAWQConfig.from_config``): ``bits`` (or ``w_bit``; vLLM 0.33 takes
+    4 or 8), ``group_size`` (or ``q_group_size``; -1 one group per row), ``zero_point``, optional
+    ``lm_head`` and ``modules_to_not_convert``. Each linear layer holds ``qweight`` (bits per weight,
+    packed in int32), ``qzeros`` (bits per group and output, packed) and ``scales`` (one per group
+    and output, in the model dtype)."""
+    bits = _int_field(qc, ("w_bit", "bits"), where, allowed=(4, 8))
+    group = _group_size(qc, where, ("q_group_size", "group_size"))
+    zero = _bool_field(qc, "zero_point", where)
+    lm_head = _bool_field(qc, "lm_head", where, default=False)
+    return CheckpointQuant(
+        method="awq", weight_scheme="group", activation_scheme="none", weight_block_size=None,
+        kv_cache_dtype=None, ignored_layers=_not_converted(qc, where),
+        description=f"awq, {bits}-bit weights, groups of {group if group > 0 else 'a whole row'}"
+        + (", zero points" if zero else ""),
+        weight_bits=bits, group_size=group, zero_points=zero, lm_head_quantized=lm_head,
+    )
+
+
+def _gptq(qc: dict, where: str) -> CheckpointQuant:
+    """GPTQ (``auto_gptq.py``, ``AutoGPTQConfig``): ``bits`` 4 or 8, ``group_size``, ``desc_act``,
+    ``sym`` (vLLM 0.33 takes symmetric weights only: "Unsupported quantization config: bits=4,
+    sym=False"), optional ``lm_head``. After loading, Marlin keeps ``qweight`` and ``scales`` and
+    drops the symmetric ``qzeros`` (``kernels/linear/mixed_precision/marlin.py``)."""
+    bits = _int_field(qc, ("bits",), where, allowed=(4, 8))
+    group = _group_size(qc, where, ("group_size",))
+    _bool_field(qc, "desc_act", where)
+    sym = _bool_field(qc, "sym", where)
+    if not sym:
+        raise CatalogError(f"{where}.sym: false is not supported by vLLM 0.33 ('Unsupported quantization config: "
+                           f"bits={bits}, sym=False'); it runs symmetric GPTQ (sym: true) only")
+    lm_head = _bool_field(qc, "lm_head", where, default=False)
+    return CheckpointQuant(
+        method="gptq", weight_scheme="group", activation_scheme="none", weight_block_size=None,
+        kv_cache_dtype=None, ignored_layers=(),
+        description=f"gptq, {bits}-bit symmetric weights, groups of {group if group > 0 else 'a whole row'}",
+        weight_bits=bits, group_size=group, zero_points=False, lm_head_quantized=lm_head,
     )
 
 

@@ -51,9 +51,16 @@ def run_engine(
         # A request not yet sent reaches the engine no earlier than it is sent.
         return min(front.next_handoff_s(), next_arrival_s())
 
-    engine = Engine(env, config, seed=seed, usage=usage, fast_forward=fast_forward,
-                    next_arrival_s=next_engine_arrival_s if frontend is not None else next_arrival_s,
-                    step_time_multiplier=step_time_multiplier, coefficients=coefficients)
+    engine_kwargs = dict(seed=seed, usage=usage, fast_forward=fast_forward,
+                         next_arrival_s=next_engine_arrival_s if frontend is not None else next_arrival_s,
+                         step_time_multiplier=step_time_multiplier, coefficients=coefficients)
+    if config.data_parallel_size > 1:  # DP ranks behind vLLM's load balancer (sim.dp)
+        from sim.dp import DataParallelEngines, check_data_parallel
+
+        check_data_parallel(config)
+        engine = DataParallelEngines(env, config, **engine_kwargs)
+    else:
+        engine = Engine(env, config, **engine_kwargs)
     if frontend is not None:
         front = Frontend(env, engine, frontend, api_server_count)
     if max_concurrency is not None and closed_loop_start == "spread":
@@ -126,10 +133,13 @@ def run_engine(
             if done != last and (done - last >= max(1, total // 100) or done == len(requests) == total):
                 progress(done, total * getattr(workload, "n", 1))
                 last = done
+    collect = collect_result
+    if config.data_parallel_size > 1:
+        from sim.dp import collect_dp_result as collect
     if front is None:
-        return collect_result(engine, requests)
+        return collect(engine, requests)
     handed = sorted(requests.all(), key=lambda r: front.clients[r.request_id].sent_s)
-    result = collect_result(engine, handed)
+    result = collect(engine, handed)
     return with_client_times(result, [front.clients[r.request_id] for r in handed], api_server_count)
 
 

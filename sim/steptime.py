@@ -3,7 +3,8 @@
 :func:`make_step_model` picks the model. Where the GPU has measured operator tables
 (``sim/data/operators/``: H100, H200, A100-80GB, L40S, B200), each step is priced operator by
 operator from timings measured under vLLM (:mod:`sim.ops.model`). Elsewhere, the roofline below
-stands in, and its ``source`` says so (the start-up lines and ``--json`` print it).
+stands in, and its ``source`` says so (the start-up lines and ``--json`` print it). MoE models
+need the tables (the roofline has no MoE layer); MLA models are refused by both.
 
 The roofline. A step runs the batch's tokens through the model once. Its time is
 
@@ -160,29 +161,45 @@ class RooflineStepModel:
         return host_and_gpu_s(c, gpu, num_seqs) * self.multiplier
 
 
-def check_step_time_modelled(model: ModelSpec) -> None:
-    """Refuse what the step time would price wrongly: both step models price every layer as a
-    dense MLP of ``intermediate_size`` and grouped-query attention, which is not what a MoE layer
-    (top-k of many experts) or MLA costs. Raises ConfigError with one line."""
-    if model.is_moe or model.is_mla:
-        kind = " and ".join(k for k, on in (("MoE", model.is_moe), ("MLA", model.is_mla)) if on)
-        raise ConfigError(f"--model {model.name} ({kind}): step time for MoE/MLA models is not modelled yet; "
+def check_step_time_modelled(model: ModelSpec, gpu: GPUSpec | None = None, *, operators: bool = True) -> None:
+    """Refuse what the step time would price wrongly. Raises ConfigError with one line.
+
+    MLA (DeepSeek's latent attention) is not priced by either step model. MoE layers are priced
+    from the measured fused-MoE tables (:mod:`sim.ops.moe`) only: the roofline prices every layer
+    as a dense MLP, so it refuses them (``operators`` False: the roofline is what would run)."""
+    from sim.ops.tables import AIC_SYSTEMS
+
+    if model.is_mla:
+        raise ConfigError(f"--model {model.name} (MLA): step time for MLA models is not modelled yet; "
                           f"`servelab memory` works")
+    if model.is_moe and not operators:
+        where = f"--gpu {gpu.name}" if gpu is not None else "this GPU"
+        raise ConfigError(f"--model {model.name} (MoE): step time for MoE models needs measured operator tables, "
+                          f"which {where} lacks; GPUs with tables: {', '.join(AIC_SYSTEMS)}")
 
 
 def make_step_model(model: ModelSpec, gpu: GPUSpec, tensor_parallel_size: int = 1,
                     coefficients: StepCoefficients | None = None, multiplier: float = 1.0, *,
-                    precision=None, operator_tables: bool = True):
+                    precision=None, operator_tables: bool = True, data_parallel_size: int = 1,
+                    enable_expert_parallel: bool = False, all2all_backend: str = "allgather_reducescatter"):
     """The operator model where ``gpu`` has tables (and the coefficients ask for it, and
     ``operator_tables``), else the roofline. ``precision`` (:class:`sim.precision.Precision`)
-    picks the GEMM and attention tables and the bytes per weight and KV element.
+    picks the GEMM, MoE and attention tables and the bytes per weight and KV element.
+    ``data_parallel_size`` and ``enable_expert_parallel`` (vLLM's ``--data-parallel-size`` and
+    ``--enable-expert-parallel``) select the MoE layer's sharding (:mod:`sim.parallel`: every
+    expert sharded over ``tp x dp`` GPUs, or whole experts spread over them; priced by
+    :mod:`sim.ops.moe`); the model prices one DP rank's steps. They change nothing for a dense
+    model, whose DP ranks are separate engines. ``all2all_backend`` (``--all2all-backend``: vLLM's
+    default ``allgather_reducescatter``, or DeepEP's ``deepep_high_throughput`` /
+    ``deepep_low_latency``) prices the tokens' dispatch under DP with EP.
 
     A table file that is missing or damaged does not stop the run: the roofline stands in, and
-    its ``source`` names the file and the reason (never a silent fallback)."""
+    its ``source`` names the file and the reason (never a silent fallback); for a MoE model,
+    which the roofline cannot price, the reason ends the run in one line instead."""
     from sim.ops.model import OperatorStepModel
     from sim.ops.tables import TableError, load_tables
 
-    check_step_time_modelled(model)
+    check_step_time_modelled(model, gpu)
     c = coefficients or StepCoefficients()
     reason = None
     if operator_tables and c.step_model == "operators":
@@ -190,9 +207,14 @@ def make_step_model(model: ModelSpec, gpu: GPUSpec, tensor_parallel_size: int = 
             tables = load_tables(gpu.name)
             if tables is not None:
                 return OperatorStepModel(tables, model, gpu, tensor_parallel_size, c, precision=precision,
-                                         multiplier=multiplier)
+                                         multiplier=multiplier, data_parallel_size=data_parallel_size,
+                                         enable_expert_parallel=enable_expert_parallel,
+                                         all2all_backend=all2all_backend)
         except TableError as exc:
             reason = str(exc)
+    if model.is_moe and reason:
+        raise ConfigError(f"--model {model.name} (MoE): the operator tables cannot price it ({reason})")
+    check_step_time_modelled(model, gpu, operators=False)
     roofline = RooflineStepModel(model, gpu, tensor_parallel_size, c, multiplier, precision=precision)
     if reason:
         roofline.source = f"roofline fallback: {reason}"

@@ -10,6 +10,7 @@ Sources of the published figures (billions of parameters; tolerance in the table
   gpt-oss-20b 20.91 / 3.61, "active" counting the unembedding but not the embedding table;
   checkpoint sizes 60.8 GiB and 12.8 GiB (MXFP4 experts).
 * google/gemma-3-27b-it on Hugging Face: 27.4B parameters (text model, SigLIP tower and projector).
+* Qwen/QwQ-32B-Preview model card: 32.5B parameters (its AWQ quantization has the same shapes).
 
 The KV-cache figures are computed twice: from first principles in the test, and by vLLM 0.33's own
 spec classes and planning functions (tools/vllm_reference/kv_groups_probe.py, run in .venv-vllm).
@@ -49,6 +50,7 @@ PUBLISHED = [
     pytest.param("openai/gpt-oss-120b", 116.83, 5.13, 0.005, id="gpt-oss-120b"),
     pytest.param("openai/gpt-oss-20b", 20.91, 3.61, 0.005, id="gpt-oss-20b"),
     pytest.param("google/gemma-3-27b-it", 27.4, None, 0.01, id="gemma-3-27b"),
+    pytest.param("Orion-zhen/QwQ-32B-Preview-AWQ", 32.5, None, 0.01, id="qwq-32b-awq"),
 ]
 NEW_MODELS = [p.values[0] for p in PUBLISHED]
 
@@ -266,7 +268,7 @@ MEMORY_CASES = [
     ("qwen2.5-7b", "l40s", 1), ("qwen3-8b", "a100-80gb", 1), ("qwen3-32b", "h100", 2), ("gemma-3-27b", "h200", 1),
     ("mixtral-8x7b", "a100-80gb", 2), ("qwen3-30b-a3b", "h100", 1), ("qwen3-235b-a22b", "h200", 4),
     ("qwen3-235b-a22b-fp8", "h200", 4), ("deepseek-v3", "h200", 8), ("gpt-oss-20b", "l40s", 1),
-    ("gpt-oss-120b", "h100", 1),
+    ("gpt-oss-120b", "h100", 1), ("qwq-32b-awq", "l40s", 1),
 ]
 
 
@@ -331,12 +333,21 @@ def test_tensor_parallel_not_dividing_the_heads(capsys):
 
 
 # -- the engine --------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["mixtral-8x7b", "deepseek-v3", "gpt-oss-120b"])
-def test_step_time_refuses_moe_and_mla(name):
+def test_step_time_refuses_mla():
     from sim.steptime import make_step_model
 
-    with pytest.raises(ConfigError, match="step time for MoE/MLA models is not modelled yet; `servelab memory` works"):
-        make_step_model(get_model(name), get_gpu("h200"), 8)
+    with pytest.raises(ConfigError, match="step time for MLA models is not modelled yet; `servelab memory` works"):
+        make_step_model(get_model("deepseek-v3"), get_gpu("h200"), 8)
+
+
+@pytest.mark.parametrize("name", ["mixtral-8x7b", "gpt-oss-120b"])
+def test_moe_step_time_needs_the_tables(name):
+    """The roofline has no MoE layer: a GPU without tables refuses in one line naming those with."""
+    from sim.steptime import make_step_model
+
+    with pytest.raises(ConfigError, match=r"\(MoE\): step time for MoE models needs measured operator tables, "
+                                          r"which --gpu a10g lacks; GPUs with tables: a100-80gb, h100-80gb, h200"):
+        make_step_model(get_model(name), get_gpu("a10g"), 1)
 
 
 @pytest.mark.parametrize("name, gpu", [("qwen3-8b", "h100"), ("gemma-3-27b", "h200")])

@@ -32,12 +32,15 @@ def test_engine_speed_prints_every_run():
     assert any(line.startswith("vidur point: llama-2-70b tp2 a100, 200 x 512/128") for line in lines)
     for model in ("llama-2-7b a100-80gb", "llama-2-70b tp2 a100-80gb"):
         assert any(line.startswith(f"sharegpt-like, {model}, 200 offline") for line in lines)
-    assert sum("online at 80% of capacity" in line for line in lines) == 2
+    for model in ("dense twin h200", "MoE h200"):  # item 5: the MoE row
+        assert any(line.startswith(f"sharegpt-like, {model}, 200 offline") for line in lines)
+    assert sum("online at 80% of capacity" in line for line in lines) == 4
     assert sum(line.lstrip().startswith("floor:") for line in lines) == 2
     assert sum("without fast-forward" in line for line in lines) == 1
+    assert any(line.startswith("MoE / dense cpu time: offline ") and "(target: at most 2x)" in line for line in lines)
     # Every engine row reports the simulated time against the wall time.
     rows = [line for line in lines if "simulated req/s" in line]
-    assert len(rows) == 6
+    assert len(rows) == 10
     assert all("x real time" in line for line in rows)
 
 

@@ -3,9 +3,9 @@ step-by-step result: every request's times, the block counts after every engine 
 the block pool at the end (free queue order, prefix cache, evictions), block id for block id.
 
 The models are Gemma 3 27B's config.json with a short window (so that windows slide within a
-1,024-token request): its 6 sliding and 1 full KV cache groups; and the same file with gpt-oss's
-layer pattern (alternating sliding and full layers, window 128: one group of each), since the
-step time of gpt-oss itself (MoE) is not modelled on this branch.
+1,024-token request): its 6 sliding and 1 full KV cache groups; the same file with gpt-oss's
+layer pattern (alternating sliding and full layers, window 128 or 40: one group of each); and
+gpt-oss-20b itself.
 """
 
 from __future__ import annotations
@@ -95,11 +95,14 @@ def assert_identical(config: EngineConfig, workload, seed: int = 0) -> None:
 
 @st.composite
 def scenarios(draw):
-    kind = draw(st.sampled_from(["gemma3", "gpt-oss"]))
-    window = draw(st.sampled_from([17, 48, 128] if kind == "gemma3" else [128, 40]))
+    kind = draw(st.sampled_from(["gemma3", "gpt-oss", "gpt-oss-20b"]))
+    if kind == "gpt-oss-20b":  # the real one (window 128; MoE step time)
+        model = "gpt-oss-20b"
+    else:
+        model = model_path(kind, draw(st.sampled_from([17, 48, 128] if kind == "gemma3" else [128, 40])))
     groups = 7 if kind == "gemma3" else 2
     config = EngineConfig(
-        model=model_path(kind, window), gpu="h200",
+        model=model, gpu="h200",
         max_num_seqs=draw(st.integers(2, 48)),
         max_num_batched_tokens=draw(st.sampled_from([256, 512, 2048])),
         max_model_len=1024,

@@ -256,3 +256,73 @@ def test_batching_spread_sweep():
     sweep = at.dataframe[1].value
     assert list(sweep["range ratio"]) == [0.0, 0.5, 0.9]
     assert (sweep["gain"] > 0).all()
+
+
+# -- today's models (issue 12) ------------------------------------------------------------------------
+def test_what_if_offers_the_new_models():
+    at = open_page("what_if")
+    options = at.selectbox(key="wi_model").options
+    for name in ("Qwen/Qwen3-32B", "google/gemma-3-27b-it", "mistralai/Mixtral-8x7B-v0.1", "Qwen/Qwen3-30B-A3B",
+                 "deepseek-ai/DeepSeek-V3", "openai/gpt-oss-120b"):
+        assert any(o.startswith(name) for o in options), name
+    assert any("MoE 128 experts, top-8" in o for o in options)
+
+
+def test_what_if_places_a_moe_models_experts_and_says_what_is_not_modelled():
+    at = open_page("what_if", wi_model="Qwen/Qwen3-30B-A3B", wi_tp=2, wi_dp=2, wi_ep=True, wi_max_model_len=8192)
+    placement = next(d.value for d in at.dataframe if "placement" in d.value.columns)
+    experts = placement[placement.part == "routed experts"].iloc[0]
+    assert experts.placement == "32 whole experts of 128 (EP 4)"
+    text = texts(at)
+    assert "Each of the 2 DP ranks has its own KV cache" in text
+    from sim.catalog import get_gpu, get_model
+    from sim.errors import ConfigError
+    from sim.steptime import make_step_model
+
+    try:  # until the MoE step time lands, the page says so in place of the load simulation
+        make_step_model(get_model("qwen3-30b-a3b"), get_gpu("h100"), 2, data_parallel_size=2,
+                        enable_expert_parallel=True)
+        modelled = True
+    except ConfigError:
+        modelled = False
+    assert ("Step time for this model is not modelled yet" in text) == (not modelled)
+    code = "\n".join(c.value for c in at.code)
+    assert "--data-parallel-size=2" in code and "--enable-expert-parallel" in code and "nvidia.com/gpu: 4" in code
+    assert bool([b for b in at.button if b.key == "wi_run"]) == modelled
+
+
+def test_what_if_mla_model_shows_memory_and_says_step_time_is_not_modelled():
+    at = open_page("what_if", wi_model="deepseek-ai/DeepSeek-V3", wi_gpu="h200", wi_tp=8, wi_max_model_len=8192)
+    labels = [m.label for m in at.metric]
+    assert "GPU KV cache (tokens)" in labels
+    from sim.catalog import get_gpu, get_model
+    from sim.errors import ConfigError
+    from sim.steptime import make_step_model
+
+    try:  # until MLA's step time lands, the page says so in place of the load simulation
+        make_step_model(get_model("deepseek-v3"), get_gpu("h200"), 8)
+        modelled = True
+    except ConfigError:
+        modelled = False
+    assert any(b.key == "wi_run" for b in at.button) == modelled
+    assert ("Step time for this model is not modelled yet" in texts(at)) == (not modelled)
+
+
+def test_what_if_runs_data_parallel_ranks_of_a_dense_model():
+    at = open_page("what_if", wi_dp=2, wi_num_prompts=20, wi_rates=[8.0], wi_output_len=32)
+    assert "Each of the 2 DP ranks has its own KV cache" in texts(at)
+    at.button(key="wi_run").click().run()
+    assert not at.exception, at.exception
+    assert (at.dataframe[-1].value.output_throughput > 0).all()
+
+
+def test_capacity_planner_offers_expert_parallelism_for_a_moe_model():
+    at = open_page("capacity", cp_model="Qwen/Qwen3-30B-A3B", cp_gpus=["h100-80gb"], cp_tp=[1, 2], cp_mns=[64],
+                   cp_mnbt=[8192], cp_quant=["model's own"], cp_kv=["auto"], cp_max_replicas=2)
+    assert next(m for m in at.metric if m.label == "Candidates").value == "4"  # TP1, TP2; x 2 replica counts
+    at.toggle(key="cp_ep").set_value(True).run()
+    assert not at.exception, at.exception
+    candidates = next(m for m in at.metric if m.label == "Candidates")
+    assert candidates.value == "6"  # TP1, TP2, TP2 with EP; x 2 replica counts
+    dense = open_page("capacity")
+    assert not [t for t in dense.toggle if t.key == "cp_ep"]

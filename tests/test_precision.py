@@ -322,7 +322,8 @@ def test_refusals(model, gpu, flags, message):
 
 
 @pytest.mark.parametrize("flags, message", [
-    ({"quantization": "awq"}, "--quantization: 'awq' is not modelled (vLLM has it; ServeLab does not model it)"),
+    ({"quantization": "bitsandbytes"},
+     "--quantization: 'bitsandbytes' is not modelled (vLLM has it; ServeLab does not model it)"),
     ({"quantization": "int3"}, "--quantization: 'int3' is not modelled; ServeLab models fp8,"),
     ({"dtype": "fp8"}, "--dtype: expected one of auto, half, float16, bfloat16, float, float32, got 'fp8'"),
     ({"kv_cache_dtype": "int8"}, "--kv-cache-dtype: expected one of auto, fp8, fp8_e4m3, fp8_e5m2"),
@@ -334,7 +335,8 @@ def test_engine_config_checks_the_spelling(flags, message):
 
 # -- config.json: what is not modelled, one line each; and a fuzz ----------------------------------
 @pytest.mark.parametrize("qc, message", [
-    ({"quant_method": "awq", "bits": 4}, "quantization_config.quant_method: 'awq' is not modelled"),
+    ({"quant_method": "awq", "bits": 4}, "quantization_config: field 'q_group_size' is missing (vLLM reads "
+                                         "q_group_size or group_size)"),
     ({"quant_method": "compressed-tensors"}, "quantization_config.quant_method: 'compressed-tensors' is not modelled"),
     ({"producer": {"name": "modelopt"}, "quantization": {"quant_algo": "NVFP4"}},
      "quantization_config.quantization.quant_algo: 'NVFP4' is not modelled"),
@@ -364,9 +366,10 @@ def test_unknown_modelopt_kv_algo_falls_back_to_auto_with_vllms_warning():
 
 _KEYS = ["quant_method", "activation_scheme", "weight_block_size", "ignored_layers", "modules_to_not_convert",
          "producer", "quantization", "quant_algo", "kv_cache_quant_algo", "kv_cache_scheme", "ignore",
-         "exclude_modules", "fmt"]
+         "exclude_modules", "fmt", "bits", "w_bit", "group_size", "q_group_size", "zero_point", "sym", "desc_act",
+         "lm_head"]
 _leaf = st.one_of(st.none(), st.booleans(), st.integers(-2, 300), st.floats(allow_nan=True),
-                  st.sampled_from(["fp8", "FP8", "modelopt", "static", "dynamic", "FP8_PB_WO", "fp8_e4m3", "awq",
+                  st.sampled_from(["fp8", "FP8", "modelopt", "static", "dynamic", "FP8_PB_WO", "fp8_e4m3", "awq", "gptq",
                                    "FP8_PER_CHANNEL_PER_TOKEN", "NVFP4", "lm_head", "float", ""]),
                   st.text(max_size=6))
 _value = st.recursive(_leaf, lambda inner: st.one_of(st.lists(inner, max_size=3),
@@ -383,8 +386,8 @@ def test_fuzzed_quantization_config_parses_or_says_why(qc):
     except CatalogError as exc:
         assert str(exc).startswith("config.json: quantization_config") and "\n" not in str(exc)
         return
-    assert isinstance(q, CheckpointQuant) and q.method in ("fp8", "modelopt")
-    assert q.weight_scheme in ("per-tensor", "per-channel", "block")
+    assert isinstance(q, CheckpointQuant) and q.method in ("fp8", "modelopt", "mxfp4", "awq", "gptq")
+    assert q.weight_scheme in ("per-tensor", "per-channel", "block", "mxfp4", "group")
     assert (q.weight_block_size is not None) == (q.weight_scheme == "block")
     assert q.kv_cache_dtype in (None, "fp8_e4m3")
     # Whatever parses also plans, or is refused in one line by vLLM's rules.
@@ -416,7 +419,8 @@ def test_hf_quant_config_json_beside_config_json_is_read(tmp_path):
 
 # -- the command line ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("argv, message", [
-    (["memory", "--model", "llama-3.1-8b", "--gpu", "h100", "-q", "awq"], "error: --quantization: 'awq' is not"),
+    (["memory", "--model", "llama-3.1-8b", "--gpu", "h100", "-q", "awq"],
+     "error: --quantization awq: meta-llama/Llama-3.1-8B has no awq quantization_config in its config.json"),
     (["memory", "--model", "llama-3.1-8b", "--gpu", "t4", "--kv-cache-dtype", "fp8"],
      "error: --kv-cache-dtype fp8: FP8 KV cache is not supported"),
     (["memory", "--model", "llama-3.1-8b-fp8", "--gpu", "t4"],
@@ -424,8 +428,8 @@ def test_hf_quant_config_json_beside_config_json_is_read(tmp_path):
     (["memory", "--model", "llama-3.1-8b", "--gpu", "h100", "--dtype", "fp16"], "error: --dtype: expected one of"),
     (["bench", "throughput", "--model", "llama-3.1-8b", "--gpu", "t4", "--dtype", "bfloat16", "--num-prompts", "2"],
      "error: --dtype bfloat16: Bfloat16 is only supported"),
-    (["bench", "serve", "--model", "llama-3.1-8b", "--gpu", "h100", "--quantization", "gptq", "--num-prompts", "2"],
-     "error: --quantization: 'gptq' is not modelled"),
+    (["bench", "serve", "--model", "llama-3.1-8b", "--gpu", "h100", "--quantization", "bitsandbytes",
+      "--num-prompts", "2"], "error: --quantization: 'bitsandbytes' is not modelled"),
 ], ids=["memory-awq", "memory-t4-fp8-kv", "memory-modelopt-t4", "memory-bad-dtype", "bench-throughput-bf16-t4",
         "bench-serve-gptq"])
 def test_cli_bad_input_is_one_line_exit_2(capsys, argv, message):
@@ -436,11 +440,11 @@ def test_cli_bad_input_is_one_line_exit_2(capsys, argv, message):
 
 def test_cli_unquantized_config_json_with_bad_quantization(capsys, tmp_path):
     cfg = json.loads((ROOT / "sim/data/models/meta-llama--Llama-3.1-8B.json").read_text())
-    cfg["quantization_config"] = {"quant_method": "gptq", "bits": 4}
+    cfg["quantization_config"] = {"quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": False, "sym": False}
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     assert main(["memory", "--model", str(tmp_path), "--gpu", "h100"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "quantization_config.quant_method: 'gptq' is not modelled" in err
+    assert err.count("\n") == 1 and "quantization_config.sym: false is not supported by vLLM 0.33" in err
 
 
 def test_cli_memory_json_has_a_precision_object(capsys):
@@ -452,7 +456,7 @@ def test_cli_memory_json_has_a_precision_object(capsys):
         "quantization": "modelopt", "weight_scheme": "per-tensor", "weight_block_size": None,
         "weight_bytes_per_param": 1, "kv_bytes_per_element": 1, "lm_head_quantized": False,
         "linear_kernel": "CutlassFP8ScaledMMLinearKernel", "attention_backend": "FLASH_ATTN",
-        "moe_size_alignment": None,
+        "moe_size_alignment": None, "weight_bits": None, "group_size": None, "zero_points": False,
         "source": "config.json quantization_config: modelopt FP8 with FP8 KV cache; KV cache fp8_e4m3 from the checkpoint",
     }
     assert data["kv_bytes_per_token"] == 2 * 80 * 4 * 128 * 1

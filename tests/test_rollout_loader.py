@@ -173,3 +173,27 @@ def test_a_student_folder_is_completed_from_the_course_manifests(tmp_path):
     bg = {s.name: s for s in m.background.metrics}
     assert bg["llm-judge-score"].success.text.endswith("> 0.8")  # the student's template wins
     assert "ai-api-gate-phase1" in m.templates and "ai-api-canary" in m.services
+
+
+def test_parallel_flags_from_the_pod():
+    c = engine_config_from_args(("vllm", "serve", "Qwen/Qwen3-30B-A3B", "--gpu=h100", "-tp", "2", "-dp=2",
+                                 "--enable-expert-parallel"), "rollout.yaml")
+    assert (c.tensor_parallel_size, c.data_parallel_size, c.enable_expert_parallel) == (2, 2, True)
+
+
+def test_tp_times_dp_must_fit_the_pods_gpus(folder):
+    """vLLM needs a GPU per rank in the pod; with resources.limits nvidia.com/gpu set, tp x dp is held to it."""
+    container = ["spec", "template", "spec", "containers", 0]
+
+    def change(doc):
+        c = doc["spec"]["template"]["spec"]["containers"][0]
+        c["args"] = [a for a in c["args"] if not a.startswith("--tensor-parallel-size")] + [
+            "--tensor-parallel-size=2", "--data-parallel-size=2"]
+        c["resources"] = {"limits": {"nvidia.com/gpu": 2}}
+
+    edit_yaml(folder, "rollout.yaml", 0, change)
+    with pytest.raises(ManifestError, match=r"containers\[0\]: --data-parallel-size 2 x --tensor-parallel-size 2 = 4 "
+                                            r"GPUs, more than the 2 available"):
+        load_manifests(folder)
+    edit_yaml(folder, "rollout.yaml", 0, _set(container + ["resources", "limits", "nvidia.com/gpu"], 4))
+    assert load_manifests(folder).engine_config.data_parallel_size == 2

@@ -105,6 +105,40 @@ def test_tokenizer_round_trips_words(ws):
     assert tok.decode(ids) == text
 
 
+@given(st.text(alphabet=st.sampled_from("ab_1é٣ .,!\t\n\u00a0\u2003-"), max_size=300))
+def test_last_word_reads_what_the_pattern_finds(text):
+    import re
+
+    from lab.server.tokenizer import last_word
+
+    def by_pattern(s: str) -> str | None:  # the definition: the pattern, searched near the end
+        m = re.compile(r"(\w+|[^\w\s])\s*\Z").search(s, max(0, len(s.rstrip()) - 256))
+        return m.group(1) if m else None
+
+    for s in (text, "x" * 300 + text, text + "y" * 300):
+        assert last_word(s) == by_pattern(s)
+
+
+@pytest.mark.parametrize("prompt", [list(range(1000, 1512)), [], ["1", 2], [1, "2"], [True, 2], [1.0, 2],
+                                    [[1, 2], [3]], "text", ["a", "b"], 5, [{}], None, [2**70]])
+def test_completion_prompt_validates_as_the_plain_union(prompt):
+    from pydantic import BaseModel, ConfigDict, ValidationError
+
+    from lab.server.protocol import CompletionRequest
+
+    class Plain(BaseModel):  # the field without the token-id fast path
+        model_config = ConfigDict(extra="allow")
+        prompt: str | list[str] | list[int] | list[list[int]]
+
+    def outcome(model):
+        try:
+            return model.model_validate({"prompt": prompt}).prompt
+        except ValidationError as exc:
+            return [(e["loc"], e["type"], e["msg"]) for e in exc.errors()]
+
+    assert outcome(CompletionRequest) == outcome(Plain)
+
+
 def test_tokenizer_is_deterministic_across_instances_and_punctuation_attaches():
     text = "What is the capital of France? It is Paris, of course."
     a, b = Tokenizer(), Tokenizer()
@@ -229,6 +263,47 @@ def test_token_chunk_template_gives_the_bytes_json_dumps_would(chat):
         for k in range(len(words)):
             finish = "length" if k == len(words) - 1 else None
             assert a.token_chunk(index, k) == P.sse(b.chunk(index, b.piece(index, k), finish))
+
+
+@given(st.lists(st.floats(min_value=0.0, max_value=200.0, allow_nan=False), max_size=60))
+def test_observe_each_matches_one_observe_per_value(values):
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+    from lab.server.metrics import observe_each
+    from sim.metrics import VLLM_BUCKETS
+
+    buckets = list(VLLM_BUCKETS["inter_token_latency_seconds"])
+    values = values + [buckets[0], buckets[3], 0.0]  # values on a bound land in that bucket
+    one, batched = CollectorRegistry(), CollectorRegistry()
+    h_one = Histogram("itl", "d", ["m"], buckets=buckets, registry=one).labels(m="x")
+    h_batched = Histogram("itl", "d", ["m"], buckets=buckets, registry=batched).labels(m="x")
+    h_one.observe(0.25)  # a sum that is not zero already
+    h_batched.observe(0.25)
+    for v in values:
+        h_one.observe(v)
+    observe_each(h_batched, values)
+    def samples(registry):  # every line but the creation time
+        return [line for line in generate_latest(registry).splitlines() if b"_created" not in line]
+
+    assert samples(batched) == samples(one)
+
+
+def test_metrics_series_appear_when_first_observed_and_accumulate():
+    from types import SimpleNamespace
+
+    from lab.server.metrics import ServerMetrics
+
+    m = ServerMetrics(model_name="m", service="svc", max_model_len=4096, stats_source=lambda: None)
+    ttft = b'vllm:time_to_first_token_seconds_count{engine="0",model_name="m"}'
+    assert ttft not in m.exposition()  # no labelled series before its first observation
+    request = SimpleNamespace(num_output_tokens=3, num_prompt_tokens=5, arrival_s=0.0,
+                              first_scheduled_s=0.1, first_token_s=0.2)
+    for n in (1, 2):
+        m.observe_finished(request, 0.5, [0.2, 0.3, 0.5])
+        m.observe_http(404, 0.01)
+        lines = m.exposition().splitlines()
+        assert ttft + b" %d.0" % n in lines
+        assert b'http_requests_total{service="svc",status="404"} %d.0' % n in lines
+        assert b'vllm:inter_token_latency_seconds_count{engine="0",model_name="m"} %d.0' % (2 * n) in lines
 
 
 def test_lag_monitor_buckets_quantile_and_one_warning_per_window(caplog):

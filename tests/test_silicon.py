@@ -87,17 +87,47 @@ def test_validate_silicon_json_has_the_rows_the_peer_script_joins_on(tmp_path, m
     import lab.calibrate.silicon as silicon
     from lab.cli.main import main
 
-    monkeypatch.setattr(silicon, "load_rows", lambda: CHEAP)
+    moe = [r for r in load_rows(moe_only=True) if r.label == "gpt-oss-120b tp8 1024/1024 c4"
+           or r.label == "GPT-OSS-120B tp8 1024/1024 c4"][:1]
+    assert moe
+    monkeypatch.setattr(silicon, "load_rows", lambda **kw: CHEAP + moe)
     monkeypatch.setattr(silicon, "pool_map", _serial_pool)
     out = tmp_path / "v.json"
     assert main(["validate", "--silicon", "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "Real vLLM runs on H200" in text and "MAPE overall" in text
+    assert "Real vLLM runs on H200" in text and "MAPE overall (dense)" in text and "MAPE overall MoE" in text
+    assert "(MoE: a prediction, never fitted to)" in text
     data = json.loads(out.read_text())["silicon"]
-    assert len(data["rows"]) == 2 and data["targets"] == {"ttft": 0.20, "tpot": 0.08}
+    assert len(data["rows"]) == 3 and data["targets"] == {"ttft": 0.20, "tpot": 0.08}
+    assert data["moe_targets"] == {"ttft": 0.25, "tpot": 0.12}
+    assert data["mape"]["overall"]["rows"] == 2 and data["mape"]["overall MoE"]["rows"] == 1
+    assert [r["moe"] for r in data["rows"]] == [False, False, True]
     for key in ("model", "isl", "osl", "concurrency", "tp", "ep", "real_ttft_ms", "real_tpot_ms", "sim_ttft_ms",
                 "sim_tpot_ms"):
         assert key in data["rows"][0]
+
+
+def test_the_moe_rows_and_their_parallel_layout():
+    """The source's moe_tp column gives each MoE row its data-parallel size (tp x dp = moe_tp x ep):
+    no Qwen3-235B row runs on one GPU, 19 are data-parallel, 6 expert-parallel."""
+    rows = load_rows(moe_only=True)
+    qwen = [r for r in rows if r.model == "Qwen/Qwen3-235B-A22B-FP8"]
+    assert len(qwen) == 51 and len(rows) == 117
+    assert all(r.tp * r.data_parallel > 1 for r in qwen)
+    assert sum(r.data_parallel > 1 for r in qwen) == 19 and sum(r.ep > 1 for r in qwen) == 6
+    assert {r.data_parallel for r in qwen if r.tp == 1} == {2, 4}
+    assert all(r.data_parallel == 1 for r in rows if r.model == "GPT-OSS-120B")
+    assert all(r.data_parallel == 1 for r in load_rows())  # dense rows: no DP
+
+
+def test_a_dp_row_runs_the_engine_s_dp_ranks():
+    from sim.silicon import row_config
+
+    row = next(r for r in load_rows(moe_only=True) if r.data_parallel == 2 and r.concurrency == 9)
+    config = row_config(row)
+    assert config.data_parallel_size == 2 and config.tensor_parallel_size == 1 and not config.enable_expert_parallel
+    ep = next(r for r in load_rows(moe_only=True) if r.ep == 2)
+    assert row_config(ep).enable_expert_parallel and row_config(ep).data_parallel_size == 1
 
 
 def test_from_aiconfigurator_without_the_package_is_one_line(tmp_path, capsys):

@@ -20,6 +20,21 @@ What is kept, per GPU (latencies in milliseconds, as measured):
   column plus one (the KV the new token reads, its own included).
 - ``custom_allreduce_perf.parquet``: vLLM's custom all-reduce (CUDA-graph and eager variants)
   by GPU count and message size (bfloat16 elements).
+- ``moe_perf.parquet``: vLLM's fused MoE layer (routed experts only), ``moe/<dtype>/<slab>`` over
+  (``moe_tp``, ``moe_ep``) pairs (``<slab>_par``) x ``moe/num_tokens``, for dtype bfloat16, fp8,
+  fp8_block, w4a16_mxfp4 and int4_wo where measured. Only the slabs (hidden, intermediate, top-k,
+  experts) of the catalog's MoE models are kept (:data:`MOE_SLABS`; :mod:`sim.ops.moe` scales
+  others from the nearest). Of the table's three routing distributions, the one aiconfigurator's
+  own vLLM model reads is kept: ``power_law_1.2`` for the generic MoE models (Qwen3-MoE, Mixtral,
+  gpt-oss: ``sdk/models/moe.py``, ``_power_law_alpha = 1.2``) and ``power_law_1.01`` for
+  DeepSeek (``sdk/models/deepseek.py``). Each point was measured with one kernel, the one vLLM
+  selected for that shape and dtype (the file has no shape measured with two). Points not measured
+  are filled along the token axis: between measured points linearly in log(tokens), past the last
+  in proportion to the tokens.
+- ``moe_a2a_perf.parquet`` (H100, H200, B200 only): DeepEP's dispatch and combine, high-throughput
+  (``deepep_ht``) and low-latency (``deepep_ll``) kernels, ``a2a/<backend>/<phase>/h<hidden>_k<topk>_e<experts>_ep<ep>``
+  over ``a2a/<backend>/num_tokens`` (tokens a rank sends), every measured shape (EP 8 on one node
+  only). Its latency column is in microseconds; it is kept in milliseconds like the others.
 - ``mla_context_module_perf.parquet`` and ``mla_generation_module_perf.parquet`` (where the
   system has them: H100, H200, B200, L40S): DeepSeek-V3's whole MLA attention block measured
   as one module (:mod:`sim.ops.mla` says what a row includes), one slab per (heads on the GPU,
@@ -45,6 +60,17 @@ from sim.ops.tables import AIC_SYSTEMS, OPERATORS_DIR
 PACKAGE = "aiconfigurator-core"
 PACKAGE_VERSION = "0.12.0"
 GEMM_DTYPES = ("bfloat16", "fp8", "fp8_block")
+MOE_DTYPES = ("bfloat16", "fp8", "fp8_block", "w4a16_mxfp4", "int4_wo")
+# (hidden, moe intermediate, top-k, experts) of the catalog's MoE models -> the routing
+# distribution aiconfigurator's vLLM model prices them with (see the module docstring).
+MOE_SLABS = {
+    (2048, 768, 8, 128): "power_law_1.2",  # Qwen3-30B-A3B
+    (4096, 1536, 8, 128): "power_law_1.2",  # Qwen3-235B-A22B
+    (4096, 14336, 2, 8): "power_law_1.2",  # Mixtral-8x7B
+    (2880, 2880, 4, 128): "power_law_1.2",  # gpt-oss-120b
+    (2880, 2880, 4, 32): "power_law_1.2",  # gpt-oss-20b
+    (7168, 2048, 8, 256): "power_law_1.01",  # DeepSeek-V3
+}
 ATTENTION_KV_DTYPES = ("bfloat16", "fp8")
 MLA_GEMM_DTYPES = ("bfloat16", "fp8_block")
 
@@ -164,6 +190,54 @@ def derive_allreduce(df) -> dict[str, np.ndarray]:
     return out
 
 
+def moe_slab_key(dtype: str, hidden: int, inter: int, topk: int, experts: int) -> str:
+    return f"moe/{dtype}/h{hidden}_i{inter}_k{topk}_e{experts}"
+
+
+def derive_moe(df) -> dict[str, np.ndarray]:
+    """One slab per (dtype, catalog shape) over (moe_tp, moe_ep) pairs x tokens."""
+    out: dict[str, np.ndarray] = {}
+    tokens = np.array(sorted(df.num_tokens.unique()), dtype=np.int64)
+    out["moe/num_tokens"] = tokens
+    for (h, i, k, e), dist in MOE_SLABS.items():
+        shape = df[(df.hidden_size == h) & (df.inter_size == i) & (df.topk == k) & (df.num_experts == e)
+                   & (df.distribution == dist)]
+        for dtype in MOE_DTYPES:
+            part = shape[shape.moe_dtype == dtype]
+            if part.empty:
+                continue
+            best = part.groupby(["moe_tp_size", "moe_ep_size", "num_tokens"]).latency.min()
+            pairs = sorted({(int(t), int(p)) for t, p, _ in best.index})
+            grid = np.full((len(pairs), len(tokens)), np.nan)
+            for (t, p, n), v in best.items():
+                grid[pairs.index((int(t), int(p))), np.searchsorted(tokens, n)] = v
+            for row in grid:
+                ok = np.flatnonzero(~np.isnan(row))
+                inner = np.arange(ok[0], ok[-1] + 1)
+                row[inner] = np.interp(np.log(tokens[inner]), np.log(tokens[ok]), row[ok])
+                row[ok[-1] + 1:] = row[ok[-1]] * tokens[ok[-1] + 1:] / tokens[ok[-1]]
+                row[:ok[0]] = row[ok[0]]
+            key = moe_slab_key(dtype, h, i, k, e)
+            out[key] = grid.astype(np.float32)
+            out[key + "_par"] = np.array(pairs, dtype=np.int64)
+    return out
+
+
+def derive_a2a(df) -> dict[str, np.ndarray]:
+    """DeepEP dispatch and combine latency (ms) by backend, phase and shape, over tokens."""
+    out: dict[str, np.ndarray] = {}
+    df = df[df.comm_backend.isin(["deepep_ht", "deepep_ll"]) & (df.node_num == 1)]
+    for backend, part in df.groupby("comm_backend"):
+        tokens = np.array(sorted(part.num_tokens.unique()), dtype=np.int64)
+        out[f"a2a/{backend}/num_tokens"] = tokens
+        for (phase, h, k, e, ep), cell in part.groupby(["phase", "hidden_size", "topk", "num_experts", "ep_size"]):
+            series = cell.groupby("num_tokens").latency.min().reindex(tokens).to_numpy(dtype=np.float64) / 1e3
+            ok = ~np.isnan(series)
+            series[~ok] = np.interp(np.log(tokens[~ok]), np.log(tokens[ok]), series[ok])
+            out[f"a2a/{backend}/{phase}/h{h}_k{k}_e{e}_ep{ep}"] = series.astype(np.float32)
+    return out
+
+
 def derive_mla(df, phase: str) -> dict[str, np.ndarray]:
     """DeepSeek-V3's MLA module, one slab per (heads, KV dtype, GEMM dtype) over (batch, length)."""
     out: dict[str, np.ndarray] = {}
@@ -192,12 +266,17 @@ def derive_gpu(data_dir: Path, system: str) -> tuple[dict[str, np.ndarray], dict
         ("attention", "context_attention_perf.parquet", lambda d: derive_attention(d, "context")),
         ("attention", "generation_attention_perf.parquet", lambda d: derive_attention(d, "generation")),
         ("comm", "custom_allreduce_perf.parquet", derive_allreduce),
+        ("moe", "moe_perf.parquet", derive_moe),
     ):
         path = _latest(base / op / "vllm", filename)
         if path is None:
             raise ConfigError(f"{base / op / 'vllm'}: no {filename} under any vLLM version folder")
         arrays.update(derive(_read(path)))
         sources[filename] = str(path.relative_to(data_dir.parent.parent))
+    a2a = _latest(base / "comm" / "vllm", "moe_a2a_perf.parquet")  # measured on some GPUs only
+    if a2a is not None:
+        arrays.update(derive_a2a(_read(a2a)))
+        sources["moe_a2a_perf.parquet"] = str(a2a.relative_to(data_dir.parent.parent))
     # MLA (DeepSeek-V3): only some systems measured it; the others have no mla/ arrays.
     for phase in ("context", "generation"):
         filename = f"mla_{phase}_module_perf.parquet"

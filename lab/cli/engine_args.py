@@ -14,7 +14,7 @@ def add_engine_args(p: argparse.ArgumentParser, *, model_positional: bool = Fals
         g.add_argument("--model", required=True, help="HuggingFace id, short alias, or path to a config.json")
     g.add_argument("--gpu", required=True, help="a10g, l4, l40s, a100-40gb, a100-80gb, h100-80gb, h200, b200, t4")
     g.add_argument("--engine", default="vllm", choices=ENGINES, help="vllm (default) or a baseline it replaced")
-    g.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
+    add_parallel_args(g)
     g.add_argument("--max-model-len", type=int, default=None)
     g.add_argument("--gpu-memory-utilization", type=float, default=0.92)
     g.add_argument("--block-size", type=int, default=16)
@@ -33,6 +33,18 @@ def add_engine_args(p: argparse.ArgumentParser, *, model_positional: bool = Fals
     g.add_argument("--parallel-sampling", choices=("prefix-cache", "copy-on-write"), default="prefix-cache",
                    help="how --n samples share the prompt's KV: vLLM V1's prefix cache (default) "
                         "or the vLLM paper's copy-on-write")
+
+
+def add_parallel_args(g, *, tensor_parallel: bool = True) -> None:
+    """--tensor-parallel-size/-tp, --data-parallel-size/-dp, --enable-expert-parallel/-ep, as vLLM spells them.
+
+    The values are checked against the model by ``sim.parallel`` (one line, exit code 2)."""
+    if tensor_parallel:
+        g.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
+    g.add_argument("--data-parallel-size", "-dp", type=int, default=1,
+                   help="engine cores (DP ranks), each with --tensor-parallel-size GPUs and its own KV cache")
+    g.add_argument("--enable-expert-parallel", "-ep", action="store_true", default=False,
+                   help="MoE models: whole experts spread over tp x dp GPUs instead of every expert sharded")
 
 
 def add_precision_args(g) -> None:

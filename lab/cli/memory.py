@@ -17,7 +17,9 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model",
                         help="HF name (meta-llama/Llama-2-7b-hf), short name (llama-2-7b) or path to a config.json")
     parser.add_argument("--gpu", help="a10g, l4, l40s, a100-40gb, a100-80gb, h100-80gb, h200, b200 or t4")
-    parser.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
+    from lab.cli.engine_args import add_parallel_args
+
+    add_parallel_args(parser)
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.92)
     parser.add_argument("--max-model-len", type=int, default=None,
                         help="default: the model's max_position_embeddings")
@@ -53,12 +55,19 @@ def run(args: argparse.Namespace) -> int:
     gpu = get_gpu(args.gpu)
     # EngineConfig checks the flags' spelling; resolve_precision applies vLLM's rules for this GPU.
     flags = EngineConfig(model=args.model, gpu=args.gpu, tensor_parallel_size=args.tensor_parallel_size,
+                         data_parallel_size=args.data_parallel_size,
+                         enable_expert_parallel=args.enable_expert_parallel,
                          dtype=args.dtype, quantization=args.quantization, kv_cache_dtype=args.kv_cache_dtype)
+    from sim.parallel import ParallelLayout
+
+    ParallelLayout.of(flags).check(model)  # the layout's errors before the precision's
     plan = plan_memory(
         model,
         gpu,
         precision=resolve_precision(model, gpu, flags),
         tensor_parallel_size=args.tensor_parallel_size,
+        data_parallel_size=args.data_parallel_size,
+        enable_expert_parallel=args.enable_expert_parallel,
         gpu_memory_utilization=args.gpu_memory_utilization,
         max_model_len=args.max_model_len,
         max_num_batched_tokens=args.max_num_batched_tokens,
@@ -75,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
     print()
     tp = plan.tensor_parallel_size
     p = plan.precision
-    print(f"{plan.model} on {tp} x {plan.gpu} (per GPU):")
+    dp = plan.data_parallel_size
+    layout = f"{tp} x {plan.gpu}" if dp == 1 else f"{dp} DP ranks x {tp} x {plan.gpu} ({plan.num_gpus} GPUs)"
+    print(f"{plan.model} on {layout} (per GPU{', the fullest' if plan.expert_parallel_size > 1 else ''}):")
     print(f"  precision: weights {_weights_word(p)}, activations {p.activation_dtype}, KV cache {p.kv_cache_dtype}; "
           f"GEMMs {p.gemm_dtype}, attention {p.attention_backend} ({p.source})")
     rows = [
@@ -96,7 +107,44 @@ def run(args: argparse.Namespace) -> int:
     print(f"  KV per token: {plan.kv_bytes_per_token:,} bytes; {plan.num_gpu_blocks:,} blocks of "
           f"{plan.block_size} tokens{of_layers}; max_model_len {plan.max_model_len:,}")
     _print_groups(plan)
+    _print_placement(plan)
     return 0
+
+
+def _print_placement(plan) -> None:
+    """Where the weights and the KV cache live: per GPU by part, and across the DP ranks."""
+    parts = plan.weight_bytes_by_part
+    if not parts:
+        return
+    tp, dp = plan.tensor_parallel_size, plan.data_parallel_size
+    print("  placement (per GPU):")
+    shard = f"sharded over TP {tp}" + (f", replicated on each of {dp} DP ranks" if dp > 1 else "")
+    rows = [("attention", parts["attention"], shard), ("other (embeddings, lm_head, norms)", parts["other"], shard)]
+    if parts["dense_mlp"]:
+        rows.append(("dense MLPs and shared experts", parts["dense_mlp"], shard))
+    if plan.experts_per_gpu is not None:
+        rows.append(("router", parts["router"], "replicated on every GPU"))
+        if plan.expert_parallel_size > 1:
+            where = (f"{plan.experts_per_gpu} whole experts of {get_experts(plan)} per layer "
+                     f"(EP {plan.expert_parallel_size} = tp x dp)")
+        else:
+            where = (f"all {get_experts(plan)} experts, each sharded over {plan.moe_tensor_parallel_size} "
+                     f"GPU{'s' if plan.moe_tensor_parallel_size > 1 else ''}" + (" (tp x dp)" if dp > 1 else ""))
+        rows.append(("routed experts", parts["routed_experts"], where))
+    width = max(len(r[0]) for r in rows)
+    for label, value, where in rows:
+        print(f"    {label:<{width}}  {value / GiB:9.2f} GiB  {where}")
+    kv = f"    KV cache: {plan.available_kv_bytes / GiB:.2f} GiB per GPU"
+    if dp > 1:
+        kv += (f"; each DP rank its own: {plan.kv_cache_tokens:,} tokens, {plan.max_concurrency:.2f}x; "
+               f"all {dp} ranks {plan.total_kv_cache_tokens:,} tokens, {plan.total_max_concurrency:.2f}x")
+    print(kv)
+
+
+def get_experts(plan) -> int:
+    from sim.catalog import get_model
+
+    return get_model(plan.model).num_experts
 
 
 def _print_groups(plan) -> None:
@@ -125,6 +173,11 @@ def _weights_word(p) -> str:
         return p.activation_dtype
     if p.quantization == "mxfp4":
         return f"MXFP4 experts (4-bit, one 8-bit scale per 32), the rest {p.activation_dtype}"
+    if p.weight_scheme == "group":
+        group = f"groups of {p.group_size}" if p.group_size and p.group_size > 0 else "one group per row"
+        zeros = " and zero points" if p.zero_points else ""
+        return (f"{p.quantization.upper()} INT{p.weight_bits} ({group}, {p.activation_dtype} scales{zeros}; "
+                f"embeddings{'' if p.lm_head_quantized else ' and lm_head'} {p.activation_dtype})")
     scales = {"per-tensor": "per-tensor scales", "per-channel": "per-channel scales",
               "block": f"{p.weight_block_size[0]}x{p.weight_block_size[1]} block scales" if p.weight_block_size else ""}
     return f"FP8 ({scales[p.weight_scheme]}; embeddings{'' if p.lm_head_quantized else ' and lm_head'} {p.activation_dtype})"

@@ -37,7 +37,6 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     add_engine_args(p, model_positional=True)
     e = p.add_argument_group("more engine flags (vllm serve)")
     e.add_argument("--pipeline-parallel-size", "-pp", type=int, default=1)
-    e.add_argument("--data-parallel-size", "-dp", type=int, default=1)
     e.add_argument("--seed", type=int, default=0, help="seeds the synthetic tokens and the fault draws")
     e.add_argument("--enforce-eager", action="store_true", help="accepted; not simulated")
     e.add_argument("--trust-remote-code", action="store_true", help="accepted; no code is loaded")
@@ -93,10 +92,13 @@ def build_server(args: argparse.Namespace):
     model = args.model = args.model or args.model_flag
     if not model:
         raise ConfigError("servelab serve: expected the model, e.g. 'servelab serve meta-llama/Llama-3.1-8B --gpu h100-80gb'")
-    for flag, value in (("--pipeline-parallel-size", args.pipeline_parallel_size),
-                        ("--data-parallel-size", args.data_parallel_size)):
-        if value != 1:
-            raise ConfigError(f"{flag}: only 1 is simulated (got {value}); use --tensor-parallel-size to split a model")
+    if args.pipeline_parallel_size != 1:
+        raise ConfigError(f"--pipeline-parallel-size: only 1 is simulated (got {args.pipeline_parallel_size}); "
+                          f"use --tensor-parallel-size to split a model")
+    if args.data_parallel_size != 1:
+        raise ConfigError(f"--data-parallel-size {args.data_parallel_size}: `servelab serve` runs one engine core; "
+                          f"`servelab bench serve --data-parallel-size {args.data_parallel_size}` simulates the DP "
+                          f"ranks behind vLLM's load balancer")
     for flag, replacement in args.removed_flags:
         log.warning("%s has been removed from vLLM and is ignored: %s.", flag, replacement)
     service = args.service or os.environ.get("SERVELAB_SERVICE") or DEFAULT_SERVICE

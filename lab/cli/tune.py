@@ -57,6 +57,8 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--kv-cache-dtype", type=_words, default=None, help="KV-cache dtypes: auto,fp8 (likewise)")
     s.add_argument("--enable-prefix-caching", type=_words, default=None,
                    help="on, off or on,off (default: on,off when the workload shares a prefix, else on)")
+    s.add_argument("--enable-expert-parallel", "-ep", type=_words, default=None,
+                   help="MoE models: on, off or on,off (default off); experts whole on each TP GPU instead of sharded")
     s.add_argument("--max-replicas", type=int, default=8)
     s.add_argument("--max-model-len", type=int, default=None,
                    help="default: the smallest power of two >= 2048 that holds the longest request")
@@ -130,6 +132,9 @@ def build_request(args):
     bad = [v for v in prefix if v not in ("on", "off")]
     if bad:
         raise ConfigError(f"--enable-prefix-caching: expected on, off or on,off, got {','.join(prefix)}")
+    ep = args.enable_expert_parallel or ("off",)
+    if [v for v in ep if v not in ("on", "off")]:
+        raise ConfigError(f"--enable-expert-parallel: expected on, off or on,off, got {','.join(ep)}")
     from sim.catalog import get_model
 
     space = SearchSpace(
@@ -137,6 +142,7 @@ def build_request(args):
         max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
         quantization=quantization, kv_cache_dtype=args.kv_cache_dtype or kv_default,
         enable_prefix_caching=tuple(v == "on" for v in prefix), max_replicas=args.max_replicas,
+        enable_expert_parallel=tuple(dict.fromkeys(v == "on" for v in ep)),
         max_model_len=args.max_model_len or default_max_model_len(longest),
         gpu_memory_utilization=args.gpu_memory_utilization,
     )

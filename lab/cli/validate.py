@@ -3,7 +3,8 @@
 Per point: source, setup, metric, measured, simulated, error; then the mean absolute
 percentage error per metric, fitted points apart from held-out ones; then the vLLM paper's
 Table 1 (KV-cache memory); then the real vLLM runs on H200 (TTFT and TPOT, real against
-simulated, per model, with MAPE per model and overall). ``--silicon`` runs only those;
+simulated, per model, with MAPE per model and overall: the dense rows, which the shipped profile
+is fitted to, and the MoE rows, a prediction). ``--silicon`` runs only those;
 ``--cross`` refits leaving out one model, one GPU or one TP size at a time and predicts what was
 left out. ``--paper DIR`` instead reproduces the vLLM paper's OPT-13B results (see docs/paper.md)
 and writes CSV tables and PNG plots into DIR.

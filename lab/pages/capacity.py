@@ -19,6 +19,7 @@ from sim.tune.space import default_precisions  # noqa: E402  (after the check th
 
 defaults(
     cp_model="meta-llama/Llama-3.1-8B",
+    cp_ep=False,
     cp_gpus=["h100-80gb", "a100-80gb", "l40s"],
     cp_tp=[1, 2, 4],
     cp_mns=[64, 128, 256, 512],
@@ -71,6 +72,13 @@ with controls:
         kv_dtypes = tuple(kvs)
     else:
         quantization, kv_dtypes = quant_default, kv_default
+    try:
+        moe = catalog.get_model(model).is_moe
+    except ServeLabError:
+        moe = False
+    # MoE models: also try the experts whole on each TP GPU (sim.parallel); vLLM refuses it on dense ones
+    ep_both = moe and st.toggle("also try --enable-expert-parallel", key="cp_ep",
+                                help="each candidate with TP > 1 runs with the experts sharded and with them whole")
     max_replicas = st.number_input("Replicas at most", 1, 64, key="cp_max_replicas")
     workers = st.number_input("Local worker processes (0: every core)", 0, 256, key="cp_workers")
 
@@ -96,6 +104,7 @@ try:
     space = SearchSpace(model=model, gpus=tuple(gpus), tensor_parallel_sizes=tuple(sorted(tps)),
                         max_num_seqs=tuple(sorted(mns)), max_num_batched_tokens=tuple(sorted(mnbt)),
                         quantization=quantization, kv_cache_dtype=kv_dtypes, max_replicas=int(max_replicas),
+                        enable_expert_parallel=(False, True) if ep_both else (False,),
                         max_model_len=default_max_model_len(int(input_len) + int(output_len)))
     request = tune_mod.TuneRequest(space, workload, sla, shipped_prices(), target_load=float(rate) or None)
 except ServeLabError as exc:

@@ -19,10 +19,39 @@ from sim.errors import ServeLabError
 catalog = need("sim.catalog", "the model and GPU catalog")
 
 GiB = 1024**3
+
+
+def _is_moe(name: str) -> bool:
+    try:
+        return catalog.get_model(name).is_moe
+    except ServeLabError:
+        return False
+
+
+def _model_label(name: str) -> str:
+    """The model's id, with what kind it is: dense, MoE (experts, top-k), MLA, sliding window, quantized."""
+    try:
+        m = catalog.get_model(name)
+    except ServeLabError:
+        return name
+    kinds = []
+    if m.is_moe:
+        kinds.append(f"MoE {m.num_experts} experts, top-{m.experts_per_token}")
+    if m.is_mla:
+        kinds.append("MLA")
+    if m.is_hybrid:
+        kinds.append("sliding window")
+    if m.quantization is not None:
+        kinds.append(m.quantization.method)
+    return f"{name} ({', '.join(kinds)})" if kinds else name
+
+
 defaults(
     wi_model="meta-llama/Llama-3.1-8B",
     wi_gpu="h100-80gb",
     wi_tp=1,
+    wi_dp=1,
+    wi_ep=False,
     wi_max_model_len=8192,
     wi_gpu_util=0.90,
     wi_prefix=True,
@@ -45,9 +74,17 @@ with controls:
     st.subheader("vllm serve")
     models = catalog.known_models()
     gpus = catalog.known_gpus()
-    model = st.selectbox("Model", models, key="wi_model")
+    model = st.selectbox("Model", models, key="wi_model", format_func=_model_label)
     gpu = st.selectbox("GPU (`--gpu`)", gpus, key="wi_gpu")
     tp = st.select_slider("--tensor-parallel-size", [1, 2, 4, 8], key="wi_tp")
+    dp = st.select_slider("--data-parallel-size", [1, 2, 4, 8], key="wi_dp",
+                          help="engine cores (DP ranks), each with --tensor-parallel-size GPUs, its own KV cache "
+                               "and its own batches, behind vLLM's load balancer")
+    if _is_moe(model):  # where a MoE model's experts live (sim.parallel): TP alone, or EP over tp x dp GPUs
+        ep = st.toggle("--enable-expert-parallel", key="wi_ep",
+                       help="whole experts spread over tp x dp GPUs, instead of every expert sharded over them")
+    else:
+        ep = False
     max_model_len = st.number_input("--max-model-len", 256, 131072, step=256, key="wi_max_model_len")
     gpu_util = st.slider("--gpu-memory-utilization", 0.50, 0.98, step=0.01, key="wi_gpu_util")
     prefix = st.toggle("--enable-prefix-caching", key="wi_prefix")
@@ -66,6 +103,8 @@ try:
         model=model,
         gpu=gpu,
         tensor_parallel_size=int(tp),
+        data_parallel_size=int(dp),
+        enable_expert_parallel=bool(ep),
         max_model_len=int(max_model_len),
         gpu_memory_utilization=float(gpu_util),
         enable_prefix_caching=bool(prefix),
@@ -77,6 +116,30 @@ except ServeLabError as exc:
     with results:
         st.error(f"vLLM would refuse to start: {exc}", icon=":material/block:")
     st.stop()
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _step_time_gap(config: EngineConfig) -> str | None:
+    """Why the load simulation cannot run for ``config`` (its step time is not modelled, or it asks
+    for several DP ranks), in plain words; None when it can."""
+    from sim.precision import resolve_precision
+    from sim.steptime import make_step_model
+
+    if config.data_parallel_size > 1:
+        from sim.dp import check_data_parallel
+
+        try:
+            check_data_parallel(config)
+        except ServeLabError as exc:
+            return f"The load simulation does not run this layout: {exc}"
+    model, gpu = catalog.get_model(config.model), catalog.get_gpu(config.gpu)
+    try:
+        make_step_model(model, gpu, config.tensor_parallel_size, precision=resolve_precision(model, gpu, config),
+                        data_parallel_size=config.data_parallel_size,
+                        enable_expert_parallel=config.enable_expert_parallel)
+    except ServeLabError as exc:
+        return f"Step time for this model is not modelled yet, so there is no load simulation: {exc}"
+    return None
+
 
 @st.cache_resource(show_spinner=False)
 def _sweep_pool():
@@ -90,6 +153,34 @@ def _sweep_pool():
     pool.warm_up(runs.rate_summary, (EngineConfig(model="meta-llama/Llama-3.1-8B", gpu="h100-80gb", max_model_len=2048),
                                      runs.RandomLoad(2, 16, 2, 0.0, 1.0)))
     return pool
+
+
+def _placement(plan: dict) -> None:
+    """Where the weights and the KV cache live on one GPU (sim.parallel, sim.architectures)."""
+    parts = plan.get("weight_bytes_by_part") or {}
+    if not parts:
+        return
+    tp, dp = plan["tensor_parallel_size"], plan["data_parallel_size"]
+    shard = f"sharded over TP {tp}" + (f", a copy on each of {dp} DP ranks" if dp > 1 else "")
+    rows = [("attention", parts["attention"], shard), ("embeddings, lm_head, norms", parts["other"], shard)]
+    if parts["dense_mlp"]:
+        rows.append(("dense MLPs, shared experts", parts["dense_mlp"], shard))
+    if plan["experts_per_gpu"] is not None:
+        experts = catalog.get_model(plan["model"]).num_experts
+        rows.append(("router", parts["router"], "on every GPU"))
+        if plan["expert_parallel_size"] > 1:
+            where = f"{plan['experts_per_gpu']} whole experts of {experts} (EP {plan['expert_parallel_size']})"
+        else:
+            where = f"all {experts} experts, each sharded over {plan['moe_tensor_parallel_size']} GPU(s)"
+        rows.append(("routed experts", parts["routed_experts"], where))
+    rows.append(("KV cache", plan["available_kv_bytes"],
+                 "this DP rank's own" if dp > 1 else f"KV heads sharded over TP {tp}"))
+    st.markdown(f"**Where it lives**, on each of the {plan['num_gpus']} GPUs"
+                + (" (the fullest: experts do not divide evenly)"
+                   if plan["experts_per_gpu"] and plan["expert_parallel_size"] > 1
+                   and experts % plan["expert_parallel_size"] else ""))
+    st.dataframe(pd.DataFrame([{"part": name, "GiB per GPU": round(b / GiB, 2), "placement": where}
+                               for name, b, where in rows]), hide_index=True)
 
 
 def _load_chart(df: pd.DataFrame):
@@ -149,6 +240,10 @@ with results:
         help=f"requests of {plan['max_model_len']:,} tokens that fit at once",
     )
     c[3].metric("Weights per GPU", f"{plan['weights_bytes_per_gpu'] / GiB:.1f} GiB")
+    if plan["data_parallel_size"] > 1:
+        st.caption(f"Each of the {plan['data_parallel_size']} DP ranks has its own KV cache: in all "
+                   f"{plan['total_kv_cache_tokens']:,} tokens, maximum concurrency "
+                   f"{plan['total_max_concurrency']:.2f}x, on {plan['num_gpus']} GPUs.")
     parts = [
         ("weights", plan["weights_bytes_per_gpu"]),
         ("activations", plan["activation_peak_bytes"]),
@@ -163,14 +258,18 @@ with results:
         layout=dict(barmode="stack", height=170, margin=dict(l=10, r=10, t=10, b=30), xaxis_title="GiB"),
     )
     st.plotly_chart(fig, key="wi_memory_chart")
+    _placement(plan)
     st.code("\n".join(plan["startup_log_lines"]), language="text")
 
     st.subheader("Under load")
-    _sweep_pool()
-    load_ok = st.button("Simulate the rates", type="primary", icon=":material/play_arrow:", key="wi_run")
-    if load_ok:
-        st.session_state.wi_ran = True
-    if st.session_state.get("wi_ran") and rates:
+    gap = _step_time_gap(config)
+    if gap is not None:  # the memory above stands; the load simulation needs a step time
+        st.info(gap, icon=":material/info:")
+    else:
+        _sweep_pool()
+        if st.button("Simulate the rates", type="primary", icon=":material/play_arrow:", key="wi_run"):
+            st.session_state.wi_ran = True
+    if gap is None and st.session_state.get("wi_ran") and rates:
         rows = _sweep(config, [runs.RandomLoad(int(num_prompts), int(input_len), int(output_len), 0.0, float(rate))
                                for rate in sorted(rates)])
         df = pd.DataFrame(rows)
@@ -183,7 +282,7 @@ with results:
                 "throughput stops rising. That rate is past what this configuration can serve.",
                 icon=":material/info:",
             )
-    elif not rates:
+    elif gap is None and not rates:
         st.info("Choose at least one request rate.")
 
     st.subheader("Take it to a real GPU")

@@ -25,6 +25,7 @@ from lab.server.generation import ChoicePlan
 from lab.server.runner import Handle
 from lab.server.tokenizer import piece
 
+SERVER_SEND = "servelab.server_send"  # scope key: the ASGI server's own send (app.py's _EmulatorApp)
 _TEXT_MARK = "\x00servelab-text\x00"  # stands for a token's text while a chunk template is cut
 
 
@@ -204,7 +205,7 @@ class TokenStream(Response):
         # coroutine frames (uvicorn, the middleware, the router), and every resumption walks all
         # of them; the writer is resumed once per batch, so it gets a stack of one frame.
         gone = asyncio.ensure_future(_until_disconnect(receive, self.handle))
-        writer = asyncio.ensure_future(self._write(send))
+        writer = asyncio.ensure_future(self._write(send, scope.get(SERVER_SEND, send)))
         status = 499
         try:
             status = await writer
@@ -216,8 +217,10 @@ class TokenStream(Response):
             gone.cancel()
             self.cleanup(status)
 
-    async def _write(self, send) -> int:
-        """Send the stream; the HTTP status it ended with (499: the client went away)."""
+    async def _write(self, send, send_body) -> int:
+        """Send the stream; the HTTP status it ended with (499: the client went away). The
+        response start goes through ``send`` (every middleware's), the body chunks through
+        ``send_body`` (the server's own, past the middleware: see app.py's ``_EmulatorApp``)."""
         handle, builder, plans = self.handle, self.builder, self.plans
         runner, lag = self.server.runner, self.server.metrics.lag
         status = 200
@@ -229,7 +232,7 @@ class TokenStream(Response):
         remaining = len(plans)
         while remaining and status == 200:
             if parts:
-                await send({"type": "http.response.body", "body": b"".join(parts), "more_body": True})
+                await send_body({"type": "http.response.body", "body": b"".join(parts), "more_body": True})
                 parts = []
             events = await handle.take()
             if handle.gone:
@@ -254,5 +257,5 @@ class TokenStream(Response):
             if self.include_usage:
                 parts.append(P.sse(builder.usage_chunk()))
         parts.append(P.sse("[DONE]"))
-        await send({"type": "http.response.body", "body": b"".join(parts), "more_body": False})
+        await send_body({"type": "http.response.body", "body": b"".join(parts), "more_body": False})
         return status

