@@ -10,6 +10,10 @@ Runs (each printed with its wall time; nothing is asserted):
    A100-80GB). The ratio of simulated to wall time depends on the configuration: the wall
    time per request is about the same, the simulated time per request is 1 / (0.8 capacity).
 3. The 7B online run without fast-forward, to show what skipping identical steps buys.
+3b. A model with sliding-window layers: Gemma 3 27B (H200), the same ShareGPT-like requests
+   offline and online, with vLLM's KV cache groups (6 sliding-window groups and 1 full-attention
+   group, each with its own block tables) with and without fast-forward, and with one table a
+   request (``--disable-hybrid-kv-cache-manager``) for comparison.
 4. A floor for the online runs: only the work every request costs whatever the scheduler does
    (its Request, its prompt tokens, hashing its full blocks, taking them off the free queue
    with their old hashes evicted, caching and freeing them, and one SimPy event at its arrival
@@ -21,7 +25,7 @@ Runs (each printed with its wall time; nothing is asserted):
    experts, 8 x 768 = 6144: the same active size). Target (issue 12): the MoE run no slower than
    twice the dense one; the ratio is printed.
 
-Usage: python benchmarks/engine_speed.py [--num-prompts N] [--repeat R] [--only-moe]
+Usage: python benchmarks/engine_speed.py [--num-prompts N] [--repeat R] [--only-moe] [--only-hybrid]
 """
 
 from __future__ import annotations
@@ -144,10 +148,14 @@ def main() -> None:
     ap.add_argument("--num-prompts", type=int, default=10000)
     ap.add_argument("--repeat", type=int, default=3, help="report the best of R runs")
     ap.add_argument("--only-moe", action="store_true", help="run item 5 only (the MoE row)")
+    ap.add_argument("--only-hybrid", action="store_true", help="run item 3b only (the Gemma 3 rows)")
     args = ap.parse_args()
     n = args.num_prompts
     if args.only_moe:
         moe_row(n, args.repeat)
+        return
+    if args.only_hybrid:
+        gemma_rows(n, args.repeat)
         return
 
     vidur = EngineConfig(model="meta-llama/Llama-2-70b-hf", gpu="a100-80gb", tensor_parallel_size=2,
@@ -180,7 +188,31 @@ def main() -> None:
         if with_reference:
             result, wall = timed(config, online, 1, usage="serve", fast_forward=False)
             report("  the same, without fast-forward", result, wall, n)
+    gemma_rows(n, args.repeat)
     moe_row(n, args.repeat)
+
+
+def gemma_rows(n: int, repeat: int) -> None:
+    """Item 3b: Gemma 3 27B with and without KV cache groups, with and without fast-forward."""
+    spec = WorkloadSpec(dataset_name="sharegpt", num_prompts=n, max_model_len=4096)
+    grouped = EngineConfig(model="google/gemma-3-27b-it", gpu="h200", max_model_len=4096)
+    one_table = replace(grouped, disable_hybrid_kv_cache_manager=True)
+    offline = build_workload(spec, np.random.default_rng(0))
+    result, wall = timed(one_table, offline, repeat)
+    report(f"sharegpt-like, gemma-3-27b h200, {n} offline, one table", result, wall, n)
+    result, wall = timed(grouped, offline, repeat)
+    report("  the same with KV cache groups (vLLM's default)", result, wall, n)
+    rate = 0.8 * n / result.elapsed_s
+    result, wall = timed(grouped, offline, 1, fast_forward=False)
+    report("  the same, without fast-forward", result, wall, n)
+    online = build_workload(replace(spec, request_rate=rate), np.random.default_rng(0))
+    result, wall = timed(one_table, online, repeat, usage="serve")
+    report(f"  online at 80% of capacity ({rate:.1f} req/s), one table", result, wall, n)
+    result, wall = timed(grouped, online, repeat, usage="serve")
+    report("  the same with KV cache groups", result, wall, n)
+    result, wall = timed(grouped, online, 1, usage="serve", fast_forward=False)
+    report("  the same, without fast-forward", result, wall, n)
+
 
 if __name__ == "__main__":
     main()

@@ -7,10 +7,11 @@ so callers may drive ``env.run(until=t)`` in small increments, for instance agai
 wall clock.
 
 Fast-forward. Most steps of a busy engine are alike: most requests decode one token inside a
-block they hold. With ``fast_forward=True`` the engine uses :class:`LazyDecodeScheduler`, which
-makes the same decisions as vLLM's scheduler but visits only the requests that need something
-in a step, and when a step runs nothing but such steady decodes, the engine prices the run of
-identical steps up to the next event (a request finishing, an arrival) with one numpy call and
+block they hold. With ``fast_forward=True`` the engine uses :class:`LazyDecodeScheduler` (or,
+for a model with sliding-window layers, :class:`HybridLazyScheduler`), which makes the same
+decisions as vLLM's scheduler but visits only the requests that need something in a step,
+and when a step runs nothing but such steady decodes, the engine prices the run of identical
+steps up to the next event (a request finishing, an arrival) with one numpy call and
 one SimPy timeout. The results are the same as stepping one by one with the reference
 scheduler (``tests/test_engine.py`` checks it); the emulator, which streams each token as it
 is produced, runs without it.
@@ -36,6 +37,7 @@ from sim.precision import resolve_precision
 from sim.metrics import EngineStats
 from sim.request import Request, RequestStatus
 from sim.sched.lazy import LazyDecodeScheduler
+from sim.sched.lazy_hybrid import HybridLazyScheduler
 from sim.sched.scheduler import Scheduler, SchedulerLimits, SchedulerOutput
 from sim.steptime import BatchShape, make_step_model
 
@@ -424,15 +426,15 @@ def make_scheduler(config: EngineConfig, limits: SchedulerLimits, num_gpu_blocks
     """vLLM's scheduler (the lazy variant for long runs: same decisions, fewer visits), or a
     baseline's."""
     if uses_kv_cache_groups(config, memory):
-        # Sliding-window and full-attention groups: one block table per group (sim.kv.hybrid). The
-        # reference scheduler drives it (LazyDecodeScheduler assumes one table per request).
+        # Sliding-window and full-attention groups: one block table per group (sim.kv.hybrid),
+        # whose lazy scheduler does each parked request's KV work at its step (sim.sched.lazy_hybrid).
         if config.parallel_sampling == "copy-on-write":
             raise ConfigError(
                 f"--parallel-sampling copy-on-write: not modelled for {config.model}, whose sliding-window "
                 f"and full-attention layers have separate KV cache groups; use the default (vLLM's)")
         kv = HybridKVCacheManager(num_gpu_blocks, config.block_size, group_specs_from_plan(memory),
                                   config.enable_prefix_caching, limits.max_model_len)
-        return Scheduler(limits, kv)
+        return HybridLazyScheduler(limits, kv) if fast else Scheduler(limits, kv)
     if config.engine == "vllm":
         kv = KVCacheManager(num_gpu_blocks, config.block_size, config.enable_prefix_caching, limits.max_model_len)
         if config.parallel_sampling == "copy-on-write":

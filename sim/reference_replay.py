@@ -29,6 +29,7 @@ from sim.kv.hybrid import GroupSpec, HybridKVCacheManager
 from sim.kv.kv_manager import KVCacheManager
 from sim.request import Request, synthetic_token
 from sim.sched.lazy import LazyDecodeScheduler
+from sim.sched.lazy_hybrid import HybridLazyScheduler
 from sim.sched.scheduler import Scheduler, SchedulerLimits
 
 DEFAULT_MAX_STEPS = 20_000
@@ -65,8 +66,8 @@ def expand_requests(trace: dict[str, Any]) -> list[dict[str, Any]]:
 
 def build(engine: dict[str, Any], fast_forward: bool = False) -> Scheduler:
     """ServeLab's scheduler and KV manager with the trace's engine settings: the reference
-    :class:`Scheduler`, or with ``fast_forward`` the :class:`LazyDecodeScheduler` that
-    ``run_engine`` uses by default."""
+    :class:`Scheduler`, or with ``fast_forward`` the :class:`LazyDecodeScheduler` (with KV cache
+    groups :class:`HybridLazyScheduler`) that ``run_engine`` uses by default."""
     limits = SchedulerLimits(
         max_num_batched_tokens=int(engine["max_num_batched_tokens"]),
         max_num_seqs=int(engine["max_num_seqs"]),
@@ -76,7 +77,8 @@ def build(engine: dict[str, Any], fast_forward: bool = False) -> Scheduler:
         enable_chunked_prefill=bool(engine["enable_chunked_prefill"]),
     )
     if engine.get("kv_cache_groups"):
-        return Scheduler(limits, _hybrid_kv(engine, limits))  # no lazy variant for several groups
+        kv = _hybrid_kv(engine, limits)
+        return HybridLazyScheduler(limits, kv) if fast_forward else Scheduler(limits, kv)
     kv = KVCacheManager(
         int(engine["num_gpu_blocks"]),
         int(engine["block_size"]),
@@ -106,12 +108,11 @@ def replay(trace: dict[str, Any], *, fast_forward: bool = False) -> list[dict[st
 
 
 def replay_result(trace: dict[str, Any], *, fast_forward: bool = False) -> dict[str, Any]:
-    """Replay one trace. With ``fast_forward``, drive :class:`LazyDecodeScheduler` the way the
-    engine does (runs of identical decode steps done at once, bounded by the next arrival or
+    """Replay one trace. With ``fast_forward``, drive :class:`LazyDecodeScheduler` (with KV cache
+    groups :class:`HybridLazyScheduler`) the way the engine does (runs of identical decode steps done at once, bounded by the next arrival or
     abort) and write one record per step all the same; ``decisions`` counts the calls to
     ``schedule``, fewer than the steps when runs were skipped over."""
     engine = trace["engine"]
-    fast_forward = fast_forward and not engine.get("kv_cache_groups")
     sched = build(engine, fast_forward)
     block_size = int(engine["block_size"])
     max_model_len = int(engine["max_model_len"])
@@ -248,13 +249,18 @@ def _fast_steps(sched: LazyDecodeScheduler, step: int, limit: int) -> list[dict[
     if out.total_num_scheduled_tokens:
         k = sched.steady_run_length(out, limit)
     # Free blocks after each step's scheduling: parked requests take theirs at their block
-    # boundaries, and nothing is freed inside a run.
+    # boundaries, and (with one table a request) nothing is freed inside a run.
     # (The scheduler numbers only the steps that ran; the trace also counts idle ones.)
     free_after = [free_after_schedule]
-    for j in range(1, k):
-        free_after.append(free_after[-1] - sched.parked_block_allocations(sched.step - 1 + j))
-    if k > 1:
-        sched.skip(k - 1)
+    if isinstance(sched, HybridLazyScheduler):
+        for _ in range(1, k):  # windows give blocks back inside a run: do its steps one by one
+            sched.skip(1)
+            free_after.append(kv.num_free_blocks)
+    else:
+        for j in range(1, k):
+            free_after.append(free_after[-1] - sched.parked_block_allocations(sched.step - 1 + j))
+        if k > 1:
+            sched.skip(k - 1)
     finished = sched.update_from_output(out, None)
     finished_ids = {r.request_id for r in finished}
     records = []

@@ -80,11 +80,29 @@ def test_hybrid_groups_match_vllm_step_for_step(record_property, request):
     line = f"{summary.line()} [hybrid KV cache groups; vLLM {doc['vllm_version']}, seed {SEED}]"
     record_property("vllm_match_hybrid", line)
     add_summary_line(request.config, line)
+    # The engine's default, fast-forward (sim.sched.lazy_hybrid), against vLLM too.
+    fast = harness.compare_all(traces, doc, [replay_result(t, fast_forward=True) for t in traces])
+    add_summary_line(request.config, f"{fast.line()} [hybrid KV cache groups, fast-forward; vLLM {doc['vllm_version']}]")
+    assert fast.traces_identical == len(traces), fast.describe_mismatches()
     # The traces must exercise what matters: prefix hits, preemptions, blocks leaving windows.
     steps = [s for r in doc["results"] for s in r["steps"]]
     assert sum(1 for s in steps if any(s["cached_tokens"].values())) >= 20
     assert sum(1 for s in steps if s["preempted"]) >= 5
     assert summary.traces_identical == len(traces), summary.describe_mismatches()
+
+
+def test_hybrid_fast_forward_replay_makes_the_reference_schedulers_decisions():
+    """Without vLLM: HybridLazyScheduler, driven as the engine drives it, decides every step of
+    the hybrid traces as the reference Scheduler does, free KV blocks after every step included,
+    while skipping runs of steps."""
+    rng = np.random.default_rng(SEED)
+    skipped = 0
+    for trace in [hybrid_trace(rng, i) for i in range(NUM_TRACES)]:
+        ref, fast = replay_result(trace), replay_result(trace, fast_forward=True)
+        comparison = harness.compare_trace(trace["name"], ref, fast)
+        assert comparison.identical, harness.MatchSummary([comparison]).describe_mismatches()
+        skipped += fast["num_steps"] - fast["decisions"]
+    assert skipped > 0
 
 
 # --- window freeing and capacity ---

@@ -83,12 +83,13 @@ class HybridKVCacheManager(KVCacheManager):
         return tuple(t.req_to_blocks.get(request_id, []) for t in self.tables)
 
     def held_and_filled(self, requests) -> tuple[int, int]:
+        # The groups of one kind (same window) hold the same entries: the first speaks for all.
         held = filled = 0
         for request in requests:
-            for t in self.tables:
-                h, f = t.held_and_filled(request)
-                held += h
-                filled += f
+            for _, ids in self._lookup:
+                h, f = self.tables[ids[0]].held_and_filled(request)
+                held += h * len(ids)
+                filled += f * len(ids)
         return held, filled
 
     def _free_out_of_window(self, request_id: str, num_computed_tokens: int) -> None:
@@ -171,14 +172,15 @@ class HybridKVCacheManager(KVCacheManager):
             if per_group > 0:
                 if per_group * len(tables) > pool.num_free_blocks:
                     return None
-                for t in tables:
-                    new_blocks += t.allocate(rid, end)
+                # One call for every group, in group order: the blocks each group's own call would take.
+                new_blocks = pool.get_new_blocks(per_group * len(tables))
+                for i, t in enumerate(tables):
+                    t.req_to_blocks[rid] += new_blocks[i * per_group:(i + 1) * per_group]
             if self.enable_caching:
                 num_tokens = min(end, request.num_tokens)
-                if num_tokens // self.block_size > first.num_cached_blocks.get(rid, 0):
-                    request.extend_block_hashes()
-                    for t in tables:
-                        t.cache_blocks(request, num_tokens)
+                done = first.num_cached_blocks.get(rid, 0)
+                if num_tokens // self.block_size > done:
+                    self._cache_running(request, num_tokens, done)
             return new_blocks
         hits = new_computed_blocks or self._no_hits
         local_computed = request.num_computed_tokens + num_new_computed_tokens
@@ -205,6 +207,22 @@ class HybridKVCacheManager(KVCacheManager):
             for t in tables:
                 t.cache_blocks(request, num_tokens)
         return new_blocks
+
+    def _cache_running(self, request: Request, num_tokens: int, done: int) -> None:
+        """Every group's ``cache_blocks`` for a running request whose tables have ``done`` cached
+        entries each, as one call to the pool in group order (the same blocks in the same order)."""
+        request.extend_block_hashes()
+        rid = request.request_id
+        num_full = min(num_tokens, len(request.block_hashes) * self.block_size) // self.block_size
+        if num_full <= done:
+            return
+        hashes = request.block_hashes[done:num_full]
+        blocks, keys = [], []
+        for t in self.tables:
+            blocks += t.req_to_blocks[rid][done:num_full]
+            keys += [(h, t.group_id) for h in hashes]
+            t.num_cached_blocks[rid] = num_full
+        self.pool.cache_full_blocks(blocks, keys)
 
     def cache_blocks(self, request: Request, num_tokens: int) -> None:
         request.extend_block_hashes()

@@ -241,9 +241,11 @@ class Scheduler(RequestBook):
         bs = self.kv.block_size
         capacity = (self.kv.pool.num_gpu_blocks - 1) * bs
         used = capacity - self.kv.num_free_blocks * bs
-        held = self.num_held_blocks()
         # Computed tokens the held blocks hold (with sliding windows, only those still in a window).
-        filled = self.kv.held_and_filled(self.running)[1] if self.kv.sliding_windows else self.total_computed_tokens()
+        if self.kv.sliding_windows:
+            held, filled = self.kv.held_and_filled(self.running)
+        else:
+            held, filled = self.num_held_blocks(), self.total_computed_tokens()
         # Slots of held blocks not holding a computed token: per request, its last block's tail.
         internal = max(held * bs - filled, 0)
         # Blocks shared by several requests are counted once in `used` but per holder in
