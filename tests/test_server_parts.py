@@ -385,8 +385,29 @@ def test_latency_multiplier_delays_release_through_the_timer_heap():
     arrival, got = asyncio.run(go())
     token_times = runner.engine.token_times(runner.engine.finished[-1])
     dues = [due for kind, due, _ in got if kind == "token"]
-    assert dues == pytest.approx([arrival + 3.0 * (t - arrival) for t in token_times])
+    stream_s = runner.stream_s_per_token  # the API server's streaming time (on by default)
+    assert stream_s > 0
+    assert dues == pytest.approx([arrival + 3.0 * (t - arrival) + stream_s for t in token_times])
     assert all(seen >= due for _, due, seen in got)  # never released before it is due
+
+
+def test_a_steps_tokens_leave_one_after_another_as_one_api_server_streams_them():
+    """The k-th token a step hands over is due k streaming times after the step's end (one API
+    server process, first come first served); a step that ends after the server caught up starts
+    afresh. --no-frontend releases every token at its step's end."""
+    from lab.cli.serve import add_cli_args, build_server
+
+    parser = argparse.ArgumentParser()
+    add_cli_args(parser)
+    runner = build_server(parser.parse_args(["meta-llama/Llama-3.1-8B", "--gpu", "h100-80gb"])).runner
+    s = runner.stream_s_per_token
+    assert s == pytest.approx(32.61e-6, rel=0.01)  # the shipped calibration's detokenize time a token
+    first_step = [runner._streamed(1.0) for _ in range(256)]
+    assert first_step == pytest.approx([1.0 + k * s for k in range(1, 257)])
+    assert runner._streamed(1.001) == pytest.approx(1.0 + 257 * s)  # still busy with the first step
+    assert runner._streamed(2.0) == pytest.approx(2.0 + s)  # caught up: starts at the step's end
+    quiet = build_server(parser.parse_args(["meta-llama/Llama-3.1-8B", "--gpu", "h100-80gb", "--no-frontend"])).runner
+    assert quiet.stream_s_per_token == 0 and quiet._streamed(1.0) == 1.0 and quiet._streamed(1.0) == 1.0
 
 
 def test_hf_tokenizer_folder(tmp_path):

@@ -65,6 +65,10 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--lag-threshold-ms", type=float, default=10.0, metavar="MS",
                    help="warn in the log when a token leaves more than MS after its simulated time "
                         "(the machine cannot keep up); every token's lag is on /metrics (default 10)")
+    s.add_argument("--frontend", action=argparse.BooleanOptionalAction, default=True,
+                   help="tokens leave when vLLM's API server would have streamed them, one after another "
+                        "(the calibration's detokenize time a token, as `servelab bench serve`); "
+                        "--no-frontend: at the end of their engine step")
     s.add_argument("--judge-metrics", action=argparse.BooleanOptionalAction, default=False,
                    help="also export llm_judge_quality_score for the built-in questions this server answers "
                         "(off by default: the judge job, lab/judge.py, exports it)")
@@ -117,7 +121,7 @@ def build_server(args: argparse.Namespace):
         model=model, served_model_names=tuple(args.served_model_name or [model]), service=service,
         seed=args.seed, api_key=args.api_key or os.environ.get("VLLM_API_KEY"),
         enable_log_requests=args.enable_log_requests, judge_metrics=args.judge_metrics,
-        tokenizer=args.tokenizer, lag_threshold_s=args.lag_threshold_ms / 1000.0,
+        tokenizer=args.tokenizer, lag_threshold_s=args.lag_threshold_ms / 1000.0, frontend=args.frontend,
     )
     return EmulatorServer.from_config(settings, config, faults=faults)
 

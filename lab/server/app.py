@@ -50,6 +50,7 @@ class ServeSettings:
     judge_metrics: bool = False  # export llm_judge_quality_score for the built-in questions answered
     tokenizer: str | None = None  # a Hugging Face tokenizer folder for prompts (--tokenizer); None: built-in
     lag_threshold_s: float = 0.010  # log a warning when a token leaves later than this (lab/server/lag.py)
+    frontend: bool = True  # tokens leave when vLLM's API server would have streamed them (--no-frontend: at step ends)
 
 
 @dataclass
@@ -62,7 +63,7 @@ class _Prompt:
 
 class EmulatorServer:
     def __init__(self, settings: ServeSettings, build_engine, *, faults: FaultSet | None = None,
-                 clock=time.monotonic) -> None:
+                 clock=time.monotonic, stream_s_per_token: float = 0.0) -> None:
         self.settings = settings
         self.tokenizer = load_tokenizer(settings.tokenizer)  # prompts, /tokenize, /detokenize
         self.words = Tokenizer()  # the answer's words (one token each)
@@ -71,7 +72,8 @@ class EmulatorServer:
         # Two seeded streams: one for the runner (crash times), one for per-request draws
         # (error-rate), so adding load never moves the crash times.
         runner_rng, self.request_rng = np.random.default_rng(settings.seed).spawn(2)
-        self.runner = SimRunner(build_engine, faults=self.faults, rng=runner_rng, clock=clock)
+        self.runner = SimRunner(build_engine, faults=self.faults, rng=runner_rng, clock=clock,
+                                stream_s_per_token=stream_s_per_token)
         self.max_model_len = settings.max_model_len or self.runner.engine.limits.max_model_len
         self.metrics = ServerMetrics(model_name=settings.served_model_names[0], service=settings.service,
                                      max_model_len=self.max_model_len,
@@ -91,7 +93,13 @@ class EmulatorServer:
         def build(env):
             return Engine(env, config, seed=settings.seed, usage="serve")
 
-        return cls(settings, build, faults=faults)
+        stream_s = 0.0
+        if settings.frontend:  # the API server's streaming time, as `servelab bench serve` prices it
+            from sim.calibration import frontend_for
+            from sim.catalog import get_gpu, get_model
+
+            stream_s = frontend_for(config, get_model(config.model), get_gpu(config.gpu)).detokenize_s_per_token
+        return cls(settings, build, faults=faults, stream_s_per_token=stream_s)
 
     @property
     def engine(self) -> Any:
@@ -406,6 +414,9 @@ def log_startup(server: EmulatorServer, host: str, port: int) -> None:
     for line in engine.memory.loading_log_lines() + engine.memory.startup_log_lines():
         log.info("%s", line)
     log.info("ServeLab step time: %s", engine.step_model.source)
+    stream_s = server.runner.stream_s_per_token
+    log.info("ServeLab front end: %s", f"tokens leave as one API server streams them, {stream_s * 1e6:.2f} us a token"
+             if stream_s else "tokens leave at the end of their step (no API-server time)")
     for fault in server.faults.describe():
         log.info("Fault in force: %s", fault["spec"])
     log.info("Starting vLLM API server 0 on http://%s:%d", host, port)

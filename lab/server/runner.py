@@ -7,8 +7,12 @@ the same whatever the number of streams:
 1. run the simulation up to now (``env.run(until=now)``); each step that ends hands its tokens
    to the runner through the engine's listener hooks (``on_tokens``, ``on_finish``,
    ``on_step``);
-2. a token is *released* to its request's :class:`Handle` at its due time: the step's end, or,
-   under the latency fault, ``arrival + M x (step end - arrival)``. Tokens due now are released
+2. a token is *released* to its request's :class:`Handle` at its due time: when vLLM's API
+   server would have streamed it. That is the step's end (under the latency fault,
+   ``arrival + M x (step end - arrival)``), plus the API server's streaming time: one process
+   detokenizes and sends a step's tokens one after another, ``stream_s_per_token`` each (the
+   calibration's ``detokenize_s_per_token``, :mod:`sim.frontend`), so the k-th token of a step
+   is due k of those later, as `servelab bench serve` simulates it. Tokens due now are released
    at once; later ones wait in one timer heap (a min-heap of (due time, sequence) entries,
    the timer wheel), not in a task or a timer per token;
 3. sleep until the next simulated event or the next due token, whichever is first (or until a
@@ -89,8 +93,11 @@ class SimRunner:
         rng: np.random.Generator,
         observers: list[Any] = (),
         clock: Callable[[], float] = time.monotonic,
+        stream_s_per_token: float = 0.0,
     ) -> None:
         self.env = simpy.Environment()
+        self.stream_s_per_token = stream_s_per_token  # the API server's time to stream one token
+        self._streaming_until_s = -math.inf  # when the simulated API server has streamed what it has
         self.engine = build_engine(self.env)
         self.engine.listeners.append(self)
         self.faults = faults
@@ -242,6 +249,15 @@ class SimRunner:
         m = handle.latency_multiplier
         return t_s if m == 1.0 else handle.arrival_s + m * (t_s - handle.arrival_s)
 
+    def _streamed(self, t_s: float) -> float:
+        """When the API server has streamed a token the engine hands it at ``t_s``: after the
+        tokens it already has (one process, first come first served), ``stream_s_per_token`` on."""
+        if not self.stream_s_per_token:
+            return t_s
+        done = max(t_s, self._streaming_until_s) + self.stream_s_per_token
+        self._streaming_until_s = done
+        return done
+
     # -- engine listener hooks -----------------------------------------------------------------
     def on_tokens(self, request: Any, num_new_tokens: int, now_s: float) -> None:
         entry = self._handles.get(request.request_id)
@@ -249,11 +265,12 @@ class SimRunner:
             return
         handle, index = entry
         if num_new_tokens == 1:  # the usual case: the emulator runs the engine step by step
-            self._release(handle, ("token", index, None, self._due(handle, now_s)))
+            self._release(handle, ("token", index, None, self._streamed(self._due(handle, now_s))))
             return
-        # A fast-forwarded run of steps: each token at the end of its own step.
+        # A fast-forwarded run of steps: each token at the end of its own step, streamed then
+        # (the run's requests are handed over one after another, so the queue is not replayed).
         for t_s in self.engine.token_times(request)[-num_new_tokens:].tolist():
-            self._release(handle, ("token", index, None, self._due(handle, t_s)))
+            self._release(handle, ("token", index, None, self._due(handle, t_s) + self.stream_s_per_token))
 
     def on_finish(self, request: Any, now_s: float) -> None:
         if request.status.value != "abort":
@@ -265,7 +282,9 @@ class SimRunner:
             return
         handle, index = entry
         handle.unfinished.discard(request.request_id)
-        self._release(handle, ("finish", index, request.status, self._due(handle, now_s)))
+        # The closing chunk follows the request's last token out of the API server.
+        due = max(self._due(handle, now_s), self._streaming_until_s)
+        self._release(handle, ("finish", index, request.status, due))
 
     def on_step(self, record: Any) -> None:
         for obs in self.observers:
