@@ -34,13 +34,16 @@ def test_engine_speed_prints_every_run():
         assert any(line.startswith(f"sharegpt-like, {model}, 200 offline") for line in lines)
     for model in ("dense twin h200", "MoE h200"):  # item 5: the MoE row
         assert any(line.startswith(f"sharegpt-like, {model}, 200 offline") for line in lines)
-    assert sum("online at 80% of capacity" in line for line in lines) == 4
+    # Item 3b: Gemma 3 with one block table, with its KV cache groups, and without fast-forward.
+    assert any(line.startswith("sharegpt-like, gemma-3-27b h200, 200 offline, one table") for line in lines)
+    assert sum("with KV cache groups" in line for line in lines) == 2
+    assert sum("online at 80% of capacity" in line for line in lines) == 5
     assert sum(line.lstrip().startswith("floor:") for line in lines) == 2
-    assert sum("without fast-forward" in line for line in lines) == 1
+    assert sum("without fast-forward" in line for line in lines) == 3
     assert any(line.startswith("MoE / dense cpu time: offline ") and "(target: at most 2x)" in line for line in lines)
     # Every engine row reports the simulated time against the wall time.
     rows = [line for line in lines if "simulated req/s" in line]
-    assert len(rows) == 10
+    assert len(rows) == 16
     assert all("x real time" in line for line in rows)
 
 
