@@ -19,7 +19,6 @@ Needs .venv-vllm, as emulator_load.py, to train the test tokenizer.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import random
 import sys
@@ -29,17 +28,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from emulator_load import _harness  # noqa: E402  (loads tools/vllm_bench_client/harness.py)
 
 REQUESTS, PASSES, PROMPT_IDS = 300, 5, 512
-
-
-def _harness():
-    spec = importlib.util.spec_from_file_location("servelab_vllm_bench_harness",
-                                                  ROOT / "tools" / "vllm_bench_client" / "harness.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def main() -> int:

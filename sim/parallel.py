@@ -65,6 +65,14 @@ class MoESharding:
         return base + (1 if rank < extra else 0)
 
 
+def moe_sharding(num_experts: int, world_size: int, enable_expert_parallel: bool) -> MoESharding:
+    """``FusedMoEParallelConfig.make``: whole experts over all ``world_size`` GPUs with expert
+    parallelism (on more than one GPU), else every expert sharded over them."""
+    if enable_expert_parallel and world_size > 1:
+        return MoESharding(1, world_size, -(-num_experts // world_size), num_experts)
+    return MoESharding(world_size, 1, num_experts, num_experts)
+
+
 @dataclass(frozen=True, slots=True)
 class ParallelLayout:
     """vLLM's three parallel flags; :meth:`check` holds them against a model."""
@@ -96,10 +104,7 @@ class ParallelLayout:
         """The MoE layer's sharding for ``model`` (``FusedMoEParallelConfig.make``); None for a dense model."""
         if not model.is_moe:
             return None
-        world = self.world_size
-        if self.enable_expert_parallel and world > 1:
-            return MoESharding(1, world, -(-model.num_experts // world), model.num_experts)
-        return MoESharding(world, 1, model.num_experts, model.num_experts)
+        return moe_sharding(model.num_experts, self.world_size, self.enable_expert_parallel)
 
     def check(self, model, num_gpus: int | None = None) -> None:
         """Raise ConfigError, in one line, for a layout vLLM (or ServeLab, where it says so) refuses."""

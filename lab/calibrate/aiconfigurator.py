@@ -171,11 +171,7 @@ def derive_attention(df, phase: str) -> dict[str, np.ndarray]:
     for (h, kv, hd, kvd), part in df.groupby(["num_heads", "num_key_value_heads", "head_dim", "kv_cache_dtype"]):
         if kvd not in ATTENTION_KV_DTYPES:
             continue
-        best = part.groupby(["batch_size", seq_col]).latency.min()
-        grid = np.full((len(b_axis), len(s_axis)), np.nan, dtype=np.float32)
-        grid[np.searchsorted(b_axis, best.index.get_level_values(0)),
-             np.searchsorted(s_axis, best.index.get_level_values(1))] = best.to_numpy()
-        out[f"{phase}/h{h}_kv{kv}_d{hd}_{kvd}"] = grid  # NaN: not measured (too large to fit)
+        out[f"{phase}/h{h}_kv{kv}_d{hd}_{kvd}"] = _latency_grid(part, seq_col, b_axis, s_axis)
     return out
 
 
@@ -238,6 +234,16 @@ def derive_a2a(df) -> dict[str, np.ndarray]:
     return out
 
 
+def _latency_grid(part, seq_col: str, b_axis: np.ndarray, s_axis: np.ndarray) -> np.ndarray:
+    """The fastest measured latency at each (batch, length) of the axes; NaN where not measured
+    (too large to fit)."""
+    best = part.groupby(["batch_size", seq_col]).latency.min()
+    grid = np.full((len(b_axis), len(s_axis)), np.nan, dtype=np.float32)
+    grid[np.searchsorted(b_axis, best.index.get_level_values(0)),
+         np.searchsorted(s_axis, best.index.get_level_values(1))] = best.to_numpy()
+    return grid
+
+
 def derive_mla(df, phase: str) -> dict[str, np.ndarray]:
     """DeepSeek-V3's MLA module, one slab per (heads, KV dtype, GEMM dtype) over (batch, length)."""
     out: dict[str, np.ndarray] = {}
@@ -248,11 +254,7 @@ def derive_mla(df, phase: str) -> dict[str, np.ndarray]:
     s_axis = np.array(sorted(df[seq_col].unique()), dtype=np.int64)
     out[f"mla/{phase}/batch"], out[f"mla/{phase}/seq"] = b_axis, s_axis
     for (h, kvd, gemm), part in df.groupby(["num_heads", "kv_cache_dtype", "gemm_type"]):
-        best = part.groupby(["batch_size", seq_col]).latency.min()
-        grid = np.full((len(b_axis), len(s_axis)), np.nan, dtype=np.float32)
-        grid[np.searchsorted(b_axis, best.index.get_level_values(0)),
-             np.searchsorted(s_axis, best.index.get_level_values(1))] = best.to_numpy()
-        out[f"mla/{phase}/h{h}_{kvd}_{gemm}"] = grid  # NaN: not measured (too large to fit)
+        out[f"mla/{phase}/h{h}_{kvd}_{gemm}"] = _latency_grid(part, seq_col, b_axis, s_axis)
     return out
 
 

@@ -62,6 +62,7 @@ from sim.errors import ConfigError
 from sim.ops.allreduce import allreduce_call_ms
 from sim.ops.gemm import gemm_over_m
 from sim.ops.tables import TableError, interp_array
+from sim.parallel import moe_sharding
 
 # The MoE table's dtype for each way vLLM stores the experts' weights.
 FALLBACK_ORDER = ("bfloat16", "fp8_block", "fp8", "w4a16_mxfp4", "int4_wo")
@@ -71,14 +72,13 @@ ALL2ALL_BACKENDS = {"allgather_reducescatter": None, "deepep_high_throughput": "
 
 
 def moe_parallel(num_experts: int, tp: int, dp: int, enable_expert_parallel: bool) -> tuple[int, int]:
-    """(moe_tp, moe_ep) as vLLM 0.33 shards the experts (see the module docstring)."""
-    flat = tp * dp
-    if not enable_expert_parallel or flat == 1:
-        return flat, 1
-    if flat > num_experts:
-        raise ConfigError(f"--enable-expert-parallel: expert-parallel size {flat} (tensor x data parallel) is larger "
-                          f"than the model's {num_experts} experts; use at most {num_experts} GPUs or leave EP off")
-    return 1, flat
+    """(moe_tp, moe_ep) as vLLM 0.33 shards the experts (:func:`sim.parallel.moe_sharding`)."""
+    sharding = moe_sharding(num_experts, tp * dp, enable_expert_parallel)
+    if sharding.expert_parallel_size > num_experts:
+        raise ConfigError(f"--enable-expert-parallel: expert-parallel size {sharding.expert_parallel_size} (tensor x "
+                          f"data parallel) is larger than the model's {num_experts} experts; use at most "
+                          f"{num_experts} GPUs or leave EP off")
+    return sharding.tensor_parallel_size, sharding.expert_parallel_size
 
 
 def moe_table_dtype(precision) -> str:

@@ -201,10 +201,9 @@ class LazyDecodeScheduler(Scheduler):
             return None
         return sorted(self.active.values(), key=_run_seq)
 
-    def _schedule_active(self, active: list[Request], threshold: int) -> SchedulerOutput | None:
-        """Phase 1 for the requests that are not parked (the parked ones take one token and,
-        at their block boundaries, one block each), or None when the reference loop must
-        decide: a tight budget, or blocks that might not all be free."""
+    def _active_wants(self, active: list[Request], threshold: int) -> list[int] | None:
+        """The tokens each active request asks for this step, within the token budget the
+        parked decodes leave; None when the budget cuts a request the fast path cannot."""
         limits = self.limits
         budget = limits.max_num_batched_tokens - len(self.steady)
         wants = []
@@ -221,6 +220,15 @@ class LazyDecodeScheduler(Scheduler):
             if not active or active[-1] is not self.running[-1] or total - max(wants[-1], 0) >= budget:
                 return None
             wants[-1] = budget - (total - wants[-1])
+        return wants
+
+    def _schedule_active(self, active: list[Request], threshold: int) -> SchedulerOutput | None:
+        """Phase 1 for the requests that are not parked (the parked ones take one token and,
+        at their block boundaries, one block each), or None when the reference loop must
+        decide: a tight budget, or blocks that might not all be free."""
+        wants = self._active_wants(active, threshold)
+        if wants is None:
+            return None
         kv, bs = self.kv, self.kv.block_size
         step = self.step
         crossing = self._boundaries[step % bs]  # parked requests that take a block this step
@@ -231,7 +239,7 @@ class LazyDecodeScheduler(Scheduler):
             for request, n in zip(active, wants):
                 if n > 0:
                     self._schedule_one(request, n, out)
-        elif limits.policy != "fcfs":
+        elif self.limits.policy != "fcfs":
             return None  # a priority victim may sit anywhere: let the reference loop choose
         else:
             # Some request will be preempted: take the blocks in running order, as vLLM.

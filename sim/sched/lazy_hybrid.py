@@ -143,24 +143,13 @@ class HybridLazyScheduler(LazyDecodeScheduler):
     def _schedule_active(self, active: list[Request], threshold: int) -> SchedulerOutput | None:
         """Phase 1 when every block the step may take is free: active requests and parked ones
         due for KV work, in running order. None (the reference loop decides) otherwise."""
-        limits = self.limits
-        budget = limits.max_num_batched_tokens - len(self.steady)
-        wants = []
-        for request in active:
-            computed = request.num_computed_tokens
-            n = request.num_tokens - computed
-            if 0 < threshold < n:
-                n = threshold
-            wants.append(min(n, limits.max_model_len - computed - 1))
-        total = sum(w for w in wants if w > 0)
-        if total > budget:
-            if not active or active[-1] is not self.running[-1] or total - max(wants[-1], 0) >= budget:
-                return None
-            wants[-1] = budget - (total - wants[-1])
+        wants = self._active_wants(active, threshold)
+        if wants is None:
+            return None
         kv, step = self.kv, self.step
         crossing = len(self._boundaries[step % kv.block_size])
         tight = self.num_groups * (self._blocks_needed(active, wants) + crossing) > kv.num_free_blocks
-        if tight and limits.policy != "fcfs":
+        if tight and self.limits.policy != "fcfs":
             return None  # a priority victim may sit anywhere: let the reference loop choose
         out = SchedulerOutput()
         self.head_blocked = False
