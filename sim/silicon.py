@@ -161,7 +161,10 @@ def row_workload(row: SiliconRow, prompts_per_client: int = PROMPTS_PER_CLIENT, 
 
     spec = WorkloadSpec(dataset_name="random", num_prompts=row.concurrency * (1 + prompts_per_client),
                         random_input_len=row.isl, random_output_len=row.osl, random_range_ratio=0.0,
-                        request_rate=math.inf)
+                        request_rate=math.inf,
+                        # The rows were taken with aiperf, not vLLM's client: its prompts are not
+                        # recorded, and none is assumed to repeat another.
+                        prompt_ids="independent")
     return build_workload(spec, np.random.default_rng(seed))
 
 

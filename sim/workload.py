@@ -11,6 +11,14 @@ Datasets (``dataset_name``):
   ``[floor(len x (1 - r)), ceil(len x (1 + r))]``, ``r = --random-range-ratio`` in [0, 1), the
   output's lower bound at least 1 (vLLM 0.33 ``benchmarks/datasets.py``). vLLM subtracts the
   tokenizer's special tokens from the input length; we have no tokenizer and subtract none.
+  The prompts are built as vLLM builds them: request ``i`` is a run of consecutive token ids,
+  ``(offset_i + i + 0, 1, 2, ...) mod V``, from a uniform random ``offset_i``, over the ``V``
+  ids of the tokenizer's vocabulary (less its special tokens). Two requests whose runs start
+  at the same id send the same prompt, so the second hits the prefix cache: about
+  ``N^2 / 2V`` of ``N`` prompts (4 of 1,000 with Llama 3's 128k vocabulary; 213 of 1,000 with
+  a 2,000-token tokenizer). ``vocab_size`` sets ``V`` (``servelab bench serve --tokenizer
+  DIR``); by default the model's. ``prompt_ids="independent"`` draws every id independently
+  instead (no prompt repeats), for harnesses that are not vLLM's client.
   ``bench throughput``'s ``--input-len``/``--output-len`` are the same dataset (set
   ``random_input_len``/``random_output_len``, ratio 0 for fixed lengths).
 * ``sharegpt``, ``sharegpt-vllm``, ``alpaca``: synthetic stand-ins for the real datasets (which
@@ -102,6 +110,10 @@ class WorkloadSpec:
     n: int = 1
     max_model_len: int | None = None  # tightens the ShareGPT filter
     name: str = ""
+    # How prompt ids are drawn: "vllm" (runs of consecutive ids, vLLM's RandomDataset; the
+    # random dataset's default) or "independent" (every id on its own; the other datasets').
+    prompt_ids: str | None = None
+    vocab_size: int | None = None  # ids prompts are drawn from (a tokenizer's); None: the model's
 
     def __post_init__(self) -> None:
         if self.dataset_name not in DATASETS:
@@ -113,6 +125,9 @@ class WorkloadSpec:
         _positive_int("--n", self.n)
         _positive_int("--num-prefix-groups", self.num_prefix_groups)
         _positive_int("--max-model-len", self.max_model_len, optional=True)
+        _positive_int("--tokenizer (its vocabulary size)", self.vocab_size, optional=True)
+        if self.prompt_ids not in (None, "vllm", "independent"):
+            raise ConfigError(f"prompt_ids: expected 'vllm' or 'independent', got {self.prompt_ids!r}")
         if not isinstance(self.prefix_len, int) or isinstance(self.prefix_len, bool) or self.prefix_len < 0:
             raise ConfigError(f"--prefix-len: expected 0 or a positive integer, got {self.prefix_len!r}")
         if not _number(self.random_range_ratio) or not 0.0 <= self.random_range_ratio < 1.0:
@@ -157,6 +172,8 @@ class Workload:
     prefix_group: np.ndarray  # int64, -1: none
     n: int = 1
     token_seed: int = 0  # drawn from the build's Generator; seeds prompt_token_ids
+    consecutive_ids: bool = False  # prompts as vLLM's RandomDataset builds them (module docstring)
+    vocab_size: int | None = None  # overrides the vocabulary callers pass (a tokenizer's)
     num_filtered: int = 0  # draws or trace rows dropped by the length filter
     _prefix_cache: dict = field(default_factory=dict, repr=False, compare=False)  # token streams, lazily
 
@@ -170,19 +187,22 @@ class Workload:
     def prompt_token_ids(self, i: int, vocab_size: int) -> list[int]:
         """Request ``i``'s prompt: its group's shared prefix, then tokens of its own.
 
-        Deterministic in (token_seed, i, vocab_size). The prefix comes from the group's own
-        stream, so requests of a group share it exactly. The rest is request ``i``'s own slice
-        of a random stream (drawn per chunk of TOKEN_CHUNK requests, so a call costs a slice),
-        so two requests match beyond the prefix only by chance (a full 16-token block:
-        vocab**-16).
+        Deterministic in (token_seed, i, vocab_size); the workload's own ``vocab_size``, if
+        set, replaces the caller's. The prefix comes from the group's own stream, so requests
+        of a group share it exactly. The rest is request ``i``'s own: with ``consecutive_ids``
+        a run of consecutive ids from its start (vLLM's RandomDataset: requests that start at
+        the same id repeat the same prompt); otherwise its slice of a random stream (drawn per
+        chunk of TOKEN_CHUNK requests, so a call costs a slice), so two requests match beyond
+        the prefix only by chance (a full 16-token block: vocab**-16).
         """
         return self.prompt_token_array(i, vocab_size).tolist()
 
     def prompt_token_array(self, i: int, vocab_size: int) -> np.ndarray:
         """The same tokens as :meth:`prompt_token_ids`, as an int64 array (no list to build:
         hashing blocks with ``arr[a:b].tobytes()`` is much cheaper on long prompts)."""
+        vocab_size = self.vocab_size or vocab_size
         plen = int(self.prefix_len[i])
-        own = self._own_tokens(i, vocab_size)
+        own = self._consecutive_tokens(i, vocab_size) if self.consecutive_ids else self._own_tokens(i, vocab_size)
         if plen > 0:
             return np.concatenate((self._group_prefix(int(self.prefix_group[i]), vocab_size)[:plen], own))
         return own.copy()
@@ -203,6 +223,15 @@ class Workload:
         tokens, offsets = self._prefix_cache[key]
         j = i - chunk * TOKEN_CHUNK
         return tokens[offsets[j]: offsets[j + 1]]
+
+    def _consecutive_tokens(self, i: int, vocab_size: int) -> np.ndarray:
+        key = ("starts", vocab_size)
+        if key not in self._prefix_cache:  # vLLM: offset_i + i, offset_i uniform over the vocabulary
+            offsets = np.random.default_rng([self.token_seed, 2]).integers(0, vocab_size, len(self))
+            self._prefix_cache[key] = (offsets + np.arange(len(self))) % vocab_size
+        start = self._prefix_cache[key][i]
+        length = int(self.prompt_len[i] - self.prefix_len[i])
+        return (start + np.arange(length, dtype=np.int64)) % vocab_size
 
     def _group_prefix(self, group: int, vocab_size: int) -> np.ndarray:
         key = ("prefix", group, vocab_size)
@@ -266,6 +295,8 @@ def build_workload(spec: WorkloadSpec, rng: np.random.Generator) -> Workload:
         n=spec.n,
         token_seed=int(rng.integers(0, 2**62)),
         num_filtered=num_filtered,
+        consecutive_ids=(spec.prompt_ids or ("vllm" if spec.dataset_name == "random" else "independent")) == "vllm",
+        vocab_size=spec.vocab_size,
     )
 
 

@@ -125,7 +125,7 @@ def test_arrays_are_read_only():
 # -- shared prefixes and token ids --------------------------------------------------------
 def test_prefix_groups_share_exactly_and_nothing_else():
     w = build(random_input_len=40, random_output_len=4, num_prompts=400, prefix_len=48,
-              prefix_fraction=0.5, num_prefix_groups=2)
+              prefix_fraction=0.5, num_prefix_groups=2, prompt_ids="independent")
     ids = [w.prompt_token_ids(i, 32000) for i in range(len(w))]
     assert all(len(ids[i]) == w.prompt_len[i] for i in range(len(w)))
     assert 0.4 < (w.prefix_group >= 0).mean() < 0.6
@@ -143,6 +143,33 @@ def test_prefix_groups_share_exactly_and_nothing_else():
     # Beyond the prefix, no two requests share their first block of 16 tokens.
     first_own_blocks = {tuple(toks[int(w.prefix_len[i]): int(w.prefix_len[i]) + 16]) for i, toks in enumerate(ids)}
     assert len(first_own_blocks) == len(w)
+
+
+def test_random_prompts_are_built_as_vllms_random_dataset_builds_them():
+    """vLLM's RandomDataset: request i is (offset_i + i + 0, 1, 2, ...) mod V, offset_i uniform,
+    so two requests starting at the same id repeat a prompt: E[distinct] = V (1 - (1 - 1/V)^N)."""
+    vocab, n = 2000, 1000
+    w = build(random_input_len=64, random_output_len=4, num_prompts=n)
+    ids = [w.prompt_token_array(i, vocab) for i in range(n)]
+    for toks in ids:
+        assert ((np.diff(toks) % vocab) == 1).all() and toks.min() >= 0 and toks.max() < vocab
+    distinct = len({tuple(t) for t in ids})
+    expected = vocab * (1 - (1 - 1 / vocab) ** n)  # 787 of 1,000
+    assert abs(distinct - expected) < 4 * np.sqrt(n * 0.25)
+    # Prompts that start apart share no first block (block hashes chain from the start).
+    assert len({tuple(t[:16]) for t in ids}) == distinct
+    # A tokenizer's vocabulary (servelab bench serve --tokenizer) replaces the caller's.
+    small = build(random_input_len=64, random_output_len=4, num_prompts=n, vocab_size=50)
+    assert max(int(small.prompt_token_array(i, 128256).max()) for i in range(n)) < 50
+    assert len({tuple(small.prompt_token_ids(i, 128256)) for i in range(n)}) == 50
+    # Independent ids: no prompt repeats; other datasets draw them so by default.
+    indep = build(random_input_len=64, random_output_len=4, num_prompts=n, prompt_ids="independent")
+    assert len({tuple(indep.prompt_token_ids(i, vocab)) for i in range(n)}) == n
+    assert not build(dataset_name="sharegpt", num_prompts=10).consecutive_ids
+    with pytest.raises(ConfigError, match="prompt_ids"):
+        WorkloadSpec(prompt_ids="shuffled")
+    with pytest.raises(ConfigError, match="--tokenizer"):
+        WorkloadSpec(vocab_size=0)
 
 
 def test_prefix_fraction_zero_means_no_prefix():

@@ -57,7 +57,17 @@ def workload_spec(args, *, offline: bool, max_model_len: int) -> WorkloadSpec:
         burstiness=1.0 if offline else args.burstiness,
         n=args.n,
         max_model_len=max_model_len,
+        vocab_size=_tokenizer_vocab(getattr(args, "tokenizer", None)),
     )
+
+
+def _tokenizer_vocab(folder) -> int | None:
+    """How many ids vLLM's random dataset draws from with the tokenizer in ``folder``."""
+    if folder is None:
+        return None
+    from lab.server.hf_tokenizer import HFTokenizer
+
+    return HFTokenizer(folder).random_dataset_vocab_size
 
 
 class _Progress:

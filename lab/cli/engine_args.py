@@ -80,6 +80,9 @@ def add_workload_args(p: argparse.ArgumentParser, *, offline: bool) -> None:
     g.add_argument("--prefix-fraction", type=float, default=1.0, help="fraction of requests that share it")
     g.add_argument("--n", type=int, default=1, help="parallel samples per prompt")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--tokenizer", default=None, metavar="DIR",
+                   help="a Hugging Face tokenizer folder: the random dataset draws its prompts from its "
+                        "vocabulary, as vLLM's does (default: the model's vocabulary)")
     if offline:
         g.add_argument("--input-len", type=int, default=None, help="fixed prompt length (random dataset)")
         g.add_argument("--output-len", type=int, default=None, help="fixed output length (random dataset)")

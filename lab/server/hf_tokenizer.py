@@ -51,6 +51,15 @@ class HFTokenizer:
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size()
 
+    @property
+    def random_dataset_vocab_size(self) -> int:
+        """The ids vLLM's random dataset draws prompts from: the vocabulary without added
+        tokens (``tokenizer.vocab_size``), less the special tokens in it."""
+        base = self._tok.get_vocab_size(with_added_tokens=False)
+        special = {t.content for t in self._tok.get_added_tokens_decoder().values() if t.special}
+        inside = {self._tok.token_to_id(t) for t in special} - {None}
+        return max(1, base - sum(1 for i in inside if i < base))
+
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
 
