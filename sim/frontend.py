@@ -18,12 +18,13 @@ queueing. The coefficients are fitted end to end with the engine's per-step CPU 
 
 How it is simulated. Each API server is a FIFO with a ``busy_until_s`` clock: work that arrives
 while it is busy starts when it is free. Requests are handed to the engine by a SimPy timeout
-at their hand-off time. Output tokens arrive at step ends and are streamed in one batch per step;
+at their hand-off time. Output tokens arrive at step ends and are streamed in one batch per step,
+from the step's end or when the server is free, whichever is later;
 a client's first and last chunks are stamped when its server has streamed that step's batch
 (the latest of the batch: a step's chunks are not ordered). When the engine skips over a run of
 identical decode steps (fast forward), the run's tokens were streamed as they were made if the
-server kept up, so only the last step's batch can queue (a fluid approximation of per-token
-events, which would undo the fast forward).
+server kept up, and only the last step's batch is streamed from the run's end (a fluid
+approximation of per-token events, which would undo the fast forward).
 """
 
 from __future__ import annotations
@@ -136,11 +137,12 @@ class Frontend:
         per_token = self.c.detokenize_s_per_token
         # Requests are spread evenly over the servers, and so are their tokens. Tokens of a
         # fast-forwarded run were streamed as they came if the server kept up; the last step's
-        # tokens are streamed after that step at the earliest.
+        # batch is streamed from that step's end at the earliest, one token after another.
         work = per_token * tokens / servers
+        last = work / max(record.num_steps, 1)  # the last step's batch: streamed from the step's end
         now = self.env.now
         for s in range(servers):
-            self.busy_until_s[s] = max(self.busy_until_s[s] + work, now + per_token)
+            self.busy_until_s[s] = max(self.busy_until_s[s] + work - last, now) + last
         for client in self._first:
             client.first_token_s = client.last_token_s = self.busy_until_s[client.server]
         self._first.clear()

@@ -53,6 +53,20 @@ def test_requests_reach_the_engine_between_steps():
     assert all(round(t, 9) in starts for t in res.first_scheduled_s)
 
 
+def test_a_steps_tokens_are_streamed_from_its_end_one_after_another():
+    """The API server gets a step's tokens at the step's end and streams them one after
+    another: 64 requests prefilled in the same step get their first chunks 64 streaming times
+    after that step, the last of them, even with the server idle before (the emulator's rule,
+    lab/server/runner.py, token by token). Without fast forward every step is its own batch."""
+    per_token = 1e-3
+    fe = FrontendCoefficients(detokenize_s_per_token=per_token)
+    wl = _workload(64, 16, 4)
+    alone = run_engine(CONFIG, wl, usage="serve", coefficients=HOST, fast_forward=False)
+    served = run_engine(CONFIG, wl, usage="serve", coefficients=HOST, frontend=fe, fast_forward=False)
+    assert len(set(np.round(alone.first_token_s, 9))) == 1  # one step made every first token
+    assert served.ttft_s == pytest.approx(alone.ttft_s + 64 * per_token)
+
+
 def _admitted_together(res, skip: int) -> float:
     """Share of the requests (after the first ``skip``) admitted in the same step as another."""
     order = np.argsort(res.arrival_s, kind="stable")[skip:]

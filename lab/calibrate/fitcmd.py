@@ -17,12 +17,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lab.calibrate.results import EngineFlags, points_from_file
-from sim.calibration import SHIPPED, load_profile, select
+from sim.calibration import SHIPPED, load_profile, select, select_entry
 from sim.calibration_fit import BOUNDS, coefficients_dict, evaluate, fit
 from sim.calibration_ops import (all_reduces_from_vidur, detect_layout, fit_all_reduce, fit_gemms,
                                  gemms_from_profiler, gemms_from_vidur)
 from sim.catalog import get_gpu, get_model
 from sim.errors import ConfigError
+from sim.frontend import FrontendCoefficients
 
 
 def command_line(args) -> str:
@@ -93,6 +94,13 @@ def fit_files(args) -> int:
     model = models[0]
     base_path = args.calibration or str(SHIPPED)
     start = select(load_profile(base_path), gpu.name, model, args.tensor_parallel_size)
+    # The API server's times stay as they are (the file's client measured through it): `bench
+    # serve` simulates it, so the fit does too, and the fitted entry keeps it.
+    frontend_map = (select_entry(load_profile(base_path), gpu.name, model, args.tensor_parallel_size,
+                                 step_model="operators") or {}).get("frontend")
+    if frontend_map:
+        frontend = FrontendCoefficients(**frontend_map)
+        points = [replace(p, frontend=frontend) if p.usage == "serve" else p for p in points]
     free = _free_coefficients(args.free, start, gpu.name)
 
     provenance: dict = {"fitted_to": list(args.files), "command": command,
@@ -136,6 +144,8 @@ def fit_files(args) -> int:
         "coefficients": coefficients_dict(coefficients),
         "provenance": provenance,
     }
+    if frontend_map and coefficients.step_model == "operators":
+        entry["frontend"] = dict(frontend_map)
     write_profile(args.output, base_path, entry)
     print(f"Wrote {args.output} (select it with --calibration {args.output})")
     return 0
