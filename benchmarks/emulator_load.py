@@ -104,7 +104,7 @@ def run_one(h, tokenizer: Path, work, tmp: Path) -> None:
         client_cpu = _children_cpu_s() - child0
         lag = h.lag_delta(before, h.lag_histogram(base))
         inside = h.engine_means(base)
-    predicted = h.servelab_bench_serve(work, run_dir)
+    predicted = h.servelab_bench_serve(work, run_dir, tokenizer)
     lost = work.num_prompts - client["completed"]
     print(f"\n{work.max_concurrency} concurrent streams, {work.num_prompts} requests of "
           f"{work.input_len}/{work.output_len} tokens, request rate inf")

@@ -163,13 +163,10 @@ class Engine:
             raise ConfigError(f"step_time_multiplier must be > 0, got {value}")
         self.step_model.multiplier = value
 
-    def add_request(
-        self, prompt_token_ids: list[int], max_tokens: int, *, request_id: str | None = None,
-        n: int = 1, priority: int = 0,
-    ) -> list[Request]:
-        """Queue a request (``n`` requests for ``n`` parallel samples), arriving now."""
+    def check_request(self, num_prompt: int, max_tokens: int, n: int = 1) -> None:
+        """Raise ConfigError for a request the engine would refuse (what add_request checks
+        first; the emulator checks before its simulated API server hands a request over)."""
         max_model_len = self.limits.max_model_len
-        num_prompt = len(prompt_token_ids)
         if num_prompt == 0:
             raise ConfigError("the prompt is empty: a request needs at least one prompt token")
         if num_prompt >= max_model_len:
@@ -194,6 +191,14 @@ class Engine:
                 f"{needed} KV blocks, but the cache has only "
                 f"{usable}: it could never finish. Lower max_tokens, or give the cache more memory."
             )
+
+    def add_request(
+        self, prompt_token_ids: list[int], max_tokens: int, *, request_id: str | None = None,
+        n: int = 1, priority: int = 0,
+    ) -> list[Request]:
+        """Queue a request (``n`` requests for ``n`` parallel samples), arriving now."""
+        num_prompt = len(prompt_token_ids)
+        self.check_request(num_prompt, max_tokens, n)
         if request_id is None:
             request_id = f"req-{self._counter}"
         self._counter += 1

@@ -362,6 +362,47 @@ def test_driver_sleeps_between_events_instead_of_spinning():
     assert wakeups <= 2 * steps + 10, (wakeups, steps)
 
 
+def test_requests_reach_the_engine_when_one_api_server_hands_them_over():
+    """A request reaches the engine after the simulated API server's HTTP time plus its
+    tokenization time a prompt token, first come first served (as `servelab bench serve`'s
+    front end, sim/frontend.py); one aborted meanwhile never reaches it; --no-frontend hands
+    it over at once. Simulated time follows a hand-driven clock here."""
+    from lab.cli.serve import add_cli_args, build_server
+
+    parser = argparse.ArgumentParser()
+    add_cli_args(parser)
+    server = build_server(parser.parse_args(["meta-llama/Llama-3.1-8B", "--gpu", "h100-80gb"]))
+    runner, fe = server.runner, server.frontend
+    assert fe.http_s > 0 and fe.tokenize_s_per_token > 0
+    now = [0.0]
+    runner.clock, runner.t0 = (lambda: now[0]), 0.0
+    seen = {}
+
+    class Arrivals:
+        def on_step(self, record):
+            for r in runner.engine.scheduler.requests.values():
+                seen.setdefault(r.request_id, r.arrival_s)
+
+    runner.engine.listeners.append(Arrivals())
+    a = runner.submit([(list(range(500)), 4)], "a")
+    b = runner.submit([(list(range(100)), 4)], "b")
+    c = runner.submit([(list(range(100)), 4)], "c")
+    runner.abort(c)
+    assert runner.engine.scheduler.requests == {}  # nothing reached the engine yet
+    now[0] = 1.0
+    runner.advance()
+    first = fe.http_s + 500 * fe.tokenize_s_per_token
+    assert seen["a-0"] == pytest.approx(first)
+    assert seen["b-0"] == pytest.approx(first + fe.http_s + 100 * fe.tokenize_s_per_token)
+    assert "c-0" not in seen and a.arrival_s == b.arrival_s == 0.0
+    quiet = build_server(parser.parse_args(["meta-llama/Llama-3.1-8B", "--gpu", "h100-80gb", "--no-frontend"])).runner
+    quiet.submit([(list(range(500)), 4)], "a")
+    assert list(quiet.engine.scheduler.requests) == ["a-0"]
+    with pytest.raises(ConfigError, match="prompt is empty"):  # refused at once, nothing queued
+        runner.submit([([], 4)], "d")
+    assert "d-0" not in runner._handles
+
+
 def test_latency_multiplier_delays_release_through_the_timer_heap():
     import asyncio
 

@@ -44,8 +44,8 @@ def _load_harness():
 harness = _load_harness()
 
 # Moderate load on a simulated A100: 4 req/s (about 10 requests in flight), 1,024-token prompts,
-# so TTFT is about 100 ms and the emulator's own HTTP and tokenizer time (a few ms) is small
-# beside it. Constant gaps (burstiness inf) give both sides the same arrival times; with
+# so TTFT is about 100 ms and the emulator's own HTTP and tokenizer time (a few ms, overlapping
+# the simulated API server's) is small beside it. Constant gaps (burstiness inf) give both sides the same arrival times; with
 # Poisson arrivals the client's draws and the simulator's differ, and so would their means.
 WORK = harness.Workload(num_prompts=120, input_len=1024, output_len=128, max_concurrency=64, request_rate=4.0,
                         burstiness=math.inf, gpu="a100-80gb")
@@ -63,7 +63,7 @@ def bench_run(tmp_path_factory):
         tokens = harness.generation_tokens(base) - tokens_before
         probe = _post(base + "/tokenize", {"prompt": "The KV cache holds blocks.", "add_special_tokens": False})
         back = _post(base + "/detokenize", {"tokens": probe["tokens"]})
-    predicted = harness.servelab_bench_serve(WORK, tmp)
+    predicted = harness.servelab_bench_serve(WORK, tmp, tokenizer)
     for key, (measured, sim, diff) in harness.compare(client, predicted).items():  # shown with pytest -s
         print(f"{key}: vllm bench serve {measured:.2f}, servelab bench serve {sim:.2f} ({100 * diff:+.1f}%)")
     print(f"lag p50 {1000 * harness.quantile(0.5, lag):.2f} ms, p99 {1000 * harness.quantile(0.99, lag):.2f} ms")

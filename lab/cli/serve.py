@@ -66,9 +66,10 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
                    help="warn in the log when a token leaves more than MS after its simulated time "
                         "(the machine cannot keep up); every token's lag is on /metrics (default 10)")
     s.add_argument("--frontend", action=argparse.BooleanOptionalAction, default=True,
-                   help="tokens leave when vLLM's API server would have streamed them, one after another "
-                        "(the calibration's detokenize time a token, as `servelab bench serve`); "
-                        "--no-frontend: at the end of their engine step")
+                   help="simulate vLLM's API server, as `servelab bench serve` does: a request reaches the "
+                        "engine after its HTTP and tokenization time, and tokens leave as it streams them, one "
+                        "after another (the calibration's times); --no-frontend: requests reach the engine at "
+                        "once and tokens leave at the end of their engine step")
     s.add_argument("--judge-metrics", action=argparse.BooleanOptionalAction, default=False,
                    help="also export llm_judge_quality_score for the built-in questions this server answers "
                         "(off by default: the judge job, lab/judge.py, exports it)")

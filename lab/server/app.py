@@ -63,7 +63,7 @@ class _Prompt:
 
 class EmulatorServer:
     def __init__(self, settings: ServeSettings, build_engine, *, faults: FaultSet | None = None,
-                 clock=time.monotonic, stream_s_per_token: float = 0.0) -> None:
+                 clock=time.monotonic, frontend=None) -> None:
         self.settings = settings
         self.tokenizer = load_tokenizer(settings.tokenizer)  # prompts, /tokenize, /detokenize
         self.words = Tokenizer()  # the answer's words (one token each)
@@ -72,8 +72,11 @@ class EmulatorServer:
         # Two seeded streams: one for the runner (crash times), one for per-request draws
         # (error-rate), so adding load never moves the crash times.
         runner_rng, self.request_rng = np.random.default_rng(settings.seed).spawn(2)
+        self.frontend = frontend  # sim.frontend.FrontendCoefficients of the simulated API server, or None
         self.runner = SimRunner(build_engine, faults=self.faults, rng=runner_rng, clock=clock,
-                                stream_s_per_token=stream_s_per_token)
+                                stream_s_per_token=frontend.detokenize_s_per_token if frontend else 0.0,
+                                intake_s=frontend.http_s if frontend else 0.0,
+                                intake_s_per_token=frontend.tokenize_s_per_token if frontend else 0.0)
         self.max_model_len = settings.max_model_len or self.runner.engine.limits.max_model_len
         self.metrics = ServerMetrics(model_name=settings.served_model_names[0], service=settings.service,
                                      max_model_len=self.max_model_len,
@@ -93,13 +96,13 @@ class EmulatorServer:
         def build(env):
             return Engine(env, config, seed=settings.seed, usage="serve")
 
-        stream_s = 0.0
-        if settings.frontend:  # the API server's streaming time, as `servelab bench serve` prices it
+        frontend = None
+        if settings.frontend:  # the API server's time, as `servelab bench serve` prices it
             from sim.calibration import frontend_for
             from sim.catalog import get_gpu, get_model
 
-            stream_s = frontend_for(config, get_model(config.model), get_gpu(config.gpu)).detokenize_s_per_token
-        return cls(settings, build, faults=faults, stream_s_per_token=stream_s)
+            frontend = frontend_for(config, get_model(config.model), get_gpu(config.gpu))
+        return cls(settings, build, faults=faults, frontend=frontend)
 
     @property
     def engine(self) -> Any:
@@ -388,7 +391,8 @@ async def _generate(server: EmulatorServer, request: Request, body: P._Base, *, 
     request_id = P.new_id("chatcmpl" if chat else "cmpl")
     items = [(prompts[i // body.n].token_ids, plan.max_tokens) for i, plan in enumerate(plans)]
     try:
-        handle = server.runner.submit(items, request_id, latency_multiplier=multiplier)
+        handle = server.runner.submit(items, request_id, latency_multiplier=multiplier,
+                                      prompt_tokens=sum(len(p.token_ids) for p in prompts))
     except ConfigError as exc:  # e.g. a request whose prompt and output can never fit the KV cache
         error = P.bad_request(str(exc), param="max_tokens")
         server.metrics.observe_http(error.status, server.clock() - started)
@@ -414,9 +418,12 @@ def log_startup(server: EmulatorServer, host: str, port: int) -> None:
     for line in engine.memory.loading_log_lines() + engine.memory.startup_log_lines():
         log.info("%s", line)
     log.info("ServeLab step time: %s", engine.step_model.source)
-    stream_s = server.runner.stream_s_per_token
-    log.info("ServeLab front end: %s", f"tokens leave as one API server streams them, {stream_s * 1e6:.2f} us a token"
-             if stream_s else "tokens leave at the end of their step (no API-server time)")
+    fe = server.frontend
+    log.info("ServeLab front end: %s", (
+        f"one simulated API server: a request reaches the engine after {fe.http_s * 1e3:.2f} ms + "
+        f"{fe.tokenize_s_per_token * 1e6:.2f} us a prompt token of its work, and tokens leave as it streams "
+        f"them, {fe.detokenize_s_per_token * 1e6:.2f} us a token" if fe is not None and fe.enabled
+        else "requests reach the engine at once and tokens leave at the end of their step (no API-server time)"))
     for fault in server.faults.describe():
         log.info("Fault in force: %s", fault["spec"])
     log.info("Starting vLLM API server 0 on http://%s:%d", host, port)

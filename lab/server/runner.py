@@ -7,7 +7,12 @@ the same whatever the number of streams:
 1. run the simulation up to now (``env.run(until=now)``); each step that ends hands its tokens
    to the runner through the engine's listener hooks (``on_tokens``, ``on_finish``,
    ``on_step``);
-2. a token is *released* to its request's :class:`Handle` at its due time: when vLLM's API
+2. a request reaches the engine when vLLM's API server would have handed it over: after the
+   work that one process does on it, HTTP and validation (``intake_s``) and tokenization
+   (``intake_s_per_token`` per prompt token), first come first served with everything else it
+   does (the calibration's ``http_s`` and ``tokenize_s_per_token``, :mod:`sim.frontend`; the
+   emulator's own HTTP work happens meanwhile, on the wall clock);
+3. a token is *released* to its request's :class:`Handle` at its due time: when vLLM's API
    server would have streamed it. That is the step's end (under the latency fault,
    ``arrival + M x (step end - arrival)``), plus the API server's streaming time: one process
    detokenizes and sends a step's tokens one after another, ``stream_s_per_token`` each (the
@@ -15,7 +20,7 @@ the same whatever the number of streams:
    is due k of those later, as `servelab bench serve` simulates it. Tokens due now are released
    at once; later ones wait in one timer heap (a min-heap of (due time, sequence) entries,
    the timer wheel), not in a task or a timer per token;
-3. sleep until the next simulated event or the next due token, whichever is first (or until a
+4. sleep until the next simulated event or the next due token, whichever is first (or until a
    new request or an abort wakes it).
 
 Releasing a token appends it to the handle and wakes the handle's one writer (the HTTP
@@ -94,10 +99,15 @@ class SimRunner:
         observers: list[Any] = (),
         clock: Callable[[], float] = time.monotonic,
         stream_s_per_token: float = 0.0,
+        intake_s: float = 0.0,
+        intake_s_per_token: float = 0.0,
     ) -> None:
         self.env = simpy.Environment()
-        self.stream_s_per_token = stream_s_per_token  # the API server's time to stream one token
-        self._streaming_until_s = -math.inf  # when the simulated API server has streamed what it has
+        # The simulated API server (one process, first come first served): its time to stream
+        # one token, and to take in a request (HTTP and validation) and tokenize a prompt token.
+        self.stream_s_per_token = stream_s_per_token
+        self.intake_s, self.intake_s_per_token = intake_s, intake_s_per_token
+        self._api_busy_until_s = -math.inf  # when the simulated API server is done with what it has
         self.engine = build_engine(self.env)
         self.engine.listeners.append(self)
         self.faults = faults
@@ -191,29 +201,48 @@ class SimRunner:
                 self._wake_fut = None
 
     # -- requests ------------------------------------------------------------------------------
-    def submit(self, items: list[tuple[list[int], int]], request_id: str, latency_multiplier: float = 1.0) -> Handle:
+    def submit(self, items: list[tuple[list[int], int]], request_id: str, latency_multiplier: float = 1.0,
+               prompt_tokens: int | None = None) -> Handle:
         """Add one engine request per (prompt ids, max tokens) item, i.e. per choice, arriving
         now; the i-th item's events go to the handle with index i.
 
         vLLM fans ``n`` out into ``n`` engine requests; so do we, one ``add_request`` each,
-        because each choice may stop at its own length."""
+        because each choice may stop at its own length.
+
+        The engine gets them when the simulated API server hands them over (module docstring):
+        ``intake_s`` plus ``intake_s_per_token`` x ``prompt_tokens`` (the distinct prompts'
+        tokens; default: every item's) after it is free. A request the engine would refuse
+        raises ConfigError here, before anything is queued."""
         self.advance()
-        handle = Handle(arrival_s=self.env.now, latency_multiplier=latency_multiplier)
-        for index, (prompt_token_ids, n_tokens) in enumerate(items):
+        for prompt_token_ids, n_tokens in items:  # all or nothing
+            self.engine.check_request(len(prompt_token_ids), n_tokens)
+        now = self.env.now
+        handle = Handle(arrival_s=now, latency_multiplier=latency_multiplier)
+        for index in range(len(items)):
             rid = f"{request_id}-{index}"
             self._handles[rid] = (handle, index)
             handle.request_ids.append(rid)
             handle.unfinished.add(rid)
-            try:
-                self.engine.add_request(list(prompt_token_ids), n_tokens, request_id=rid)
-            except Exception:
-                handle.request_ids.pop()
-                handle.unfinished.discard(rid)
-                self._handles.pop(rid, None)
-                self.abort(handle)  # the choices already added go too: all or nothing
-                raise
+        if prompt_tokens is None:
+            prompt_tokens = sum(len(ids) for ids, _ in items)
+        work = self.intake_s + self.intake_s_per_token * prompt_tokens
+        if work > 0:
+            handoff = max(now, self._api_busy_until_s) + work
+            self._api_busy_until_s = handoff
+            self.env.process(self._hand_over(handoff, handle, items))
+        else:
+            self._add(handle, items)
         self.wake()
         return handle
+
+    def _hand_over(self, at_s: float, handle: Handle, items):
+        yield self.env.timeout(at_s - self.env.now)
+        self._add(handle, items)
+
+    def _add(self, handle: Handle, items) -> None:
+        for rid, (prompt_token_ids, n_tokens) in zip(handle.request_ids, items):
+            if rid in handle.unfinished and rid in self._handles:  # not aborted, not crashed meanwhile
+                self.engine.add_request(list(prompt_token_ids), n_tokens, request_id=rid)
 
     def abort(self, handle: Handle) -> None:
         """The client went away: abort what is unfinished, which frees its KV blocks at once."""
@@ -254,8 +283,8 @@ class SimRunner:
         tokens it already has (one process, first come first served), ``stream_s_per_token`` on."""
         if not self.stream_s_per_token:
             return t_s
-        done = max(t_s, self._streaming_until_s) + self.stream_s_per_token
-        self._streaming_until_s = done
+        done = max(t_s, self._api_busy_until_s) + self.stream_s_per_token
+        self._api_busy_until_s = done
         return done
 
     # -- engine listener hooks -----------------------------------------------------------------
@@ -283,7 +312,7 @@ class SimRunner:
         handle, index = entry
         handle.unfinished.discard(request.request_id)
         # The closing chunk follows the request's last token out of the API server.
-        due = max(self._due(handle, now_s), self._streaming_until_s)
+        due = max(self._due(handle, now_s), self._api_busy_until_s)
         self._release(handle, ("finish", index, request.status, due))
 
     def on_step(self, record: Any) -> None:

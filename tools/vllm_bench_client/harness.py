@@ -144,18 +144,23 @@ def raw_client(base_url: str, work: Workload, timeout_s: float = 1800) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def servelab_bench_serve(work: Workload, result_dir: Path, python: str = sys.executable) -> dict:
+def servelab_bench_serve(work: Workload, result_dir: Path, tokenizer: Path | None = None,
+                         python: str = sys.executable) -> dict:
     """`servelab bench serve` on the same workload (the simulator's prediction), its JSON.
 
-    The emulator is the simulated engine behind a real HTTP server, which releases each token
-    when one vLLM API server would have streamed it, and vLLM's client sends a closed loop's
-    first wave at once. So the prediction runs without the simulated API server's request work
-    (``--no-frontend``: the emulator's own HTTP and tokenization are measured for real) and with
-    the first wave sent together. What that leaves out is the streaming time (about 33 us a
-    token: some 4 ms of TTFT at 256 streams, under 1%)."""
+    The emulator is the simulated engine behind a simulated vLLM API server (a request reaches
+    the engine after the API server's HTTP and tokenization time, and each token leaves when
+    it would have streamed it), as `servelab bench serve` simulates them, so the prediction
+    keeps its front end. vLLM's client sends a closed loop's first wave at once
+    (``--closed-loop-start together``). With ``tokenizer`` (the client's), the random dataset's
+    prompts are drawn from the same vocabulary as vLLM's client draws them, so as many prompts
+    repeat (and hit the prefix cache) on both sides: with a 2,000-token vocabulary, about a
+    fifth of 1,000 prompts."""
     name = "servelab-bench.json"
     cmd = [python, "-m", "lab", "bench", "serve", "--gpu", work.gpu, "--save-result", "--result-dir", str(result_dir),
-           "--result-filename", name, "--no-frontend", "--closed-loop-start", "together", *work.common_flags()]
+           "--result-filename", name, "--closed-loop-start", "together", *work.common_flags()]
+    if tokenizer is not None:
+        cmd += ["--tokenizer", str(tokenizer)]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     if done.returncode != 0:
