@@ -69,6 +69,28 @@ def test_bad_input_is_one_clear_line_and_exit_2(argv, message):
     assert message.lower() in err.lower()
 
 
+def test_tokenizer_sets_the_vocabulary_vllms_random_prompts_are_drawn_from(tmp_path, capsys):
+    """vLLM's random dataset draws prompts as runs of consecutive ids over the tokenizer's
+    vocabulary, so with a tiny one most prompts repeat and hit the prefix cache; a folder
+    without tokenizer.json is one clear line and exit 2."""
+    tokenizers = pytest.importorskip("tokenizers")
+    vocab = {f"w{i}": i for i in range(40)}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="w0"))
+    tok.save(str(tmp_path / "tokenizer.json"))
+    common = ["bench", "serve", "--model", "llama-2-7b", "--gpu", "a100-80gb", "--num-prompts", "60",
+              "--random-input-len", "64", "--random-output-len", "4", "--request-rate", "inf"]
+
+    def hit_rate(*extra) -> float:
+        assert main([*common, *extra, "--save-result", "--result-dir", str(tmp_path), "--result-filename", "r.json"]) == 0
+        return json.loads((tmp_path / "r.json").read_text())["servelab"]["prefix_cache_hit_rate"]
+
+    assert hit_rate() < 0.05  # 32,000 ids: a repeat among 60 prompts is rare
+    assert hit_rate("--tokenizer", str(tmp_path)) > 0.3  # 40 ids: 60 prompts start at most 40 ways
+    capsys.readouterr()
+    rc, out, err = run_cli(*common, "--tokenizer", str(tmp_path / "nowhere"))
+    assert rc == 2 and "Traceback" not in err and "--tokenizer" in err and "tokenizer.json" in err
+
+
 def test_bad_request_rate_for_serve():
     rc, out, err = run_cli("bench", "serve", "--model", "llama-2-7b", "--gpu", "a100-80gb", "--request-rate", "-1")
     assert rc == 2 and "Traceback" not in err and "request" in err.lower()

@@ -57,11 +57,11 @@ def workload_spec(args, *, offline: bool, max_model_len: int) -> WorkloadSpec:
         burstiness=1.0 if offline else args.burstiness,
         n=args.n,
         max_model_len=max_model_len,
-        vocab_size=_tokenizer_vocab(getattr(args, "tokenizer", None)),
+        vocab_size=tokenizer_vocab(getattr(args, "tokenizer", None)),
     )
 
 
-def _tokenizer_vocab(folder) -> int | None:
+def tokenizer_vocab(folder) -> int | None:
     """How many ids vLLM's random dataset draws from with the tokenizer in ``folder``."""
     if folder is None:
         return None

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from lab.bench.runs import tokenizer_vocab
 from lab.cli.engine_args import add_workload_args
 
 
@@ -123,7 +124,7 @@ def build_request(args):
         dataset_name=args.dataset_name, num_prompts=args.num_prompts, random_input_len=args.random_input_len,
         random_output_len=args.random_output_len, random_range_ratio=args.random_range_ratio,
         dataset_path=args.dataset_path, prefix_len=args.prefix_len, prefix_fraction=args.prefix_fraction,
-        n=args.n, burstiness=args.burstiness,
+        n=args.n, burstiness=args.burstiness, vocab_size=tokenizer_vocab(args.tokenizer),
     )
     longest = longest_request_tokens(spec, args.seed)
     quant_default, kv_default = default_precisions()
