@@ -395,6 +395,15 @@ def test_requests_reach_the_engine_when_one_api_server_hands_them_over():
     assert seen["a-0"] == pytest.approx(first)
     assert seen["b-0"] == pytest.approx(first + fe.http_s + 100 * fe.tokenize_s_per_token)
     assert "c-0" not in seen and a.arrival_s == b.arrival_s == 0.0
+    # Counted from when the server began to read the request (its own parsing is that work):
+    # received 1 ms ago, it is handed over after the rest; received long ago, at once.
+    d = runner.submit([(list(range(100)), 4)], "d", received_s=now[0] - 0.001)
+    assert d.arrival_s == pytest.approx(now[0] - 0.001)
+    now[0] += 0.5
+    runner.advance()
+    assert seen["d-0"] == pytest.approx(1.0 - 0.001 + fe.http_s + 100 * fe.tokenize_s_per_token)
+    runner.submit([(list(range(100)), 4)], "e", received_s=now[0] - 0.4)
+    assert "e-0" in runner.engine.scheduler.requests  # its simulated intake ended before now
     quiet = build_server(parser.parse_args(["meta-llama/Llama-3.1-8B", "--gpu", "h100-80gb", "--no-frontend"])).runner
     quiet.submit([(list(range(500)), 4)], "a")
     assert list(quiet.engine.scheduler.requests) == ["a-0"]

@@ -198,6 +198,9 @@ class EmulatorServer:
             raise P.internal_error("Injected failure (error-rate fault).")
 
 
+RECEIVED = "servelab.received"  # scope key: the server's clock when the app was called for the request
+
+
 class _EmulatorApp(FastAPI):
     """FastAPI that also hands the server's own ASGI ``send`` to the token streams.
 
@@ -209,6 +212,8 @@ class _EmulatorApp(FastAPI):
 
     async def __call__(self, scope, receive, send) -> None:
         scope[D.SERVER_SEND] = send
+        if scope["type"] == "http":  # when the server began on this request, before its body and validation
+            scope[RECEIVED] = self.state.server.clock()
         await super().__call__(scope, receive, send)
 
 
@@ -391,8 +396,10 @@ async def _generate(server: EmulatorServer, request: Request, body: P._Base, *, 
     request_id = P.new_id("chatcmpl" if chat else "cmpl")
     items = [(prompts[i // body.n].token_ids, plan.max_tokens) for i, plan in enumerate(plans)]
     try:
+        received = request.scope.get(RECEIVED)
         handle = server.runner.submit(items, request_id, latency_multiplier=multiplier,
-                                      prompt_tokens=sum(len(p.token_ids) for p in prompts))
+                                      prompt_tokens=sum(len(p.token_ids) for p in prompts),
+                                      received_s=None if received is None else received - server.runner.t0)
     except ConfigError as exc:  # e.g. a request whose prompt and output can never fit the KV cache
         error = P.bad_request(str(exc), param="max_tokens")
         server.metrics.observe_http(error.status, server.clock() - started)

@@ -202,7 +202,7 @@ class SimRunner:
 
     # -- requests ------------------------------------------------------------------------------
     def submit(self, items: list[tuple[list[int], int]], request_id: str, latency_multiplier: float = 1.0,
-               prompt_tokens: int | None = None) -> Handle:
+               prompt_tokens: int | None = None, received_s: float | None = None) -> Handle:
         """Add one engine request per (prompt ids, max tokens) item, i.e. per choice, arriving
         now; the i-th item's events go to the handle with index i.
 
@@ -211,13 +211,17 @@ class SimRunner:
 
         The engine gets them when the simulated API server hands them over (module docstring):
         ``intake_s`` plus ``intake_s_per_token`` x ``prompt_tokens`` (the distinct prompts'
-        tokens; default: every item's) after it is free. A request the engine would refuse
-        raises ConfigError here, before anything is queued."""
+        tokens; default: every item's) after it is free, counted from ``received_s`` (the
+        simulated time the server began to read the request; default now): the emulator's own
+        parsing and validation in between are the work that time stands for. A hand-over that
+        would fall before now happens now. A request the engine would refuse raises
+        ConfigError here, before anything is queued."""
         self.advance()
         for prompt_token_ids, n_tokens in items:  # all or nothing
             self.engine.check_request(len(prompt_token_ids), n_tokens)
         now = self.env.now
-        handle = Handle(arrival_s=now, latency_multiplier=latency_multiplier)
+        arrived = now if received_s is None else min(max(received_s, 0.0), now)
+        handle = Handle(arrival_s=arrived, latency_multiplier=latency_multiplier)
         for index in range(len(items)):
             rid = f"{request_id}-{index}"
             self._handles[rid] = (handle, index)
@@ -226,9 +230,10 @@ class SimRunner:
         if prompt_tokens is None:
             prompt_tokens = sum(len(ids) for ids, _ in items)
         work = self.intake_s + self.intake_s_per_token * prompt_tokens
+        handoff = max(arrived, self._api_busy_until_s) + work if work > 0 else arrived
         if work > 0:
-            handoff = max(now, self._api_busy_until_s) + work
             self._api_busy_until_s = handoff
+        if handoff > now:
             self.env.process(self._hand_over(handoff, handle, items))
         else:
             self._add(handle, items)
