@@ -36,6 +36,8 @@ class EngineConfig:
     # GPUs (sim.parallel says what lives where).
     data_parallel_size: int = 1
     enable_expert_parallel: bool = False
+    # --all2all-backend: how a MoE model's DP ranks exchange tokens (sim.ops.moe prices three).
+    all2all_backend: str = "allgather_reducescatter"
     block_size: int = 16
     gpu_memory_utilization: float = 0.92
     max_model_len: int | None = None  # None: the model's max_position_embeddings
@@ -71,6 +73,12 @@ class EngineConfig:
         _positive("--data-parallel-size", self.data_parallel_size)
         if not isinstance(self.enable_expert_parallel, bool):
             raise ConfigError(f"--enable-expert-parallel: expected true or false, got {self.enable_expert_parallel!r}")
+        from sim.ops.moe import ALL2ALL_BACKENDS, VLLM_ALL2ALL_BACKENDS
+
+        if self.all2all_backend not in ALL2ALL_BACKENDS:
+            known = "one of vLLM's" if self.all2all_backend in VLLM_ALL2ALL_BACKENDS else "not one of vLLM's"
+            raise ConfigError(f"--all2all-backend: {self.all2all_backend!r} is {known} backends, and ServeLab prices "
+                              f"only {', '.join(ALL2ALL_BACKENDS)}")
         _positive("--block-size", self.block_size)
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ConfigError(

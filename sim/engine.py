@@ -134,7 +134,7 @@ class Engine:
             coefficients or coefficients_for(config, self.model, self.gpu), multiplier=step_time_multiplier,
             precision=self.precision, data_parallel_size=config.data_parallel_size,
             enable_expert_parallel=config.enable_expert_parallel,
-            all2all_backend=getattr(config, "all2all_backend", "allgather_reducescatter"),
+            all2all_backend=config.all2all_backend,
         )
         self.fast_forward = isinstance(self.scheduler, LazyDecodeScheduler)
         self._batch_shape = getattr(self.scheduler, "batch_shape", batch_shape)

@@ -288,6 +288,25 @@ def test_an_unmodelled_all2all_backend_is_one_line():
         step_model("qwen3-30b-a3b", 1, data_parallel_size=2, enable_expert_parallel=True, all2all_backend="pplx")
 
 
+def test_all2all_backend_flag_reaches_the_step_time_and_bad_values_are_one_line(tmp_path, capsys):
+    """--all2all-backend, vLLM's flag, on bench serve and in a pod's vllm serve args: a priced
+    backend shows in the step-time line; vLLM's others and unknown values are one line, exit 2."""
+    from lab.cli.main import main
+    from sim.rollout.podargs import engine_config_from_args
+
+    common = ["bench", "serve", "--model", "qwen3-30b-a3b", "--gpu", "h200", "-dp", "2", "-ep", "--num-prompts", "8",
+              "--random-input-len", "64", "--random-output-len", "4"]
+    assert main([*common, "--all2all-backend", "deepep_low_latency"]) == 0
+    assert "all2all allgather_reducescatter" in capsys.readouterr().out  # DeepEP is measured at EP 8 only
+    for value, said in (("pplx", "is one of vLLM's backends"), ("carrier-pigeon", "is not one of vLLM's")):
+        assert main([*common, "--all2all-backend", value]) == 2
+        err = capsys.readouterr().err
+        assert "--all2all-backend" in err and said in err and "allgather_reducescatter" in err
+    config = engine_config_from_args(("vllm", "serve", "qwen3-30b-a3b", "--all2all-backend", "deepep_high_throughput",
+                                      "-dp", "2", "-ep", "--gpu", "h200"), "rollout.yaml")
+    assert config.all2all_backend == "deepep_high_throughput"
+
+
 @pytest.mark.parametrize("method, bits, want", [("awq", 4, "int4_wo"), ("gptq", 4, "int4_wo"), ("gptq", 8, "bfloat16")])
 def test_awq_and_gptq_experts_read_the_weight_only_int4_table(method, bits, want):
     from types import SimpleNamespace

@@ -25,6 +25,7 @@ def engine_config(args) -> EngineConfig:
         tensor_parallel_size=args.tensor_parallel_size, block_size=args.block_size,
         data_parallel_size=getattr(args, "data_parallel_size", 1),
         enable_expert_parallel=getattr(args, "enable_expert_parallel", False),
+        all2all_backend=getattr(args, "all2all_backend", "allgather_reducescatter"),
         gpu_memory_utilization=args.gpu_memory_utilization, max_model_len=args.max_model_len,
         max_num_batched_tokens=args.max_num_batched_tokens, max_num_seqs=args.max_num_seqs,
         enable_prefix_caching=args.enable_prefix_caching, enable_chunked_prefill=args.enable_chunked_prefill,

@@ -45,6 +45,9 @@ def add_parallel_args(g, *, tensor_parallel: bool = True) -> None:
                    help="engine cores (DP ranks), each with --tensor-parallel-size GPUs and its own KV cache")
     g.add_argument("--enable-expert-parallel", "-ep", action="store_true", default=False,
                    help="MoE models: whole experts spread over tp x dp GPUs instead of every expert sharded")
+    g.add_argument("--all2all-backend", default="allgather_reducescatter", metavar="BACKEND",
+                   help="MoE models under data parallelism: how the ranks exchange tokens; priced: "
+                        "allgather_reducescatter (vLLM's default), deepep_high_throughput, deepep_low_latency")
 
 
 def add_precision_args(g) -> None:

@@ -69,6 +69,11 @@ FALLBACK_ORDER = ("bfloat16", "fp8_block", "fp8", "w4a16_mxfp4", "int4_wo")
 # vLLM's --all2all-backend values ServeLab prices, and the DeepEP table each reads.
 ALL2ALL_BACKENDS = {"allgather_reducescatter": None, "deepep_high_throughput": "deepep_ht",
                     "deepep_low_latency": "deepep_ll"}
+# Every value vLLM 0.33's --all2all-backend takes (vllm/config/parallel.py, All2AllBackend).
+VLLM_ALL2ALL_BACKENDS = ("naive", "pplx", "deepep_high_throughput", "deepep_low_latency", "deepep_v2",
+                         "mori_high_throughput", "mori_low_latency", "moonep", "nixl_ep", "allgather_reducescatter",
+                         "flashinfer_all2allv", "flashinfer_nvlink_two_sided", "flashinfer_nvlink_one_sided",
+                         "passthrough")
 
 
 def moe_parallel(num_experts: int, tp: int, dp: int, enable_expert_parallel: bool) -> tuple[int, int]:

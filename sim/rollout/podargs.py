@@ -28,6 +28,7 @@ _STR_FLAGS = {  # precision flags, checked by EngineConfig (sim.precision)
     "--quantization": "quantization",
     "-q": "quantization",
     "--kv-cache-dtype": "kv_cache_dtype",
+    "--all2all-backend": "all2all_backend",
 }
 _BOOL_FLAGS = {
     "--enable-prefix-caching": ("enable_prefix_caching", True),
