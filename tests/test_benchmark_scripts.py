@@ -107,3 +107,24 @@ def test_hybrid_kv_concurrency_prints_both_allocations():
     out = run_script("benchmarks/hybrid_kv_concurrency.py", "--input-len", "8000", "--num-prompts", "24")
     rows = [line for line in out.splitlines() if "running at once" in line]
     assert [r.split("  ")[0] for r in rows] == ["every layer full attention", "KV cache groups (vLLM default)"]
+
+
+def test_closed_loop_client_delay_with_no_delay_is_bench_serve(tmp_path):
+    """With no delay the script's simulation is `servelab bench serve` on the same workload
+    (same TTFT and TPOT); a delay of the re-sent requests changes what the clients measure."""
+    import json
+
+    out = run_script("benchmarks/closed_loop_client_delay.py", "--delays-ms", "0", "20", "--vocab-size", "1998")
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert [r[0] for r in rows] == ["0.0", "20.0"]
+    tok = pytest.importorskip("tokenizers")
+    vocab = {f"w{i}": i for i in range(1998)}
+    tok.Tokenizer(tok.models.WordLevel(vocab, unk_token="w0")).save(str(tmp_path / "tokenizer.json"))
+    run_script("-m", "lab", "bench", "serve", "--gpu", "h100-80gb", "--closed-loop-start", "together",
+               "--model", "meta-llama/Llama-3.1-8B", "--random-input-len", "512", "--random-output-len", "128",
+               "--num-prompts", "1000", "--max-concurrency", "256", "--tokenizer", str(tmp_path),
+               "--save-result", "--result-dir", str(tmp_path), "--result-filename", "b.json")
+    bench = json.loads((tmp_path / "b.json").read_text())
+    assert float(rows[0][2]) == pytest.approx(bench["mean_ttft_ms"], abs=0.05)
+    assert float(rows[0][6]) == pytest.approx(bench["mean_tpot_ms"], abs=0.005)
+    assert float(rows[1][2]) != pytest.approx(float(rows[0][2]), rel=0.01)
