@@ -82,6 +82,10 @@ class HybridKVCacheManager(KVCacheManager):
     def get_group_blocks(self, request_id: str) -> tuple[list[KVCacheBlock], ...]:
         return tuple(t.req_to_blocks.get(request_id, []) for t in self.tables)
 
+    def blocks_per_group(self, request_id: str) -> int:
+        """Entries in each of the request's block tables (every group's has as many)."""
+        return len(self.tables[0].req_to_blocks.get(request_id, ()))
+
     def held_and_filled(self, requests) -> tuple[int, int]:
         # The groups of one kind (same window) hold the same entries: the first speaks for all.
         held = filled = 0

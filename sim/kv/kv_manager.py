@@ -74,6 +74,10 @@ class KVCacheManager:
     def get_blocks(self, request_id: str) -> list[KVCacheBlock]:
         return self.req_to_blocks.get(request_id, [])
 
+    def blocks_per_group(self, request_id: str) -> int:
+        """Entries in each of the request's block tables (one table here)."""
+        return len(self.req_to_blocks.get(request_id, ()))
+
     def held_and_filled(self, requests) -> tuple[int, int]:
         """Blocks the requests hold (a shared block counted per holder), and the computed tokens
         in them."""

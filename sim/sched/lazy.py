@@ -252,12 +252,7 @@ class LazyDecodeScheduler(Scheduler):
                 if n <= 0:
                     continue
                 while (kv.num_free_blocks < 1) if parked else not self._schedule_one(request, n, out):
-                    victim = self.running.pop()  # the most recently admitted request
-                    if victim.request_id in self.steady:
-                        self._materialize(victim, step)
-                    self.active.pop(victim.request_id, None)
-                    self._preempt(victim, out)
-                    if victim is request:
+                    if self._preempt_newest(step, out) is request:
                         break
                 if request.status != RequestStatus.RUNNING:
                     break  # it preempted itself, so it was the last running request
@@ -275,13 +270,24 @@ class LazyDecodeScheduler(Scheduler):
         out.scheduled.append(request)
         return True
 
+    def _preempt_newest(self, step: int, out: SchedulerOutput) -> Request:
+        """Preempt the most recently admitted running request, as vLLM's loop picks its victim
+        (un-parked first if it was parked); returns it."""
+        victim = self.running.pop()
+        if victim.lazy_step >= 0:
+            self._materialize(victim, step)
+        self.active.pop(victim.request_id, None)
+        self._preempt(victim, out)
+        return victim
+
     def _blocks_needed(self, active: list[Request], wants: list[int]) -> int:
-        bs, max_len = self.kv.block_size, self.limits.max_model_len
+        """Blocks (per KV cache group) the active requests open this step."""
+        bs, max_len, kv = self.kv.block_size, self.limits.max_model_len, self.kv
         need = 0
         for request, n in zip(active, wants):
             if n > 0:
                 end = min(request.num_computed_tokens + n, max_len)
-                need += max(cdiv(end, bs) - len(self.kv.req_to_blocks[request.request_id]), 0)
+                need += max(cdiv(end, bs) - kv.blocks_per_group(request.request_id), 0)
         return need
 
     def parked_block_allocations(self, step: int) -> int:

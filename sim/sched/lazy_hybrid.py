@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import heapq
 
-from sim.config import cdiv
 from sim.kv.hybrid import HybridKVCacheManager
 from sim.request import Request, RequestStatus
 from sim.sched.lazy import LazyDecodeScheduler, _run_seq
@@ -168,29 +167,13 @@ class HybridLazyScheduler(LazyDecodeScheduler):
                 continue
             # As the reference loop: preempt the most recently admitted request until it fits.
             while not (self._kv_event(request, step) if parked else self._schedule_one(request, n, out)):
-                victim = self.running.pop()
-                if victim.lazy_step >= 0:
-                    self._materialize(victim, step)
-                self.active.pop(victim.request_id, None)
-                self._preempt(victim, out)
-                if victim is request:
+                if self._preempt_newest(step, out) is request:
                     break
             if request.status != RequestStatus.RUNNING:
                 break  # it preempted itself, so it was the last running request
         self._settled = step
         out.total_num_scheduled_tokens = sum(out.num_scheduled_tokens.values()) + len(self.steady)
         return out
-
-    def _blocks_needed(self, active: list[Request], wants: list[int]) -> int:
-        """Blocks per group the active requests open this step."""
-        bs, max_len = self.kv.block_size, self.limits.max_model_len
-        tables = self.kv.tables[0].req_to_blocks
-        need = 0
-        for request, n in zip(active, wants):
-            if n > 0:
-                end = min(request.num_computed_tokens + n, max_len)
-                need += max(cdiv(end, bs) - len(tables.get(request.request_id, ())), 0)
-        return need
 
     def steady_run_length(self, out: SchedulerOutput, max_steps: int) -> int:
         k = super().steady_run_length(out, max_steps)
