@@ -161,20 +161,20 @@ class RooflineStepModel:
         return host_and_gpu_s(c, gpu, num_seqs) * self.multiplier
 
 
-def check_step_time_modelled(model: ModelSpec, gpu: GPUSpec | None = None, *, operators: bool = True) -> None:
-    """Refuse what the step time would price wrongly. Raises ConfigError with one line.
+def check_step_time_modelled(model: ModelSpec, gpu: GPUSpec | None = None) -> None:
+    """Refuse, where the roofline would run, what it would price wrongly. Raises ConfigError
+    with one line.
 
     MoE layers and MLA (DeepSeek's latent attention) are priced from measured tables only
     (:mod:`sim.ops.moe`, :mod:`sim.ops.mla`): the roofline prices every layer as a dense MLP
-    behind grouped-query attention, so it refuses them (``operators`` False: the roofline is
-    what would run)."""
+    behind grouped-query attention, so it refuses them."""
     from sim.ops.tables import AIC_SYSTEMS
 
-    if model.is_mla and not operators:
+    if model.is_mla:
         where = f"--gpu {gpu.name}" if gpu is not None else "this GPU"
         raise ConfigError(f"--model {model.name} (MLA): step time for MLA models needs the measured MLA tables, "
                           f"which {where} lacks; GPUs with them: h100-80gb, h200, l40s, b200")
-    if model.is_moe and not operators:
+    if model.is_moe:
         where = f"--gpu {gpu.name}" if gpu is not None else "this GPU"
         raise ConfigError(f"--model {model.name} (MoE): step time for MoE models needs measured operator tables, "
                           f"which {where} lacks; GPUs with tables: {', '.join(AIC_SYSTEMS)}")
@@ -201,7 +201,6 @@ def make_step_model(model: ModelSpec, gpu: GPUSpec, tensor_parallel_size: int = 
     from sim.ops.model import OperatorStepModel
     from sim.ops.tables import TableError, load_tables
 
-    check_step_time_modelled(model, gpu)
     c = coefficients or StepCoefficients()
     reason = None
     if operator_tables and c.step_model == "operators":
@@ -217,7 +216,7 @@ def make_step_model(model: ModelSpec, gpu: GPUSpec, tensor_parallel_size: int = 
     if (model.is_moe or model.is_mla) and reason:
         kind = "MLA" if model.is_mla else "MoE"
         raise ConfigError(f"--model {model.name} ({kind}): the operator tables cannot price it ({reason})")
-    check_step_time_modelled(model, gpu, operators=False)
+    check_step_time_modelled(model, gpu)
     roofline = RooflineStepModel(model, gpu, tensor_parallel_size, c, multiplier, precision=precision)
     if reason:
         roofline.source = f"roofline fallback: {reason}"

@@ -144,13 +144,12 @@ class OperatorStepModel:
             notes.insert(0, moe.describe())
             per_token = (per_token * (L - n_moe)
                          + elementwise_bytes_per_token(model, tp, act_bytes, kv_bytes, dense_mlp=False) * n_moe) / L
-            if dp > 1:  # a MoE layer's output is reduce-scattered by its combine, not all-reduced
-                one = allreduce_call_ms(tables, tp, m * model.hidden_size, m, CUDAGRAPH_MAX_TOKENS)
-                comm = one * (2 * L - n_moe)
-            else:
-                comm = allreduce_ms(tables, tp, model.hidden_size, L, m, CUDAGRAPH_MAX_TOKENS)
         else:
             moe_ms = np.zeros(len(m))
+        if n_moe and dp > 1:  # a MoE layer's output is reduce-scattered by its combine, not all-reduced
+            one = allreduce_call_ms(tables, tp, m * model.hidden_size, m, CUDAGRAPH_MAX_TOKENS)
+            comm = one * (2 * L - n_moe)
+        else:
             comm = allreduce_ms(tables, tp, model.hidden_size, L, m, CUDAGRAPH_MAX_TOKENS)
         elementwise = m * per_token * L / gpu.hbm_bandwidth_bytes_per_s * 1e3
         self.terms_ms = {"linear_ms": linear, "moe_ms": moe_ms, "allreduce_ms": comm, "elementwise_ms": elementwise}
