@@ -71,8 +71,7 @@ def main() -> None:
     for r in rows:
         # A row repeated in the source (same layout and load) is one candidate.
         key = (r.model, r.isl, r.osl)
-        if all((o.tp, o.data_parallel, o.ep, o.concurrency) != (r.tp, r.data_parallel, r.ep, r.concurrency)
-               for o in groups[key]):
+        if all(silicon.bench_key(o) != silicon.bench_key(r) for o in groups[key]):
             groups[key].append(r)
     groups = {k: v for k, v in groups.items() if len(v) >= 2}
     print("decision quality: real output tok/s per GPU of ServeLab's pick / best real among rows that met the SLA")
@@ -104,10 +103,8 @@ def main() -> None:
             score = real_tokens_per_gpu(pick) / best_real if really_met else 0.0
             scores[model].append(score)
             best = max(real_ok, key=real_tokens_per_gpu)
-            layout = lambda r: f"tp{r.tp}" + (f" dp{r.data_parallel}" if r.data_parallel > 1 else "") + (
-                f" ep{r.ep}" if r.ep > 1 else "") + f" c{r.concurrency}"
-            print(f"{where}: pick {layout(pick)} (real {real_tokens_per_gpu(pick):,.0f} tok/s/GPU"
-                  f"{'' if really_met else ', really MISSES the SLA'}), best real {layout(best)} "
+            print(f"{where}: pick {pick.layout} c{pick.concurrency} (real {real_tokens_per_gpu(pick):,.0f} tok/s/GPU"
+                  f"{'' if really_met else ', really MISSES the SLA'}), best real {best.layout} c{best.concurrency} "
                   f"({best_real:,.0f}) -> score {score:.2f}")
     everything = [s for v in scores.values() for s in v]
     for name, values in [*sorted(scores.items()), ("all models", everything)]:

@@ -113,14 +113,21 @@ class SiliconRow:
         return max(1, self.moe_tp * self.ep // self.tp)
 
     @property
+    def layout(self) -> str:
+        return layout_label(self.tp, self.data_parallel, self.ep)
+
+    @property
     def label(self) -> str:
-        layout = f"tp{self.tp}" + (f" dp{self.data_parallel}" if self.data_parallel > 1 else "") + (
-            f" ep{self.ep}" if self.ep > 1 else "")
-        return f"{self.model.split('/')[-1]} {layout} {self.isl}/{self.osl} c{self.concurrency}"
+        return f"{self.model.split('/')[-1]} {self.layout} {self.isl}/{self.osl} c{self.concurrency}"
 
     @property
     def dense(self) -> bool:
         return self.model in DENSE_MODELS
+
+
+def layout_label(tp: int, dp: int = 1, ep: int = 1) -> str:
+    """``tp2 dp2 ep2``: the parts above 1 beside TP."""
+    return f"tp{tp}" + (f" dp{dp}" if dp > 1 else "") + (f" ep{ep}" if ep > 1 else "")
 
 
 def load_rows(path: str | Path = SILICON_CSV, dense_only: bool = True, moe_only: bool = False) -> list[SiliconRow]:
@@ -229,20 +236,21 @@ def simulate_rows(rows: Iterable[SiliconRow], setting: Setting = Setting(), map_
     rows = list(rows)
     first = {}
     for r in rows:
-        first.setdefault(_bench_key(r), r)
+        first.setdefault(bench_key(r), r)
     # The longest runs first, so that a process pool does not end waiting on one of them.
     unique = sorted(first, key=lambda k: -first[k].osl * first[k].data_parallel)
     done = dict(zip(unique, map_fn(_simulate, [(first[k], setting) for k in unique])))
     out = []
     for r in rows:
-        sim = done[_bench_key(r)]
+        sim = done[bench_key(r)]
         res = dict(sim, real_ttft_ms=r.ttft_ms, real_tpot_ms=r.tpot_ms,
                    ttft_error=sim["sim_ttft_ms"] / r.ttft_ms - 1, tpot_error=sim["sim_tpot_ms"] / r.tpot_ms - 1)
         out.append(res)
     return out
 
 
-def _bench_key(r: SiliconRow) -> tuple:
+def bench_key(r: SiliconRow) -> tuple:
+    """What makes a row's benchmark: rows with the same key repeat one benchmark."""
     return (r.model, r.gpu, r.isl, r.osl, r.concurrency, r.tp, r.ep, r.moe_tp)
 
 

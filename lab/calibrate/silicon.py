@@ -10,7 +10,8 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 
-from sim.silicon import (MOE_TARGETS, TARGETS, Setting, fit, load_rows, mape, profile_entry, simulate_rows)
+from sim.silicon import (MOE_TARGETS, TARGETS, Setting, fit, layout_label, load_rows, mape, profile_entry,
+                         simulate_rows)
 
 
 @contextmanager
@@ -55,8 +56,7 @@ def print_silicon(report: dict) -> None:
               f"{'TPOT real':>10} {'sim':>7} {'error':>7} {'front end':>10}")
         for r in sorted(rows, key=lambda r: (r["tp"], r.get("dp", 1), r.get("ep", 1), r["isl"], r["osl"],
                                              r["concurrency"])):
-            layout = f"tp{r['tp']}" + (f" dp{r['dp']}" if r.get("dp", 1) > 1 else "") + (
-                f" ep{r['ep']}" if r.get("ep", 1) > 1 else "")
+            layout = layout_label(r["tp"], r.get("dp", 1), r.get("ep", 1))
             print(f"  {layout:>9} {str(r['isl']) + '/' + str(r['osl']):>11} {r['concurrency']:>5} "
                   f"{r['real_ttft_ms']:>10.1f} {r['sim_ttft_ms']:>9.1f} {r['ttft_error']:>+7.1%} "
                   f"{r['real_tpot_ms']:>10.2f} {r['sim_tpot_ms']:>7.2f} {r['tpot_error']:>+7.1%} "
