@@ -27,14 +27,16 @@ def assert_same(a, b):
     assert a.stats.prefix_cache_hits_total == b.stats.prefix_cache_hits_total
 
 
-@st.composite
-def scenarios(draw):
+def draw_scenario(draw, *, model: str, gpu: str, blocks, max_prompts: int, max_output: int):
+    """(config, workload spec, seed) for the fast-forward exactness checks: scheduler limits,
+    a cache from barely one long request to room for many (``blocks``, a strategy: small pools
+    force preemptions), and random or ShareGPT-like requests arriving at once or over time."""
     config = EngineConfig(
-        model="meta-llama/Llama-2-7b-hf", gpu="a100-80gb",
+        model=model, gpu=gpu,
         max_num_seqs=draw(st.integers(2, 48)),
         max_num_batched_tokens=draw(st.sampled_from([256, 512, 2048])),
         max_model_len=1024,
-        num_gpu_blocks_override=draw(st.integers(70, 600)),
+        num_gpu_blocks_override=draw(blocks),
         enable_prefix_caching=draw(st.booleans()),
         num_scheduler_steps=draw(st.sampled_from([1, 1, 1, 4])),
         scheduling_policy=draw(st.sampled_from(["fcfs", "fcfs", "priority"])),
@@ -42,9 +44,9 @@ def scenarios(draw):
     )
     spec = WorkloadSpec(
         dataset_name=draw(st.sampled_from(["random", "sharegpt"])),
-        num_prompts=draw(st.integers(1, 60)),
+        num_prompts=draw(st.integers(1, max_prompts)),
         random_input_len=draw(st.integers(8, 300)),
-        random_output_len=draw(st.integers(1, 200)),
+        random_output_len=draw(st.integers(1, max_output)),
         random_range_ratio=draw(st.sampled_from([0.0, 0.5])),
         request_rate=draw(st.sampled_from([math.inf, 2.0, 20.0])),
         prefix_len=draw(st.sampled_from([0, 40])),
@@ -52,6 +54,12 @@ def scenarios(draw):
         max_model_len=1024,
     )
     return config, spec, draw(st.integers(0, 3))
+
+
+@st.composite
+def scenarios(draw):
+    return draw_scenario(draw, model="meta-llama/Llama-2-7b-hf", gpu="a100-80gb", blocks=st.integers(70, 600),
+                         max_prompts=60, max_output=200)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

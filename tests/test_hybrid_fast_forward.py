@@ -11,7 +11,6 @@ gpt-oss-20b itself.
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 from functools import cache
 from pathlib import Path
@@ -26,7 +25,7 @@ from sim.engine import Engine, run_engine
 import sim.runner  # noqa: E402  (after sim.engine, which imports it)
 from sim.sched.lazy_hybrid import HybridLazyScheduler
 from sim.workload import WorkloadSpec, build_workload
-from tests.test_engine import assert_same
+from tests.test_engine import assert_same, draw_scenario
 
 GEMMA_JSON = Path(__file__).resolve().parents[1] / "sim/data/models/google--gemma-3-27b-it.json"
 _DIR = Path(tempfile.mkdtemp(prefix="servelab-ff-"))
@@ -101,30 +100,9 @@ def scenarios(draw):
     else:
         model = model_path(kind, draw(st.sampled_from([17, 48, 128] if kind == "gemma3" else [128, 40])))
     groups = 7 if kind == "gemma3" else 2
-    config = EngineConfig(
-        model=model, gpu="h200",
-        max_num_seqs=draw(st.integers(2, 48)),
-        max_num_batched_tokens=draw(st.sampled_from([256, 512, 2048])),
-        max_model_len=1024,
-        # From barely one long request to room for many: small pools force preemptions.
-        num_gpu_blocks_override=groups * draw(st.integers(70, 500)),
-        enable_prefix_caching=draw(st.booleans()),
-        num_scheduler_steps=draw(st.sampled_from([1, 1, 1, 4])),
-        scheduling_policy=draw(st.sampled_from(["fcfs", "fcfs", "priority"])),
-        long_prefill_token_threshold=draw(st.sampled_from([0, 0, 64])),
-    )
-    spec = WorkloadSpec(
-        dataset_name=draw(st.sampled_from(["random", "sharegpt"])),
-        num_prompts=draw(st.integers(1, 40)),
-        random_input_len=draw(st.integers(8, 300)),
-        random_output_len=draw(st.integers(1, 300)),
-        random_range_ratio=draw(st.sampled_from([0.0, 0.5])),
-        request_rate=draw(st.sampled_from([math.inf, 2.0, 20.0])),
-        prefix_len=draw(st.sampled_from([0, 40])),
-        n=draw(st.sampled_from([1, 1, 2])),
-        max_model_len=1024,
-    )
-    return config, spec, draw(st.integers(0, 3))
+    # Blocks come in whole groups: from barely one long request to room for many.
+    return draw_scenario(draw, model=model, gpu="h200", blocks=st.integers(70, 500).map(lambda b: groups * b),
+                         max_prompts=40, max_output=300)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
