@@ -249,7 +249,7 @@ class ServerMetrics:
         self._series(self.cost, service=self.service).inc(dollars)
         if self.judge_enabled:
             for correct in judged:
-                self.judge.labels(service=self.service).observe(1.0 if correct else 0.0)
+                self._series(self.judge, service=self.service).observe(1.0 if correct else 0.0)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
