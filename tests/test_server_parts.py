@@ -412,6 +412,114 @@ def test_requests_reach_the_engine_when_one_api_server_hands_them_over():
     assert "d-0" not in runner._handles
 
 
+def test_a_request_goes_before_tokens_of_a_step_that_ended_after_it_arrived():
+    """The simulated API server is first come first served by arrival. A request stamped when
+    it reached the server, whose handler runs only after a step ended and that step's tokens
+    were booked, is taken in before those tokens; they move on by its intake time, and a
+    request stamped later still goes after it. Hand-driven clock."""
+    from lab.cli.serve import add_cli_args, build_server
+
+    parser = argparse.ArgumentParser()
+    add_cli_args(parser)
+    server = build_server(parser.parse_args(["meta-llama/Llama-3.1-8B", "--gpu", "h100-80gb"]))
+    runner, fe = server.runner, server.frontend
+    now = [1.0]
+    runner.clock, runner.t0 = (lambda: now[0]), 0.0
+    per_token = runner.stream_s_per_token
+    assert per_token > 0
+    batch = [runner._streamed(1.0) for _ in range(100)]  # a step that ended at 1.0: 100 tokens
+    assert batch[-1] == pytest.approx(1.0 + 100 * per_token)
+    intake = fe.http_s + 100 * fe.tokenize_s_per_token
+    early = runner.submit([(list(range(100)), 4)], "early", received_s=0.995)
+    later = runner.submit([(list(range(100)), 4)], "later", received_s=0.997)
+    seen = {}
+
+    class Arrivals:
+        def on_step(self, record):
+            for r in runner.engine.scheduler.requests.values():
+                seen.setdefault(r.request_id, r.arrival_s)
+
+    runner.engine.listeners.append(Arrivals())
+    now[0] = 2.0
+    runner.advance()
+    assert early.arrival_s == pytest.approx(0.995)
+    assert seen["early-0"] == pytest.approx(0.995 + intake)  # not after the 100 tokens
+    assert seen["later-0"] == pytest.approx(0.995 + 2 * intake)
+    # The step's next token comes after both intakes and the 100 tokens before it.
+    assert runner._streamed(1.0) == pytest.approx(0.995 + 2 * intake + 101 * per_token)
+
+
+@given(st.lists(st.tuples(st.floats(0, 1), st.floats(0, 0.01)), min_size=1, max_size=40))
+def test_the_api_servers_bookings_replay_as_one_fifo_by_arrival(bookings):
+    """Whatever order work is booked in (a request stamped before work booked since), the
+    simulated API server ends busy as one first-come-first-served queue by arrival time would,
+    and a booking is done no earlier than it arrived plus its work."""
+    from lab.server.runner import SimRunner
+
+    runner = SimRunner.__new__(SimRunner)  # only the API server's bookkeeping is exercised
+    runner._api_log, runner._api_log_base_s, runner._api_busy_until_s = [], -float("inf"), -float("inf")
+    for at, work in bookings:
+        done = runner._book(at, work)
+        assert done >= at + work - 1e-12
+    busy = -float("inf")
+    for at, work in sorted(bookings, key=lambda b: b[0]):  # stable: ties keep booking order
+        busy = max(at, busy) + work
+    assert runner._api_busy_until_s == pytest.approx(busy)
+
+
+def test_the_http_protocol_stamps_a_request_when_it_arrives_not_when_its_app_runs():
+    """uvicorn with lab/server/arrival.py's protocol: while the loop is blocked, requests wait;
+    each is stamped when its bytes reach the protocol, so a request whose app call waited
+    behind another's work carries a stamp from before that wait. A real uvicorn on 127.0.0.1."""
+    import http.client
+    import threading
+    import time
+
+    import uvicorn
+
+    from lab.server.arrival import RECEIVED, stamping_protocol
+
+    calls = []
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        calls.append((scope.get(RECEIVED), time.monotonic()))
+        time.sleep(0.1)  # blocks the loop: the other requests wait for their app calls
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, http=stamping_protocol(), loop="asyncio",
+                            log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+
+        def get() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+            conn.request("GET", "/")
+            assert conn.getresponse().read() == b"ok"
+            conn.close()
+
+        clients = [threading.Thread(target=get) for _ in range(6)]
+        for c in clients:
+            c.start()
+        for c in clients:
+            c.join(30)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert len(calls) == 6
+    assert all(stamp is not None and stamp <= called for stamp, called in calls)
+    assert max(called - stamp for stamp, called in calls) >= 0.1  # at least one waited a blocked call
+
+
 def test_latency_multiplier_delays_release_through_the_timer_heap():
     import asyncio
 
