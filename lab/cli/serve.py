@@ -136,18 +136,9 @@ def run(args: argparse.Namespace) -> int:
     server = build_server(args)
     log_startup(server, args.host, args.port)
     uvicorn.run(build_app(server), host=args.host, port=args.port, log_level=args.uvicorn_log_level,
-                timeout_keep_alive=5, loop=_pick("uvloop"), http=_http_protocol(),
+                timeout_keep_alive=5, loop=_pick("uvloop"), http=_pick("httptools", "h11"),
                 backlog=4096)
     return 0
-
-
-def _http_protocol():
-    """httptools' protocol with each request's arrival stamped (lab/server/arrival.py), else h11."""
-    if _pick("httptools", "h11") == "h11":
-        return "h11"
-    from lab.server.arrival import stamping_protocol
-
-    return stamping_protocol()
 
 
 def _pick(module: str, fallback: str = "asyncio") -> str:

@@ -24,7 +24,6 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from lab.server import delivery as D
 from lab.server import protocol as P
-from lab.server.arrival import RECEIVED
 from lab.server.faults import FaultSet, parse_fault
 from lab.server.generation import ChoicePlan, plan_choice
 from lab.server.metrics import ServerMetrics
@@ -199,6 +198,9 @@ class EmulatorServer:
             raise P.internal_error("Injected failure (error-rate fault).")
 
 
+RECEIVED = "servelab.received"  # scope key: the server's clock when the app was called for the request
+
+
 class _EmulatorApp(FastAPI):
     """FastAPI that also hands the server's own ASGI ``send`` to the token streams.
 
@@ -210,9 +212,7 @@ class _EmulatorApp(FastAPI):
 
     async def __call__(self, scope, receive, send) -> None:
         scope[D.SERVER_SEND] = send
-        # When the request reached the server: the HTTP protocol's stamp (arrival.py) if the
-        # server's clock is the one it stamps with, else now, before the body and validation.
-        if scope["type"] == "http" and (RECEIVED not in scope or self.state.server.clock is not time.monotonic):
+        if scope["type"] == "http":  # when the server began on this request, before its body and validation
             scope[RECEIVED] = self.state.server.clock()
         await super().__call__(scope, receive, send)
 

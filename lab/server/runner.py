@@ -34,7 +34,6 @@ Faults that act on the engine (slow GPU, KV leak, crash loop) are applied here, 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import heapq
 import itertools
 import math
@@ -109,10 +108,6 @@ class SimRunner:
         self.stream_s_per_token = stream_s_per_token
         self.intake_s, self.intake_s_per_token = intake_s, intake_s_per_token
         self._api_busy_until_s = -math.inf  # when the simulated API server is done with what it has
-        # Its recent work, [arrived, seconds, busy until], in order of arrival (_book), and when
-        # it was free of the work before that.
-        self._api_log: list[list[float]] = []
-        self._api_log_base_s = -math.inf
         self.engine = build_engine(self.env)
         self.engine.listeners.append(self)
         self.faults = faults
@@ -235,40 +230,15 @@ class SimRunner:
         if prompt_tokens is None:
             prompt_tokens = sum(len(ids) for ids, _ in items)
         work = self.intake_s + self.intake_s_per_token * prompt_tokens
-        handoff = self._book(arrived, work) if work > 0 else arrived
+        handoff = max(arrived, self._api_busy_until_s) + work if work > 0 else arrived
+        if work > 0:
+            self._api_busy_until_s = handoff
         if handoff > now:
             self.env.process(self._hand_over(handoff, handle, items))
         else:
             self._add(handle, items)
         self.wake()
         return handle
-
-    def _book(self, at_s: float, work_s: float) -> float:
-        """Book ``work_s`` of the simulated API server's time for work that arrived at ``at_s``
-        (a request's intake, a token to stream); when it is done.
-
-        First come first served by arrival time, as in `servelab bench serve`. A request is
-        stamped when it reached the server (arrival.py), and its intake is booked when its
-        handler runs, a few ms later: tokens of a step that ended in between were booked first
-        but came after it. So the request goes before them, and what came after it moves on by
-        its work (tokens already released keep their times)."""
-        log = self._api_log
-        if log and log[-1][0] == at_s:  # the next token of the same step's batch
-            log[-1][1] += work_s
-            log[-1][2] += work_s
-            done = log[-1][2]
-        else:
-            k = bisect.bisect_right(log, at_s, key=lambda e: e[0])
-            busy = log[k - 1][2] if k else self._api_log_base_s
-            log.insert(k, [at_s, work_s, 0.0])
-            for entry in log[k:]:  # replay what came after it (a few entries: ms of arrivals)
-                busy = entry[2] = max(entry[0], busy) + entry[1]
-            done = log[k][2]
-            if len(log) > 4096:  # a request is stamped at most a few hundred ms back
-                self._api_log_base_s = log[2047][2]
-                del log[:2048]
-        self._api_busy_until_s = log[-1][2]
-        return done
 
     def _hand_over(self, at_s: float, handle: Handle, items):
         yield self.env.timeout(at_s - self.env.now)
@@ -318,7 +288,9 @@ class SimRunner:
         tokens it already has (one process, first come first served), ``stream_s_per_token`` on."""
         if not self.stream_s_per_token:
             return t_s
-        return self._book(t_s, self.stream_s_per_token)
+        done = max(t_s, self._api_busy_until_s) + self.stream_s_per_token
+        self._api_busy_until_s = done
+        return done
 
     # -- engine listener hooks -----------------------------------------------------------------
     def on_tokens(self, request: Any, num_new_tokens: int, now_s: float) -> None:
