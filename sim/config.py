@@ -73,12 +73,9 @@ class EngineConfig:
         _positive("--data-parallel-size", self.data_parallel_size)
         if not isinstance(self.enable_expert_parallel, bool):
             raise ConfigError(f"--enable-expert-parallel: expected true or false, got {self.enable_expert_parallel!r}")
-        from sim.ops.moe import ALL2ALL_BACKENDS, VLLM_ALL2ALL_BACKENDS
+        from sim.ops.moe import check_all2all_backend
 
-        if self.all2all_backend not in ALL2ALL_BACKENDS:
-            known = "one of vLLM's" if self.all2all_backend in VLLM_ALL2ALL_BACKENDS else "not one of vLLM's"
-            raise ConfigError(f"--all2all-backend: {self.all2all_backend!r} is {known} backends, and ServeLab prices "
-                              f"only {', '.join(ALL2ALL_BACKENDS)}")
+        check_all2all_backend(self.all2all_backend)
         _positive("--block-size", self.block_size)
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ConfigError(

@@ -283,8 +283,8 @@ def test_deepep_where_not_measured_falls_back_and_says_so():
 
 
 def test_an_unmodelled_all2all_backend_is_one_line():
-    with pytest.raises(ConfigError, match=r"^--all2all-backend pplx: not modelled; ServeLab prices "
-                                          r"allgather_reducescatter, deepep_high_throughput, deepep_low_latency$"):
+    with pytest.raises(ConfigError, match=r"^--all2all-backend: 'pplx' is one of vLLM's backends, and ServeLab prices "
+                                          r"only allgather_reducescatter, deepep_high_throughput, deepep_low_latency$"):
         step_model("qwen3-30b-a3b", 1, data_parallel_size=2, enable_expert_parallel=True, all2all_backend="pplx")
 
 

@@ -76,6 +76,14 @@ VLLM_ALL2ALL_BACKENDS = ("naive", "pplx", "deepep_high_throughput", "deepep_low_
                          "passthrough")
 
 
+def check_all2all_backend(value: str) -> None:
+    """Refuse an ``--all2all-backend`` ServeLab does not price, in one line (ConfigError)."""
+    if value not in ALL2ALL_BACKENDS:
+        known = "one of vLLM's" if value in VLLM_ALL2ALL_BACKENDS else "not one of vLLM's"
+        raise ConfigError(f"--all2all-backend: {value!r} is {known} backends, and ServeLab prices "
+                          f"only {', '.join(ALL2ALL_BACKENDS)}")
+
+
 def moe_parallel(num_experts: int, tp: int, dp: int, enable_expert_parallel: bool) -> tuple[int, int]:
     """(moe_tp, moe_ep) as vLLM 0.33 shards the experts (:func:`sim.parallel.moe_sharding`)."""
     sharding = moe_sharding(num_experts, tp * dp, enable_expert_parallel)
@@ -168,9 +176,7 @@ class MoELayer:
     def __init__(self, tables: dict, model, tp: int, dp: int, enable_expert_parallel: bool, precision,
                  gemm_dtype: str, m: np.ndarray, cudagraph_max_tokens: int,
                  all2all_backend: str = "allgather_reducescatter") -> None:
-        if all2all_backend not in ALL2ALL_BACKENDS:
-            raise ConfigError(f"--all2all-backend {all2all_backend}: not modelled; ServeLab prices "
-                              f"{', '.join(ALL2ALL_BACKENDS)}")
+        check_all2all_backend(all2all_backend)
         self.moe_tp, self.moe_ep = moe_parallel(model.num_experts, tp, dp, enable_expert_parallel)
         self.dtype = moe_table_dtype(precision)
         h = model.hidden_size
