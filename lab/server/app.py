@@ -395,16 +395,15 @@ async def _generate(server: EmulatorServer, request: Request, body: P._Base, *, 
     model = body.model or server.settings.served_model_names[0]
     request_id = P.new_id("chatcmpl" if chat else "cmpl")
     items = [(prompts[i // body.n].token_ids, plan.max_tokens) for i, plan in enumerate(plans)]
+    prompt_tokens = sum(len(p.token_ids) for p in prompts)
     try:
         received = request.scope.get(RECEIVED)
-        handle = server.runner.submit(items, request_id, latency_multiplier=multiplier,
-                                      prompt_tokens=sum(len(p.token_ids) for p in prompts),
+        handle = server.runner.submit(items, request_id, latency_multiplier=multiplier, prompt_tokens=prompt_tokens,
                                       received_s=None if received is None else received - server.runner.t0)
     except ConfigError as exc:  # e.g. a request whose prompt and output can never fit the KV cache
         error = P.bad_request(str(exc), param="max_tokens")
         server.metrics.observe_http(error.status, server.clock() - started)
         return error.response()
-    prompt_tokens = sum(len(p.token_ids) for p in prompts)
     if server.settings.enable_log_requests:
         log.info("Received request %s: prompt_tokens=%d, n=%d, max_tokens=%s", request_id, prompt_tokens,
                  body.n, [p.max_tokens for p in prompts])
