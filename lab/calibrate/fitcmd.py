@@ -93,10 +93,11 @@ def fit_files(args) -> int:
         raise ConfigError("no model: pass --model, or at least one vllm bench result JSON that names it")
     model = models[0]
     base_path = args.calibration or str(SHIPPED)
-    start = select(load_profile(base_path), gpu.name, model, args.tensor_parallel_size)
+    profile = load_profile(base_path)
+    start = select(profile, gpu.name, model, args.tensor_parallel_size)
     # The API server's times stay as they are (the file's client measured through it): `bench
     # serve` simulates it, so the fit does too, and the fitted entry keeps it.
-    frontend_map = (select_entry(load_profile(base_path), gpu.name, model, args.tensor_parallel_size,
+    frontend_map = (select_entry(profile, gpu.name, model, args.tensor_parallel_size,
                                  step_model="operators") or {}).get("frontend")
     if frontend_map:
         frontend = FrontendCoefficients(**frontend_map)
