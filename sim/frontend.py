@@ -13,7 +13,10 @@ server is a single asyncio loop, so its work on one request waits for its work o
 
 The client measures its TTFT from sending the request to receiving the first chunk, and its
 end-to-end latency to receiving the last one, so both include the front end's time and its
-queueing. The coefficients are fitted end to end with the engine's per-step CPU time
+queueing. A closed loop's client may also take a while between having one answer and its next
+request reaching the server (its *turnaround*: ``submit(..., delay_s=)``, see
+:func:`sim.runner.run_engine`); that time counts in the client's TTFT too, since the client
+stamps the request when it decides to send it. The coefficients are fitted end to end with the engine's per-step CPU time
 (``servelab calibrate fit --from-aiconfigurator``; see docs/calibration.md).
 
 How it is simulated. Each API server is a FIFO with a ``busy_until_s`` clock: work that arrives
@@ -60,8 +63,9 @@ class ClientTimes:
     """One request as its client sees it."""
 
     server: int  # which API-server process serves it
-    sent_s: float  # the client sent it
+    sent_s: float  # the client sent it (its start stamp)
     handoff_s: float  # the engine core has it (it joins at the next step start)
+    reached_s: float = math.nan  # it reached the API server (sent_s plus the client's turnaround)
     first_token_s: float | None = None  # the client has the first chunk
     last_token_s: float | None = None  # the client has the latest chunk so far
 
@@ -86,8 +90,24 @@ class Frontend:
         engine.listeners.append(self)
 
     # -- inbound ---------------------------------------------------------------------------
-    def submit(self, prompt_token_ids, max_tokens: int, request_id: str, n: int = 1) -> None:
-        """A client sends a request now; the engine gets it after the API server's work."""
+    def submit(self, prompt_token_ids, max_tokens: int, request_id: str, n: int = 1,
+               delay_s: float = 0.0) -> None:
+        """A client sends a request now; it reaches the API server ``delay_s`` later (the
+        client's own turnaround), and the engine gets it after the API server's work."""
+        if delay_s > 0:
+            heapq.heappush(self._pending, self.env.now + delay_s)  # the engine gets it no earlier
+            self.env.process(self._on_the_way(delay_s, prompt_token_ids, max_tokens, request_id, n))
+            return
+        self._reach(self.env.now, prompt_token_ids, max_tokens, request_id, n)
+
+    def _on_the_way(self, delay_s: float, prompt_token_ids, max_tokens, request_id, n):
+        sent = self.env.now
+        yield self.env.timeout(delay_s)
+        heapq.heappop(self._pending)
+        self._reach(sent, prompt_token_ids, max_tokens, request_id, n)
+
+    def _reach(self, sent_s: float, prompt_token_ids, max_tokens: int, request_id: str, n: int) -> None:
+        """The request reaches an API server now (the client stamped it at ``sent_s``)."""
         now = self.env.now
         server = self._count % len(self.busy_until_s)  # connections spread evenly over the processes
         self._count += 1
@@ -98,7 +118,7 @@ class Frontend:
         heapq.heappush(self._pending, handoff)
         ids = [request_id] if n == 1 else [f"{k}_{request_id}" for k in range(n)]
         for rid in ids:
-            self.clients[rid] = ClientTimes(server, now, handoff)
+            self.clients[rid] = ClientTimes(server, sent_s, handoff, now)
         self.env.process(self._hand_off(handoff, prompt_token_ids, max_tokens, request_id, n))
 
     def _hand_off(self, at_s: float, prompt_token_ids, max_tokens, request_id, n):

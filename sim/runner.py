@@ -18,6 +18,7 @@ def run_engine(
     step_time_multiplier: float = 1.0, max_concurrency: int | None = None,
     coefficients=None, frontend=None, api_server_count: int = 1,
     closed_loop_start: Literal["together", "spread"] = "together", listeners=(),
+    client_turnaround_s: float = 0.0,
 ) -> EngineResult:
     """Simulate ``workload`` on the engine ``config`` describes.
 
@@ -31,11 +32,22 @@ def run_engine(
     are then the clients' (the engine's are in ``result.engine_times``).
     ``closed_loop_start`` "spread" sends the first ``max_concurrency`` requests of a burst evenly
     over one request's lifetime instead of all at once (see :func:`spread_first_wave`).
+    ``client_turnaround_s`` (needs ``frontend``): a request that waited for the concurrency cap
+    reaches the API server an exponentially distributed time of this mean after its client
+    stamped it (when an earlier request's last token came), not at once. That is the load
+    generator's own reaction time, which a fixed-length closed loop is sensitive to: the
+    emulator measures it (``servelab:emulator_client_turnaround_seconds``). It counts in the
+    client's TTFT and is drawn from a generator seeded by ``seed``.
     ``listeners`` are added to the engine's (see :class:`sim.engine.EngineListener`); one may end
     the run early by raising, as the capacity planner's SLA monitor does. They see the engine's
     times, not the clients' (which differ when ``frontend`` is set).
     """
     from sim.frontend import Frontend
+    if not (0 <= client_turnaround_s < math.inf):
+        raise ValueError(f"client_turnaround_s(={client_turnaround_s!r}) must be a number >= 0 (seconds)")
+    if client_turnaround_s and frontend is None:
+        raise ValueError("client_turnaround_s needs the simulated front end (frontend=...)")
+    turnaround_rng = np.random.default_rng([seed, 0x7475])
     env = simpy.Environment()
     arrivals = np.asarray(workload.arrival_s, dtype=float)
     total = len(arrivals)
@@ -100,9 +112,11 @@ def run_engine(
             t = arrivals[i]
             if t > env.now:
                 yield env.timeout(t - env.now)
+            held = False  # request i waited for the concurrency cap
             # Every request due now, at once (as far as the concurrency cap lets).
             while i < total and arrivals[i] <= env.now:
                 if max_concurrency is not None and in_flight() + n > max_concurrency:
+                    held = True
                     state["next"] = total  # nothing can arrive before a request finishes
                     slot_freed["event"] = env.event()
                     yield slot_freed["event"]
@@ -110,7 +124,9 @@ def run_engine(
                     state["next"] = i
                     continue
                 if front is not None:
-                    front.submit(tokens_of(i, vocab), int(workload.output_len[i]), request_id=str(i), n=n)
+                    delay = turnaround_rng.exponential(client_turnaround_s) if held and client_turnaround_s else 0.0
+                    front.submit(tokens_of(i, vocab), int(workload.output_len[i]), request_id=str(i), n=n,
+                                 delay_s=float(delay))
                     sent["count"] += n
                 else:
                     requests.extend(engine.add_request(
@@ -118,6 +134,7 @@ def run_engine(
                     ))
                 i += 1
                 state["next"] = i
+                held = held and i < total and arrivals[i] < env.now  # due while the cap was full
 
     env.process(feeder())
     if front is not None:
@@ -202,10 +219,11 @@ def with_client_times(result: EngineResult, clients, api_server_count: int) -> E
         "engine_arrival_s": result.arrival_s, "engine_first_token_s": result.first_token_s,
         "engine_finish_s": result.finish_s,
     }
+    turnaround = f([c.reached_s - c.sent_s for c in clients])
     result.arrival_s = f([c.sent_s for c in clients])
     result.first_token_s = f([c.first_token_s for c in clients])
     result.finish_s = f([c.last_token_s for c in clients])
-    front = frontend_ttft_s(result)
+    front = frontend_ttft_s(result) - turnaround
     ttft = result.ttft_s
     ok = np.isfinite(ttft)
     mean_ttft = float(ttft[ok].mean()) if ok.any() else 0.0
@@ -215,13 +233,15 @@ def with_client_times(result: EngineResult, clients, api_server_count: int) -> E
         "mean_ttft_ms": mean_ttft * 1e3,
         "mean_frontend_ttft_ms": mean_front * 1e3,
         "frontend_share_of_ttft": mean_front / mean_ttft if mean_ttft else 0.0,
+        "mean_client_turnaround_ms": float(turnaround[ok].mean()) * 1e3 if ok.any() else 0.0,
     }
     return result
 
 
 def frontend_ttft_s(result: EngineResult) -> np.ndarray:
-    """Per request, the part of the TTFT spent in the front end: from sending to the engine
-    having it (HTTP, tokenization, queueing in the API server), and from the engine making the
-    first token to the client having it (detokenization, streaming)."""
+    """Per request, the part of the TTFT spent between the client and the engine: from the
+    client's stamp to the engine having it (the client's turnaround, HTTP, tokenization, queueing
+    in the API server), and from the engine making the first token to the client having it
+    (detokenization, streaming)."""
     e = result.engine_times
     return (e["engine_arrival_s"] - result.arrival_s) + (result.first_token_s - e["engine_first_token_s"])

@@ -135,3 +135,57 @@ def test_bench_serve_json_reports_the_front_end_share(capsys):
     fe = data["servelab"]["frontend"]
     assert fe["api_server_count"] == 1 and 0 < fe["frontend_share_of_ttft"] < 1
     assert data["servelab"]["step_time_model"].startswith("operator tables: h100-80gb")
+
+
+def test_a_clients_turnaround_delays_its_next_request_and_counts_in_its_ttft():
+    """With a closed loop's turnaround, each request after the first waits for it between the
+    client's stamp (the earlier answer's last chunk) and the API server: the engine gets it that
+    much later, and the client's TTFT counts it. The first request did not wait for the cap."""
+    fe = FrontendCoefficients(http_s=0.003, tokenize_s_per_token=0.0, detokenize_s_per_token=1e-4)
+    wl = _workload(200, 64, 4)
+    instant = _run(wl, fe, max_concurrency=1)
+    slow = _run(wl, fe, max_concurrency=1, client_turnaround_s=0.05)
+    order = np.argsort(slow.arrival_s)
+    for a, b in zip(order, order[1:]):
+        assert slow.arrival_s[b] == pytest.approx(slow.finish_s[a])  # stamped when the answer came
+    waited = slow.engine_times["engine_arrival_s"] - slow.arrival_s - 0.003  # less the API server's work
+    assert waited[order[0]] == pytest.approx(0.0)
+    assert np.all(waited[order[1:]] > 0)
+    assert waited[order[1:]].mean() == pytest.approx(0.05, rel=0.2)  # exponential, mean 50 ms
+    assert slow.ttft_s == pytest.approx(instant.ttft_s + waited)  # one client: nothing else changes
+    f = slow.extra["frontend"]
+    assert f["mean_client_turnaround_ms"] == pytest.approx(1e3 * waited.mean())
+    # The front end's share leaves the client's own time out.
+    assert f["mean_frontend_ttft_ms"] == pytest.approx(instant.extra["frontend"]["mean_frontend_ttft_ms"])
+
+
+def test_turnaround_is_the_same_with_and_without_fast_forward_and_follows_the_seed():
+    fe = FrontendCoefficients(http_s=0.002, tokenize_s_per_token=2e-6, detokenize_s_per_token=2e-5)
+    wl = _workload(96, 300, 40)
+    runs = [run_engine(CONFIG, wl, usage="serve", coefficients=HOST, frontend=fe, max_concurrency=16,
+                       closed_loop_start="together", client_turnaround_s=0.01, fast_forward=ff, seed=seed)
+            for ff, seed in ((True, 0), (False, 0), (True, 1))]
+    for field in ("arrival_s", "first_token_s", "finish_s"):
+        assert np.allclose(getattr(runs[0], field), getattr(runs[1], field), rtol=0, atol=1e-9)
+    assert not np.allclose(runs[0].first_token_s, runs[2].first_token_s)
+
+
+@pytest.mark.parametrize("kw,match", [({"client_turnaround_s": -0.001}, "client_turnaround_s"),
+                                      ({"client_turnaround_s": 0.01, "frontend": None}, "front end")])
+def test_bad_turnaround_is_refused(kw, match):
+    fe = FrontendCoefficients(http_s=0.002)
+    with pytest.raises(ValueError, match=match):
+        run_engine(CONFIG, _workload(4, 64, 4), usage="serve", max_concurrency=2, **{"frontend": fe, **kw})
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--client-turnaround-ms", "-1"], "--client-turnaround-ms: expected milliseconds >= 0"),
+    (["--client-turnaround-ms", "nan"], "--client-turnaround-ms: expected milliseconds >= 0"),
+    (["--client-turnaround-ms", "5", "--no-frontend"], "needs the simulated front end"),
+])
+def test_bench_serve_refuses_a_bad_turnaround(capsys, flags, message):
+    from lab.cli.main import main
+
+    assert main(["bench", "serve", "--model", "llama-3.1-8b", "--gpu", "h100-80gb", "--num-prompts", "8",
+                 "--max-concurrency", "2", *flags]) == 2
+    assert message in capsys.readouterr().err

@@ -112,7 +112,8 @@ def _run(config, workload, args, *, usage, max_concurrency=None, frontend=None):
         result = run_engine(config, workload, seed=args.seed, usage=usage, progress=progress,
                             max_concurrency=max_concurrency, frontend=frontend,
                             api_server_count=getattr(args, "api_server_count", 1),
-                            closed_loop_start=getattr(args, "closed_loop_start", "together"))
+                            closed_loop_start=getattr(args, "closed_loop_start", "together"),
+                            client_turnaround_s=getattr(args, "client_turnaround_ms", 0.0) / 1000)
     finally:
         progress.close()
     return result, time.perf_counter() - t0
@@ -140,6 +141,12 @@ def run_serve(args) -> int:
     config, model, workload = _prepare(args, offline=False)
     if args.max_concurrency is not None and args.max_concurrency <= 0:
         raise ConfigError(f"--max-concurrency: expected a positive integer, got {args.max_concurrency}")
+    turnaround = float(getattr(args, "client_turnaround_ms", 0.0))
+    if not (isinstance(turnaround, float) and 0 <= turnaround < math.inf):
+        raise ConfigError(f"--client-turnaround-ms: expected milliseconds >= 0, got {turnaround}")
+    if turnaround and not args.frontend:
+        raise ConfigError("--client-turnaround-ms needs the simulated front end: drop --no-frontend, "
+                          "or set --client-turnaround-ms 0")
     metrics = tuple(m.strip() for m in args.percentile_metrics.split(",") if m.strip())
     bad = [m for m in metrics if m not in ("ttft", "tpot", "itl", "e2el")]
     if bad:
@@ -217,6 +224,8 @@ def _print_simulator_block(f: dict, result, wall_s: float) -> None:
         fe = f["frontend"]
         row(f"Front end ({fe['api_server_count']} API server(s)), mean TTFT:",
             f"{fe['mean_frontend_ttft_ms']:.2f} ms ({100 * fe['frontend_share_of_ttft']:.0f}% of {fe['mean_ttft_ms']:.2f} ms)")
+        if fe.get("mean_client_turnaround_ms"):
+            row("Client turnaround, mean over requests:", f"{fe['mean_client_turnaround_ms']:.2f} ms (in the TTFT)")
     row("KV cache (blocks / tokens):", f"{f['num_gpu_blocks']} / {f['kv_cache_tokens']}")
     row("Mean batch size (requests):", f"{f['mean_batch_size']:.1f}")
     row("Mean batched tokens per step:", f"{f['mean_num_batched_tokens']:.1f}")

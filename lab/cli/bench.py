@@ -46,6 +46,11 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
                         "clients out of phase over one request's lifetime, the steady state real closed loops "
                         "reach; together sends the first wave at once, as vLLM's client does (and a "
                         "deterministic engine then keeps the clients in lock step)")
+    g.add_argument("--client-turnaround-ms", type=float, default=0.0, metavar="MS",
+                   help="the load generator's own reaction time: a request that waited for --max-concurrency "
+                        "reaches the server an exponentially distributed time of this mean after the earlier "
+                        "answer came, and its TTFT counts it (default 0: an instant client). `servelab serve` "
+                        "measures a real client's (servelab:emulator_client_turnaround_seconds)")
     sv.set_defaults(run=_run_serve)
     parser.set_defaults(run=lambda args: (parser.print_help(), 2)[1])
 
