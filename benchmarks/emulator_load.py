@@ -7,8 +7,12 @@ request rate inf, the given --max-concurrency), then `servelab bench serve` on t
 workload, which says what the client should have measured. Prints, per run:
 
 - requests sent, completed and lost (sent - completed);
+- the client's own turnaround as the emulator saw it: from the end of an answer to the next
+  request on the same connection (servelab:emulator_client_turnaround_seconds);
 - mean and median TTFT and TPOT as the client measured them, as `servelab bench serve`
-  predicts them, and the difference (target: within 15% at 256 streams);
+  predicts them, and the difference (target: within 15% at 256 streams), twice: for an instant
+  client (`servelab bench serve`'s default) and for a client with that measured mean
+  turnaround (`--client-turnaround-ms`);
 - every token's lag behind its simulated time, from the emulator's
   servelab:emulator_lag_seconds histogram (target: p99 at most 10 ms at 256 streams);
 - CPU seconds used by the emulator and by the client, and the wall time: on a 2-core machine
@@ -104,17 +108,24 @@ def run_one(h, tokenizer: Path, work, tmp: Path) -> None:
         client_cpu = _children_cpu_s() - child0
         lag = h.lag_delta(before, h.lag_histogram(base))
         inside = h.engine_means(base)
+        turnaround = h.client_turnaround(base)
     predicted = h.servelab_bench_serve(work, run_dir, tokenizer)
+    with_client = h.servelab_bench_serve(work, run_dir, tokenizer, client_turnaround_ms=turnaround["mean_ms"])
     lost = work.num_prompts - client["completed"]
     print(f"\n{work.max_concurrency} concurrent streams, {work.num_prompts} requests of "
           f"{work.input_len}/{work.output_len} tokens, request rate inf")
     print(f"  requests: sent {work.num_prompts}, completed {client['completed']}, lost {lost}"
           + (f" (errors: {sorted(set(e.splitlines()[-1] for e in client.get('errors', []) if e))[:3]})" if lost else ""))
-    print(f"  {'':10} {'vllm bench serve':>17} {'servelab bench':>15} {'difference':>11}")
+    print(f"  vLLM's client took {turnaround['mean_ms']:.1f} ms (mean; median {turnaround['median_ms']:.1f} ms, "
+          f"{turnaround['count']:.0f} requests) from an answer's end to its next request on the connection "
+          f"(servelab:emulator_client_turnaround_seconds)")
+    print(f"  {'':10} {'vllm bench serve':>17} {'servelab bench':>15} {'difference':>11}"
+          f" {'with that client':>17} {'difference':>11}")
     for key, label in (("mean_ttft_ms", "mean TTFT"), ("median_ttft_ms", "med. TTFT"), ("mean_tpot_ms", "mean TPOT"),
                        ("median_tpot_ms", "med. TPOT"), ("median_itl_ms", "med. ITL"), ("p99_itl_ms", "p99 ITL")):
-        c, p = client[key], predicted[key]
-        print(f"  {label:10} {c:>14.1f} ms {p:>12.1f} ms {100 * (c / p - 1):>+10.1f}%")
+        c, p, q = client[key], predicted[key], with_client[key]
+        print(f"  {label:10} {c:>14.1f} ms {p:>12.1f} ms {100 * (c / p - 1):>+10.1f}%"
+              f" {q:>14.1f} ms {100 * (c / q - 1):>+10.1f}%")
     print("  the emulator's own engine (vLLM's histograms on its /metrics, before delivery): "
           + ", ".join(f"mean {k.split('_')[1].upper()} {v:.1f} ms" for k, v in inside.items()))
     _print_lag_and_cpu(h, lag, server_cpu, client_cpu, wall)

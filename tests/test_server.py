@@ -594,3 +594,20 @@ def test_servelab_serve_command_starts_logs_and_answers(tmp_path):
     assert f"Starting vLLM API server 0 on http://127.0.0.1:{port}" in log
     assert "ServeLab step time: operator tables:" in log or "ServeLab step time: roofline fallback" in log
     assert "Traceback" not in log
+
+
+def test_client_turnaround_is_timed_per_kept_alive_connection(emu):
+    """Two requests on one kept-alive connection give one turnaround (the time between them);
+    a request on a fresh connection gives none."""
+    name = ("servelab:emulator_client_turnaround_seconds_count", frozenset())
+    before = scrape(emu).get(name, 0.0)  # the scrape's own connection is closed, so it never counts
+    ask = {"model": MODEL, "prompt": "Write about caches", "max_tokens": 3, "stream": True, "ignore_eos": True}
+    with httpx.Client(base_url=emu.base) as one_connection:
+        first = one_connection.post("/v1/completions", json=ask)
+        assert first.status_code == 200 and "[DONE]" in first.text
+        time.sleep(0.05)
+        assert one_connection.post("/v1/completions", json=ask).status_code == 200
+    samples = scrape(emu)
+    assert samples[name] == before + 1
+    total = samples[("servelab:emulator_client_turnaround_seconds_sum", frozenset())]
+    assert 0.05 <= total < 1.0  # the sleep, plus the client's own time

@@ -208,13 +208,25 @@ class _EmulatorApp(FastAPI):
     exception handlers, the body limit), each wrapper a coroutine that only notes whether the
     response has started. A stream passes its ``http.response.start`` through that chain, so
     every layer knows, and then writes its body chunks with the server's ``send`` itself
-    (``scope[delivery.SERVER_SEND]``): one coroutine call per write instead of four."""
+    (``scope[delivery.SERVER_SEND]``): one coroutine call per write instead of four.
+
+    It also times each connection's turnaround, from a response's end to the next request
+    (``lab/server/turnaround.py``)."""
 
     async def __call__(self, scope, receive, send) -> None:
         scope[D.SERVER_SEND] = send
-        if scope["type"] == "http":  # when the server began on this request, before its body and validation
-            scope[RECEIVED] = self.state.server.clock()
-        await super().__call__(scope, receive, send)
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        server = self.state.server
+        connection = scope.get("client")  # (host, port): one kept-alive connection
+        # When the server began on this request, before its body and validation.
+        scope[RECEIVED] = received = server.clock()
+        server.metrics.turnaround.request_started(connection, received)
+        try:
+            await super().__call__(scope, receive, send)
+        finally:  # the response's last byte has been handed to the connection
+            server.metrics.turnaround.response_ended(connection, server.clock())
 
 
 def build_app(server: EmulatorServer) -> FastAPI:

@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, Summary, ge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from lab.server.lag import LagMonitor
+from lab.server.turnaround import TurnaroundMonitor
 from sim.metrics import VLLM_BUCKETS, request_length_buckets
 
 # The buckets of the simulated fleet (``sim/rollout/fleet.py``), so that the emulator and the
@@ -97,6 +98,7 @@ class _EngineStatsCollector:
                     "Most the simulation or a token has lagged the simulated timeline since start, in seconds.",
                     max(m.lag_source(), m.lag.max_s))
         yield m.lag.metric_family()
+        yield m.turnaround.metric_family()
 
 
 def observe_each(histogram, values: list[float]) -> None:
@@ -127,6 +129,7 @@ class ServerMetrics:
                  lag_threshold_s: float = 0.010) -> None:
         self.lag_source = lag_source  # the driver's lateness to simulated events
         self.lag = LagMonitor(lag_threshold_s)  # every token's lateness (lab/server/lag.py)
+        self.turnaround = TurnaroundMonitor()  # the clients' own time between answer and request
         self.judge_enabled = judge_enabled
         self.model_name = model_name
         self.service = service

@@ -145,7 +145,7 @@ def raw_client(base_url: str, work: Workload, timeout_s: float = 1800) -> dict:
 
 
 def servelab_bench_serve(work: Workload, result_dir: Path, tokenizer: Path | None = None,
-                         python: str = sys.executable) -> dict:
+                         python: str = sys.executable, client_turnaround_ms: float = 0.0) -> dict:
     """`servelab bench serve` on the same workload (the simulator's prediction), its JSON.
 
     The emulator is the simulated engine behind a simulated vLLM API server (a request reaches
@@ -155,12 +155,16 @@ def servelab_bench_serve(work: Workload, result_dir: Path, tokenizer: Path | Non
     (``--closed-loop-start together``). With ``tokenizer`` (the client's), the random dataset's
     prompts are drawn from the same vocabulary as vLLM's client draws them, so as many prompts
     repeat (and hit the prefix cache) on both sides: with a 2,000-token vocabulary, about a
-    fifth of 1,000 prompts."""
-    name = "servelab-bench.json"
+    fifth of 1,000 prompts. ``client_turnaround_ms``: the client's own time between an answer
+    and its next request (``--client-turnaround-ms``; the emulator measures it, see
+    :func:`client_turnaround`); 0, the default, simulates an instant client."""
+    name = f"servelab-bench-{client_turnaround_ms:g}ms.json"
     cmd = [python, "-m", "lab", "bench", "serve", "--gpu", work.gpu, "--save-result", "--result-dir", str(result_dir),
            "--result-filename", name, "--closed-loop-start", "together", *work.common_flags()]
     if tokenizer is not None:
         cmd += ["--tokenizer", str(tokenizer)]
+    if client_turnaround_ms:
+        cmd += ["--client-turnaround-ms", f"{client_turnaround_ms:.3f}"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     if done.returncode != 0:
@@ -168,14 +172,28 @@ def servelab_bench_serve(work: Workload, result_dir: Path, tokenizer: Path | Non
     return json.loads((result_dir / name).read_text())
 
 
-_SAMPLE = re.compile(r'^servelab:emulator_lag_seconds_bucket\{le="([^"]+)"\} (\S+)$', re.M)
+def _histogram(base_url: str, name: str) -> tuple[list[tuple[float, float]], float]:
+    """(upper bound, cumulative count) per bucket, and the sum, of a histogram on /metrics."""
+    with urllib.request.urlopen(base_url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    pattern = re.compile(rf'^{re.escape(name)}_bucket\{{le="([^"]+)"\}} (\S+)$', re.M)
+    buckets = [(math.inf if le == "+Inf" else float(le), float(v)) for le, v in pattern.findall(text)]
+    total = re.search(rf"^{re.escape(name)}_sum (\S+)$", text, re.M)
+    return buckets, float(total.group(1)) if total else math.nan
 
 
 def lag_histogram(base_url: str) -> list[tuple[float, float]]:
     """(upper bound, cumulative count) of every token's lag, from the emulator's /metrics."""
-    with urllib.request.urlopen(base_url + "/metrics", timeout=10) as r:
-        text = r.read().decode()
-    return [(math.inf if le == "+Inf" else float(le), float(v)) for le, v in _SAMPLE.findall(text)]
+    return _histogram(base_url, "servelab:emulator_lag_seconds")[0]
+
+
+def client_turnaround(base_url: str) -> dict:
+    """The client's turnaround as the emulator saw it (servelab:emulator_client_turnaround_seconds):
+    how many, the mean and the median, in ms."""
+    buckets, total = _histogram(base_url, "servelab:emulator_client_turnaround_seconds")
+    count = buckets[-1][1] if buckets else 0.0
+    return {"count": count, "mean_ms": 1000 * total / count if count else math.nan,
+            "median_ms": 1000 * quantile(0.5, buckets)}
 
 
 def quantile(q: float, buckets: list[tuple[float, float]]) -> float:

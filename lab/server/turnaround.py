@@ -1,0 +1,77 @@
+"""How long the load generator takes between an answer and its next request, measured here.
+
+A closed-loop client (``vllm bench serve --max-concurrency``) sends its next request when it
+has the last chunk of its previous answer. On a real machine that takes it a while: its event
+loop is busy reading other streams, then it stamps and writes the new request. A fixed-length
+closed loop is very sensitive to that time (docs/emulator.md, "Under load"), and the emulator
+cannot see inside the client, but it can see the client's *turnaround* on a kept-alive
+connection: from the end of one response to the start of the next request on the same
+connection (clients such as aiohttp reuse a connection for the next request).
+
+``servelab:emulator_client_turnaround_seconds`` is a histogram of it. Its mean is what
+``servelab bench serve --client-turnaround-ms`` takes to simulate the same client, so that
+what the client measures can be compared with what the simulator predicts for that client.
+
+Connections are keyed by the client's address and port. A gap longer than ``MAX_GAP_S`` is not
+counted: a connection idle that long belongs to a client that paused (vLLM's client between its
+test prompt and its main run: 2 to 5 s here), not to a closed loop waiting on its own event
+loop, and one such gap would move the mean by more than the loop's reaction itself.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import OrderedDict
+
+from prometheus_client.core import HistogramMetricFamily
+
+TURNAROUND_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5)
+MAX_GAP_S = 1.0
+
+
+class TurnaroundMonitor:
+    def __init__(self) -> None:
+        self._ended: OrderedDict[object, float] = OrderedDict()  # connection -> its last response's end
+        self.counts = [0] * (len(TURNAROUND_BUCKETS_S) + 1)  # per bucket, the last one is +Inf
+        self.count = 0
+        self.sum_s = 0.0
+
+    def request_started(self, connection, now_s: float) -> None:
+        """A request starts on ``connection``: observe the time since its previous response ended."""
+        if connection is None:
+            return
+        ended = self._ended.pop(connection, None)
+        if ended is not None and now_s - ended <= MAX_GAP_S:
+            gap = max(now_s - ended, 0.0)
+            self.counts[bisect.bisect_left(TURNAROUND_BUCKETS_S, gap)] += 1
+            self.count += 1
+            self.sum_s += gap
+
+    def response_ended(self, connection, now_s: float) -> None:
+        """The response on ``connection`` has sent its last byte."""
+        if connection is None:
+            return
+        self._ended[connection] = now_s
+        self._ended.move_to_end(connection)
+        while self._ended:  # oldest first: forget the connections idle too long to count
+            oldest, at = next(iter(self._ended.items()))
+            if now_s - at <= MAX_GAP_S:
+                break
+            del self._ended[oldest]
+
+    @property
+    def mean_s(self) -> float:
+        return self.sum_s / self.count if self.count else float("nan")
+
+    def metric_family(self) -> HistogramMetricFamily:
+        h = HistogramMetricFamily(
+            "servelab:emulator_client_turnaround_seconds",
+            "Time from the end of a response to the next request on the same connection: the load "
+            "generator's own turnaround (servelab bench serve --client-turnaround-ms), in seconds.")
+        cumulative, buckets = 0, []
+        for i, c in enumerate(self.counts):
+            cumulative += c
+            bound = repr(TURNAROUND_BUCKETS_S[i]) if i < len(TURNAROUND_BUCKETS_S) else "+Inf"
+            buckets.append((bound, cumulative))
+        h.add_metric([], buckets, self.sum_s)
+        return h
