@@ -73,10 +73,7 @@ class EmulatorServer:
         # (error-rate), so adding load never moves the crash times.
         runner_rng, self.request_rng = np.random.default_rng(settings.seed).spawn(2)
         self.frontend = frontend  # sim.frontend.FrontendCoefficients of the simulated API server, or None
-        self.runner = SimRunner(build_engine, faults=self.faults, rng=runner_rng, clock=clock,
-                                stream_s_per_token=frontend.detokenize_s_per_token if frontend else 0.0,
-                                intake_s=frontend.http_s if frontend else 0.0,
-                                intake_s_per_token=frontend.tokenize_s_per_token if frontend else 0.0)
+        self.runner = SimRunner(build_engine, faults=self.faults, rng=runner_rng, clock=clock, frontend=frontend)
         self.max_model_len = settings.max_model_len or self.runner.engine.limits.max_model_len
         self.metrics = ServerMetrics(model_name=settings.served_model_names[0], service=settings.service,
                                      max_model_len=self.max_model_len,

@@ -98,15 +98,15 @@ class SimRunner:
         rng: np.random.Generator,
         observers: list[Any] = (),
         clock: Callable[[], float] = time.monotonic,
-        stream_s_per_token: float = 0.0,
-        intake_s: float = 0.0,
-        intake_s_per_token: float = 0.0,
+        frontend=None,
     ) -> None:
         self.env = simpy.Environment()
-        # The simulated API server (one process, first come first served): its time to stream
-        # one token, and to take in a request (HTTP and validation) and tokenize a prompt token.
-        self.stream_s_per_token = stream_s_per_token
-        self.intake_s, self.intake_s_per_token = intake_s, intake_s_per_token
+        # The simulated API server (one process, first come first served), from ``frontend``
+        # (sim.frontend.FrontendCoefficients; None: no API server): its time to stream one
+        # token, and to take in a request (HTTP and validation) and tokenize a prompt token.
+        self.stream_s_per_token = frontend.detokenize_s_per_token if frontend is not None else 0.0
+        self.intake_s = frontend.http_s if frontend is not None else 0.0
+        self.intake_s_per_token = frontend.tokenize_s_per_token if frontend is not None else 0.0
         self._api_busy_until_s = -math.inf  # when the simulated API server is done with what it has
         self.engine = build_engine(self.env)
         self.engine.listeners.append(self)
