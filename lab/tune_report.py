@@ -45,6 +45,7 @@ def result_dict(result, *, wall_s: float | None = None, executor: str = "", work
     out = {
         "model": req.space.model,
         "sla": result.request.sla.describe(),
+        "sla_headroom": result.request.sla.headroom,
         "load_mode": req.mode,
         "target_load": req.target_load,
         "counts": {"candidates": counts.candidates, "engine_configs": counts.engine_configs,

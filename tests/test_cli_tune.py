@@ -92,6 +92,7 @@ def test_an_sla_nobody_meets_prints_the_closest_and_exits_1(capsys):
     pytest.param(["--gpu", "tpu-v9"], "unknown GPU 'tpu-v9'", id="unknown-gpu"),
     pytest.param(["--gpu", "h100", "--gpu-prices", "/nonexistent/prices.yaml"], "cannot read it", id="missing-prices"),
     pytest.param(["--gpu", "h100", "--sla", "p90_ttft<=5"], "--sla: cannot read", id="bad-sla"),
+    pytest.param(["--gpu", "h100", "--headroom", "1.5"], "--headroom: expected a fraction", id="bad-headroom"),
     pytest.param(["--gpu", "h100", "--max-concurrency", "8", "--request-rate", "3"], "give one", id="rate-and-concurrency"),
     pytest.param(["--gpu", "h100", "--dataset-name", "trace", "--dataset-path", "azure-conv", "--trace-time-scale", "0.5"],
                  "tune sets the load itself", id="trace-time-scale"),
@@ -117,3 +118,12 @@ def test_a_price_file_without_a_gpu_being_searched_is_exit_2(capsys, tmp_path):
     prices.write_text("gpus: [broken\n")
     assert main(["tune", *SMALL, "--gpu", "h100", "--sla", "p90_ttft_ms<=500", "--gpu-prices", str(prices)]) == 2
     assert "not valid YAML" in capsys.readouterr().err
+
+
+def test_headroom_shows_in_the_json_and_the_sla_line(capsys):
+    rc = main(["tune", *SMALL, "--gpu", "h100", "--sla", "p99_e2el_ms<=20000", "--headroom", "0.2", "--json", "-"])
+    captured = capsys.readouterr()
+    assert rc == 0
+    data = json.loads(captured.out)
+    assert data["sla_headroom"] == 0.2 and "p99 E2EL <= 16000 ms" in data["sla"]
+    assert "less 20% headroom" in captured.err

@@ -326,3 +326,11 @@ def test_capacity_planner_offers_expert_parallelism_for_a_moe_model():
     assert candidates.value == "6"  # TP1, TP2, TP2 with EP; x 2 replica counts
     dense = open_page("capacity")
     assert not [t for t in dense.toggle if t.key == "cp_ep"]
+
+
+def test_capacity_planner_plans_with_headroom():
+    at = open_page("capacity", cp_gpus=["h100-80gb"], cp_tp=[1], cp_mns=[64], cp_mnbt=[8192], cp_num_prompts=40,
+                   cp_output_len=64, cp_input_len=256, cp_headroom=20, cp_workers=1, cp_quant=["model's own"],
+                   cp_kv=["auto"])
+    assert not at.exception, at.exception
+    assert "p90 TTFT <= 400 ms, p90 TPOT <= 24 ms (the SLA less 20% headroom)" in texts(at)

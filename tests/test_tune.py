@@ -270,3 +270,34 @@ def test_replicas_rise_to_the_throughput_term_and_a_fixed_load_can_miss_it():
     assert not fixed.meets and fixed.misses[0]["key"] == "output_throughput"
     too_many = deployment(ev, parse_sla("p90_ttft_ms<=400"), 100.0, price, max_replicas=8)
     assert not too_many.meets and too_many.misses[0]["key"] == "replicas" and too_many.replicas == 25
+
+
+def test_headroom_tightens_every_limit_and_says_so():
+    sla = parse_sla("p90_ttft_ms<=500,median_tpot_ms<=40,output_throughput>=900")
+    assert sla.with_headroom(0) is sla
+    planned = sla.with_headroom(0.1)
+    assert [t.limit_ms for t in planned.terms] == pytest.approx([450.0, 36.0])
+    assert planned.min_output_throughput == pytest.approx(1000.0)
+    assert planned.headroom == 0.1 and "less 10% headroom" in planned.describe()
+    assert [t.key for t in planned.terms] == [t.key for t in sla.terms]
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 2, float("nan"), "x"])
+def test_headroom_out_of_range_is_refused(bad):
+    with pytest.raises(ConfigError, match="--headroom"):
+        parse_sla("p90_ttft_ms<=500").with_headroom(bad)
+
+
+def test_headroom_only_rules_out_deployments_it_should():
+    """What meets the SLA with 30% headroom also meets it without; the cheapest answer costs at
+    least as much, and every ranked deployment has at least that share of each limit to spare."""
+    base = _request(("h100",), sla="p90_ttft_ms<=400,p90_tpot_ms<=25", tensor_parallel_sizes=(1, 2),
+                    max_num_seqs=(64, 256), max_num_batched_tokens=(8192,))
+    plain = tune(TuneRequest(base.space, SMALL, base.sla, base.prices, target_load=10.0, rel_tol=0.2))
+    spare = tune(TuneRequest(base.space, SMALL, base.sla.with_headroom(0.3), base.prices, target_load=10.0,
+                             rel_tol=0.2))
+    assert plain.ranked and spare.ranked
+    assert spare.winner.cost_per_hour >= plain.winner.cost_per_hour
+    for d in spare.ranked:  # margins are against the tightened limits: within them is 30% inside the SLA
+        assert d.min_margin >= 0 and set(d.margins) == {"p90_ttft_ms", "p90_tpot_ms"}
+    assert spare.winner.load_per_replica <= plain.winner.load_per_replica * 1.2  # within the bisection's tolerance

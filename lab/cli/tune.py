@@ -43,6 +43,9 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sla", required=True, metavar="TERMS",
                    help="comma-separated terms with vLLM's JSON keys: p90_ttft_ms<=500, median_tpot_ms<=30, "
                         "p99_e2el_ms<=10000, output_throughput>=2000 (the whole deployment)")
+    p.add_argument("--headroom", type=float, default=0.0, metavar="FRACTION",
+                   help="plan with this share of every SLA limit to spare (0.1: each latency limit 10%% tighter, "
+                        "the throughput floor 10%% higher), against the simulator's own error (default 0)")
     add_workload_args(p, offline=False)
     p.set_defaults(num_prompts=200)
     p.add_argument("--max-concurrency", type=int, default=None,
@@ -91,7 +94,7 @@ def build_request(args):
     from sim.tune.space import default_max_model_len, default_precisions, resolve_gpus
     from sim.workload import WorkloadSpec
 
-    sla = parse_sla(args.sla)
+    sla = parse_sla(args.sla).with_headroom(args.headroom)
     gpus = resolve_gpus(args.gpu)
     if args.gpu_prices:
         try:

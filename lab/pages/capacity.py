@@ -33,6 +33,7 @@ defaults(
     cp_ttft_ms=500.0,
     cp_tpot_ms=30.0,
     cp_e2el_ms=0.0,
+    cp_headroom=0,
     cp_workers=0,
 )
 
@@ -58,6 +59,9 @@ with controls:
     ttft = st.number_input("TTFT at most (ms; 0: no limit)", 0.0, 600000.0, step=50.0, key="cp_ttft_ms")
     tpot = st.number_input("TPOT at most (ms; 0: no limit)", 0.0, 10000.0, step=5.0, key="cp_tpot_ms")
     e2el = st.number_input("E2E latency at most (ms; 0: no limit)", 0.0, 3600000.0, step=500.0, key="cp_e2el_ms")
+    headroom = st.number_input("Headroom (% of each limit to spare)", 0, 50, step=5, key="cp_headroom",
+                               help="plan against limits this much tighter than the SLA (servelab tune --headroom), "
+                                    "to allow for the simulator's own error")
     st.subheader("Search space")
     gpus = st.multiselect("GPUs", catalog.known_gpus(), key="cp_gpus")
     tps = st.multiselect("--tensor-parallel-size", [1, 2, 4, 8], key="cp_tp")
@@ -98,7 +102,7 @@ try:
     from sim.tune.space import SearchSpace, default_max_model_len
     from sim.workload import WorkloadSpec
 
-    sla = tune_mod.parse_sla(",".join(terms))
+    sla = tune_mod.parse_sla(",".join(terms)).with_headroom(headroom / 100)
     workload = WorkloadSpec(num_prompts=int(num_prompts), random_input_len=int(input_len),
                             random_output_len=int(output_len))
     space = SearchSpace(model=model, gpus=tuple(gpus), tensor_parallel_sizes=tuple(sorted(tps)),

@@ -69,16 +69,34 @@ class SLATerm:
 class SLA:
     terms: tuple[SLATerm, ...]
     min_output_throughput: float | None = None  # output tokens/s of the whole deployment
+    headroom: float = 0.0  # the share of each limit held back (see with_headroom); 0: the SLA as given
 
     def __post_init__(self) -> None:
         if not self.terms and self.min_output_throughput is None:
             raise ConfigError("--sla: give at least one term, e.g. p90_ttft_ms<=500,p99_tpot_ms<=50")
 
+    def with_headroom(self, headroom: float) -> "SLA":
+        """The SLA to plan against, with ``headroom`` (a fraction) of every limit held back:
+        each latency limit times (1 - headroom), the throughput floor divided by it. A planner
+        that trusts its simulator to within, say, 10% asks for 10% to spare."""
+        if not (isinstance(headroom, (int, float)) and 0 <= headroom < 1):
+            raise ConfigError(f"--headroom: expected a fraction from 0 up to (not including) 1, e.g. 0.1 for 10%; "
+                              f"got {headroom!r}")
+        if headroom == 0:
+            return self
+        keep = 1 - headroom
+        terms = tuple(SLATerm(t.metric, t.percentile, t.limit_ms * keep) for t in self.terms)
+        floor = None if self.min_output_throughput is None else self.min_output_throughput / keep
+        return SLA(terms, floor, headroom=float(headroom))
+
     def describe(self) -> str:
         parts = [t.label for t in self.terms]
         if self.min_output_throughput is not None:
             parts.append(f"output throughput >= {self.min_output_throughput:g} tok/s")
-        return ", ".join(parts)
+        text = ", ".join(parts)
+        if self.headroom:
+            text += f" (the SLA less {100 * self.headroom:g}% headroom)"
+        return text
 
 
 def parse_sla(text: str) -> SLA:
