@@ -16,14 +16,15 @@ The check, for each (model, isl, osl) with at least two configurations and each 
 * ServeLab's pick: each candidate's benchmark simulated as `servelab validate` simulates these
   rows (:func:`sim.silicon.simulate_row`), then the planner's rule: among those predicted to
   meet the SLA, the highest predicted output tokens/s per GPU (the same formula on the
-  simulated means);
+  simulated means); with ``--headroom H`` (`servelab tune --headroom`), a candidate is
+  predicted to meet the SLA only with H of each limit to spare;
 * score: the pick's real throughput per GPU / the best real throughput per GPU among the rows
   that really met the SLA (0 when the pick did not really meet it). Target: at least 0.95.
 
 Every model of the file is checked: the dense Llama rows (whose host and front-end values the
 project fits) and the MoE rows (Qwen3-235B-A22B, gpt-oss-120b), which are never fitted to.
 
-Usage: python benchmarks/tune_decision_quality.py [--csv FILE] [--model SUBSTRING]
+Usage: python benchmarks/tune_decision_quality.py [--csv FILE] [--model SUBSTRING] [--headroom H]
 """
 
 from __future__ import annotations
@@ -62,7 +63,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--csv", type=Path, default=silicon.SILICON_CSV)
     p.add_argument("--model", default="", help="only rows whose model contains this")
+    p.add_argument("--headroom", type=float, default=0.0,
+                   help="plan with this share of each limit to spare, as `servelab tune --headroom` (default 0)")
     args = p.parse_args()
+    keep = 1 - args.headroom
     if not args.csv.is_file():
         print(f"skipped: {args.csv} not found")
         return
@@ -74,7 +78,8 @@ def main() -> None:
         if all(silicon.bench_key(o) != silicon.bench_key(r) for o in groups[key]):
             groups[key].append(r)
     groups = {k: v for k, v in groups.items() if len(v) >= 2}
-    print("decision quality: real output tok/s per GPU of ServeLab's pick / best real among rows that met the SLA")
+    print("decision quality: real output tok/s per GPU of ServeLab's pick / best real among rows that met the SLA"
+          + (f" (picked with {100 * args.headroom:g}% headroom)" if args.headroom else ""))
     scores: dict[str, list[float]] = defaultdict(list)
     for (model, isl, osl), group in sorted(groups.items()):
         sims, refused = {}, {}
@@ -92,7 +97,8 @@ def main() -> None:
             if not real_ok:
                 continue
             best_real = max(real_tokens_per_gpu(r) for r in real_ok)
-            predicted_ok = [r for r in group if sims[id(r)] and sims[id(r)][0] <= ttft_max and sims[id(r)][1] <= tpot_max]
+            predicted_ok = [r for r in group
+                            if sims[id(r)] and sims[id(r)][0] <= keep * ttft_max and sims[id(r)][1] <= keep * tpot_max]
             where = f"{model} isl {isl} osl {osl}, TTFT <= {ttft_max:g} ms, TPOT <= {tpot_max:g} ms"
             if not predicted_ok:
                 scores[model].append(0.0)
