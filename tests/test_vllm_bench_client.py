@@ -61,6 +61,7 @@ def bench_run(tmp_path_factory):
         client = harness.vllm_bench_serve(base, tokenizer, WORK, tmp, timeout_s=600)
         lag = harness.lag_delta(before, harness.lag_histogram(base))
         tokens = harness.generation_tokens(base) - tokens_before
+        turnaround = harness.client_turnaround(base)
         probe = _post(base + "/tokenize", {"prompt": "The KV cache holds blocks.", "add_special_tokens": False})
         back = _post(base + "/detokenize", {"tokens": probe["tokens"]})
     predicted = harness.servelab_bench_serve(WORK, tmp, tokenizer)
@@ -68,7 +69,7 @@ def bench_run(tmp_path_factory):
         print(f"{key}: vllm bench serve {measured:.2f}, servelab bench serve {sim:.2f} ({100 * diff:+.1f}%)")
     print(f"lag p50 {1000 * harness.quantile(0.5, lag):.2f} ms, p99 {1000 * harness.quantile(0.99, lag):.2f} ms")
     return {"client": client, "predicted": predicted, "lag": lag, "tokens": tokens, "probe": probe, "back": back,
-            "log": (tmp / "serve.log").read_text()}
+            "turnaround": turnaround, "log": (tmp / "serve.log").read_text()}
 
 
 def _post(url: str, body: dict) -> dict:
@@ -109,3 +110,12 @@ def test_tokenize_and_detokenize_round_trip_with_the_model_tokenizer(bench_run):
     assert probe["count"] == len(probe["tokens"]) > 0 and probe["max_model_len"] == 131072
     assert back == {"prompt": "The KV cache holds blocks."}
 
+
+
+@pytest.mark.vllm_client
+def test_the_clients_kept_alive_connections_give_its_turnaround(bench_run):
+    """vLLM's client (aiohttp) reuses its connections, so the emulator times the gaps between a
+    response and the next request on one (servelab:emulator_client_turnaround_seconds)."""
+    t = bench_run["turnaround"]
+    assert 0 < t["count"] < WORK.num_prompts
+    assert 0 < t["mean_ms"] < 1000
