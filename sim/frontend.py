@@ -16,8 +16,9 @@ end-to-end latency to receiving the last one, so both include the front end's ti
 queueing. A closed loop's client may also take a while between having one answer and its next
 request reaching the server (its *turnaround*: ``submit(..., delay_s=)``, see
 :func:`sim.runner.run_engine`); that time counts in the client's TTFT too, since the client
-stamps the request when it decides to send it. The coefficients are fitted end to end with the engine's per-step CPU time
-(``servelab calibrate fit --from-aiconfigurator``; see docs/calibration.md).
+stamps the request when it decides to send it. The coefficients are fitted end to end with the
+engine's per-step CPU time (``servelab calibrate fit --from-aiconfigurator``; see
+docs/calibration.md).
 
 How it is simulated. Each API server is a FIFO with a ``busy_until_s`` clock: work that arrives
 while it is busy starts when it is free. Requests are handed to the engine by a SimPy timeout

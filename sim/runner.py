@@ -47,6 +47,7 @@ def run_engine(
         raise ValueError(f"client_turnaround_s(={client_turnaround_s!r}) must be a number >= 0 (seconds)")
     if client_turnaround_s and frontend is None:
         raise ValueError("client_turnaround_s needs the simulated front end (frontend=...)")
+    # A stream of its own (0x7475 is "tu"), so that the engine's own draws do not move with it.
     turnaround_rng = np.random.default_rng([seed, 0x7475])
     env = simpy.Environment()
     arrivals = np.asarray(workload.arrival_s, dtype=float)
