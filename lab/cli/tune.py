@@ -44,8 +44,8 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
                    help="comma-separated terms with vLLM's JSON keys: p90_ttft_ms<=500, median_tpot_ms<=30, "
                         "p99_e2el_ms<=10000, output_throughput>=2000 (the whole deployment)")
     p.add_argument("--headroom", type=float, default=0.0, metavar="FRACTION",
-                   help="plan with this share of every SLA limit to spare (0.1: each latency limit 10%% tighter, "
-                        "the throughput floor 10%% higher), against the simulator's own error (default 0)")
+                   help="plan with this share of every SLA limit to spare (0.1: each latency limit x 0.9, "
+                        "the throughput floor / 0.9), against the simulator's own error (default 0)")
     add_workload_args(p, offline=False)
     p.set_defaults(num_prompts=200)
     p.add_argument("--max-concurrency", type=int, default=None,
