@@ -580,6 +580,10 @@ def test_servelab_serve_command_starts_logs_and_answers(tmp_path):
         client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
         assert client.completions.create(model=MODEL, prompt="What is 6 times 7?", max_tokens=4).choices[0].text == " 42."
         assert "vllm:generation_tokens_total" in httpx.get(f"{base}/metrics").text
+        ask = {"model": MODEL, "prompt": "Write about caches", "max_tokens": 3, "stream": True}
+        with httpx.Client(base_url=base) as one_connection:  # two streams on one kept-alive connection
+            for _ in range(2):
+                assert one_connection.post("/v1/completions", json=ask).status_code == 200
     finally:
         proc.terminate()
         try:
@@ -593,6 +597,9 @@ def test_servelab_serve_command_starts_logs_and_answers(tmp_path):
     assert "GPU KV cache size: " in log and "Maximum concurrency for 131,072 tokens per request" in log
     assert f"Starting vLLM API server 0 on http://127.0.0.1:{port}" in log
     assert "ServeLab step time: operator tables:" in log or "ServeLab step time: roofline fallback" in log
+    # On stopping, what its clients saw: the tokens' lag, and their own turnaround.
+    assert "lag behind the simulated timeline: p50" in log
+    assert "over 1 request; `servelab bench serve --client-turnaround-ms" in log
     assert "Traceback" not in log
 
 

@@ -477,3 +477,18 @@ def test_hf_tokenizer_folder(tmp_path):
     (tmp_path / "tokenizer.json").write_text("{not json")
     with pytest.raises(ConfigError, match="cannot read tokenizer.json"):
         HFTokenizer(tmp_path)
+
+
+def test_the_shutdown_summary_names_the_lag_and_the_clients_turnaround():
+    from lab.server.metrics import ServerMetrics
+
+    m = ServerMetrics(model_name="m", service="svc", max_model_len=4096, stats_source=lambda: None)
+    assert m.summary() == []  # nothing served: nothing to say
+    for i in range(10):
+        m.lag.observe(0.001, now_s=float(i))
+    m.turnaround.response_ended(("127.0.0.1", 5000), 1.0)
+    m.turnaround.request_started(("127.0.0.1", 5000), 1.025)
+    lag_line, turn_line = m.summary()
+    assert lag_line.startswith("Streamed 10 tokens; lag behind the simulated timeline: p50 ")
+    assert "mean 25.0 ms over 1 request;" in turn_line
+    assert "`servelab bench serve --client-turnaround-ms 25.0`" in turn_line

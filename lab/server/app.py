@@ -239,6 +239,8 @@ def build_app(server: EmulatorServer) -> FastAPI:
             yield
         finally:
             await server.runner.stop()
+            for line in server.metrics.summary():
+                log.info("%s", line)
 
     app = _EmulatorApp(title="ServeLab emulator (vLLM-compatible)", version=VLLM_VERSION, lifespan=lifespan)
     app.state.server = server

@@ -256,3 +256,19 @@ class ServerMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+    def summary(self) -> list[str]:
+        """What the server logs when it stops: how late its tokens left, and how long its clients
+        took between an answer and their next request (with the flag that simulates them)."""
+        lines = []
+        lag, turn = self.lag, self.turnaround
+        if lag.count:
+            lines.append(f"Streamed {lag.count} tokens; lag behind the simulated timeline: p50 "
+                         f"{1e3 * lag.quantile(0.5):.1f} ms, p99 {1e3 * lag.quantile(0.99):.1f} ms, "
+                         f"max {1e3 * lag.max_s:.1f} ms")
+        if turn.count:
+            mean_ms = 1e3 * turn.mean_s
+            lines.append(f"The clients' turnaround (a response's end to the next request on its connection): "
+                         f"mean {mean_ms:.1f} ms over {turn.count} request{'' if turn.count == 1 else 's'}; "
+                         f"`servelab bench serve --client-turnaround-ms {mean_ms:.1f}` simulates such a client")
+        return lines
