@@ -76,8 +76,22 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.set_defaults(run=run, removed_flags=[])
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not to the one there was
+    when the handler was made: a server stopped after its caller swapped stderr (a test run's
+    capture, closed by then) still logs its last lines."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ sets it; sys.stderr is always used
+        pass
+
+
 def _setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(asctime)s [%(module)s.py] %(message)s",
                                            datefmt="%m-%d %H:%M:%S"))
     root = logging.getLogger("servelab")
