@@ -11,15 +11,17 @@ see this machine's CPU, and the emulator says so:
   by default: the issue's target for p99), at most once per ``WARN_EVERY_S``, with the worst
   lag and the share of late tokens since the last warning.
 
-Observing is a bisect and three additions: it runs for every token, so it stays cheap.
+Observing is a bisect and three additions (lab/server/buckets.py): it runs for every token, so
+it stays cheap.
 """
 
 from __future__ import annotations
 
-import bisect
 import logging
 
 from prometheus_client.core import HistogramMetricFamily
+
+from lab.server.buckets import BucketCounts
 
 log = logging.getLogger("servelab.serve")
 
@@ -29,12 +31,10 @@ LAG_BUCKETS_S = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 
 WARN_EVERY_S = 10.0
 
 
-class LagMonitor:
+class LagMonitor(BucketCounts):
     def __init__(self, threshold_s: float = 0.010) -> None:
+        super().__init__(LAG_BUCKETS_S)
         self.threshold_s = threshold_s
-        self.counts = [0] * (len(LAG_BUCKETS_S) + 1)  # per bucket, the last one is +Inf
-        self.count = 0
-        self.sum_s = 0.0
         self.max_s = 0.0
         self._window_late = 0
         self._window_count = 0
@@ -44,9 +44,7 @@ class LagMonitor:
     def observe(self, lag_s: float, now_s: float) -> None:
         if lag_s < 0.0:
             lag_s = 0.0  # never early: a token is not released before it is due
-        self.counts[bisect.bisect_left(LAG_BUCKETS_S, lag_s)] += 1
-        self.count += 1
-        self.sum_s += lag_s
+        self.add(lag_s)
         self._window_count += 1
         if lag_s > self.max_s:
             self.max_s = lag_s
@@ -68,30 +66,6 @@ class LagMonitor:
         self._window_late = self._window_count = 0
         self._window_max_s = 0.0
 
-    def quantile(self, q: float) -> float:
-        """``histogram_quantile``'s estimate (linear inside a bucket), for summaries and tests."""
-        if self.count == 0:
-            return float("nan")
-        rank = q * self.count
-        seen = 0
-        lower = 0.0
-        for i, c in enumerate(self.counts):
-            upper = LAG_BUCKETS_S[i] if i < len(LAG_BUCKETS_S) else float("inf")
-            if seen + c >= rank and c > 0:
-                if upper == float("inf"):
-                    return lower
-                return lower + (upper - lower) * (rank - seen) / c
-            seen += c
-            lower = upper
-        return lower
-
     def metric_family(self) -> HistogramMetricFamily:
-        h = HistogramMetricFamily("servelab:emulator_lag_seconds",
-                                  "How late each token left the server after its simulated time, in seconds.")
-        cumulative, buckets = 0, []
-        for i, c in enumerate(self.counts):
-            cumulative += c
-            bound = repr(LAG_BUCKETS_S[i]) if i < len(LAG_BUCKETS_S) else "+Inf"
-            buckets.append((bound, cumulative))
-        h.add_metric([], buckets, self.sum_s)
-        return h
+        return self.family("servelab:emulator_lag_seconds",
+                           "How late each token left the server after its simulated time, in seconds.")

@@ -20,21 +20,20 @@ loop, and one such gap would move the mean by more than the loop's reaction itse
 
 from __future__ import annotations
 
-import bisect
 from collections import OrderedDict
 
 from prometheus_client.core import HistogramMetricFamily
+
+from lab.server.buckets import BucketCounts
 
 TURNAROUND_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5)
 MAX_GAP_S = 1.0
 
 
-class TurnaroundMonitor:
+class TurnaroundMonitor(BucketCounts):
     def __init__(self) -> None:
+        super().__init__(TURNAROUND_BUCKETS_S)
         self._ended: OrderedDict[object, float] = OrderedDict()  # connection -> its last response's end
-        self.counts = [0] * (len(TURNAROUND_BUCKETS_S) + 1)  # per bucket, the last one is +Inf
-        self.count = 0
-        self.sum_s = 0.0
 
     def request_started(self, connection, now_s: float) -> None:
         """A request starts on ``connection``: observe the time since its previous response ended."""
@@ -42,10 +41,7 @@ class TurnaroundMonitor:
             return
         ended = self._ended.pop(connection, None)
         if ended is not None and now_s - ended <= MAX_GAP_S:
-            gap = max(now_s - ended, 0.0)
-            self.counts[bisect.bisect_left(TURNAROUND_BUCKETS_S, gap)] += 1
-            self.count += 1
-            self.sum_s += gap
+            self.add(max(now_s - ended, 0.0))
 
     def response_ended(self, connection, now_s: float) -> None:
         """The response on ``connection`` has sent its last byte."""
@@ -59,19 +55,8 @@ class TurnaroundMonitor:
                 break
             del self._ended[oldest]
 
-    @property
-    def mean_s(self) -> float:
-        return self.sum_s / self.count if self.count else float("nan")
-
     def metric_family(self) -> HistogramMetricFamily:
-        h = HistogramMetricFamily(
+        return self.family(
             "servelab:emulator_client_turnaround_seconds",
             "Time from the end of a response to the next request on the same connection: the load "
             "generator's own turnaround (servelab bench serve --client-turnaround-ms), in seconds.")
-        cumulative, buckets = 0, []
-        for i, c in enumerate(self.counts):
-            cumulative += c
-            bound = repr(TURNAROUND_BUCKETS_S[i]) if i < len(TURNAROUND_BUCKETS_S) else "+Inf"
-            buckets.append((bound, cumulative))
-        h.add_metric([], buckets, self.sum_s)
-        return h
