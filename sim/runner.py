@@ -47,8 +47,9 @@ def run_engine(
         raise ValueError(f"client_turnaround_s(={client_turnaround_s!r}) must be a number >= 0 (seconds)")
     if client_turnaround_s and frontend is None:
         raise ValueError("client_turnaround_s needs the simulated front end (frontend=...)")
-    # A stream of its own (0x7475 is "tu"), so that the engine's own draws do not move with it.
-    turnaround_rng = np.random.default_rng([seed, 0x7475])
+    # A stream of its own (0x7475 is "tu"), so that the engine's own draws do not move with it;
+    # made only when used (the capacity planner runs thousands of engines without one).
+    turnaround_rng = np.random.default_rng([seed, 0x7475]) if client_turnaround_s else None
     env = simpy.Environment()
     arrivals = np.asarray(workload.arrival_s, dtype=float)
     total = len(arrivals)
@@ -125,7 +126,7 @@ def run_engine(
                     state["next"] = i
                     continue
                 if front is not None:
-                    delay = turnaround_rng.exponential(client_turnaround_s) if held and client_turnaround_s else 0.0
+                    delay = turnaround_rng.exponential(client_turnaround_s) if held and turnaround_rng else 0.0
                     front.submit(tokens_of(i, vocab), int(workload.output_len[i]), request_id=str(i), n=n,
                                  delay_s=float(delay))
                     sent["count"] += n
