@@ -45,6 +45,7 @@ import numpy as np
 import simpy
 
 from lab.server.faults import FaultSet, crash_downtime_s
+from sim.frontend import FrontendCoefficients
 
 TICK_S = 0.25  # how often time-dependent faults are re-read when the engine is idle
 KEEP_FINISHED = 100  # the engine keeps finished requests for offline results; a server trims them
@@ -104,9 +105,9 @@ class SimRunner:
         # The simulated API server (one process, first come first served), from ``frontend``
         # (sim.frontend.FrontendCoefficients; None: no API server): its time to stream one
         # token, and to take in a request (HTTP and validation) and tokenize a prompt token.
-        self.stream_s_per_token = frontend.detokenize_s_per_token if frontend is not None else 0.0
-        self.intake_s = frontend.http_s if frontend is not None else 0.0
-        self.intake_s_per_token = frontend.tokenize_s_per_token if frontend is not None else 0.0
+        fe = frontend if frontend is not None else FrontendCoefficients()  # all zero: no API server
+        self.stream_s_per_token = fe.detokenize_s_per_token
+        self.intake_s, self.intake_s_per_token = fe.http_s, fe.tokenize_s_per_token
         self._api_busy_until_s = -math.inf  # when the simulated API server is done with what it has
         self.engine = build_engine(self.env)
         self.engine.listeners.append(self)
