@@ -2,8 +2,9 @@
 
 `servelab bench serve` sends a closed loop's next request the instant its client has the last
 token, unless told the client's turnaround (`--client-turnaround-ms`). A real client takes a
-little longer: vLLM's `vllm bench serve` with 256 streams on the project's 2-core machine got each re-sent request to the emulator's HTTP parser 16-18 ms after
-stamping its start (docs/emulator.md). This script simulates the emulator benchmark's workload
+little longer: vLLM's `vllm bench serve` with 256 streams on the project's 2-core machine got
+each re-sent request to the emulator's HTTP parser 16-18 ms after stamping its start
+(docs/emulator.md). This script simulates the emulator benchmark's workload
 (Llama-3.1-8B on an H100, 1,000 requests of 512/128 tokens, 256 clients, the first wave sent
 at once, the API server simulated, prompts over the benchmark tokenizer's 1,998 ids) with each
 re-sent request reaching the API server an exponentially distributed time after its client
