@@ -12,7 +12,7 @@ from sim.catalog import get_gpu, get_model
 from sim.config import EngineConfig
 from sim.errors import ConfigError
 from sim.ops.moe import moe_parallel, moe_table_dtype, routed_experts_ms
-from sim.ops.tables import load_tables
+from sim.ops.tables import load_tables, monotone
 from sim.precision import resolve_precision
 from sim.steptime import BatchShape, StepCoefficients, make_step_model
 
@@ -75,7 +75,7 @@ def test_routed_experts_are_exact_on_the_measured_points(h200):
     tokens = h200["moe/num_tokens"].astype(np.float64)
     curve, notes = routed_experts_ms(h200, "bfloat16", 2048, 768, 8, 128, 1, 1, tokens)
     assert notes == []
-    assert curve.tolist() == np.maximum.accumulate(row).tolist()
+    assert curve.tolist() == monotone(row).tolist()
     assert np.sum(curve == row) >= len(row) - 2  # the measured points themselves, but for noise
 
 
@@ -87,7 +87,7 @@ def test_the_step_sums_router_experts_and_attention_layers(h200):
     key = "moe/bfloat16/h2048_i768_k8_e128"
     pairs = [tuple(p) for p in h200[key + "_par"].tolist()]
     j = h200["moe/num_tokens"].tolist().index(16)
-    experts = float(np.maximum.accumulate(h200[key][pairs.index((1, 1))].astype(np.float64))[j])
+    experts = float(monotone(h200[key][pairs.index((1, 1))].astype(np.float64))[j])
     from sim.ops.gemm import gemm_over_m
 
     router = float(gemm_over_m(h200, "bfloat16", 128, 2048)[i])
@@ -269,7 +269,7 @@ def test_deepep_dispatch_and_combine_come_from_the_measured_kernels(h200):
     layer = MoELayer(h200, model, 1, 8, True, None, "bfloat16", m, 512, "deepep_low_latency")
     axis = h200["a2a/deepep_ll/num_tokens"].tolist()
     j, i = axis.index(16), m.tolist().index(16)
-    want = sum(float(np.maximum.accumulate(h200[f"a2a/deepep_ll/{p}/h4096_k6_e256_ep8"].astype(np.float64))[j])
+    want = sum(float(monotone(h200[f"a2a/deepep_ll/{p}/h4096_k6_e256_ep8"].astype(np.float64))[j])
                for p in ("dispatch", "combine"))
     assert layer.dispatch_ms[i] == pytest.approx(want, rel=1e-12)
     assert layer.describe().endswith("all2all deepep_low_latency") and not any("DeepEP" in n for n in layer.notes)

@@ -62,7 +62,7 @@ from sim.ops.attention import Attention, prefill_equivalent_length
 from sim.ops.gemm import linear_layers_ms, lm_head_ms
 from sim.ops.mla import MLAAttention
 from sim.ops.moe import MoELayer
-from sim.ops.tables import AIC_SYSTEMS, interp, interp_array
+from sim.ops.tables import AIC_SYSTEMS, interp, interp_array, monotone
 from sim.steptime import host_and_gpu_s
 
 # CUDA graphs are captured up to this many tokens in a step (vLLM's default largest capture
@@ -153,9 +153,9 @@ class OperatorStepModel:
             comm = allreduce_ms(tables, tp, model.hidden_size, L, m, CUDAGRAPH_MAX_TOKENS)
         elementwise = m * per_token * L / gpu.hbm_bandwidth_bytes_per_s * 1e3
         self.terms_ms = {"linear_ms": linear, "moe_ms": moe_ms, "allreduce_ms": comm, "elementwise_ms": elementwise}
-        # More tokens never measure faster (the tables carry tile effects and noise of a few %).
-        self._tokens_ms = np.maximum.accumulate(linear + moe_ms + comm + elementwise).tolist()
-        self._lm_head_ms = np.maximum.accumulate(lm_head_ms(tables, model, tp, lm_head_dtype)).tolist()
+        # More tokens never take less time (the tables carry tile effects and noise: see monotone).
+        self._tokens_ms = monotone(linear + moe_ms + comm + elementwise).tolist()
+        self._lm_head_ms = monotone(lm_head_ms(tables, model, tp, lm_head_dtype)).tolist()
         q, kv = model.num_attention_heads // tp, model.kv_heads_per_rank(tp)
         if model.is_mla:  # MLA hook: the attention block, projections included, from sim.ops.mla
             self.mla = MLAAttention(tables, model, tp, gemm_dtype, kv_dtype)

@@ -61,7 +61,7 @@ import numpy as np
 from sim.errors import ConfigError
 from sim.ops.allreduce import allreduce_call_ms
 from sim.ops.gemm import gemm_over_m
-from sim.ops.tables import TableError, interp_array
+from sim.ops.tables import TableError, interp_array, monotone
 from sim.parallel import moe_sharding
 
 # The MoE table's dtype for each way vLLM stores the experts' weights.
@@ -166,7 +166,7 @@ def routed_experts_ms(tables: dict, dtype: str, hidden: int, inter: int, topk: i
         row = grid[pairs.index(near)] * (near[0] * near[1] / want)
         notes.append(f"MoE at moe_tp {moe_tp} / moe_ep {moe_ep} scaled from the measured {near[0]} / {near[1]}")
     axis = tables["moe/num_tokens"].astype(np.float64)
-    return scale * interp_array(tokens, axis, np.maximum.accumulate(row)), notes
+    return scale * interp_array(tokens, axis, monotone(row)), notes
 
 
 class MoELayer:
@@ -227,7 +227,7 @@ class MoELayer:
             self.notes.append(f"DeepEP {backend} scaled from the measured hidden {near[0]}, top-{near[1]} of {near[2]}")
         axis = tables[f"a2a/{backend}/num_tokens"].astype(np.float64)
         shape = f"h{near[0]}_k{near[1]}_e{near[2]}_ep{near[3]}"
-        both = sum(interp_array(m, axis, np.maximum.accumulate(
+        both = sum(interp_array(m, axis, monotone(
                        tables[f"a2a/{backend}/{phase}/{shape}"].astype(np.float64))) for phase in ("dispatch", "combine"))
         return scale * both
 
