@@ -128,3 +128,32 @@ def test_closed_loop_client_delay_with_no_delay_is_bench_serve(tmp_path):
     assert float(rows[0][2]) == pytest.approx(bench["mean_ttft_ms"], abs=0.05)
     assert float(rows[0][6]) == pytest.approx(bench["mean_tpot_ms"], abs=0.005)
     assert float(rows[1][2]) != pytest.approx(float(rows[0][2]), rel=0.01)
+
+
+def test_silicon_held_out_simulates_the_rows_validate_does_not_check(tmp_path):
+    """A small silicon_sample.csv in the package's format: one H100 row of Llama-3.1-70B (held out:
+    simulated), one row that vllm-silicon.csv already holds (left out), one FP4 row and one SGLang
+    row (not taken), and one Qwen3-32B row at TP 1 that does not fit one H100 (refused, with why)."""
+    header = ("id,silicon_data_source,backend,backend_version,model_path,system,precision,mode,isl,osl,"
+              "gemm_quant_mode,moe_quant_mode,batch_size,tp_size,pp_size,attention_dp_size,moe_tp_size,"
+              "moe_ep_size,silicon_ttft_ms,silicon_tpot_ms")
+    rows = [
+        "a,,vllm,,meta-llama/Llama-3.1-70B,h100_sxm,fp8,agg,1024,128,fp8,fp8,4,8,1,1,1,1,80.0,8.0",
+        "b,,vllm,,meta-llama/Llama-3.1-70B,h200_sxm,fp8,agg,1024,8192,fp8,fp8,8,1,1,1,1,1,247.3047496867366,24.1",
+        "c,,vllm,,meta-llama/Llama-3.1-70B,b200_sxm,fp4,agg,1024,128,nvfp4,nvfp4,4,8,1,1,1,1,50.0,5.0",
+        "d,,sglang,,meta-llama/Llama-3.1-70B,h100_sxm,fp8,agg,1024,128,fp8,fp8,4,8,1,1,1,1,80.0,8.0",
+        "e,,vllm,0.12.0,Qwen/Qwen3-32B,h100_sxm,,agg,4000,1000,,,24,1,1,,0,0,294.8,16.9",
+    ]
+    sample = tmp_path / "silicon_sample.csv"
+    sample.write_text("\n".join([header, *rows]) + "\n")
+    out = run_script("benchmarks/silicon_held_out.py", "--csv", str(sample), "--json", str(tmp_path / "h.json"))
+    assert "2 held-out vLLM rows" in out
+    assert any(line.startswith("h100_sxm  Llama-3.1-70B") for line in out.splitlines())
+    assert "refused: Qwen3-32B tp1 4000/1000 c24 on h100_sxm" in out
+    assert "1 rows simulated, 1 refused" in out
+    import json
+
+    done = json.loads((tmp_path / "h.json").read_text())
+    [row] = done["rows"]
+    assert row["real_ttft_ms"] == 80.0 and row["tp"] == 8 and row["sim_tpot_ms"] > 0
+    assert row["ttft_error"] == row["sim_ttft_ms"] / 80.0 - 1
