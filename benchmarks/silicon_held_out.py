@@ -61,7 +61,9 @@ def find_csv(explicit: str | None, install: bool) -> Path:
     if explicit:
         path = Path(explicit)
         if not path.is_file():
-            raise SystemExit(f"--csv {explicit}: no such file")
+            print(f"silicon_held_out: --csv {explicit}: no such file (give aiconfigurator-core's "
+                  f"{SAMPLE}, or leave --csv out to find it)", file=sys.stderr)
+            raise SystemExit(2)
         return path
     try:
         import aiconfigurator_core

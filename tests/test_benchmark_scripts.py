@@ -157,3 +157,6 @@ def test_silicon_held_out_simulates_the_rows_validate_does_not_check(tmp_path):
     [row] = done["rows"]
     assert row["real_ttft_ms"] == 80.0 and row["tp"] == 8 and row["sim_tpot_ms"] > 0
     assert row["ttft_error"] == row["sim_ttft_ms"] / 80.0 - 1
+    missing = subprocess.run([sys.executable, "benchmarks/silicon_held_out.py", "--csv", str(tmp_path / "none.csv")],
+                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    assert missing.returncode == 2 and "--csv" in missing.stderr and "no such file" in missing.stderr
