@@ -151,15 +151,17 @@ def main(argv: list[str] | None = None) -> int:
     from lab.calibrate.silicon import pool_map
 
     t0 = time.perf_counter()
+    # Rows that repeat a benchmark are simulated once, as in silicon.simulate_rows (the vLLM
+    # version is not an input of the simulation).
     unique: dict[tuple, silicon.SiliconRow] = {}
     for r in rows:
-        unique.setdefault(silicon.bench_key(r) + (r.vllm_version,), r)
+        unique.setdefault(silicon.bench_key(r), r)
     with pool_map() as m:
         done = dict(zip(unique, m(_simulate, list(unique.values()))))
     groups: dict[tuple, list[dict]] = {}
     refused = []
     for r in rows:
-        sim = done[silicon.bench_key(r) + (r.vllm_version,)]
+        sim = done[silicon.bench_key(r)]
         if "error" in sim:
             refused.append((r, sim["error"]))
             continue
