@@ -94,7 +94,8 @@ class DataParallelEngines:
         """vLLM's DP load balancer, on live counts."""
         best, best_score = 0, float("inf")
         for i, rank in enumerate(self.ranks):
-            waiting, running = rank.scheduler.num_waiting, rank.scheduler.num_running
+            # Requests an engine core has not scheduled yet (sim.engine: _take_in) wait too.
+            waiting, running = rank.scheduler.num_waiting + len(rank._staged), rank.scheduler.num_running
             in_flight = len(getattr(rank.scheduler, "requests", {})) or waiting + running
             score = max(in_flight, waiting + running)
             if waiting:
@@ -132,10 +133,14 @@ class DataParallelEngines:
         env = self.env
         dummy = BatchShape(1, 1, 1, 1, 0, 0, 1, 1)  # one token of decode over one token of context
         while True:
+            for rank in self.ranks:  # under asynchronous scheduling, what each engine core has seen
+                rank._take_in(env.now)
             outs = [rank._schedule() if rank.scheduler.has_unfinished_requests() else None for rank in self.ranks]
             outs = [o if o is not None and o.total_num_scheduled_tokens else None for o in outs]
-            if all(o is None for o in outs):  # nothing to run anywhere: wait for a request
-                self._wakeup = env.event()
+            if all(o is None for o in outs):
+                if any([rank._take_all() for rank in self.ranks]):
+                    continue  # nothing was scheduled ahead: schedule again with the staged requests
+                self._wakeup = env.event()  # nothing to run anywhere: wait for a request
                 yield self._wakeup
                 self._wakeup = None
                 continue
@@ -145,10 +150,14 @@ class DataParallelEngines:
                 if out is not None:
                     rank._note_admissions(out, start_s)
                 times.append(rank.step_model.step_time(rank._batch_shape(out) if out is not None else dummy))
+            for rank in self.ranks:
+                rank._stepping = True
             yield env.timeout(max(times))
             for rank, out in zip(self.ranks, outs):
                 if out is not None:
                     rank._finish_step(out, start_s, None)
+            for rank in self.ranks:
+                rank._last_step_s, rank._stepping = (start_s, env.now), False
 
     @property
     def stats(self) -> EngineStats:

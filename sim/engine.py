@@ -137,6 +137,12 @@ class Engine:
             all2all_backend=config.all2all_backend,
         )
         self.fast_forward = isinstance(self.scheduler, LazyDecodeScheduler)
+        # vLLM's asynchronous scheduling (the default since vLLM 0.12; profiles fitted to older
+        # versions turn it off) decides step N+1 when step N starts: see _take_in.
+        self.async_scheduling = bool(getattr(self.step_model.coefficients, "async_scheduling", False))
+        self._staged: list[Request] = []  # arrived while a step ran; the scheduler has not seen them
+        self._stepping = False  # a step is in flight
+        self._last_step_s = (-math.inf, -math.inf)  # (start, end) of the last step that ended
         self._batch_shape = getattr(self.scheduler, "batch_shape", batch_shape)
         self.next_arrival_s = next_arrival_s or (lambda: math.inf)
         self.listeners: list[EngineListener] = []
@@ -211,10 +217,14 @@ class Engine:
         ]
         if n > 1 and self.config.parallel_sampling == "copy-on-write":
             # One prefill; the other samples fork from it when it samples its first token.
-            self.scheduler.add_request(requests[0])
             self._forks[requests[0].request_id] = requests[1:]
+            queued = requests[:1]
         else:
-            for r in requests:
+            queued = requests
+        if self.async_scheduling and self._stepping:
+            self._staged.extend(queued)  # the scheduler sees them at a later step's start (_take_in)
+        else:
+            for r in queued:
                 self.scheduler.add_request(r)
         self.stats.num_requests_waiting = self.scheduler.num_waiting
         self.wake()
@@ -245,7 +255,11 @@ class Engine:
         return children
 
     def abort(self, request_id: str) -> None:
-        request = self.scheduler.abort_request(request_id)
+        staged = next((r for r in self._staged if r.request_id == request_id), None)
+        if staged is not None:
+            self._staged.remove(staged)
+            staged.status = RequestStatus.FINISHED_ABORTED
+        request = staged or self.scheduler.abort_request(request_id)
         if request is None:
             return
         request.finish_s = self.env.now
@@ -264,11 +278,42 @@ class Engine:
         ends = self.step_end_s
         return np.array([ends[i] for a, b in request.token_steps for i in range(a, b + 1)])
 
+    # --- asynchronous scheduling ---
+    def _take_in(self, now: float) -> None:
+        """Hand the scheduler the requests that vLLM's engine core would have seen by now.
+
+        Under asynchronous scheduling the engine core keeps two steps queued: when step N
+        starts on the GPU, it has already scheduled step N + 1, from the requests it had then
+        (vllm/v1/engine/core.py: ``step_with_batch_queue``, a batch queue of 2). A request that
+        arrives while step N runs therefore joins step N + 2 at the earliest: at a step that
+        follows the last one back to back, the scheduler takes the requests that arrived by the
+        start of that last step. After an idle gap it takes all of them."""
+        if not self._staged:
+            return
+        last_start, last_end = self._last_step_s
+        cutoff = last_start if last_end == now else now
+        if self._staged[-1].arrival_s <= cutoff:
+            ready, self._staged = self._staged, []
+        else:
+            k = next(i for i, r in enumerate(self._staged) if r.arrival_s > cutoff)
+            ready, self._staged = self._staged[:k], self._staged[k:]
+        for r in ready:
+            self.scheduler.add_request(r)
+
+    def _take_all(self) -> bool:
+        """Step N + 1 had nothing to run: the engine core schedules afresh, with every request
+        it has. True if there were staged requests."""
+        ready, self._staged = self._staged, []
+        for r in ready:
+            self.scheduler.add_request(r)
+        return bool(ready)
+
     # --- the process ---
     def _run(self):
         env = self.env
         while True:
-            if not self.scheduler.has_unfinished_requests():
+            self._take_in(env.now)
+            if not self.scheduler.has_unfinished_requests() and not self._take_all():
                 self._wakeup = env.event()
                 yield self._wakeup
                 self._wakeup = None
@@ -276,6 +321,8 @@ class Engine:
             start_s = env.now
             out = self._schedule()
             if out.total_num_scheduled_tokens == 0:
+                if self._take_all():
+                    continue  # schedule again, with the staged requests
                 # Nothing fits and nothing runs: wait for the next arrival or abort.
                 self._wakeup = env.event()
                 yield self._wakeup
@@ -287,8 +334,12 @@ class Engine:
                 duration = float(durations.sum())
             else:
                 duration = self.step_model.step_time(self._batch_shape(out))
+            self._stepping = True
             yield env.timeout(duration)
             self._finish_step(out, start_s, durations)
+            last = duration if durations is None else float(durations[-1])
+            self._last_step_s = (env.now - last, env.now)
+            self._stepping = False
 
     def _schedule(self) -> SchedulerOutput:
         window = self.config.num_scheduler_steps
@@ -309,6 +360,8 @@ class Engine:
         sim/sched/lazy.py), bounded by the next arrival and, under multi-step scheduling, by
         the window's end; None when the step stands alone."""
         sched = self.scheduler
+        if self._staged:
+            return None  # a staged request joins within two steps: step one at a time
         limit = 1 << 30
         window = self.config.num_scheduler_steps
         if window > 1:

@@ -6,7 +6,8 @@ server is a single asyncio loop, so its work on one request waits for its work o
 
 1. a request comes in: HTTP parsing and validation (``http_s``), then tokenization of the
    prompt (``tokenize_s_per_token`` per prompt token); then it is handed to the engine core,
-   which takes it in at the start of its next step (a step in flight is never changed);
+   which takes it in at the start of its next step (a step in flight is never changed), or,
+   under asynchronous scheduling, of the step after (:meth:`sim.engine.Engine._take_in`);
 2. every output token comes back from the engine core at the end of the step that made it and
    is detokenized incrementally and streamed to the client as one server-sent-events chunk
    (``detokenize_s_per_token``).

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from sim.config import EngineConfig
 from sim.engine import Engine, run_engine
+from sim.steptime import StepCoefficients
 from sim.workload import WorkloadSpec, build_workload
 
 FIELDS = ("arrival_s", "first_scheduled_s", "first_token_s", "finish_s", "prompt_len", "output_len",
@@ -63,12 +64,14 @@ def scenarios(draw):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(scenarios())
-def test_fast_forward_matches_step_by_step(scenario):
+@given(scenarios(), st.booleans())
+def test_fast_forward_matches_step_by_step(scenario, async_scheduling):
     config, spec, seed = scenario
     workload = build_workload(spec, np.random.default_rng(seed))
-    fast = run_engine(config, workload, seed=seed, fast_forward=True)
-    slow = run_engine(config, workload, seed=seed, fast_forward=False)
+    # The roofline with and without vLLM's asynchronous scheduling (which delays new requests).
+    coefficients = StepCoefficients(step_model="roofline", async_scheduling=async_scheduling)
+    fast = run_engine(config, workload, seed=seed, fast_forward=True, coefficients=coefficients)
+    slow = run_engine(config, workload, seed=seed, fast_forward=False, coefficients=coefficients)
     assert_same(fast, slow)
 
 
@@ -178,3 +181,56 @@ def test_a_request_that_can_never_fit_is_refused():
     engine.add_request(list(range(100)), 100)  # 13 blocks: fine
     with pytest.raises(ConfigError, match="could never finish"):
         engine.add_request(list(range(500)), 500)  # 63 blocks > 59
+
+
+@pytest.mark.parametrize("async_scheduling", [True, False])
+def test_async_scheduling_puts_a_new_request_two_steps_later(async_scheduling):
+    """vLLM's engine core, under asynchronous scheduling, has scheduled step N + 1 when step N
+    starts (vllm/v1/engine/core.py, step_with_batch_queue): a request arriving during step N runs
+    first in step N + 2. Without it, in step N + 1."""
+    env = simpy.Environment()
+    coefficients = StepCoefficients(step_model="roofline", async_scheduling=async_scheduling)
+    engine = Engine(env, EngineConfig(model="llama-2-7b", gpu="a100-80gb"), coefficients=coefficients)
+    (busy,) = engine.add_request(list(range(100)), 200)
+    env.run(until=0.1007)
+    assert engine._stepping and engine.step_end_s[-1] < 0.1007
+    k = len(engine.step_end_s)  # the step in flight (step k ends at step_end_s[k])
+    (late,) = engine.add_request(list(range(100)), 5)
+    env.run()
+    ends = engine.step_end_s
+    assert busy.first_scheduled_s == 0.0  # an idle engine takes a request at once
+    assert late.is_finished and busy.is_finished
+    assert late.first_scheduled_s == ends[k + 1 if async_scheduling else k]
+
+
+def test_async_scheduling_takes_a_request_at_once_when_nothing_was_scheduled_ahead():
+    """A request that arrives during the last step of the only running request: step N + 1 had
+    nothing to run, so the engine core schedules the new request as soon as step N ends."""
+    env = simpy.Environment()
+    engine = Engine(env, EngineConfig(model="llama-2-7b", gpu="a100-80gb"),
+                    coefficients=StepCoefficients(step_model="roofline", async_scheduling=True))
+    (only,) = engine.add_request(list(range(100)), 3)
+    env.run()
+    last_start, last_end = engine.step_end_s[-2], engine.step_end_s[-1]
+    env2 = simpy.Environment()
+    engine2 = Engine(env2, EngineConfig(model="llama-2-7b", gpu="a100-80gb"),
+                     coefficients=StepCoefficients(step_model="roofline", async_scheduling=True))
+    engine2.add_request(list(range(100)), 3)
+    env2.run(until=(last_start + last_end) / 2)
+    (new,) = engine2.add_request(list(range(50)), 2)
+    env2.run()
+    assert new.first_scheduled_s == pytest.approx(last_end)
+
+
+def test_a_staged_request_can_be_aborted():
+    env = simpy.Environment()
+    engine = Engine(env, EngineConfig(model="llama-2-7b", gpu="a100-80gb"),
+                    coefficients=StepCoefficients(step_model="roofline", async_scheduling=True))
+    engine.add_request(list(range(100)), 50)
+    env.run(until=0.05)
+    (gone,) = engine.add_request(list(range(100)), 50, request_id="gone")
+    assert engine._staged == [gone]
+    engine.abort("gone")
+    env.run()
+    assert gone.status.value == "abort" and gone.first_scheduled_s is None
+    assert engine.stats.request_success_total["abort"] == 1
