@@ -16,7 +16,9 @@ with the clients out of phase (``"spread"``, measured after each client's first 
 means of a benchmark of ``ROUNDS`` rounds weight them 1 to ``ROUNDS - 1``. ``ROUNDS`` = 20 is
 the request count of the benchmark template that ships with aiconfigurator 0.12.0
 (``generator/config/backend_templates/benchmark/bench_run.sh.j2``: aiperf ``--concurrency C
---num-requests C x 20``, ``ignore_eos``); the rows do not record theirs.
+--num-requests C x 20``, ``ignore_eos``); the rows do not record theirs. Its warmup
+(``--warmup-request-count C x 2``) runs before and apart: aiperf lets every warmup request
+return before the measured requests start, again C at once.
 
 Models: the ``Llama-3.1-70B`` rows name their precision (FP8 GEMMs) but not their checkpoint;
 they run as nvidia/Llama-3.1-70B-Instruct-FP8, the Llama-3.1-70B FP8 checkpoint whose config the
