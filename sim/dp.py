@@ -133,14 +133,9 @@ class DataParallelEngines:
         env = self.env
         dummy = BatchShape(1, 1, 1, 1, 0, 0, 1, 1)  # one token of decode over one token of context
         while True:
-            for rank in self.ranks:  # under asynchronous scheduling, what each engine core has seen
-                rank._take_in(env.now)
-            outs = [rank._schedule() if rank.scheduler.has_unfinished_requests() else None for rank in self.ranks]
-            outs = [o if o is not None and o.total_num_scheduled_tokens else None for o in outs]
-            if all(o is None for o in outs):
-                if any([rank._take_all() for rank in self.ranks]):
-                    continue  # nothing was scheduled ahead: schedule again with the staged requests
-                self._wakeup = env.event()  # nothing to run anywhere: wait for a request
+            outs = [rank._next_batch(env.now) for rank in self.ranks]
+            if all(o is None for o in outs):  # nothing to run anywhere: wait for a request
+                self._wakeup = env.event()
                 yield self._wakeup
                 self._wakeup = None
                 continue

@@ -308,26 +308,30 @@ class Engine:
             self.scheduler.add_request(r)
         return bool(ready)
 
+    def _next_batch(self, now: float) -> SchedulerOutput | None:
+        """The step to run now, or None when there is nothing to run (no request, or nothing
+        fits). The staged requests join as :meth:`_take_in` says, or all of them when the step
+        would otherwise have had nothing to run."""
+        self._take_in(now)
+        if not self.scheduler.has_unfinished_requests() and not self._take_all():
+            return None
+        out = self._schedule()
+        if out.total_num_scheduled_tokens == 0 and self._take_all():
+            out = self._schedule()  # again, with the staged requests
+        return out if out.total_num_scheduled_tokens else None
+
     # --- the process ---
     def _run(self):
         env = self.env
         while True:
-            self._take_in(env.now)
-            if not self.scheduler.has_unfinished_requests() and not self._take_all():
+            out = self._next_batch(env.now)
+            if out is None:
+                # Nothing to run, or nothing fits: wait for the next arrival or abort.
                 self._wakeup = env.event()
                 yield self._wakeup
                 self._wakeup = None
                 continue
             start_s = env.now
-            out = self._schedule()
-            if out.total_num_scheduled_tokens == 0:
-                if self._take_all():
-                    continue  # schedule again, with the staged requests
-                # Nothing fits and nothing runs: wait for the next arrival or abort.
-                self._wakeup = env.event()
-                yield self._wakeup
-                self._wakeup = None
-                continue
             self._note_admissions(out, start_s)
             durations = self._run_durations(out, start_s) if self.fast_forward else None
             if durations is not None:

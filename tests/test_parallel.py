@@ -358,6 +358,35 @@ def test_lockstep_ranks_step_together_and_wait_for_the_slowest():
     assert len(locked.finished) == len(free.finished) == 8
 
 
+def test_lockstep_ranks_take_new_requests_as_async_scheduling_does():
+    """Each rank is an engine core with vLLM's asynchronous scheduling: a request reaching a busy
+    rank while a step runs is first scheduled two steps later; one reaching a rank with nothing
+    scheduled is scheduled at the next step (sim.engine: Engine._take_in)."""
+    import simpy
+
+    from sim.config import EngineConfig
+    from sim.dp import DataParallelEngines
+    from sim.steptime import StepCoefficients
+
+    engines = DataParallelEngines(simpy.Environment(), EngineConfig(model="llama-3.1-8b", gpu="h100",
+                                                                     data_parallel_size=2, max_model_len=4096),
+                                  lockstep=True,
+                                  coefficients=StepCoefficients(step_model="roofline", async_scheduling=True))
+    engines.add_request(list(range(1, 65)), 200, request_id="busy")
+    engines.env.run(until=0.1003)
+    r0, r1 = engines.ranks
+    assert r0._stepping and r0.step_end_s[-1] < 0.1003
+    k = len(r0.step_end_s)  # the step in flight ends at r0.step_end_s[k]
+    engines.add_request(list(range(1, 65)), 4, request_id="to-idle")  # rank 1: nothing scheduled there
+    engines.add_request(list(range(1, 65)), 4, request_id="to-busy")  # a tie, so rank 0
+    assert engines.rank_of == {"busy": 0, "to-idle": 1, "to-busy": 0}
+    engines.env.run()
+    (idle,), busy = r1.finished, {r.request_id: r for r in r0.finished}
+    assert idle.first_scheduled_s == r0.step_end_s[k]
+    assert busy["to-busy"].first_scheduled_s == r0.step_end_s[k + 1]
+    assert len(engines.finished) == 3
+
+
 @pytest.mark.parametrize("argv, message", [
     (["serve", "llama-3.1-8b", "--gpu", "h100", "-dp", "2"],
      "error: --data-parallel-size 2: `servelab serve` runs one engine core"),
