@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     # Rows that repeat a benchmark are simulated once, as in silicon.simulate_rows (the vLLM
-    # version is not an input of the simulation).
+    # version counts only through whether it scheduled asynchronously: silicon.bench_key).
     unique: dict[tuple, silicon.SiliconRow] = {}
     for r in rows:
         unique.setdefault(silicon.bench_key(r), r)

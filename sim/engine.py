@@ -137,7 +137,7 @@ class Engine:
             all2all_backend=config.all2all_backend,
         )
         self.fast_forward = isinstance(self.scheduler, LazyDecodeScheduler)
-        # vLLM's asynchronous scheduling (the default since vLLM 0.12; profiles fitted to older
+        # vLLM's asynchronous scheduling (the default since vLLM 0.14; profiles fitted to older
         # versions turn it off) decides step N+1 when step N starts: see _take_in.
         self.async_scheduling = bool(getattr(self.step_model.coefficients, "async_scheduling", False))
         self._staged: list[Request] = []  # arrived while a step ran; the scheduler has not seen them

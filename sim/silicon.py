@@ -77,6 +77,10 @@ MOE_MODELS = {
 # silicon_sample.csv outside the reference file): never fitted to, not part of `validate`.
 HELD_OUT_DENSE = {"Qwen/Qwen3-32B": "Qwen/Qwen3-32B"}
 MODELS = {**DENSE_MODELS, **MOE_MODELS, **HELD_OUT_DENSE}
+# vLLM turned asynchronous scheduling on by default in 0.14.0 (SchedulerConfig.async_scheduling:
+# False in the 0.12.0 and 0.13.0 wheels, None, meaning on where supported, in 0.14.0); see
+# :func:`async_scheduling`.
+ASYNC_SCHEDULING_SINCE = (0, 14)
 PROMPTS_PER_CLIENT = 4  # steady-state requests each client sends after its first (not counted)
 ROUNDS = 20  # requests per client in the benchmark (see the module docstring)
 TARGETS = {"ttft": 0.20, "tpot": 0.08}  # MAPE over the dense rows (issue 11)
@@ -150,6 +154,19 @@ def load_rows(path: str | Path = SILICON_CSV, dense_only: bool = True, moe_only:
     return rows
 
 
+def async_scheduling(row: SiliconRow) -> bool:
+    """Whether the row's server scheduled asynchronously: its vLLM's default, since nothing in the
+    rows' harnesses sets ``--async-scheduling``. On from vLLM 0.14.0. A row that records no
+    version ran before it: in aiconfigurator-core 0.12.0's ``silicon_sample.csv`` every such vLLM
+    row says it was measured on 2025-10-29 (Llama-3.1-70B) or 2025-11-02 (gpt-oss-120b), and vLLM
+    0.14.0 came out in January 2026."""
+    try:
+        version = tuple(int(part) for part in row.vllm_version.split(".")[:2])
+    except (AttributeError, ValueError):
+        return False
+    return version >= ASYNC_SCHEDULING_SINCE
+
+
 def row_config(row: SiliconRow, calibration: str | None = None) -> EngineConfig:
     config = EngineConfig(model=MODELS[row.model], gpu=GPU_NAMES[row.gpu], tensor_parallel_size=row.tp,
                           calibration=calibration, data_parallel_size=row.data_parallel,
@@ -202,6 +219,8 @@ def simulate_row(row: SiliconRow, setting: Setting = Setting()) -> dict:
     config = row_config(row, setting.calibration)
     model, gpu = get_model(config.model), get_gpu(config.gpu)
     coefficients = setting.coefficients or coefficients_for(config, model, gpu)
+    # The engine core's loop as the row's vLLM ran it (the fitted times stay the same).
+    coefficients = replace(coefficients, async_scheduling=async_scheduling(row))
     frontend = setting.frontend if setting.frontend is not None else frontend_for(config, model, gpu)
     def means(result, skip: int) -> tuple[float, float, float]:
         order = np.argsort(result.arrival_s, kind="stable")[skip:]
@@ -256,7 +275,7 @@ def simulate_rows(rows: Iterable[SiliconRow], setting: Setting = Setting(), map_
 
 def bench_key(r: SiliconRow) -> tuple:
     """What makes a row's benchmark: rows with the same key repeat one benchmark."""
-    return (r.model, r.gpu, r.isl, r.osl, r.concurrency, r.tp, r.ep, r.moe_tp)
+    return (r.model, r.gpu, r.isl, r.osl, r.concurrency, r.tp, r.ep, r.moe_tp, async_scheduling(r))
 
 
 def mape(results: list[dict], key: Callable[[dict], str] | None = None) -> dict[str, dict[str, float]]:

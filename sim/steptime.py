@@ -51,8 +51,9 @@ class StepCoefficients:
     # Which model prices a step: "operators" (measured tables, where the GPU has them) or
     # "roofline" (the efficiencies above). Profiles fitted to the roofline say "roofline".
     step_model: str = "operators"
-    # vLLM schedules step N+1 while step N runs (on by default since vLLM 0.11; older versions,
-    # which some published points measured, did not): the CPU time then hides behind the GPU's.
+    # vLLM schedules step N+1 while step N runs (on by default since vLLM 0.14; older versions,
+    # which the published points and most real runs here measured, did not): the CPU time then
+    # hides behind the GPU's, and a new request joins a step later (sim.engine: Engine._take_in).
     async_scheduling: bool = True
 
     def __post_init__(self) -> None:

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from sim.silicon import (DENSE_MODELS, ROUNDS, Setting, SiliconRow, fit, load_rows, loss, mape, profile_entry,
-                         simulate_row)
+from sim.silicon import (DENSE_MODELS, ROUNDS, Setting, SiliconRow, async_scheduling, bench_key, fit, load_rows,
+                         loss, mape, profile_entry, simulate_row)
 
 # Two cheap rows of the file (short outputs, few clients, tensor parallel).
 CHEAP = [r for r in load_rows() if r.model == "Llama-3.1-70B" and r.isl == 1024 and r.osl == 1024
@@ -35,6 +35,30 @@ def test_a_row_simulates_the_first_round_and_the_steady_state():
     assert out["ttft_error"] == pytest.approx(out["sim_ttft_ms"] / row.ttft_ms - 1)
     assert 0 < out["sim_frontend_ttft_ms"] < out["sim_ttft_ms"]
     assert simulate_row(row, Setting(prompts_per_client=2)) == out  # deterministic
+
+
+@pytest.mark.parametrize("version, expected", [("0.12.0", False), ("0.13.0", False), ("0.14.0", True),
+                                               ("0.18.0", True), ("1.0", True), ("", False), ("nan", False)])
+def test_a_row_schedules_asynchronously_from_vllm_0_14(version, expected):
+    from dataclasses import replace
+
+    assert async_scheduling(replace(CHEAP[0], vllm_version=version)) is expected
+
+
+def test_each_row_runs_its_vllm_s_scheduling_loop():
+    """The file's dense rows (vLLM 0.12.0, and 70B rows measured in October 2025) ran vLLM's
+    synchronous loop; its gpt-oss rows (vLLM 0.18.0) the asynchronous one. The mode reaches the
+    engine: the same benchmark runs slower steps without the overlap."""
+    from dataclasses import replace
+
+    rows = load_rows(dense_only=False)
+    assert not any(async_scheduling(r) for r in rows if r.dense)
+    assert all(async_scheduling(r) for r in rows if r.model == "GPT-OSS-120B")
+    sync = CHEAP[0]
+    newer = replace(sync, vllm_version="0.18.0")
+    assert bench_key(sync) != bench_key(newer)
+    a, b = simulate_row(sync, Setting(prompts_per_client=1)), simulate_row(newer, Setting(prompts_per_client=1))
+    assert a["sim_tpot_ms"] > b["sim_tpot_ms"]
 
 
 def test_mape_per_group_and_overall():
