@@ -155,8 +155,9 @@ def load_rows(path: str | Path = SILICON_CSV, dense_only: bool = True, moe_only:
 
 
 def async_scheduling(row: SiliconRow) -> bool:
-    """Whether the row's server scheduled asynchronously: its vLLM's default, since nothing in the
-    rows' harnesses sets ``--async-scheduling``. On from vLLM 0.14.0. A row that records no
+    """Whether the row's server scheduled asynchronously: its vLLM's default (aiconfigurator's
+    generated ``vllm serve`` lines never set ``--async-scheduling``, and the rows record no
+    flags). On from vLLM 0.14.0. A row that records no
     version ran before it: in aiconfigurator-core 0.12.0's ``silicon_sample.csv`` every such vLLM
     row says it was measured on 2025-10-29 (Llama-3.1-70B) or 2025-11-02 (gpt-oss-120b), and vLLM
     0.14.0 came out in January 2026."""
