@@ -145,14 +145,10 @@ class DataParallelEngines:
                 if out is not None:
                     rank._note_admissions(out, start_s)
                 times.append(rank.step_model.step_time(rank._batch_shape(out) if out is not None else dummy))
-            for rank in self.ranks:
-                rank._stepping = True
             yield env.timeout(max(times))
             for rank, out in zip(self.ranks, outs):
                 if out is not None:
                     rank._finish_step(out, start_s, None)
-            for rank in self.ranks:
-                rank._last_step_s, rank._stepping = (start_s, env.now), False
 
     @property
     def stats(self) -> EngineStats:

@@ -141,7 +141,7 @@ class Engine:
         # versions turn it off) decides step N+1 when step N starts: see _take_in.
         self.async_scheduling = bool(getattr(self.step_model.coefficients, "async_scheduling", False))
         self._staged: list[Request] = []  # arrived while a step ran; the scheduler has not seen them
-        self._stepping = False  # a step is in flight
+        self._stepping = False  # a step is in flight (from _next_batch to the end of _finish_step)
         self._last_step_s = (-math.inf, -math.inf)  # (start, end) of the last step that ended
         self._batch_shape = getattr(self.scheduler, "batch_shape", batch_shape)
         self.next_arrival_s = next_arrival_s or (lambda: math.inf)
@@ -288,25 +288,24 @@ class Engine:
         arrives while step N runs therefore joins step N + 2 at the earliest: at a step that
         follows the last one back to back, the scheduler takes the requests that arrived by the
         start of that last step. After an idle gap it takes all of them."""
-        if not self._staged:
-            return
         last_start, last_end = self._last_step_s
-        cutoff = last_start if last_end == now else now
-        if self._staged[-1].arrival_s <= cutoff:
-            ready, self._staged = self._staged, []
-        else:
-            k = next(i for i, r in enumerate(self._staged) if r.arrival_s > cutoff)
-            ready, self._staged = self._staged[:k], self._staged[k:]
-        for r in ready:
-            self.scheduler.add_request(r)
+        self._release(last_start if last_end == now else now)
 
     def _take_all(self) -> bool:
         """Step N + 1 had nothing to run: the engine core schedules afresh, with every request
         it has. True if there were staged requests."""
-        ready, self._staged = self._staged, []
-        for r in ready:
+        return self._release(math.inf)
+
+    def _release(self, cutoff: float) -> bool:
+        """Hand the scheduler the staged requests that arrived by ``cutoff`` (they are staged in
+        arrival order). True if there were any."""
+        k = 0
+        while k < len(self._staged) and self._staged[k].arrival_s <= cutoff:
+            k += 1
+        for r in self._staged[:k]:
             self.scheduler.add_request(r)
-        return bool(ready)
+        del self._staged[:k]
+        return k > 0
 
     def _next_batch(self, now: float) -> SchedulerOutput | None:
         """The step to run now, or None when there is nothing to run (no request, or nothing
@@ -318,7 +317,10 @@ class Engine:
         out = self._schedule()
         if out.total_num_scheduled_tokens == 0 and self._take_all():
             out = self._schedule()  # again, with the staged requests
-        return out if out.total_num_scheduled_tokens else None
+        if not out.total_num_scheduled_tokens:
+            return None
+        self._stepping = True  # the step starts now; _finish_step ends it
+        return out
 
     # --- the process ---
     def _run(self):
@@ -338,12 +340,8 @@ class Engine:
                 duration = float(durations.sum())
             else:
                 duration = self.step_model.step_time(self._batch_shape(out))
-            self._stepping = True
             yield env.timeout(duration)
             self._finish_step(out, start_s, durations)
-            last = duration if durations is None else float(durations[-1])
-            self._last_step_s = (env.now - last, env.now)
-            self._stepping = False
 
     def _schedule(self) -> SchedulerOutput:
         window = self.config.num_scheduler_steps
@@ -442,6 +440,9 @@ class Engine:
                 on_step = getattr(listener, "on_step", None)
                 if on_step is not None:
                     on_step(record)
+        # The step ends only now: requests the listeners sent above arrived while it ran.
+        last = env.now - start_s if durations is None else float(durations[-1])
+        self._last_step_s, self._stepping = (env.now - last, env.now), False
 
     MEMORY_SAMPLE_STEPS = 32  # how often (in steps) the KV memory breakdown is sampled
 
