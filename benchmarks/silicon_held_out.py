@@ -122,13 +122,6 @@ def held_out_rows(path: Path) -> list[silicon.SiliconRow]:
     return rows
 
 
-def _simulate(row: silicon.SiliconRow) -> dict:
-    try:
-        return silicon.simulate_row(row)
-    except Exception as exc:  # a refused configuration: say why, keep going
-        return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"}
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--csv", help="aiconfigurator-core's systems/silicon_sample.csv (default: find or install it)")
@@ -151,22 +144,17 @@ def main(argv: list[str] | None = None) -> int:
     from lab.calibrate.silicon import pool_map
 
     t0 = time.perf_counter()
-    # Rows that repeat a benchmark are simulated once, as in silicon.simulate_rows (the vLLM
-    # version counts only through whether it scheduled asynchronously: silicon.bench_key).
-    unique: dict[tuple, silicon.SiliconRow] = {}
-    for r in rows:
-        unique.setdefault(silicon.bench_key(r), r)
+    # Rows that repeat a benchmark are simulated once (silicon.simulate_rows; the vLLM version
+    # counts only through whether it scheduled asynchronously: silicon.bench_key).
     with pool_map() as m:
-        done = dict(zip(unique, m(_simulate, list(unique.values()))))
+        results = silicon.simulate_rows(rows, map_fn=m, keep_going=True)
     groups: dict[tuple, list[dict]] = {}
     refused = []
-    for r in rows:
-        sim = done[silicon.bench_key(r)]
-        if "error" in sim:
-            refused.append((r, sim["error"]))
+    for r, res in zip(rows, results):
+        if "error" in res:
+            refused.append((r, res["error"]))
             continue
-        res = dict(sim, vllm=r.vllm_version or "not recorded", real_ttft_ms=r.ttft_ms, real_tpot_ms=r.tpot_ms,
-                   ttft_error=sim["sim_ttft_ms"] / r.ttft_ms - 1, tpot_error=sim["sim_tpot_ms"] / r.tpot_ms - 1)
+        res["vllm"] = r.vllm_version or "not recorded"
         groups.setdefault((r.gpu, r.model, res["vllm"]), []).append(res)
     print(f"{'GPU':9} {'model':34} {'vLLM':>12} {'rows':>5} {'TTFT MAPE':>10} {'TPOT MAPE':>10} "
           f"{'median TTFT err':>16} {'median TPOT err':>16}")

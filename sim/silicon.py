@@ -250,24 +250,34 @@ def simulate_row(row: SiliconRow, setting: Setting = Setting()) -> dict:
 
 
 def _simulate(args) -> dict:  # top level: picklable for a process pool
-    row, setting = args
-    return simulate_row(row, setting)
+    row, setting, keep_going = args
+    if not keep_going:
+        return simulate_row(row, setting)
+    try:
+        return simulate_row(row, setting)
+    except Exception as exc:  # a refused configuration: say why, go on with the others
+        return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"}
 
 
-def simulate_rows(rows: Iterable[SiliconRow], setting: Setting = Setting(), map_fn: Callable = map) -> list[dict]:
+def simulate_rows(rows: Iterable[SiliconRow], setting: Setting = Setting(), map_fn: Callable = map,
+                  keep_going: bool = False) -> list[dict]:
     """Every row, in order. ``map_fn`` may be a process pool's ``map``. Rows that repeat a
     benchmark (the same model, lengths, clients and layout; the file has some, measured twice)
-    are simulated once."""
+    are simulated once. With ``keep_going``, a row that cannot be simulated gives
+    ``{"error": why}`` instead of stopping the others."""
     rows = list(rows)
     first = {}
     for r in rows:
         first.setdefault(bench_key(r), r)
     # The longest runs first, so that a process pool does not end waiting on one of them.
     unique = sorted(first, key=lambda k: -first[k].osl * first[k].data_parallel)
-    done = dict(zip(unique, map_fn(_simulate, [(first[k], setting) for k in unique])))
+    done = dict(zip(unique, map_fn(_simulate, [(first[k], setting, keep_going) for k in unique])))
     out = []
     for r in rows:
         sim = done[bench_key(r)]
+        if "error" in sim:
+            out.append(dict(sim))
+            continue
         res = dict(sim, real_ttft_ms=r.ttft_ms, real_tpot_ms=r.tpot_ms,
                    ttft_error=sim["sim_ttft_ms"] / r.ttft_ms - 1, tpot_error=sim["sim_tpot_ms"] / r.tpot_ms - 1)
         out.append(res)
