@@ -51,6 +51,30 @@ def test_gemm_is_exact_on_a_measured_shape(h200):
     assert curve[i] == pytest.approx(float(h200["gemm/bfloat16"][i, j, l]))
 
 
+@pytest.mark.parametrize("gpu", ["h100-80gb", "h200", "b200"])
+def test_block_fp8_gemm_drops_the_eager_launch_floor(gpu):
+    """aiconfigurator times block-scaled FP8 GEMMs without CUDA graphs: below a few thousand tokens
+    the table is the host's launch time, flat across shapes. Inside vLLM's graphs that is not paid:
+    the curve follows the per-tensor FP8 one (timed in graphs), scaled by the two tables' ratio at
+    the largest m, and never exceeds the eager measurement."""
+    t = load_tables(gpu)
+    from sim.ops.gemm import measured_over_m
+
+    n, k = 4608, 4096  # Qwen3-235B's qkv_proj at TP 2
+    eager = measured_over_m(t, "fp8_block", n, k)
+    per_tensor = measured_over_m(t, "fp8", n, k)
+    graphed = gemm_over_m(t, "fp8_block", n, k)
+    assert eager[0] > 3 * per_tensor[0]  # the floor this rule removes is in the table
+    assert np.all(graphed <= eager + 1e-12)
+    ratio = max(1.0, eager[-1] / per_tensor[-1])
+    assert graphed[0] == pytest.approx(per_tensor[0] * ratio)
+    assert graphed[-1] == pytest.approx(min(eager[-1], per_tensor[-1] * ratio))
+    assert np.all(np.diff(monotone(graphed)) >= 0)
+    # A GPU without a per-tensor table keeps the eager one as it is.
+    no_fp8 = {key: v for key, v in t.items() if key != "gemm/fp8"}
+    assert np.array_equal(gemm_over_m(no_fp8, "fp8_block", n, k), eager)
+
+
 @pytest.mark.parametrize("dtype", ["bfloat16", "fp8"])
 def test_linear_layers_grow_with_tokens(dtype, h200):
     model = get_model("meta-llama/Llama-3.1-8B")

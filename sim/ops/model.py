@@ -110,6 +110,9 @@ def gemm_table_dtype(tables: dict, precision) -> tuple[str, list[str]]:
     if f"gemm/{want}" not in tables:
         notes.append(f"no {want} GEMM table for this GPU: priced as bfloat16")
         want = "bfloat16"
+    if want == "fp8_block" and "gemm/fp8" in tables:
+        notes.append("block FP8 GEMMs: the eagerly timed table's launch floor left out (vLLM runs them in "
+                     "CUDA graphs; sim.ops.gemm)")
     return want, notes
 
 
