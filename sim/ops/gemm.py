@@ -33,9 +33,9 @@ is therefore priced as the per-tensor FP8 curve (measured in CUDA graphs) times 
 the two at the table's largest ``m`` (16,384 tokens, where launching is a negligible share:
 1.13 for a 4608 x 4096 GEMM on H200), and never above the eager measurement itself
 (:func:`block_fp8_over_m`). Where a GPU has no per-tensor table the eager one is used as it is.
-Steps larger than vLLM's largest captured graph (by default 512 tokens, 1,024 on B200) run eagerly; there the
-host issues kernels ahead of a GPU that is busy for longer, and ServeLab prices no launch time
-for any operator.
+Steps larger than vLLM's largest captured graph (by default 512 tokens, 1,024 on B200) run
+eagerly; there the host issues kernels ahead of a GPU that is busy for longer, and ServeLab
+prices no launch time for any operator.
 """
 
 from __future__ import annotations
@@ -49,9 +49,15 @@ from sim.ops.tables import TableError, bracket
 def gemm_over_m(tables: dict, dtype: str, n: int, k: int) -> np.ndarray:
     """Latency (ms) of an ``n x k`` GEMM at every ``m`` of the table, as vLLM runs it (block-scaled
     FP8: :func:`block_fp8_over_m`)."""
-    if dtype == "fp8_block" and "gemm/fp8" in tables:
+    if dtype == "fp8_block" and block_fp8_in_graphs(tables):
         return block_fp8_over_m(tables, n, k)
     return measured_over_m(tables, dtype, n, k)
+
+
+def block_fp8_in_graphs(tables: dict) -> bool:
+    """Whether block-scaled FP8 GEMMs are priced as in CUDA graphs: the GPU has the per-tensor
+    FP8 table that :func:`block_fp8_over_m` follows."""
+    return "gemm/fp8" in tables
 
 
 def block_fp8_over_m(tables: dict, n: int, k: int) -> np.ndarray:

@@ -59,7 +59,7 @@ import numpy as np
 from sim.catalog import GPUSpec, ModelSpec
 from sim.ops.allreduce import allreduce_call_ms, allreduce_ms
 from sim.ops.attention import Attention, prefill_equivalent_length
-from sim.ops.gemm import linear_layers_ms, lm_head_ms
+from sim.ops.gemm import block_fp8_in_graphs, linear_layers_ms, lm_head_ms
 from sim.ops.mla import MLAAttention
 from sim.ops.moe import MoELayer
 from sim.ops.tables import AIC_SYSTEMS, interp, interp_array, monotone
@@ -110,7 +110,7 @@ def gemm_table_dtype(tables: dict, precision) -> tuple[str, list[str]]:
     if f"gemm/{want}" not in tables:
         notes.append(f"no {want} GEMM table for this GPU: priced as bfloat16")
         want = "bfloat16"
-    if want == "fp8_block" and "gemm/fp8" in tables:
+    if want == "fp8_block" and block_fp8_in_graphs(tables):
         notes.append("block FP8 GEMMs: the eagerly timed table's launch floor left out (vLLM runs them in "
                      "CUDA graphs; sim.ops.gemm)")
     return want, notes
