@@ -135,6 +135,7 @@ class Engine:
             precision=self.precision, data_parallel_size=config.data_parallel_size,
             enable_expert_parallel=config.enable_expert_parallel,
             all2all_backend=config.all2all_backend,
+            cudagraph_max_tokens=max(self.memory.cudagraph_capture_sizes, default=0),
         )
         self.fast_forward = isinstance(self.scheduler, LazyDecodeScheduler)
         # vLLM's asynchronous scheduling (the default since vLLM 0.14; profiles fitted to older

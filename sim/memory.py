@@ -34,7 +34,8 @@ The pieces vLLM measures and we estimate (each rough; the constants below say wh
   0.01-0.35 GiB on one GPU and 0.9-1.4 GiB with TP.
 * **CUDA graphs** (subtracted by default since vLLM v0.21): the activations of the largest
   captured batch plus 0.25 MiB per captured size per layer, over vLLM's capture sizes
-  (1, 2, 4, 8..248 by 8, 256.. by 16 up to ``min(2 x max_num_seqs, 512)``). That gives about
+  (:mod:`sim.cudagraphs`: 1, 2, 4, 8..248 by 8, 256.. by 16 up to ``min(2 x max_num_seqs, 512)``;
+  1,024 on Blackwell and for gpt-oss). That gives about
   0.46 GiB for an 8B model, the order vLLM logs ("Graph capturing finished ... took 0.4-0.6
   GiB"). ``enforce_eager`` (vLLM's ``--enforce-eager``) makes it 0.
 
@@ -49,6 +50,7 @@ from dataclasses import asdict, dataclass, field
 
 from sim.catalog import GPUSpec, ModelSpec
 from sim.config import cdiv, resolve_scheduler_limits
+from sim.cudagraphs import capture_sizes
 from sim.errors import ConfigError
 from sim.parallel import ParallelLayout
 from sim.precision import Precision, resolve_precision
@@ -115,6 +117,8 @@ class MemoryPlan:
     max_model_len: int
     max_concurrency: float
     precision: Precision | None = None  # the dtypes it was planned with (sim.precision)
+    # the step sizes (tokens) vLLM captures as CUDA graphs (sim.cudagraphs); empty when eager
+    cudagraph_capture_sizes: tuple[int, ...] = ()
     # vLLM's KV cache groups (one for a model whose layers all attend alike; see kv_cache_groups)
     kv_cache_groups: tuple[KVCacheGroup, ...] = ()
     # -- data and expert parallelism (sim.parallel); the figures above are one GPU's ----------
@@ -265,8 +269,9 @@ def plan_memory(
     non_torch = overheads.non_torch_bytes + (overheads.non_torch_tp_bytes if communicates else 0)
     moe_tp = moe.tensor_parallel_size if moe is not None else None
     activation = activation_peak_bytes(model, tp, num_tokens, num_seqs, act_bytes, moe_tp=moe_tp)
-    graphs = 0 if (enforce_eager or not overheads.count_cudagraphs) else \
-        cudagraph_bytes(model, tp, num_seqs, overheads, act_bytes, moe_tp=moe_tp)
+    graph_sizes = capture_sizes(model, gpu, num_seqs, num_tokens, enforce_eager)
+    graphs = cudagraph_bytes(model, tp, graph_sizes, overheads, act_bytes, moe_tp=moe_tp) \
+        if overheads.count_cudagraphs else 0
     kv_per_token = model.kv_bytes_per_token(tp, precision)
     groups = kv_cache_groups(model, tp, precision, block_size, max_model_len, num_tokens)
     # vLLM's bytes per block: the widest group's layers x one layer's page (get_kv_cache_config_from_groups);
@@ -315,6 +320,7 @@ def plan_memory(
         weights_bytes_per_gpu=weights,
         activation_peak_bytes=activation,
         cudagraph_bytes=graphs,
+        cudagraph_capture_sizes=graph_sizes,
         non_torch_bytes=non_torch,
         available_kv_bytes=available,
         kv_bytes_per_token=kv_per_token,
@@ -474,16 +480,13 @@ def activation_peak_bytes(model: ModelSpec, tp: int, num_tokens: int, num_seqs: 
     return max(forward, sampler)
 
 
-def cudagraph_capture_sizes(max_num_seqs: int) -> list[int]:
-    """vLLM's default CUDA-graph batch sizes, up to min(2 x max_num_seqs, 512)."""
-    largest = min(2 * max_num_seqs, 512)
-    sizes = [1, 2, 4] + list(range(8, 256, 8)) + list(range(256, largest + 1, 16))
-    return [s for s in sizes if s <= largest]
-
-
-def cudagraph_bytes(model: ModelSpec, tp: int, max_num_seqs: int, overheads: MemoryOverheads = VLLM_0_33,
+def cudagraph_bytes(model: ModelSpec, tp: int, sizes: tuple[int, ...], overheads: MemoryOverheads = VLLM_0_33,
                     dtype_bytes: int | None = None, moe_tp: int | None = None) -> int:
-    sizes = cudagraph_capture_sizes(max_num_seqs)
+    """vLLM's estimate of its CUDA graphs' memory for the captured ``sizes``
+    (:func:`sim.cudagraphs.capture_sizes`): the largest one's activations, plus a fixed share
+    per graph and layer."""
+    if not sizes:
+        return 0
     per_graph = len(sizes) * model.num_hidden_layers * overheads.cudagraph_bytes_per_size_layer
     return max(sizes) * forward_activation_bytes_per_token(model, tp, dtype_bytes, moe_tp) + per_graph
 

@@ -184,7 +184,8 @@ def check_step_time_modelled(model: ModelSpec, gpu: GPUSpec | None = None) -> No
 def make_step_model(model: ModelSpec, gpu: GPUSpec, tensor_parallel_size: int = 1,
                     coefficients: StepCoefficients | None = None, multiplier: float = 1.0, *,
                     precision=None, operator_tables: bool = True, data_parallel_size: int = 1,
-                    enable_expert_parallel: bool = False, all2all_backend: str = "allgather_reducescatter"):
+                    enable_expert_parallel: bool = False, all2all_backend: str = "allgather_reducescatter",
+                    cudagraph_max_tokens: int | None = None):
     """The operator model where ``gpu`` has tables (and the coefficients ask for it, and
     ``operator_tables``), else the roofline. ``precision`` (:class:`sim.precision.Precision`)
     picks the GEMM, MoE and attention tables and the bytes per weight and KV element.
@@ -194,7 +195,9 @@ def make_step_model(model: ModelSpec, gpu: GPUSpec, tensor_parallel_size: int = 
     :mod:`sim.ops.moe`); the model prices one DP rank's steps. They change nothing for a dense
     model, whose DP ranks are separate engines. ``all2all_backend`` (``--all2all-backend``: vLLM's
     default ``allgather_reducescatter``, or DeepEP's ``deepep_high_throughput`` /
-    ``deepep_low_latency``) prices the tokens' dispatch under DP with EP.
+    ``deepep_low_latency``) prices the tokens' dispatch under DP with EP. ``cudagraph_max_tokens``
+    is the largest step vLLM replays as a CUDA graph (:mod:`sim.cudagraphs`; None: vLLM's
+    default for the model and GPU).
 
     A table file that is missing or damaged does not stop the run: the roofline stands in, and
     its ``source`` names the file and the reason (never a silent fallback); for a MoE model,
@@ -211,7 +214,8 @@ def make_step_model(model: ModelSpec, gpu: GPUSpec, tensor_parallel_size: int = 
                 return OperatorStepModel(tables, model, gpu, tensor_parallel_size, c, precision=precision,
                                          multiplier=multiplier, data_parallel_size=data_parallel_size,
                                          enable_expert_parallel=enable_expert_parallel,
-                                         all2all_backend=all2all_backend)
+                                         all2all_backend=all2all_backend,
+                                         cudagraph_max_tokens=cudagraph_max_tokens)
         except TableError as exc:
             reason = str(exc)
     if (model.is_moe or model.is_mla) and reason:

@@ -15,7 +15,6 @@ from sim.memory import (
     GiB,
     PAPER_TABLE_1,
     activation_peak_bytes,
-    cudagraph_capture_sizes,
     paper_table_1_plan,
     plan_memory,
 )
@@ -107,12 +106,6 @@ def test_activation_grows_with_batched_tokens_and_shrinks_with_tp():
     model = get_model("llama-2-70b")
     assert activation_peak_bytes(model, 1, 8192, 256) > activation_peak_bytes(model, 1, 2048, 256)
     assert activation_peak_bytes(model, 4, 8192, 8) < activation_peak_bytes(model, 1, 8192, 8)
-
-
-def test_capture_sizes_like_vllm():
-    assert cudagraph_capture_sizes(256)[:5] == [1, 2, 4, 8, 16]
-    assert max(cudagraph_capture_sizes(256)) == 512
-    assert max(cudagraph_capture_sizes(64)) == 128
 
 
 # -- errors ----------------------------------------------------------------------------------

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         ("- non-torch memory (cuBLAS, NCCL)", plan.non_torch_bytes),
         (f"- activation peak ({plan.max_num_batched_tokens:,} tokens, {plan.max_num_seqs} seqs)",
          plan.activation_peak_bytes),
-        ("- CUDA graphs", plan.cudagraph_bytes),
+        (_graphs_label(plan.cudagraph_capture_sizes), plan.cudagraph_bytes),
         ("= KV cache", plan.available_kv_bytes),
     ]
     width = max(len(label) for label, _ in rows)
@@ -145,6 +145,13 @@ def get_experts(plan) -> int:
     from sim.catalog import get_model
 
     return get_model(plan.model).num_experts
+
+
+def _graphs_label(sizes: tuple[int, ...]) -> str:
+    """The CUDA-graph line's label: how many step sizes vLLM captures, up to which (sim.cudagraphs)."""
+    if not sizes:
+        return "- CUDA graphs (none: eager)"
+    return f"- CUDA graphs ({len(sizes)} sizes, up to {sizes[-1]:,} tokens)"
 
 
 def _print_groups(plan) -> None:

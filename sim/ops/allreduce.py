@@ -6,7 +6,8 @@ Table: ``allreduce/<graph|eager>/tp<N>[message_size]``, the latency (ms) of one 
 Per step, under ``--tensor-parallel-size N > 1``, every decoder layer all-reduces its hidden
 states twice (after ``o_proj`` and after ``down_proj``, the row-parallel layers): two messages
 of ``tokens x hidden`` elements. vLLM replays CUDA graphs for batches up to its largest capture
-size and runs larger (prefill-heavy) steps eagerly; the table has both.
+size (:mod:`sim.cudagraphs`: 512 tokens by default, 1,024 on B200 and for gpt-oss) and runs
+larger (prefill-heavy) steps eagerly; the table has both.
 
 A MoE layer under data parallelism gathers every DP rank's tokens before the experts and
 reduce-scatters the result after them (:mod:`sim.ops.moe`); :func:`allreduce_call_ms` prices one

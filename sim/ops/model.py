@@ -57,6 +57,8 @@ from __future__ import annotations
 import numpy as np
 
 from sim.catalog import GPUSpec, ModelSpec
+from sim.config import resolve_scheduler_limits
+from sim.cudagraphs import largest_capture_size
 from sim.ops.allreduce import allreduce_call_ms, allreduce_ms
 from sim.ops.attention import Attention, prefill_equivalent_length
 from sim.ops.gemm import block_fp8_in_graphs, linear_layers_ms, lm_head_ms
@@ -64,11 +66,6 @@ from sim.ops.mla import MLAAttention
 from sim.ops.moe import MoELayer
 from sim.ops.tables import AIC_SYSTEMS, interp, interp_array, monotone
 from sim.steptime import host_and_gpu_s
-
-# CUDA graphs are captured up to this many tokens in a step (vLLM's default largest capture
-# size, ``max_cudagraph_capture_size`` = 512); larger steps run eagerly.
-CUDAGRAPH_MAX_TOKENS = 512
-
 
 def elementwise_bytes_per_token(model: ModelSpec, tp: int, act_bytes: int, kv_bytes: int,
                                 dense_mlp: bool = True) -> int:
@@ -122,8 +119,14 @@ class OperatorStepModel:
 
     def __init__(self, tables: dict, model: ModelSpec, gpu: GPUSpec, tensor_parallel_size: int,
                  coefficients, *, precision=None, multiplier: float = 1.0, data_parallel_size: int = 1,
-                 enable_expert_parallel: bool = False, all2all_backend: str = "allgather_reducescatter") -> None:
+                 enable_expert_parallel: bool = False, all2all_backend: str = "allgather_reducescatter",
+                 cudagraph_max_tokens: int | None = None) -> None:
         tp = tensor_parallel_size
+        if cudagraph_max_tokens is None:  # vLLM's default capture sizes for this model and GPU
+            tokens, seqs = resolve_scheduler_limits(gpu.memory_bytes, gpu.name, "serve")
+            cudagraph_max_tokens = largest_capture_size(model, gpu, seqs, tokens)
+        # Steps up to this many tokens replay a CUDA graph; larger ones run eagerly (sim.cudagraphs).
+        self.cudagraph_max_tokens = cudagraph_max_tokens
         dp = data_parallel_size
         self.model, self.gpu, self.tp, self.coefficients = model, gpu, tp, coefficients
         self.dp = dp
@@ -141,7 +144,7 @@ class OperatorStepModel:
         per_token = elementwise_bytes_per_token(model, tp, act_bytes, kv_bytes)
         if n_moe:
             moe = MoELayer(tables, model, tp, dp, enable_expert_parallel, precision, gemm_dtype, m,
-                           CUDAGRAPH_MAX_TOKENS, all2all_backend)
+                           cudagraph_max_tokens, all2all_backend)
             moe_ms = moe.total_ms * n_moe
             notes.extend(moe.notes)
             notes.insert(0, moe.describe())
@@ -150,10 +153,10 @@ class OperatorStepModel:
         else:
             moe_ms = np.zeros(len(m))
         if n_moe and dp > 1:  # a MoE layer's output is reduce-scattered by its combine, not all-reduced
-            one = allreduce_call_ms(tables, tp, m * model.hidden_size, m, CUDAGRAPH_MAX_TOKENS)
+            one = allreduce_call_ms(tables, tp, m * model.hidden_size, m, cudagraph_max_tokens)
             comm = one * (2 * L - n_moe)
         else:
-            comm = allreduce_ms(tables, tp, model.hidden_size, L, m, CUDAGRAPH_MAX_TOKENS)
+            comm = allreduce_ms(tables, tp, model.hidden_size, L, m, cudagraph_max_tokens)
         elementwise = m * per_token * L / gpu.hbm_bandwidth_bytes_per_s * 1e3
         self.terms_ms = {"linear_ms": linear, "moe_ms": moe_ms, "allreduce_ms": comm, "elementwise_ms": elementwise}
         # More tokens never take less time (the tables carry tile effects and noise: see monotone).
@@ -176,7 +179,9 @@ class OperatorStepModel:
         self.window = model.sliding_window or 0
         self.layers = L - self.sliding  # full-attention layers
         self.source = (f"operator tables: {gpu.name} ({AIC_SYSTEMS[gpu.name]}, aiconfigurator-core 0.12.0), "
-                       f"GEMM {gemm_dtype}, KV {kv_dtype}" + "".join(f"; {n}" for n in notes))
+                       f"GEMM {gemm_dtype}, KV {kv_dtype}, "
+                       + (f"CUDA graphs up to {cudagraph_max_tokens} tokens" if cudagraph_max_tokens else "no CUDA graphs")
+                       + "".join(f"; {n}" for n in notes))
 
     # -- one step ---------------------------------------------------------------------------
     def gpu_ms(self, b) -> float:
