@@ -191,6 +191,7 @@ class MemoryPlan:
         out["full_attention_blocks"] = self.full_attention_blocks  # --disable-hybrid-kv-cache-manager's pool
         out["precision"] = self.precision.to_dict() if self.precision is not None else None
         out["parallel_log_lines"] = list(self.parallel_log_lines)
+        out["cudagraph_capture_sizes"] = list(self.cudagraph_capture_sizes)
         out["num_gpus"] = self.num_gpus
         out["total_max_concurrency"] = self.total_max_concurrency
         out["total_kv_cache_tokens"] = self.total_kv_cache_tokens
