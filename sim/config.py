@@ -19,6 +19,7 @@ from sim.errors import ConfigError
 from sim.precision import check_precision_flags
 
 ENGINES = ("vllm", "hf-static", "orca-max", "orca-pow2", "orca-oracle")
+PERFORMANCE_MODES = ("balanced", "interactivity", "throughput")  # vLLM 0.33's --performance-mode
 EngineName = Literal["vllm", "hf-static", "orca-max", "orca-pow2", "orca-oracle"]
 UsageContext = Literal["serve", "offline"]
 
@@ -65,6 +66,10 @@ class EngineConfig:
     dtype: str = "auto"  # --dtype: auto | half | float16 | bfloat16 | float | float32
     quantization: str | None = None  # --quantization/-q: None (the checkpoint's own) | fp8 | ...
     kv_cache_dtype: str = "auto"  # --kv-cache-dtype: auto | fp8 | fp8_e4m3 | fp8_e5m2 | bfloat16 | float16
+    # --performance-mode (vLLM 0.33): "throughput" doubles the default --max-num-batched-tokens and
+    # --max-num-seqs; "interactivity" captures a CUDA graph for every batch size up to 32
+    # (sim.cudagraphs). vLLM's latency- or throughput-oriented kernel choices are not modelled.
+    performance_mode: str = "balanced"
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -77,6 +82,9 @@ class EngineConfig:
 
         check_all2all_backend(self.all2all_backend)
         _positive("--block-size", self.block_size)
+        if self.performance_mode not in PERFORMANCE_MODES:
+            raise ConfigError(f"--performance-mode: expected one of {', '.join(PERFORMANCE_MODES)}, "
+                              f"got {self.performance_mode!r}")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ConfigError(
                 f"--gpu-memory-utilization: expected a fraction in (0, 1], got {self.gpu_memory_utilization}"
@@ -119,20 +127,25 @@ def _positive(flag: str, value: int) -> None:
 
 
 def resolve_scheduler_limits(
-    gpu_memory_bytes: int, gpu_name: str, usage: UsageContext = "serve"
+    gpu_memory_bytes: int, gpu_name: str, usage: UsageContext = "serve", performance_mode: str = "balanced"
 ) -> tuple[int, int]:
     """vLLM 0.33's default (max_num_batched_tokens, max_num_seqs) for a GPU.
 
     From ``engine/arg_utils.py``: GPUs of at least 70 GiB that are not A100s (H100, H200) get
     8192/1024 for ``vllm serve`` and 16384/1024 offline; at least 160 GiB gets 16384/1024 in
     both; every other GPU (A100, L40S, L4, A10G) gets 2048/256 online and 8192/256 offline.
+    ``--performance-mode throughput`` doubles both defaults (a value the user sets is kept).
     """
     big = gpu_memory_bytes >= 70 * GiB and "a100" not in gpu_name.lower()
     if gpu_memory_bytes >= 160 * GiB:
-        return 16384, 1024
-    if big:
-        return (8192, 1024) if usage == "serve" else (16384, 1024)
-    return (2048, 256) if usage == "serve" else (8192, 256)
+        tokens, seqs = 16384, 1024
+    elif big:
+        tokens, seqs = (8192, 1024) if usage == "serve" else (16384, 1024)
+    else:
+        tokens, seqs = (2048, 256) if usage == "serve" else (8192, 256)
+    if performance_mode == "throughput":
+        return 2 * tokens, 2 * seqs
+    return tokens, seqs
 
 
 def cdiv(a: int, b: int) -> int:

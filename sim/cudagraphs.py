@@ -15,7 +15,8 @@ no speculative decoding):
   (``GptOssForCausalLMConfig.verify_and_update_config`` in vllm/model_executor/models/config.py,
   "for performance"), and then the ``2 x max_num_seqs`` cap does not apply;
 - the largest size never exceeds ``max_num_batched_tokens``;
-- the sizes are 1, 2, 4, then every 8 up to 248, then every 16 from 256 up to the largest;
+- the sizes are 1, 2, 4 (every size up to 32 with ``--performance-mode interactivity``), then
+  every 8 up to 248, then every 16 from 256 up to the largest;
   ``max_num_batched_tokens`` is added when it fits under the largest, and so is
   ``max_num_seqs`` (a batch of nothing but decodes) when the default ceiling applies;
 - ``--enforce-eager`` captures nothing.
@@ -30,7 +31,7 @@ MODEL_LARGEST = {"gpt_oss": 1024}
 
 
 def capture_sizes(model, gpu, max_num_seqs: int, max_num_batched_tokens: int,
-                  enforce_eager: bool = False) -> tuple[int, ...]:
+                  enforce_eager: bool = False, performance_mode: str = "balanced") -> tuple[int, ...]:
     """The step sizes (tokens) vLLM 0.33 captures for ``model`` on ``gpu``, ascending; empty
     under ``--enforce-eager``."""
     if enforce_eager:
@@ -43,7 +44,10 @@ def capture_sizes(model, gpu, max_num_seqs: int, max_num_batched_tokens: int,
         if max_num_seqs <= largest:
             decode_only = [max_num_seqs]
     largest = min(max_num_batched_tokens, largest)
-    sizes = [s for s in (1, 2, 4) if s <= largest]
+    if performance_mode == "interactivity":  # fine-grained graphs at small batches
+        sizes = list(range(1, min(largest, 32) + 1))
+    else:
+        sizes = [s for s in (1, 2, 4) if s <= largest]
     sizes += range(8, min(largest + 1, 256), 8)
     sizes += range(256, largest + 1, 16)
     if max_num_batched_tokens <= largest:
@@ -53,7 +57,7 @@ def capture_sizes(model, gpu, max_num_seqs: int, max_num_batched_tokens: int,
 
 
 def largest_capture_size(model, gpu, max_num_seqs: int, max_num_batched_tokens: int,
-                         enforce_eager: bool = False) -> int:
+                         enforce_eager: bool = False, performance_mode: str = "balanced") -> int:
     """The largest step (tokens) that runs in a CUDA graph; 0 when none is captured."""
-    sizes = capture_sizes(model, gpu, max_num_seqs, max_num_batched_tokens, enforce_eager)
+    sizes = capture_sizes(model, gpu, max_num_seqs, max_num_batched_tokens, enforce_eager, performance_mode)
     return sizes[-1] if sizes else 0

@@ -88,7 +88,8 @@ class Engine:
         self.seed = seed
         self.model = get_model(config.model)
         self.gpu = get_gpu(config.gpu)
-        default_tokens, default_seqs = resolve_scheduler_limits(self.gpu.memory_bytes, self.gpu.name, usage)
+        default_tokens, default_seqs = resolve_scheduler_limits(self.gpu.memory_bytes, self.gpu.name, usage,
+                                                                config.performance_mode)
         max_num_batched_tokens = config.max_num_batched_tokens or default_tokens
         max_num_seqs = config.max_num_seqs or default_seqs
         max_model_len = config.max_model_len or self.model.max_position_embeddings
@@ -111,6 +112,7 @@ class Engine:
             precision=self.precision,
             data_parallel_size=config.data_parallel_size,
             enable_expert_parallel=config.enable_expert_parallel,
+            performance_mode=config.performance_mode,
         )
         # A hybrid model (sliding-window and full layers) has several KV cache groups, each with
         # its own block tables, drawing on one pool of MemoryPlan.num_gpu_blocks blocks

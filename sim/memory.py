@@ -119,6 +119,7 @@ class MemoryPlan:
     precision: Precision | None = None  # the dtypes it was planned with (sim.precision)
     # the step sizes (tokens) vLLM captures as CUDA graphs (sim.cudagraphs); empty when eager
     cudagraph_capture_sizes: tuple[int, ...] = ()
+    performance_mode: str = "balanced"  # vLLM's --performance-mode (sim.config.EngineConfig)
     # vLLM's KV cache groups (one for a model whose layers all attend alike; see kv_cache_groups)
     kv_cache_groups: tuple[KVCacheGroup, ...] = ()
     # -- data and expert parallelism (sim.parallel); the figures above are one GPU's ----------
@@ -155,10 +156,11 @@ class MemoryPlan:
         return self.available_kv_bytes // (self.block_size * self.kv_bytes_per_token)
 
     def loading_log_lines(self) -> list[str]:
-        """vLLM's earlier start-up lines: its warnings and choices about the dtype, the
-        quantization, the KV-cache dtype and the attention backend, then "Model loading took X
+        """vLLM's earlier start-up lines: the performance mode when it is not the default, its
+        warnings and choices about the dtype, the quantization, the KV-cache dtype and the attention backend, then "Model loading took X
         GiB memory" (vLLM adds "and N seconds"; there is no loading time here)."""
-        lines = list(self.precision.log_lines) if self.precision is not None else []
+        lines = [f"Performance mode set to '{self.performance_mode}'."] if self.performance_mode != "balanced" else []
+        lines += list(self.precision.log_lines) if self.precision is not None else []
         lines += list(self.parallel_log_lines)
         return lines + [f"Model loading took {round(self.weights_bytes_per_gpu / GiB, 2)} GiB memory"]
 
@@ -216,6 +218,7 @@ def plan_memory(
     precision: Precision | None = None,
     data_parallel_size: int = 1,
     enable_expert_parallel: bool = False,
+    performance_mode: str = "balanced",
 ) -> MemoryPlan:
     """vLLM 0.33's KV-cache sizing for ``model`` on ``tensor_parallel_size`` x ``gpu``.
 
@@ -256,7 +259,8 @@ def plan_memory(
             f"max_model_len (max_position_embeddings={derived_len} in {model.name}'s config.json); "
             f"use at most {derived_len}"
         )
-    default_tokens, default_seqs = resolve_scheduler_limits(gpu.memory_bytes, gpu.name, usage)  # type: ignore[arg-type]
+    default_tokens, default_seqs = resolve_scheduler_limits(gpu.memory_bytes, gpu.name, usage,  # type: ignore[arg-type]
+                                                            performance_mode)
     num_tokens = max_num_batched_tokens or default_tokens
     num_seqs = max_num_seqs or default_seqs
 
@@ -270,7 +274,7 @@ def plan_memory(
     non_torch = overheads.non_torch_bytes + (overheads.non_torch_tp_bytes if communicates else 0)
     moe_tp = moe.tensor_parallel_size if moe is not None else None
     activation = activation_peak_bytes(model, tp, num_tokens, num_seqs, act_bytes, moe_tp=moe_tp)
-    graph_sizes = capture_sizes(model, gpu, num_seqs, num_tokens, enforce_eager)
+    graph_sizes = capture_sizes(model, gpu, num_seqs, num_tokens, enforce_eager, performance_mode)
     graphs = cudagraph_bytes(model, tp, graph_sizes, overheads, act_bytes, moe_tp=moe_tp) \
         if overheads.count_cudagraphs else 0
     kv_per_token = model.kv_bytes_per_token(tp, precision)
@@ -322,6 +326,7 @@ def plan_memory(
         activation_peak_bytes=activation,
         cudagraph_bytes=graphs,
         cudagraph_capture_sizes=graph_sizes,
+        performance_mode=performance_mode,
         non_torch_bytes=non_torch,
         available_kv_bytes=available,
         kv_bytes_per_token=kv_per_token,
@@ -540,4 +545,5 @@ def plan_for_config(config, usage: str = "serve") -> MemoryPlan:
         precision=resolve_precision(model, gpu, config),
         data_parallel_size=getattr(config, "data_parallel_size", 1),
         enable_expert_parallel=getattr(config, "enable_expert_parallel", False),
+        performance_mode=getattr(config, "performance_mode", "balanced"),
     )

@@ -1,6 +1,8 @@
-"""Which step sizes vLLM captures as CUDA graphs (sim.cudagraphs), checked against vLLM 0.33's own
-``VllmConfig._set_cudagraph_sizes`` (run in .venv-vllm by tools/vllm_reference/cudagraph_sizes_probe.py),
-and where ServeLab uses them: the memory plan and the step time."""
+"""Which step sizes vLLM captures as CUDA graphs (sim.cudagraphs) and the default scheduler limits
+(sim.config.resolve_scheduler_limits), with --performance-mode, checked against vLLM 0.33's own
+``VllmConfig._set_cudagraph_sizes`` and ``EngineArgs._set_default_max_num_seqs_and_batched_tokens_args``
+(run in .venv-vllm by tools/vllm_reference/cudagraph_sizes_probe.py), and where ServeLab uses them:
+the memory plan and the step time."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sim.catalog import get_gpu, get_model
+from sim.config import PERFORMANCE_MODES, resolve_scheduler_limits
 from sim.cudagraphs import capture_sizes, largest_capture_size
 from sim.memory import plan_memory
 
@@ -21,32 +24,43 @@ ROOT = Path(__file__).resolve().parents[1]
 H200, B200 = get_gpu("h200"), get_gpu("b200")
 LLAMA, GPT_OSS = get_model("llama-3.1-8b"), get_model("gpt-oss-120b")
 
-# (blackwell, gpt_oss, max_num_seqs, max_num_batched_tokens, enforce_eager)
+# (blackwell, gpt_oss, max_num_seqs, max_num_batched_tokens, enforce_eager, performance_mode)
 CASES = [
-    (False, False, 1024, 8192, False),  # H100/H200 serving defaults
-    (True, False, 1024, 8192, False),  # B200 defaults: the 1,024 ceiling
-    (False, True, 1024, 8192, False),  # gpt-oss raises the ceiling on any GPU
-    (True, True, 4, 8192, False),  # ... and its own size ignores the 2 x max_num_seqs cap
-    (False, False, 256, 2048, False),  # A100 defaults
-    (False, False, 100, 8192, False),  # an off-stride max_num_seqs is captured too
-    (False, False, 1024, 300, False),  # a small token budget caps the sizes and is captured
-    (False, True, 1024, 700, False),
-    (False, False, 3, 8192, False),
-    (False, False, 1, 1, False),
-    (False, False, 1024, 8192, True),  # --enforce-eager
+    (False, False, 1024, 8192, False, "balanced"),  # H100/H200 serving defaults
+    (True, False, 1024, 8192, False, "balanced"),  # B200 defaults: the 1,024 ceiling
+    (False, True, 1024, 8192, False, "balanced"),  # gpt-oss raises the ceiling on any GPU
+    (True, True, 4, 8192, False, "balanced"),  # ... and its own size ignores the 2 x max_num_seqs cap
+    (False, False, 256, 2048, False, "balanced"),  # A100 defaults
+    (False, False, 100, 8192, False, "balanced"),  # an off-stride max_num_seqs is captured too
+    (False, False, 1024, 300, False, "balanced"),  # a small token budget caps the sizes and is captured
+    (False, True, 1024, 700, False, "balanced"),
+    (False, False, 3, 8192, False, "balanced"),
+    (False, False, 1, 1, False, "balanced"),
+    (False, False, 1024, 8192, True, "balanced"),  # --enforce-eager
+    (False, False, 1024, 8192, False, "interactivity"),  # every size up to 32
+    (False, False, 10, 8192, False, "interactivity"),
+    (True, True, 2048, 16384, False, "throughput"),
 ]
 rng = np.random.default_rng(7)
 for _ in range(25):
     CASES.append((bool(rng.integers(2)), bool(rng.integers(2)), int(rng.integers(1, 1100)),
-                  int(rng.integers(1, 20000)), False))
+                  int(rng.integers(1, 20000)), False, str(rng.choice(PERFORMANCE_MODES))))
+# Default limits: every catalog GPU, both usages, every performance mode.
+LIMITS = [(name, usage, mode) for name in sorted({get_gpu(g).name for g in ("a10g", "l4", "l40s", "a100-40gb",
+                                                                            "a100-80gb", "h100", "h200", "b200", "t4")})
+          for usage in ("serve", "offline") for mode in PERFORMANCE_MODES]
 
 
 @pytest.fixture(scope="module")
-def vllm_sizes() -> list[list[int]]:
+def vllm_answers() -> dict:
     from tests.test_precision import _vllm_python
 
-    request = [{"blackwell": b, "gpt_oss": g, "max_num_seqs": s, "max_num_batched_tokens": t, "enforce_eager": e}
-               for b, g, s, t, e in CASES]
+    request = {
+        "graphs": [{"blackwell": b, "gpt_oss": g, "max_num_seqs": s, "max_num_batched_tokens": t, "enforce_eager": e,
+                    "performance_mode": m} for b, g, s, t, e, m in CASES],
+        "limits": [{"memory_gib": get_gpu(name).memory_bytes / 1024**3, "device_name": f"nvidia {name}",
+                    "usage": usage, "performance_mode": mode} for name, usage, mode in LIMITS],
+    }
     result = subprocess.run([str(_vllm_python()), str(ROOT / "tools/vllm_reference/cudagraph_sizes_probe.py")],
                             input=json.dumps(request), capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -54,11 +68,18 @@ def vllm_sizes() -> list[list[int]]:
 
 
 @pytest.mark.parametrize("i", range(len(CASES)))
-def test_capture_sizes_match_vllms_own_rule(vllm_sizes, i):
-    blackwell, gpt_oss, seqs, tokens, eager = CASES[i]
+def test_capture_sizes_match_vllms_own_rule(vllm_answers, i):
+    blackwell, gpt_oss, seqs, tokens, eager, mode = CASES[i]
     model = GPT_OSS if gpt_oss else LLAMA
     gpu = B200 if blackwell else H200
-    assert list(capture_sizes(model, gpu, seqs, tokens, eager)) == vllm_sizes[i]
+    assert list(capture_sizes(model, gpu, seqs, tokens, eager, mode)) == vllm_answers["graphs"][i]
+
+
+@pytest.mark.parametrize("i", range(len(LIMITS)), ids=["-".join(c) for c in LIMITS])
+def test_default_limits_match_vllms_own_rule(vllm_answers, i):
+    name, usage, mode = LIMITS[i]
+    gpu = get_gpu(name)
+    assert list(resolve_scheduler_limits(gpu.memory_bytes, gpu.name, usage, mode)) == vllm_answers["limits"][i]
 
 
 def test_the_ceilings():
@@ -107,3 +128,25 @@ def test_memory_plan_and_step_model_use_the_sizes():
     assert sm.terms_ms["allreduce_ms"][i] < at_512.terms_ms["allreduce_ms"][i]
     j = int(np.searchsorted(m, 256))
     assert sm.terms_ms["allreduce_ms"][j] == at_512.terms_ms["allreduce_ms"][j]
+
+
+def test_performance_mode_reaches_the_memory_plan_and_the_engine():
+    from sim.config import EngineConfig
+    from sim.engine import Engine
+    import simpy
+
+    from sim.errors import ConfigError
+
+    throughput = plan_memory(LLAMA, H200, max_model_len=8192, performance_mode="throughput")
+    assert (throughput.max_num_batched_tokens, throughput.max_num_seqs) == (16384, 2048)
+    assert "Performance mode set to 'throughput'." in throughput.loading_log_lines()
+    fixed = plan_memory(LLAMA, H200, max_model_len=8192, max_num_seqs=64, performance_mode="throughput")
+    assert (fixed.max_num_batched_tokens, fixed.max_num_seqs) == (16384, 64)  # a value set is kept
+    interactive = plan_memory(LLAMA, H200, max_model_len=8192, performance_mode="interactivity")
+    assert len(interactive.cudagraph_capture_sizes) == 76 and interactive.cudagraph_bytes > \
+        plan_memory(LLAMA, H200, max_model_len=8192).cudagraph_bytes
+    engine = Engine(simpy.Environment(), EngineConfig(model="llama-3.1-8b", gpu="h200", max_model_len=8192,
+                                                      performance_mode="throughput"))
+    assert (engine.limits.max_num_batched_tokens, engine.limits.max_num_seqs) == (16384, 2048)
+    with pytest.raises(ConfigError, match="--performance-mode: expected one of balanced, interactivity, throughput"):
+        EngineConfig(model="llama-3.1-8b", gpu="h200", performance_mode="fast")

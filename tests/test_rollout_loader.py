@@ -146,6 +146,8 @@ def test_missing_folder():
                      "tensor_parallel_size", 2, id="separate-value"),
         pytest.param(("servelab", "serve", "meta-llama/Llama-3.1-8B", "--gpu=h100-80gb", "--no-enable-prefix-caching"),
                      "enable_prefix_caching", False, id="negated-switch"),
+        pytest.param(("vllm", "serve", "meta-llama/Llama-3.1-8B", "--gpu=h200", "--performance-mode", "throughput"),
+                     "performance_mode", "throughput", id="performance-mode"),
     ],
 )
 def test_engine_flags_from_the_pod(args, field, value):

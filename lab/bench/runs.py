@@ -36,6 +36,7 @@ def engine_config(args) -> EngineConfig:
         disable_hybrid_kv_cache_manager=getattr(args, "disable_hybrid_kv_cache_manager", False),
         dtype=getattr(args, "dtype", "auto"), quantization=getattr(args, "quantization", None),
         kv_cache_dtype=getattr(args, "kv_cache_dtype", "auto"),
+        performance_mode=getattr(args, "performance_mode", "balanced"),
     )
 
 

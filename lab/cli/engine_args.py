@@ -26,6 +26,7 @@ def add_engine_args(p: argparse.ArgumentParser, *, model_positional: bool = Fals
     g.add_argument("--kv-cache-memory-bytes", type=int, default=None)
     g.add_argument("--num-gpu-blocks-override", type=int, default=None)
     g.add_argument("--scheduling-policy", choices=("fcfs", "priority"), default="fcfs")
+    add_performance_mode_arg(g)
     g.add_argument("--disable-hybrid-kv-cache-manager", action="store_true",
                    help="sliding-window models: allocate every layer as full attention (one KV cache group)")
     add_precision_args(g)
@@ -33,6 +34,13 @@ def add_engine_args(p: argparse.ArgumentParser, *, model_positional: bool = Fals
     g.add_argument("--parallel-sampling", choices=("prefix-cache", "copy-on-write"), default="prefix-cache",
                    help="how --n samples share the prompt's KV: vLLM V1's prefix cache (default) "
                         "or the vLLM paper's copy-on-write")
+
+
+def add_performance_mode_arg(g) -> None:
+    """vLLM 0.33's --performance-mode. No argparse ``choices``: EngineConfig checks the value."""
+    g.add_argument("--performance-mode", default="balanced", metavar="MODE",
+                   help="balanced (default), throughput (doubles the default --max-num-batched-tokens and "
+                        "--max-num-seqs) or interactivity (a CUDA graph for every batch size up to 32)")
 
 
 def add_parallel_args(g, *, tensor_parallel: bool = True) -> None:

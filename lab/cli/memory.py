@@ -30,6 +30,9 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kv-cache-memory-bytes", type=int, default=None,
                         help="KV cache size per GPU; skips the memory profile, as in vLLM")
     parser.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs, so no CUDA-graph reserve")
+    from lab.cli.engine_args import add_performance_mode_arg
+
+    add_performance_mode_arg(parser)
     from lab.cli.engine_args import add_precision_args
 
     add_precision_args(parser)
@@ -57,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     flags = EngineConfig(model=args.model, gpu=args.gpu, tensor_parallel_size=args.tensor_parallel_size,
                          data_parallel_size=args.data_parallel_size,
                          enable_expert_parallel=args.enable_expert_parallel,
-                         dtype=args.dtype, quantization=args.quantization, kv_cache_dtype=args.kv_cache_dtype)
+                         dtype=args.dtype, quantization=args.quantization, kv_cache_dtype=args.kv_cache_dtype,
+                         performance_mode=args.performance_mode)
     from sim.parallel import ParallelLayout
 
     ParallelLayout.of(flags).check(model)  # the layout's errors before the precision's
@@ -75,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         block_size=args.block_size,
         kv_cache_memory_bytes=args.kv_cache_memory_bytes,
         enforce_eager=args.enforce_eager,
+        performance_mode=args.performance_mode,
     )
     if args.json:
         print(json.dumps(plan.to_dict(), indent=2))

@@ -13,7 +13,7 @@ from plotly.subplots import make_subplots
 from lab.pages import runs
 from lab.pages.common import defaults, download_json, download_table, need
 from lab.pages.serving import deployment_yaml, vllm_serve_command
-from sim.config import EngineConfig
+from sim.config import PERFORMANCE_MODES, EngineConfig
 from sim.errors import ServeLabError
 
 catalog = need("sim.catalog", "the model and GPU catalog")
@@ -57,6 +57,7 @@ defaults(
     wi_prefix=True,
     wi_mnbt=0,
     wi_mns=0,
+    wi_perf="balanced",
     wi_input_len=512,
     wi_output_len=256,
     wi_num_prompts=200,
@@ -90,6 +91,9 @@ with controls:
     prefix = st.toggle("--enable-prefix-caching", key="wi_prefix")
     mnbt = st.number_input("--max-num-batched-tokens (0: vLLM's default)", 0, 65536, step=512, key="wi_mnbt")
     mns = st.number_input("--max-num-seqs (0: vLLM's default)", 0, 2048, step=16, key="wi_mns")
+    perf = st.selectbox("--performance-mode", PERFORMANCE_MODES, key="wi_perf",
+                        help="throughput doubles the default --max-num-batched-tokens and --max-num-seqs; "
+                             "interactivity captures a CUDA graph for every batch size up to 32")
     st.subheader("Load (`vllm bench serve`)")
     input_len = st.number_input("--random-input-len", 16, 32768, step=64, key="wi_input_len")
     output_len = st.number_input("--random-output-len", 1, 8192, step=32, key="wi_output_len")
@@ -110,6 +114,7 @@ try:
         enable_prefix_caching=bool(prefix),
         max_num_batched_tokens=int(mnbt) or None,
         max_num_seqs=int(mns) or None,
+        performance_mode=str(perf),
     )
     plan = runs.memory_plan(config)
 except ServeLabError as exc:

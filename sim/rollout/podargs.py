@@ -29,6 +29,7 @@ _STR_FLAGS = {  # precision flags, checked by EngineConfig (sim.precision)
     "-q": "quantization",
     "--kv-cache-dtype": "kv_cache_dtype",
     "--all2all-backend": "all2all_backend",
+    "--performance-mode": "performance_mode",
 }
 _BOOL_FLAGS = {
     "--enable-prefix-caching": ("enable_prefix_caching", True),
