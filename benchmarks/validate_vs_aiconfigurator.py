@@ -1,4 +1,5 @@
-"""ServeLab and aiconfigurator side by side on real vLLM runs (the dense rows of the silicon CSV).
+"""ServeLab and aiconfigurator side by side on real vLLM runs (the dense rows of the silicon CSV,
+or with --moe its MoE rows).
 
 The rows are closed-loop benchmarks of vLLM on H200 SXM (Llama-3.1-70B and
 nvidia/Llama-3.1-8B-Instruct-FP8, FP8 GEMMs, TP 1 to 8; ../shared/reference/silicon/README.md,
@@ -14,6 +15,7 @@ It prints one table a model, real TTFT/TPOT against both tools with each error, 
 absolute percentage error (MAPE) per model and overall for both.
 
     python3 benchmarks/validate_vs_aiconfigurator.py                  # all 81 dense rows
+    python3 benchmarks/validate_vs_aiconfigurator.py --moe            # the 117 MoE rows
     python3 benchmarks/validate_vs_aiconfigurator.py --rows 4 --model 8B
     python3 benchmarks/validate_vs_aiconfigurator.py --json out/peer.json --refresh
 
@@ -33,6 +35,13 @@ aiconfigurator's MAPE is TTFT 37.6% / TPOT 4.7% on Llama-3.1-70B (56 of 60 rows:
 rows at concurrency 32 and 64 out of memory), TTFT 30.2% / TPOT 118.3% on the 8B (its TPOT is 2 to
 3 times the real one at OSL 100, falling to +17..29% at OSL 2000), 35.6% / 35.7% overall.
 With --kv-cache-dtype fp8 the 8B's figures are 29.4% / 108.0%.
+
+The MoE rows (--moe): Qwen/Qwen3-235B-A22B-FP8 (51, vLLM 0.12.0) and gpt-oss-120b (66, vLLM
+0.18.0), each asked with the layout it ran (`--tp-size TP --attention-dp-size DP --moe-tp-size
+MOE_TP --moe-ep-size EP`, DP = MOE_TP x EP / TP as in sim.silicon) and the quant modes
+aiconfigurator reads from the config it ships. Measured 2026-12-07 (117 rows in 292 s, one
+process): aiconfigurator TTFT 28.6% / TPOT 22.8% on Qwen3, 33.3% / 6.0% on gpt-oss, 31.2% / 13.3%
+overall; ServeLab 42.0% / 46.4%, 31.2% / 8.8%, 35.9% / 25.2% (docs/calibration.md says why).
 
 Each answer is cached in .venv-aiconfigurator/estimates/<version>/ keyed by the row and the exact
 command; --refresh recomputes. Where aiconfigurator cannot be installed (no network, another
@@ -68,6 +77,13 @@ DENSE_MODELS = {
     "nvidia/Llama-3.1-8B-Instruct-FP8": ("meta-llama/Meta-Llama-3.1-8B",
                                          "nvidia/Llama-3.1-8B-Instruct-FP8 not shipped; same architecture"),
 }
+# MoE models of the CSV (--moe) -> (the config aiconfigurator ships, the note). Their quant modes
+# are left to aiconfigurator, which reads them from the config (Qwen3: block FP8 GEMMs and
+# experts; gpt-oss: MXFP4 experts, 16-bit attention; the CSV's "nvfp4" is not what Hopper runs).
+MOE_MODELS = {
+    "Qwen/Qwen3-235B-A22B-FP8": ("Qwen/Qwen3-235B-A22B-FP8", "quant modes from the shipped config (fp8_block)"),
+    "GPT-OSS-120B": ("openai/gpt-oss-120b", "quant modes from the shipped config (w4a16_mxfp4 experts)"),
+}
 
 
 class InputError(Exception):
@@ -76,8 +92,9 @@ class InputError(Exception):
 
 # ---------------------------------------------------------------- rows
 
-def read_rows(path: Path) -> tuple[list[dict], list[str]]:
-    """The dense rows of the silicon CSV, typed, and the other models' names (their rows left out)."""
+def read_rows(path: Path, moe: bool = False) -> tuple[list[dict], list[str]]:
+    """The dense rows of the silicon CSV (the MoE rows with ``moe``), typed, and the other models'
+    names (their rows left out)."""
     try:
         with open(path, newline="") as f:
             raw = list(csv.DictReader(f))
@@ -89,13 +106,16 @@ def read_rows(path: Path) -> tuple[list[dict], list[str]]:
         raise InputError(f"--csv {path}: expected the silicon CSV's columns, missing {', '.join(missing)}")
     rows, others = [], []
     for n, r in enumerate(raw, start=2):
-        if r["model"] not in DENSE_MODELS:
+        if r["model"] not in (MOE_MODELS if moe else DENSE_MODELS):
             others.append(r["model"])
             continue
         try:
+            tp, ep, moe_tp = int(r["tp"]), int(r.get("ep") or 1), int(r.get("moe_tp") or 1)
+            # A MoE layer is sharded over dp x tp GPUs as moe_tp x ep (sim.silicon.SiliconRow.data_parallel).
+            dp = max(1, moe_tp * ep // tp) if moe else 1
             rows.append({"model": r["model"], "gpu": r["gpu"], "gemm_quant_mode": r["gemm_quant_mode"],
                          "isl": int(r["isl"]), "osl": int(r["osl"]), "concurrency": int(r["concurrency"]),
-                         "tp": int(r["tp"]), "ep": int(r.get("ep") or 1),
+                         "tp": tp, "ep": ep, "dp": dp, "moe_tp": moe_tp if moe else 1,
                          "real_ttft_ms": float(r["ttft_ms"]), "real_tpot_ms": float(r["tpot_ms"])})
         except ValueError as exc:
             raise InputError(f"--csv {path}: line {n}: {exc}") from None
@@ -108,14 +128,22 @@ def model_key(name: str) -> str:
 
 
 def row_key(r: dict) -> tuple:
-    return (model_key(r["model"]), int(r["isl"]), int(r["osl"]), int(r["concurrency"]), int(r["tp"]))
+    return (model_key(r["model"]), int(r["isl"]), int(r["osl"]), int(r["concurrency"]), int(r["tp"]),
+            int(r.get("dp") or 1), int(r.get("ep") or 1))
 
 
 # ---------------------------------------------------------------- aiconfigurator
 
 def aic_argv(row: dict, kv_cache_dtype: str) -> list[str]:
-    model_path = DENSE_MODELS.get(row["model"], (row["model"], ""))[0]
     # The CSV's gpu column already uses aiconfigurator's system names (h200_sxm).
+    if row["model"] in MOE_MODELS:
+        # The MoE layout as the row ran it: attention over tp x dp, experts as moe_tp x ep.
+        layout = ("--attention-dp-size", str(row["dp"]), "--moe-tp-size", str(row["moe_tp"]),
+                  "--moe-ep-size", str(row["ep"]))
+        return aic.estimate_argv(MOE_MODELS[row["model"]][0], row["gpu"], isl=row["isl"], osl=row["osl"],
+                                 batch_size=row["concurrency"], tp=row["tp"], kvcache_quant_mode=kv_cache_dtype,
+                                 extra=layout)
+    model_path = DENSE_MODELS.get(row["model"], (row["model"], ""))[0]
     return aic.estimate_argv(model_path, row["gpu"], isl=row["isl"], osl=row["osl"],
                              batch_size=row["concurrency"], tp=row["tp"],
                              gemm_quant_mode=row["gemm_quant_mode"] or None, kvcache_quant_mode=kv_cache_dtype)
@@ -124,7 +152,9 @@ def aic_argv(row: dict, kv_cache_dtype: str) -> list[str]:
 def cache_path(cache_dir: Path, row: dict, argv: list[str]) -> Path:
     digest = hashlib.sha1(json.dumps([aic.VERSION, argv]).encode()).hexdigest()[:12]
     slug = re.sub(r"[^A-Za-z0-9.]+", "-", row["model"]).strip("-")
-    return cache_dir / f"{slug}_isl{row['isl']}_osl{row['osl']}_c{row['concurrency']}_tp{row['tp']}_{digest}.json"
+    layout = f"tp{row['tp']}" + (f"dp{row['dp']}" if row.get("dp", 1) > 1 else "") + \
+        (f"ep{row['ep']}" if row.get("ep", 1) > 1 else "")
+    return cache_dir / f"{slug}_isl{row['isl']}_osl{row['osl']}_c{row['concurrency']}_{layout}_{digest}.json"
 
 
 def aic_estimates(rows: list[dict], python: Path, cache_dir: Path, *, kv_cache_dtype: str, refresh: bool,
@@ -224,7 +254,8 @@ def mape(errors: list[float | None]) -> float | None:
 def build_table(rows: list[dict], aic_answers: list[dict | None], sl_rows: list[dict | None]) -> list[dict]:
     table = []
     for r, a, s in zip(rows, aic_answers, sl_rows):
-        t = {k: r[k] for k in ("model", "gpu", "isl", "osl", "concurrency", "tp", "ep", "real_ttft_ms", "real_tpot_ms")}
+        t = {k: r[k] for k in ("model", "gpu", "isl", "osl", "concurrency", "tp", "ep", "dp", "real_ttft_ms",
+                               "real_tpot_ms")}
         t["aic_ttft_ms"] = a.get("ttft_ms") if a else None
         t["aic_tpot_ms"] = a.get("tpot_ms") if a else None
         t["aic_error"] = a.get("error") if a else None
@@ -273,14 +304,15 @@ def _e(x: float | None) -> str:
 def print_table(table: list[dict], summary: dict) -> None:
     for model in dict.fromkeys(t["model"] for t in table):
         print(f"\n{model}  (errors: predicted against real, in % of real)")
-        print(f"{'isl':>5} {'osl':>5} {'conc':>4} {'tp':>2} | {'TTFT ms: real':>13} {'aiconfig':>15} {'ServeLab':>15} |"
+        print(f"{'isl':>5} {'osl':>5} {'conc':>4} {'layout':>9} | {'TTFT ms: real':>13} {'aiconfig':>15} {'ServeLab':>15} |"
               f" {'TPOT ms: real':>13} {'aiconfig':>13} {'ServeLab':>13} | note")
         for t in (t for t in table if t["model"] == model):
             if t["aic_error"]:  # "no TTFT from aiconfigurator: OOM: the model ... (tp=1, pp=1, dp=1). Try ..."
                 note = "aiconfigurator: " + t["aic_error"].split(": ", 1)[-1].split(". ")[0]
             else:
                 note = "aiconfigurator: batch over its KV estimate" if t["aic_kv_capacity_warning"] else ""
-            print(f"{t['isl']:>5} {t['osl']:>5} {t['concurrency']:>4} {t['tp']:>2} | "
+            layout = f"tp{t['tp']}" + (f" dp{t['dp']}" if t["dp"] > 1 else "") + (f" ep{t['ep']}" if t["ep"] > 1 else "")
+            print(f"{t['isl']:>5} {t['osl']:>5} {t['concurrency']:>4} {layout:>9} | "
                   f"{_v(t['real_ttft_ms']):>13} {_v(t['aic_ttft_ms']):>8} {_e(t['aic_ttft_err_pct']):>6} "
                   f"{_v(t['sim_ttft_ms']):>8} {_e(t['sim_ttft_err_pct']):>6} | "
                   f"{_v(t['real_tpot_ms']):>13} {_v(t['aic_tpot_ms']):>6} {_e(t['aic_tpot_err_pct']):>6} "
@@ -304,7 +336,9 @@ def print_table(table: list[dict], summary: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--csv", type=Path, default=DEFAULT_CSV, help=f"silicon CSV (default {DEFAULT_CSV})")
-    p.add_argument("--rows", type=int, default=0, help="only the first N dense rows (after --model)")
+    p.add_argument("--moe", action="store_true",
+                   help="the 117 MoE rows (Qwen3-235B-A22B-FP8, gpt-oss-120b) instead of the dense ones")
+    p.add_argument("--rows", type=int, default=0, help="only the first N rows (after --model)")
     p.add_argument("--model", metavar="TEXT", default=None, help="only rows whose model contains TEXT")
     p.add_argument("--json", metavar="FILE", type=Path, default=None, help="also write everything here as JSON")
     p.add_argument("--refresh", action="store_true", help="ask aiconfigurator again instead of using the cache")
@@ -331,16 +365,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     t0 = time.monotonic()
-    rows, others = read_rows(args.csv)
+    rows, others = read_rows(args.csv, moe=args.moe)
+    kind, models = ("MoE", MOE_MODELS) if args.moe else ("dense", DENSE_MODELS)
     if args.model:
         rows = [r for r in rows if args.model.lower() in r["model"].lower()]
         if not rows:
-            raise InputError(f"--model {args.model!r}: no dense row's model contains that "
-                             f"(models: {', '.join(DENSE_MODELS)})")
+            raise InputError(f"--model {args.model!r}: no {kind} row's model contains that "
+                             f"(models: {', '.join(models)})")
     if args.rows:
         rows = rows[:args.rows]
     left_out = f" ({len(others)} rows of other models left out: {', '.join(dict.fromkeys(others))})" if others else ""
-    print(f"{len(rows)} dense rows of {args.csv}{left_out}")
+    print(f"{len(rows)} {kind} rows of {args.csv}{left_out}")
 
     aic_answers: list[dict | None] = [None] * len(rows)
     aic_status = {"version": aic.VERSION, "available": False}
@@ -351,11 +386,11 @@ def _run(args) -> int:
                                             refresh=args.refresh, one_process_each=args.one_process_each)
         aic_status.update(available=True, seconds=round(time.monotonic() - t1, 1), cached_rows=cached,
                           cache_dir=str(args.cache_dir), kv_cache_dtype=args.kv_cache_dtype,
-                          models={m: {"model_path": mp, "note": note} for m, (mp, note) in DENSE_MODELS.items()})
+                          models={m: {"model_path": mp, "note": note} for m, (mp, note) in models.items()})
         dbs = sorted({a["perf_db_version"] for a in aic_answers if a.get("perf_db_version")})
         print(f"aiconfigurator {aic.VERSION} (perf database vllm {', '.join(dbs) or '?'}): {len(rows) - cached} rows "
               f"estimated, {cached} from {args.cache_dir}, {aic_status['seconds']} s; KV cache {args.kv_cache_dtype}")
-        for m, (mp, note) in DENSE_MODELS.items():
+        for m, (mp, note) in models.items():
             if any(r["model"] == m for r in rows):
                 print(f"  {m}: --model-path {mp} ({note})")
     except aic.Unavailable as why:
@@ -378,7 +413,7 @@ def _run(args) -> int:
         sl_status["unmatched_rows"] = missing
         if missing:
             print(f"ServeLab has no row for {missing} of {len(rows)} silicon rows (joined by model, isl, osl, "
-                  f"concurrency, tp)")
+                  f"concurrency, tp, dp, ep)")
 
     table = build_table(rows, aic_answers, sl_joined)
     summary = summarize(table)
