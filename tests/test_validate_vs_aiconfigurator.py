@@ -262,3 +262,17 @@ def test_a_failing_servelab_run_gives_its_last_error_line():
     sl, reason = vva.servelab_rows(None, command)
     assert sl is None
     assert reason.endswith("exited 2: error: --silicon: no such flag")
+
+
+def test_moe_rows_carry_their_layout_to_both_tools():
+    rows, others = vva.read_rows(vva.DEFAULT_CSV, moe=True)
+    assert len(rows) == 117 and set(others) == set(vva.DENSE_MODELS)
+    # Qwen3-235B at tp 1 with moe_tp 2 ran attention data-parallel over two GPUs.
+    dp_row = next(r for r in rows if r["model"].startswith("Qwen") and r["tp"] == 1 and r["moe_tp"] == 2)
+    assert dp_row["dp"] == 2
+    argv = vva.aic_argv(dp_row, "bfloat16")
+    assert argv[argv.index("--attention-dp-size") + 1] == "2" and argv[argv.index("--moe-tp-size") + 1] == "2"
+    assert "--gemm-quant-mode" not in argv  # read from the shipped config
+    # Rows differing only in layout join to different ServeLab rows.
+    same = [r for r in rows if r["model"].startswith("Qwen") and (r["isl"], r["osl"], r["concurrency"]) == (8000, 100, 4)]
+    assert len({vva.row_key(r) for r in same}) == len(same) == 3
