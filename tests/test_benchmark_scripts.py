@@ -99,8 +99,19 @@ def test_validate_vs_aiconfigurator_runs_without_installing(tmp_path):
                      "--json", str(tmp_path / "out.json"))
     assert "2 dense rows" in out
     assert ("aiconfigurator is skipped:" in out) != ("aiconfigurator 0.12.0 (perf database" in out)
-    assert sum(line.startswith((" 1024  8192    8  1 |", " 1000   100  112  1 |")) for line in out.splitlines()) == 2
+    assert sum(line.startswith((" 1024  8192    8       tp1 |", " 1000   100  112       tp1 |"))
+               for line in out.splitlines()) == 2
     assert "MAPE" in out
+    # --moe: the MoE rows, each with its layout (a real Qwen3-235B row that ran tp 1 x dp 2).
+    moe = tmp_path / "moe.csv"
+    moe.write_text(
+        "model,gpu,vllm_version,precision,gemm_quant_mode,moe_quant_mode,isl,osl,concurrency,tp,moe_tp,ep,"
+        "ttft_ms,tpot_ms,measured\n"
+        "Qwen/Qwen3-235B-A22B-FP8,h200_sxm,0.12.0,fp8,fp8,fp8,1000,100,8,1,2,1,356.9,54.9,\n")
+    out = run_script("benchmarks/validate_vs_aiconfigurator.py", "--csv", str(moe), "--moe", "--no-install",
+                     "--no-servelab")
+    assert "1 MoE rows" in out
+    assert sum(line.startswith(" 1000   100    8   tp1 dp2 |") for line in out.splitlines()) == 1
 
 
 def test_hybrid_kv_concurrency_prints_both_allocations():
