@@ -90,12 +90,16 @@ def test_the_ceilings():
     assert largest_capture_size(LLAMA, H200, 1024, 8192, enforce_eager=True) == 0
 
 
-@settings(max_examples=200, deadline=None)
-@given(seqs=st.integers(1, 5000), tokens=st.integers(1, 100_000), blackwell=st.booleans(), gpt_oss=st.booleans())
-def test_sizes_are_sorted_unique_and_within_the_budget(seqs, tokens, blackwell, gpt_oss):
-    sizes = capture_sizes(GPT_OSS if gpt_oss else LLAMA, B200 if blackwell else H200, seqs, tokens)
+@settings(max_examples=300, deadline=None)
+@given(seqs=st.integers(1, 5000), tokens=st.integers(1, 100_000), blackwell=st.booleans(), gpt_oss=st.booleans(),
+       mode=st.sampled_from(PERFORMANCE_MODES))
+def test_sizes_are_sorted_unique_and_within_the_budget(seqs, tokens, blackwell, gpt_oss, mode):
+    sizes = capture_sizes(GPT_OSS if gpt_oss else LLAMA, B200 if blackwell else H200, seqs, tokens,
+                          performance_mode=mode)
     assert sizes and list(sizes) == sorted(set(sizes))
     assert sizes[0] == 1 and sizes[-1] <= min(tokens, 1024)
+    if mode == "interactivity":  # every batch size up to 32 (or the largest, if smaller)
+        assert set(range(1, min(sizes[-1], 32) + 1)) <= set(sizes)
 
 
 def test_memory_plan_and_step_model_use_the_sizes():
