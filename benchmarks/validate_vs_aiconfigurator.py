@@ -67,6 +67,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import _aiconfigurator as aic  # noqa: E402
+from sim.silicon import implied_data_parallel, layout_label  # noqa: E402
 
 DEFAULT_CSV = Path(__file__).resolve().parent.parent / "sim" / "data" / "reference" / "vllm-silicon.csv"
 
@@ -111,8 +112,7 @@ def read_rows(path: Path, moe: bool = False) -> tuple[list[dict], list[str]]:
             continue
         try:
             tp, ep, moe_tp = int(r["tp"]), int(r.get("ep") or 1), int(r.get("moe_tp") or 1)
-            # A MoE layer is sharded over dp x tp GPUs as moe_tp x ep (sim.silicon.SiliconRow.data_parallel).
-            dp = max(1, moe_tp * ep // tp) if moe else 1
+            dp = implied_data_parallel(tp, moe_tp, ep) if moe else 1
             rows.append({"model": r["model"], "gpu": r["gpu"], "gemm_quant_mode": r["gemm_quant_mode"],
                          "isl": int(r["isl"]), "osl": int(r["osl"]), "concurrency": int(r["concurrency"]),
                          "tp": tp, "ep": ep, "dp": dp, "moe_tp": moe_tp if moe else 1,
@@ -152,8 +152,7 @@ def aic_argv(row: dict, kv_cache_dtype: str) -> list[str]:
 def cache_path(cache_dir: Path, row: dict, argv: list[str]) -> Path:
     digest = hashlib.sha1(json.dumps([aic.VERSION, argv]).encode()).hexdigest()[:12]
     slug = re.sub(r"[^A-Za-z0-9.]+", "-", row["model"]).strip("-")
-    layout = f"tp{row['tp']}" + (f"dp{row['dp']}" if row.get("dp", 1) > 1 else "") + \
-        (f"ep{row['ep']}" if row.get("ep", 1) > 1 else "")
+    layout = layout_label(row["tp"], row.get("dp", 1), row.get("ep", 1)).replace(" ", "")
     return cache_dir / f"{slug}_isl{row['isl']}_osl{row['osl']}_c{row['concurrency']}_{layout}_{digest}.json"
 
 
@@ -304,14 +303,14 @@ def _e(x: float | None) -> str:
 def print_table(table: list[dict], summary: dict) -> None:
     for model in dict.fromkeys(t["model"] for t in table):
         print(f"\n{model}  (errors: predicted against real, in % of real)")
-        print(f"{'isl':>5} {'osl':>5} {'conc':>4} {'layout':>9} | {'TTFT ms: real':>13} {'aiconfig':>15} {'ServeLab':>15} |"
-              f" {'TPOT ms: real':>13} {'aiconfig':>13} {'ServeLab':>13} | note")
+        print(f"{'isl':>5} {'osl':>5} {'conc':>4} {'layout':>9} | {'TTFT ms: real':>13} {'aiconfig':>15} "
+              f"{'ServeLab':>15} | {'TPOT ms: real':>13} {'aiconfig':>13} {'ServeLab':>13} | note")
         for t in (t for t in table if t["model"] == model):
             if t["aic_error"]:  # "no TTFT from aiconfigurator: OOM: the model ... (tp=1, pp=1, dp=1). Try ..."
                 note = "aiconfigurator: " + t["aic_error"].split(": ", 1)[-1].split(". ")[0]
             else:
                 note = "aiconfigurator: batch over its KV estimate" if t["aic_kv_capacity_warning"] else ""
-            layout = f"tp{t['tp']}" + (f" dp{t['dp']}" if t["dp"] > 1 else "") + (f" ep{t['ep']}" if t["ep"] > 1 else "")
+            layout = layout_label(t["tp"], t["dp"], t["ep"])
             print(f"{t['isl']:>5} {t['osl']:>5} {t['concurrency']:>4} {layout:>9} | "
                   f"{_v(t['real_ttft_ms']):>13} {_v(t['aic_ttft_ms']):>8} {_e(t['aic_ttft_err_pct']):>6} "
                   f"{_v(t['sim_ttft_ms']):>8} {_e(t['sim_ttft_err_pct']):>6} | "

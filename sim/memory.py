@@ -157,8 +157,9 @@ class MemoryPlan:
 
     def loading_log_lines(self) -> list[str]:
         """vLLM's earlier start-up lines: the performance mode when it is not the default, its
-        warnings and choices about the dtype, the quantization, the KV-cache dtype and the attention backend, then "Model loading took X
-        GiB memory" (vLLM adds "and N seconds"; there is no loading time here)."""
+        warnings and choices about the dtype, the quantization, the KV-cache dtype and the
+        attention backend, then "Model loading took X GiB memory" (vLLM adds "and N seconds";
+        there is no loading time here)."""
         lines = [f"Performance mode set to '{self.performance_mode}'."] if self.performance_mode != "balanced" else []
         lines += list(self.precision.log_lines) if self.precision is not None else []
         lines += list(self.parallel_log_lines)

@@ -119,7 +119,7 @@ class SiliconRow:
         data-parallel). A dense model has no MoE layer: its rows record ``moe_tp`` 1, and ``dp`` is 1."""
         if self.dense:
             return 1
-        return max(1, self.moe_tp * self.ep // self.tp)
+        return implied_data_parallel(self.tp, self.moe_tp, self.ep)
 
     @property
     def layout(self) -> str:
@@ -132,6 +132,11 @@ class SiliconRow:
     @property
     def dense(self) -> bool:
         return self.model in DENSE_MODELS or self.model in HELD_OUT_DENSE
+
+
+def implied_data_parallel(tp: int, moe_tp: int, ep: int) -> int:
+    """A MoE row's data-parallel size: vLLM shards the MoE layer over ``dp x tp`` GPUs as ``moe_tp x ep``."""
+    return max(1, moe_tp * ep // tp)
 
 
 def layout_label(tp: int, dp: int = 1, ep: int = 1) -> str:

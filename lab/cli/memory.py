@@ -30,11 +30,9 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kv-cache-memory-bytes", type=int, default=None,
                         help="KV cache size per GPU; skips the memory profile, as in vLLM")
     parser.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs, so no CUDA-graph reserve")
-    from lab.cli.engine_args import add_performance_mode_arg
+    from lab.cli.engine_args import add_performance_mode_arg, add_precision_args
 
     add_performance_mode_arg(parser)
-    from lab.cli.engine_args import add_precision_args
-
     add_precision_args(parser)
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     parser.add_argument("--paper-table-1", action="store_true",

@@ -252,7 +252,8 @@ with results:
     parts = [
         ("weights", plan["weights_bytes_per_gpu"]),
         ("activations", plan["activation_peak_bytes"]),
-        (f"CUDA graphs (up to {max(plan.get('cudagraph_capture_sizes') or [0]):,} tokens)", plan["cudagraph_bytes"]),
+        (f"CUDA graphs (up to {max(plan['cudagraph_capture_sizes'], default=0):,} tokens)",
+         plan["cudagraph_bytes"]),
         ("non-torch", plan["non_torch_bytes"]),
         # a block holds block_size tokens of the widest KV cache group's layers (all layers, but in a hybrid model)
         ("KV cache", plan["num_gpu_blocks"] * max(g["num_layers"] * g["page_size_bytes"] for g in plan["kv_cache_groups"])),

@@ -34,8 +34,8 @@ the two at the table's largest ``m`` (16,384 tokens, where launching is a neglig
 1.13 for a 4608 x 4096 GEMM on H200), and never above the eager measurement itself
 (:func:`block_fp8_over_m`). Where a GPU has no per-tensor table the eager one is used as it is.
 Steps larger than vLLM's largest captured graph (by default 512 tokens, 1,024 on B200 and for
-gpt-oss: :mod:`sim.cudagraphs`) run eagerly; there the host issues kernels ahead of a GPU that is busy for longer, and ServeLab
-prices no launch time for any operator.
+gpt-oss: :mod:`sim.cudagraphs`) run eagerly; there the host issues kernels ahead of a GPU that is
+busy for longer, and ServeLab prices no launch time for any operator.
 """
 
 from __future__ import annotations

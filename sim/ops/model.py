@@ -178,10 +178,9 @@ class OperatorStepModel:
         self.sliding = sum(1 for k in kinds if k == "sliding_attention") if model.sliding_window else 0
         self.window = model.sliding_window or 0
         self.layers = L - self.sliding  # full-attention layers
+        graphs = f"CUDA graphs up to {cudagraph_max_tokens} tokens" if cudagraph_max_tokens else "no CUDA graphs"
         self.source = (f"operator tables: {gpu.name} ({AIC_SYSTEMS[gpu.name]}, aiconfigurator-core 0.12.0), "
-                       f"GEMM {gemm_dtype}, KV {kv_dtype}, "
-                       + (f"CUDA graphs up to {cudagraph_max_tokens} tokens" if cudagraph_max_tokens else "no CUDA graphs")
-                       + "".join(f"; {n}" for n in notes))
+                       f"GEMM {gemm_dtype}, KV {kv_dtype}, {graphs}" + "".join(f"; {n}" for n in notes))
 
     # -- one step ---------------------------------------------------------------------------
     def gpu_ms(self, b) -> float:
