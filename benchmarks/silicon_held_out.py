@@ -172,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"    {x['label']:42} TTFT {x['real_ttft_ms']:9.1f} real {x['sim_ttft_ms']:9.1f} sim "
                       f"{x['ttft_error']:+6.0%}   TPOT {x['real_tpot_ms']:7.2f} real {x['sim_tpot_ms']:7.2f} sim "
                       f"{x['tpot_error']:+6.0%}")
+    everything = [x for v in groups.values() for x in v]
+    if everything:
+        t = np.array([x["ttft_error"] for x in everything])
+        o = np.array([x["tpot_error"] for x in everything])
+        print(f"{'all':9} {'':34} {'':>12} {len(everything):5d} {np.abs(t).mean():10.1%} {np.abs(o).mean():10.1%} "
+              f"{np.median(t):+16.0%} {np.median(o):+16.0%}")
     for r, why in refused:
         print(f"refused: {r.label} on {r.gpu}: {why}")
     print(f"{sum(len(v) for v in groups.values())} rows simulated, {len(refused)} refused, "

@@ -41,7 +41,8 @@ The MoE rows (--moe): Qwen/Qwen3-235B-A22B-FP8 (51, vLLM 0.12.0) and gpt-oss-120
 MOE_TP --moe-ep-size EP`, DP = MOE_TP x EP / TP as in sim.silicon) and the quant modes
 aiconfigurator reads from the config it ships. Measured 2026-12-07 (117 rows in 292 s, one
 process): aiconfigurator TTFT 28.6% / TPOT 22.8% on Qwen3, 33.3% / 6.0% on gpt-oss, 31.2% / 13.3%
-overall; ServeLab 42.0% / 46.4%, 31.2% / 8.8%, 35.9% / 25.2% (docs/calibration.md says why).
+overall; ServeLab 35.4% / 46.7%, 20.6% / 8.9%, 27.0% / 25.4% (re-measured the same day with the
+benchmark's first round weighted 1 in 10, sim.silicon.ROUNDS; docs/calibration.md says why).
 
 Each answer is cached in .venv-aiconfigurator/estimates/<version>/ keyed by the row and the exact
 command; --refresh recomputes. Where aiconfigurator cannot be installed (no network, another

@@ -13,10 +13,15 @@ of phase. A deterministic engine never drifts (:func:`sim.runner.spread_first_wa
 parts are simulated apart, with the serving front end (:mod:`sim.frontend`) in front of the
 engine: the first round as it is sent (``closed_loop_start="together"``), and the steady state
 with the clients out of phase (``"spread"``, measured after each client's first request). The
-means of a benchmark of ``ROUNDS`` rounds weight them 1 to ``ROUNDS - 1``. ``ROUNDS`` = 20 is
-the request count of the benchmark template that ships with aiconfigurator 0.12.0
-(``generator/config/backend_templates/benchmark/bench_run.sh.j2``: aiperf ``--concurrency C
---num-requests C x 20``, ``ignore_eos``); the rows do not record theirs. Its warmup
+means of a benchmark of ``ROUNDS`` rounds weight them 1 to ``ROUNDS - 1``. The rows do not
+record their request count. ``ROUNDS`` = 10 is what aiconfigurator's deployment guide says its
+benchmarks use, so that the first batch of requests weighs less (``docs/dynamo_deployment_guide.md``,
+since August 2025: ``num_requests`` = concurrency x 10); the 70B rows were measured in October 2025.
+The benchmark script that aiconfigurator generates came later and sends more: C x 50 from
+February 2026, C x 20 from April 2026 (``generator/config/backend_templates/benchmark/bench_run.sh.j2``:
+aiperf ``--concurrency C --num-requests C x 20``, ``ignore_eos``). The dense rows side with the
+guide: solved for the first round's share, each 70B row's real TTFT between its simulated first
+round and steady state gives a median of 0.109 (docs/calibration.md). The script's warmup
 (``--warmup-request-count C x 2``) runs before and apart: aiperf lets every warmup request
 return before the measured requests start, again C at once.
 
@@ -82,7 +87,7 @@ MODELS = {**DENSE_MODELS, **MOE_MODELS, **HELD_OUT_DENSE}
 # :func:`async_scheduling`.
 ASYNC_SCHEDULING_SINCE = (0, 14)
 PROMPTS_PER_CLIENT = 4  # steady-state requests each client sends after its first (not counted)
-ROUNDS = 20  # requests per client in the benchmark (see the module docstring)
+ROUNDS = 10  # requests per client in the benchmark (see the module docstring)
 TARGETS = {"ttft": 0.20, "tpot": 0.08}  # MAPE over the dense rows (issue 11)
 MOE_TARGETS = {"ttft": 0.25, "tpot": 0.12}  # MAPE over the MoE rows (issue 12)
 

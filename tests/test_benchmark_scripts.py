@@ -162,6 +162,8 @@ def test_silicon_held_out_simulates_the_rows_validate_does_not_check(tmp_path):
     assert any(line.startswith("h100_sxm  Llama-3.1-70B") for line in out.splitlines())
     assert "refused: Qwen3-32B tp1 4000/1000 c24 on h100_sxm" in out
     assert "1 rows simulated, 1 refused" in out
+    [total] = [line.split() for line in out.splitlines() if line.startswith("all ")]
+    assert total[1] == "1"  # one row over every group
     import json
 
     done = json.loads((tmp_path / "h.json").read_text())
