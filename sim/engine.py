@@ -157,6 +157,7 @@ class Engine:
         self._forks: dict[str, list[Request]] = {}  # parent id -> samples to fork (copy-on-write)
         self._next_memory_sample = 0
         self._memory_sums: dict[str, float] = {}  # time-weighted sums of the memory breakdown
+        self._waiting_during_run = 0  # requests waiting through a fast-forwarded run (_run)
         self._wakeup: simpy.Event | None = None
         # A DP rank in lockstep (sim.dp) is stepped by its coordinator instead of its own process.
         self.process = env.process(self._run()) if run_process else None
@@ -341,6 +342,9 @@ class Engine:
             durations = self._run_durations(out, start_s) if self.fast_forward else None
             if durations is not None:
                 duration = float(durations.sum())
+                # Nothing arrives before the run's last step (see _run_durations): what waits
+                # now waits through the steps before it.
+                self._waiting_during_run = self.scheduler.num_waiting
             else:
                 duration = self.step_model.step_time(self._batch_shape(out))
             yield env.timeout(duration)
@@ -397,7 +401,17 @@ class Engine:
             ends = start_s + np.cumsum(durations)
             ends[-1] = env.now  # the same float SimPy holds, so times agree exactly
             self.step_end_s.extend(ends.tolist())
-            sched.skip(num_steps - 1)
+            # The run's KV usage step by step, and, for a long run, its memory breakdown at both
+            # ends (it grows one token a request a step, so their mean stands for the run; a
+            # short run is sampled at its end, as a single step is).
+            sample = (num_steps > 2 * self.MEMORY_SAMPLE_STEPS
+                      and stats.num_steps + num_steps >= self._next_memory_sample)
+            breakdown_first = sched.memory_breakdown().fractions() if sample else None
+            usage_first = self.kv.usage
+            usage_during = np.concatenate(([usage_first], sched.skip(num_steps - 1)[:-1]))
+            if sample:
+                breakdown_last = sched.memory_breakdown().fractions()
+                run_breakdown = {k: (v + breakdown_last[k]) / 2 for k, v in breakdown_first.items()}
         stats.generation_tokens_total += out.num_steady * num_steps
         last_step = first_step + num_steps - 1
         running_during = sched.num_running  # before the run's last step retires its finishers
@@ -424,8 +438,11 @@ class Engine:
         for request in finished:
             stats.request_success_total[request.status.value] += 1
         self._refresh_gauges()
-        self.step_log.add(start_s, out, sched, self.kv.usage, durations, env.now, running_during)
-        if self.stats.num_steps >= self._next_memory_sample:
+        self.step_log.add(start_s, out, sched, self.kv.usage, durations, env.now, running_during,
+                          *((usage_during, self._waiting_during_run) if durations is not None else ()))
+        if durations is not None and sample:
+            self._sample_memory(env.now - start_s, run_breakdown)
+        elif stats.num_steps >= self._next_memory_sample:
             self._sample_memory(env.now - start_s)
         for listener in self.listeners:
             on_tokens = getattr(listener, "on_tokens", None)
@@ -449,10 +466,12 @@ class Engine:
 
     MEMORY_SAMPLE_STEPS = 32  # how often (in steps) the KV memory breakdown is sampled
 
-    def _sample_memory(self, weight_s: float) -> None:
-        """Add the KV memory breakdown now, weighted by the time of the step just run."""
+    def _sample_memory(self, weight_s: float, fractions: dict[str, float] | None = None) -> None:
+        """Add the KV memory breakdown (now's, unless given), weighted by the time of the step or
+        run just done."""
         self._next_memory_sample = self.stats.num_steps + self.MEMORY_SAMPLE_STEPS
-        fractions = self.scheduler.memory_breakdown().fractions()
+        if fractions is None:
+            fractions = self.scheduler.memory_breakdown().fractions()
         sums = self._memory_sums
         for key, value in fractions.items():
             sums[key] = sums.get(key, 0.0) + value * weight_s

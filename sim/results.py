@@ -22,9 +22,12 @@ class StepLog:
     def __init__(self) -> None:
         self._chunks: list[tuple] = []
 
-    def add(self, start_s, out, sched, kv_usage, durations, end_s, running_during) -> None:
+    def add(self, start_s, out, sched, kv_usage, durations, end_s, running_during, usage_during=None,
+            waiting_during=None) -> None:
         """One step, or a run of ``len(durations)`` alike steps whose last one may finish
-        requests (``running_during``: the running count before that)."""
+        requests (``running_during``: the running count before that; ``usage_during``: the KV
+        cache usage at the end of each step but the last, whose is ``kv_usage``;
+        ``waiting_during``: the waiting count before the last step)."""
         n = out.total_num_scheduled_tokens
         if durations is None:
             self._chunks.append(((end_s,), (end_s - start_s,), sched.num_running, sched.num_waiting, n, kv_usage,
@@ -32,8 +35,23 @@ class StepLog:
         else:
             ends = start_s + np.cumsum(durations)
             ends[-1] = end_s
-            self._chunks.append((ends[:-1], durations[:-1], running_during, sched.num_waiting, n, kv_usage, 0))
+            during = kv_usage if usage_during is None else np.asarray(usage_during, dtype=float)
+            waiting = sched.num_waiting if waiting_during is None else waiting_during
+            self._chunks.append((ends[:-1], durations[:-1], running_during, waiting, n, during, 0))
             self._chunks.append((ends[-1:], durations[-1:], sched.num_running, sched.num_waiting, n, kv_usage, 0))
+
+    def _kv_usage(self, sizes: list[int]) -> np.ndarray:
+        """The KV usage series: one value a chunk, but a run's own series (it grows as its
+        decodes fill new blocks)."""
+        usage = [c[5] for c in self._chunks]
+        runs = [i for i, u in enumerate(usage) if isinstance(u, np.ndarray)]
+        for i in runs:
+            usage[i] = 0.0
+        out = np.repeat(np.array(usage, dtype=float), sizes)
+        starts = np.cumsum(sizes) - sizes
+        for i in runs:
+            out[starts[i]:starts[i] + sizes[i]] = self._chunks[i][5]
+        return out
 
     def arrays(self) -> dict[str, np.ndarray]:
         if not self._chunks:
@@ -46,7 +64,8 @@ class StepLog:
         return {
             "t_s": t, "duration_s": d,
             "num_running": rep(2, np.int64), "num_waiting": rep(3, np.int64),
-            "num_batched_tokens": rep(4, np.int64), "kv_usage": rep(5, float),
+            "num_batched_tokens": rep(4, np.int64),
+            "kv_usage": self._kv_usage(sizes),
             "num_preemptions": rep(6, np.int64),
         }
 

@@ -22,6 +22,9 @@ def assert_same(a, b):
         x, y = getattr(a, name), getattr(b, name)
         np.testing.assert_allclose(x, y, rtol=1e-9, atol=1e-9, err_msg=name)
     np.testing.assert_allclose(np.sort(a.itl_s), np.sort(b.itl_s), rtol=1e-9, atol=1e-9)
+    # The per-step series, a fast-forwarded run's steps included (its KV usage grows step by step).
+    for series in ("t_s", "kv_usage", "num_running", "num_waiting"):
+        np.testing.assert_allclose(a.steps[series], b.steps[series], rtol=1e-9, atol=1e-12, err_msg=series)
     assert a.stats.num_steps == b.stats.num_steps
     assert a.stats.generation_tokens_total == b.stats.generation_tokens_total
     assert a.stats.num_preemptions_total == b.stats.num_preemptions_total

@@ -46,6 +46,8 @@ from __future__ import annotations
 
 import heapq
 
+import numpy as np
+
 from sim.config import cdiv
 from sim.kv.block_pool import KVCacheBlock
 from sim.kv.kv_manager import KVCacheManager
@@ -330,10 +332,27 @@ class LazyDecodeScheduler(Scheduler):
             s += 1
         return steps
 
-    def skip(self, extra_steps: int) -> None:
-        """Account for ``extra_steps`` more steps like the last one (only parked decodes)."""
+    def skip(self, extra_steps: int) -> np.ndarray:
+        """Account for ``extra_steps`` more steps like the last one (only parked decodes).
+
+        Returns the KV cache usage at the end of each of those steps, as a step-by-step run
+        reads it before the last step's finishers free their blocks: each step, the parked
+        requests that cross into a new block take one (:meth:`parked_block_allocations`)."""
+        pool, bs = self.kv.pool, self.kv.block_size
+        held = pool.num_gpu_blocks - 1 - pool.num_free_blocks  # the null block is never in use
+        per_residue = [len(b) for b in self._boundaries]
+        if extra_steps <= 4 * bs:  # short runs, the common case online: cheaper than numpy
+            taken, total = [], held
+            for s in range(self.step, self.step + extra_steps):
+                total += per_residue[s % bs]
+                taken.append(total)
+            used = np.array(taken, dtype=float)
+        else:
+            steps = np.arange(self.step, self.step + extra_steps)
+            used = held + np.cumsum(np.array(per_residue)[steps % bs])
         self.step += extra_steps
         self._settle(self.step - 1)
+        return used / (pool.num_gpu_blocks - 1)
 
     def total_computed_tokens(self) -> int:
         parked = self.steady_base + len(self.steady) * self.step

@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import heapq
 
+import numpy as np
+
 from sim.kv.hybrid import HybridKVCacheManager
 from sim.request import Request, RequestStatus
 from sim.sched.lazy import LazyDecodeScheduler, _run_seq
@@ -114,6 +116,16 @@ class HybridLazyScheduler(LazyDecodeScheduler):
                     raise AssertionError(f"{request}: its blocks were counted free at step {step}")
         if last_step > self._settled:
             self._settled = last_step
+
+    def skip(self, extra_steps: int) -> np.ndarray:
+        """As :meth:`LazyDecodeScheduler.skip`; here parked requests also free the blocks that
+        leave their sliding windows, so the usage is read after each step's KV work."""
+        usage = np.empty(extra_steps)
+        for i in range(extra_steps):
+            self.step += 1
+            self._settle(self.step - 1)
+            usage[i] = self.kv.usage
+        return usage
 
     # --- parking and waking ---
     def _park(self, request: Request, next_step: int) -> None:
