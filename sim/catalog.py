@@ -367,14 +367,35 @@ def get_model(name_or_path: str) -> ModelSpec:
             raise CatalogError(f"{name_or_path}: the folder holds no config.json")
     if path.is_file():
         return _load_model(str(path.resolve()))
-    aliases = ", ".join(sorted(k for k in MODEL_ALIASES if "/" not in k))
-    looks_like_path = str(name_or_path).endswith(".json") or str(name_or_path).startswith((".", "/", "~"))
+    text = str(name_or_path)
+    # An HF id has one "/" ("Qwen/Qwen3-32B"); a path ends in .json, starts like one or has more.
+    if text.endswith(".json") or text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text:
+        missing = "no such file" if text.endswith(".json") else "no such file or folder"
+        raise CatalogError(f"--model {text}: {missing}; give the path of a HuggingFace config.json "
+                           f"(or of the folder holding it), or a shipped model's name")
+    close = close_models(key)
+    hint = f" (closest shipped: {', '.join(close)})" if close else ""
     raise CatalogError(
-        (f"--model {name_or_path}: no such file or folder. " if looks_like_path else "")
-        + f"unknown model {name_or_path!r}. Known models: {', '.join(known_models())} "
-        f"(short names: {aliases}). To add one, pass the path of its HuggingFace config.json "
-        f"(or of the folder holding it) as --model."
+        f"--model: unknown model {text!r}{hint}. The shipped models are the org--name.json files in "
+        f"sim/data/models/; any other model works by the path of its HuggingFace config.json."
     )
+
+
+def close_models(name: str, n: int = 3) -> list[str]:
+    """Up to ``n`` shipped models whose HF name, name without the organisation or short alias is
+    close to ``name`` (difflib), as HF names, closest first."""
+    import difflib
+
+    spelled = {key: path.stem.replace("--", "/") for key, path in _shipped_models().items()}
+    choices = dict(spelled)
+    choices.update({key.split("/", 1)[1]: hf for key, hf in spelled.items()})
+    choices.update({alias: spelled[target.lower()] for alias, target in MODEL_ALIASES.items()
+                    if target.lower() in spelled})
+    out: list[str] = []
+    for match in difflib.get_close_matches(str(name).strip().lower(), list(choices), n=4 * n, cutoff=0.6):
+        if choices[match] not in out:
+            out.append(choices[match])
+    return out[:n]
 
 
 @lru_cache(maxsize=64)

@@ -6,7 +6,9 @@ under a running simulation. Values are checked in ``__post_init__``; a bad one r
 
 Defaults that vLLM derives from the GPU (``max_num_batched_tokens``, ``max_num_seqs``) are left
 as ``None`` here and filled by :func:`resolve_scheduler_limits`, following vLLM 0.33's
-``engine/arg_utils.py``.
+``engine/arg_utils.py``. What vLLM refuses only once they are filled in (``--max-num-batched-tokens``
+below ``--max-num-seqs``, and so on) is checked by :func:`vllm_scheduler_limits`, which needs the
+model and the GPU; the command line calls it where the flags come in.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ class EngineConfig:
         from sim.ops.moe import check_all2all_backend
 
         check_all2all_backend(self.all2all_backend)
-        _positive("--block-size", self.block_size)
+        check_block_size(self.block_size)
         if self.performance_mode not in PERFORMANCE_MODES:
             raise ConfigError(f"--performance-mode: expected one of {', '.join(PERFORMANCE_MODES)}, "
                               f"got {self.performance_mode!r}")
@@ -124,6 +126,89 @@ class EngineConfig:
 def _positive(flag: str, value: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ConfigError(f"{flag}: expected a positive integer, got {value!r}")
+
+
+# vLLM 0.33's CacheConfig takes any positive block_size (config/cache.py: ``Field(default=None, gt=0)``;
+# 0.33 has no list of allowed sizes). The attention backend refuses the rest: platforms/cuda.py's
+# get_attn_backend_cls raises "No valid attention backend found" unless some backend's
+# supports_block_size (v1/attention/backend.py) passes, and every CUDA backend's kernel block sizes
+# are multiples of 16: FlashAttention, Triton and FlexAttention MultipleOf(16) (flash_attn.py,
+# triton_attn.py, flex_attention.py), FlashInfer 16, 32 or 64 (flashinfer.py), the MLA backends
+# likewise (mla/triton_mla.py: MultipleOf(16)). Triton runs on every GPU and KV dtype, so any
+# multiple of 16 finds a backend.
+BLOCK_SIZE_MULTIPLE = 16
+
+
+def check_block_size(block_size: int) -> None:
+    """Refuse a --block-size no vLLM 0.33 attention backend on CUDA takes, in one line (ConfigError)."""
+    _positive("--block-size", block_size)
+    if block_size % BLOCK_SIZE_MULTIPLE:
+        below = block_size // BLOCK_SIZE_MULTIPLE * BLOCK_SIZE_MULTIPLE
+        nearest = " or ".join(str(b) for b in (below, below + BLOCK_SIZE_MULTIPLE) if b > 0)
+        raise ConfigError(f"--block-size: expected a multiple of {BLOCK_SIZE_MULTIPLE} (vLLM's attention backends on "
+                          f"CUDA take no other size), got {block_size}; try {nearest}")
+
+
+def verify_scheduler_limits(
+    max_num_batched_tokens: int, max_num_seqs: int, max_model_len: int, enable_chunked_prefill: bool = True,
+    long_prefill_token_threshold: int = 0, defaults: frozenset[str] = frozenset(),
+) -> None:
+    """What vLLM 0.33 refuses at start-up, as ``SchedulerConfig.verify_max_model_len`` checks it
+    (config/scheduler.py), on the values after vLLM's defaults are filled in
+    (:func:`vllm_scheduler_limits`). ``defaults`` names the values that are defaults (e.g.
+    ``{"max_num_batched_tokens"}``), so that the message says so."""
+    def show(name: str, value: int) -> str:
+        if name not in defaults:
+            return str(value)
+        return f"{value}, the model's maximum" if name == "max_model_len" else f"{value}, vLLM's default for the GPU"
+
+    tokens = show("max_num_batched_tokens", max_num_batched_tokens)
+    if max_num_batched_tokens < max_model_len and not enable_chunked_prefill:
+        # vLLM: "max_num_batched_tokens (...) is smaller than max_model_len (...)", only without chunked prefill.
+        raise ConfigError(f"--max-num-batched-tokens ({tokens}) is smaller than --max-model-len "
+                          f"({show('max_model_len', max_model_len)}) with --no-enable-chunked-prefill, which vLLM "
+                          f"refuses (it would reject every longer sequence); raise --max-num-batched-tokens, lower "
+                          f"--max-model-len or enable chunked prefill")
+    if max_num_batched_tokens < max_num_seqs:
+        # vLLM: "max_num_batched_tokens (...) must be greater than or equal to max_num_seqs (...)".
+        raise ConfigError(f"--max-num-batched-tokens ({tokens}) must be greater than or equal to --max-num-seqs "
+                          f"({show('max_num_seqs', max_num_seqs)}), as vLLM requires; raise the first or lower the "
+                          f"second")
+    if long_prefill_token_threshold > max_model_len:
+        raise ConfigError(f"--long-prefill-token-threshold ({long_prefill_token_threshold}) cannot be greater than "
+                          f"--max-model-len ({show('max_model_len', max_model_len)}), as vLLM requires")
+
+
+def vllm_scheduler_limits(
+    config: EngineConfig, model_max_len: int, gpu_memory_bytes: int, gpu_name: str, usage: UsageContext = "serve",
+    verify: bool = True,
+) -> tuple[int, int, int]:
+    """(max_num_batched_tokens, max_num_seqs, max_model_len) as vLLM 0.33 fills them in for
+    ``config`` on a GPU, or ConfigError where vLLM refuses them (:func:`verify_scheduler_limits`;
+    ``verify=False`` fills them in only, as the engine does for the configurations tests build).
+
+    ``model_max_len`` is the model's own maximum (``max_position_embeddings``). The defaults follow
+    ``_set_default_max_num_seqs_and_batched_tokens_args`` (engine/arg_utils.py): a default
+    max_num_batched_tokens is at least max_model_len without chunked prefill and at most
+    max_num_seqs x max_model_len; a default max_num_seqs is at most max_num_batched_tokens. So
+    defaults never trip a check: only values the user set do.
+    """
+    max_model_len = config.max_model_len or model_max_len
+    default_tokens, default_seqs = resolve_scheduler_limits(gpu_memory_bytes, gpu_name, usage, config.performance_mode)
+    max_num_seqs = config.max_num_seqs or default_seqs
+    max_num_batched_tokens = config.max_num_batched_tokens
+    if max_num_batched_tokens is None:
+        max_num_batched_tokens = default_tokens if config.enable_chunked_prefill else max(default_tokens, max_model_len)
+        max_num_batched_tokens = min(max_num_batched_tokens, max_num_seqs * max_model_len)
+    if config.max_num_seqs is None:
+        max_num_seqs = min(max_num_seqs, max_num_batched_tokens)
+    defaults = frozenset(name for name, value in (("max_num_batched_tokens", config.max_num_batched_tokens),
+                                                  ("max_num_seqs", config.max_num_seqs),
+                                                  ("max_model_len", config.max_model_len)) if value is None)
+    if verify:
+        verify_scheduler_limits(max_num_batched_tokens, max_num_seqs, max_model_len, config.enable_chunked_prefill,
+                                config.long_prefill_token_threshold, defaults)
+    return max_num_batched_tokens, max_num_seqs, max_model_len
 
 
 def resolve_scheduler_limits(

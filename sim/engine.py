@@ -28,7 +28,7 @@ import numpy as np
 import simpy
 
 from sim.catalog import get_gpu, get_model
-from sim.config import EngineConfig, resolve_scheduler_limits
+from sim.config import EngineConfig, vllm_scheduler_limits
 from sim.errors import ConfigError
 from sim.kv.hybrid import HybridKVCacheManager, group_specs_from_plan
 from sim.kv.kv_manager import KVCacheManager
@@ -88,13 +88,12 @@ class Engine:
         self.seed = seed
         self.model = get_model(config.model)
         self.gpu = get_gpu(config.gpu)
-        default_tokens, default_seqs = resolve_scheduler_limits(self.gpu.memory_bytes, self.gpu.name, usage,
-                                                                config.performance_mode)
-        max_num_batched_tokens = config.max_num_batched_tokens or default_tokens
-        max_num_seqs = config.max_num_seqs or default_seqs
-        max_model_len = config.max_model_len or self.model.max_position_embeddings
+        # vLLM's defaults for the GPU, capped by the values the user set (a default max_num_seqs
+        # is at most max_num_batched_tokens, ...), and max_num_batched_tokens raised to
+        # max_model_len when chunked prefill is off.
+        max_num_batched_tokens, max_num_seqs, max_model_len = vllm_scheduler_limits(
+            config, self.model.max_position_embeddings, self.gpu.memory_bytes, self.gpu.name, usage, verify=False)
         if not config.enable_chunked_prefill:
-            # vLLM raises max_num_batched_tokens to max_model_len when chunked prefill is off.
             max_num_batched_tokens = max(max_num_batched_tokens, max_model_len)
         # What runs (dtypes, FP8 kernels, attention backend); the step time reads it too.
         self.precision = resolve_precision(self.model, self.gpu, config)

@@ -95,11 +95,19 @@ def test_tensor_parallel_must_divide_heads(name, tp):
         get_model(name).weight_bytes_per_gpu(tp)
 
 
-def test_unknown_model_lists_known_and_says_how_to_add():
+@pytest.mark.parametrize("name, close", [
+    pytest.param("llama-3-8b", "meta-llama/Llama-3.1-8B", id="alias misspelt"),
+    pytest.param("Qwen/Qwen3-32B-Instruct", "Qwen/Qwen3-32B", id="hf id with a suffix"),
+    pytest.param("mixtral", "mistralai/Mixtral-8x7B-v0.1", id="repo name prefix"),
+    pytest.param("bert-base-uncased", None, id="nothing close"),
+])
+def test_unknown_model_names_close_ones_and_where_the_catalog_is(name, close):
     with pytest.raises(CatalogError) as err:
-        get_model("gpt-5")
+        get_model(name)
     msg = str(err.value)
-    assert "facebook/opt-13b" in msg and "config.json" in msg
+    assert f"unknown model {name!r}" in msg and "sim/data/models/" in msg and "config.json" in msg
+    assert (close in msg) if close else "closest" not in msg
+    assert len(msg) < 400 and "facebook/opt-66b" not in msg  # a few close names, never the whole catalog
 
 
 def test_model_from_path_file_and_folder(tmp_path):
@@ -227,6 +235,13 @@ def test_config_fuzz_loads_or_fails_cleanly(changes, drop):
     assert model.num_params > 0 and model.kv_bytes_per_token() > 0
 
 
-def test_missing_path_says_so():
-    with pytest.raises(CatalogError, match="no such file or folder"):
-        get_model("./models/missing/config.json")
+@pytest.mark.parametrize("path, expect", [
+    ("./models/missing/config.json", "no such file;"),
+    ("/tmp/servelab-missing-model.json", "no such file;"),
+    ("models/org/missing", "no such file or folder"),
+])
+def test_missing_path_says_so(path, expect):
+    with pytest.raises(CatalogError) as err:
+        get_model(path)
+    msg = str(err.value)
+    assert msg.startswith(f"--model {path}: {expect}") and "unknown model" not in msg and len(msg) < 200

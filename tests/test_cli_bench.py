@@ -50,7 +50,7 @@ def test_serve_result_has_vllm_fields(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        pytest.param(["--model", "gpt-17", "--gpu", "a100-80gb"], "known models", id="unknown model"),
+        pytest.param(["--model", "gpt-17", "--gpu", "a100-80gb"], "unknown model 'gpt-17'", id="unknown model"),
         pytest.param(["--model", "llama-2-7b", "--gpu", "tpu-v9"], "a100-80gb", id="unknown gpu"),
         pytest.param(["--model", "llama-2-70b", "--gpu", "a100-80gb", "-tp", "3"], "tensor", id="tp does not divide heads"),
         pytest.param(["--model", "llama-2-70b", "--gpu", "l4"], "GiB", id="model does not fit"),
@@ -107,3 +107,65 @@ def test_throughput_counts_n_samples_as_vllm_does(tmp_path):
     assert data["total_num_prompt_tokens"] == 20 * 300
     assert data["total_num_output_tokens"] == 20 * 4 * 100
     assert data["total_num_tokens"] == 20 * 300 + 20 * 4 * 100
+
+
+SERVE = ["bench", "serve", "--model", "llama-2-7b", "--gpu", "h200", "--num-prompts", "10"]
+
+
+@pytest.mark.parametrize("value", ["50,150", "-5", "nan", "50,,99", ""])
+def test_metric_percentiles_out_of_range_is_one_line_exit_2(capsys, value):
+    assert main([*SERVE, "--metric-percentiles", value]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"error: --metric-percentiles: expected comma-separated percentiles from 0 to 100, "
+                                f"like 50,90,99; got {value!r}"]
+
+
+def test_metric_percentiles_at_the_ends_are_accepted(capsys):
+    assert main([*SERVE, "--metric-percentiles", "0,100", "--json", "-"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["p0_ttft_ms"] <= data["p100_ttft_ms"]
+
+
+@pytest.mark.parametrize("command", ["throughput", "serve"])
+@pytest.mark.parametrize("argv, expect", [
+    pytest.param(["--no-enable-chunked-prefill", "--max-num-batched-tokens", "2048"],
+                 "--max-num-batched-tokens (2048) is smaller than --max-model-len (4096, the model's maximum) with "
+                 "--no-enable-chunked-prefill", id="no-chunked-mnbt-below-len"),
+    pytest.param(["--no-enable-chunked-prefill", "--max-num-batched-tokens", "4k"],
+                 "--max-num-batched-tokens (4000) is smaller", id="no-chunked-4k"),
+    pytest.param(["--max-num-batched-tokens", "100", "--max-num-seqs", "256"],
+                 "--max-num-batched-tokens (100) must be greater than or equal to --max-num-seqs (256)",
+                 id="mnbt-below-seqs"),
+    pytest.param(["--long-prefill-token-threshold", "5000"],
+                 "--long-prefill-token-threshold (5000) cannot be greater than --max-model-len (4096",
+                 id="long-prefill"),
+    pytest.param(["--block-size", "7"], "--block-size: expected a multiple of 16", id="block-size"),
+])
+def test_settings_vllm_refuses_are_one_line_exit_2(capsys, command, argv, expect):
+    assert main(["bench", command, "--model", "llama-2-7b", "--gpu", "a100-80gb", "--num-prompts", "5", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and expect in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [
+    pytest.param([], id="defaults"),
+    pytest.param(["--no-enable-chunked-prefill"], id="no-chunked: default raised to max-model-len"),
+    pytest.param(["--no-enable-chunked-prefill", "--max-num-batched-tokens", "4K"], id="no-chunked 4K = 4096"),
+    pytest.param(["--max-num-batched-tokens", "100"], id="mnbt alone: vLLM lowers the default seqs"),
+    pytest.param(["--max-num-seqs", "8192"], id="seqs up to the offline default tokens"),
+])
+@pytest.mark.parametrize("gpu", ["a100-80gb", "h100-80gb", "b200", "l40s"])
+def test_settings_vllm_accepts_run_offline(capsys, argv, gpu):
+    assert main(["bench", "throughput", "--model", "llama-2-7b", "--gpu", gpu, "--num-prompts", "5",
+                 "--input-len", "64", "--output-len", "4", *argv]) == 0
+
+
+def test_engine_flags_read_vllms_human_readable_numbers():
+    from lab.bench.runs import engine_config
+    from lab.cli.main import build_parser
+
+    argv = ["bench", "serve", "--model", "llama-3.1-8b", "--gpu", "h100", "--max-model-len", "32k",
+            "--max-num-batched-tokens", "16K", "--kv-cache-memory-bytes", "1.5g"]
+    config = engine_config(build_parser(argv).parse_args(argv))
+    assert (config.max_model_len, config.max_num_batched_tokens, config.kv_cache_memory_bytes) == (
+        32000, 16384, 1_500_000_000)

@@ -71,3 +71,50 @@ def test_subprocess_has_no_traceback():
     proc = subprocess.run([sys.executable, "-m", "lab", "memory", "--model", "nope", "--gpu", "h100"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("argv, expect", [
+    pytest.param(["--model", "qwen3-30b-a3b", "-dp", "2", "-ep", "--all2all-backend", "foo"],
+                 "--all2all-backend: 'foo' is not one of vLLM's backends", id="all2all-backend"),
+    pytest.param(["--block-size", "7"], "--block-size: expected a multiple of 16", id="block-size-7"),
+    pytest.param(["--block-size", "1000"], "got 1000; try 992 or 1008", id="block-size-1000"),
+    pytest.param(["--max-num-batched-tokens", "100", "--max-num-seqs", "256"],
+                 "--max-num-batched-tokens (100) must be greater than or equal to --max-num-seqs (256)",
+                 id="mnbt-below-seqs"),
+    # h200's default --max-num-batched-tokens for vllm serve is 8192, below the 10000 sequences asked for.
+    pytest.param(["--max-num-seqs", "10000"], "(8192, vLLM's default for the GPU) must be greater than or equal to "
+                 "--max-num-seqs (10000)", id="seqs-above-default-mnbt"),
+])
+def test_settings_vllm_refuses_are_one_line_exit_2(capsys, argv, expect):
+    model = [] if "--model" in argv else ["--model", "llama-2-7b"]
+    assert main(["memory", *model, "--gpu", "h200", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and expect in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("gpu", ["h100-80gb", "a100-80gb", "b200", "l40s", "h200", "a100-40gb"])
+@pytest.mark.parametrize("mode", ["balanced", "throughput"])
+def test_defaults_never_trip_vllms_checks(capsys, gpu, mode):
+    assert main(["memory", "--model", "llama-3.1-8b", "--gpu", gpu, "--performance-mode", mode, "--json"]) == 0
+
+
+def test_a_default_max_num_seqs_is_capped_at_max_num_batched_tokens_as_in_vllm(capsys):
+    # vLLM 0.33 (engine/arg_utils.py): max_num_seqs = min(default, max_num_batched_tokens) when not set.
+    assert main(["memory", "--model", "llama-2-7b", "--gpu", "h200", "--max-num-batched-tokens", "100", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["max_num_batched_tokens"], data["max_num_seqs"]) == (100, 100)
+
+
+def test_help_states_each_gpus_max_num_batched_tokens_default(capsys):
+    from sim.catalog import known_gpus
+    from sim.config import resolve_scheduler_limits
+
+    with pytest.raises(SystemExit):
+        main(["memory", "--help"])
+    text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")
+    assert "16384 on b200" in text and "8192 on h100-80gb, h200;" in text
+    tokens_help = text[text.index("--max-num-batched-tokens TOKENS"):text.index("--max-num-seqs MAX_NUM_SEQS default")]
+    for gpu in known_gpus():
+        default = resolve_scheduler_limits(get_gpu(gpu).memory_bytes, gpu, "serve")[0]
+        group = tokens_help[tokens_help.index(f"{default} on "):].split(";")[0]
+        assert gpu in group.split(" on ", 1)[1].split(", "), (gpu, group)

@@ -11,16 +11,18 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.catalog import get_model
-from sim.config import EngineConfig
+from sim.catalog import get_gpu, get_model
+from sim.config import EngineConfig, vllm_scheduler_limits
 from sim.engine import run_engine
 from sim.errors import ConfigError
 from sim.report import serve_summary, throughput_summary
 from sim.workload import WorkloadSpec, build_workload
 
 
-def engine_config(args) -> EngineConfig:
-    return EngineConfig(
+def engine_config(args, usage: str = "serve") -> EngineConfig:
+    """The engine the flags describe, refused in one line where vLLM would refuse it (``usage``,
+    "serve" or "offline", picks vLLM's defaults for the checks that depend on them)."""
+    config = EngineConfig(
         model=args.model, gpu=args.gpu, engine=args.engine,
         tensor_parallel_size=args.tensor_parallel_size, block_size=args.block_size,
         data_parallel_size=getattr(args, "data_parallel_size", 1),
@@ -38,6 +40,9 @@ def engine_config(args) -> EngineConfig:
         kv_cache_dtype=getattr(args, "kv_cache_dtype", "auto"),
         performance_mode=getattr(args, "performance_mode", "balanced"),
     )
+    gpu = get_gpu(config.gpu)
+    vllm_scheduler_limits(config, get_model(config.model).max_position_embeddings, gpu.memory_bytes, gpu.name, usage)
+    return config
 
 
 def workload_spec(args, *, offline: bool, max_model_len: int) -> WorkloadSpec:
@@ -91,7 +96,7 @@ class _Progress:
 
 
 def _prepare(args, *, offline: bool):
-    config = engine_config(args)
+    config = engine_config(args, usage="offline" if offline else "serve")
     model = get_model(config.model)
     max_model_len = config.max_model_len or model.max_position_embeddings
     spec = workload_spec(args, offline=offline, max_model_len=max_model_len)
@@ -155,7 +160,10 @@ def run_serve(args) -> int:
     try:
         percentiles = tuple(float(p) for p in args.metric_percentiles.split(","))
     except ValueError:
-        raise ConfigError(f"--metric-percentiles: expected numbers like 50,90,99, got {args.metric_percentiles!r}") from None
+        percentiles = ()
+    if not percentiles or not all(0 <= p <= 100 for p in percentiles):  # NaN fails too
+        raise ConfigError(f"--metric-percentiles: expected comma-separated percentiles from 0 to 100, like 50,90,99; "
+                          f"got {args.metric_percentiles!r}")
     quiet = getattr(args, "json", None) == "-"
     if not quiet:
         print(f"Traffic request rate: {args.request_rate}")

@@ -16,7 +16,7 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="bench_command", metavar="{throughput,serve}")
     tp = sub.add_parser("throughput", help="offline throughput, as `vllm bench throughput`",
                         description="Offline throughput (all prompts at once), as `vllm bench throughput`.")
-    add_engine_args(tp)
+    add_engine_args(tp, usage="offline")
     add_workload_args(tp, offline=True)
     tp.add_argument("--output-json", metavar="FILE", help="write vLLM's throughput JSON here")
     tp.set_defaults(run=_run_throughput)

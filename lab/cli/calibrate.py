@@ -14,6 +14,8 @@ import argparse
 
 
 def add_cli_args(parser: argparse.ArgumentParser) -> None:
+    from lab.cli.engine_args import human_int_arg, max_model_len_arg
+
     sub = parser.add_subparsers(dest="calibrate_command", metavar="{collect,fit}")
     fit = sub.add_parser("fit", help="fit a calibration profile to vLLM result files",
                          description="Fit the step-time model to `vllm bench` result files and operator CSVs.")
@@ -31,8 +33,8 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
     fit.add_argument("--model", default=None, help="override the files' model_id (needed for throughput files)")
     fit.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
     fit.add_argument("--max-num-seqs", type=int, default=None)
-    fit.add_argument("--max-num-batched-tokens", type=int, default=None)
-    fit.add_argument("--max-model-len", type=int, default=None)
+    fit.add_argument("--max-num-batched-tokens", type=human_int_arg, default=None, metavar="TOKENS")
+    fit.add_argument("--max-model-len", type=max_model_len_arg, default=None, metavar="TOKENS")
     fit.add_argument("--gpu-memory-utilization", type=float, default=0.92)
     fit.add_argument("--enable-chunked-prefill", action=argparse.BooleanOptionalAction, default=True)
     fit.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=True)

@@ -8,22 +8,27 @@ import math
 from sim.config import ENGINES
 
 
-def add_engine_args(p: argparse.ArgumentParser, *, model_positional: bool = False) -> None:
+def add_engine_args(p: argparse.ArgumentParser, *, model_positional: bool = False, usage: str = "serve") -> None:
+    """``usage``: "serve" or "offline", whose vLLM defaults the help states."""
     g = p.add_argument_group("engine (vLLM's flags)")
     if not model_positional:
         g.add_argument("--model", required=True, help="HuggingFace id, short alias, or path to a config.json")
     g.add_argument("--gpu", required=True, help="a10g, l4, l40s, a100-40gb, a100-80gb, h100-80gb, h200, b200, t4")
     g.add_argument("--engine", default="vllm", choices=ENGINES, help="vllm (default) or a baseline it replaced")
     add_parallel_args(g)
-    g.add_argument("--max-model-len", type=int, default=None)
+    tokens_help, seqs_help = scheduler_defaults_help(usage)
+    g.add_argument("--max-model-len", type=max_model_len_arg, default=None, metavar="TOKENS",
+                   help=f"default: the model's max_position_embeddings; {HUMAN_INT_HELP}")
     g.add_argument("--gpu-memory-utilization", type=float, default=0.92)
-    g.add_argument("--block-size", type=int, default=16)
+    g.add_argument("--block-size", type=int, default=16, help="tokens a KV block holds: a multiple of 16")
     g.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=True)
     g.add_argument("--enable-chunked-prefill", action=argparse.BooleanOptionalAction, default=True)
-    g.add_argument("--max-num-batched-tokens", type=int, default=None)
-    g.add_argument("--max-num-seqs", type=int, default=None)
+    g.add_argument("--max-num-batched-tokens", type=human_int_arg, default=None, metavar="TOKENS",
+                   help=f"{tokens_help}; at least --max-model-len with --no-enable-chunked-prefill; {HUMAN_INT_HELP}")
+    g.add_argument("--max-num-seqs", type=int, default=None, help=seqs_help)
     g.add_argument("--long-prefill-token-threshold", type=int, default=0)
-    g.add_argument("--kv-cache-memory-bytes", type=int, default=None)
+    g.add_argument("--kv-cache-memory-bytes", type=human_int_arg, default=None, metavar="BYTES",
+                   help=f"KV cache size per GPU; skips the memory profile, as in vLLM; {HUMAN_INT_HELP}")
     g.add_argument("--num-gpu-blocks-override", type=int, default=None)
     g.add_argument("--scheduling-policy", choices=("fcfs", "priority"), default="fcfs")
     add_performance_mode_arg(g)
@@ -34,6 +39,50 @@ def add_engine_args(p: argparse.ArgumentParser, *, model_positional: bool = Fals
     g.add_argument("--parallel-sampling", choices=("prefix-cache", "copy-on-write"), default="prefix-cache",
                    help="how --n samples share the prompt's KV: vLLM V1's prefix cache (default) "
                         "or the vLLM paper's copy-on-write")
+
+
+HUMAN_INT_HELP = "vLLM's forms: 32768, 32k (x 1,000) or 32K (x 1,024), likewise m/M, g/G, t/T"
+
+
+def human_int_arg(text: str) -> int:
+    """argparse type of --max-num-batched-tokens and --kv-cache-memory-bytes (sim.human_readable)."""
+    from sim.human_readable import parse_int
+
+    try:
+        return parse_int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def max_model_len_arg(text: str) -> int:
+    """argparse type of --max-model-len: human_int_arg's forms; vLLM's auto (-1) is refused."""
+    from sim.human_readable import parse_max_model_len
+
+    try:
+        return parse_max_model_len(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def scheduler_defaults_help(usage: str) -> tuple[str, str]:
+    """Help for --max-num-batched-tokens and --max-num-seqs: each GPU's default, from
+    sim.config.resolve_scheduler_limits (vLLM 0.33's rule), so that the text cannot drift from it."""
+    from sim.catalog import get_gpu, known_gpus
+    from sim.config import resolve_scheduler_limits
+
+    tokens: dict[int, list[str]] = {}
+    seqs: dict[int, list[str]] = {}
+    for name in known_gpus():
+        t, s = resolve_scheduler_limits(get_gpu(name).memory_bytes, name, usage)
+        tokens.setdefault(t, []).append(name)
+        seqs.setdefault(s, []).append(name)
+
+    def per_gpu(values: dict[int, list[str]]) -> str:
+        return "; ".join(f"{v} on {', '.join(names)}" for v, names in sorted(values.items()))
+
+    word = "vllm serve" if usage == "serve" else "offline"
+    return (f"default: vLLM's for the GPU ({word}): {per_gpu(tokens)}; doubled by --performance-mode throughput",
+            f"default: vLLM's for the GPU: {per_gpu(seqs)}; doubled by --performance-mode throughput")
 
 
 def add_performance_mode_arg(g) -> None:

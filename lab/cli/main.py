@@ -31,6 +31,16 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"error: {self.prog}: {message}\n(run '{self.prog} --help' for the flags)\n")
 
+    def parse_known_args(self, args=None, namespace=None):
+        # argparse hands a subcommand's unknown flags back up to the top-level parser, whose error
+        # then names `servelab`; here the innermost (sub)command refuses them itself, so the message
+        # and the --help hint name it (`servelab bench throughput --help`). No servelab parser wants
+        # unknown flags passed on.
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
 
 def build_parser(argv: list[str] | None = None) -> ArgumentParser:
     parser = ArgumentParser(prog="servelab", description="ServeLab: simulate and learn LLM serving (vLLM, PagedAttention, canary rollouts).")

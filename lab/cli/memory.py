@@ -14,24 +14,24 @@ GiB = 1024**3
 
 
 def add_cli_args(parser: argparse.ArgumentParser) -> None:
+    from lab.cli.engine_args import (HUMAN_INT_HELP, add_parallel_args, add_performance_mode_arg, add_precision_args,
+                                     human_int_arg, max_model_len_arg, scheduler_defaults_help)
+
     parser.add_argument("--model",
                         help="HF name (meta-llama/Llama-2-7b-hf), short name (llama-2-7b) or path to a config.json")
     parser.add_argument("--gpu", help="a10g, l4, l40s, a100-40gb, a100-80gb, h100-80gb, h200, b200 or t4")
-    from lab.cli.engine_args import add_parallel_args
-
     add_parallel_args(parser)
+    tokens_help, seqs_help = scheduler_defaults_help("serve")
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.92)
-    parser.add_argument("--max-model-len", type=int, default=None,
-                        help="default: the model's max_position_embeddings")
-    parser.add_argument("--max-num-batched-tokens", type=int, default=None,
-                        help="default: vLLM's for the GPU (2048 on A100/L40S/L4/A10G, 8192 on H100/H200)")
-    parser.add_argument("--max-num-seqs", type=int, default=None, help="default: vLLM's for the GPU (256 or 1024)")
-    parser.add_argument("--block-size", type=int, default=16)
-    parser.add_argument("--kv-cache-memory-bytes", type=int, default=None,
-                        help="KV cache size per GPU; skips the memory profile, as in vLLM")
+    parser.add_argument("--max-model-len", type=max_model_len_arg, default=None, metavar="TOKENS",
+                        help=f"default: the model's max_position_embeddings; {HUMAN_INT_HELP}")
+    parser.add_argument("--max-num-batched-tokens", type=human_int_arg, default=None, metavar="TOKENS",
+                        help=f"{tokens_help}; {HUMAN_INT_HELP}")
+    parser.add_argument("--max-num-seqs", type=int, default=None, help=seqs_help)
+    parser.add_argument("--block-size", type=int, default=16, help="tokens a KV block holds: a multiple of 16")
+    parser.add_argument("--kv-cache-memory-bytes", type=human_int_arg, default=None, metavar="BYTES",
+                        help=f"KV cache size per GPU; skips the memory profile, as in vLLM; {HUMAN_INT_HELP}")
     parser.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs, so no CUDA-graph reserve")
-    from lab.cli.engine_args import add_performance_mode_arg, add_precision_args
-
     add_performance_mode_arg(parser)
     add_precision_args(parser)
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
@@ -49,20 +49,27 @@ def run(args: argparse.Namespace) -> int:
         from sim.errors import ConfigError
 
         raise ConfigError("servelab memory: --model and --gpu are required (or --paper-table-1)")
-    from sim.config import EngineConfig
+    from sim.config import EngineConfig, vllm_scheduler_limits
     from sim.precision import resolve_precision
 
     model = get_model(args.model)
     gpu = get_gpu(args.gpu)
-    # EngineConfig checks the flags' spelling; resolve_precision applies vLLM's rules for this GPU.
+    # EngineConfig checks the flags as every command does (the same checks as `bench`);
+    # resolve_precision applies vLLM's rules for this GPU.
     flags = EngineConfig(model=args.model, gpu=args.gpu, tensor_parallel_size=args.tensor_parallel_size,
                          data_parallel_size=args.data_parallel_size,
-                         enable_expert_parallel=args.enable_expert_parallel,
+                         enable_expert_parallel=args.enable_expert_parallel, all2all_backend=args.all2all_backend,
+                         block_size=args.block_size, gpu_memory_utilization=args.gpu_memory_utilization,
+                         max_model_len=args.max_model_len, max_num_batched_tokens=args.max_num_batched_tokens,
+                         max_num_seqs=args.max_num_seqs, kv_cache_memory_bytes=args.kv_cache_memory_bytes,
                          dtype=args.dtype, quantization=args.quantization, kv_cache_dtype=args.kv_cache_dtype,
                          performance_mode=args.performance_mode)
     from sim.parallel import ParallelLayout
 
     ParallelLayout.of(flags).check(model)  # the layout's errors before the precision's
+    # vLLM's values: a default max_num_seqs is at most --max-num-batched-tokens, and so on (sim.config).
+    max_num_batched_tokens, max_num_seqs, _ = vllm_scheduler_limits(flags, model.max_position_embeddings,
+                                                                    gpu.memory_bytes, gpu.name, "serve")
     plan = plan_memory(
         model,
         gpu,
@@ -72,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
         enable_expert_parallel=args.enable_expert_parallel,
         gpu_memory_utilization=args.gpu_memory_utilization,
         max_model_len=args.max_model_len,
-        max_num_batched_tokens=args.max_num_batched_tokens,
-        max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=max_num_batched_tokens,
+        max_num_seqs=max_num_seqs,
         block_size=args.block_size,
         kv_cache_memory_bytes=args.kv_cache_memory_bytes,
         enforce_eager=args.enforce_eager,

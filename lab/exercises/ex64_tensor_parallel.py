@@ -16,6 +16,7 @@ from pathlib import Path
 from lab.exercises import Finding
 from lab.exercises.yaml_docs import dig, find_kind, load_docs
 from sim.errors import ServeLabError
+from sim.human_readable import parse_int, parse_max_model_len
 
 # A reported gain within this fraction of the simulated one passes. Runs of the same benchmark
 # in ServeLab repeat exactly, so this only has to absorb a different seed or number of prompts
@@ -26,10 +27,10 @@ MAX_PROMPTS = 2000  # keeps the check under a few seconds
 FLAG_TO_FIELD = {
     "--tensor-parallel-size": ("tensor_parallel_size", int),
     "-tp": ("tensor_parallel_size", int),
-    "--max-model-len": ("max_model_len", int),
+    "--max-model-len": ("max_model_len", parse_max_model_len),  # vLLM's 32k, 32K, ... (sim.human_readable)
     "--gpu-memory-utilization": ("gpu_memory_utilization", float),
     "--max-num-seqs": ("max_num_seqs", int),
-    "--max-num-batched-tokens": ("max_num_batched_tokens", int),
+    "--max-num-batched-tokens": ("max_num_batched_tokens", parse_int),
     "--block-size": ("block_size", int),
 }
 
@@ -66,8 +67,10 @@ def parse_vllm_serve(argv: list[str]) -> tuple[str | None, dict, list[str]]:
                 field, kind = FLAG_TO_FIELD[name]
                 try:
                     fields[field] = kind(value)
-                except ValueError:
-                    raise ServeLabError(f"{name}: expected a number, got {value!r}") from None
+                except ValueError as exc:
+                    human = kind in (parse_int, parse_max_model_len)
+                    reason = str(exc) if human else f"expected a number, got {value!r}"
+                    raise ServeLabError(f"{name}: {reason}") from None
         else:
             ignored.append(name)
             # A flag's value, if it has one, is the next token that is not a flag.

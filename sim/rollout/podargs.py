@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sim.config import EngineConfig
 from sim.errors import ConfigError, ManifestError
+from sim.human_readable import parse_int, parse_max_model_len
 
 _INT_FLAGS = {
     "--tensor-parallel-size": "tensor_parallel_size",
@@ -22,6 +23,8 @@ _INT_FLAGS = {
     "--long-prefill-token-threshold": "long_prefill_token_threshold",
     "--num-gpu-blocks-override": "num_gpu_blocks_override",
 }
+# vLLM reads these two as 32k, 32K, ... too (sim.human_readable).
+_HUMAN_READABLE = {"--max-model-len": parse_max_model_len, "--max-num-batched-tokens": parse_int}
 _FLOAT_FLAGS = {"--gpu-memory-utilization": "gpu_memory_utilization"}
 _STR_FLAGS = {  # precision flags, checked by EngineConfig (sim.precision)
     "--dtype": "dtype",
@@ -89,9 +92,10 @@ def engine_config_from_args(args: tuple[str, ...], where: str) -> EngineConfig:
             fields["gpu"] = value
         elif flag in _INT_FLAGS:
             try:
-                fields[_INT_FLAGS[flag]] = int(value)
-            except ValueError:
-                raise ManifestError(f"{path}.args: {flag}: expected an integer, got {value!r}") from None
+                fields[_INT_FLAGS[flag]] = _HUMAN_READABLE.get(flag, int)(value)
+            except ValueError as exc:
+                reason = str(exc) if flag in _HUMAN_READABLE else f"expected an integer, got {value!r}"
+                raise ManifestError(f"{path}.args: {flag}: {reason}") from None
         elif flag in _STR_FLAGS:
             fields[_STR_FLAGS[flag]] = value
         elif flag in _FLOAT_FLAGS:
