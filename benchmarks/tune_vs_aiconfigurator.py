@@ -133,7 +133,8 @@ def servelab_tune(model, gpu, isl, osl, ttft_ms, tpot_ms, num_prompts):
     from sim.workload import WorkloadSpec
 
     space = SearchSpace(model=model, gpus=(gpu,), tensor_parallel_sizes=(1, 2, 4, 8), max_num_seqs=(64, 128, 256, 512),
-                        max_num_batched_tokens=(2048, 8192, 16384), max_model_len=2048, max_replicas=TOTAL_GPUS)
+                        max_num_batched_tokens=(2048, 8192, 16384), max_model_len=2048, max_replicas=TOTAL_GPUS,
+                        gpu_memory_utilization=0.9)  # as simulate_closed_loop below, and as docs/tune.md's figures
     request = TuneRequest(space, WorkloadSpec(num_prompts=num_prompts, random_input_len=isl, random_output_len=osl),
                           parse_sla(f"median_ttft_ms<={ttft_ms:g},median_tpot_ms<={tpot_ms:g}"), shipped_prices(),
                           mode="concurrency")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 
 from lab.tune_export import deployment_manifest, rollout_manifest, serve_command
+from sim.tune.prune import group_pruned
 from sim.tune.rank import Deployment
+from sim.tune.space import layout_of
 
 
 def _num(x):
@@ -14,7 +16,10 @@ def _num(x):
 
 def config_fields(d: Deployment) -> dict:
     c = d.config
-    out = {"gpu": c.gpu, "tensor_parallel_size": c.tensor_parallel_size, "max_num_seqs": c.max_num_seqs,
+    out = {"gpu": c.gpu, "tensor_parallel_size": c.tensor_parallel_size,
+           "data_parallel_size": getattr(c, "data_parallel_size", 1),
+           "enable_expert_parallel": getattr(c, "enable_expert_parallel", False), "layout": layout_of(c),
+           "max_num_seqs": c.max_num_seqs,
            "max_num_batched_tokens": c.max_num_batched_tokens, "enable_prefix_caching": c.enable_prefix_caching,
            "max_model_len": c.max_model_len, "gpu_memory_utilization": c.gpu_memory_utilization}
     if hasattr(c, "quantization"):
@@ -24,16 +29,24 @@ def config_fields(d: Deployment) -> dict:
 
 
 def deployment_dict(d: Deployment, mode: str) -> dict:
+    """One deployment. ``output_throughput``, ``output_throughput_per_gpu`` and
+    ``cost_per_million_output_tokens_usd`` are at the row's ``request_rate`` (``concurrency``), which
+    ``throughput_and_cost_at`` names: the target load, or the replicas' highest load meeting the SLA;
+    the ``*_at_max_load`` keys, ``output_throughput_per_user`` and ``sla_margins`` are one replica at
+    ``request_rate_per_replica``, its highest load meeting the SLA."""
     unit = "request_rate" if mode == "rate" else "concurrency"
     return {
         **config_fields(d),
         "replicas": d.replicas, "num_gpus": d.num_gpus, "meets_sla": d.meets,
         f"{unit}_per_replica": _num(d.load_per_replica), unit: _num(d.load),
+        "throughput_and_cost_at": ("target_load" if d.at_target else "max_load_meeting_sla") if d.meets else None,
         "output_throughput": _num(d.output_tokens_per_s),
         "output_throughput_per_gpu": _num(d.tokens_per_s_per_gpu),
+        "output_throughput_per_gpu_at_max_load": _num(d.tokens_per_s_per_gpu_at_max_load),
         "output_throughput_per_user": _num(d.tokens_per_s_per_user),
         "cost_per_hour_usd": _num(d.cost_per_hour),
         "cost_per_million_output_tokens_usd": _num(d.cost_per_million_tokens),
+        "cost_per_million_output_tokens_usd_at_max_load": _num(d.cost_per_million_tokens_at_max_load),
         "sla_margins": {k: _num(v) for k, v in d.margins.items()},
         "sla_misses": [{k: _num(v) for k, v in m.items()} for m in d.misses],
         "at_top_of_bracket": d.capped,
@@ -59,10 +72,17 @@ def result_dict(result, *, wall_s: float | None = None, executor: str = "", work
         "ranked": [deployment_dict(d, req.mode) for d in result.ranked],
         "pareto": [deployment_dict(d, req.mode) for d in result.pareto],
         "closest": [deployment_dict(d, req.mode) for d in result.closest],
-        "pruned": [{**{"gpu": p.config.gpu, "tensor_parallel_size": p.config.tensor_parallel_size,
-                       "max_num_seqs": p.config.max_num_seqs,
-                       "max_num_batched_tokens": p.config.max_num_batched_tokens}, "reason": p.reason}
+        "pruned": [{"gpu": p.config.gpu, "tensor_parallel_size": p.config.tensor_parallel_size,
+                    "data_parallel_size": getattr(p.config, "data_parallel_size", 1),
+                    "enable_expert_parallel": getattr(p.config, "enable_expert_parallel", False),
+                    "layout": layout_of(p.config), "max_num_seqs": p.config.max_num_seqs,
+                    "max_num_batched_tokens": p.config.max_num_batched_tokens,
+                    "quantization": getattr(p.config, "quantization", None),
+                    "kv_cache_dtype": getattr(p.config, "kv_cache_dtype", "auto"),
+                    "kind": p.kind, "reason": p.reason}
                    for p in result.pruned],
+        "pruned_by_kind": [{"kind": g.kind, "configs": g.count, "where": list(g.where), "example_reason": g.example}
+                           for g in group_pruned(result.pruned)],
         "winner": None,
     }
     if result.winner is not None:
@@ -73,14 +93,53 @@ def result_dict(result, *, wall_s: float | None = None, executor: str = "", work
     return out
 
 
-def table_rows(deployments: list[Deployment], mode: str) -> list[dict]:
-    """One short row per deployment, for a text table or a dataframe."""
+def shows_layout(configs) -> bool:
+    """Whether a table needs the layout column: some configuration uses expert or data parallelism."""
+    return any(getattr(c, "enable_expert_parallel", False) or getattr(c, "data_parallel_size", 1) > 1 for c in configs)
+
+
+def _at(deployments: list[Deployment], mode: str) -> str:
+    """Where a table's $/Mtok and tok/s/GPU are measured: "@5 req/s" (the target), "@max", or ""."""
+    measured = [d for d in deployments if math.isfinite(d.tokens_per_s_per_gpu)]  # a run that missed has none
+    if not measured:
+        return ""
+    if measured[0].at_target:
+        return f"@{measured[0].load:g} {'req/s' if mode == 'rate' else 'clients'}"
+    return "@max"
+
+
+def table_legend(deployments: list[Deployment], mode: str) -> str:
+    """One line under a table: what its $/Mtok, tok/s/GPU, tok/s/user and margin are measured at."""
+    at, per = _at(deployments, mode), "req/s/replica" if mode == "rate" else "clients/replica"
+    if at == "@max":
+        return (f"@max: one replica at {per}, the highest load found to meet the SLA "
+                f"(tok/s/user and the margin are measured there too)")
+    if at:
+        return (f"{at}: at the offered load, spread over each row's replicas; tok/s/user and the margin: one "
+                f"replica at {per}, the highest load found to meet the SLA")
+    return ""
+
+
+def table_rows(deployments: list[Deployment], mode: str, *, show_layout: bool | None = None) -> list[dict]:
+    """One short row per deployment, for a text table or a dataframe.
+
+    ``show_layout``: a "layout" column (``tp2 ep2``) instead of "TP", for a search with expert or
+    data parallelism (default: when one of these rows has it). The $/Mtok and tok/s/GPU headers
+    say where they are measured (see :func:`table_legend`)."""
     rows = []
     show_prefix = any(not d.config.enable_prefix_caching for d in deployments)
+    if show_layout is None:
+        show_layout = shows_layout(d.config for d in deployments)
+    at = _at(deployments, mode)
+    tag = f" {at}" if at else ""
     for i, d in enumerate(deployments, start=1):
         c = d.config
-        row = {"#": i, "GPU": c.gpu, "TP": c.tensor_parallel_size, "max-num-seqs": c.max_num_seqs,
-               "max-num-batched-tokens": c.max_num_batched_tokens}
+        row = {"#": i, "GPU": c.gpu}
+        if show_layout:
+            row["layout"] = layout_of(c)
+        else:
+            row["TP"] = c.tensor_parallel_size
+        row.update({"max-num-seqs": c.max_num_seqs, "max-num-batched-tokens": c.max_num_batched_tokens})
         if hasattr(c, "quantization"):
             row["quantization"] = getattr(c, "quantization") or "-"
             row["kv-cache-dtype"] = getattr(c, "kv_cache_dtype", "auto")
@@ -88,11 +147,11 @@ def table_rows(deployments: list[Deployment], mode: str) -> list[dict]:
             row["prefix-caching"] = "on" if c.enable_prefix_caching else "off"
         row.update({
             "replicas": d.replicas if d.meets or d.replicas else None, "GPUs": d.num_gpus or None,
-            "$/hour": d.cost_per_hour, "$/Mtok": d.cost_per_million_tokens,
+            "$/hour": d.cost_per_hour, f"$/Mtok{tag}": d.cost_per_million_tokens,
             # ">=": met at the top of the bracket (the burst capacity, or max-num-seqs clients)
             ("req/s/replica" if mode == "rate" else "clients/replica"):
                 f"{'>=' if d.capped else ''}{d.load_per_replica:.2f}" if d.meets else None,
-            "tok/s/GPU": d.tokens_per_s_per_gpu, "tok/s/user": d.tokens_per_s_per_user,
+            f"tok/s/GPU{tag}": d.tokens_per_s_per_gpu, "tok/s/user": d.tokens_per_s_per_user,
         })
         if d.meets:
             row["tightest margin"] = f"{min(d.margins, key=d.margins.get)} {100 * d.min_margin:+.0f}%" if d.margins else ""
@@ -130,3 +189,16 @@ def format_table(rows: list[dict]) -> str:
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
     line = lambda vals: "  ".join(v.rjust(w) if i < len(cols) - 1 else v for i, (v, w) in enumerate(zip(vals, widths)))
     return "\n".join([line(cols), line(["-" * w for w in widths])] + [line(r) for r in cells])
+
+
+def pruned_lines(pruned, *, examples: bool = False, max_where: int = 6) -> list[str]:
+    """The pruned configurations by kind, one line each ("48: the weights do not fit in GPU memory
+    (h100-80gb tp8)"), with the first one's full reason under it when ``examples``."""
+    lines = []
+    for g in group_pruned(pruned):
+        more = len(g.where) - max_where
+        where = ", ".join(g.where[:max_where]) + (f" and {more} more" if more > 0 else "")
+        lines.append(f"  {g.count}: {g.kind} ({where})")
+        if examples and g.example != g.kind:
+            lines.append(f"      e.g. {g.example}")
+    return lines

@@ -98,6 +98,8 @@ def test_an_sla_nobody_meets_prints_the_closest_and_exits_1(capsys):
                  "tune sets the load itself", id="trace-time-scale"),
     pytest.param(["--gpu", "h100", "--executor", "ray", "--ray-address", "127.0.0.1:9"], "nothing answers",
                  id="ray-address-nobody-listens"),
+    pytest.param(["--model", "Qwen/Qwen3-30B-A3B", "--gpu", "h100", "-tp", "1", "-ep", "on"], "nothing to search",
+                 id="expert-parallel-on-one-gpu"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, extra, fragment):
     args = ["tune", *SMALL, "--sla", "p90_ttft_ms<=500", *extra]
@@ -127,3 +129,113 @@ def test_headroom_shows_in_the_json_and_the_sla_line(capsys):
     data = json.loads(captured.out)
     assert data["sla_headroom"] == 0.2 and "p99 E2EL <= 16000 ms" in data["sla"]
     assert "less 20% headroom" in captured.err
+
+
+@pytest.mark.parametrize("model, gpu, tp, kind", [
+    pytest.param("Qwen/Qwen3-32B", "h200", "3", "4: TP 3 does not divide the 64 attention heads (h200 tp3)",
+                 id="tp-does-not-divide-heads"),
+    pytest.param("deepseek-ai/DeepSeek-V3", "h100", "8", "2: the weights do not fit in GPU memory (h100-80gb tp8)",
+                 id="weights-do-not-fit"),
+])
+def test_a_search_space_pruned_whole_says_why_and_exits_2(capsys, tmp_path, model, gpu, tp, kind):
+    rc = main(["tune", *SMALL, "--model", model, "--gpu", gpu, "-tp", tp, "--quantization", "none,fp8",
+               "--sla", "p90_ttft_ms<=1000", "--json", str(tmp_path / "t.json")])
+    captured = capsys.readouterr()
+    assert rc == 2  # a search-space error, not an SLA nobody meets
+    assert kind in captured.out and "e.g. " in captured.out  # counted by kind, with vLLM's full reason under each
+    assert "No configuration meets the SLA" not in captured.out
+    assert captured.err.startswith("error: nothing to simulate: all") and len(captured.err.splitlines()) == 1
+    doc = json.loads((tmp_path / "t.json").read_text())
+    assert doc["winner"] is None and doc["counts"]["simulated_configs"] == 0
+    assert [g["configs"] for g in doc["pruned_by_kind"]] == [doc["counts"]["pruned_configs"]]
+    assert {p["kind"] for p in doc["pruned"]} == {doc["pruned_by_kind"][0]["kind"]}
+
+
+def test_some_pruned_and_none_meeting_is_still_exit_1_with_the_closest(capsys):
+    rc = main(["tune", *SMALL, "--gpu", "a100-80gb", "-tp", "1,3", "--max-num-seqs", "64",
+               "--sla", "p90_ttft_ms<=5,p90_tpot_ms<=2"])
+    captured = capsys.readouterr()
+    assert rc == 1
+    assert "  1: TP 3 does not divide the 32 attention heads (a100-80gb tp3)" in captured.out
+    assert "No configuration meets the SLA" in captured.out and "p90 TPOT <= 2 ms by +" in captured.out
+    assert "nothing to simulate" not in captured.err
+
+
+def test_expert_parallel_shows_in_the_layout_column_and_the_json(capsys):
+    rc = main(["tune", *SMALL, "--model", "Qwen/Qwen3-30B-A3B", "--gpu", "h100", "-tp", "2", "-ep", "on,off",
+               "--max-num-seqs", "64", "--request-rate", "5", "--sla", "p90_tpot_ms<=50", "--json", "-"])
+    captured = capsys.readouterr()
+    assert rc == 0
+    table = captured.err.split("Meeting the SLA")[1].split("\n\n")[0].splitlines()
+    assert "layout" in table[1].split() and "TP" not in table[1].split()
+    layouts = sorted(" ".join(row.split()[2:4]) if "ep2" in row else row.split()[2] for row in table[3:5])
+    assert layouts == ["tp2", "tp2 ep2"]  # the pair no longer looks identical
+    doc = json.loads(captured.out)
+    assert sorted((r["layout"], r["enable_expert_parallel"], r["data_parallel_size"]) for r in doc["ranked"]) == \
+        [("tp2", False, 1), ("tp2 ep2", True, 1)]
+    assert "(tp2" in captured.err.split("Winner: ")[1].splitlines()[0]
+    assert ("--enable-expert-parallel" in doc["winner"]["vllm_serve_command"]) == doc["winner"]["enable_expert_parallel"]
+
+
+def test_the_columns_say_what_load_they_are_measured_at(capsys):
+    rc = main(["tune", *SMALL, "--gpu", "h100", "--request-rate", "5", "--sla", "p90_tpot_ms<=50", "--json", "-"])
+    captured = capsys.readouterr()
+    assert rc == 0
+    ranked, pareto = captured.err.split("Meeting the SLA")[1].split("Pareto front")
+    assert "$/Mtok @5 req/s" in ranked and "tok/s/GPU @5 req/s" in ranked
+    assert "@5 req/s: at the offered load, spread over each row's replicas" in ranked
+    assert "$/Mtok @max" in pareto and "tok/s/GPU @max" in pareto
+    assert "@max: one replica at req/s/replica, the highest load found to meet the SLA" in pareto
+    doc = json.loads(captured.out)
+    assert {r["throughput_and_cost_at"] for r in doc["ranked"]} == {"target_load"}
+    assert {r["throughput_and_cost_at"] for r in doc["pareto"]} == {"max_load_meeting_sla"}
+    for r in doc["ranked"]:  # at the offered load every row serves the same tokens; at max load they differ
+        assert r["output_throughput"] == pytest.approx(doc["ranked"][0]["output_throughput"])
+        assert r["output_throughput_per_gpu_at_max_load"] >= r["output_throughput_per_gpu"] * (1 - 1e-9)
+    for r in doc["pareto"]:
+        assert r["output_throughput_per_gpu_at_max_load"] == pytest.approx(r["output_throughput_per_gpu"])
+
+
+def test_the_exported_command_is_the_simulated_configuration(capsys):
+    """Every flag of the winner's `vllm serve` line reads back as the engine configuration that
+    was simulated; fp8 weights are written in vLLM 0.33's non-deprecated spelling."""
+    from dataclasses import fields
+
+    from lab.tune_export import serve_args
+    from sim.config import EngineConfig
+    from sim.rollout.podargs import engine_config_from_args
+    from sim.tune.space import SearchSpace
+
+    rc = main(["tune", *SMALL, "--gpu", "h100", "-tp", "1", "--quantization", "fp8", "--kv-cache-dtype", "fp8",
+               "--sla", "p99_e2el_ms<=20000", "--json", "-"])
+    captured = capsys.readouterr()
+    assert rc == 0
+    winner = json.loads(captured.out)["winner"]
+    default = next(f.default for f in fields(EngineConfig) if f.name == "gpu_memory_utilization")
+    assert winner["gpu_memory_utilization"] == default
+    command = winner["vllm_serve_command"]
+    assert f"--gpu-memory-utilization={default:g}" in command
+    assert "--quantization=fp8_per_tensor" in command and "--kv-cache-dtype=fp8" in command
+    space = SearchSpace(model="Qwen/Qwen3-30B-A3B", gpus=("h100", "a100-80gb"), tensor_parallel_sizes=(1, 2),
+                        max_num_seqs=(64,), max_num_batched_tokens=(2048, 8192), quantization=(None, "fp8"),
+                        kv_cache_dtype=("auto", "fp8"), enable_prefix_caching=(True, False),
+                        enable_expert_parallel=(False, True), gpu_memory_utilization=0.85)
+    for config in space.engine_configs():
+        args = ("vllm", "serve", *serve_args(config), f"--gpu={config.gpu}")
+        assert engine_config_from_args(args, "export") == config, args
+
+
+def test_tune_reads_token_counts_as_vllm_does():
+    """--max-num-batched-tokens and --max-model-len take vLLM's human-readable forms (8k is
+    8,000; 8K is 8,192), as memory and bench do; a bad one is refused by argparse."""
+    import argparse
+
+    from lab.cli.engine_args import max_model_len_arg
+    from lab.cli.tune import _ints
+
+    assert _ints("--max-num-batched-tokens", human_readable=True)("2k, 8K,16384") == (2000, 8192, 16384)
+    assert max_model_len_arg("8k") == 8000
+    with pytest.raises(argparse.ArgumentTypeError, match="8k or 8K"):
+        _ints("--max-num-batched-tokens", human_readable=True)("2x")
+    with pytest.raises(argparse.ArgumentTypeError):
+        _ints("--max-num-seqs")("8k")  # vLLM reads --max-num-seqs as a plain integer

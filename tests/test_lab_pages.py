@@ -127,6 +127,7 @@ def test_capacity_planner_searches_ranks_and_exports():
     assert "64 candidates (8 engine configurations x 8 replica counts)" in texts(at)
     table = at.dataframe[0].value
     assert len(table) >= 1 and list(table["$/hour"]) == sorted(table["$/hour"])
+    assert "tok/s/GPU @10 req/s" in table and "@10 req/s: at the offered load" in texts(at)
     assert any("vllm serve meta-llama/Llama-3.1-8B" in c.value for c in at.code)
     assert any("kind: Rollout" in c.value for c in at.code)
     assert at.get("plotly_chart")
@@ -139,6 +140,17 @@ def test_capacity_planner_shows_the_closest_when_no_configuration_meets():
     assert not at.exception, at.exception
     assert "No configuration meets the SLA" in texts(at)
     assert "p90 TPOT <= 1 ms by +" in at.dataframe[0].value["misses"].iloc[0]
+
+
+def test_capacity_planner_says_why_when_every_configuration_is_pruned():
+    at = open_page("capacity", cp_model="meta-llama/Llama-3.1-70B", cp_gpus=["l4"], cp_tp=[1, 2], cp_mns=[64],
+                   cp_mnbt=[8192], cp_num_prompts=40, cp_workers=1, cp_quant=["model's own"], cp_kv=["auto"])
+    at.button(key="cp_run").click().run()
+    assert not at.exception, at.exception
+    shown = texts(at)
+    assert "Nothing to simulate: all 2 engine configurations were pruned" in shown
+    assert "2: the weights do not fit in GPU memory (l4 tp1, l4 tp2)" in shown
+    assert "No configuration meets the SLA" not in shown and not at.dataframe
 
 
 def test_batching_compares_engines():

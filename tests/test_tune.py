@@ -304,3 +304,88 @@ def test_headroom_only_rules_out_deployments_it_should():
         # The same configuration, without headroom, carries at least as much (within the bisection's tolerance).
         assert d.config in plain_by_config
         assert d.load_per_replica <= plain_by_config[d.config].load_per_replica * 1.2
+
+
+# -- what the planner says about its search space ------------------------------------------------
+@pytest.mark.parametrize("model, gpu, tp, kind, where", [
+    pytest.param("Qwen/Qwen3-32B", "h200", 3, "TP 3 does not divide the 64 attention heads", "h200 tp3",
+                 id="tp-does-not-divide-heads"),
+    pytest.param("deepseek-ai/DeepSeek-V3", "h100", 8, "the weights do not fit in GPU memory", "h100-80gb tp8",
+                 id="weights-do-not-fit"),
+])
+def test_a_search_space_pruned_whole_says_why_grouped_and_counted(model, gpu, tp, kind, where):
+    from sim.tune.prune import group_pruned
+
+    request = _request((gpu,), model=model, tensor_parallel_sizes=(tp,), max_num_seqs=(64, 256),
+                       max_num_batched_tokens=(2048, 8192))
+    executor = RecordingExecutor()
+    result = tune(request, executor)
+    assert executor.jobs == [] and result.evaluations == [] and not result.ranked and not result.closest
+    (group,) = group_pruned(result.pruned)
+    assert (group.kind, group.count, group.where) == (kind, 4, (where,))
+    assert group.example == result.pruned[0].reason  # vLLM's full message, numbers and advice included
+
+
+def test_pruned_kinds_are_counted_apart_most_common_first():
+    from sim.tune.prune import group_pruned
+
+    result = tune(_request(("l4",), model="meta-llama/Llama-3.1-70B", tensor_parallel_sizes=(1, 2, 3),
+                           max_num_seqs=(512,), max_num_batched_tokens=(256, 2048, 8192)))
+    groups = [(g.kind, g.count, g.where) for g in group_pruned(result.pruned)]
+    assert groups == [("the weights do not fit in GPU memory", 4, ("l4 tp1", "l4 tp2")),
+                      ("--max-num-batched-tokens below --max-num-seqs (vLLM refuses it)", 3, ("l4 tp1", "l4 tp2", "l4 tp3")),
+                      ("TP 3 does not divide the 64 attention heads", 2, ("l4 tp3",))]
+    assert sum(g[1] for g in groups) == result.counts.pruned_configs == 9
+
+
+def test_expert_parallel_on_alone_with_tp_1_is_an_empty_space_and_refused():
+    with pytest.raises(ConfigError, match="--enable-expert-parallel on with --tensor-parallel-size 1"):
+        SearchSpace(model="Qwen/Qwen3-30B-A3B", gpus=("h100",), tensor_parallel_sizes=(1,),
+                    enable_expert_parallel=(True,))
+
+
+@pytest.mark.parametrize("model, asked, searched", [
+    pytest.param(MODEL, (None, "fp8"), [None, "fp8_per_tensor"], id="16-bit-checkpoint-fp8-is-fp8_per_tensor"),
+    pytest.param(MODEL, ("fp8", "fp8_per_tensor"), ["fp8_per_tensor"], id="both-spellings-searched-once"),
+    pytest.param("deepseek-ai/DeepSeek-V3", (None, "fp8"), [None], id="fp8-checkpoint-fp8-is-its-own"),
+])
+def test_the_quantization_axis_uses_vllms_non_deprecated_spelling(model, asked, searched):
+    space = SearchSpace(model=model, gpus=("h200",), tensor_parallel_sizes=(8,), max_num_seqs=(64,),
+                        max_num_batched_tokens=(8192,), quantization=asked)
+    assert [c.quantization for c in space.engine_configs()] == searched
+
+
+def test_fp8_per_tensor_is_the_engine_fp8_was_without_the_deprecation_warning():
+    from sim.catalog import get_gpu, get_model
+    from sim.precision import resolve_precision
+
+    old, new = (EngineConfig(model=MODEL, gpu="h100", quantization=q, max_model_len=2048) for q in ("fp8", "fp8_per_tensor"))
+    p_old, p_new = (resolve_precision(get_model(MODEL), get_gpu("h100"), c) for c in (old, new))
+    assert any("deprecated" in line for line in p_old.log_lines)
+    assert not any("deprecated" in line for line in p_new.log_lines)
+    same = lambda p: (p.gemm_dtype, p.weight_scheme, p.linear_kernel, p.kv_cache_dtype, p.weight_bytes_per_param)
+    assert same(p_old) == same(p_new)
+    assert plan_for_config(old).num_gpu_blocks == plan_for_config(new).num_gpu_blocks
+
+
+def test_the_search_plans_with_vllms_and_servelabs_gpu_memory_utilization():
+    from dataclasses import fields
+
+    default = next(f.default for f in fields(EngineConfig) if f.name == "gpu_memory_utilization")
+    space = SearchSpace(model=MODEL, gpus=("h100",))
+    assert space.gpu_memory_utilization == default == 0.92  # vLLM 0.33's config/cache.py, as memory and bench
+    assert {c.gpu_memory_utilization for c in space.engine_configs()} == {default}
+
+
+def test_throughput_and_cost_at_the_target_and_at_the_highest_load_are_told_apart():
+    request = _request(("h100",), tensor_parallel_sizes=(1, 2), max_num_seqs=(64,), max_num_batched_tokens=(8192,))
+    result = tune(TuneRequest(request.space, SMALL, request.sla, request.prices, target_load=5.0, rel_tol=0.2))
+    points = {d.config: d for d in result.points}
+    assert result.ranked and all(d.at_target for d in result.ranked) and not any(d.at_target for d in points.values())
+    for d in result.ranked:
+        # at the target: the same 5 req/s x mean output tokens on every row, over its GPUs
+        assert d.output_tokens_per_s == pytest.approx(result.ranked[0].output_tokens_per_s)
+        one = points[d.config]  # one replica at its highest load meeting the SLA
+        assert d.tokens_per_s_per_gpu_at_max_load == pytest.approx(one.tokens_per_s_per_gpu)
+        assert d.cost_per_million_tokens_at_max_load == pytest.approx(one.cost_per_million_tokens)
+        assert one.tokens_per_s_per_gpu_at_max_load == pytest.approx(one.tokens_per_s_per_gpu)

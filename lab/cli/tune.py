@@ -5,8 +5,10 @@ executor), runs :func:`sim.tune.tune`, and prints the ranked table, the Pareto f
 winner's `vllm serve` line (``--json`` writes everything, manifests included;
 ``--output-dir`` writes the winner's command, Deployment and Rollout as files).
 
-Exit status: 0 with a winner; 1 when no configuration meets the SLA (the closest ones are
-printed with the term each misses and by how much); 2 for bad input.
+Exit status: 0 with a winner; 1 when configurations were simulated and none meets the SLA (the
+closest ones are printed with the term each misses and by how much); 2 for bad input, and for a
+search space in which every configuration was pruned (nothing could be simulated: the reasons
+are printed, grouped and counted).
 """
 
 from __future__ import annotations
@@ -19,19 +21,34 @@ import time
 from pathlib import Path
 
 from lab.bench.runs import tokenizer_vocab
-from lab.cli.engine_args import add_workload_args
+from lab.cli.engine_args import add_workload_args, max_model_len_arg
 
 
-def _ints(flag: str):
+def _ints(flag: str, human_readable: bool = False):
+    """Comma-separated positive integers; with ``human_readable``, each as vLLM reads
+    ``--max-num-batched-tokens`` (8k, 8K: sim.human_readable)."""
+    from sim.human_readable import parse_int
+
+    read = parse_int if human_readable else int
+
     def parse(text: str) -> tuple[int, ...]:
         try:
-            values = tuple(int(v) for v in text.split(",") if v.strip())
+            values = tuple(read(v) for v in text.split(",") if v.strip())
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+            kind = "integers such as 8192, 8k or 8K" if human_readable else "integers"
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind}, got {text!r}") from None
         if not values or any(v <= 0 for v in values):
             raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
         return values
     return parse
+
+
+def _engine_default(name: str):
+    from dataclasses import fields
+
+    from sim.config import EngineConfig
+
+    return next(f.default for f in fields(EngineConfig) if f.name == name)
 
 
 def _words(text: str) -> tuple[str, ...]:
@@ -55,7 +72,8 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
                    help="GPUs to consider (repeat or comma-separate); default: every GPU in the catalog")
     s.add_argument("--tensor-parallel-size", "-tp", type=_ints("--tensor-parallel-size"), default=(1, 2, 4, 8))
     s.add_argument("--max-num-seqs", type=_ints("--max-num-seqs"), default=(64, 128, 256, 512))
-    s.add_argument("--max-num-batched-tokens", type=_ints("--max-num-batched-tokens"), default=(2048, 8192, 16384))
+    s.add_argument("--max-num-batched-tokens", type=_ints("--max-num-batched-tokens", human_readable=True),
+                   default=(2048, 8192, 16384))
     s.add_argument("--quantization", type=_words, default=None,
                    help="weight dtypes: none,fp8 (default where the simulator models precision; else none)")
     s.add_argument("--kv-cache-dtype", type=_words, default=None, help="KV-cache dtypes: auto,fp8 (likewise)")
@@ -64,9 +82,11 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--enable-expert-parallel", "-ep", type=_words, default=None,
                    help="MoE models: on, off or on,off (default off); experts whole on each TP GPU instead of sharded")
     s.add_argument("--max-replicas", type=int, default=8)
-    s.add_argument("--max-model-len", type=int, default=None,
+    s.add_argument("--max-model-len", type=max_model_len_arg, default=None,
                    help="default: the smallest power of two >= 2048 that holds the longest request")
-    s.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    s.add_argument("--gpu-memory-utilization", type=float, default=None,
+                   help="default: vLLM 0.33's (and servelab memory's and bench's), "
+                        f"{_engine_default('gpu_memory_utilization')}")
     r = p.add_argument_group("search")
     r.add_argument("--executor", choices=("local", "ray", "serial"), default="local",
                    help="local: processes on this machine (default); ray: Ray tasks")
@@ -148,7 +168,8 @@ def build_request(args):
         enable_prefix_caching=tuple(v == "on" for v in prefix), max_replicas=args.max_replicas,
         enable_expert_parallel=tuple(dict.fromkeys(v == "on" for v in ep)),
         max_model_len=args.max_model_len or default_max_model_len(longest),
-        gpu_memory_utilization=args.gpu_memory_utilization,
+        # unset: SearchSpace's default, EngineConfig's (vLLM 0.33's 0.92)
+        **({} if args.gpu_memory_utilization is None else {"gpu_memory_utilization": args.gpu_memory_utilization}),
     )
     return TuneRequest(space, spec, sla, prices, mode=mode, target_load=target, seed=args.seed,
                        rel_tol=args.rate_tolerance, early_stop=args.early_stop)
@@ -174,8 +195,9 @@ def run(args) -> int:
     from sim.catalog import get_model
     from sim.tune import tune
     from sim.tune.executors import make_executor
+    from sim.tune.space import layout_of
 
-    from lab.tune_report import format_table, result_dict, table_rows
+    from lab.tune_report import format_table, pruned_lines, result_dict, shows_layout, table_legend, table_rows
 
     get_model(args.model)  # an unknown model fails here, before any process starts
     request = build_request(args)
@@ -197,26 +219,38 @@ def run(args) -> int:
     say(f"Model: {space.model}; SLA: {request.sla.describe()}; load: {target}")
     say(f"Candidates: {c.candidates:,} ({c.engine_configs} engine configurations x {c.replica_counts} replica counts; "
         f"GPUs: {', '.join(space.gpus)})")
+    nothing_simulated = not result.evaluations
     say(f"Pruned: {c.pruned_configs} configurations ({c.pruned:,} candidates) that vLLM could not start or that "
-        f"could not hold the longest request")
+        f"could not hold the longest request" + (", by kind:" if result.pruned else ""))
+    for line in pruned_lines(result.pruned, examples=nothing_simulated):
+        say(line)
     say(f"Simulated: {c.simulated_configs} configurations, {c.simulations:,} runs, {c.stopped_early:,} stopped early; "
         f"{wall_s:.1f} s on {executor.workers} {executor.name} worker(s)")
     say("")
-    if result.ranked:
+    layout = shows_layout(space.engine_configs())  # a "layout" column (tp2 ep2) when EP is searched
+    rows = lambda ds: format_table(table_rows(ds, request.mode, show_layout=layout))
+    if nothing_simulated:
+        print(f"error: nothing to simulate: all {c.engine_configs} engine configurations were pruned (the reasons "
+              f"are above; --json lists each configuration's); change the search space as they suggest",
+              file=sys.stderr)
+    elif result.ranked:
         say(f"Meeting the SLA ({len(result.ranked)} configurations, best first):")
-        say(format_table(table_rows(result.ranked[: args.top], request.mode)))
+        say(rows(result.ranked[: args.top]))
+        say(table_legend(result.ranked, request.mode))
         say("")
         front = result.pareto
         shown = front if len(front) <= args.top else [front[round(i * (len(front) - 1) / (args.top - 1))]
                                                        for i in range(args.top)] if args.top > 1 else front[:1]
         more = "" if len(shown) == len(front) else f"; {len(shown)} of its {len(front)} points, evenly spread (--json has all)"
         say(f"Pareto front (output tok/s per GPU against tok/s per user, one replica each{more}):")
-        say(format_table(table_rows(shown, request.mode)))
+        say(rows(shown))
+        say(table_legend(shown, request.mode))
         w = result.winner
         from lab.tune_export import deployment_manifest, rollout_manifest, serve_command
 
         say("")
-        say(f"Winner: {w.replicas} x {w.config.tensor_parallel_size} {w.config.gpu}, ${w.cost_per_hour:.2f}/hour, "
+        say(f"Winner: {w.replicas} x {w.config.tensor_parallel_size} {w.config.gpu}"
+            + (f" ({layout_of(w.config)})" if layout else "") + f", ${w.cost_per_hour:.2f}/hour, "
             f"${w.cost_per_million_tokens:.3f} per million output tokens")
         say(serve_command(w.config))
         if args.output_dir:
@@ -228,7 +262,9 @@ def run(args) -> int:
             say(f"Wrote {d / 'vllm-serve.sh'}, {d / 'deployment.yaml'} and {d / 'rollout.yaml'}")
     else:
         say("No configuration meets the SLA. The closest ones, with what each misses:")
-        say(format_table(table_rows(result.closest, request.mode)))
+        say(rows(result.closest))
+        if legend := table_legend(result.closest, request.mode):
+            say(legend)
     if args.png and result.points:
         _pareto_png(result, args.png)
         say(f"Wrote {args.png}")
@@ -240,7 +276,7 @@ def run(args) -> int:
         else:
             Path(args.json).write_text(payload + "\n")
             say(f"Wrote {args.json}")
-    return 0 if result.ranked else 1
+    return 0 if result.ranked else 2 if nothing_simulated else 1
 
 
 def _pareto_png(result, path: str) -> None:

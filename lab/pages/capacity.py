@@ -149,7 +149,9 @@ with results:
         st.stop()
     _, result, wall_s, num_workers = stored
     from lab.tune_export import deployment_manifest, rollout_manifest, serve_command
-    from lab.tune_report import result_dict, table_rows
+    from lab.tune_report import pruned_lines, result_dict, shows_layout, table_legend, table_rows
+    from sim.tune.prune import group_pruned
+    from sim.tune.space import layout_of
 
     counts = result.counts
     st.caption(
@@ -158,16 +160,24 @@ with results:
         f"{counts.simulated_configs} simulated in {counts.simulations:,} runs ({counts.stopped_early:,} stopped "
         f"early once the SLA verdict was certain), {wall_s:.1f} s on {num_workers} local processes."
     )
+    layout = shows_layout(space.engine_configs())  # a "layout" column (tp2 ep2) when EP is searched
+    if not result.evaluations:
+        st.error(f"Nothing to simulate: all {counts.engine_configs} engine configurations were pruned, by kind:\n\n"
+                 + "\n".join(f"- {line.strip()}" for line in pruned_lines(result.pruned))
+                 + "\n\nChange the search space as vLLM's reasons suggest.", icon=":material/block:")
+        st.code("\n\n".join(f"{g.kind}:\n{g.example}" for g in group_pruned(result.pruned)), language=None,
+                wrap_lines=True)
+        st.stop()
     if not result.ranked:
         st.error("No configuration meets the SLA. The closest ones, with the term each misses and by how much:",
                  icon=":material/block:")
-        st.dataframe(pd.DataFrame(table_rows(result.closest, request.mode)), hide_index=True)
+        st.dataframe(pd.DataFrame(table_rows(result.closest, request.mode, show_layout=layout)), hide_index=True)
         st.stop()
 
     st.subheader("Throughput per GPU against speed per user")
     fig = go.Figure()
     pts = result.points
-    label = lambda d: (f"{d.config.gpu} TP{d.config.tensor_parallel_size} seqs {d.config.max_num_seqs} "
+    label = lambda d: (f"{d.config.gpu} {layout_of(d.config)} seqs {d.config.max_num_seqs} "
                        f"tokens {d.config.max_num_batched_tokens}")
     fig.add_scatter(x=[d.tokens_per_s_per_user for d in pts], y=[d.tokens_per_s_per_gpu for d in pts], mode="markers",
                     name="meets the SLA", text=[label(d) for d in pts], marker=dict(size=7, opacity=0.5))
@@ -183,13 +193,16 @@ with results:
     st.plotly_chart(fig, key="cp_pareto")
 
     st.subheader("Ranked (cheapest first)")
-    df = pd.DataFrame(table_rows(result.ranked, request.mode))
+    df = pd.DataFrame(table_rows(result.ranked, request.mode, show_layout=layout))
     st.dataframe(df, hide_index=True, key="cp_table")
+    st.caption(table_legend(result.ranked, request.mode) + ". The plot: one replica of each, at its highest load "
+               "meeting the SLA.")
     download_table(df, f"capacity-{model.split('/')[-1]}", key="cp_dl_table")
 
     st.subheader("Ship the winner")
     st.markdown(
-        f"**{w.replicas} x {w.config.tensor_parallel_size} {w.config.gpu}**: ${w.cost_per_hour:.2f} an hour, "
+        f"**{w.replicas} x {w.config.tensor_parallel_size} {w.config.gpu}**"
+        + (f" ({layout_of(w.config)})" if layout else "") + f": ${w.cost_per_hour:.2f} an hour, "
         f"${w.cost_per_million_tokens:.3f} per million output tokens."
     )
     command = serve_command(w.config)

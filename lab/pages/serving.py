@@ -23,7 +23,8 @@ def vllm_serve_args(config: EngineConfig) -> list[str]:
         args.append("--enable-expert-parallel")
     if config.max_model_len is not None:
         args.append(f"--max-model-len={config.max_model_len}")
-    # vLLM's own default is 0.9; ServeLab's EngineConfig defaults to 0.92, so always say it.
+    # Always said: vLLM 0.33's default is 0.92 (config/cache.py), as EngineConfig's, but older vLLMs
+    # took 0.9, and the line must run the configuration as it was simulated on any of them.
     args.append(f"--gpu-memory-utilization={config.gpu_memory_utilization:g}")
     args.append("--enable-prefix-caching" if config.enable_prefix_caching else "--no-enable-prefix-caching")
     if config.max_num_batched_tokens is not None:

@@ -4,12 +4,19 @@ For an engine configuration whose highest load per replica meeting the SLA is ``
 
 * replicas = ceil(target load / g) (1 without a target), raised until the deployment's output
   throughput reaches the SLA's ``output_throughput`` term, if any;
-* cost per hour = replicas x tensor-parallel size x the GPU's price per hour;
+* cost per hour = replicas x GPUs per replica (tensor x data parallel size) x the GPU's price per hour;
 * output tokens/s = the load the deployment serves x mean output tokens per request (rate mode;
   in concurrency mode, the per-replica throughput measured at ``g`` clients, scaled to the load);
 * cost per million output tokens = cost per hour / (output tokens per hour / 10^6);
 * tokens/s per GPU = output tokens/s / GPUs; tokens/s per user = 1000 / mean TPOT (ms), the
   speed one stream sees (the axes of NVIDIA aiconfigurator's Pareto plots).
+
+What each figure is measured at: output tokens/s, tokens/s per GPU and the cost per million
+tokens are at the deployment's ``load``, which is the target when one is given (``at_target``:
+every deployment carrying 5 req/s of 256-token answers serves 1,280 tokens/s, over however many
+GPUs it has) and otherwise replicas x ``g``. Tokens/s per user and the SLA margins are measured at
+``g``, one replica's highest load meeting the SLA, as are the ``*_at_max_load`` properties, which
+say what one replica does when run that hard.
 
 Ranking: deployments that meet everything first, cheapest per hour first when a target load is
 given (the deployment must carry it), cheapest per million tokens otherwise; ties go to the one
@@ -43,16 +50,32 @@ class Deployment:
     margins: dict = field(default_factory=dict)  # term key -> (limit - measured) / limit
     misses: tuple = ()  # for a deployment that misses: {term, key, measured, limit, unit, over_pct}, worst first
     capped: bool = False  # met at the top of the bracket: the true limit may be higher
+    at_target: bool = False  # load is the target load (else replicas x load_per_replica)
 
     @property
     def min_margin(self) -> float:
         return min(self.margins.values()) if self.margins else math.inf
 
+    @property
+    def tokens_per_s_per_gpu_at_max_load(self) -> float:
+        """Output tokens/s per GPU of one replica at ``load_per_replica`` (NaN for a miss)."""
+        if not (self.meets and self.load > 0 and self.replicas > 0):
+            return math.nan
+        return self.output_tokens_per_s * self.load_per_replica / self.load / (self.num_gpus / self.replicas)
+
+    @property
+    def cost_per_million_tokens_at_max_load(self) -> float:
+        """Dollars per million output tokens of one replica at ``load_per_replica`` (NaN for a miss)."""
+        per_gpu = self.tokens_per_s_per_gpu_at_max_load
+        if not per_gpu > 0:
+            return math.nan
+        return self.cost_per_hour / self.num_gpus / (per_gpu * 3600 / 1e6)
+
 
 def deployment(ev: Evaluation, sla: SLA, target_load: float | None, price: GPUPrice | None,
                max_replicas: int) -> Deployment:
     """The cheapest replica count of ``ev``'s configuration that carries the target (or its misses)."""
-    tp = ev.config.tensor_parallel_size
+    gpus_per_replica = getattr(ev.config, "num_gpus", ev.config.tensor_parallel_size)  # tp x dp
     usd = price.usd_per_gpu_hour if price else math.nan
     if ev.status != "meets":
         return Deployment(ev.config, 0, 0, False, 0.0, 0.0, math.nan, math.nan, math.nan, math.nan, math.nan,
@@ -66,8 +89,8 @@ def deployment(ev: Evaluation, sla: SLA, target_load: float | None, price: GPUPr
             replicas = max(replicas, math.ceil(sla.min_output_throughput / per_replica_tokens - 1e-9))
     load = target_load if target_load is not None else replicas * g
     tokens = load / g * per_replica_tokens
-    cost = replicas * tp * usd
-    gpus = replicas * tp
+    cost = replicas * gpus_per_replica * usd
+    gpus = replicas * gpus_per_replica
     problems = []
     if replicas > max_replicas:
         problems.append({"term": f"replicas <= {max_replicas}", "key": "replicas", "measured": replicas,
@@ -82,7 +105,7 @@ def deployment(ev: Evaluation, sla: SLA, target_load: float | None, price: GPUPr
         tokens_per_s_per_user=1000.0 / best.mean_tpot_ms if best.mean_tpot_ms > 0 else math.nan,
         cost_per_hour=cost, cost_per_million_tokens=cost / (tokens * 3600 / 1e6) if tokens > 0 else math.nan,
         margins=margins(sla.terms, best.measured), misses=tuple(problems),
-        capped=ev.capacity is not None and g >= ev.capacity,
+        capped=ev.capacity is not None and g >= ev.capacity, at_target=target_load is not None,
     )
 
 

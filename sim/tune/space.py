@@ -9,7 +9,12 @@ configuration's highest load per replica answers it for every replica count.
 
 Weight and KV dtypes (``--quantization``, ``--kv-cache-dtype``) are offered only when
 :class:`EngineConfig` has those fields (the precision model); otherwise the axis holds the
-model's own dtype alone. ``--enable-expert-parallel`` is an axis for MoE models (off, on, or
+model's own dtype alone. ``fp8`` on a 16-bit checkpoint is searched as ``fp8_per_tensor``: vLLM
+0.33 runs both as online per-tensor FP8, but warns that ``fp8`` is deprecated for it
+(``model_loader/weight_utils.py``: "use --quantization fp8_per_tensor instead"), and the winner's
+exported ``vllm serve`` line is the configuration as simulated. On a checkpoint quantized with
+method M, ``--quantization M`` is the checkpoint's own precision, the same engine as none, and
+is searched once. ``--enable-expert-parallel`` is an axis for MoE models (off, on, or
 both: the experts sharded over the replica's TP GPUs, or held whole on them; sim.parallel); a
 dense model takes it off only, since vLLM refuses it there.
 """
@@ -28,6 +33,9 @@ DEFAULT_TP = (1, 2, 4, 8)
 DEFAULT_MAX_NUM_SEQS = (64, 128, 256, 512)
 DEFAULT_MAX_NUM_BATCHED_TOKENS = (2048, 8192, 16384)
 DEFAULT_MAX_REPLICAS = 8
+# EngineConfig's default, which is vLLM 0.33's (config/cache.py: 0.92) and what `servelab memory`
+# and `bench` use, so that tune's plan and the exported `vllm serve` line agree with both.
+DEFAULT_GPU_MEMORY_UTILIZATION = next(f.default for f in fields(EngineConfig) if f.name == "gpu_memory_utilization")
 
 
 def precision_axes_supported() -> bool:
@@ -49,7 +57,7 @@ class SearchSpace:
     enable_expert_parallel: tuple[bool, ...] = (False,)  # MoE models only; see the module docstring
     max_replicas: int = DEFAULT_MAX_REPLICAS
     max_model_len: int = 8192
-    gpu_memory_utilization: float = 0.9
+    gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION
 
     def __post_init__(self) -> None:
         if not self.gpus:
@@ -68,6 +76,9 @@ class SearchSpace:
                 raise ConfigError(f"--enable-expert-parallel on: {self.model} has no experts (a dense model), and "
                                   f"vLLM refuses expert parallelism there; leave it off")
             object.__setattr__(self, "enable_expert_parallel", (False,))
+        if self.enable_expert_parallel == (True,) and set(self.tensor_parallel_sizes) == {1}:
+            raise ConfigError("--enable-expert-parallel on with --tensor-parallel-size 1: one GPU has no experts to "
+                              "spread, so there is nothing to search; add a TP above 1 or allow off")
         if not isinstance(self.max_replicas, int) or self.max_replicas < 1:
             raise ConfigError(f"--max-replicas: expected a positive integer, got {self.max_replicas!r}")
         if not precision_axes_supported() and (set(self.quantization) != {None} or set(self.kv_cache_dtype) != {"auto"}):
@@ -77,8 +88,9 @@ class SearchSpace:
     def engine_configs(self) -> list[EngineConfig]:
         """Every engine configuration, in a fixed order (GPU, TP, EP, dtypes, prefix caching, seqs, tokens)."""
         out = []
+        quantization = tuple(dict.fromkeys(vllm_quantization(self.model, q) for q in self.quantization))
         for gpu, tp, ep, quant, kv, prefix, seqs, tokens in itertools.product(
-            self.gpus, self.tensor_parallel_sizes, self.enable_expert_parallel, self.quantization,
+            self.gpus, self.tensor_parallel_sizes, self.enable_expert_parallel, quantization,
             self.kv_cache_dtype, self.enable_prefix_caching, self.max_num_seqs, self.max_num_batched_tokens,
         ):
             if ep and tp == 1:
@@ -98,6 +110,25 @@ class SearchSpace:
     @property
     def num_candidates(self) -> int:
         return len(self.engine_configs()) * self.max_replicas
+
+
+def vllm_quantization(model_name: str, flag: str | None) -> str | None:
+    """The ``--quantization`` value to simulate and export for ``flag`` (see the module docstring)."""
+    if flag is None:
+        return None
+    checkpoint = get_model(model_name).quantization
+    if checkpoint is None:
+        return "fp8_per_tensor" if flag == "fp8" else flag
+    return None if flag == checkpoint.method else flag
+
+
+def layout_of(config) -> str:
+    """One replica's parallel layout as :func:`sim.silicon.layout_label` writes it: ``tp2``,
+    ``tp2 ep2`` (the experts whole, spread over tp x dp GPUs), ``tp2 dp2 ep4``."""
+    from sim.silicon import layout_label
+
+    tp, dp = config.tensor_parallel_size, getattr(config, "data_parallel_size", 1)
+    return layout_label(tp, dp, tp * dp if getattr(config, "enable_expert_parallel", False) else 1)
 
 
 def resolve_gpus(names) -> tuple[str, ...]:
