@@ -251,7 +251,8 @@ def resolve_precision(model, gpu, config=None) -> Precision:
     if getattr(model, "is_mla", False):
         backend = _mla_backend(gpu, lines)
     else:
-        backend = _attention_backend(gpu, act, kv, kv_string, kv_flag, lines)
+        backend = _attention_backend(gpu, act, kv, kv_string, kv_flag, lines,
+                                     sinks=getattr(model, "attention_sinks", False))
     if kv_flag == "auto" and ckpt_kv:
         source += f"; KV cache {ckpt_kv} from the checkpoint"
     elif kv_flag != "auto":
@@ -464,7 +465,12 @@ def _mxfp4_moe_backend(cc: tuple[int, int]) -> tuple[str, tuple[int, int]]:
 
 
 # -- 6. attention backend --------------------------------------------------------------------------
-def _attention_backend(gpu, act: str, kv: str, kv_string: str, kv_flag: str, lines: list[str]) -> str:
+def _attention_backend(gpu, act: str, kv: str, kv_string: str, kv_flag: str, lines: list[str],
+                       sinks: bool = False) -> str:
+    """The backend vLLM picks (see the module docstring, item 6). A model with attention sinks
+    (gpt-oss) needs a backend whose ``supports_sink`` holds: FlashAttention only as FA3 (9.x) or
+    FA4 (10.x) (``fa_utils.py``: ``flash_attn_supports_sinks``), FlashInfer only through its TRT-LLM
+    kernels on 10.x (``flashinfer.py``: ``supports_sink``), Triton everywhere; FlexAttention none."""
     cc = gpu.compute_capability
     fp8_kv = kv.startswith("fp8")
     first = ["FLASHINFER", "FLASH_ATTN"] if cc[0] == 10 else ["FLASH_ATTN", "FLASHINFER"]
@@ -472,11 +478,11 @@ def _attention_backend(gpu, act: str, kv: str, kv_string: str, kv_flag: str, lin
     for backend in [*first, "TRITON_ATTN", "FLEX_ATTENTION"]:
         if backend == "FLASH_ATTN":
             ok = cc >= (8, 0) and act != "float32" and (
-                not fp8_kv or (kv == "fp8_e4m3" and cc[0] in (9, 10)))
+                not fp8_kv or (kv == "fp8_e4m3" and cc[0] in (9, 10))) and (not sinks or cc[0] in (9, 10))
         elif backend == "FLASHINFER":
-            ok = (8, 0) <= cc <= (12, 1) and act != "float32"
+            ok = (8, 0) <= cc <= (12, 1) and act != "float32" and (not sinks or cc[0] == 10)
         elif backend == "FLEX_ATTENTION":  # never first: listed, as vLLM lists it, when it could run
-            ok = not fp8_kv
+            ok = not fp8_kv and not sinks
         else:
             ok = True
         if ok:

@@ -242,6 +242,21 @@ def test_what_runs(model, gpu, flags, expected):
     assert p.kv_table_dtype == ("fp8" if p.kv_cache_dtype.startswith("fp8") else "bfloat16")
 
 
+@pytest.mark.parametrize("gpu, backend, candidates", [
+    ("a100-80gb", "TRITON_ATTN", ["TRITON_ATTN"]),  # FA2 and FlashInfer on 8.0 have no sinks
+    ("l40s", "TRITON_ATTN", ["TRITON_ATTN"]),
+    ("h100", "FLASH_ATTN", ["FLASH_ATTN", "TRITON_ATTN"]),  # FA3
+    ("b200", "FLASHINFER", ["FLASHINFER", "FLASH_ATTN", "TRITON_ATTN"]),  # TRT-LLM kernels, FA4
+])
+def test_attention_sinks_need_a_backend_that_takes_them(gpu, backend, candidates):
+    """gpt-oss's attention sinks: vLLM 0.33 keeps only backends whose supports_sink holds."""
+    p = resolve_precision(get_model("openai/gpt-oss-120b"), get_gpu(gpu))
+    assert p.attention_backend == backend
+    assert f"Using {backend} attention backend out of potential backends: {candidates}." in p.log_lines
+    plain = resolve_precision(get_model("llama-3.1-8b"), get_gpu(gpu))  # no sinks: FlashInfer first on 10.x only
+    assert plain.attention_backend == ("FLASHINFER" if gpu == "b200" else "FLASH_ATTN")
+
+
 @pytest.mark.parametrize("cc, expected", [((8, 0), "bfloat16"), ((7, 5), "float16")], ids=["ampere", "turing"])
 def test_float32_checkpoint_goes_to_the_gpus_first_dtype(cc, expected):
     p = resolve_precision(_model_with(torch_dtype="float32"), _with_capability("a100-80gb", cc))
