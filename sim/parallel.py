@@ -153,7 +153,8 @@ class ParallelLayout:
             counts = sorted({moe.experts_on_rank(r) for r in range(moe.expert_parallel_size)}, reverse=True)
             spread = " or ".join(str(c) for c in counts)
             line = (f"Expert parallelism: {model.num_experts} experts over EP size {moe.expert_parallel_size} "
-                    f"(tp {self.tensor_parallel_size} x dp {self.data_parallel_size}), {spread} whole experts per GPU")
+                    f"(tp {self.tensor_parallel_size} x dp {self.data_parallel_size}), {spread} whole "
+                    f"expert{'' if counts == [1] else 's'} per GPU")
             if len(counts) > 1:
                 line += (f"; {model.num_experts % moe.expert_parallel_size} ranks hold one more "
                          f"(linear placement), so the GPUs' memory differs")

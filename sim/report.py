@@ -117,13 +117,13 @@ def serve_summary(
         "request_throughput": completed / duration if duration else 0.0,
         "output_throughput": total_output / duration if duration else 0.0,
         "total_token_throughput": (total_input + total_output) / duration if duration else 0.0,
-        "input_lens": result.prompt_len.tolist(),
-        "output_lens": result.output_len.tolist(),
     }
     series = {"ttft": result.ttft_s, "tpot": result.tpot_s, "itl": result.itl_s, "e2el": result.e2el_s}
     for name in percentile_metrics:
         out.update(_stats_ms(series[name], name, metric_percentiles))
-    if save_detailed:
+    if save_detailed:  # vLLM drops the per-request arrays without --save-detailed (benchmarks/serve.py)
+        out["input_lens"] = result.prompt_len.tolist()
+        out["output_lens"] = result.output_len.tolist()
         out["ttfts"] = result.ttft_s.tolist()
         out["e2els"] = result.e2el_s.tolist()
     out["servelab"] = simulator_fields(result)

@@ -220,7 +220,7 @@ BENCH = ["bench", "serve", "--model", MODEL, "--gpu", "a100-40gb", "--num-prompt
 
 
 def _bench_tpot(tmp_path, name, calibration=None) -> float:
-    args = BENCH + ["--save-result", "--result-dir", str(tmp_path), "--result-filename", name]
+    args = BENCH + ["--save-result", "--save-detailed", "--result-dir", str(tmp_path), "--result-filename", name]
     if calibration:
         args += ["--calibration", calibration]
     assert main(args) == 0

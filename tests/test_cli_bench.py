@@ -45,6 +45,12 @@ def test_serve_result_has_vllm_fields(tmp_path, capsys):
     assert data["median_ttft_ms"] > 0 and data["mean_e2el_ms"] > data["mean_ttft_ms"]
     out = capsys.readouterr().out
     assert "Serving Benchmark Result" in out and "Median TTFT (ms):" in out
+    # As vLLM's client: the per-request arrays only with --save-detailed.
+    assert not {"input_lens", "output_lens", "ttfts"} & set(data)
+    assert main(["bench", "serve", "--model", "llama-3.1-8b", "--gpu", "h100-80gb", "--num-prompts", "8",
+                 "--save-result", "--save-detailed", "--result-dir", str(tmp_path), "--result-filename", "d.json"]) == 0
+    detailed = json.loads((tmp_path / "d.json").read_text())
+    assert len(detailed["input_lens"]) == len(detailed["output_lens"]) == len(detailed["ttfts"]) == 8
 
 
 @pytest.mark.parametrize(

@@ -135,7 +135,8 @@ def _print_placement(plan) -> None:
     if plan.experts_per_gpu is not None:
         rows.append(("router", parts["router"], "replicated on every GPU"))
         if plan.expert_parallel_size > 1:
-            where = (f"{plan.experts_per_gpu} whole experts of {get_experts(plan)} per layer "
+            noun = "expert" if plan.experts_per_gpu == 1 else "experts"
+            where = (f"{plan.experts_per_gpu} whole {noun} of {get_experts(plan)} per layer "
                      f"(EP {plan.expert_parallel_size} = tp x dp)")
         else:
             where = (f"all {get_experts(plan)} experts, each sharded over {plan.moe_tensor_parallel_size} "

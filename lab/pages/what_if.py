@@ -174,7 +174,8 @@ def _placement(plan: dict) -> None:
         experts = catalog.get_model(plan["model"]).num_experts
         rows.append(("router", parts["router"], "on every GPU"))
         if plan["expert_parallel_size"] > 1:
-            where = f"{plan['experts_per_gpu']} whole experts of {experts} (EP {plan['expert_parallel_size']})"
+            noun = "expert" if plan['experts_per_gpu'] == 1 else "experts"
+            where = f"{plan['experts_per_gpu']} whole {noun} of {experts} (EP {plan['expert_parallel_size']})"
         else:
             where = f"all {experts} experts, each sharded over {plan['moe_tensor_parallel_size']} GPU(s)"
         rows.append(("routed experts", parts["routed_experts"], where))
