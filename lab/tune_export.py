@@ -36,11 +36,25 @@ def serve_command(config: EngineConfig) -> str:
     return " \\\n".join(["vllm serve " + shlex.quote(args[0])] + ["  " + shlex.quote(a) for a in args[1:]])
 
 
+# A real vLLM server answers /health only once the weights are loaded and the CUDA graphs
+# captured: minutes for a large model. The startup probe gives it up to 20 minutes before the
+# liveness probe starts counting (the course's Rollout probes an emulator that starts in seconds).
+STARTUP_PROBE = {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10, "failureThreshold": 120}
+LIVENESS_PROBE = {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10, "failureThreshold": 3}
+
+
 def _container(config: EngineConfig) -> dict:
     doc = yaml.safe_load(deployment_yaml(config))
     container = doc["spec"]["template"]["spec"]["containers"][0]
     container["args"] = serve_args(config) + ["--port=8000"]
+    container["startupProbe"] = dict(STARTUP_PROBE)
+    container["livenessProbe"] = dict(LIVENESS_PROBE)
     return container
+
+
+def _pin_note(config: EngineConfig) -> str:
+    return (f"# Schedule it on {config.gpu} nodes: add a nodeSelector on your cluster's GPU label (for example\n"
+            f"# nvidia.com/gpu.product, set by NVIDIA's GPU feature discovery); the label values differ by cluster.\n")
 
 
 def deployment_manifest(config: EngineConfig, replicas: int, *, name: str = "vllm", namespace: str = "ai-prod") -> str:
@@ -48,7 +62,7 @@ def deployment_manifest(config: EngineConfig, replicas: int, *, name: str = "vll
     doc["spec"]["replicas"] = replicas
     doc["spec"]["template"]["spec"]["containers"][0] = _container(config)
     header = (f"# vLLM serving {config.model} on {replicas} x {config.tensor_parallel_size} {config.gpu} "
-              f"(chosen by servelab tune)\n")
+              f"(chosen by servelab tune)\n") + _pin_note(config)
     return header + yaml.safe_dump(doc, sort_keys=False)
 
 
@@ -61,11 +75,10 @@ def rollout_manifest(config: EngineConfig, replicas: int, *, manifests_dir: Path
     old = pod["containers"][0]
     new = _container(config)
     new["name"] = old.get("name", "vllm")
-    for key in ("readinessProbe", "livenessProbe"):
-        if key in old:
-            new[key] = old[key]
+    if "readinessProbe" in old:  # the course's readiness gate; liveness waits for the startup probe
+        new["readinessProbe"] = old["readinessProbe"]
     pod["containers"][0] = new
     pod.setdefault("volumes", [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}])
     header = (f"# The course's canary Rollout (manifests/rollout.yaml), shipping {config.model} on {replicas} x "
-              f"{config.tensor_parallel_size} {config.gpu} as chosen by servelab tune\n")
+              f"{config.tensor_parallel_size} {config.gpu} as chosen by servelab tune\n") + _pin_note(config)
     return header + yaml.safe_dump(doc, sort_keys=False)

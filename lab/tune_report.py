@@ -63,7 +63,8 @@ def result_dict(result, *, wall_s: float | None = None, executor: str = "", work
         "target_load": req.target_load,
         "counts": {"candidates": counts.candidates, "engine_configs": counts.engine_configs,
                    "replica_counts": counts.replica_counts, "pruned_configs": counts.pruned_configs,
-                   "pruned_candidates": counts.pruned, "simulated_configs": counts.simulated_configs,
+                   "pruned_candidates": counts.pruned, "unsimulatable_configs": counts.unsimulatable_configs,
+                   "simulated_configs": counts.simulated_configs,
                    "simulations": counts.simulations, "stopped_early": counts.stopped_early,
                    "cpu_time_s": counts.cpu_s},
         "executor": executor, "workers": workers, "wall_time_s": wall_s,
@@ -72,17 +73,11 @@ def result_dict(result, *, wall_s: float | None = None, executor: str = "", work
         "ranked": [deployment_dict(d, req.mode) for d in result.ranked],
         "pareto": [deployment_dict(d, req.mode) for d in result.pareto],
         "closest": [deployment_dict(d, req.mode) for d in result.closest],
-        "pruned": [{"gpu": p.config.gpu, "tensor_parallel_size": p.config.tensor_parallel_size,
-                    "data_parallel_size": getattr(p.config, "data_parallel_size", 1),
-                    "enable_expert_parallel": getattr(p.config, "enable_expert_parallel", False),
-                    "layout": layout_of(p.config), "max_num_seqs": p.config.max_num_seqs,
-                    "max_num_batched_tokens": p.config.max_num_batched_tokens,
-                    "quantization": getattr(p.config, "quantization", None),
-                    "kv_cache_dtype": getattr(p.config, "kv_cache_dtype", "auto"),
-                    "kind": p.kind, "reason": p.reason}
-                   for p in result.pruned],
-        "pruned_by_kind": [{"kind": g.kind, "configs": g.count, "where": list(g.where), "example_reason": g.example}
-                           for g in group_pruned(result.pruned)],
+        "pruned": [_struck_dict(p) for p in result.pruned],
+        "pruned_by_kind": _by_kind(result.pruned),
+        # kept by pruning, but the simulator cannot run their step time on that GPU (not SLA misses)
+        "unsimulatable": [_struck_dict(p) for p in getattr(result, "unsimulatable", [])],
+        "unsimulatable_by_kind": _by_kind(getattr(result, "unsimulatable", [])),
         "winner": None,
     }
     if result.winner is not None:
@@ -91,6 +86,83 @@ def result_dict(result, *, wall_s: float | None = None, executor: str = "", work
                          "deployment_yaml": deployment_manifest(w.config, w.replicas),
                          "rollout_yaml": rollout_manifest(w.config, w.replicas)}
     return out
+
+
+def _struck_dict(p) -> dict:
+    """A configuration pruned, or found not simulatable, with the reason."""
+    return {"gpu": p.config.gpu, "tensor_parallel_size": p.config.tensor_parallel_size,
+            "data_parallel_size": getattr(p.config, "data_parallel_size", 1),
+            "enable_expert_parallel": getattr(p.config, "enable_expert_parallel", False),
+            "layout": layout_of(p.config), "max_num_seqs": p.config.max_num_seqs,
+            "max_num_batched_tokens": p.config.max_num_batched_tokens,
+            "quantization": getattr(p.config, "quantization", None),
+            "kv_cache_dtype": getattr(p.config, "kv_cache_dtype", "auto"),
+            "kind": p.kind, "reason": p.reason}
+
+
+def _by_kind(struck) -> list[dict]:
+    return [{"kind": g.kind, "configs": g.count, "where": list(g.where), "example_reason": g.example}
+            for g in group_pruned(struck)]
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 engine configuration``, ``3 engine configurations`` (``many``: an irregular plural)."""
+    return f"{n:,} {word if n == 1 else (many or word + 's')}"
+
+
+def nothing_simulated_text(counts) -> str:
+    """Why a search simulated nothing (an input problem, not an SLA miss), in one clause."""
+    n, pruned, unsim = counts.engine_configs, counts.pruned_configs, getattr(counts, "unsimulatable_configs", 0)
+    if not unsim:
+        return f"nothing to simulate: all {plural(n, 'engine configuration')} were pruned" if n != 1 else \
+            "nothing to simulate: the one engine configuration was pruned"
+    if not pruned:
+        return (f"nothing could be simulated: the simulator cannot model "
+                f"{'the one engine configuration on its' if n == 1 else f'any of the {n:,} engine configurations on their'} "
+                f"GPU")
+    return (f"nothing could be simulated: of {plural(n, 'engine configuration')}, {pruned:,} {'was' if pruned == 1 else 'were'} pruned and "
+            f"the simulator cannot model the other {plural(unsim, 'one')} on {'its' if unsim == 1 else 'their'} GPU")
+
+
+def counts_line(counts) -> str:
+    """What the search did, in one sentence (without the time it took): candidates, how many
+    engine configurations were pruned, not simulatable, and simulated."""
+    parts = [f"{plural(counts.candidates, 'candidate')} ({plural(counts.engine_configs, 'engine configuration')} x "
+             f"{plural(counts.replica_counts, 'replica count')})"]
+    done = []
+    if counts.pruned_configs:
+        done.append(f"{counts.pruned_configs:,} pruned (vLLM would refuse them, or they cannot hold the longest request)")
+    if getattr(counts, "unsimulatable_configs", 0):
+        done.append(f"{counts.unsimulatable_configs:,} not simulatable on their GPU")
+    done.append(f"{counts.simulated_configs:,} simulated in {plural(counts.simulations, 'run')} "
+                f"({counts.stopped_early:,} stopped early once the SLA verdict was certain)")
+    return parts[0] + ": " + ", ".join(done)
+
+
+# Display digits per column of table_rows (by the header's start): dollars to the cent ($/hour)
+# or a tenth of a cent ($/Mtok), tokens/s whole (per GPU) or to a tenth (per user).
+DISPLAY_DIGITS = (("$/hour", 2), ("$/Mtok", 3), ("tok/s/GPU", 0), ("tok/s/user", 1))
+
+
+def display_rows(rows: list[dict]) -> list[dict]:
+    """table_rows rounded for a screen (see DISPLAY_DIGITS; NaN as None); --json keeps full precision."""
+    def show(key, v):
+        if not isinstance(v, float):
+            return v
+        if not math.isfinite(v):
+            return None
+        digits = next((d for prefix, d in DISPLAY_DIGITS if key.startswith(prefix)), 2)
+        return round(v) if digits == 0 else round(v, digits)
+
+    return [{k: show(k, v) for k, v in r.items()} for r in rows]
+
+
+def drop_empty_columns(rows: list[dict]) -> list[dict]:
+    """The rows without the columns that are None or NaN in every row (the closest table's
+    replicas, cost and throughput, which a configuration that misses everywhere never has)."""
+    empty = lambda v: v is None or (isinstance(v, float) and not math.isfinite(v))
+    keep = [k for k in dict.fromkeys(k for r in rows for k in r) if not all(empty(r.get(k)) for r in rows)]
+    return [{k: r[k] for k in keep if k in r} for r in rows]
 
 
 def shows_layout(configs) -> bool:

@@ -165,5 +165,24 @@ class ParallelLayout:
         return ()
 
 
+def kv_cache_placement(model, tensor_parallel_size: int) -> str:
+    """How one DP rank's TP GPUs split the KV cache, in words (the lab's and ``servelab memory``'s placement).
+
+    vLLM's ``QKVParallelLinear`` gives each TP rank ``kv_heads / tp`` KV heads; with fewer KV heads
+    than ranks each rank keeps one, so each head is copied onto ``tp / kv_heads`` GPUs. MLA's cache
+    is one latent per token (``MLAAttentionSpec``: ``num_kv_heads=1``), kept whole on every rank.
+    """
+    tp = tensor_parallel_size
+    if model.is_mla:
+        return f"MLA latent, replicated: whole on each of the {tp} TP GPUs" if tp > 1 else "MLA latent"
+    kv = model.num_key_value_heads
+    heads = f"{kv} KV head{'' if kv == 1 else 's'}"
+    if tp == 1:
+        return f"all {heads}"
+    if kv < tp:
+        return f"{heads} over TP {tp}: each head copied onto {tp // kv} GPUs, 1 per GPU"
+    return f"{heads} sharded over TP {tp}, {kv // tp} per GPU"
+
+
 def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]

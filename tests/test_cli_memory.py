@@ -118,3 +118,17 @@ def test_help_states_each_gpus_max_num_batched_tokens_default(capsys):
         default = resolve_scheduler_limits(get_gpu(gpu).memory_bytes, gpu, "serve")[0]
         group = tokens_help[tokens_help.index(f"{default} on "):].split(";")[0]
         assert gpu in group.split(" on ", 1)[1].split(", "), (gpu, group)
+
+
+@pytest.mark.parametrize("argv, kv", [
+    pytest.param(["--model", "deepseek-v3", "--gpu", "h200", "-tp", "8"], "(MLA latent, replicated: whole on each "
+                 "of the 8 TP GPUs)", id="mla"),
+    pytest.param(["--model", "Qwen/Qwen3-235B-A22B-FP8", "--gpu", "h100", "-tp", "8"],
+                 "(4 KV heads over TP 8: each head copied onto 2 GPUs, 1 per GPU)", id="fewer-kv-heads-than-tp"),
+    pytest.param(["--model", "qwen3-32b", "--gpu", "h100", "-tp", "2"], "(8 KV heads sharded over TP 2, 4 per GPU)",
+                 id="sharded"),
+])
+def test_placement_says_whether_the_kv_cache_is_sharded_or_copied(capsys, argv, kv):
+    assert main(["memory", *argv, "--max-model-len", "8192"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("KV cache:"))
+    assert kv in line

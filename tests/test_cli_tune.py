@@ -69,6 +69,12 @@ def test_exported_manifests_are_valid_kubernetes_and_keep_the_course_canary(tmp_
     assert container["image"].startswith("vllm/vllm-openai")
     assert "--tensor-parallel-size=2" in container["args"] and "--max-num-seqs=256" in container["args"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 2
+    # A real vLLM takes minutes to load: liveness waits for a startup probe (not the emulator's 30 s).
+    for c in (container, deployment["spec"]["template"]["spec"]["containers"][0]):
+        assert c["startupProbe"]["httpGet"]["path"] == "/health"
+        assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 600
+        assert "initialDelaySeconds" not in c["livenessProbe"]
+    assert "nodeSelector" in deployment_manifest(config, 3)  # the note on pinning the GPU type
 
 
 def test_json_to_stdout_is_pure_json(capsys):
@@ -239,3 +245,37 @@ def test_tune_reads_token_counts_as_vllm_does():
         _ints("--max-num-batched-tokens", human_readable=True)("2x")
     with pytest.raises(argparse.ArgumentTypeError):
         _ints("--max-num-seqs")("8k")  # vLLM reads --max-num-seqs as a plain integer
+
+
+def test_configurations_the_simulator_cannot_run_are_an_input_problem_not_an_sla_miss(capsys, tmp_path):
+    # gpt-oss-120b on an A100: no operator table prices its attention there (not an SLA miss)
+    rc = main(["tune", *SMALL, "--model", "openai/gpt-oss-120b", "--gpu", "a100-80gb", "-tp", "1,2",
+               "--max-num-seqs", "64", "--sla", "p90_ttft_ms<=500", "--json", str(tmp_path / "t.json")])
+    captured = capsys.readouterr()
+    assert rc == 2  # like a space pruned whole
+    assert "Not simulatable: 2 configurations" in captured.out
+    assert "(a100-80gb tp1, a100-80gb tp2)" in captured.out and "cannot price it" in captured.out
+    assert "No configuration meets the SLA" not in captured.out
+    assert captured.err.startswith("error: nothing could be simulated: the simulator cannot model any of the 2 "
+                                   "engine configurations on their GPU") and len(captured.err.splitlines()) == 1
+    doc = json.loads((tmp_path / "t.json").read_text())
+    assert doc["closest"] == [] and doc["counts"]["unsimulatable_configs"] == 2
+    assert [g["configs"] for g in doc["unsimulatable_by_kind"]] == [2]
+
+
+def test_max_model_len_is_capped_at_the_models_limit_and_a_longer_request_is_an_input_error(capsys):
+    import argparse
+
+    from lab.cli.tune import add_cli_args, build_request
+
+    parser = argparse.ArgumentParser()
+    add_cli_args(parser)
+    args = parser.parse_args([*SMALL, "--model", "Qwen/Qwen3-32B", "--gpu", "h200", "--random-input-len", "30000",
+                              "--random-output-len", "4000", "--sla", "p90_ttft_ms<=500"])
+    assert build_request(args).space.max_model_len == 40960  # not 65,536, which vLLM would refuse
+    rc = main(["tune", *SMALL, "--model", "Qwen/Qwen3-32B", "--gpu", "h200", "--random-input-len", "40000",
+               "--random-output-len", "4000", "--sla", "p90_ttft_ms<=500"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "the longest request is 44,000 tokens (--random-input-len 40000 + --random-output-len 4000), more than " \
+           "Qwen/Qwen3-32B can take: 40,960 tokens" in err

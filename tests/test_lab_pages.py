@@ -128,6 +128,10 @@ def test_capacity_planner_searches_ranks_and_exports():
     table = at.dataframe[0].value
     assert len(table) >= 1 and list(table["$/hour"]) == sorted(table["$/hour"])
     assert "tok/s/GPU @10 req/s" in table and "@10 req/s: at the offered load" in texts(at)
+    # rounded to show: cents an hour, whole tokens/s per GPU, a tenth of a token/s per user
+    assert all(round(v, 2) == v for v in table["$/hour"]) and all(float(v).is_integer() for v in table["tok/s/GPU @10 req/s"])
+    assert all(round(v, 1) == v for v in table["tok/s/user"])
+    assert "8 engine configurations" in texts(at) and "pruned by the memory model" not in texts(at)
     assert any("vllm serve meta-llama/Llama-3.1-8B" in c.value for c in at.code)
     assert any("kind: Rollout" in c.value for c in at.code)
     assert at.get("plotly_chart")
@@ -140,6 +144,8 @@ def test_capacity_planner_shows_the_closest_when_no_configuration_meets():
     assert not at.exception, at.exception
     assert "No configuration meets the SLA" in texts(at)
     assert "p90 TPOT <= 1 ms by +" in at.dataframe[0].value["misses"].iloc[0]
+    # a configuration that misses has no replicas, cost or throughput: no column of blanks
+    assert not {"replicas", "GPUs", "$/hour", "req/s/replica", "tok/s/user"} & set(at.dataframe[0].value.columns)
 
 
 def test_capacity_planner_says_why_when_every_configuration_is_pruned():
@@ -195,7 +201,7 @@ def test_canary_trigger_preset_rolls_back_by_that_trigger(trigger, needle):
     at.button(key="cn_run").click().run()
     assert not at.exception
     assert any(needle in e.value for e in at.error), texts(at)
-    assert any("servelab rollout simulate" in c.value for c in at.caption)
+    assert any("servelab rollout simulate" in c.value for c in at.code)
 
 
 @pytest.fixture
@@ -346,3 +352,154 @@ def test_capacity_planner_plans_with_headroom():
                    cp_kv=["auto"])
     assert not at.exception, at.exception
     assert "p90 TTFT <= 400 ms, p90 TPOT <= 24 ms (the SLA less 20% headroom)" in texts(at)
+
+
+# -- a new user's findings: refused limits, KV placement, defaults, failed engines, a request that never fits --
+def test_what_if_refuses_scheduler_limits_as_the_cli_does():
+    from sim.catalog import get_gpu, get_model
+    from sim.config import EngineConfig, vllm_scheduler_limits
+    from sim.errors import ConfigError
+
+    config = EngineConfig(model="Qwen/Qwen3-32B", gpu="h100-80gb", tensor_parallel_size=2, max_model_len=8192,
+                          max_num_seqs=1024, max_num_batched_tokens=512)
+    gpu = get_gpu("h100-80gb")
+    with pytest.raises(ConfigError) as refused:
+        vllm_scheduler_limits(config, get_model(config.model).max_position_embeddings, gpu.memory_bytes, gpu.name)
+    at = open_page("what_if", wi_model="Qwen/Qwen3-32B", wi_tp=2, wi_mns=1024, wi_mnbt=512)
+    assert [e.value for e in at.error] == [f"vLLM would refuse to start: {refused.value}"]
+    assert not at.metric and not at.code and not [b for b in at.button if b.key == "wi_run"]  # nothing simulated or exported
+
+
+@pytest.mark.parametrize("state, placement, where", [
+    pytest.param(dict(wi_model="deepseek-ai/DeepSeek-V3", wi_gpu="h200", wi_tp=8),
+                 "MLA latent, replicated: whole on each of the 8 TP GPUs", "on each of the 8 GPUs", id="mla"),
+    pytest.param(dict(wi_model="Qwen/Qwen3-235B-A22B-FP8", wi_gpu="h100-80gb", wi_tp=8),
+                 "4 KV heads over TP 8: each head copied onto 2 GPUs, 1 per GPU", "on each of the 8 GPUs",
+                 id="fewer-kv-heads-than-tp"),
+    pytest.param(dict(wi_model="Qwen/Qwen3-32B", wi_tp=2), "8 KV heads sharded over TP 2, 4 per GPU",
+                 "on each of the 2 GPUs", id="sharded"),
+    pytest.param(dict(wi_model="Qwen/Qwen3-8B"), "all 8 KV heads", "on the one GPU", id="one-gpu"),
+])
+def test_what_if_says_where_the_kv_cache_really_lives(state, placement, where):
+    at = open_page("what_if", wi_max_model_len=8192, **state)
+    table = next(d.value for d in at.dataframe if "placement" in d.value.columns)
+    assert table[table.part == "KV cache"].iloc[0].placement == placement
+    assert f"**Where it lives**, {where}" in texts(at)
+
+
+def test_what_if_defaults_to_engine_configs_gpu_memory_utilization():
+    import dataclasses
+
+    from sim.config import EngineConfig
+
+    default = next(f.default for f in dataclasses.fields(EngineConfig) if f.name == "gpu_memory_utilization")
+    at = open_page("what_if")
+    assert at.slider(key="wi_gpu_util").value == default
+    assert f"--gpu-memory-utilization={default:g}" in "\n".join(c.value for c in at.code)
+
+
+def test_batching_shows_failed_engines_as_an_error():
+    at = open_page("batching", bt_gpu="l4", bt_num=10, bt_engines=["vllm", "hf-static"], bt_output=16, bt_input=16)
+    at.button(key="bt_run").click().run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert errors and errors[0].startswith("2 of 2 engines failed. vllm: "), errors
+    assert not at.success and not at.dataframe
+
+
+def test_batching_fits_max_model_len_to_the_longest_prompt():
+    at = open_page("batching", bt_num=10, bt_engines=["vllm"], bt_input=3072, bt_output=16, bt_spread=0.0)
+    at.button(key="bt_run").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert "`--max-model-len 3328`" in texts(at)  # 3072 + 16, rounded up to a multiple of 256
+    assert at.dataframe[0].value["requests/s"].iloc[0] > 0
+    # past Llama-2-13B's 4096 positions: said before running, not an error per engine
+    at = open_page("batching", bt_num=10, bt_engines=["vllm"], bt_input=4096, bt_output=16, bt_spread=0.0)
+    assert not at.exception, at.exception
+    assert "The longest request this workload draws has 4,112 tokens" in texts(at)
+    assert not [b for b in at.button if b.key == "bt_run"] and not at.error
+
+
+def test_batching_asks_for_an_engine():
+    at = open_page("batching", bt_engines=[])
+    at.button(key="bt_run").click().run()
+    assert not at.exception, at.exception
+    assert "Select at least one engine to run." in [w.value for w in at.warning]
+
+
+def test_paged_attention_says_a_request_can_never_be_admitted():
+    at = open_page("paged_attention", pa_hybrid=True, pa_blocks=10, pa_system=16)
+    shown = texts(at)
+    assert "A can never be admitted: its 21 tokens need 12 KV blocks, but only 9 of the 10 are usable" in shown
+    assert not [s for s in at.slider if s.key == "pa_step"]  # the run stops there: no steps of nothing
+    assert "every running request decodes one token" not in shown
+
+
+def test_paged_attention_counts_only_tokens_whose_kv_is_written():
+    from lab.pages.paged import PagedScenario, run_scenario
+
+    for view in run_scenario(PagedScenario(num_gpu_blocks=10, system_prompt_tokens=16, enable_caching=False)):
+        paged = view.contiguous["paged"]
+        assert paged["used_by_requests"] <= paged["held"], view.step  # no sharing: tokens never exceed slots
+    at = open_page("paged_attention", pa_blocks=10, pa_system=16, pa_caching=False, pa_step=3)
+    assert "hold the KV of **24** tokens" in texts(at) and "take **24** token slots" in texts(at)
+    row = at.dataframe[0].value.iloc[0]
+    assert row["request"] == "A" and row["tokens in KV"] == "24 of 25 (21 prompt)"
+
+
+def test_capacity_planner_keeps_max_model_len_within_the_models_limit():
+    # Qwen3-32B takes 40,960 tokens; 30,000 + 4,000 fit, so nothing blames a max_model_len the page chose
+    at = open_page("capacity", cp_model="Qwen/Qwen3-32B", cp_gpus=["h200"], cp_tp=[2], cp_mns=[64], cp_mnbt=[8192],
+                   cp_input_len=30000, cp_output_len=4000, cp_num_prompts=20, cp_workers=1, cp_rate=0.0,
+                   cp_quant=["model's own"], cp_kv=["auto"], cp_ttft_ms=0.0, cp_tpot_ms=0.0, cp_e2el_ms=3600000.0,
+                   cp_max_replicas=1)
+    assert not at.error, texts(at)
+    too_long = open_page("capacity", cp_model="Qwen/Qwen3-32B", cp_input_len=32768, cp_output_len=8192 + 0)
+    assert not too_long.error  # 40,960 tokens: exactly the limit
+    opt = open_page("capacity", cp_model="facebook/opt-13b", cp_input_len=2000, cp_output_len=256)
+    assert [e.value for e in opt.error] == [
+        "the longest request is 2,256 tokens (--random-input-len 2000 + --random-output-len 256), more than "
+        "facebook/opt-13b can take: 2,048 tokens (max_position_embeddings in its config.json); shorten the input "
+        "or the output"]
+
+
+def test_capacity_planner_reports_configurations_it_cannot_simulate_as_an_input_problem():
+    at = open_page("capacity", cp_model="openai/gpt-oss-120b", cp_gpus=["a100-80gb"], cp_tp=[1, 2], cp_mns=[64],
+                   cp_mnbt=[8192], cp_num_prompts=20, cp_workers=1, cp_quant=["model's own"], cp_kv=["auto"])
+    at.button(key="cp_run").click().run()
+    assert not at.exception, at.exception
+    shown = texts(at)
+    assert "Nothing could be simulated: the simulator cannot model any of the 2 engine configurations" in shown
+    assert "- 2: --model openai/gpt-oss-120b (MoE): the operator tables cannot price it" in shown
+    assert "(a100-80gb tp1, a100-80gb tp2)" in shown
+    assert "No configuration meets the SLA" not in shown and not at.dataframe
+    assert "2 not simulatable on their GPU, 0 simulated in 0 runs" in shown
+
+
+def test_capacity_planner_caps_worker_processes_at_the_core_count():
+    import os
+
+    at = open_page("capacity", cp_workers=256)
+    assert at.number_input(key="cp_workers").value == (os.cpu_count() or 1)
+
+
+def test_canary_command_line_reproduces_the_pages_run():
+    pytest.importorskip("sim.rollout")
+    import shlex
+
+    from lab.cli.main import build_parser
+    from lab.pages.canary_runs import EDITED_MANIFESTS
+
+    at = open_page("canary", cn_rate=1.0, cn_seed=7, cn_trigger="manual", cn_faults=["latency=1.3x"],
+                   cn_custom="stable:latency=2x", **{"cn_th_error-rate": 0.05})
+    at.button(key="cn_run").click().run()
+    assert not at.exception
+    command = next(c.value for c in at.code if c.value.startswith("servelab rollout simulate"))
+    argv = shlex.split(command)[1:]
+    args = build_parser(argv).parse_args(argv)
+    assert (args.rate, args.seed, args.abort_at, args.trials, args.traffic, args.judge) == \
+        (1.0, 7, "2h30m", None, "poisson", "threshold")
+    assert args.fault == ["latency=1.3x", "stable:latency=2x"] and args.preset is None
+    assert args.manifests == EDITED_MANIFESTS  # the moved threshold, in the manifests offered for download
+    assert any(b.label.startswith("Manifests with these thresholds") for b in at.get("download_button"))

@@ -389,3 +389,79 @@ def test_throughput_and_cost_at_the_target_and_at_the_highest_load_are_told_apar
         assert d.tokens_per_s_per_gpu_at_max_load == pytest.approx(one.tokens_per_s_per_gpu)
         assert d.cost_per_million_tokens_at_max_load == pytest.approx(one.cost_per_million_tokens)
         assert one.tokens_per_s_per_gpu_at_max_load == pytest.approx(one.tokens_per_s_per_gpu)
+
+
+# -- max_model_len within the model's limit; configurations the simulator cannot run -----------------
+
+@pytest.mark.parametrize("longest, model, expected", [
+    pytest.param(600, None, 2048, id="at-least-2048"),
+    pytest.param(5000, "meta-llama/Llama-3.1-8B", 8192, id="power-of-two-under-the-limit"),
+    pytest.param(34000, "Qwen/Qwen3-32B", 40960, id="capped-at-max-position-embeddings"),
+    pytest.param(40960, "Qwen/Qwen3-32B", 40960, id="exactly-the-limit"),
+])
+def test_default_max_model_len_never_exceeds_the_models_limit(longest, model, expected):
+    from sim.tune.space import default_max_model_len
+
+    assert default_max_model_len(longest, model) == expected
+
+
+def test_a_request_longer_than_the_model_takes_is_an_input_error_naming_the_lengths():
+    from sim.tune.space import default_max_model_len
+
+    with pytest.raises(ConfigError) as err:
+        default_max_model_len(44000, "Qwen/Qwen3-32B", lengths="--random-input-len 40000 + --random-output-len 4000")
+    assert str(err.value) == ("the longest request is 44,000 tokens (--random-input-len 40000 + --random-output-len "
+                              "4000), more than Qwen/Qwen3-32B can take: 40,960 tokens (max_position_embeddings in "
+                              "its config.json); shorten the input or the output")
+
+
+def test_qwen3_32b_with_34000_token_requests_is_not_pruned_for_max_model_len():
+    from sim.tune.prune import check
+    from sim.tune.space import default_max_model_len
+
+    config = EngineConfig(model="Qwen/Qwen3-32B", gpu="h200", tensor_parallel_size=2, max_num_seqs=64,
+                          max_num_batched_tokens=8192, max_model_len=default_max_model_len(34000, "Qwen/Qwen3-32B"))
+    result = check(config, 34000)
+    assert result.kept, result.reason
+
+
+def test_a_configuration_the_simulator_cannot_run_is_not_simulatable_not_a_miss():
+    space = SearchSpace(model="openai/gpt-oss-120b", gpus=("a100-80gb",), tensor_parallel_sizes=(1, 2),
+                        max_num_seqs=(64,), max_num_batched_tokens=(8192,), max_replicas=2)
+    request = TuneRequest(space, WorkloadSpec(num_prompts=20, random_input_len=256, random_output_len=64),
+                          parse_sla("p90_ttft_ms<=500"), shipped_prices())
+    result = tune(request, SerialExecutor())
+    assert not result.evaluations and not result.closest and not result.ranked
+    assert result.counts.unsimulatable_configs == 2 and result.counts.simulated_configs == 0
+    assert all("cannot price it" in u.reason and u.kind == u.reason for u in result.unsimulatable)
+
+
+def test_one_pool_reuses_its_pool_and_shuts_the_old_one_when_the_count_changes():
+    from sim.tune.executors import OnePool
+
+    made = []
+
+    class Fake:
+        def __init__(self, workers):
+            self.workers, self.closed = workers, None
+            made.append(self)
+
+        def close(self, wait=True):
+            self.closed = wait
+
+    pools = OnePool(make=Fake)
+    first = pools.get(1)
+    assert pools.get(1) is first and len(made) == 1  # the same count: the same pool
+    second = pools.get(2)
+    assert second is not first and first.closed is False  # shut down without waiting, not kept
+    pools.drop()
+    assert second.closed is False and pools.get(2) is not second and len(made) == 3
+
+
+def test_local_executor_close_without_waiting_lets_given_work_finish():
+    pool = LocalExecutor(1)
+    results = pool.map_unordered(abs, [-3])
+    assert list(results) == [3]
+    pool.close(wait=False)
+    with pytest.raises(RuntimeError):  # shut down: takes no new work
+        pool._pool.submit(abs, -1)

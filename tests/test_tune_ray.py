@@ -63,4 +63,4 @@ def test_cli_with_executor_ray(ray_instance, capsys):
                "--executor", "ray"])
     out = capsys.readouterr().out
     assert rc == 0
-    assert "2 ray worker(s)" in out and "Winner:" in out
+    assert "2 ray workers" in out and "Winner:" in out

@@ -128,7 +128,8 @@ def _print_placement(plan) -> None:
         return
     tp, dp = plan.tensor_parallel_size, plan.data_parallel_size
     print("  placement (per GPU):")
-    shard = f"sharded over TP {tp}" + (f", replicated on each of {dp} DP ranks" if dp > 1 else "")
+    shard = "whole" if tp == 1 else f"sharded over TP {tp}"
+    shard += f", replicated on each of {dp} DP ranks" if dp > 1 else ""
     rows = [("attention", parts["attention"], shard), ("other (embeddings, lm_head, norms)", parts["other"], shard)]
     if parts["dense_mlp"]:
         rows.append(("dense MLPs and shared experts", parts["dense_mlp"], shard))
@@ -145,7 +146,12 @@ def _print_placement(plan) -> None:
     width = max(len(r[0]) for r in rows)
     for label, value, where in rows:
         print(f"    {label:<{width}}  {value / GiB:9.2f} GiB  {where}")
-    kv = f"    KV cache: {plan.available_kv_bytes / GiB:.2f} GiB per GPU"
+    from sim.catalog import get_model
+    from sim.parallel import kv_cache_placement
+
+    # MLA's latent and KV heads fewer than TP ranks are copied, not sharded (sim.parallel)
+    kv = (f"    KV cache: {plan.available_kv_bytes / GiB:.2f} GiB per GPU "
+          f"({kv_cache_placement(get_model(plan.model), tp)})")
     if dp > 1:
         kv += (f"; each DP rank its own: {plan.kv_cache_tokens:,} tokens, {plan.max_concurrency:.2f}x; "
                f"all {dp} ranks {plan.total_kv_cache_tokens:,} tokens, {plan.total_max_concurrency:.2f}x")

@@ -7,8 +7,9 @@ winner's `vllm serve` line (``--json`` writes everything, manifests included;
 
 Exit status: 0 with a winner; 1 when configurations were simulated and none meets the SLA (the
 closest ones are printed with the term each misses and by how much); 2 for bad input, and for a
-search space in which every configuration was pruned (nothing could be simulated: the reasons
-are printed, grouped and counted).
+search space in which nothing could be simulated: every configuration was pruned, or the
+simulator cannot model the rest on their GPU (no operator table prices the model there, say);
+the reasons are printed, grouped and counted.
 """
 
 from __future__ import annotations
@@ -167,12 +168,22 @@ def build_request(args):
         quantization=quantization, kv_cache_dtype=args.kv_cache_dtype or kv_default,
         enable_prefix_caching=tuple(v == "on" for v in prefix), max_replicas=args.max_replicas,
         enable_expert_parallel=tuple(dict.fromkeys(v == "on" for v in ep)),
-        max_model_len=args.max_model_len or default_max_model_len(longest),
+        max_model_len=args.max_model_len or default_max_model_len(longest, args.model, lengths=_lengths(args)),
         # unset: SearchSpace's default, EngineConfig's (vLLM 0.33's 0.92)
         **({} if args.gpu_memory_utilization is None else {"gpu_memory_utilization": args.gpu_memory_utilization}),
     )
     return TuneRequest(space, spec, sla, prices, mode=mode, target_load=target, seed=args.seed,
                        rel_tol=args.rate_tolerance, early_stop=args.early_stop)
+
+
+def _lengths(args) -> str:
+    """Where the longest request's length comes from, for an error that says it is too long."""
+    if args.dataset_name != "random":
+        return f"the longest in --dataset-name {args.dataset_name}"
+    out = f"--random-input-len {args.random_input_len} + --random-output-len {args.random_output_len}"
+    extra = [f"--random-prefix-len {args.prefix_len}"] if args.prefix_len else []
+    extra += [f"--random-range-ratio {args.random_range_ratio:g}"] if args.random_range_ratio else []
+    return out + (f", with {' and '.join(extra)}" if extra else "")
 
 
 class _Bar:
@@ -197,7 +208,8 @@ def run(args) -> int:
     from sim.tune.executors import make_executor
     from sim.tune.space import layout_of
 
-    from lab.tune_report import format_table, pruned_lines, result_dict, shows_layout, table_legend, table_rows
+    from lab.tune_report import (drop_empty_columns, format_table, nothing_simulated_text, plural, pruned_lines,
+                                 result_dict, shows_layout, table_legend, table_rows)
 
     get_model(args.model)  # an unknown model fails here, before any process starts
     request = build_request(args)
@@ -217,24 +229,28 @@ def run(args) -> int:
     unit = "req/s" if request.mode == "rate" else "clients"
     target = f"{request.target_load:g} {unit}" if request.target_load else "as much as one replica carries"
     say(f"Model: {space.model}; SLA: {request.sla.describe()}; load: {target}")
-    say(f"Candidates: {c.candidates:,} ({c.engine_configs} engine configurations x {c.replica_counts} replica counts; "
-        f"GPUs: {', '.join(space.gpus)})")
+    say(f"Candidates: {c.candidates:,} ({plural(c.engine_configs, 'engine configuration')} x "
+        f"{plural(c.replica_counts, 'replica count')}; GPUs: {', '.join(space.gpus)})")
     nothing_simulated = not result.evaluations
-    say(f"Pruned: {c.pruned_configs} configurations ({c.pruned:,} candidates) that vLLM could not start or that "
-        f"could not hold the longest request" + (", by kind:" if result.pruned else ""))
+    say(f"Pruned: {plural(c.pruned_configs, 'configuration')} ({plural(c.pruned, 'candidate')}) that vLLM could not "
+        f"start or that could not hold the longest request" + (", by kind:" if result.pruned else ""))
     for line in pruned_lines(result.pruned, examples=nothing_simulated):
         say(line)
-    say(f"Simulated: {c.simulated_configs} configurations, {c.simulations:,} runs, {c.stopped_early:,} stopped early; "
-        f"{wall_s:.1f} s on {executor.workers} {executor.name} worker(s)")
+    if result.unsimulatable:  # not SLA misses: the simulator cannot price their steps on that GPU
+        say(f"Not simulatable: {plural(c.unsimulatable_configs, 'configuration')} whose step time the simulator "
+            f"cannot model on that GPU, by kind:")
+        for line in pruned_lines(result.unsimulatable, examples=nothing_simulated):
+            say(line)
+    say(f"Simulated: {plural(c.simulated_configs, 'configuration')}, {plural(c.simulations, 'run')}, "
+        f"{c.stopped_early:,} stopped early; {wall_s:.1f} s on {plural(executor.workers, f'{executor.name} worker')}")
     say("")
     layout = shows_layout(space.engine_configs())  # a "layout" column (tp2 ep2) when EP is searched
     rows = lambda ds: format_table(table_rows(ds, request.mode, show_layout=layout))
     if nothing_simulated:
-        print(f"error: nothing to simulate: all {c.engine_configs} engine configurations were pruned (the reasons "
-              f"are above; --json lists each configuration's); change the search space as they suggest",
-              file=sys.stderr)
+        print(f"error: {nothing_simulated_text(c)} (the reasons are above; --json lists each configuration's); "
+              f"change the search space as they suggest", file=sys.stderr)
     elif result.ranked:
-        say(f"Meeting the SLA ({len(result.ranked)} configurations, best first):")
+        say(f"Meeting the SLA ({plural(len(result.ranked), 'configuration')}, best first):")
         say(rows(result.ranked[: args.top]))
         say(table_legend(result.ranked, request.mode))
         say("")
@@ -262,7 +278,7 @@ def run(args) -> int:
             say(f"Wrote {d / 'vllm-serve.sh'}, {d / 'deployment.yaml'} and {d / 'rollout.yaml'}")
     else:
         say("No configuration meets the SLA. The closest ones, with what each misses:")
-        say(rows(result.closest))
+        say(format_table(drop_empty_columns(table_rows(result.closest, request.mode, show_layout=layout))))
         if legend := table_legend(result.closest, request.mode):
             say(legend)
     if args.png and result.points:

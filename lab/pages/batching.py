@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import plotly.express as px
@@ -58,26 +60,63 @@ with st.expander("Workload and engines", expanded=True):
     )
     engines = d.multiselect("Engines", list(ENGINES), key="bt_engines", format_func=lambda e: e)
 
-config = EngineConfig(model=model, gpu=gpu, max_num_seqs=int(slots), max_model_len=2048)
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def longest_request(input_len: int, output_len: int, spread: float) -> int:
+    """Prompt plus output of the longest request the random dataset can draw (sim.workload's bounds)."""
+    return math.ceil(input_len * (1 + spread)) + max(math.ceil(output_len * (1 + spread)), 1)
+
+
+# --max-model-len fits the longest request the workload draws (vLLM refuses a longer prompt), in
+# multiples of 256, never below 2048 (the usual workloads keep orca-max's usual reservation) and
+# never above the model's own maximum (vLLM refuses that too).
+longest = longest_request(int(input_len), int(output_len), float(spread))
+model_max = catalog.get_model(model).max_position_embeddings
+max_model_len = min(max(2048, -(-longest // 256) * 256), model_max)
+if longest > max_model_len:
+    st.warning(f"The longest request this workload draws has {longest:,} tokens (prompt and output, "
+               f"with the spread), more than {model}'s maximum of {model_max:,}: lower the prompt or "
+               "output tokens, or the spread.", icon=":material/warning:")
+    st.stop()
+config = EngineConfig(model=model, gpu=gpu, max_num_seqs=int(slots), max_model_len=max_model_len)
 load = runs.RandomLoad(int(num), int(input_len), int(output_len), float(spread))
+st.caption(f"Every engine runs with `--max-model-len {max_model_len}` (orca-max reserves that much for each "
+           "request): at least 2048, and enough for the longest request this workload draws.")
 
 if st.button("Run the engines", type="primary", icon=":material/play_arrow:", key="bt_run"):
     st.session_state.bt_ran = True
 if not st.session_state.get("bt_ran"):
     st.info("Choose a workload, then press **Run the engines**.", icon=":material/info:")
     st.stop()
+if not engines:
+    st.warning("Select at least one engine to run.", icon=":material/warning:")
+    st.stop()
 
 outs: dict[str, dict] = {}
+errors: list[str] = []
 with st.status("Simulating...", expanded=False) as status:
     bar = st.progress(0.0)
     for i, engine in enumerate(engines):
-        bar.progress(i / max(len(engines), 1), text=f"{engine}")
+        bar.progress(i / len(engines), text=f"{engine}")
         try:
             outs[engine] = runs.engine_run(config.with_(engine=engine), load)
         except ServeLabError as exc:
-            st.error(f"{engine}: {exc}")
+            errors.append(f"{engine}: {exc}")
     bar.progress(1.0)
-    status.update(label=f"Simulated {len(outs)} engine(s) on {num} requests", state="complete")
+    if errors:
+        status.update(label=f"{len(errors)} of {_plural(len(engines), 'engine')} failed", state="error")
+    else:
+        status.update(label=f"Simulated {_plural(len(outs), 'engine')} on {num} requests", state="complete")
+if errors:  # visible, not in the collapsed status box
+    more = f" ({len(errors) - 1} more below)" if len(errors) > 1 else ""
+    st.error(f"{len(errors)} of {_plural(len(engines), 'engine')} failed. {errors[0]}{more}",
+             icon=":material/error:")
+    for message in errors[1:]:
+        st.error(message, icon=":material/error:")
 if not outs:
     st.stop()
 
@@ -169,11 +208,16 @@ if st.button("Sweep the length spread (vllm against hf-static)", key="bt_sweep")
 if st.session_state.get("bt_swept"):
     sweep = []
     with st.status("Sweeping...") as status:
-        for r_ in (0.0, 0.5, 0.9):
-            one = runs.RandomLoad(int(num), int(input_len), int(output_len), r_)
-            v = runs.engine_run(config.with_(engine="vllm"), one)["summary"]["requests_per_second"]
-            h = runs.engine_run(config.with_(engine="hf-static"), one)["summary"]["requests_per_second"]
-            sweep.append({"range ratio": r_, "vllm req/s": v, "hf-static req/s": h, "gain": v / h})
+        try:
+            for r_ in (0.0, 0.5, 0.9):
+                one = runs.RandomLoad(int(num), int(input_len), int(output_len), r_)
+                v = runs.engine_run(config.with_(engine="vllm"), one)["summary"]["requests_per_second"]
+                h = runs.engine_run(config.with_(engine="hf-static"), one)["summary"]["requests_per_second"]
+                sweep.append({"range ratio": r_, "vllm req/s": v, "hf-static req/s": h, "gain": v / h})
+        except ServeLabError as exc:
+            status.update(label="The sweep failed", state="error")
+            st.error(f"The sweep stopped at range ratio {r_}: {exc}", icon=":material/error:")
+            st.stop()
         status.update(label="Swept", state="complete")
     sweep_df = pd.DataFrame(sweep)
     fig = px.line(sweep_df, x="range ratio", y="gain", markers=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 
 import pandas as pd
@@ -11,7 +12,9 @@ from plotly.subplots import make_subplots
 from lab.pages.common import defaults, download_json, download_table, need
 
 need("sim.rollout", "the Argo Rollouts canary simulation")
-from lab.pages.canary_runs import FAULT_PRESETS, THRESHOLDS, run_rollout  # noqa: E402
+from lab.pages.canary_runs import (  # noqa: E402
+    EDITED_MANIFESTS, FAULT_PRESETS, THRESHOLDS, cli_args, manifests_zip, run_rollout, thresholds_edited,
+)
 from sim.errors import ServeLabError  # noqa: E402
 from sim.rollout.presets import PRESETS as TRIGGER_PRESETS  # noqa: E402
 
@@ -180,10 +183,11 @@ with chart:
         download_table(timeline, "rollout-timeline", key="cn_dl_timeline")
     with right:
         download_json(result, "rollout-result", "Download the result (servelab rollout simulate --json)", key="cn_dl_json")
-    st.caption(
-        "Same run from the command line: `servelab rollout simulate "
-        + " ".join([*(f"--fault {f}" for f in all_faults), *([f"--abort-at {abort_at}"] if abort_at else []),
-                    f"--seed {int(seed)} --json result.json`"])
-        + (" (with the thresholds above edited into manifests/analysis-*.yaml)" if any(
-            v != THRESHOLDS[(t, m)][1] for t, m, v in thresholds) else "")
-    )
+    command = "servelab " + shlex.join(cli_args(tuple(thresholds), all_faults, int(seed), float(rate), abort_at))
+    edited = thresholds_edited(tuple(thresholds))
+    st.caption("Same run from the command line" + (
+        f" (unzip the manifests below first: `{EDITED_MANIFESTS}/` holds the thresholds above):" if edited else ":"))
+    st.code(command, language="bash")
+    if edited:
+        st.download_button("Manifests with these thresholds (zip)", manifests_zip(tuple(thresholds)),
+                           file_name=f"{EDITED_MANIFESTS}.zip", key="cn_dl_manifests", icon=":material/folder_zip:")

@@ -3,8 +3,10 @@ sets, run by ``sim.rollout.simulate`` and read back as plain data for charts."""
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
+import zipfile
 import tempfile
 from pathlib import Path
 
@@ -84,3 +86,46 @@ def run_rollout(
         if isinstance(value, dict):
             plain[key] = {k: np.asarray(v) for k, v in value.items()}
     return {"result": result.to_json(), "series": plain}
+
+
+# The folder the page's command line names when the thresholds are moved (the download unzips to it).
+EDITED_MANIFESTS = "canary-manifests"
+
+
+def thresholds_edited(thresholds: tuple[tuple[str, str, float], ...]) -> bool:
+    """Whether any threshold differs from the course's manifests."""
+    return any(v != THRESHOLDS[(t, m)][1] for t, m, v in thresholds)
+
+
+def _number(x: float) -> str:
+    """``x`` as short as argparse's float() reads back exactly (20.0 -> "20")."""
+    short = f"{x:g}"
+    return short if float(short) == x else repr(float(x))
+
+
+def cli_args(thresholds: tuple[tuple[str, str, float], ...], faults: tuple[str, ...], seed: int, rate: float,
+             abort_at: str | None) -> list[str]:
+    """``servelab`` arguments that repeat :func:`run_rollout` with the same inputs (the CLI's
+    defaults are simulate's: Poisson traffic, the threshold judge). Moved thresholds live in
+    the manifests, so the command names the folder :func:`manifests_zip` unzips to."""
+    args = ["rollout", "simulate"]
+    if thresholds_edited(thresholds):
+        args += ["--manifests", EDITED_MANIFESTS]
+    for fault in faults:
+        args += ["--fault", fault]
+    if abort_at is not None:
+        args += ["--abort-at", abort_at]
+    return args + ["--seed", str(int(seed)), "--rate", _number(float(rate)), "--json", "result.json"]
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def manifests_zip(thresholds: tuple[tuple[str, str, float], ...]) -> bytes:
+    """The course's manifests with the page's thresholds, zipped under ``canary-manifests/``."""
+    with tempfile.TemporaryDirectory(prefix="servelab-canary-") as tmp:
+        folder = manifests_with(thresholds, Path(tmp) / EDITED_MANIFESTS)
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for path in sorted(folder.rglob("*")):
+                if path.is_file():
+                    z.write(path, path.relative_to(Path(tmp)).as_posix())
+    return buf.getvalue()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from concurrent.futures.process import BrokenProcessPool
 
@@ -16,6 +17,7 @@ from sim.errors import ServeLabError
 catalog = need("sim.catalog", "the model and GPU catalog")
 tune_mod = need("sim.tune", "the capacity planner")
 from sim.tune.space import default_precisions  # noqa: E402  (after the check that sim.tune exists)
+from lab.tune_report import plural  # noqa: E402
 
 defaults(
     cp_model="meta-llama/Llama-3.1-8B",
@@ -84,15 +86,20 @@ with controls:
     ep_both = moe and st.toggle("also try --enable-expert-parallel", key="cp_ep",
                                 help="each candidate with TP > 1 runs with the experts sharded and with them whole")
     max_replicas = st.number_input("Replicas at most", 1, 64, key="cp_max_replicas")
-    workers = st.number_input("Local worker processes (0: every core)", 0, 256, key="cp_workers")
+    cores = os.cpu_count() or 1
+    if st.session_state.cp_workers > cores:  # more processes than cores only share them
+        st.session_state.cp_workers = cores
+    workers = st.number_input(f"Local worker processes (0: every core; this machine has {cores})", 0, cores,
+                              key="cp_workers")
+
 
 @st.cache_resource(show_spinner=False)
-def _pool(workers: int):
-    """Worker processes kept for the server's life (one per core unless ``workers`` says), so a
-    search does not pay their start-up."""
-    from sim.tune.executors import LocalExecutor
+def _pools():
+    """Worker processes kept for the server's life (one per core unless the page says), so a
+    search does not pay their start-up; one pool at a time, replaced when the count changes."""
+    from sim.tune.executors import OnePool
 
-    return LocalExecutor(workers or None)
+    return OnePool()
 
 
 terms = [f"{percentile}_{m}_ms<={v:g}" for m, v in (("ttft", ttft), ("tpot", tpot), ("e2el", e2el)) if v > 0]
@@ -109,7 +116,10 @@ try:
                         max_num_seqs=tuple(sorted(mns)), max_num_batched_tokens=tuple(sorted(mnbt)),
                         quantization=quantization, kv_cache_dtype=kv_dtypes, max_replicas=int(max_replicas),
                         enable_expert_parallel=(False, True) if ep_both else (False,),
-                        max_model_len=default_max_model_len(int(input_len) + int(output_len)))
+                        # at most the model's own limit; a request longer than it is an input error
+                        max_model_len=default_max_model_len(
+                            int(input_len) + int(output_len), model,
+                            lengths=f"--random-input-len {int(input_len)} + --random-output-len {int(output_len)}"))
     request = tune_mod.TuneRequest(space, workload, sla, shipped_prices(), target_load=float(rate) or None)
 except ServeLabError as exc:
     with results:
@@ -119,25 +129,27 @@ except ServeLabError as exc:
 with results:
     c = st.columns([1, 1, 2])
     c[0].metric("Candidates", f"{space.num_candidates:,}",
-                help=f"{len(space.engine_configs())} engine configurations x {space.max_replicas} replica counts")
+                help=f"{plural(len(space.engine_configs()), 'engine configuration')} x "
+                     f"{plural(space.max_replicas, 'replica count')}")
     c[1].metric("Load", f"{rate:g} req/s" if rate else "best per replica")
     c[2].markdown(f"**SLA**  \n{sla.describe()}")
     go_search = st.button("Search", type="primary", icon=":material/search:", key="cp_run")
     if go_search:
-        bar = st.progress(0.0, text="pruning with the memory model...")
+        bar = st.progress(0.0, text="pruning the configurations vLLM would refuse...")
 
         def progress(done: int, total: int, ev) -> None:
-            bar.progress(done / total if total else 1.0, text=f"simulated {done} of {total} engine configurations")
+            bar.progress(done / total if total else 1.0,
+                         text=f"simulated {done} of {plural(total, 'engine configuration')}")
 
         t0 = time.perf_counter()
-        executor = _pool(int(workers))
+        executor = _pools().get(int(workers))
         try:
             result = tune_mod.tune(request, executor, progress=progress)
         except ServeLabError as exc:
             st.error(str(exc))
             st.stop()
         except BrokenProcessPool:
-            _pool.clear()  # a worker died (killed, out of memory): a new pool next time
+            _pools().drop()  # a worker died (killed, out of memory): a new pool next time
             st.error("A simulation process stopped unexpectedly; press Search again to retry.")
             st.stop()
         bar.empty()
@@ -149,29 +161,34 @@ with results:
         st.stop()
     _, result, wall_s, num_workers = stored
     from lab.tune_export import deployment_manifest, rollout_manifest, serve_command
-    from lab.tune_report import pruned_lines, result_dict, shows_layout, table_legend, table_rows
+    from lab.tune_report import (counts_line, display_rows, drop_empty_columns, nothing_simulated_text,
+                                 pruned_lines, result_dict, shows_layout, table_legend, table_rows)
     from sim.tune.prune import group_pruned
     from sim.tune.space import layout_of
 
     counts = result.counts
-    st.caption(
-        f"{counts.candidates:,} candidates ({counts.engine_configs} engine configurations x {counts.replica_counts} "
-        f"replica counts): {counts.pruned_configs} configurations pruned by the memory model, "
-        f"{counts.simulated_configs} simulated in {counts.simulations:,} runs ({counts.stopped_early:,} stopped "
-        f"early once the SLA verdict was certain), {wall_s:.1f} s on {num_workers} local processes."
-    )
+    st.caption(f"{counts_line(counts)}, {wall_s:.1f} s on {plural(num_workers, 'local process', 'local processes')}.")
     layout = shows_layout(space.engine_configs())  # a "layout" column (tp2 ep2) when EP is searched
-    if not result.evaluations:
-        st.error(f"Nothing to simulate: all {counts.engine_configs} engine configurations were pruned, by kind:\n\n"
-                 + "\n".join(f"- {line.strip()}" for line in pruned_lines(result.pruned))
-                 + "\n\nChange the search space as vLLM's reasons suggest.", icon=":material/block:")
-        st.code("\n\n".join(f"{g.kind}:\n{g.example}" for g in group_pruned(result.pruned)), language=None,
-                wrap_lines=True)
+    bullets = lambda struck: "\n".join(f"- {line.strip()}" for line in pruned_lines(struck))
+    if not result.evaluations:  # an input problem, not an SLA miss
+        said = nothing_simulated_text(counts)
+        st.error(said[0].upper() + said[1:] + ".\n\n"
+                 + (f"Pruned (vLLM would refuse them), by kind:\n\n{bullets(result.pruned)}\n\n" if result.pruned else "")
+                 + (f"Not simulatable (the simulator cannot model their step time on that GPU), by kind:\n\n"
+                    f"{bullets(result.unsimulatable)}\n\n" if result.unsimulatable else "")
+                 + "Change the search space as the reasons suggest.", icon=":material/block:")
+        st.code("\n\n".join(f"{g.kind}:\n{g.example}" for g in group_pruned(result.pruned + result.unsimulatable)),
+                language=None, wrap_lines=True)
         st.stop()
+    if result.unsimulatable:
+        st.warning(f"Not simulatable, left out of the results: {plural(counts.unsimulatable_configs, 'configuration')} "
+                   f"whose step time the simulator cannot model on that GPU, by kind:\n\n{bullets(result.unsimulatable)}",
+                   icon=":material/warning:")
     if not result.ranked:
         st.error("No configuration meets the SLA. The closest ones, with the term each misses and by how much:",
                  icon=":material/block:")
-        st.dataframe(pd.DataFrame(table_rows(result.closest, request.mode, show_layout=layout)), hide_index=True)
+        rows = drop_empty_columns(display_rows(table_rows(result.closest, request.mode, show_layout=layout)))
+        st.dataframe(pd.DataFrame(rows), hide_index=True)
         st.stop()
 
     st.subheader("Throughput per GPU against speed per user")
@@ -193,7 +210,7 @@ with results:
     st.plotly_chart(fig, key="cp_pareto")
 
     st.subheader("Ranked (cheapest first)")
-    df = pd.DataFrame(table_rows(result.ranked, request.mode, show_layout=layout))
+    df = pd.DataFrame(display_rows(table_rows(result.ranked, request.mode, show_layout=layout)))  # rounded to show
     st.dataframe(df, hide_index=True, key="cp_table")
     st.caption(table_legend(result.ranked, request.mode) + ". The plot: one replica of each, at its highest load "
                "meeting the SLA.")

@@ -76,6 +76,8 @@ class StepView:
     prefix_hits_tokens: int
     prefix_queries_tokens: int
     contiguous: dict = field(default_factory=dict)
+    # Set on the last step when the waiting queue's head can never be admitted (the run stops there).
+    never_admitted: str = ""
 
 
 def _requests(s: PagedScenario) -> list[tuple[int, Request]]:
@@ -138,10 +140,36 @@ def run_scenario(s: PagedScenario, max_steps: int = 200) -> list[StepView]:
         for r in finished:
             events.append(f"{r.request_id} finishes after {r.num_output_tokens} tokens; its blocks are freed")
         views.append(_snapshot(step, s, kv, alive, out.num_scheduled_tokens, events, final_len))
+        stuck = _never_admitted(s, sched, kv, out.num_scheduled_tokens)
+        if stuck:
+            views[-1].events.append(stuck)
+            views[-1].never_admitted = stuck
+            break
         for r in finished:
             alive.pop(r.request_id, None)
         step += 1
     return views
+
+
+def _never_admitted(s: PagedScenario, sched: Scheduler, kv: KVCacheManager, scheduled: dict[str, int]) -> str:
+    """Why the waiting queue's head can never be admitted, or "".
+
+    A step that scheduled nothing, with nothing running, had every block free (or cached and
+    evictable): if the head did not fit then it never will, and FCFS lets no request pass it. vLLM
+    refuses at start-up a cache too small for one request of max_model_len; this tiny GPU is
+    allowed, so the page says it here instead of stepping on with nothing to do.
+    """
+    if scheduled or sched.running or not len(sched.waiting) or not sched.head_blocked:
+        return ""
+    head = sched.waiting.peek()
+    need, usable = kv.max_blocks_for(head.num_tokens), s.num_gpu_blocks - 1
+    if need > usable:
+        why = (f"its {head.num_tokens} tokens need {need} KV blocks, but only {usable} of the {s.num_gpu_blocks} "
+               "are usable (block 0 is the null block); vLLM would refuse to start with a KV cache this small")
+    else:
+        why = f"its {head.num_tokens} tokens do not fit the {usable} usable KV blocks"
+    return (f"{head.request_id} can never be admitted: {why}. It waits at the head of the queue forever, and "
+            "every request behind it with it. Add KV blocks or shorten the system prompt.")
 
 
 def _window_events(kv: HybridKVCacheManager, alive: dict[str, Request], left_window: dict[str, int],
@@ -153,8 +181,10 @@ def _window_events(kv: HybridKVCacheManager, alive: dict[str, Request], left_win
         nulls = sum(1 for b in table if b.is_null)
         before = left_window.get(rid, 0)
         if nulls > before:
-            events.append(f"{rid}'s oldest {nulls - before} sliding-window block(s) fell out of the "
-                          f"{window}-token window: back to the free queue (the full-attention group keeps them)")
+            gone = nulls - before
+            events.append(f"{rid}'s oldest {gone} sliding-window block{'' if gone == 1 else 's'} fell out of the "
+                          f"{window}-token window: back to the free queue (the full-attention group keeps "
+                          f"{'it' if gone == 1 else 'them'})")
         left_window[rid] = nulls
     return events
 
@@ -223,7 +253,8 @@ def _snapshot(step, s, kv: KVCacheManager, alive, scheduled, events, final_len) 
 def contiguous_view(s: PagedScenario, requests: list[RequestView], final_len: dict[str, int]) -> dict:
     """The same live requests on contiguous per-request reservations (the vLLM paper's baselines).
 
-    For each policy, tokens held now: ``used`` (written), ``reserved`` (set aside for tokens the
+    For each policy, tokens held now: ``used`` (written: the request's computed tokens, not the
+    token just sampled, whose KV the next step writes), ``reserved`` (set aside for tokens the
     request will write later) and ``internal`` (set aside and never written: the reservation
     outgrows the true length). A shared system prompt is stored once per request, since a
     contiguous buffer cannot point into another request's memory.
@@ -231,7 +262,7 @@ def contiguous_view(s: PagedScenario, requests: list[RequestView], final_len: di
     live = [r for r in requests if r.block_table or r.status == "running"]
     capacity = (s.num_gpu_blocks - 1) * s.block_size
     paged_held = len({b for r in live for b in r.block_table}) * s.block_size
-    paged_used = sum(r.num_tokens for r in live)
+    paged_used = sum(r.num_computed_tokens for r in live)
     out = {"capacity_tokens": capacity, "paged": {"held": paged_held, "used_by_requests": paged_used}}
     for policy in ("orca-max", "orca-pow2", "orca-oracle"):
         used = reserved = internal = 0
@@ -244,8 +275,8 @@ def contiguous_view(s: PagedScenario, requests: list[RequestView], final_len: di
             else:
                 size = true_len
             size = min(max(size, true_len), s.max_model_len) if policy != "orca-max" else size
-            used += r.num_tokens
-            reserved += max(true_len - r.num_tokens, 0)
+            used += r.num_computed_tokens
+            reserved += max(true_len - r.num_computed_tokens, 0)
             internal += max(size - true_len, 0)
         out[policy] = {
             "used": used,

@@ -58,13 +58,16 @@ def _move(delta: int) -> None:
 nav = st.columns([1, 1.4, 6])
 nav[0].button("Back", on_click=_move, args=(-1,), icon=":material/chevron_left:", key="pa_prev")
 nav[1].button("Next step", on_click=_move, args=(1,), icon=":material/chevron_right:", key="pa_next", type="primary")
-nav[2].slider("Engine step", 0, last, key="pa_step", label_visibility="collapsed")
+if last > 0:  # one step only (a request that can never be admitted stops the run): nothing to slide
+    nav[2].slider("Engine step", 0, last, key="pa_step", label_visibility="collapsed")
 view = views[st.session_state.pa_step]
 names = [r.request_id for r in views[-1].requests] + [r.request_id for v in views for r in v.requests]
 color_of = {n: COLORS[i % len(COLORS)] for i, n in enumerate(dict.fromkeys(sorted(set(names))))}
 
 events = view.events or ["every running request decodes one token"]
 st.markdown(f"**Step {view.step}.** " + " · ".join(events))
+if views[-1].never_admitted:  # the run stops where the queue's head can never fit
+    st.error(f"The run stops at step {views[-1].step}: {views[-1].never_admitted}", icon=":material/block:")
 
 left, right = st.columns([1, 1], gap="large")
 with left:
@@ -146,7 +149,8 @@ with right:
             {
                 "request": r.request_id,
                 "status": r.status,
-                "tokens": f"{r.num_tokens} ({r.num_prompt_tokens} prompt)",
+                # KV written (computed tokens): a just-sampled token's KV is written by the next step
+                "tokens in KV": f"{r.num_computed_tokens} of {r.num_tokens} ({r.num_prompt_tokens} prompt)",
                 "block table (logical -> physical)": " ".join(f"{i}->{b}" for i, b in enumerate(r.block_table)) or "-",
                 "preemptions": r.num_preemptions,
             }
@@ -178,7 +182,8 @@ fig.add_vline(x=c["capacity_tokens"], line_dash="dash", annotation_text="GPU cap
 fig.update_layout(barmode="stack", height=260, xaxis_title="tokens of KV cache", margin=dict(l=10, r=10, t=10, b=10))
 st.plotly_chart(fig, key="pa_contiguous_chart")
 st.markdown(
-    f"Right now the live requests hold **{c['paged']['used_by_requests']}** tokens between them; paged, "
+    f"Right now the live requests hold the KV of **{c['paged']['used_by_requests']}** tokens between them "
+    "(a token just sampled has none yet: the next step writes it); paged, "
     f"they take **{c['paged']['held']}** token slots (shared prefix blocks count once, only each request's "
     f"last block has slack). Reserving each request's memory up front takes {c['orca-oracle']['held']} "
     f"(knowing every output length in advance), {c['orca-pow2']['held']} (rounding the output up to a power "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from concurrent.futures.process import BrokenProcessPool
 
@@ -13,8 +14,9 @@ from plotly.subplots import make_subplots
 from lab.pages import runs
 from lab.pages.common import defaults, download_json, download_table, need
 from lab.pages.serving import deployment_yaml, vllm_serve_command
-from sim.config import PERFORMANCE_MODES, EngineConfig
+from sim.config import PERFORMANCE_MODES, EngineConfig, vllm_scheduler_limits
 from sim.errors import ServeLabError
+from sim.parallel import kv_cache_placement
 
 catalog = need("sim.catalog", "the model and GPU catalog")
 
@@ -53,7 +55,8 @@ defaults(
     wi_dp=1,
     wi_ep=False,
     wi_max_model_len=8192,
-    wi_gpu_util=0.90,
+    # EngineConfig's default (vLLM's), as the CLI and the capacity planner use: one configuration, one KV size
+    wi_gpu_util={f.name: f.default for f in dataclasses.fields(EngineConfig)}["gpu_memory_utilization"],
     wi_prefix=True,
     wi_mnbt=0,
     wi_mns=0,
@@ -116,6 +119,11 @@ try:
         max_num_seqs=int(mns) or None,
         performance_mode=str(perf),
     )
+    # vLLM's own checks of the scheduler limits (--max-num-batched-tokens below --max-num-seqs, ...),
+    # as `servelab memory` and `bench` run them: refused here too, never simulated or exported.
+    gpu_spec = catalog.get_gpu(config.gpu)
+    vllm_scheduler_limits(config, catalog.get_model(config.model).max_position_embeddings, gpu_spec.memory_bytes,
+                          gpu_spec.name, "serve")
     plan = runs.memory_plan(config)
 except ServeLabError as exc:
     with results:
@@ -166,7 +174,8 @@ def _placement(plan: dict) -> None:
     if not parts:
         return
     tp, dp = plan["tensor_parallel_size"], plan["data_parallel_size"]
-    shard = f"sharded over TP {tp}" + (f", a copy on each of {dp} DP ranks" if dp > 1 else "")
+    shard = "whole" if tp == 1 else f"sharded over TP {tp}"
+    shard += f", a copy on each of {dp} DP ranks" if dp > 1 else ""
     rows = [("attention", parts["attention"], shard), ("embeddings, lm_head, norms", parts["other"], shard)]
     if parts["dense_mlp"]:
         rows.append(("dense MLPs, shared experts", parts["dense_mlp"], shard))
@@ -177,11 +186,13 @@ def _placement(plan: dict) -> None:
             noun = "expert" if plan['experts_per_gpu'] == 1 else "experts"
             where = f"{plan['experts_per_gpu']} whole {noun} of {experts} (EP {plan['expert_parallel_size']})"
         else:
-            where = f"all {experts} experts, each sharded over {plan['moe_tensor_parallel_size']} GPU(s)"
+            moe_tp = plan["moe_tensor_parallel_size"]
+            where = f"all {experts} experts, each sharded over {moe_tp} GPU{'s' if moe_tp > 1 else ''}"
         rows.append(("routed experts", parts["routed_experts"], where))
-    rows.append(("KV cache", plan["available_kv_bytes"],
-                 "this DP rank's own" if dp > 1 else f"KV heads sharded over TP {tp}"))
-    st.markdown(f"**Where it lives**, on each of the {plan['num_gpus']} GPUs"
+    kv = kv_cache_placement(catalog.get_model(plan["model"]), tp)
+    rows.append(("KV cache", plan["available_kv_bytes"], kv + ("; each DP rank its own" if dp > 1 else "")))
+    n = plan["num_gpus"]
+    st.markdown("**Where it lives**, " + (f"on each of the {n} GPUs" if n > 1 else "on the one GPU")
                 + (" (the fullest: experts do not divide evenly)"
                    if plan["experts_per_gpu"] and plan["expert_parallel_size"] > 1
                    and experts % plan["expert_parallel_size"] else ""))

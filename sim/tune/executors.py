@@ -89,8 +89,46 @@ class LocalExecutor:
             for future in futures:
                 future.cancel()
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, wait: bool = True) -> None:
+        """Stop the workers: now, cancelling what has not started (``wait``); or, without
+        ``wait``, once they have finished what they were given, without blocking (a pool being
+        replaced while another search may still be reading from it)."""
+        if wait:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        else:
+            self._pool.shutdown(wait=False)
+
+
+class OnePool:
+    """One :class:`LocalExecutor` at a time, for a host that lives long (the lab's server).
+
+    ``get(workers)`` hands back the pool it holds while the worker count stays the same, and
+    replaces it when the count changes: the old pool is shut down without waiting (its workers
+    finish what they were given, then exit), so that trying several counts does not leave a
+    pool of idle processes behind for each. ``drop()`` forgets a broken pool. Thread-safe.
+    """
+
+    def __init__(self, make=None) -> None:
+        import threading
+
+        self._make = make or (lambda workers: LocalExecutor(workers or None))
+        self._lock = threading.Lock()
+        self._workers: int | None = None
+        self.executor: LocalExecutor | None = None
+
+    def get(self, workers: int) -> LocalExecutor:
+        with self._lock:
+            if self.executor is None or self._workers != workers:
+                if self.executor is not None:
+                    self.executor.close(wait=False)
+                self.executor, self._workers = self._make(workers), workers
+            return self.executor
+
+    def drop(self) -> None:
+        with self._lock:
+            if self.executor is not None:
+                self.executor.close(wait=False)
+            self.executor = self._workers = None
 
 
 class RayExecutor:

@@ -50,6 +50,7 @@ class TuneCounts:
     candidates: int = 0  # deployments considered: engine configs x replica counts
     engine_configs: int = 0
     pruned_configs: int = 0
+    unsimulatable_configs: int = 0  # kept by pruning, but the simulator cannot run them (see TuneResult)
     simulated_configs: int = 0
     simulations: int = 0  # engine runs, burst runs included
     stopped_early: int = 0  # runs ended by the SLA monitor
@@ -72,9 +73,14 @@ class TuneResult:
     closest: list[Deployment]  # when none meets: those that miss by least
     pareto: list[Deployment]  # one replica of each configuration that meets, on the front
     points: list[Deployment]  # one replica of each configuration that meets (the plot's cloud)
-    evaluations: list[Evaluation]
+    evaluations: list[Evaluation]  # the configurations simulated (status "meets" or "misses")
     pruned: list[PruneResult]
     counts: TuneCounts = field(default_factory=TuneCounts)
+    # Kept by pruning, but their step time cannot be simulated on that GPU (no operator table
+    # prices the model there, say): not SLA misses, so never among ``closest``. Each is a
+    # PruneResult (plan None) whose reason and kind are the simulator's message, so that
+    # sim.tune.prune.group_pruned groups them as it groups the pruned ones.
+    unsimulatable: list[PruneResult] = field(default_factory=list)
 
     @property
     def winner(self) -> Deployment | None:
@@ -112,6 +118,9 @@ def tune(request: TuneRequest, executor: Executor | None = None,
             progress(len(evaluations), len(jobs), ev)
     order = {c.config: i for i, c in enumerate(kept)}
     evaluations.sort(key=lambda ev: order[ev.config])  # the space's order, whatever order they finished in
+    unsimulatable = [PruneResult(ev.config, None, ev.error, ev.error) for ev in evaluations if ev.status == "error"]
+    evaluations = [ev for ev in evaluations if ev.status != "error"]
+    counts.unsimulatable_configs = len(unsimulatable)
     counts.simulated_configs = len(evaluations)
     counts.simulations = sum(ev.num_simulated for ev in evaluations)
     counts.stopped_early = sum(ev.num_stopped_early for ev in evaluations)
@@ -124,4 +133,5 @@ def tune(request: TuneRequest, executor: Executor | None = None,
     return TuneResult(
         request=request, ranked=ranked, closest=[] if ranked else closest(deployments),
         pareto=pareto_front(points), points=points, evaluations=evaluations, pruned=pruned, counts=counts,
+        unsimulatable=unsimulatable,
     )

@@ -147,9 +147,24 @@ def resolve_gpus(names) -> tuple[str, ...]:
     return tuple(out)
 
 
-def default_max_model_len(longest_request_tokens: int) -> int:
-    """The smallest power of two (at least 2048) that holds the workload's longest request."""
-    return max(2048, 2 ** math.ceil(math.log2(max(longest_request_tokens, 1))))
+def default_max_model_len(longest_request_tokens: int, model: str | None = None, *, lengths: str = "") -> int:
+    """The smallest power of two (at least 2048) that holds the workload's longest request, but
+    never above ``model``'s own maximum (``max_position_embeddings``), which vLLM refuses to
+    exceed: Qwen3-32B's 34,000-token requests get 40,960, not 65,536.
+
+    A request longer than the model's maximum is an input error (ConfigError) that names the
+    lengths (``lengths``, e.g. "--random-input-len 30000 + --random-output-len 4000") and the limit."""
+    wanted = max(2048, 2 ** math.ceil(math.log2(max(longest_request_tokens, 1))))
+    if model is None:
+        return wanted
+    spec = get_model(model)
+    limit = spec.max_position_embeddings
+    if longest_request_tokens > limit:
+        said = f" ({lengths})" if lengths else ""
+        raise ConfigError(f"the longest request is {longest_request_tokens:,} tokens{said}, more than {spec.name} "
+                          f"can take: {limit:,} tokens (max_position_embeddings in its config.json); shorten the "
+                          f"input or the output")
+    return min(wanted, limit)
 
 
 def default_precisions() -> tuple[tuple[str | None, ...], tuple[str, ...]]:
