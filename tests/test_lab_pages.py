@@ -503,3 +503,20 @@ def test_canary_command_line_reproduces_the_pages_run():
     assert args.fault == ["latency=1.3x", "stable:latency=2x"] and args.preset is None
     assert args.manifests == EDITED_MANIFESTS  # the moved threshold, in the manifests offered for download
     assert any(b.label.startswith("Manifests with these thresholds") for b in at.get("download_button"))
+
+
+def test_paged_attention_counts_a_sliding_window_models_slots_in_whole_tokens():
+    """With a sliding window each block holds one KV cache group's half of the layers: the paged
+    count is in the same slots as the contiguous ones (a token's KV in every layer), so paging never
+    looks worse than reserving exactly the true lengths (the sliding group drops old blocks)."""
+    from lab.pages.paged import PagedScenario, run_scenario
+
+    for blocks, caching in ((16, True), (32, False), (24, True)):
+        scenario = PagedScenario(num_gpu_blocks=blocks, enable_caching=caching, sliding_window=8)
+        for view in run_scenario(scenario):
+            c = view.contiguous
+            assert c["capacity_tokens"] == (blocks - 1) * scenario.block_size // 2
+            assert c["paged"]["held"] <= c["capacity_tokens"]
+            if not caching:  # (shared prefix blocks count once in "held", per request in "used")
+                assert c["paged"]["used_by_requests"] <= c["paged"]["held"]
+            assert c["paged"]["held"] <= c["orca-oracle"]["held"] + scenario.block_size * len(view.requests)

@@ -260,9 +260,18 @@ def contiguous_view(s: PagedScenario, requests: list[RequestView], final_len: di
     contiguous buffer cannot point into another request's memory.
     """
     live = [r for r in requests if r.block_table or r.status == "running"]
-    capacity = (s.num_gpu_blocks - 1) * s.block_size
-    paged_held = len({b for r in live for b in r.block_table}) * s.block_size
-    paged_used = sum(r.num_computed_tokens for r in live)
+    # A slot holds one token's KV for every layer. With a sliding window the pool's blocks are
+    # split between two KV cache groups, each block holding its group's half of the layers, so a
+    # block is worth half a block of slots; the sliding group keeps only its window's blocks.
+    groups = 2 if s.sliding_window else 1
+    capacity = (s.num_gpu_blocks - 1) * s.block_size // groups
+    paged_held = len({b for r in live for b in r.block_table}) * s.block_size / groups
+    if groups == 1:
+        paged_used = sum(r.num_computed_tokens for r in live)
+    else:  # the full group holds every computed token, the sliding group those in its window's blocks
+        paged_used = sum(r.num_computed_tokens + min(r.num_computed_tokens,
+                                                     sum(b is not None for b in r.group_tables[0]) * s.block_size)
+                         for r in live if r.group_tables) / groups
     out = {"capacity_tokens": capacity, "paged": {"held": paged_held, "used_by_requests": paged_used}}
     for policy in ("orca-max", "orca-pow2", "orca-oracle"):
         used = reserved = internal = 0

@@ -182,10 +182,14 @@ fig.add_vline(x=c["capacity_tokens"], line_dash="dash", annotation_text="GPU cap
 fig.update_layout(barmode="stack", height=260, xaxis_title="tokens of KV cache", margin=dict(l=10, r=10, t=10, b=10))
 st.plotly_chart(fig, key="pa_contiguous_chart")
 st.markdown(
-    f"Right now the live requests hold the KV of **{c['paged']['used_by_requests']}** tokens between them "
+    f"Right now the live requests hold the KV of **{c['paged']['used_by_requests']:g}** tokens between them "
     "(a token just sampled has none yet: the next step writes it); paged, "
-    f"they take **{c['paged']['held']}** token slots (shared prefix blocks count once, only each request's "
-    f"last block has slack). Reserving each request's memory up front takes {c['orca-oracle']['held']} "
+    f"they take **{c['paged']['held']:g}** token slots (shared prefix blocks count once, only each request's "
+    f"last block has slack). "
+    + ("A slot is one token's KV in every layer; with the sliding window a block holds one KV cache group's "
+       "half of the layers, so it counts as half a block of slots, and the sliding group drops the blocks "
+       "that leave its window. " if scenario.sliding_window else "")
+    + f"Reserving each request's memory up front takes {c['orca-oracle']['held']} "
     f"(knowing every output length in advance), {c['orca-pow2']['held']} (rounding the output up to a power "
     f"of two) or {c['orca-max']['held']} (reserving max_model_len = {scenario.max_model_len}), against a "
     f"capacity of {c['capacity_tokens']}. Contiguous buffers also cannot share the system prompt."
