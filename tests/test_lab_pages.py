@@ -520,3 +520,22 @@ def test_paged_attention_counts_a_sliding_window_models_slots_in_whole_tokens():
             if not caching:  # (shared prefix blocks count once in "held", per request in "used")
                 assert c["paged"]["used_by_requests"] <= c["paged"]["held"]
             assert c["paged"]["held"] <= c["orca-oracle"]["held"] + scenario.block_size * len(view.requests)
+
+
+def test_what_if_offers_the_weight_and_kv_dtypes():
+    """--kv-cache-dtype fp8 halves a token's KV bytes, so the cache holds about twice the tokens;
+    both dtype flags reach the exported vllm serve line; a checkpoint already in FP8 refuses online
+    FP8 with the CLI's line."""
+    base = open_page("what_if")
+    fp8 = open_page("what_if", wi_kv="fp8", wi_quant="fp8_per_tensor")
+    assert not fp8.exception, fp8.exception
+
+    def tokens(at):
+        return int(next(m.value for m in at.metric if m.label == "GPU KV cache (tokens)").replace(",", ""))
+
+    assert 1.9 < tokens(fp8) / tokens(base) < 2.6  # FP8 KV, and FP8 weights leave more room
+    code = "\n".join(c.value for c in fp8.code)
+    assert "--kv-cache-dtype=fp8" in code and "--quantization=fp8_per_tensor" in code
+    refused = open_page("what_if", wi_model="Qwen/Qwen3-235B-A22B-FP8", wi_gpu="h200", wi_tp=4,
+                        wi_quant="fp8_per_tensor")
+    assert refused.error and "--quantization" in refused.error[0].value

@@ -48,6 +48,10 @@ def _model_label(name: str) -> str:
     return f"{name} ({', '.join(kinds)})" if kinds else name
 
 
+# The weight and KV dtypes the page offers (the CLI takes every vLLM spelling; sim.precision).
+QUANTIZATIONS = [None, "fp8_per_tensor"]
+KV_CACHE_DTYPES = ["auto", "fp8"]
+
 defaults(
     wi_model="meta-llama/Llama-3.1-8B",
     wi_gpu="h100-80gb",
@@ -61,6 +65,8 @@ defaults(
     wi_mnbt=0,
     wi_mns=0,
     wi_perf="balanced",
+    wi_quant=None,
+    wi_kv="auto",
     wi_input_len=512,
     wi_output_len=256,
     wi_num_prompts=200,
@@ -97,6 +103,13 @@ with controls:
     perf = st.selectbox("--performance-mode", PERFORMANCE_MODES, key="wi_perf",
                         help="throughput doubles the default --max-num-batched-tokens and --max-num-seqs; "
                              "interactivity captures a CUDA graph for every batch size up to 32")
+    quant = st.selectbox("--quantization", QUANTIZATIONS, key="wi_quant",
+                         format_func=lambda q: "the checkpoint's own" if q is None else q,
+                         help="fp8_per_tensor: FP8 weights quantized at load time from a 16-bit checkpoint "
+                              "(vLLM's online FP8; FP8 GEMMs from compute capability 8.9, Marlin below)")
+    kv_dtype = st.selectbox("--kv-cache-dtype", KV_CACHE_DTYPES, key="wi_kv",
+                            help="auto: the model's dtype, or the checkpoint's FP8 KV cache if it declares one; "
+                                 "fp8 halves the bytes a token takes")
     st.subheader("Load (`vllm bench serve`)")
     input_len = st.number_input("--random-input-len", 16, 32768, step=64, key="wi_input_len")
     output_len = st.number_input("--random-output-len", 1, 8192, step=32, key="wi_output_len")
@@ -118,6 +131,8 @@ try:
         max_num_batched_tokens=int(mnbt) or None,
         max_num_seqs=int(mns) or None,
         performance_mode=str(perf),
+        quantization=quant,
+        kv_cache_dtype=str(kv_dtype),
     )
     # vLLM's own checks of the scheduler limits (--max-num-batched-tokens below --max-num-seqs, ...),
     # as `servelab memory` and `bench` run them: refused here too, never simulated or exported.
