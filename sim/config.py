@@ -28,6 +28,10 @@ UsageContext = Literal["serve", "offline"]
 GiB = 1024**3
 
 
+# vLLM 0.33's --gpu-memory-utilization default (config/cache.py), for every ServeLab default.
+GPU_MEMORY_UTILIZATION = 0.92
+
+
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
     model: str
@@ -42,7 +46,7 @@ class EngineConfig:
     # --all2all-backend: how a MoE model's DP ranks exchange tokens (sim.ops.moe prices three).
     all2all_backend: str = "allgather_reducescatter"
     block_size: int = 16
-    gpu_memory_utilization: float = 0.92
+    gpu_memory_utilization: float = GPU_MEMORY_UTILIZATION
     max_model_len: int | None = None  # None: the model's max_position_embeddings
     max_num_batched_tokens: int | None = None  # None: vLLM's default for the GPU and usage
     max_num_seqs: int | None = None  # None: likewise
@@ -209,6 +213,16 @@ def vllm_scheduler_limits(
         verify_scheduler_limits(max_num_batched_tokens, max_num_seqs, max_model_len, config.enable_chunked_prefill,
                                 config.long_prefill_token_threshold, defaults)
     return max_num_batched_tokens, max_num_seqs, max_model_len
+
+
+def config_scheduler_limits(config: EngineConfig, usage: UsageContext = "serve") -> tuple[int, int, int]:
+    """:func:`vllm_scheduler_limits` for ``config``'s own model and GPU from the catalog (ConfigError
+    where vLLM refuses them): the check the command line and the lab run where flags come in."""
+    from sim.catalog import get_gpu, get_model
+
+    gpu = get_gpu(config.gpu)
+    return vllm_scheduler_limits(config, get_model(config.model).max_position_embeddings, gpu.memory_bytes, gpu.name,
+                                 usage)
 
 
 def resolve_scheduler_limits(

@@ -49,7 +49,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from sim.catalog import GPUSpec, ModelSpec
-from sim.config import cdiv, resolve_scheduler_limits
+from sim.config import GPU_MEMORY_UTILIZATION, cdiv, resolve_scheduler_limits
 from sim.cudagraphs import capture_sizes
 from sim.errors import ConfigError
 from sim.parallel import ParallelLayout
@@ -206,7 +206,7 @@ def plan_memory(
     gpu: GPUSpec,
     *,
     tensor_parallel_size: int = 1,
-    gpu_memory_utilization: float = 0.92,
+    gpu_memory_utilization: float = GPU_MEMORY_UTILIZATION,
     max_model_len: int | None = None,
     max_num_batched_tokens: int | None = None,
     max_num_seqs: int | None = None,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.catalog import get_gpu, get_model
-from sim.config import EngineConfig, vllm_scheduler_limits
+from sim.catalog import get_model
+from sim.config import EngineConfig, config_scheduler_limits
 from sim.engine import run_engine
 from sim.errors import ConfigError
 from sim.report import serve_summary, throughput_summary
@@ -40,8 +40,7 @@ def engine_config(args, usage: str = "serve") -> EngineConfig:
         kv_cache_dtype=getattr(args, "kv_cache_dtype", "auto"),
         performance_mode=getattr(args, "performance_mode", "balanced"),
     )
-    gpu = get_gpu(config.gpu)
-    vllm_scheduler_limits(config, get_model(config.model).max_position_embeddings, gpu.memory_bytes, gpu.name, usage)
+    config_scheduler_limits(config, usage)
     return config
 
 

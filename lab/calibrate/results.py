@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sim.calibration_fit import ExactWorkload, Point
-from sim.config import EngineConfig
+from sim.config import GPU_MEMORY_UTILIZATION, EngineConfig
 from sim.errors import ConfigError, ServeLabError
 
 SERVE_REQUIRED = ("model_id", "num_prompts", "request_rate", "completed", "total_input_tokens",
@@ -47,7 +47,7 @@ class EngineFlags:
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
     max_model_len: int | None = None
-    gpu_memory_utilization: float = 0.92
+    gpu_memory_utilization: float = GPU_MEMORY_UTILIZATION
     enable_chunked_prefill: bool = True
     enable_prefix_caching: bool = True
     num_scheduler_steps: int = 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from concurrent.futures.process import BrokenProcessPool
 
@@ -14,7 +13,7 @@ from plotly.subplots import make_subplots
 from lab.pages import runs
 from lab.pages.common import defaults, download_json, download_table, need
 from lab.pages.serving import deployment_yaml, vllm_serve_command
-from sim.config import PERFORMANCE_MODES, EngineConfig, vllm_scheduler_limits
+from sim.config import GPU_MEMORY_UTILIZATION, PERFORMANCE_MODES, EngineConfig, config_scheduler_limits
 from sim.errors import ServeLabError
 from sim.parallel import kv_cache_placement
 
@@ -60,7 +59,7 @@ defaults(
     wi_ep=False,
     wi_max_model_len=8192,
     # EngineConfig's default (vLLM's), as the CLI and the capacity planner use: one configuration, one KV size
-    wi_gpu_util={f.name: f.default for f in dataclasses.fields(EngineConfig)}["gpu_memory_utilization"],
+    wi_gpu_util=GPU_MEMORY_UTILIZATION,
     wi_prefix=True,
     wi_mnbt=0,
     wi_mns=0,
@@ -136,9 +135,7 @@ try:
     )
     # vLLM's own checks of the scheduler limits (--max-num-batched-tokens below --max-num-seqs, ...),
     # as `servelab memory` and `bench` run them: refused here too, never simulated or exported.
-    gpu_spec = catalog.get_gpu(config.gpu)
-    vllm_scheduler_limits(config, catalog.get_model(config.model).max_position_embeddings, gpu_spec.memory_bytes,
-                          gpu_spec.name, "serve")
+    config_scheduler_limits(config, "serve")
     plan = runs.memory_plan(config)
 except ServeLabError as exc:
     with results:

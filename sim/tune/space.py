@@ -26,16 +26,16 @@ import math
 from dataclasses import dataclass, fields
 
 from sim.catalog import get_gpu, get_model, known_gpus
-from sim.config import EngineConfig
+from sim.config import GPU_MEMORY_UTILIZATION, EngineConfig
 from sim.errors import CatalogError, ConfigError
 
 DEFAULT_TP = (1, 2, 4, 8)
 DEFAULT_MAX_NUM_SEQS = (64, 128, 256, 512)
 DEFAULT_MAX_NUM_BATCHED_TOKENS = (2048, 8192, 16384)
 DEFAULT_MAX_REPLICAS = 8
-# EngineConfig's default, which is vLLM 0.33's (config/cache.py: 0.92) and what `servelab memory`
-# and `bench` use, so that tune's plan and the exported `vllm serve` line agree with both.
-DEFAULT_GPU_MEMORY_UTILIZATION = next(f.default for f in fields(EngineConfig) if f.name == "gpu_memory_utilization")
+# vLLM 0.33's default, which `servelab memory` and `bench` use too, so that tune's plan and the
+# exported `vllm serve` line agree with both.
+DEFAULT_GPU_MEMORY_UTILIZATION = GPU_MEMORY_UTILIZATION
 
 
 def precision_axes_supported() -> bool:
