@@ -485,7 +485,7 @@ def model_from_config(cfg: dict, *, source: str = "<config>", name: str | None =
     if arch in NEW_ARCHITECTURES.values():
         extra = archs.read_fields(cfg, outer, arch, layers, need, opt_int, source)
     return ModelSpec(
-        name=name or outer.get("_name_or_path") or Path(source).parent.name or source,
+        name=name or outer.get("_name_or_path") or _name_from_path(source),
         architecture=arch,
         num_hidden_layers=layers,
         hidden_size=hidden,
@@ -500,6 +500,15 @@ def model_from_config(cfg: dict, *, source: str = "<config>", name: str | None =
         quantization=quantization,
         **extra,
     )
+
+
+def _name_from_path(source: str) -> str:
+    """A config.json without ``_name_or_path`` is named by where it was read, as vLLM names a model
+    by its ``--model`` path: the folder of a ``config.json``, else the file. Not the folder's last
+    part alone: two files in one folder would share it, and ``get_model`` of that name could find
+    nothing, or a shipped model of the same short name."""
+    path = Path(source)
+    return str(path.parent) if path.name == "config.json" and str(path.parent) not in ("", ".") else source
 
 
 def _typed(value, field: str, kind: type, source: str, allow_zero: bool = False):

@@ -173,10 +173,12 @@ class MemoryPlan:
             pad, real = sum(g.padding_layers for g in groups), sum(len(g.layers) for g in groups)
             if pad:
                 padding.append(f"Add {pad} padding layers, may waste at most {pad / real * 100:.2f}% KV cache memory")
+        # vLLM 0.33 prints GiB with format_gib (round to 2 places: "54.8", not "54.80"), and the size
+        # and the concurrency in one line (kv_cache_utils.update_kv_cache_capacity).
         lines = padding + [
-            f"Available KV cache memory: {self.available_kv_bytes / GiB:.2f} GiB",
-            f"GPU KV cache size: {self.kv_cache_tokens:,} tokens",
-            f"Maximum concurrency for {self.max_model_len:,} tokens per request: {self.max_concurrency:.2f}x",
+            f"Available KV cache memory: {round(self.available_kv_bytes / GiB, 2)} GiB",
+            f"GPU KV cache size: {self.kv_cache_tokens:,} tokens, Maximum concurrency for "
+            f"{self.max_model_len:,} tokens per request: {self.max_concurrency:.2f}x",
         ]
         if len(self.kv_cache_groups) > 1:
             # EngineCore then resolves the groups' block sizes (resolve_kv_cache_block_sizes); all

@@ -249,7 +249,7 @@ def resolve_precision(model, gpu, config=None) -> Precision:
         lines.append(f"Using {kv_string} data type to store kv cache. It reduces the GPU memory footprint and "
                      f"boosts the performance. Meanwhile, it may cause accuracy drop without a proper scaling factor")
     if getattr(model, "is_mla", False):
-        backend = _mla_backend(gpu, lines)
+        backend = _mla_backend(gpu, kv, kv_flag, lines)
     else:
         backend = _attention_backend(gpu, act, kv, kv_string, kv_flag, lines,
                                      sinks=getattr(model, "attention_sinks", False))
@@ -490,26 +490,44 @@ def _attention_backend(gpu, act: str, kv: str, kv_string: str, kv_flag: str, lin
     chosen = valid[0]
     if chosen == "TRITON_ATTN" and fp8_kv and cc < (8, 9):
         flag = f"--kv-cache-dtype {kv_flag}" if kv_flag != "auto" else "the checkpoint's kv_cache_quant_algo (FP8)"
-        suggested = "float16" if cc < (8, 0) else "bfloat16"
+        # Why neither FlashAttention nor FlashInfer took it: the GPU is too old, or (from 8.0) the
+        # model's attention sinks, which they serve only on 9.x/10.x (see the docstring).
+        if cc < (8, 0):
+            others = "FlashAttention and FlashInfer need 8.0"
+        elif sinks:
+            others = ("the model's attention sinks need FlashAttention 3 (9.x) or FlashInfer's TRT-LLM kernels "
+                      "(10.x), so only Triton runs them here")
+        else:
+            others = "FlashAttention and FlashInfer do not run float32"
+        suggested = act if act in ("float16", "bfloat16") else "auto"
         raise ConfigError(
             f"{flag}: FP8 KV cache is not supported by the Triton attention backend on {gpu.name} (compute "
-            f"capability {_cc(cc)}); native FP8 (fp8e4nv) requires SM89+, and FlashAttention and FlashInfer "
-            f"need 8.0. Re-run with --kv-cache-dtype {suggested}"
+            f"capability {_cc(cc)}); native FP8 (fp8e4nv) requires SM89+, and {others}. "
+            f"Re-run with --kv-cache-dtype {suggested}"
         )
     lines.append(f"Using {chosen} attention backend out of potential backends: "
                  f"[{', '.join(repr(b) for b in valid)}].")
     return chosen
 
 
-def _mla_backend(gpu, lines: list[str]) -> str:
+def _mla_backend(gpu, kv: str, kv_flag: str, lines: list[str]) -> str:
     """MLA models (DeepSeek) take vLLM's MLA backends (``platforms/cuda.py``, ``use_mla``): on 9.x
     FLASH_ATTN_MLA first (FA3), on 10.x FLASHINFER_MLA, elsewhere TRITON_MLA (each backend's
     ``supports_compute_capability`` in ``v1/attention/backends/mla/``). FLASHINFER_MLA's kernels
     take blocks of 32 or 64 tokens, so on 10.x vLLM raises the block size to 32; ServeLab plans
-    with ``--block-size`` as given (pass 32 there)."""
+    with ``--block-size`` as given (pass 32 there).
+
+    An FP8 KV cache (``kv``) drops the backends whose ``supported_kv_cache_dtypes`` lack it:
+    FLASH_ATTN_MLA stores only 16-bit, so on 9.x FLASHMLA comes first; the others store
+    fp8_e4m3 and none fp8_e5m2."""
     major = gpu.compute_capability[0]
     valid = {9: ["FLASH_ATTN_MLA", "FLASHMLA", "TRITON_MLA"],
              10: ["FLASHINFER_MLA", "CUTLASS_MLA", "FLASHMLA", "TRITON_MLA"]}.get(major, ["TRITON_MLA"])
+    if kv == "fp8_e5m2":
+        raise ConfigError(f"--kv-cache-dtype {kv_flag}: no MLA attention backend of vLLM stores an fp8_e5m2 KV "
+                          f"cache (on {gpu.name}: {', '.join(valid)}); use --kv-cache-dtype fp8 (= fp8_e4m3) or auto")
+    if kv.startswith("fp8"):
+        valid = [b for b in valid if b != "FLASH_ATTN_MLA"]
     lines.append(f"Using {valid[0]} attention backend out of potential backends: "
                  f"[{', '.join(repr(b) for b in valid)}].")
     return valid[0]

@@ -75,6 +75,22 @@ def test_bad_input_is_one_clear_line_and_exit_2(argv, message):
     assert message.lower() in err.lower()
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(["--model", "gpt-oss-20b", "--gpu", "a100-80gb", "--kv-cache-dtype", "fp8"], id="fp8 kv refused"),
+        pytest.param(["--model", "llama-2-70b", "--gpu", "l4"], id="model does not fit"),
+    ],
+)
+def test_bench_serve_refused_at_start_up_prints_no_client_lines(argv):
+    """The server refuses these flags at start-up, so the benchmark client never starts: no
+    "Traffic request rate" line before the one error line."""
+    rc, out, err = run_cli("bench", "serve", *argv, "--num-prompts", "4")
+    assert rc == 2, (out, err)
+    assert err.startswith("error:") and "Traceback" not in err
+    assert "Traffic request rate" not in out
+
+
 def test_tokenizer_sets_the_vocabulary_vllms_random_prompts_are_drawn_from(tmp_path, capsys):
     """vLLM's random dataset draws prompts as runs of consecutive ids over the tokenizer's
     vocabulary, so with a tiny one most prompts repeat and hit the prefix cache; a folder

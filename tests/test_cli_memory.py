@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -22,9 +23,9 @@ def test_prints_vllm_startup_lines(capsys):
     loading = plan.loading_log_lines()
     assert lines[:len(loading)] == loading and loading[-1] == "Model loading took 12.55 GiB memory"
     lines = lines[len(loading):]
-    assert lines[:3] == plan.startup_log_lines()
-    assert lines[1] == f"GPU KV cache size: {plan.kv_cache_tokens:,} tokens"
-    assert lines[2].startswith("Maximum concurrency for 2,048 tokens per request: ")
+    assert lines[:2] == plan.startup_log_lines()
+    assert lines[1] == (f"GPU KV cache size: {plan.kv_cache_tokens:,} tokens, Maximum concurrency for 2,048 tokens "
+                        f"per request: {plan.max_concurrency:.2f}x")
     assert "model weights" in out and "KV cache" in out
 
 
@@ -132,3 +133,30 @@ def test_placement_says_whether_the_kv_cache_is_sharded_or_copied(capsys, argv, 
     assert main(["memory", *argv, "--max-model-len", "8192"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("KV cache:"))
     assert kv in line
+
+
+def _qwen3_moe_config(tmp_path, file_name: str, **changes) -> str:
+    cfg = json.loads((Path(__file__).parent.parent / "sim/data/models/Qwen--Qwen3-30B-A3B.json").read_text())
+    cfg.pop("_name_or_path", None)
+    cfg.update(changes)
+    path = tmp_path / file_name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(cfg))
+    return str(path)
+
+
+@pytest.mark.parametrize("file_name, name", [
+    # Several configs in one folder: the file names the model (it was the folder, which get_model
+    # could not find again, so the placement lines failed after the plan had printed).
+    pytest.param("cfgs/my-moe.json", "{tmp}/cfgs/my-moe.json", id="a-json-file"),
+    # A folder named like a shipped model holds an edited config (64 experts instead of 128): the
+    # placement must be this config's, not the shipped Qwen3-30B-A3B's.
+    pytest.param("qwen3-30b-a3b/config.json", "{tmp}/qwen3-30b-a3b", id="a-folder-named-like-a-shipped-model"),
+])
+def test_a_config_by_path_prints_its_own_placement(tmp_path, capsys, file_name, name):
+    path = _qwen3_moe_config(tmp_path, file_name, num_experts=64)
+    assert main(["memory", "--model", path, "--gpu", "h100", "--max-model-len", "8192", "-tp", "2", "-ep"]) == 0
+    out = capsys.readouterr().out
+    assert f"{name.format(tmp=tmp_path)} on 2 x h100-80gb" in out
+    assert "32 whole experts of 64 per layer (EP 2 = tp x dp)" in out
+    assert "KV cache: " in out.splitlines()[-1]

@@ -70,11 +70,19 @@ def test_vllm_arithmetic_holds():
 
 def test_startup_lines_use_vllm_formats():
     plan = plan_memory(get_model("llama-2-7b"), get_gpu("a100-80gb"), max_model_len=4096)
-    available, size, concurrency = plan.startup_log_lines()
-    assert available == f"Available KV cache memory: {plan.available_kv_bytes / GiB:.2f} GiB"
-    assert size == f"GPU KV cache size: {plan.kv_cache_tokens:,} tokens"
-    assert concurrency.startswith("Maximum concurrency for 4,096 tokens per request: ")
-    assert concurrency.endswith(f"{plan.max_concurrency:.2f}x")
+    # vLLM 0.33: gpu_worker.py logs the GiB with format_gib (rounded, "59.37"; "54.8", not "54.80"),
+    # kv_cache_utils.update_kv_cache_capacity the size and the concurrency in one line.
+    available, capacity = plan.startup_log_lines()
+    assert available == f"Available KV cache memory: {round(plan.available_kv_bytes / GiB, 2)} GiB"
+    assert capacity == (f"GPU KV cache size: {plan.kv_cache_tokens:,} tokens, Maximum concurrency for 4,096 tokens "
+                        f"per request: {plan.max_concurrency:.2f}x")
+
+
+def test_available_memory_is_printed_as_vllm_rounds_it():
+    # Qwen2.5-7B on an H100 keeps 54.80 GiB; vLLM's format_gib prints round(x, 2): "54.8".
+    plan = plan_memory(get_model("qwen2.5-7b"), get_gpu("h100"), max_model_len=8192)
+    assert f"{plan.available_kv_bytes / GiB:.2f}" == "54.80"
+    assert plan.startup_log_lines()[0] == "Available KV cache memory: 54.8 GiB"
 
 
 def test_more_utilization_more_blocks_and_tp_adds_blocks():

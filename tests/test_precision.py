@@ -97,8 +97,8 @@ def test_fp8_8b_memory_lines_from_first_principles(gpu_name, kv_flag, kv_bytes):
     assert plan.loading_log_lines()[-1] == f"Model loading took {round(weights / GiB, 2)} GiB memory" \
         == "Model loading took 8.49 GiB memory"
     assert plan.startup_log_lines() == [
-        f"Available KV cache memory: {available / GiB:.2f} GiB",
-        f"GPU KV cache size: {blocks * 16:,} tokens",
+        f"Available KV cache memory: {round(available / GiB, 2)} GiB",
+        f"GPU KV cache size: {blocks * 16:,} tokens, "
         f"Maximum concurrency for 8,192 tokens per request: {blocks / cdiv(8192, 16):.2f}x",
     ]
     if kv_flag == "fp8":
@@ -233,6 +233,14 @@ def _model_with(quantization_config: dict | None = None, torch_dtype: str = "bfl
                  id="cast-fp16-to-bf16"),
     pytest.param("llama-2-7b", "h100", {"dtype": "float32"}, ("float32", "float32", "float32", "TRITON_ATTN"),
                  id="float32-triton"),
+    # MLA: FLASH_ATTN_MLA stores a 16-bit latent only (supported_kv_cache_dtypes), so FP8 KV on
+    # Hopper goes to FLASHMLA, vLLM's next candidate.
+    pytest.param("deepseek-v3", "h200", {"tensor_parallel_size": 8},
+                 ("bfloat16", "fp8_block", "bfloat16", "FLASH_ATTN_MLA"), id="mla-hopper-bf16-kv"),
+    pytest.param("deepseek-v3", "h200", {"tensor_parallel_size": 8, "kv_cache_dtype": "fp8"},
+                 ("bfloat16", "fp8_block", "fp8_e4m3", "FLASHMLA"), id="mla-hopper-fp8-kv-flashmla"),
+    pytest.param("deepseek-v3", "b200", {"tensor_parallel_size": 8, "kv_cache_dtype": "fp8"},
+                 ("bfloat16", "fp8_block", "fp8_e4m3", "FLASHINFER_MLA"), id="mla-blackwell-fp8-kv"),
 ])
 def test_what_runs(model, gpu, flags, expected):
     p = resolve_precision(get_model(model), get_gpu(gpu), _flags(**flags))
@@ -309,6 +317,18 @@ REFUSALS = [
     pytest.param("llama-3.1-8b", ("t4", None), {"kv_cache_dtype": "fp8"},
                  "--kv-cache-dtype fp8: FP8 KV cache is not supported by the Triton attention backend on t4",
                  id="fp8-kv-below-8.0"),
+    # On 8.0 FlashInfer reads an FP8 KV cache, but not with gpt-oss's attention sinks; the line says
+    # so (not "FlashInfer needs 8.0", which the A100 has) and offers the model's own dtype.
+    pytest.param("gpt-oss-20b", ("a100-80gb", None), {"kv_cache_dtype": "fp8"},
+                 "native FP8 (fp8e4nv) requires SM89+, and the model's attention sinks need FlashAttention 3 (9.x) "
+                 "or FlashInfer's TRT-LLM kernels (10.x), so only Triton runs them here. "
+                 "Re-run with --kv-cache-dtype bfloat16", id="fp8-kv-sinks-on-8.0"),
+    pytest.param("deepseek-v3", ("h200", None), {"kv_cache_dtype": "fp8_e5m2", "tensor_parallel_size": 8},
+                 "--kv-cache-dtype fp8_e5m2: no MLA attention backend of vLLM stores an fp8_e5m2 KV cache (on h200: "
+                 "FLASH_ATTN_MLA, FLASHMLA, TRITON_MLA); use --kv-cache-dtype fp8 (= fp8_e4m3) or auto",
+                 id="mla-fp8-e5m2"),
+    pytest.param("gpt-oss-20b", ("a100-80gb", None), {"kv_cache_dtype": "fp8", "dtype": "float16"},
+                 "Re-run with --kv-cache-dtype float16", id="fp8-kv-suggests-the-model-dtype"),
     pytest.param("llama-3.1-8b", ("h100", None), {"quantization": "fp8", "dtype": "float32"},
                  "--dtype: torch.float32 is not supported for quantization method fp8", id="fp8-float32"),
     pytest.param("llama-3.1-8b", ("h100", None), {"quantization": "modelopt"},

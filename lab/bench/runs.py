@@ -163,6 +163,11 @@ def run_serve(args) -> int:
     if not percentiles or not all(0 <= p <= 100 for p in percentiles):  # NaN fails too
         raise ConfigError(f"--metric-percentiles: expected comma-separated percentiles from 0 to 100, like 50,90,99; "
                           f"got {args.metric_percentiles!r}")
+    # The server starts before the client prints anything: a flag vLLM refuses at start-up (an
+    # FP8 KV cache the attention backend cannot store, weights that do not fit) ends the run here.
+    from sim.memory import plan_for_config
+
+    plan_for_config(config, usage="serve")
     quiet = getattr(args, "json", None) == "-"
     if not quiet:
         print(f"Traffic request rate: {args.request_rate}")

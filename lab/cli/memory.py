@@ -1,6 +1,6 @@
 """``servelab memory``: vLLM's KV-cache sizing for a model on a GPU, without a GPU.
 
-Prints the lines vLLM logs at start-up ("GPU KV cache size: N tokens", "Maximum concurrency
+Prints the lines vLLM logs at start-up ("GPU KV cache size: N tokens, Maximum concurrency
 for L tokens per request: X.XXx") and where each GiB of the GPU went; ``--json`` prints the
 whole plan as one JSON object.
 """
@@ -117,12 +117,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"  KV per token: {plan.kv_bytes_per_token:,} bytes; {plan.num_gpu_blocks:,} blocks of "
           f"{plan.block_size} tokens{of_layers}; max_model_len {plan.max_model_len:,}")
     _print_groups(plan)
-    _print_placement(plan)
+    _print_placement(plan, model)
     return 0
 
 
-def _print_placement(plan) -> None:
-    """Where the weights and the KV cache live: per GPU by part, and across the DP ranks."""
+def _print_placement(plan, model) -> None:
+    """Where the weights and the KV cache live: per GPU by part, and across the DP ranks.
+
+    ``model`` is the ModelSpec the plan was made for; it is not looked up again by ``plan.model``,
+    which names a config.json's ``_name_or_path`` and may find another model, or none."""
     parts = plan.weight_bytes_by_part
     if not parts:
         return
@@ -132,36 +135,31 @@ def _print_placement(plan) -> None:
     shard += f", replicated on each of {dp} DP ranks" if dp > 1 else ""
     rows = [("attention", parts["attention"], shard), ("other (embeddings, lm_head, norms)", parts["other"], shard)]
     if parts["dense_mlp"]:
-        rows.append(("dense MLPs and shared experts", parts["dense_mlp"], shard))
+        rows.append(("dense MLPs and shared experts" if model.is_moe else "MLPs", parts["dense_mlp"], shard))
     if plan.experts_per_gpu is not None:
         rows.append(("router", parts["router"], "replicated on every GPU"))
         if plan.expert_parallel_size > 1:
             noun = "expert" if plan.experts_per_gpu == 1 else "experts"
-            where = (f"{plan.experts_per_gpu} whole {noun} of {get_experts(plan)} per layer "
+            where = (f"{plan.experts_per_gpu} whole {noun} of {model.num_experts} per layer "
                      f"(EP {plan.expert_parallel_size} = tp x dp)")
+        elif plan.moe_tensor_parallel_size == 1:
+            where = f"all {model.num_experts} experts, whole"
         else:
-            where = (f"all {get_experts(plan)} experts, each sharded over {plan.moe_tensor_parallel_size} "
-                     f"GPU{'s' if plan.moe_tensor_parallel_size > 1 else ''}" + (" (tp x dp)" if dp > 1 else ""))
+            where = (f"all {model.num_experts} experts, each sharded over {plan.moe_tensor_parallel_size} GPUs"
+                     + (" (tp x dp)" if dp > 1 else ""))
         rows.append(("routed experts", parts["routed_experts"], where))
     width = max(len(r[0]) for r in rows)
     for label, value, where in rows:
         print(f"    {label:<{width}}  {value / GiB:9.2f} GiB  {where}")
-    from sim.catalog import get_model
     from sim.parallel import kv_cache_placement
 
     # MLA's latent and KV heads fewer than TP ranks are copied, not sharded (sim.parallel)
     kv = (f"    KV cache: {plan.available_kv_bytes / GiB:.2f} GiB per GPU "
-          f"({kv_cache_placement(get_model(plan.model), tp)})")
+          f"({kv_cache_placement(model, tp)})")
     if dp > 1:
         kv += (f"; each DP rank its own: {plan.kv_cache_tokens:,} tokens, {plan.max_concurrency:.2f}x; "
                f"all {dp} ranks {plan.total_kv_cache_tokens:,} tokens, {plan.total_max_concurrency:.2f}x")
     print(kv)
-
-
-def get_experts(plan) -> int:
-    from sim.catalog import get_model
-
-    return get_model(plan.model).num_experts
 
 
 def _graphs_label(sizes: tuple[int, ...]) -> str:
