@@ -51,7 +51,7 @@ from dataclasses import asdict, dataclass, field
 from sim.catalog import GPUSpec, ModelSpec
 from sim.config import GPU_MEMORY_UTILIZATION, cdiv, resolve_scheduler_limits
 from sim.cudagraphs import capture_sizes
-from sim.errors import ConfigError
+from sim.errors import ConfigError, OutOfMemoryError
 from sim.parallel import ParallelLayout
 from sim.precision import Precision, resolve_precision
 
@@ -291,13 +291,16 @@ def plan_memory(
     else:
         available = requested - weights - non_torch - activation - graphs
         if available <= 0:
-            raise ConfigError(
+            # _advice's test: weights within 90% of what vLLM may use leave room a flag could win back.
+            weights_fill = model.weight_bytes_per_gpu(tp, precision, moe) >= 0.9 * requested
+            raise OutOfMemoryError(
                 f"No available memory for the cache blocks: {model.name} on {gpu.name} "
                 f"(tensor parallelism {tp}) may use total_gpu_memory ({total / GiB:.2f}GiB) x "
                 f"gpu_memory_utilization ({gpu_memory_utilization:.2f}) = {requested / GiB:.2f}GiB per GPU; "
                 f"model weights take {weights / GiB:.2f}GiB; non_torch_memory takes {non_torch / GiB:.2f}GiB; "
                 f"PyTorch activation peak memory takes {activation / GiB:.2f}GiB; CUDA graphs take "
-                f"{graphs / GiB:.2f}GiB, leaving {available / GiB:.2f}GiB. {_advice(model, tp, requested, precision, moe)}"
+                f"{graphs / GiB:.2f}GiB, leaving {available / GiB:.2f}GiB. {_advice(model, tp, requested, precision, moe)}",
+                OutOfMemoryError.WEIGHTS if weights_fill else OutOfMemoryError.KV_CACHE,
             )
     num_blocks = num_gpu_blocks_override or available // page_bytes
     blocks_per_request = sum(g.blocks_per_request for g in groups)
@@ -309,11 +312,12 @@ def plan_memory(
         estimated_msg = (
             f"Based on the available memory, the estimated maximum model length is {estimated}. " if estimated > 0 else ""
         )
-        raise ConfigError(
+        raise OutOfMemoryError(
             f"To serve at least one request with the model's max seq len ({max_model_len}), "
             f"({needed / GiB:.2f} GiB KV cache is needed, which is larger than the available KV cache "
             f"memory ({available / GiB:.2f} GiB). {estimated_msg}Try increasing --gpu-memory-utilization "
-            f"or decreasing --max-model-len."
+            f"or decreasing --max-model-len.",
+            OutOfMemoryError.MAX_MODEL_LEN,
         )
     concurrency = num_blocks / blocks_per_request  # get_max_concurrency_for_kv_cache_config
     return MemoryPlan(

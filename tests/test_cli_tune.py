@@ -35,6 +35,7 @@ def test_tune_prints_the_ranked_table_the_pareto_front_and_the_winner(capsys, tm
     assert {g: p["source"] != "" for g, p in doc["prices"].items()} == {"h100-80gb": True, "a100-80gb": True}
     for name in ("vllm-serve.sh", "deployment.yaml", "rollout.yaml"):
         assert (tmp_path / "out" / name).is_file()
+    assert (tmp_path / "out" / "vllm-serve.sh").stat().st_mode & 0o111  # runnable, as its #! line says
     assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -106,6 +107,11 @@ def test_an_sla_nobody_meets_prints_the_closest_and_exits_1(capsys):
                  id="ray-address-nobody-listens"),
     pytest.param(["--model", "Qwen/Qwen3-30B-A3B", "--gpu", "h100", "-tp", "1", "-ep", "on"], "nothing to search",
                  id="expert-parallel-on-one-gpu"),
+    pytest.param(["--gpu", "h100", "--request-rate", "0"], "--request-rate: expected requests/s", id="rate-zero"),
+    pytest.param(["--gpu", "h100", "--max-concurrency", "8", "--burstiness", "0.5"], "--burstiness with --max-concurrency",
+                 id="burstiness-in-a-closed-loop"),
+    pytest.param(["--gpu", "h100", "--dataset-name", "sharegpt", "--dataset-path", "ShareGPT_V3.json"],
+                 "only --dataset-name trace reads a file", id="dataset-path-ignored-by-sharegpt"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, extra, fragment):
     args = ["tune", *SMALL, "--sla", "p90_ttft_ms<=500", *extra]
@@ -115,6 +121,36 @@ def test_bad_input_is_one_line_and_exit_2(capsys, extra, fragment):
     err = capsys.readouterr().err.strip()
     assert rc == 2
     assert fragment in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("flag", ["--workers", "--top"])
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_counts_below_one_are_refused_before_anything_runs(capsys, flag, value):
+    with pytest.raises(SystemExit) as exit_:
+        main(["tune", *SMALL, "--gpu", "h100", "--sla", "p90_ttft_ms<=500", flag, value])
+    assert exit_.value.code == 2
+    assert f"argument {flag}: expected a positive integer, got '{value}'" in capsys.readouterr().err
+
+
+def test_a_price_file_that_prices_one_gpu_under_two_names_is_exit_2(capsys, tmp_path):
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("gpus:\n  h100-80gb: {usd_per_gpu_hour: 2.1, source: a, date: 2026-11-01}\n"
+                      "  h100: {usd_per_gpu_hour: 3.0, source: b, date: 2026-11-01}\n")
+    rc = main(["tune", *SMALL, "--gpu", "h100", "--sla", "p90_ttft_ms<=500", "--gpu-prices", str(prices)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "gpus.h100: h100 is h100-80gb, already priced as gpus.h100-80gb" in err
+
+
+def test_a_quantized_checkpoint_is_searched_in_its_own_weights_by_default(capsys, tmp_path):
+    # gpt-oss ships mxfp4 weights; vLLM refuses --quantization fp8 on them, so the default offers none.
+    rc = main(["tune", "--model", "openai/gpt-oss-120b", "--gpu", "h200", "-tp", "1", "--max-num-seqs", "64",
+               "--max-num-batched-tokens", "8192", "--num-prompts", "20", "--random-input-len", "256",
+               "--random-output-len", "32", "--executor", "serial", "--rate-tolerance", "0.3",
+               "--sla", "p90_ttft_ms<=2000", "--json", str(tmp_path / "t.json")])
+    assert rc == 0, capsys.readouterr().err
+    doc = json.loads((tmp_path / "t.json").read_text())
+    assert doc["counts"]["pruned_configs"] == 0 and doc["counts"]["engine_configs"] == 2  # kv-cache auto, fp8
+    assert {r["quantization"] for r in doc["ranked"]} == {None}
 
 
 def test_a_price_file_without_a_gpu_being_searched_is_exit_2(capsys, tmp_path):

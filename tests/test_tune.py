@@ -151,7 +151,39 @@ def test_pruning_never_simulates_a_configuration_that_does_not_fit():
 def test_max_num_batched_tokens_below_max_num_seqs_is_pruned_as_vllm_refuses_it():
     result = tune(_request(("h100",), tensor_parallel_sizes=(1,), max_num_seqs=(512,), max_num_batched_tokens=(256, 2048)))
     assert [p.config.max_num_batched_tokens for p in result.pruned] == [256]
-    assert "must be greater than or equal to max_num_seqs" in result.pruned[0].reason
+    # sim.config's one rule and one message, as bench and memory print it for the same flags
+    assert result.pruned[0].reason == ("--max-num-batched-tokens (256) must be greater than or equal to --max-num-seqs "
+                                       "(512), as vLLM requires; raise the first or lower the second")
+    assert result.pruned[0].kind == "--max-num-batched-tokens below --max-num-seqs (vLLM refuses it)"
+
+
+# Each of sim.memory's out-of-memory refusals, and the kind tune counts it under: read from the
+# error's kind, so that vLLM's wording of the message may change without moving a configuration.
+@pytest.mark.parametrize("config, oom_kind, prune_kind", [
+    pytest.param(EngineConfig(model="deepseek-ai/DeepSeek-V3", gpu="h100", tensor_parallel_size=8, max_num_seqs=256,
+                              max_num_batched_tokens=8192, max_model_len=4096),
+                 "weights", "the weights do not fit in GPU memory", id="weights"),
+    pytest.param(EngineConfig(model=MODEL, gpu="l4", max_num_seqs=1024, max_num_batched_tokens=16384,
+                              max_model_len=2048, gpu_memory_utilization=0.8),
+                 "kv_cache", "no memory left for the KV cache", id="activations-leave-no-kv-cache"),
+    pytest.param(EngineConfig(model=MODEL, gpu="l4", max_num_seqs=256, max_num_batched_tokens=8192,
+                              max_model_len=131072),
+                 "max_model_len", "the KV cache cannot hold one --max-model-len 131072 sequence", id="max-model-len"),
+])
+def test_out_of_memory_refusals_are_told_apart_by_their_kind(config, oom_kind, prune_kind):
+    import pickle
+
+    from sim.errors import OutOfMemoryError
+    from sim.tune.prune import _kind, check
+
+    with pytest.raises(OutOfMemoryError) as err:
+        plan_for_config(config)
+    assert err.value.kind == oom_kind
+    assert ("weights alone do not fit" in str(err.value)) == (oom_kind == "weights")  # the advice agrees
+    assert check(config, 1024).kind == prune_kind
+    # the kind, not the words: the same refusal reworded is counted alike, and it survives a process pool
+    reworded = pickle.loads(pickle.dumps(OutOfMemoryError("reworded by a later vLLM", oom_kind)))
+    assert _kind(config, reworded) == prune_kind
 
 
 # -- ranking and Pareto --------------------------------------------------------------------------
@@ -166,6 +198,21 @@ def test_ranking_puts_the_cheapest_first_and_drops_misses():
     assert [d.config.max_num_seqs for d in rank([a, b, c], by_cost_per_hour=False)] == [1, 2]
     tie = _dep(4, 5, 0.9, 100, 10, margin=0.5)
     assert rank([b, tie], by_cost_per_hour=True)[0] is tie  # more headroom wins a tie
+
+
+def test_at_a_target_rate_equal_cost_is_a_tie_that_headroom_breaks():
+    from sim.tune.evaluate import Evaluation, Probe
+    from sim.tune.rank import deployment
+
+    price, sla = shipped_prices()["h100-80gb"], parse_sla("p90_tpot_ms<=50")
+    evs = [Evaluation(EngineConfig(model=MODEL, gpu="h100", max_num_seqs=seqs), "meets", "rate", best_load=g,
+                      capacity=20.0, best=Probe(g, True, False, {"p90_tpot_ms": tpot}, tpot, math.nan),
+                      mean_output_len=256.0)
+           for seqs, g, tpot in ((64, 5.66, 40.0), (256, 7.3, 30.0))]  # 4 / 7.3 x 7.3 x 256 rounds below 1024
+    deps = [deployment(ev, sla, 4.0, price, max_replicas=8) for ev in evs]
+    assert {d.output_tokens_per_s for d in deps} == {4.0 * 256}  # the same tokens at the same load
+    assert deps[0].cost_per_million_tokens == deps[1].cost_per_million_tokens
+    assert [d.config.max_num_seqs for d in rank(deps, by_cost_per_hour=True)] == [256, 64]  # 40% headroom, then 20%
 
 
 def test_pareto_front_keeps_exactly_the_undominated():
@@ -270,6 +317,16 @@ def test_replicas_rise_to_the_throughput_term_and_a_fixed_load_can_miss_it():
     assert not fixed.meets and fixed.misses[0]["key"] == "output_throughput"
     too_many = deployment(ev, parse_sla("p90_ttft_ms<=400"), 100.0, price, max_replicas=8)
     assert not too_many.meets and too_many.misses[0]["key"] == "replicas" and too_many.replicas == 25
+    # The Pareto front's point is one replica: the floor is the whole deployment's, not a replica's.
+    point = deployment(ev, sla, None, price, max_replicas=8, one_replica=True)
+    assert point.meets and (point.replicas, point.num_gpus) == (1, 2)
+    assert point.tokens_per_s_per_gpu == pytest.approx(d.tokens_per_s_per_gpu) == 500.0
+
+
+def test_pareto_points_are_one_replica_each_under_a_throughput_floor():
+    result = tune(_request(("h100",), tensor_parallel_sizes=(1,), max_num_seqs=(64,), max_num_batched_tokens=(8192,),
+                           sla="p90_ttft_ms<=2000,output_throughput>=100000"))
+    assert result.points and all(p.replicas == 1 and p.meets for p in result.pareto)
 
 
 def test_headroom_tightens_every_limit_and_says_so():

@@ -44,6 +44,19 @@ def _ints(flag: str, human_readable: bool = False):
     return parse
 
 
+def _positive(flag: str):
+    """A positive integer, for the flags where 0 or less would mean nothing (or crash the pool)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        return value
+    return parse
+
+
 def _engine_default(name: str):
     from dataclasses import fields
 
@@ -66,11 +79,16 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
                         "the throughput floor / 0.9), against the simulator's own error (default 0)")
     add_workload_args(p, offline=False)
     p.set_defaults(num_prompts=200)
+    # The shared dataset flags say what they mean for one server; for tune, the load is the whole deployment's.
+    p._option_string_actions["--request-rate"].help = ("requests/s for the whole deployment (default inf: no "
+                                                       "target, one replica at its highest load meeting the SLA)")
+    p._option_string_actions["--burstiness"].help = "gamma shape of the arrivals at --request-rate; 1 = Poisson"
     p.add_argument("--max-concurrency", type=int, default=None,
                    help="closed loop: this many clients in all (instead of --request-rate)")
     s = p.add_argument_group("search space (comma-separated values)")
     s.add_argument("--gpu", action="append", default=None,
-                   help="GPUs to consider (repeat or comma-separate); default: every GPU in the catalog")
+                   help="GPUs to consider (repeat or comma-separate); default: every GPU in the catalog with a "
+                        "price")
     s.add_argument("--tensor-parallel-size", "-tp", type=_ints("--tensor-parallel-size"), default=(1, 2, 4, 8))
     s.add_argument("--max-num-seqs", type=_ints("--max-num-seqs"), default=(64, 128, 256, 512))
     s.add_argument("--max-num-batched-tokens", type=_ints("--max-num-batched-tokens", human_readable=True),
@@ -92,13 +110,14 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     r.add_argument("--executor", choices=("local", "ray", "serial"), default="local",
                    help="local: processes on this machine (default); ray: Ray tasks")
     r.add_argument("--ray-address", default=None, metavar="ADDR", help="a Ray cluster (ray://HOST:10001); default: local")
-    r.add_argument("--workers", type=int, default=None, help="local processes (default: every core)")
+    r.add_argument("--workers", type=_positive("--workers"), default=None,
+                   help="local processes (default: every core)")
     r.add_argument("--rate-tolerance", type=float, default=0.05, help="bisection stops within this fraction")
     r.add_argument("--no-early-stop", dest="early_stop", action="store_false",
                    help="run every simulation to its end")
     r.add_argument("--gpu-prices", metavar="FILE", default=None, help="a price table (YAML) instead of the shipped one")
     o = p.add_argument_group("output")
-    o.add_argument("--top", type=int, default=10, help="rows of the ranked table")
+    o.add_argument("--top", type=_positive("--top"), default=10, help="rows of the ranked table")
     o.add_argument("--json", metavar="FILE", default=None, help="write the whole result as JSON ('-': stdout)")
     o.add_argument("--output-dir", metavar="DIR", default=None,
                    help="write the winner's vllm-serve.sh, deployment.yaml and rollout.yaml here")
@@ -136,13 +155,23 @@ def build_request(args):
     if args.trace_time_scale != 1.0:
         raise ConfigError("--trace-time-scale: tune sets the load itself (a trace is replayed at every rate it "
                           "tries); give the rate to carry with --request-rate")
+    if args.dataset_path and args.dataset_name != "trace":
+        raise ConfigError(f"--dataset-path {args.dataset_path}: only --dataset-name trace reads a file; "
+                          f"--dataset-name {args.dataset_name} draws its lengths from ServeLab's own distribution. "
+                          f"Give --dataset-name trace with a CSV, or leave --dataset-path out")
     if args.max_concurrency is not None:
         if args.request_rate != math.inf:
             raise ConfigError("--max-concurrency and --request-rate: give one (clients in a closed loop, or requests/s)")
         if args.max_concurrency <= 0:
             raise ConfigError(f"--max-concurrency: expected a positive integer, got {args.max_concurrency}")
+        if args.burstiness != 1.0:
+            raise ConfigError("--burstiness with --max-concurrency: a closed loop sends a request when one finishes, "
+                              "so there are no arrival gaps to shape; use --request-rate, or leave --burstiness out")
         mode, target = "concurrency", float(args.max_concurrency)
     else:
+        if not args.request_rate > 0:  # NaN included
+            raise ConfigError(f"--request-rate: expected requests/s for the whole deployment, above 0 (or inf: "
+                              f"no target), got {args.request_rate:g}")
         mode, target = "rate", (None if args.request_rate == math.inf else args.request_rate)
     spec = WorkloadSpec(
         dataset_name=args.dataset_name, num_prompts=args.num_prompts, random_input_len=args.random_input_len,
@@ -151,7 +180,7 @@ def build_request(args):
         n=args.n, burstiness=args.burstiness, vocab_size=tokenizer_vocab(args.tokenizer),
     )
     longest = longest_request_tokens(spec, args.seed)
-    quant_default, kv_default = default_precisions()
+    quant_default, kv_default = default_precisions(args.model)
     quantization = tuple(None if q.lower() == "none" else q for q in args.quantization) if args.quantization else quant_default
     prefix = args.enable_prefix_caching or (("on", "off") if args.prefix_len > 0 else ("on",))
     bad = [v for v in prefix if v not in ("on", "off")]
@@ -273,6 +302,7 @@ def run(args) -> int:
             d = Path(args.output_dir)
             d.mkdir(parents=True, exist_ok=True)
             (d / "vllm-serve.sh").write_text("#!/bin/sh\n" + serve_command(w.config) + "\n")
+            (d / "vllm-serve.sh").chmod(0o755)  # a script to run, as its #! line says
             (d / "deployment.yaml").write_text(deployment_manifest(w.config, w.replicas))
             (d / "rollout.yaml").write_text(rollout_manifest(w.config, w.replicas))
             say(f"Wrote {d / 'vllm-serve.sh'}, {d / 'deployment.yaml'} and {d / 'rollout.yaml'}")

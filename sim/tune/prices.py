@@ -35,6 +35,7 @@ def prices_from_doc(doc, *, origin: str = "the price table", strict: bool = True
     if not isinstance(doc, dict) or not isinstance(doc.get("gpus"), dict):
         raise ConfigError(f"{origin}: expected a mapping 'gpus:' of GPU name -> {{usd_per_gpu_hour, source, date}}")
     out: dict[str, GPUPrice] = {}
+    named: dict[str, str] = {}  # catalog name -> the name the table gave it
     for name, entry in doc["gpus"].items():
         where = f"{origin}: gpus.{name}"
         try:
@@ -43,6 +44,9 @@ def prices_from_doc(doc, *, origin: str = "the price table", strict: bool = True
             if not strict:
                 continue
             raise ConfigError(f"{where}: {exc}") from None
+        if gpu in named:  # two names for one GPU ("h100" and "h100-80gb"): which price is meant?
+            raise ConfigError(f"{where}: {name} is {gpu}, already priced as gpus.{named[gpu]}; keep one entry")
+        named[gpu] = name
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: expected a mapping with usd_per_gpu_hour, source and date")
         price = entry.get("usd_per_gpu_hour")

@@ -4,7 +4,8 @@ longest request, is never simulated.
 The checks are vLLM's own start-up checks, through the memory model
 (:func:`sim.memory.plan_for_config`): the weights fit, the KV cache holds one
 ``max_model_len`` sequence, the tensor-parallel size divides the heads; and vLLM's rule that
-``--max-num-batched-tokens`` is at least ``--max-num-seqs``. Then the longest request of the
+``--max-num-batched-tokens`` is at least ``--max-num-seqs`` (:func:`sim.config.config_scheduler_limits`,
+the check ``bench`` and ``memory`` run on their flags). Then the longest request of the
 workload (prompt + output) must fit in the KV cache, else the engine could never finish it.
 
 Each pruned configuration keeps vLLM's full message (``reason``) and a short ``kind`` that is
@@ -18,14 +19,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sim.config import EngineConfig, cdiv
-from sim.errors import ServeLabError
+from sim.config import EngineConfig, cdiv, config_scheduler_limits
+from sim.errors import ConfigError, OutOfMemoryError, ServeLabError
 from sim.memory import MemoryPlan, plan_for_config
 from sim.tune.space import layout_of
 
-# The kinds that name a memory shortfall (sim.memory's messages, worded as vLLM's).
+# The kinds that name a memory shortfall (sim.memory's OutOfMemoryError.kind).
 WEIGHTS_DO_NOT_FIT = "the weights do not fit in GPU memory"
 NO_ROOM_FOR_KV = "no memory left for the KV cache"
+# tune's space keeps chunked prefill on and sets no --long-prefill-token-threshold, so of vLLM's
+# scheduler checks (sim.config.verify_scheduler_limits) this is the only one it can break.
+BATCHED_TOKENS_BELOW_SEQS = "--max-num-batched-tokens below --max-num-seqs (vLLM refuses it)"
 
 
 @dataclass(frozen=True)
@@ -52,15 +56,14 @@ class PruneGroup:
 
 def check(config: EngineConfig, longest_request_tokens: int) -> PruneResult:
     """Keep ``config`` (with its memory plan) or say why vLLM could not serve the workload with it."""
-    if config.max_num_batched_tokens is not None and config.max_num_seqs is not None \
-            and config.max_num_batched_tokens < config.max_num_seqs:
-        return PruneResult(config, None, f"max_num_batched_tokens ({config.max_num_batched_tokens}) must be greater "
-                                         f"than or equal to max_num_seqs ({config.max_num_seqs})",
-                           "--max-num-batched-tokens below --max-num-seqs (vLLM refuses it)")
+    try:
+        config_scheduler_limits(config, usage="serve")
+    except ConfigError as exc:
+        return PruneResult(config, None, str(exc), BATCHED_TOKENS_BELOW_SEQS)
     try:
         plan = plan_for_config(config, usage="serve")
     except ServeLabError as exc:
-        return PruneResult(config, None, str(exc), _kind(config, str(exc)))
+        return PruneResult(config, None, str(exc), _kind(config, exc))
     needed = cdiv(longest_request_tokens, config.block_size)
     if needed > plan.num_gpu_blocks - 1:
         return PruneResult(config, None, f"the longest request ({longest_request_tokens} tokens) needs {needed} KV "
@@ -69,20 +72,20 @@ def check(config: EngineConfig, longest_request_tokens: int) -> PruneResult:
     return PruneResult(config, plan)
 
 
-def _kind(config: EngineConfig, message: str) -> str:
-    """A few words for the problem behind ``message``, without the numbers that differ between
+def _kind(config: EngineConfig, exc: ServeLabError) -> str:
+    """A few words for the problem behind ``exc``, without the numbers that differ between
     configurations struck alike."""
     from sim.catalog import get_model
 
+    if isinstance(exc, OutOfMemoryError):
+        return {OutOfMemoryError.WEIGHTS: WEIGHTS_DO_NOT_FIT, OutOfMemoryError.KV_CACHE: NO_ROOM_FOR_KV,
+                OutOfMemoryError.MAX_MODEL_LEN: f"the KV cache cannot hold one --max-model-len "
+                                                f"{config.max_model_len} sequence"}[exc.kind]
+    message = str(exc)
     model = get_model(config.model)
     tp = config.tensor_parallel_size
     if model.num_attention_heads % tp and message.startswith(f"--tensor-parallel-size {tp}:"):
         return f"TP {tp} does not divide the {model.num_attention_heads} attention heads"
-    # sim.memory's two out-of-memory messages (vLLM's wording), told apart by its advice
-    if message.startswith("No available memory for the cache blocks"):
-        return WEIGHTS_DO_NOT_FIT if "weights alone do not fit" in message else NO_ROOM_FOR_KV
-    if message.startswith("To serve at least one request"):
-        return f"the KV cache cannot hold one --max-model-len {config.max_model_len} sequence"
     return message  # the other refusals (KV heads, experts, dtypes) do not depend on the scheduler flags
 
 

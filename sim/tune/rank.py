@@ -73,8 +73,11 @@ class Deployment:
 
 
 def deployment(ev: Evaluation, sla: SLA, target_load: float | None, price: GPUPrice | None,
-               max_replicas: int) -> Deployment:
-    """The cheapest replica count of ``ev``'s configuration that carries the target (or its misses)."""
+               max_replicas: int, *, one_replica: bool = False) -> Deployment:
+    """The cheapest replica count of ``ev``'s configuration that carries the target (or its misses).
+
+    ``one_replica``: one replica at its highest load meeting the SLA, whatever the SLA's
+    ``output_throughput`` floor, which is the whole deployment's (the Pareto front's points)."""
     gpus_per_replica = getattr(ev.config, "num_gpus", ev.config.tensor_parallel_size)  # tp x dp
     usd = price.usd_per_gpu_hour if price else math.nan
     if ev.status != "meets":
@@ -84,21 +87,24 @@ def deployment(ev: Evaluation, sla: SLA, target_load: float | None, price: GPUPr
     g, best = ev.best_load, ev.best
     per_replica_tokens = g * ev.mean_output_len if ev.mode == "rate" else best.output_throughput
     replicas = 1 if target_load is None else max(1, math.ceil(target_load / g - 1e-9))
-    if sla.min_output_throughput is not None and per_replica_tokens > 0:
+    floor = None if one_replica else sla.min_output_throughput
+    if floor is not None and per_replica_tokens > 0:
         if target_load is None:
-            replicas = max(replicas, math.ceil(sla.min_output_throughput / per_replica_tokens - 1e-9))
+            replicas = max(replicas, math.ceil(floor / per_replica_tokens - 1e-9))
     load = target_load if target_load is not None else replicas * g
-    tokens = load / g * per_replica_tokens
+    # Rate mode: the load times the mean answer, not load / g x g x mean, whose rounding differs
+    # between configurations that serve the same tokens and would break their tie on cost per token.
+    tokens = load * ev.mean_output_len if ev.mode == "rate" else load / g * per_replica_tokens
     cost = replicas * gpus_per_replica * usd
     gpus = replicas * gpus_per_replica
     problems = []
     if replicas > max_replicas:
         problems.append({"term": f"replicas <= {max_replicas}", "key": "replicas", "measured": replicas,
                          "limit": max_replicas, "unit": "replicas", "over_pct": (replicas / max_replicas - 1) * 100})
-    if sla.min_output_throughput is not None and tokens < sla.min_output_throughput * (1 - 1e-9):
-        problems.append({"term": f"output throughput >= {sla.min_output_throughput:g} tok/s", "key": "output_throughput",
-                         "measured": tokens, "limit": sla.min_output_throughput, "unit": "tok/s",
-                         "over_pct": (sla.min_output_throughput / tokens - 1) * 100 if tokens > 0 else math.inf})
+    if floor is not None and tokens < floor * (1 - 1e-9):
+        problems.append({"term": f"output throughput >= {floor:g} tok/s", "key": "output_throughput",
+                         "measured": tokens, "limit": floor, "unit": "tok/s",
+                         "over_pct": (floor / tokens - 1) * 100 if tokens > 0 else math.inf})
     return Deployment(
         config=ev.config, replicas=replicas, num_gpus=gpus, meets=not problems, load_per_replica=g, load=load,
         output_tokens_per_s=tokens, tokens_per_s_per_gpu=tokens / gpus,

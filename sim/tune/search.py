@@ -128,7 +128,8 @@ def tune(request: TuneRequest, executor: Executor | None = None,
 
     price = lambda ev: request.prices.get(ev.config.gpu)
     deployments = [deployment(ev, request.sla, request.target_load, price(ev), space.max_replicas) for ev in evaluations]
-    points = [deployment(ev, request.sla, None, price(ev), space.max_replicas) for ev in evaluations if ev.status == "meets"]
+    points = [deployment(ev, request.sla, None, price(ev), space.max_replicas, one_replica=True)
+              for ev in evaluations if ev.status == "meets"]
     ranked = rank(deployments, by_cost_per_hour=request.target_load is not None)
     return TuneResult(
         request=request, ranked=ranked, closest=[] if ranked else closest(deployments),

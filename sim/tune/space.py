@@ -167,8 +167,13 @@ def default_max_model_len(longest_request_tokens: int, model: str | None = None,
     return min(wanted, limit)
 
 
-def default_precisions() -> tuple[tuple[str | None, ...], tuple[str, ...]]:
-    """The dtype axes searched by default: FP8 weights and KV cache beside the model's own, where modelled."""
-    if precision_axes_supported():
-        return (None, "fp8"), ("auto", "fp8")
-    return (None,), ("auto",)
+def default_precisions(model: str | None = None) -> tuple[tuple[str | None, ...], tuple[str, ...]]:
+    """The dtype axes searched by default: FP8 weights and KV cache beside the model's own, where modelled.
+
+    A quantized checkpoint (``model``'s config.json has a quantization_config) keeps its own
+    weights: ``--quantization fp8`` is either the same engine (an FP8 or ModelOpt FP8 checkpoint)
+    or one vLLM refuses (gpt-oss's mxfp4, AWQ), which would only fill the pruned list."""
+    if not precision_axes_supported():
+        return (None,), ("auto",)
+    quantized = model is not None and get_model(model).quantization is not None
+    return ((None,) if quantized else (None, "fp8")), ("auto", "fp8")
