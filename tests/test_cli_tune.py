@@ -39,6 +39,26 @@ def test_tune_prints_the_ranked_table_the_pareto_front_and_the_winner(capsys, tm
     assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_config_json_by_path_is_simulated_from_that_file(capsys, tmp_path):
+    """An edited config.json keeps its _name_or_path; tune simulates the file (twice the layers:
+    slower), not the shipped model of that name, and exports its path."""
+    cfg = json.loads((ROOT / "sim" / "data" / "models" / "meta-llama--Llama-3.1-8B.json").read_text())
+    cfg["_name_or_path"] = "meta-llama/Llama-3.1-8B"
+    cfg["num_hidden_layers"] *= 2
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    rows = {}
+    for model in ("llama-3.1-8b", str(tmp_path)):
+        argv = ["tune", *SMALL, "--gpu", "h100", "--tensor-parallel-size", "1", "--max-num-seqs", "64",
+                "--sla", "p90_ttft_ms<=1000", "--json", "-"]
+        argv[argv.index("--model") + 1] = model
+        assert main(argv) == 0
+        doc = json.loads(capsys.readouterr().out)
+        rows[model] = doc["ranked"][0]
+    assert doc["model"] == str(tmp_path) and f"vllm serve {tmp_path}" in doc["winner"]["vllm_serve_command"]
+    deeper, shipped_row = rows[str(tmp_path)], rows["llama-3.1-8b"]
+    assert deeper["output_throughput_per_gpu_at_max_load"] < 0.8 * shipped_row["output_throughput_per_gpu_at_max_load"]
+
+
 def test_serve_args_carry_the_dtype_flags_once():
     # A configuration with vLLM's precision fields (EngineConfig has them once precision is modelled).
     from types import SimpleNamespace

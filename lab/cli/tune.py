@@ -191,8 +191,11 @@ def build_request(args):
         raise ConfigError(f"--enable-expert-parallel: expected on, off or on,off, got {','.join(ep)}")
     from sim.catalog import get_model
 
+    # A config.json given by path is simulated from that file (its fields may differ from the
+    # shipped model its _name_or_path names); a catalog name or alias by its canonical name.
+    model = args.model if Path(args.model).expanduser().exists() else get_model(args.model).name
     space = SearchSpace(
-        model=get_model(args.model).name, gpus=gpus, tensor_parallel_sizes=args.tensor_parallel_size,
+        model=model, gpus=gpus, tensor_parallel_sizes=args.tensor_parallel_size,
         max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
         quantization=quantization, kv_cache_dtype=args.kv_cache_dtype or kv_default,
         enable_prefix_caching=tuple(v == "on" for v in prefix), max_replicas=args.max_replicas,
