@@ -312,10 +312,12 @@ def plan_memory(
         estimated_msg = (
             f"Based on the available memory, the estimated maximum model length is {estimated}. " if estimated > 0 else ""
         )
+        # vLLM advises --gpu-memory-utilization either way; with --kv-cache-memory-bytes it changes nothing.
+        grow = "--kv-cache-memory-bytes" if kv_cache_memory_bytes is not None else "--gpu-memory-utilization"
         raise OutOfMemoryError(
             f"To serve at least one request with the model's max seq len ({max_model_len}), "
             f"({needed / GiB:.2f} GiB KV cache is needed, which is larger than the available KV cache "
-            f"memory ({available / GiB:.2f} GiB). {estimated_msg}Try increasing --gpu-memory-utilization "
+            f"memory ({available / GiB:.2f} GiB). {estimated_msg}Try increasing {grow} "
             f"or decreasing --max-model-len.",
             OutOfMemoryError.MAX_MODEL_LEN,
         )

@@ -10,7 +10,7 @@ import yaml
 
 from sim.catalog import get_gpu, get_model
 from sim.config import cdiv
-from sim.errors import ConfigError
+from sim.errors import ConfigError, OutOfMemoryError
 from sim.memory import (
     GiB,
     PAPER_TABLE_1,
@@ -102,6 +102,18 @@ def test_kv_cache_memory_bytes_and_override_bypass_the_profile():
     assert plan.available_kv_bytes == 4 * GiB
     assert plan.num_gpu_blocks == 4 * GiB // (16 * 524288)
     assert plan_memory(model, gpu, num_gpu_blocks_override=100, max_model_len=1024).num_gpu_blocks == 100
+
+
+def test_a_fixed_kv_cache_too_small_for_one_sequence_advises_the_flag_that_sets_it():
+    # With --kv-cache-memory-bytes the utilization does not size the cache; the advice names the flag that does.
+    model, gpu = get_model("llama-3.1-8b"), get_gpu("h100")
+    with pytest.raises(OutOfMemoryError) as fixed:
+        plan_memory(model, gpu, kv_cache_memory_bytes=GiB)
+    assert "Try increasing --kv-cache-memory-bytes or decreasing --max-model-len" in str(fixed.value)
+    assert fixed.value.kind == OutOfMemoryError.MAX_MODEL_LEN
+    with pytest.raises(OutOfMemoryError) as profiled:
+        plan_memory(model, gpu, gpu_memory_utilization=0.3)
+    assert "Try increasing --gpu-memory-utilization" in str(profiled.value)
 
 
 def test_enforce_eager_drops_cuda_graphs():
