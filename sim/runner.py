@@ -68,13 +68,7 @@ def run_engine(
     engine_kwargs = dict(seed=seed, usage=usage, fast_forward=fast_forward,
                          next_arrival_s=next_engine_arrival_s if frontend is not None else next_arrival_s,
                          step_time_multiplier=step_time_multiplier, coefficients=coefficients)
-    if config.data_parallel_size > 1:  # DP ranks behind vLLM's load balancer (sim.dp)
-        from sim.dp import DataParallelEngines, check_data_parallel
-
-        check_data_parallel(config)
-        engine = DataParallelEngines(env, config, **engine_kwargs)
-    else:
-        engine = Engine(env, config, **engine_kwargs)
+    engine = make_engine(env, config, **engine_kwargs)
     if frontend is not None:
         front = Frontend(env, engine, frontend, api_server_count)
     if max_concurrency is not None and closed_loop_start == "spread":
@@ -160,6 +154,57 @@ def run_engine(
     handed = sorted(requests.all(), key=lambda r: front.clients[r.request_id].sent_s)
     result = collect(engine, handed)
     return with_client_times(result, [front.clients[r.request_id] for r in handed], api_server_count)
+
+
+def make_engine(env: simpy.Environment, config: EngineConfig, **engine_kwargs):
+    """One engine core, or ``--data-parallel-size`` of them behind vLLM's load balancer (sim.dp)."""
+    if config.data_parallel_size > 1:
+        from sim.dp import DataParallelEngines, check_data_parallel
+
+        check_data_parallel(config)
+        return DataParallelEngines(env, config, **engine_kwargs)
+    return Engine(env, config, **engine_kwargs)
+
+
+def batch_latencies(config: EngineConfig, prompts: list[list[int]], output_len: int, iterations: int, *,
+                    n: int = 1, seed: int = 0) -> tuple[list[float], object]:
+    """``vllm bench latency``: the same batch of ``prompts`` (each answered with ``output_len``
+    tokens, ``n`` samples) sent ``iterations`` times, each time once the previous batch has
+    finished; the seconds each batch took, and the engine.
+
+    The engine runs offline (vLLM's ``LLM`` class). It is deterministic, so the iterations differ
+    only by what the previous ones left in the prefix cache: with ``--enable-prefix-caching`` the
+    second batch finds the whole prompts cached but the last token of each (vLLM computes at least
+    one), which is why vLLM's benchmark turns caching off by default.
+    """
+    env = simpy.Environment()
+    engine = make_engine(env, config, seed=seed, usage="offline", fast_forward=True)
+    batch = {"left": 0, "done": None}
+
+    class _BatchDone:  # an EngineListener: the last request of the batch finished
+        @staticmethod
+        def on_finish(request, now_s) -> None:
+            batch["left"] -= 1
+            if batch["left"] == 0:
+                batch["done"].succeed()
+
+    engine.listeners.append(_BatchDone())
+    latencies: list[float] = []
+
+    def bench():
+        for _ in range(iterations):
+            start = env.now
+            batch["left"], batch["done"] = len(prompts) * n, env.event()
+            requests = [r for p in prompts for r in engine.add_request(p, output_len, n=n)]
+            yield batch["done"]
+            # A fast-forwarded run of decode steps reports its finishes when it starts.
+            end = max(r.finish_s for r in requests)
+            if end > env.now:
+                yield env.timeout(end - env.now)
+            latencies.append(end - start)
+
+    env.run(env.process(bench()))
+    return latencies, engine
 
 
 def request_lifetime_s(engine, workload, concurrency: int) -> float:

@@ -191,3 +191,68 @@ def test_engine_flags_read_vllms_human_readable_numbers():
     config = engine_config(build_parser(argv).parse_args(argv))
     assert (config.max_model_len, config.max_num_batched_tokens, config.kv_cache_memory_bytes) == (
         32000, 16384, 1_500_000_000)
+
+
+LATENCY = ["bench", "latency", "--model", "llama-3.1-8b", "--gpu", "h100", "--batch-size", "8", "--input-len", "32"]
+
+
+def test_bench_latency_prints_vllms_lines_and_json(tmp_path, capsys):
+    """`vllm bench latency`'s output and JSON; prefix caching off (its default), so the same
+    batch takes the same time on every iteration of a deterministic engine."""
+    out = tmp_path / "lat.json"
+    assert main([*LATENCY, "--output-len", "64", "--num-iters-warmup", "2", "--num-iters", "4",
+                 "--output-json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("Warming up...\nAvg latency: ")
+    for p in (10, 25, 50, 75, 90, 99):
+        assert f"\n{p}% percentile latency: " in text
+    data = json.loads(out.read_text())
+    assert set(data) == {"model_id", "avg_latency", "latencies", "percentiles"}
+    assert len(data["latencies"]) == 4 and set(data["percentiles"]) == {"10", "25", "50", "75", "90", "99"}
+    assert max(data["latencies"]) - min(data["latencies"]) < 1e-9 and data["avg_latency"] > 0
+
+
+def test_bench_latency_is_the_batch_run_alone(capsys):
+    """One batch of 8 x (32 in, 64 out) takes what `bench throughput` takes for the same 8
+    requests sent at once; twice the output, about twice the time (decode dominates)."""
+    def latency(output_len):
+        assert main([*LATENCY, "--output-len", str(output_len), "--num-iters-warmup", "0", "--num-iters", "1"]) == 0
+        line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("Avg latency:"))
+        return float(line.split()[2])
+
+    short, long = latency(64), latency(128)
+    assert 1.8 < long / short < 2.1
+    from sim.config import EngineConfig, config_scheduler_limits
+    from sim.runner import run_engine
+    from sim.workload import WorkloadSpec, build_workload
+    import numpy as np
+
+    config = EngineConfig(model="llama-3.1-8b", gpu="h100", enable_prefix_caching=False)
+    config_scheduler_limits(config, "offline")
+    spec = WorkloadSpec(dataset_name="random", num_prompts=8, random_input_len=32, random_output_len=64)
+    result = run_engine(config, build_workload(spec, np.random.default_rng(0)), usage="offline")
+    assert abs(result.elapsed_s - short) < 1e-6 * short
+
+
+def test_bench_latency_with_prefix_caching_finds_the_prompts_cached_after_the_first_batch(tmp_path, capsys):
+    out = tmp_path / "lat.json"
+    assert main([*LATENCY, "--input-len", "1024", "--output-len", "16", "--enable-prefix-caching",
+                 "--num-iters-warmup", "0", "--num-iters", "3", "--output-json", str(out)]) == 0
+    first, second, third = json.loads(out.read_text())["latencies"]
+    assert second < 0.9 * first and abs(second - third) < 1e-9
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        pytest.param(["--use-beam-search"], "--use-beam-search", id="beam search"),
+        pytest.param(["--profile"], "--profile", id="profile"),
+        pytest.param(["--num-iters", "0"], "--num-iters", id="no iterations"),
+        pytest.param(["--batch-size", "0"], "--batch-size", id="empty batch"),
+        pytest.param(["--max-model-len", "100", "--output-len", "128"], "--max-model-len", id="too long"),
+    ],
+)
+def test_bench_latency_bad_input_is_one_line_and_exit_2(argv, message):
+    rc, out, err = run_cli(*LATENCY, *argv)
+    assert rc == 2, (out, err)
+    assert err.startswith("error:") and "Traceback" not in err and message in err

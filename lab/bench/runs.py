@@ -268,6 +268,56 @@ def _sparkline(values: list[float], width: int = 40) -> str:
     return "".join(bars[min(8, int(round(values[i] * 8)))] for i in idx)
 
 
+def run_latency(args) -> int:
+    """``vllm bench latency``: one batch of ``--batch-size`` random prompts, run
+    ``--num-iters-warmup`` times and then ``--num-iters`` times timed (vLLM 0.33
+    ``benchmarks/latency.py``)."""
+    from sim.runner import batch_latencies
+
+    if args.use_beam_search:
+        raise ConfigError("--use-beam-search: ServeLab does not simulate beam search; drop the flag")
+    if args.profile:
+        raise ConfigError("--profile: there is no GPU to profile; the simulated steps are in `servelab bench "
+                          "throughput --output-json`")
+    for flag, value, least in (("--input-len", args.input_len, 1), ("--output-len", args.output_len, 1),
+                               ("--batch-size", args.batch_size, 1), ("--n", args.n, 1),
+                               ("--num-iters-warmup", args.num_iters_warmup, 0), ("--num-iters", args.num_iters, 1)):
+        if value < least:
+            raise ConfigError(f"{flag}: expected an integer of at least {least}, got {value}")
+    config = engine_config(args, usage="offline")
+    model = get_model(config.model)
+    max_model_len = config.max_model_len or model.max_position_embeddings
+    if max_model_len < args.input_len + args.output_len:
+        raise ConfigError(f"--input-len {args.input_len} + --output-len {args.output_len} exceeds --max-model-len "
+                          f"{max_model_len}: vLLM's benchmark asks that max_model_len be at least their sum")
+    # vLLM draws the token ids of its dummy prompts uniformly below 10,000, once.
+    prompts = np.random.default_rng(args.seed).integers(0, 10000, size=(args.batch_size, args.input_len)).tolist()
+    print("Warming up...")
+    t0 = time.perf_counter()
+    every, engine = batch_latencies(config, prompts, args.output_len, args.num_iters_warmup + args.num_iters,
+                                    n=args.n, seed=args.seed)
+    wall_s = time.perf_counter() - t0
+    latencies = np.array(every[args.num_iters_warmup:])
+    percentages = [10, 25, 50, 75, 90, 99]
+    percentiles = np.percentile(latencies, percentages)
+    print(f"Avg latency: {np.mean(latencies)} seconds")
+    for percentage, percentile in zip(percentages, percentiles):
+        print(f"{percentage}% percentile latency: {percentile} seconds")
+    w = 50
+    print("{s:{c}^{n}}".format(s=" ServeLab (what vLLM cannot show) ", n=w, c="-"))
+    print(f"Step time: {engine.step_model.source if hasattr(engine, 'step_model') else config.gpu}")
+    print(f"First batch (cold): {every[0]:.6f} s; timed batches: every one the same unless the prefix cache "
+          f"carries over ({'on' if config.enable_prefix_caching else 'off'})")
+    print(f"Simulated / wall time: {sum(every):.1f} s / {wall_s:.2f} s")
+    print("=" * w)
+    if args.output_json:
+        _write_json(args.output_json, {
+            "model_id": args.model, "avg_latency": float(np.mean(latencies)), "latencies": latencies.tolist(),
+            "percentiles": {str(p): float(v) for p, v in zip(percentages, percentiles)},
+        })
+    return 0
+
+
 def _write_json(path: str, data: dict) -> None:
     p = Path(path)
     try:

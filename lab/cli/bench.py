@@ -1,4 +1,4 @@
-"""``servelab bench throughput|serve``: vLLM's benchmark commands, run on the simulator.
+"""``servelab bench throughput|serve|latency``: vLLM's benchmark commands, run on the simulator.
 
 The flags are ``vllm bench``'s own (engine flags included, since there is no separate server
 to start), plus ``--gpu`` and ``--engine``. Output: vLLM's summary lines and JSON fields, plus
@@ -13,7 +13,7 @@ from lab.cli.engine_args import add_engine_args, add_workload_args
 
 
 def add_cli_args(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="bench_command", metavar="{throughput,serve}")
+    sub = parser.add_subparsers(dest="bench_command", metavar="{throughput,serve,latency}")
     tp = sub.add_parser("throughput", help="offline throughput, as `vllm bench throughput`",
                         description="Offline throughput (all prompts at once), as `vllm bench throughput`.")
     add_engine_args(tp, usage="offline")
@@ -52,6 +52,25 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
                         "answer came, and its TTFT counts it (default 0: an instant client). `servelab serve` "
                         "measures a real client's (servelab:emulator_client_turnaround_seconds)")
     sv.set_defaults(run=_run_serve)
+
+    lt = sub.add_parser("latency", help="the latency of one batch, as `vllm bench latency`",
+                        description="The latency of one batch of requests, sent again and again, as `vllm bench "
+                                    "latency` (offline, prefix caching off by default, as vLLM's).")
+    add_engine_args(lt, usage="offline")
+    lt.add_argument("--input-len", type=int, default=32, help="prompt tokens of each request (default 32)")
+    lt.add_argument("--output-len", type=int, default=128, help="output tokens of each request (default 128)")
+    lt.add_argument("--batch-size", type=int, default=8, help="requests in the batch (default 8)")
+    lt.add_argument("--n", type=int, default=1, help="sequences generated per prompt (default 1)")
+    lt.add_argument("--use-beam-search", action="store_true", help="refused: ServeLab does not simulate beam search")
+    lt.add_argument("--num-iters-warmup", type=int, default=10, help="batches run before timing (default 10)")
+    lt.add_argument("--num-iters", type=int, default=30, help="batches timed (default 30)")
+    lt.add_argument("--profile", action="store_true", help="refused: there is no GPU to profile")
+    lt.add_argument("--output-json", metavar="FILE", help="write vLLM's latency JSON here")
+    lt.add_argument("--seed", type=int, default=0, help="draws the dummy prompts' token ids")
+    lt.add_argument("--disable-detokenize", action="store_true",
+                    help="accepted; ServeLab's offline engine does not time detokenization either way")
+    # vLLM's benchmark turns prefix caching off: the same prompts are sent every iteration.
+    lt.set_defaults(run=_run_latency, enable_prefix_caching=False)
     parser.set_defaults(run=lambda args: (parser.print_help(), 2)[1])
 
 
@@ -65,6 +84,12 @@ def _run_serve(args) -> int:
     from lab.bench.runs import run_serve
 
     return run_serve(args)
+
+
+def _run_latency(args) -> int:
+    from lab.bench.runs import run_latency
+
+    return run_latency(args)
 
 
 def run(args) -> int:  # the dispatcher calls the subcommand's own run
