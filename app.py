@@ -8,6 +8,18 @@ import streamlit as st
 
 st.set_page_config(page_title="ServeLab", page_icon=":material/dns:", layout="wide")
 
+# Streamlit stacks columns only below 640 px of window. Between that and a laptop's width the
+# sidebar leaves about 450 px, and the pages' [1, 3] controls-and-results columns squeeze the
+# controls to 80 px (labels broken into syllables, metrics cut to "4..."). Below 1200 px a column
+# keeps at least 12rem and the row wraps: controls above results, metrics two a row.
+st.html(
+    """<style>
+@media (max-width: 1200px) {
+  [data-testid="stColumn"] { min-width: min(12rem, 100%); }
+}
+</style>"""
+)
+
 PAGES = {
     "Start": [
         st.Page("lab/pages/home.py", title="Home", icon=":material/home:", default=True),

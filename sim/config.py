@@ -28,6 +28,8 @@ UsageContext = Literal["serve", "offline"]
 GiB = 1024**3
 
 
+# The vLLM release whose scheduler, defaults and messages the simulator follows.
+VLLM_VERSION = "0.33.0"
 # vLLM 0.33's --gpu-memory-utilization default (config/cache.py), for every ServeLab default.
 GPU_MEMORY_UTILIZATION = 0.92
 

@@ -87,7 +87,7 @@ def test_exported_manifests_are_valid_kubernetes_and_keep_the_course_canary(tmp_
     assert rollout["spec"]["strategy"] == course["spec"]["strategy"]
     assert rollout["spec"]["replicas"] == deployment["spec"]["replicas"] == 3
     container = rollout["spec"]["template"]["spec"]["containers"][0]
-    assert container["image"].startswith("vllm/vllm-openai")
+    assert container["image"] == "vllm/vllm-openai:v0.33.0"  # the release simulated, not :latest
     assert "--tensor-parallel-size=2" in container["args"] and "--max-num-seqs=256" in container["args"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 2
     # A real vLLM takes minutes to load: liveness waits for a startup probe (not the emulator's 30 s).

@@ -97,7 +97,7 @@ if not engines:
     st.stop()
 
 outs: dict[str, dict] = {}
-errors: list[str] = []
+errors: list[tuple[str, str]] = []  # (engine, why it failed)
 with st.status("Simulating...", expanded=False) as status:
     bar = st.progress(0.0)
     for i, engine in enumerate(engines):
@@ -105,17 +105,23 @@ with st.status("Simulating...", expanded=False) as status:
         try:
             outs[engine] = runs.engine_run(config.with_(engine=engine), load)
         except ServeLabError as exc:
-            errors.append(f"{engine}: {exc}")
+            errors.append((engine, str(exc)))
     bar.progress(1.0)
     if errors:
         status.update(label=f"{len(errors)} of {_plural(len(engines), 'engine')} failed", state="error")
     else:
         status.update(label=f"Simulated {_plural(len(outs), 'engine')} on {num} requests", state="complete")
 if errors:  # visible, not in the collapsed status box
-    more = f" ({len(errors) - 1} more below)" if len(errors) > 1 else ""
-    st.error(f"{len(errors)} of {_plural(len(engines), 'engine')} failed. {errors[0]}{more}",
+    # One box per distinct reason, naming every engine it stopped: a model too big for the GPU
+    # stops all five engines with the same message, which is read once, not five times.
+    reasons: dict[str, list[str]] = {}
+    for engine, message in errors:
+        reasons.setdefault(message, []).append(engine)
+    messages = [f"{', '.join(names)}: {message}" for message, names in reasons.items()]
+    more = f" ({len(messages) - 1} more below)" if len(messages) > 1 else ""
+    st.error(f"{len(errors)} of {_plural(len(engines), 'engine')} failed. {messages[0]}{more}",
              icon=":material/error:")
-    for message in errors[1:]:
+    for message in messages[1:]:
         st.error(message, icon=":material/error:")
 if not outs:
     st.stop()

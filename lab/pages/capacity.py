@@ -69,10 +69,17 @@ with controls:
     tps = st.multiselect("--tensor-parallel-size", [1, 2, 4, 8], key="cp_tp")
     mns = st.multiselect("--max-num-seqs", [32, 64, 128, 256, 512, 1024], key="cp_mns")
     mnbt = st.multiselect("--max-num-batched-tokens", [1024, 2048, 4096, 8192, 16384, 32768], key="cp_mnbt")
-    quant_default, kv_default = default_precisions()
-    if len(quant_default) > 1:  # the simulator models weight and KV-cache precision
-        defaults(cp_quant=["model's own", "fp8"], cp_kv=list(kv_default))
-        quants = st.multiselect("--quantization", ["model's own", "fp8"], key="cp_quant")
+    try:
+        quant_default, kv_default = default_precisions(model)
+    except ServeLabError:  # an unknown model is reported where the search starts
+        quant_default, kv_default = default_precisions()
+    if len(kv_default) > 1:  # the simulator models weight and KV-cache precision
+        # A quantized checkpoint (gpt-oss's mxfp4, an FP8 or AWQ one) is searched in its own
+        # weights: vLLM refuses --quantization fp8 on most, and on an FP8 one it is the same engine.
+        quant_options = ["model's own"] + ["fp8" for q in quant_default if q == "fp8"]
+        defaults(cp_quant=list(quant_options), cp_kv=list(kv_default))
+        st.session_state.cp_quant = [q for q in st.session_state.cp_quant if q in quant_options] or ["model's own"]
+        quants = st.multiselect("--quantization", quant_options, key="cp_quant")
         kvs = st.multiselect("--kv-cache-dtype", list(kv_default), key="cp_kv")
         quantization = tuple(None if q == "model's own" else q for q in quants)
         kv_dtypes = tuple(kvs)
@@ -150,7 +157,9 @@ with results:
             st.stop()
         except BrokenProcessPool:
             _pools().drop()  # a worker died (killed, out of memory): a new pool next time
-            st.error("A simulation process stopped unexpectedly; press Search again to retry.")
+            st.error("A simulation process stopped unexpectedly; press Search again to retry. If it stops again, "
+                     "restart the lab: its worker processes keep the code they started with, and a "
+                     "repository updated since then no longer matches it.")
             st.stop()
         bar.empty()
         st.session_state.cp_result = (request, result, time.perf_counter() - t0, executor.workers)

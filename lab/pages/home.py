@@ -32,7 +32,7 @@ GUIDE = [
 ]
 cols = st.columns(3)
 for i, (path, title, icon, text) in enumerate(GUIDE):
-    with cols[i % 3].container(border=True, height=190):
+    with cols[i % 3].container(border=True):  # no fixed height: a narrow window would cut the text
         st.page_link(path, label=title, icon=icon)
         st.markdown(text)
 st.caption(

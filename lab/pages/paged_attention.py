@@ -93,17 +93,21 @@ with left:
             texts.append(f"{i}<br>{tag} #{b['free_position']}")
             hovers.append(f"block {i}: free, position {b['free_position']} in the free queue" + (", still holds cached KV (can be hit)" if b["cached"] else ""))
         lines.append(4 if b["ref_cnt"] > 1 else 1)
+    # Each block is a rectangle in data coordinates, so the grid scales with the column: squares of
+    # a fixed pixel size overlapped one another in a narrow window (900 px) and hid the labels.
     fig = go.Figure(
         go.Scatter(
-            x=xs, y=ys, mode="markers+text", text=texts, hovertext=hovers, hoverinfo="text",
-            marker=dict(symbol="square", size=64, color=fills, line=dict(width=lines, color="black")),
-            textfont=dict(size=12, color=["white" if b["owners"] else "#333333" for b in view.blocks]),
+            x=xs, y=ys, mode="text", text=texts, hovertext=hovers, hoverinfo="text",
+            textfont=dict(size=11, color=["white" if b["owners"] else "#333333" for b in view.blocks]),
         )
     )
+    for x, y, fill, width in zip(xs, ys, fills, lines):
+        fig.add_shape(type="rect", x0=x - 0.46, x1=x + 0.46, y0=y - 0.44, y1=y + 0.44, layer="below",
+                      fillcolor=fill, line=dict(width=width, color="black"))
     fig.update_layout(
         height=76 * rows + 10,
-        xaxis=dict(visible=False, range=[-0.6, per_row - 0.4]),
-        yaxis=dict(visible=False, range=[rows - 0.5, -0.5]),
+        xaxis=dict(visible=False, range=[-0.55, per_row - 0.45], fixedrange=True),
+        yaxis=dict(visible=False, range=[rows - 0.5, -0.5], fixedrange=True),
         margin=dict(l=0, r=0, t=0, b=0),
         showlegend=False,
     )

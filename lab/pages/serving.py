@@ -10,7 +10,7 @@ import shlex
 
 import yaml
 
-from sim.config import EngineConfig
+from sim.config import VLLM_VERSION, EngineConfig
 
 
 def vllm_serve_args(config: EngineConfig) -> list[str]:
@@ -53,7 +53,7 @@ def deployment_yaml(config: EngineConfig, *, name: str = "vllm", namespace: str 
     gpus = config.tensor_parallel_size * getattr(config, "data_parallel_size", 1)
     container = {
         "name": "vllm",
-        "image": "vllm/vllm-openai:latest",
+        "image": f"vllm/vllm-openai:v{VLLM_VERSION}",  # the release the simulation followed, not :latest
         "command": ["vllm", "serve"],
         "args": vllm_serve_args(config) + ["--port=8000"],
         "ports": [{"name": "http", "containerPort": 8000}],

@@ -48,7 +48,10 @@ def _model_label(name: str) -> str:
 
 
 # The weight and KV dtypes the page offers (the CLI takes every vLLM spelling; sim.precision).
-QUANTIZATIONS = [None, "fp8_per_tensor"]
+# "checkpoint" stands for no --quantization flag: a selectbox whose value is None shows its
+# placeholder ("Choose an option"), as though nothing had been chosen.
+CHECKPOINT_OWN = "checkpoint"
+QUANTIZATIONS = [CHECKPOINT_OWN, "fp8_per_tensor"]
 KV_CACHE_DTYPES = ["auto", "fp8"]
 
 defaults(
@@ -64,7 +67,7 @@ defaults(
     wi_mnbt=0,
     wi_mns=0,
     wi_perf="balanced",
-    wi_quant=None,
+    wi_quant=CHECKPOINT_OWN,
     wi_kv="auto",
     wi_input_len=512,
     wi_output_len=256,
@@ -103,7 +106,7 @@ with controls:
                         help="throughput doubles the default --max-num-batched-tokens and --max-num-seqs; "
                              "interactivity captures a CUDA graph for every batch size up to 32")
     quant = st.selectbox("--quantization", QUANTIZATIONS, key="wi_quant",
-                         format_func=lambda q: "the checkpoint's own" if q is None else q,
+                         format_func=lambda q: "the checkpoint's own" if q == CHECKPOINT_OWN else q,
                          help="fp8_per_tensor: FP8 weights quantized at load time from a 16-bit checkpoint "
                               "(vLLM's online FP8; FP8 GEMMs from compute capability 8.9, Marlin below)")
     kv_dtype = st.selectbox("--kv-cache-dtype", KV_CACHE_DTYPES, key="wi_kv",
@@ -130,7 +133,7 @@ try:
         max_num_batched_tokens=int(mnbt) or None,
         max_num_seqs=int(mns) or None,
         performance_mode=str(perf),
-        quantization=quant,
+        quantization=None if quant == CHECKPOINT_OWN else quant,
         kv_cache_dtype=str(kv_dtype),
     )
     # vLLM's own checks of the scheduler limits (--max-num-batched-tokens below --max-num-seqs, ...),
@@ -247,7 +250,9 @@ def _sweep(config: EngineConfig, loads: list) -> list[dict]:
         st.stop()
     except BrokenProcessPool:
         _sweep_pool.clear()  # a worker died (killed, out of memory): start a new pool next time
-        st.error("A simulation process stopped unexpectedly; press the button again to retry.")
+        st.error("A simulation process stopped unexpectedly; press the button again to retry. If it stops again, "
+                 "restart the lab: its worker processes keep the code they started with, and a "
+                 "repository updated since then no longer matches it.")
         st.stop()
     if progress is not None:
         progress.empty()
@@ -262,7 +267,13 @@ with results:
     st.subheader("At start-up")
     c = st.columns(4)
     c[0].metric("GPU KV cache (tokens)", f"{plan['kv_cache_tokens']:,}")
-    c[1].metric("KV blocks", f"{plan['num_gpu_blocks']:,}", help=f"{plan['block_size']} tokens a block")
+    groups = plan.get("kv_cache_groups") or ()
+    blocks_help = f"{plan['block_size']} tokens a block"
+    if len(groups) > 1:  # a hybrid model: blocks x block size is not the token count (sim.memory)
+        blocks_help += (f" of one KV cache group's layers; this model's {len(groups)} groups "
+                        f"({', '.join(dict.fromkeys(g['kind'].replace('_', ' ') for g in groups))}) draw on one pool, "
+                        f"and vLLM states the cache in tokens as max concurrency x max model length")
+    c[1].metric("KV blocks", f"{plan['num_gpu_blocks']:,}", help=blocks_help)
     c[2].metric(
         "Max concurrency",
         f"{plan['max_concurrency']:.2f}x",
@@ -285,11 +296,15 @@ with results:
     parts.append(("left unused", max(plan["total_bytes"] - sum(b for _, b in parts), 0)))
     fig = go.Figure(
         [go.Bar(y=["one GPU"], x=[b / GiB], name=name, orientation="h") for name, b in parts],
-        layout=dict(barmode="stack", height=170, margin=dict(l=10, r=10, t=10, b=30), xaxis_title="GiB"),
+        # The legend goes under the bar, two entries a row: beside it, six entries did not fit the
+        # chart's height and plotly scrolled the first ("weights") out of sight.
+        layout=dict(barmode="stack", height=260, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="GiB",
+                    legend=dict(orientation="h", yanchor="top", y=-0.5, xanchor="left", x=0,
+                                entrywidth=0.5, entrywidthmode="fraction", traceorder="normal")),
     )
     st.plotly_chart(fig, key="wi_memory_chart")
     _placement(plan)
-    st.code("\n".join(plan["startup_log_lines"]), language="text")
+    st.code("\n".join(plan["startup_log_lines"]), language="text", wrap_lines=True)
 
     st.subheader("Under load")
     gap = _step_time_gap(config)

@@ -30,11 +30,11 @@ from lab.server.metrics import ServerMetrics
 from lab.server.runner import SimRunner
 from lab.server.hf_tokenizer import load_tokenizer
 from lab.server.tokenizer import Tokenizer
+from sim.config import VLLM_VERSION  # the vLLM release whose behaviour the simulator follows
 from sim.errors import ConfigError, ServeLabError
 
 log = logging.getLogger("servelab.serve")
 
-VLLM_VERSION = "0.33.0"  # the vLLM release whose behaviour the simulator follows
 INFERENCE_PATHS = ("/v1/completions", "/v1/chat/completions")
 
 
