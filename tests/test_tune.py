@@ -8,6 +8,7 @@ benchmarks/tune_speed.py measures the full-size search. The Ray executor is in t
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 from hypothesis import given, settings
@@ -499,8 +500,8 @@ def test_one_pool_reuses_its_pool_and_shuts_the_old_one_when_the_count_changes()
     made = []
 
     class Fake:
-        def __init__(self, workers):
-            self.workers, self.closed = workers, None
+        def __init__(self, workers, fresh):
+            self.workers, self.fresh, self.closed = workers, fresh, None
             made.append(self)
 
         def close(self, wait=True):
@@ -513,6 +514,54 @@ def test_one_pool_reuses_its_pool_and_shuts_the_old_one_when_the_count_changes()
     assert second is not first and first.closed is False  # shut down without waiting, not kept
     pools.drop()
     assert second.closed is False and pools.get(2) is not second and len(made) == 3
+    assert not any(p.fresh for p in made)
+
+
+def test_one_pool_replaces_its_workers_when_the_code_they_imported_changes(tmp_path):
+    """A worker keeps the modules it imported: after an edit under ``watch`` the pool is
+    replaced by one whose workers start afresh (not forked from the forkserver, which keeps the
+    old modules)."""
+    import os
+
+    from sim.tune.executors import OnePool
+
+    source = tmp_path / "scheduler.py"
+    source.write_text("BUDGET = 1\n")
+    made = []
+
+    class Fake:
+        def __init__(self, workers, fresh):
+            self.fresh, self.closed = fresh, None
+            made.append(self)
+
+        def close(self, wait=True):
+            self.closed = wait
+
+    pools = OnePool(make=Fake, watch=[tmp_path])
+    first = pools.get(2)
+    assert pools.get(2) is first and not first.fresh
+    source.write_text("BUDGET = 2\n")
+    os.utime(source, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns + 10**9))  # a later edit
+    second = pools.get(2)
+    assert second is not first and second.fresh and first.closed is False
+    assert pools.get(2) is second  # no change since
+    (tmp_path / "new_module.py").write_text("")
+    third = pools.get(2)
+    assert third is not second and third.fresh
+
+
+def test_a_fresh_local_executor_runs_the_code_on_disk(tmp_path, monkeypatch):
+    """spawn=True starts interpreters that import the module as it is now."""
+    (tmp_path / "probe_mod.py").write_text("def value(_):\n    return 2\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    import probe_mod
+
+    pool = LocalExecutor(1, spawn=True)
+    try:
+        assert list(pool.map_unordered(probe_mod.value, [0])) == [2]
+    finally:
+        pool.close()
 
 
 def test_local_executor_close_without_waiting_lets_given_work_finish():

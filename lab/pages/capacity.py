@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from lab.pages.common import defaults, download_table, need
+from lab.pages.common import SOURCES, defaults, download_table, need
 from sim.errors import ServeLabError
 
 catalog = need("sim.catalog", "the model and GPU catalog")
@@ -106,7 +106,7 @@ def _pools():
     search does not pay their start-up; one pool at a time, replaced when the count changes."""
     from sim.tune.executors import OnePool
 
-    return OnePool()
+    return OnePool(watch=SOURCES)
 
 
 terms = [f"{percentile}_{m}_ms<={v:g}" for m, v in (("ttft", ttft), ("tpot", tpot), ("e2el", e2el)) if v > 0]
@@ -157,9 +157,7 @@ with results:
             st.stop()
         except BrokenProcessPool:
             _pools().drop()  # a worker died (killed, out of memory): a new pool next time
-            st.error("A simulation process stopped unexpectedly; press Search again to retry. If it stops again, "
-                     "restart the lab: its worker processes keep the code they started with, and a "
-                     "repository updated since then no longer matches it.")
+            st.error("A simulation process stopped unexpectedly; press Search again to retry.")
             st.stop()
         bar.empty()
         st.session_state.cp_result = (request, result, time.perf_counter() - t0, executor.workers)

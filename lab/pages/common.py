@@ -5,9 +5,15 @@ from __future__ import annotations
 import importlib
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
+
+ROOT = Path(__file__).resolve().parents[2]
+# The code the lab's worker processes import: a change under these replaces the workers
+# (sim.tune.executors.OnePool), as the lab itself reruns with the edited code.
+SOURCES = (ROOT / "sim", ROOT / "lab")
 
 
 def defaults(**values: Any) -> None:

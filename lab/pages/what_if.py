@@ -11,7 +11,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from lab.pages import runs
-from lab.pages.common import defaults, download_json, download_table, need
+from lab.pages.common import SOURCES, defaults, download_json, download_table, need
 from lab.pages.serving import deployment_yaml, vllm_serve_command
 from sim.config import GPU_MEMORY_UTILIZATION, PERFORMANCE_MODES, EngineConfig, config_scheduler_limits
 from sim.errors import ServeLabError
@@ -170,17 +170,22 @@ def _step_time_gap(config: EngineConfig) -> str | None:
 
 
 @st.cache_resource(show_spinner=False)
-def _sweep_pool():
+def _sweep_pools():
     """Worker processes kept for the server's life, one per core (the capacity planner's local
-    executor): each rate of a sweep runs in its own process, and no sweep pays their start-up."""
-    from sim.tune.executors import LocalExecutor
+    executor): each rate of a sweep runs in its own process, and no sweep pays their start-up.
+    Replaced when the simulator's code changes (sim.tune.executors.OnePool)."""
+    from sim.tune.executors import LocalExecutor, OnePool
 
-    pool = LocalExecutor(preload=("lab.pages.runs",))
-    # The processes start, and load the catalog and calibration with a two-request run, while the
-    # page is read, not when the button is pressed.
-    pool.warm_up(runs.rate_summary, (EngineConfig(model="meta-llama/Llama-3.1-8B", gpu="h100-80gb", max_model_len=2048),
-                                     runs.RandomLoad(2, 16, 2, 0.0, 1.0)))
-    return pool
+    def make(workers: int, fresh: bool) -> LocalExecutor:
+        pool = LocalExecutor(workers or None, preload=("lab.pages.runs",), spawn=fresh)
+        # The processes start, and load the catalog and calibration with a two-request run, while
+        # the page is read, not when the button is pressed.
+        pool.warm_up(runs.rate_summary, (EngineConfig(model="meta-llama/Llama-3.1-8B", gpu="h100-80gb",
+                                                      max_model_len=2048),
+                                         runs.RandomLoad(2, 16, 2, 0.0, 1.0)))
+        return pool
+
+    return OnePool(make=make, watch=SOURCES)
 
 
 def _placement(plan: dict) -> None:
@@ -237,7 +242,7 @@ def _sweep(config: EngineConfig, loads: list) -> list[dict]:
 
     last_draw_s = time.monotonic()
     try:
-        for i, (load, summary) in enumerate(_sweep_pool().map_unordered(runs.rate_summary, [(config, l) for l in todo])):
+        for i, (load, summary) in enumerate(_sweep_pools().get(0).map_unordered(runs.rate_summary, [(config, l) for l in todo])):
             done[(config, load)] = summary
             progress.progress((i + 1) / len(todo), text=f"{load.request_rate:g} requests/s done")
             # Redraw as rates finish, at most four times a second (a plotly figure costs the browser
@@ -249,10 +254,8 @@ def _sweep(config: EngineConfig, loads: list) -> list[dict]:
         st.error(str(exc))
         st.stop()
     except BrokenProcessPool:
-        _sweep_pool.clear()  # a worker died (killed, out of memory): start a new pool next time
-        st.error("A simulation process stopped unexpectedly; press the button again to retry. If it stops again, "
-                 "restart the lab: its worker processes keep the code they started with, and a "
-                 "repository updated since then no longer matches it.")
+        _sweep_pools().drop()  # a worker died (killed, out of memory): start a new pool next time
+        st.error("A simulation process stopped unexpectedly; press the button again to retry.")
         st.stop()
     if progress is not None:
         progress.empty()
@@ -311,7 +314,7 @@ with results:
     if gap is not None:  # the memory above stands; the load simulation needs a step time
         st.info(gap, icon=":material/info:")
     else:
-        _sweep_pool()
+        _sweep_pools().get(0)  # started while the page is read
         if st.button("Simulate the rates", type="primary", icon=":material/play_arrow:", key="wi_run"):
             st.session_state.wi_ran = True
     if gap is None and st.session_state.get("wi_ran") and rates:

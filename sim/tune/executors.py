@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 from sim.errors import ConfigError
@@ -59,13 +60,16 @@ class LocalExecutor:
     name = "local"
 
     def __init__(self, workers: int | None = None, chunksize: int = 1,
-                 preload: tuple[str, ...] = ("sim.tune.evaluate",)) -> None:
+                 preload: tuple[str, ...] = ("sim.tune.evaluate",), spawn: bool = False) -> None:
+        """``spawn``: start each worker as a fresh interpreter instead of forking it from the
+        forkserver, which keeps the modules it preloaded when it started, for the life of this
+        process (a host whose source code changed since then needs fresh workers: OnePool)."""
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         self.workers = workers or os.cpu_count() or 1
         self.chunksize = chunksize
-        if "forkserver" in multiprocessing.get_all_start_methods():
+        if not spawn and "forkserver" in multiprocessing.get_all_start_methods():
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(list(preload))  # imported once, in the server workers fork from
         else:  # Windows: each worker starts a fresh interpreter
@@ -99,6 +103,17 @@ class LocalExecutor:
             self._pool.shutdown(wait=False)
 
 
+def source_version(roots) -> tuple[int, int]:
+    """The Python sources under the folders ``roots`` as they are on disk now: how many, and the
+    newest modification time (ns). Two readings differ once a file is edited, added or removed."""
+    count = newest = 0
+    for root in roots:
+        for path in Path(root).rglob("*.py"):
+            count += 1
+            newest = max(newest, path.stat().st_mtime_ns)
+    return count, newest
+
+
 class OnePool:
     """One :class:`LocalExecutor` at a time, for a host that lives long (the lab's server).
 
@@ -106,22 +121,34 @@ class OnePool:
     replaces it when the count changes: the old pool is shut down without waiting (its workers
     finish what they were given, then exit), so that trying several counts does not leave a
     pool of idle processes behind for each. ``drop()`` forgets a broken pool. Thread-safe.
+
+    ``watch``: source folders (the simulator's). A worker keeps the code it imported, while the
+    lab reloads what a student edits; so when the files under ``watch`` change, the pool is
+    replaced too, by one whose workers start afresh (``make(workers, fresh=True)``): otherwise
+    a sweep would run the old scheduler, or fail on an import the new code no longer matches.
     """
 
-    def __init__(self, make=None) -> None:
+    def __init__(self, make=None, watch=()) -> None:
         import threading
 
-        self._make = make or (lambda workers: LocalExecutor(workers or None))
+        self._make = make or (lambda workers, fresh: LocalExecutor(workers or None, spawn=fresh))
         self._lock = threading.Lock()
         self._workers: int | None = None
+        self._watch = tuple(watch)
+        self._version = source_version(self._watch)
+        self._fresh = False  # the code changed once: every later pool starts afresh
         self.executor: LocalExecutor | None = None
 
     def get(self, workers: int) -> LocalExecutor:
         with self._lock:
-            if self.executor is None or self._workers != workers:
+            version = source_version(self._watch)
+            changed = version != self._version
+            if changed:
+                self._version, self._fresh = version, True
+            if self.executor is None or self._workers != workers or changed:
                 if self.executor is not None:
                     self.executor.close(wait=False)
-                self.executor, self._workers = self._make(workers), workers
+                self.executor, self._workers = self._make(workers, self._fresh), workers
             return self.executor
 
     def drop(self) -> None:
