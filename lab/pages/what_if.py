@@ -233,17 +233,22 @@ def _sweep(config: EngineConfig, loads: list) -> list[dict]:
     """Simulate every load, in parallel, drawing the curve again as each one finishes.
     Finished rates are kept in the session, so a rerun shows them at once."""
     done = st.session_state.setdefault("wi_sweep_done", {})
-    todo = [load for load in loads if (config, load) not in done]
+    # Keyed by the code too: after an edit under sim/ the rates are simulated again.
+    from sim.tune.executors import source_version
+
+    code = source_version(SOURCES)
+    todo = [load for load in loads if (code, config, load) not in done]
     chart = st.empty()
     progress = st.progress(0.0, text="simulating...") if todo else None
 
     def rows() -> list[dict]:
-        return [{"request_rate": load.request_rate, **done[(config, load)]} for load in loads if (config, load) in done]
+        return [{"request_rate": load.request_rate, **done[(code, config, load)]} for load in loads
+                if (code, config, load) in done]
 
     last_draw_s = time.monotonic()
     try:
         for i, (load, summary) in enumerate(_sweep_pools().get(0).map_unordered(runs.rate_summary, [(config, l) for l in todo])):
-            done[(config, load)] = summary
+            done[(code, config, load)] = summary
             progress.progress((i + 1) / len(todo), text=f"{load.request_rate:g} requests/s done")
             # Redraw as rates finish, at most four times a second (a plotly figure costs the browser
             # a moment to draw); the last one is drawn below.
