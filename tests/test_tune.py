@@ -51,6 +51,7 @@ def test_parse_sla(text, keys, throughput):
     pytest.param("", "at least one term", id="empty"),
     pytest.param("output_throughput>=nan", "cannot read", id="nan-throughput"),
     pytest.param("p90_tpot_ms<=1e999", "positive number", id="inf-limit"),
+    pytest.param("p99_itl_ms<=50", r"ITL is not an SLA term.*p99_tpot_ms<=50", id="itl"),
 ])
 def test_parse_sla_rejects(text, fragment):
     with pytest.raises(ConfigError, match=fragment):

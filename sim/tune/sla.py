@@ -121,6 +121,10 @@ def parse_sla(text: str) -> SLA:
             if not (math.isfinite(throughput) and throughput > 0):
                 raise ConfigError(f"--sla: {raw.strip()!r}: the throughput must be positive")
             continue
+        if re.search(r"_itl(_ms)?\b", raw):
+            raise ConfigError(f"--sla: {raw.strip()!r}: ITL is not an SLA term here: its percentiles are over the "
+                              f"gaps between tokens, not over requests; use the same percentile of TPOT (each "
+                              f"request's mean gap), e.g. {re.sub(r'_itl(_ms)?', '_tpot_ms', raw.strip())}")
         raise ConfigError(
             f"--sla: cannot read {raw.strip()!r}; expected terms like p90_ttft_ms<=500, median_tpot_ms<=30, "
             f"p99_e2el_ms<=10000 or output_throughput>=2000, separated by commas"
