@@ -72,6 +72,24 @@ MISTAKES = [
         id="slow-polling",
     ),
     pytest.param(
+        lambda d: trigger_meta(d).__setitem__("listLength", 5),
+        "metadata.listLength",
+        "listLength is the int 5; KEDA's trigger metadata are strings",
+        id="list-length-unquoted",
+    ),
+    pytest.param(
+        lambda d: d["spec"].__setitem__("triggers", d["spec"]["triggers"][0]),
+        "spec.triggers",
+        "spec.triggers is a mapping, but KEDA expects a list",
+        id="triggers-not-a-list",
+    ),
+    pytest.param(
+        lambda d: d["metadata"].pop("namespace"),
+        "metadata.namespace",
+        "metadata.namespace is missing",
+        id="no-namespace",
+    ),
+    pytest.param(
         lambda d: trigger_meta(d).__setitem__("listLength", "five"),
         "listLength",
         "expected a number, got 'five'",

@@ -51,6 +51,23 @@ MISTAKES = [
         "returned 'meta-llama/Llama-3.1-70B'",
         id="returns-model-id",
     ),
+    pytest.param(
+        'R = {"code_generation": "large", "summarization": "small", "chat": "small"}\n\n'
+        'def route(request):\n    return R[request["task_type"]]\n',
+        "raised KeyError: 'translation' for a task type it has not seen",
+        id="no-default-only-unseen-types-fail",
+    ),
+    pytest.param(
+        'def route(request):\n    if request["task_type"] == "code_generation":\n        return "large"\n'
+        '    if request["task_type"] == "summarization":\n        return "small"\n',
+        "returned None for 62 chat request(s) (a NoneType, not a string)",
+        id="missing-return",
+    ),
+    pytest.param(
+        "import sys\n\ndef route(request):\n    sys.exit(3)\n",
+        "route() raised SystemExit: 3 on",
+        id="exits-in-route",
+    ),
     pytest.param('def router(request):\n    return "small"\n', "defines no function route(request)", id="misnamed-function"),
     pytest.param("def route(request)\n    return 'small'\n", "could not be loaded: SyntaxError", id="syntax-error"),
     pytest.param("import sys\nsys.exit(3)\n", "could not be loaded: SystemExit", id="exits-on-import"),
@@ -65,6 +82,12 @@ def test_mistakes_fail_with_feedback(tmp_path, body, expected):
     messages = " | ".join(f.what for f in result.failures)
     assert expected in messages, result.report()
     assert all(f.fix for f in result.failures)
+
+
+def test_the_fix_for_a_missing_return_names_it(tmp_path):
+    write_router(tmp_path, 'def route(request):\n    if request["task_type"] == "code_generation":\n        return "large"\n')
+    fixes = [f.fix for f in EX.check(tmp_path).failures if "returned None" in f.what]
+    assert fixes and "must end in a return" in fixes[0]
 
 
 def test_missing_file_is_a_failed_finding(tmp_path):

@@ -51,6 +51,50 @@ MISTAKES = [
     ),
     pytest.param(
         ROLLOUT,
+        TEMPLATE.replace("      initialDelay: 30m\n", ""),
+        "whose query returned no value",
+        "spec.metrics[llm-judge-score].initialDelay",
+        id="no-initial-delay",
+    ),
+    pytest.param(
+        ROLLOUT,
+        TEMPLATE.replace(CONDITION, "successCondition: result > 0.85"),
+        "could not be evaluated",
+        "successCondition",
+        id="result-without-index",
+    ),
+    pytest.param(
+        ROLLOUT,
+        TEMPLATE.replace("            /\n", "").replace(
+            '            sum(rate(llm_judge_quality_score_count{service="{{args.canary-service}}"}[30m]))\n', ""
+        ),
+        "but the canary's mean judge score over the last 30 minutes was",
+        "provider.prometheus.query",
+        id="query-sum-only",
+    ),
+    pytest.param(
+        ROLLOUT,
+        TEMPLATE.replace("failureLimit: 0", "failureLimit: 3"),
+        "but the rollout was aborted only at",
+        "failureLimit",
+        id="failure-limit-too-high",
+    ),
+    pytest.param(
+        ROLLOUT.replace("startingStep: 1", "startingStep: 3"),
+        TEMPLATE,
+        "the background analysis starts at step 3",
+        "startingStep",
+        id="analysis-starts-late",
+    ),
+    pytest.param(
+        ROLLOUT,
+        TEMPLATE.replace("      " + CONDITION + "\n", ""),
+        "neither successCondition nor failureCondition",
+        "successCondition",
+        id="no-condition",
+    ),
+    pytest.param(
+        ROLLOUT,
         TEMPLATE.replace("llm_judge_quality_score_", "llm_judge_score_"),
         "no analysis the Rollout runs reads the judge's score",
         "analysis",

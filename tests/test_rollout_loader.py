@@ -86,6 +86,8 @@ C = ("spec", "strategy", "canary")
                      "rollout.yaml: spec.strategy.canary.steps[0].experiment: unknown field", id="unsupported-step"),
         pytest.param("rollout.yaml", 0, _set(C + ("canaryService",), "ai-api-preview"),
                      "rollout.yaml: spec.strategy.canary.canaryService: Service 'ai-api-preview' is not defined", id="unknown-service"),
+        pytest.param("services.yaml", 0, lambda d: d.update(metadata={"name": "other"}),
+                     "copy services.yaml and virtualservice.yaml from the course's manifests/", id="no-services-says-copy"),
         pytest.param("rollout.yaml", 0, _pop(C + ("analysis", "args")),
                      "needs args canary-service", id="missing-args"),
         pytest.param("rollout.yaml", 0, _set(C + ("analysis", "startingStep"), 42),

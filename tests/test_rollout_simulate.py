@@ -131,6 +131,64 @@ def test_json_contract(tmp_path):
     assert set(d["requests"]) == {"total", "canary", "canary_failed"}
 
 
+def test_abort_reason_says_condition_step_and_weight():
+    r = simulate(MANIFESTS, ["error-rate=0.02"], seed=0)
+    reason = r.abort_reason
+    assert reason["condition"] == "successCondition: len(result) > 0 && result[0] < 0.01"
+    assert reason["phase"] == "Failed" and reason["step"] == 1 and reason["weight"] == 1
+
+
+def test_cli_explains_why_it_aborted(capsys):
+    assert main(["rollout", "simulate", "--fault", "latency=4x"]) == 0
+    why = [line for line in capsys.readouterr().out.splitlines() if line.startswith("why: ")]
+    assert why == [
+        "why: latency-p99 measured 7390, held to successCondition: len(result) > 0 && result[0] < 3000; "
+        "in the background analysis (ai-api-health), at step 1 (pause 1h), canary weight 1%"
+    ]
+
+
+def _edited_manifests(tmp_path, file, old, new):
+    import shutil
+
+    d = tmp_path / "m"
+    shutil.copytree(MANIFESTS, d, ignore=shutil.ignore_patterns("schemas"))
+    text = (d / file).read_text()
+    assert old in text
+    (d / file).write_text(text.replace(old, new))
+    return d
+
+
+def test_cli_explains_an_empty_result_and_a_query_error(tmp_path, capsys):
+    d = _edited_manifests(tmp_path, "analysis-health.yaml", "http_requests_total", "http_request_total")
+    assert main(["rollout", "simulate", "--manifests", str(d)]) == 0
+    assert "why: error-rate measured no value (an empty result or NaN" in capsys.readouterr().out
+    d = _edited_manifests(tmp_path / "b", "analysis-health.yaml", 'status=~"5.."}', 'status=~"5.."}}')
+    assert main(["rollout", "simulate", "--manifests", str(d)]) == 0
+    assert "why: error-rate could not be evaluated (phase Error" in capsys.readouterr().out
+
+
+def test_cli_notes_a_metric_without_a_condition(tmp_path, capsys):
+    d = _edited_manifests(tmp_path, "analysis-health.yaml", "      successCondition: len(result) > 0 && result[0] < 0.01\n", "")
+    assert main(["rollout", "simulate", "--quiet", "--manifests", str(d)]) == 0
+    err = capsys.readouterr().err
+    assert "note: metric 'error-rate' (AnalysisTemplate ai-api-health) has neither successCondition nor failureCondition" in err
+
+
+@pytest.mark.parametrize(
+    "png, message",
+    [
+        pytest.param("/nonexistent/r.png", "--png: cannot write /nonexistent/r.png: folder /nonexistent does not exist",
+                     id="no-folder"),
+        pytest.param("r.txt", "--png: cannot write r.txt: Format 'txt' is not supported", id="bad-suffix"),
+    ],
+)
+def test_cli_png_errors_exit_2_without_traceback(png, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["rollout", "simulate", "--quiet", "--png", png]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+
+
 def test_cli_timeline_and_png(tmp_path, capsys):
     png = tmp_path / "r.png"
     assert main(["rollout", "simulate", "--fault", "latency=4x", "--png", str(png)]) == 0

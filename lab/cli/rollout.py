@@ -70,13 +70,20 @@ def run(args: argparse.Namespace) -> int:
             abort_at = parse_go_duration(args.abort_at)
         except ValueError:
             raise ServeLabError(f"--abort-at: expected a duration like 45m or 2h30m, got {args.abort_at!r}") from None
+    if args.png is not None and not Path(args.png).resolve().parent.is_dir():
+        raise ServeLabError(f"--png: cannot write {args.png}: folder {Path(args.png).parent} does not exist")
     if args.trials is not None:
         if args.trials < 1:
             raise ServeLabError(f"--trials: expected a positive number of runs, got {args.trials}")
+        if args.png is not None:
+            print("note: --png draws one run and is ignored with --trials; drop --trials and pick a --seed",
+                  file=sys.stderr)
         return _trials(args, manifests, faults)
     from sim.rollout import simulate
 
     result = simulate(manifests, faults, args.seed, args.rate, traffic=args.traffic, judge=args.judge, abort_at_s=abort_at)
+    for note in _unconditioned(result.simulation.m):
+        print(f"note: {note}", file=sys.stderr)
     if not args.quiet:
         _print_result(result)
     if args.json:
@@ -134,10 +141,58 @@ def _print_result(r) -> None:
         ar = r.abort_reason
         print(f"abort reason: {ar.get('message')} (metric {ar.get('metric')}, value {_fmt(ar.get('value'))}, "
               f"analysis {ar.get('analysis')})")
+        why = _why(ar, r.simulation.steps if r.simulation is not None else ())
+        if why:
+            print(f"why: {why}")
     q = r.requests
     share = 100.0 * q["canary"] / q["total"] if q["total"] else 0.0
     print(f"requests: {q['total']:,} total, {q['canary']:,} to the canary ({share:.2f}%), "
           f"{q['canary_failed']:,} canary requests failed")
+
+
+def _unconditioned(manifests) -> list[str]:
+    """Metrics with neither condition: Argo counts every such measurement Successful."""
+    runs = ([manifests.background] if manifests.background else []) + list(manifests.step_analyses.values())
+    return [
+        f"metric {m.name!r} (AnalysisTemplate {m.template}) has neither successCondition nor failureCondition, "
+        "so every measurement passes (Argo's rule); add the condition it should meet"
+        for run in runs
+        for m in run.metrics
+        if m.success is None and m.failure is None
+    ]
+
+
+def _why(reason: dict, steps) -> str:
+    """One sentence: the metric's last value against its condition, and where the rollout stood."""
+    if not reason.get("metric"):
+        return ""
+    value = reason.get("value")
+    if reason.get("phase") == "Error":
+        out = f"{reason['metric']} could not be evaluated (phase Error: the query or the condition failed, as the message says)"
+    elif value is None:
+        out = (f"{reason['metric']} measured no value (an empty result or NaN: no data in the window yet, "
+               "or a query that matches no series)")
+    else:
+        out = f"{reason['metric']} measured {_fmt(value)}"
+    if reason.get("condition"):
+        out += f", held to {reason['condition']}"
+    where = f"in the {reason.get('run', '')} analysis ({reason.get('analysis')})"
+    step = reason.get("step")
+    if step is not None and step < len(steps):
+        where += f", at step {step} ({_describe_step(steps[step])})"
+    if reason.get("weight") is not None:
+        where += f", canary weight {reason['weight']}%"
+    return f"{out}; {where}"
+
+
+def _describe_step(step) -> str:
+    from sim.rollout.durations import format_duration
+
+    if step.setWeight is not None:
+        return f"setWeight {step.setWeight}"
+    if step.pause is not None:
+        return f"pause {format_duration(step.pause.duration)}" if step.pause.duration is not None else "pause until promoted"
+    return "analysis gate"
 
 
 def _fmt(v) -> str:
@@ -232,5 +287,9 @@ def draw_png(result, path: str) -> None:
     fig.tight_layout()
     try:
         fig.savefig(path, dpi=90)
+    except (OSError, ValueError) as exc:  # a folder that vanished, or a suffix matplotlib cannot write
+        from sim.errors import ServeLabError
+
+        raise ServeLabError(f"--png: cannot write {path}: {exc} (give a file name ending in .png)") from None
     finally:
         plt.close(fig)

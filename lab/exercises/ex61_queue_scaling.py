@@ -144,10 +144,11 @@ def _validate(doc: dict, kind: str, file: str, facts: dict) -> list[Finding]:
     src = facts["source"]
     ns = dig(doc, "metadata.namespace")
     if ns != facts["namespace"]:
+        found = "metadata.namespace is missing (the object would land in the default namespace)" if ns is None else f"namespace is {ns!r}"
         out.append(
             Finding(
                 False,
-                f"namespace is {ns!r}, the workers run in {facts['namespace']!r} ({src})",
+                f"{found}, the workers run in {facts['namespace']!r} ({src})",
                 f"{file}: metadata.namespace",
                 f"set metadata.namespace: {facts['namespace']}; an autoscaler only scales a Deployment in its own namespace",
             )
@@ -178,11 +179,34 @@ def _validate(doc: dict, kind: str, file: str, facts: dict) -> list[Finding]:
             )
         )
     if kind == "ScaledObject":
-        triggers = [t for t in dig(doc, "spec.triggers", []) or [] if isinstance(t, dict)]
+        raw = dig(doc, "spec.triggers", [])
+        if isinstance(raw, dict):
+            out.append(
+                Finding(
+                    False,
+                    "spec.triggers is a mapping, but KEDA expects a list of triggers",
+                    f"{file}: spec.triggers",
+                    "write a list: each trigger starts with a dash ('- type: redis', its metadata indented under it)",
+                )
+            )
+        triggers = [t for t in raw or [] if isinstance(t, dict)] if isinstance(raw, list) else []
         for i, t in enumerate(triggers):
             if t.get("type") not in ("redis", "redis-cluster"):
                 continue
             meta = t.get("metadata") or {}
+            # KEDA's CRD types trigger metadata as map[string]string: the API server refuses
+            # `listLength: 5`, although a number would mean the same thing to us.
+            for key, value in meta.items():
+                if not isinstance(value, str):
+                    out.append(
+                        Finding(
+                            False,
+                            f"{key} is the {type(value).__name__} {value!r}; KEDA's trigger metadata are strings, "
+                            "so the API server refuses the object",
+                            f"{file}: spec.triggers[{i}].metadata.{key}",
+                            f'quote it: {key}: "{value}"',
+                        )
+                    )
             list_name = meta.get("listName")
             if list_name != facts["list_name"]:
                 out.append(
@@ -318,7 +342,8 @@ def _judge(r, s, file: str) -> list[Finding]:
             Finding(
                 ok,
                 (
-                    f"back to {floor} worker(s) {down_s - empty_s:.0f} s after the queue emptied"
+                    f"back to {floor} worker(s) {down_s - empty_s:.0f} s after "
+                    + ("the burst ended (the queue was already empty)" if empty_s <= burst_end_s else "the queue emptied")
                     if down_s is not None
                     else f"still {int(r.replicas[-1])} workers {DURATION_S - empty_s:.0f} s after the queue emptied"
                 )

@@ -34,6 +34,8 @@ sys.stdout = sys.stderr
 out = {"load_error": None, "answers": []}
 
 def where(exc):
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        return f"line {exc.lineno}"
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == path]
     return f"line {frames[-1].lineno}" if frames else ""
 
@@ -50,11 +52,45 @@ if out["load_error"] is None:
     for task in tasks:
         try:
             answer = route(dict(task))
-            out["answers"].append({"value": answer if isinstance(answer, str) else repr(answer)})
-        except Exception as exc:
+            if isinstance(answer, str):
+                out["answers"].append({"value": answer})
+            else:
+                out["answers"].append({"value": repr(answer), "not_str": type(answer).__name__})
+        except (Exception, SystemExit) as exc:  # sys.exit() in route() is one more wrong answer
             out["answers"].append({"error": f"{type(exc).__name__}: {exc}", "where": where(exc)})
 real_stdout.write(json.dumps(out))
 """
+
+
+# Task types the mix never holds: the README asks route() to cope with types it has not seen.
+# They are asked after the mix and priced nowhere; only the answer's validity counts.
+UNSEEN = [
+    {"request_id": "req-unseen-0", "task_type": "translation", "prompt": "Translate to French: good morning",
+     "prompt_tokens": 40, "max_tokens": 60},
+    {"request_id": "req-unseen-1", "task_type": "classification", "prompt": "Is this review positive? ...",
+     "prompt_tokens": 120, "max_tokens": 5},
+]
+
+
+def _unseen_findings(answers: list[dict]) -> list[Finding]:
+    bad = []
+    for task, answer in zip(UNSEEN, answers, strict=True):
+        if "error" in answer:
+            bad.append((task, f"raised {answer['error']}", answer.get("where", "")))
+        elif answer["value"] not in MODELS:
+            bad.append((task, f"returned {answer['value'] if answer.get('not_str') else repr(answer['value'])}", ""))
+    if not bad:
+        return [Finding(True, f"task types it has not seen ({', '.join(t['task_type'] for t in UNSEEN)}) get a model", "router.py: route()")]
+    task, what, line = bad[0]
+    return [
+        Finding(
+            False,
+            f"route() {what} for a task type it has not seen ({task['task_type']!r}; the mix holds only "
+            f"{', '.join(TASK_TYPES)}, production traffic will not)",
+            f"router.py{':' + line if line else ': route()'}",
+            "give unknown task types a default model, e.g. ROUTES.get(request['task_type'], DEFAULT_MODEL)",
+        )
+    ]
 
 
 def run_policy(router: Path, tasks: list[dict]) -> dict:
@@ -69,7 +105,10 @@ def run_policy(router: Path, tasks: list[dict]) -> dict:
             cwd=router.parent,
         )
     except subprocess.TimeoutExpired:
-        return {"load_error": [f"route() did not finish {len(tasks)} requests in {TIME_LIMIT_S} s", ""]}
+        return {
+            "load_error": [f"route() did not finish {len(tasks)} requests in {TIME_LIMIT_S} s", ""],
+            "fix": "route() must answer at once: look for a loop that never ends or a call that waits",
+        }
     try:
         return json.loads(proc.stdout)
     except json.JSONDecodeError:
@@ -84,8 +123,8 @@ def check(folder: Path, progress) -> tuple[list[Finding], dict]:
             Finding(False, "router.py not found", str(folder), "copy exercises/6.2/starter/router.py there and write route()")
         ], {}
     tasks = build_tasks()
-    progress(f"sending {len(tasks)} requests through route()")
-    result = run_policy(router, tasks)
+    progress(f"sending {len(tasks)} requests through route(), then {len(UNSEEN)} of task types it has not seen")
+    result = run_policy(router, tasks + UNSEEN)
     if result.get("load_error"):
         message, line = result["load_error"]
         return [
@@ -93,13 +132,14 @@ def check(folder: Path, progress) -> tuple[list[Finding], dict]:
                 False,
                 f"router.py could not be loaded: {message}",
                 f"router.py{':' + line if line else ''}",
-                "define def route(request: dict) -> str at the top level of router.py, and run "
+                result.get("fix")
+                or "define def route(request: dict) -> str at the top level of router.py, and run "
                 "python3 router.py to see the error",
             )
         ], {}
 
     findings: list[Finding] = []
-    answers = result["answers"]
+    answers = result["answers"][: len(tasks)]
     valid = set(MODELS)
     errors = Counter()
     error_where: dict[tuple[str, str], str] = {}
@@ -110,28 +150,32 @@ def check(folder: Path, progress) -> tuple[list[Finding], dict]:
             errors[key] += 1
             error_where[key] = answer["where"]
         elif answer["value"] not in valid:
-            bad_values[(task["task_type"], answer["value"])] += 1
+            bad_values[(task["task_type"], answer["value"], answer.get("not_str"))] += 1
     for (task_type, message), n in errors.items():
         findings.append(
             Finding(
                 False,
                 f"route() raised {message} on {n} {task_type} request(s)",
                 f"router.py{':' + error_where[(task_type, message)] if error_where[(task_type, message)] else ''}",
-                f"handle task_type {task_type!r}: every request needs an answer, so give "
-                "unknown types a default model",
+                f"route() must answer every {task_type} request: fix the error on that line",
             )
         )
-    for (task_type, value), n in bad_values.items():
+    for (task_type, value, not_str), n in bad_values.items():
         findings.append(
             Finding(
                 False,
-                f"route() returned {value!r} for {n} {task_type} request(s)",
+                f"route() returned {value if not_str else repr(value)} for {n} {task_type} request(s)"
+                + (f" (a {not_str}, not a string)" if not_str else ""),
                 "router.py: route()",
-                f"return one of {sorted(valid)} (the names, not the model ids)",
+                "every path through route() must end in a return: add a default at the end"
+                if value == "None" and not_str
+                else f"return one of {sorted(valid)} (the names, not the model ids)",
             )
         )
     if not errors and not bad_values:
         findings.append(Finding(True, f"route() answered all {len(tasks)} requests with 'large' or 'small'", "router.py"))
+        # Only once the mix is answered: otherwise the same mistake would be reported twice.
+        findings += _unseen_findings(result["answers"][len(tasks) :])
 
     routes = [a.get("value") for a in answers]
     by_type = {t: Counter() for t in TASK_TYPES}
@@ -147,16 +191,16 @@ def check(folder: Path, progress) -> tuple[list[Finding], dict]:
             example, got = next(
                 (t, r) for t, r in zip(tasks, routes, strict=True) if t["task_type"] == task_type and r != wanted
             )
-            other = {"large": "quality", "small": "cost"}[wanted]
+            other = {"large": "loses quality", "small": "pays the large model's price for no gain"}[wanted]
             findings.append(
                 Finding(
                     False,
                     f"{wrong} of {total} {task_type} requests do not go to {wanted!r} "
                     f"(e.g. {example['request_id']}, {example['prompt_tokens']} prompt tokens, "
-                    f"got {got if got in valid else 'no answer'!r})",
+                    f"got {'an error' if got is None else repr(got)})",
                     "router.py: route()",
                     f"route on request['task_type']: {task_type} must go to {wanted!r}, "
-                    f"or it costs {other}",
+                    f"or it {other}",
                 )
             )
 

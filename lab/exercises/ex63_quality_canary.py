@@ -78,6 +78,18 @@ def check(folder: Path, progress) -> tuple[list[Finding], dict]:
             )
             return findings, details
         findings.append(Finding(True, f"the Rollout runs the judge metric(s) {names}", "rollout.yaml"))
+        blind = [m for _, m in live if m.success is None and m.failure is None]
+        if blind:
+            findings.append(
+                Finding(
+                    False,
+                    f"metric {blind[0].name!r} has neither successCondition nor failureCondition, so Argo counts "
+                    "every measurement Successful and nothing can roll back",
+                    f"analysis-template.yaml: spec.metrics[{blind[0].name}].successCondition",
+                    "add successCondition: len(result) > 0 && result[0] > 0.85",
+                )
+            )
+            return findings, details
         quality_metrics = {m.name for _, m in live}
 
         progress("simulating the rollout with a healthy canary")
@@ -93,51 +105,138 @@ def check(folder: Path, progress) -> tuple[list[Finding], dict]:
     if healthy.promoted:
         findings.append(Finding(True, f"a healthy canary is promoted (status {healthy.status})", "rollout.yaml"))
     else:
-        reason = healthy.abort_reason or {}
-        metric, value = reason.get("metric"), reason.get("value")
-        findings.append(
-            Finding(
-                False,
-                f"a healthy canary was not promoted: status {healthy.status}"
-                + (f", aborted at {_hm(healthy.aborted_at_s)} by {metric} = {_v(value)}" if healthy.aborted_at_s is not None else ""),
-                f"analysis-template.yaml: spec.metrics[{metric}].successCondition" if metric else "rollout.yaml: spec.strategy.canary.steps",
-                "the condition must hold for good answers: a healthy canary scores about "
-                f"{_typical(healthy, quality_metrics)}; success means result[0] > 0.85 (and an empty result is a failure)",
-            )
-        )
-    # 2. A quality drop rolls back, on the quality metric, before 100%.
-    reason = degraded.abort_reason or {}
-    if degraded.promoted or degraded.aborted_at_s is None:
-        seen = _typical(degraded, quality_metrics)
-        findings.append(
-            Finding(
-                False,
-                f"the canary with its judge score lowered by 0.15 was not rolled back (status {degraded.status}); "
-                f"your metric measured about {seen}",
-                "analysis-template.yaml: spec.metrics[].successCondition",
-                "the course's threshold is 0.85: a canary scoring below it must fail the measurement, "
-                "with failureLimit 0 so one failure aborts",
-            )
-        )
-    elif reason.get("metric") not in quality_metrics:
-        findings.append(
-            Finding(
-                False,
-                f"the quality drop was rolled back, but by {reason.get('metric')!r}, not by the judge metric",
-                "analysis-template.yaml: spec.metrics",
-                "make the judge metric the one that catches a quality drop",
-            )
-        )
-    else:
-        findings.append(
-            Finding(
-                True,
-                f"a quality drop is rolled back at {_hm(degraded.aborted_at_s)} by {reason['metric']} = {_v(reason.get('value'))}, "
-                f"with {degraded.requests.get('canary', 0):,} requests served by the canary",
-                "analysis-template.yaml",
-            )
-        )
+        findings.append(_healthy_not_promoted(healthy, quality_metrics))
+    # 2. The analysis watches from the first step with traffic.
+    late = _late_start(manifests)
+    if late:
+        findings.append(late)
+    # 3. A quality drop rolls back, on a low score of the quality metric, at its first failure.
+    findings.append(_degraded_finding(degraded, quality_metrics))
     return findings, details
+
+
+def _healthy_not_promoted(result, quality_metrics: set[str]) -> Finding:
+    """Why a healthy canary was stopped: a query error, no data, a wrong query or a wrong condition."""
+    reason = result.abort_reason or {}
+    metric, value = reason.get("metric"), reason.get("value")
+    head = f"a healthy canary was not promoted: status {result.status}"
+    if result.aborted_at_s is None:
+        return Finding(False, head, "rollout.yaml: spec.strategy.canary.steps", "every pause needs a duration, so the steps end by themselves")
+    head += f", aborted at {_hm(result.aborted_at_s)} by {metric}"
+    path = f"analysis-template.yaml: spec.metrics[{metric}]"
+    if reason.get("phase") == "Error":
+        return Finding(
+            False,
+            f"{head}, which could not be evaluated: {reason.get('message')}",
+            f"{path}.successCondition",
+            "Argo's result is a list: compare result[0], not result; and test the query's syntax "
+            "(servelab rollout simulate --manifests <folder> shows each measurement)",
+        )
+    if value is None:
+        return Finding(
+            False,
+            f"{head}, whose query returned no value (an empty result or NaN)",
+            f"{path}.initialDelay",
+            "the first measurement runs as soon as the analysis starts, before the judge has scored any "
+            "canary answer in the window: add initialDelay: 30m; if that is set, check the metric name "
+            f"and the service label in the query ({JUDGE_SERIES}_sum / _count)",
+        )
+    true_mean = _judge_mean(result)
+    if true_mean is not None and abs(value - true_mean) > 0.02:
+        return Finding(
+            False,
+            f"{head}: your query measured {_v(value)}, but the canary's mean judge score over the last 30 minutes "
+            f"was {true_mean:.3f}",
+            f"{path}.provider.prometheus.query",
+            f"the mean score is the rate of {JUDGE_SERIES}_sum divided by the rate of {JUDGE_SERIES}_count, "
+            "both for the canary Service over the same window",
+        )
+    return Finding(
+        False,
+        f"{head} = {_v(value)}",
+        f"{path}.successCondition",
+        "the condition must hold for good answers: a healthy canary scores about "
+        f"{_typical(result, quality_metrics)}; success means result[0] > 0.85 (and an empty result is a failure)",
+    )
+
+
+def _late_start(manifests) -> Finding | None:
+    """A background analysis that starts after the canary first took traffic leaves it unwatched."""
+    analysis = manifests.canary.analysis
+    if analysis is None:
+        return None
+    first = next((i for i, st in enumerate(manifests.canary.steps) if st.setWeight), None)
+    start = analysis.startingStep or 0
+    if first is None or start <= first + 1:
+        return None
+    return Finding(
+        False,
+        f"the background analysis starts at step {start}, but the canary takes traffic from step {first} "
+        f"(setWeight {manifests.canary.steps[first].setWeight}): nobody judges it until then",
+        "rollout.yaml: spec.strategy.canary.analysis.startingStep",
+        f"set startingStep: {first + 1}, the step after the first setWeight",
+    )
+
+
+def _degraded_finding(result, quality_metrics: set[str]) -> Finding:
+    reason = result.abort_reason or {}
+    judged = [m for m in result.measurements if m["metric"] in quality_metrics and not m["dry_run"]]
+    if result.promoted or result.aborted_at_s is None:
+        return Finding(
+            False,
+            f"the canary with its judge score lowered by 0.15 was not rolled back (status {result.status}); "
+            f"your metric measured about {_typical(result, quality_metrics)}",
+            "analysis-template.yaml: spec.metrics[].successCondition",
+            "the course's threshold is 0.85: a canary scoring below it must fail the measurement, "
+            "with failureLimit 0 so one failure aborts",
+        )
+    if reason.get("metric") not in quality_metrics:
+        return Finding(
+            False,
+            f"the quality drop was rolled back, but by {reason.get('metric')!r}, not by the judge metric",
+            "analysis-template.yaml: spec.metrics",
+            "make the judge metric the one that catches a quality drop",
+        )
+    if reason.get("phase") == "Error" or reason.get("value") is None:
+        return Finding(
+            False,
+            f"the quality drop was rolled back at {_hm(result.aborted_at_s)}, but not on a low score: "
+            + ("the metric could not be evaluated" if reason.get("phase") == "Error" else "the query returned no value"),
+            "analysis-template.yaml: spec.metrics",
+            "make the healthy run pass first (see the finding above); a rollback must come from a measured score below 0.85",
+        )
+    first_failed = next((m for m in judged if m["phase"] == "Failed"), None)
+    if first_failed is not None and first_failed["t_s"] < result.aborted_at_s:
+        n = sum(1 for m in judged if m["phase"] == "Failed")
+        return Finding(
+            False,
+            f"your judge metric first failed at {_hm(first_failed['t_s'])} ({_v(first_failed['value'])}), but the rollout "
+            f"was aborted only at {_hm(result.aborted_at_s)}, after {n} failed measurements; the canary served "
+            f"{result.requests.get('canary', 0):,} requests by then",
+            f"analysis-template.yaml: spec.metrics[{reason['metric']}].failureLimit",
+            "set failureLimit: 0 (the default): one bad score is enough to roll back a quality drop",
+        )
+    return Finding(
+        True,
+        f"a quality drop is rolled back at {_hm(result.aborted_at_s)} by {reason['metric']} = {_v(reason.get('value'))}, "
+        f"with {result.requests.get('canary', 0):,} requests served by the canary",
+        "analysis-template.yaml",
+    )
+
+
+def _judge_mean(result) -> float | None:
+    """The canary's true mean judge score over the 30 minutes before the abort (the course's query)."""
+    import math
+
+    from sim.promql import instant_query
+
+    sim = result.simulation
+    svc = sim.fleet.services["canary"]
+    query = (
+        f'sum(rate({JUDGE_SERIES}_sum{{service="{svc}"}}[30m])) / sum(rate({JUDGE_SERIES}_count{{service="{svc}"}}[30m]))'
+    )
+    values = instant_query(query, sim.fleet.store, result.aborted_at_s).values()
+    return values[0] if values and math.isfinite(values[0]) else None
 
 
 def _judge_metrics(manifests) -> list[tuple[str, object]]:

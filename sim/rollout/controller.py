@@ -318,6 +318,12 @@ class RolloutSimulation:
                         "analysis": spec.template if spec else run.name,
                         "run": run.kind,
                         "message": run.message or f"AnalysisRun {run.name} {run.phase.value}",
+                        # What a reader needs beside the value: the condition it was held to, and
+                        # where the rollout stood (the step being run, the weight).
+                        "phase": run.phase.value,
+                        "condition": _condition(spec),
+                        "step": self.step_index,
+                        "weight": self.weight,
                     }
                 )
                 return True
@@ -356,6 +362,14 @@ class RolloutSimulation:
 
     def _log(self, text: str, kind: str) -> None:
         self.timeline.append(Event(self.now_s, text, self.weight, kind))
+
+
+def _condition(spec) -> str | None:
+    """``successCondition: ...`` and/or ``failureCondition: ...`` of a metric, as written."""
+    if spec is None:
+        return None
+    parts = [f"{name}: {expr.text}" for name, expr in (("successCondition", spec.success), ("failureCondition", spec.failure)) if expr]
+    return "; ".join(parts) or None
 
 
 def _show(value: Any) -> str:

@@ -23,6 +23,11 @@ from sim.rollout.expr import compile_expr
 from sim.rollout.podargs import engine_config_from_args
 from sim.rollout.manifest import AnalysisTemplate, Argument, RolloutAnalysis, Rollout, describe_validation_error
 
+# A student's folder often holds only a Rollout and an AnalysisTemplate (exercise 6.3).
+_COPY_ROUTING = (
+    "a folder of your own needs the Services and the VirtualService the Rollout routes through: "
+    "copy services.yaml and virtualservice.yaml from the course's manifests/ next to your rollout.yaml"
+)
 _ARG_REF = re.compile(r"\{\{\s*args\.([A-Za-z0-9_.-]+)\s*\}\}")
 
 
@@ -208,7 +213,7 @@ def _check_routing(rollout: Rollout, src: Source, services: list[str], vservices
         if name not in services:
             raise ManifestError(
                 f"{src.where()}: {base}.{field}: Service {name!r} is not defined in the manifests "
-                f"(found: {', '.join(services) or 'none'})"
+                f"(found: {', '.join(services) or 'none'}); {_COPY_ROUTING}"
             )
     if c.trafficRouting is None:
         raise ManifestError(f"{src.where()}: {base}.trafficRouting: required field is missing (istio.virtualService)")
@@ -217,7 +222,7 @@ def _check_routing(rollout: Rollout, src: Source, services: list[str], vservices
     if not match:
         raise ManifestError(
             f"{src.where()}: {base}.trafficRouting.istio.virtualService.name: VirtualService {ref.name!r} "
-            "is not defined in the manifests"
+            f"is not defined in the manifests; {_COPY_ROUTING}"
         )
     vs, vsrc = match[0]
     routes = (vs.get("spec") or {}).get("http") or []
