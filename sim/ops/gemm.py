@@ -30,8 +30,8 @@ H100 and H200 and 180-280 us on B200 below a few thousand tokens, for every shap
 per-tensor FP8 GEMM of the same shape takes 8-25 us. vLLM runs these GEMMs inside its CUDA
 graphs, where no launch is paid per kernel, so that floor is not GPU time. The block-scaled GEMM
 is therefore priced as the per-tensor FP8 curve (measured in CUDA graphs) times the ratio of
-the two at the table's largest ``m`` (16,384 tokens, where launching is a negligible share:
-1.13 for a 4608 x 4096 GEMM on H200), and never above the eager measurement itself
+the two at the table's largest ``m`` (32,768 tokens in the shipped tables, where launching is a
+negligible share: 1.02 for a 4608 x 4096 GEMM on H200), and never above the eager measurement itself
 (:func:`block_fp8_over_m`). Where a GPU has no per-tensor table the eager one is used as it is.
 Steps larger than vLLM's largest captured graph (by default 512 tokens, 1,024 on B200 and for
 gpt-oss: :mod:`sim.cudagraphs`) run eagerly; there the host issues kernels ahead of a GPU that is
