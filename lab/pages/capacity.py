@@ -234,13 +234,15 @@ with results:
     rollout = rollout_manifest(w.config, w.replicas)
     st.code(command, language="bash")
     a, b, c2, d = st.columns(4)
-    a.download_button("vllm serve command", command + "\n", file_name="vllm-serve.sh", key="cp_dl_cmd",
-                      icon=":material/terminal:")
-    b.download_button("Deployment", deployment, file_name="deployment.yaml", key="cp_dl_deploy",
-                      icon=":material/download:")
-    c2.download_button("Rollout (the course's canary)", rollout, file_name="rollout.yaml", key="cp_dl_rollout",
-                       icon=":material/alt_route:")
-    d.download_button("Everything (JSON)", json.dumps(result_dict(result, wall_s=wall_s), indent=2),
-                      file_name="tune.json", key="cp_dl_json", icon=":material/data_object:")
+    # Labelled by file name: four buttons share the row, and longer labels were cut at 1400 px.
+    a.download_button("vllm-serve.sh", command + "\n", file_name="vllm-serve.sh", key="cp_dl_cmd",
+                      icon=":material/terminal:", help="the winner's `vllm serve` command")
+    b.download_button("deployment.yaml", deployment, file_name="deployment.yaml", key="cp_dl_deploy",
+                      icon=":material/download:", help="a Deployment of the winner")
+    c2.download_button("rollout.yaml", rollout, file_name="rollout.yaml", key="cp_dl_rollout",
+                       icon=":material/alt_route:", help="the course's canary Rollout, with the winner's container")
+    d.download_button("tune.json", json.dumps(result_dict(result, wall_s=wall_s), indent=2),
+                      file_name="tune.json", key="cp_dl_json", icon=":material/data_object:",
+                      help="the whole search, as `servelab tune --json`")
     with st.expander("The Rollout"):
         st.code(rollout, language="yaml")
