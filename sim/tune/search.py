@@ -39,8 +39,10 @@ class TuneRequest:
             raise ConfigError(f"target load: expected a positive number, got {self.target_load!r}")
         missing = [g for g in self.space.gpus if g not in self.prices]
         if missing:
-            raise ConfigError(f"--gpu-prices: no price for {', '.join(missing)}; add it to the price table "
-                              f"or leave it out of --gpu")
+            # Name what the table does price: a short name there may be another GPU ("a100" is the 40 GB one).
+            raise ConfigError(f"--gpu-prices: no price for {', '.join(missing)}; the table prices "
+                              f"{', '.join(sorted(self.prices)) or 'no GPU'}. Add an entry under the missing "
+                              f"GPU's catalog name, or leave it out of --gpu")
         if not 0 < self.rel_tol < 1:
             raise ConfigError(f"--rate-tolerance: expected a fraction in (0, 1), got {self.rel_tol}")
 
