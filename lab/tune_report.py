@@ -183,13 +183,16 @@ def _at(deployments: list[Deployment], mode: str) -> str:
 def table_legend(deployments: list[Deployment], mode: str) -> str:
     """One line under a table: what its $/Mtok, tok/s/GPU, tok/s/user and margin are measured at."""
     at, per = _at(deployments, mode), "req/s/replica" if mode == "rate" else "clients/replica"
+    if not at:
+        return ""
+    # Rows that miss (the closest ones) show neither a margin nor a load per replica.
+    if any(d.meets for d in deployments):
+        where, also = f"one replica at {per}, the highest load found to meet the SLA", "tok/s/user and the margin"
+    else:
+        where, also = "one replica at the highest load found to meet the latency terms", "tok/s/user"
     if at == "@max":
-        return (f"@max: one replica at {per}, the highest load found to meet the SLA "
-                f"(tok/s/user and the margin are measured there too)")
-    if at:
-        return (f"{at}: at the offered load, spread over each row's replicas; tok/s/user and the margin: one "
-                f"replica at {per}, the highest load found to meet the SLA")
-    return ""
+        return f"@max: {where} ({also} measured there too)"
+    return f"{at}: at the offered load, spread over each row's replicas; {also}: {where}"
 
 
 def table_rows(deployments: list[Deployment], mode: str, *, show_layout: bool | None = None) -> list[dict]:

@@ -115,6 +115,17 @@ def test_an_sla_nobody_meets_prints_the_closest_and_exits_1(capsys):
     assert "Traceback" not in captured.out + captured.err
 
 
+def test_the_closest_rows_legend_names_only_what_they_show(capsys):
+    # Rows that meet the latency terms but need too many replicas: no margin, no load per replica.
+    rc = main(["tune", *SMALL, "--gpu", "h100", "--tensor-parallel-size", "1", "--max-num-seqs", "64",
+               "--sla", "p90_ttft_ms<=1000,output_throughput>=1000000", "--max-replicas", "2"])
+    out = capsys.readouterr().out
+    assert rc == 1 and "replicas > 2" in out
+    legend = out.strip().splitlines()[-1]
+    assert legend.startswith("@max: one replica at the highest load found to meet the latency terms")
+    assert "margin" not in legend and "req/s/replica" not in legend
+
+
 @pytest.mark.parametrize("extra, fragment", [
     pytest.param(["--gpu", "tpu-v9"], "unknown GPU 'tpu-v9'", id="unknown-gpu"),
     pytest.param(["--gpu", "h100", "--gpu-prices", "/nonexistent/prices.yaml"], "cannot read it", id="missing-prices"),
