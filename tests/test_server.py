@@ -177,28 +177,64 @@ def test_streamed_tokens_arrive_over_time_not_at_once(emu):
 
 # --- errors -------------------------------------------------------------------------------------
 
+VLLM_CHECK = "(parameter={}, value={})"  # the tail vLLM's VLLMValidationError adds to its message
+
+
 @pytest.mark.parametrize(
-    "path, body, status, err_type, needle",
+    "path, body, status, err_type, param, needle",
     [
-        pytest.param("/v1/completions", b"{not json", 400, "Bad Request", "JSON", id="malformed-json"),
-        pytest.param("/v1/chat/completions", {"model": MODEL}, 400, "Bad Request", "messages", id="missing-messages"),
-        pytest.param("/v1/completions", {"model": MODEL}, 400, "Bad Request", "prompt", id="missing-prompt"),
-        pytest.param("/v1/completions", {"model": "gpt-4", "prompt": "hi"}, 404, "NotFoundError",
-                     "The model `gpt-4` does not exist.", id="unknown-model"),
+        pytest.param("/v1/completions", b"{not json", 400, "Bad Request", "body.1",
+                     "1 validation error:\n  {'type': 'json_invalid', 'loc': 'body.1', 'msg': 'JSON decode error'",
+                     id="malformed-json"),
+        pytest.param("/v1/chat/completions", {"model": MODEL}, 400, "Bad Request", "body.messages",
+                     "1 validation error:\n  {'type': 'missing', 'loc': 'body.messages', 'msg': 'Field required', "
+                     "'input': '<dict of 1 items>'", id="missing-messages"),
+        pytest.param("/v1/completions", {"model": MODEL, "prompt": 5}, 400, "Bad Request", "body.prompt",
+                     "4 validation errors:\n  {'type': 'string_type', 'loc': 'body.prompt'",
+                     id="prompt-not-text-or-ids"),
+        pytest.param("/v1/completions", {"model": MODEL}, 400, "BadRequestError", "prompt",
+                     "Either prompt or prompt_embeds must be provided and non-empty. (parameter=prompt)",
+                     id="missing-prompt"),
+        pytest.param("/v1/completions", {"model": "gpt-4", "prompt": ""}, 400, "BadRequestError", "prompt",
+                     "Either prompt or prompt_embeds must be provided and non-empty. (parameter=prompt)",
+                     id="empty-prompt-before-model"),
+        pytest.param("/v1/completions", {"model": "gpt-4", "prompt": "hi"}, 404, "NotFoundError", "model",
+                     f"The model `gpt-4` does not exist. Valid aliases: {MODEL}.", id="unknown-model"),
         pytest.param("/v1/completions", {"model": MODEL, "prompt": "hi", "max_tokens": 0}, 400, "BadRequestError",
-                     "max_tokens must be at least 1, got 0.", id="max-tokens-zero"),
-        pytest.param("/v1/completions", {"model": MODEL, "prompt": "hi", "n": 0}, 400, "BadRequestError",
-                     "n must be at least 1", id="n-zero"),
+                     "max_tokens", "max_tokens must be at least 1, got 0. " + VLLM_CHECK.format("max_tokens", 0),
+                     id="max-tokens-zero"),
+        pytest.param("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}],
+                                              "max_completion_tokens": -3}, 400, "BadRequestError", "max_tokens",
+                     "max_tokens must be at least 1, got -3. " + VLLM_CHECK.format("max_tokens", -3),
+                     id="max-completion-tokens-negative"),
+        pytest.param("/v1/completions", {"model": MODEL, "prompt": "hi", "n": 0}, 400, "BadRequestError", None,
+                     "n must be at least 1, got 0.", id="n-zero"),
+        pytest.param("/v1/completions", {"prompt": "hi", "temperature": -1}, 400, "BadRequestError", "temperature",
+                     "temperature must be non-negative, got -1.0. " + VLLM_CHECK.format("temperature", -1.0),
+                     id="temperature-negative"),
+        pytest.param("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "temperature": 2.5},
+                     400, "BadRequestError", "temperature", "temperature must be in [0, 2], got 2.5.",
+                     id="temperature-above-two"),
+        pytest.param("/v1/completions", {"prompt": "hi", "top_p": 0}, 400, "BadRequestError", "top_p",
+                     "top_p must be in (0, 1], got 0.0. " + VLLM_CHECK.format("top_p", 0.0), id="top-p-zero"),
         pytest.param("/v1/completions", {"model": MODEL, "prompt": "hi", "stream_options": {"include_usage": True}},
-                     400, "BadRequestError", "Stream options can only be defined when `stream=True`.",
+                     400, "BadRequestError", "stream_options",
+                     "Stream options can only be defined when `stream=True`. (parameter=stream_options)",
                      id="stream-options-without-stream"),
         pytest.param("/v1/completions", {"model": MODEL, "prompt": "hi", "max_tokens": 200_000}, 400,
-                     "BadRequestError", "This model's maximum context length is 131072 tokens. However, you "
-                     "requested 200000 output tokens and your prompt contains at least 2 input tokens",
-                     id="too-long"),
+                     "BadRequestError", "max_tokens", "max_tokens=200000 cannot be greater than max_model_len=131072. "
+                     "Please request fewer output tokens. " + VLLM_CHECK.format("max_tokens", 200000),
+                     id="max-tokens-past-the-context"),
+        pytest.param("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}],
+                                              "max_completion_tokens": 131073}, 400, "BadRequestError",
+                     "max_completion_tokens",
+                     "max_completion_tokens=131073 cannot be greater than max_model_len=131072.",
+                     id="max-completion-tokens-past-the-context"),
     ],
 )
-def test_errors_in_openai_format(emu, path, body, status, err_type, needle):
+def test_errors_as_vllm_answers_them(emu, path, body, status, err_type, param, needle):
+    """Status, type, param and message as vLLM 0.33's handlers give them (read from its
+    entrypoints/serve/exception_handling and the request models' validators)."""
     if isinstance(body, bytes):
         r = httpx.post(f"{emu.base}{path}", content=body, headers={"content-type": "application/json"})
     else:
@@ -206,17 +242,49 @@ def test_errors_in_openai_format(emu, path, body, status, err_type, needle):
     assert r.status_code == status, r.text
     error = r.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
-    assert error["type"] == err_type and error["code"] == status
-    assert needle in error["message"]
+    assert (error["type"], error["code"], error["param"]) == (err_type, status, param)
+    assert error["message"].startswith(needle), error["message"]
 
 
-def test_prompt_longer_than_max_model_len_is_400_for_the_client():
-    with serving("--max-model-len", "256") as emu:
-        with pytest.raises(openai.BadRequestError) as info:
-            emu.client.completions.create(model=MODEL, prompt="word " * 300, max_tokens=4)
-        assert "maximum context length is 256 tokens" in str(info.value)
-        models = httpx.get(f"{emu.base}/v1/models").json()
-        assert models["data"][0]["max_model_len"] == 256
+@pytest.mark.parametrize(
+    "prompt, max_tokens, outcome",
+    [
+        pytest.param(list(range(1, 251)), 100, 6, id="prompt-plus-max-tokens-past-the-context-is-clipped"),
+        pytest.param(list(range(1, 101)), None, 16, id="completion-null-max-tokens-is-16"),
+        pytest.param(list(range(1, 257)), 4, "max_tokens must be at least 1, got 0. "
+                     + VLLM_CHECK.format("max_tokens", 0), id="prompt-fills-the-context"),
+        pytest.param(list(range(1, 301)), 4, "This model's maximum context length is 256 tokens. However, your "
+                     "prompt contains 300 input tokens, which exceeds this limit even without any output tokens. "
+                     "Please reduce the length of the input prompt. " + VLLM_CHECK.format("input_tokens", 300),
+                     id="token-ids-past-the-context"),
+        pytest.param("word " * 300, 4, "This model's maximum context length is 256 tokens. However, your prompt "
+                     "contains at least 257 input tokens", id="text-past-the-context-counted-as-far-as-vllm-reads"),
+    ],
+)
+def test_output_length_against_the_context_as_vllm_0_33(context_256, prompt, max_tokens, outcome):
+    """vLLM 0.33 clips the output to what the context leaves (no error), and refuses a prompt
+    that leaves nothing."""
+    ask = dict(model=MODEL, prompt=prompt, max_tokens=max_tokens, extra_body={"ignore_eos": True})
+    if isinstance(outcome, int):
+        r = context_256.client.completions.create(**ask)
+        assert r.usage.completion_tokens == outcome and r.choices[0].finish_reason == "length"
+        return
+    with pytest.raises(openai.BadRequestError) as info:
+        context_256.client.completions.create(**ask)
+    assert info.value.body["message"].startswith(outcome), info.value.body
+
+
+def test_chat_without_max_tokens_gets_the_rest_of_the_context(context_256):
+    r = context_256.client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}],
+                                                   extra_body={"ignore_eos": True})
+    assert r.usage.prompt_tokens + r.usage.completion_tokens == 256
+    assert httpx.get(f"{context_256.base}/v1/models").json()["data"][0]["max_model_len"] == 256
+
+
+@pytest.fixture(scope="module")
+def context_256():
+    with serving("--max-model-len", "256") as running:
+        yield running
 
 
 def test_api_key_required_when_set():

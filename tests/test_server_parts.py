@@ -126,9 +126,9 @@ def test_completion_prompt_validates_as_the_plain_union(prompt):
 
     from lab.server.protocol import CompletionRequest
 
-    class Plain(BaseModel):  # the field without the token-id fast path
+    class Plain(BaseModel):  # the field without the token-id fast path (None: the route answers it)
         model_config = ConfigDict(extra="allow")
-        prompt: str | list[str] | list[int] | list[list[int]]
+        prompt: str | list[str] | list[int] | list[list[int]] | None = None
 
     def outcome(model):
         try:
@@ -287,14 +287,16 @@ def test_observe_each_matches_one_observe_per_value(values):
     assert samples(batched) == samples(one)
 
 
-def test_metrics_series_appear_when_first_observed_and_accumulate():
+def test_vllm_series_exist_from_the_start_and_all_series_accumulate():
     from types import SimpleNamespace
 
     from lab.server.metrics import ServerMetrics
 
     m = ServerMetrics(model_name="m", service="svc", max_model_len=4096, stats_source=lambda: None)
     ttft = b'vllm:time_to_first_token_seconds_count{engine="0",model_name="m"}'
-    assert ttft not in m.exposition()  # no labelled series before its first observation
+    start = m.exposition().splitlines()
+    assert ttft + b" 0.0" in start  # as vLLM 0.33: each engine's series exists from the start
+    assert not any(line.startswith(b"http_requests_total") and b'"404"' in line for line in start)
     request = SimpleNamespace(num_output_tokens=3, num_prompt_tokens=5, arrival_s=0.0,
                               first_scheduled_s=0.1, first_token_s=0.2)
     for n in (1, 2):
@@ -322,6 +324,25 @@ def test_lag_monitor_buckets_quantile_and_one_warning_per_window(caplog):
     family = m.metric_family()
     buckets = {s.labels["le"]: s.value for s in family.samples if s.name.endswith("_bucket")}
     assert buckets["0.0005"] == 99 and buckets["+Inf"] == 102
+
+
+def test_a_burst_of_late_tokens_is_reported_when_its_window_closes_even_if_on_time_after(caplog):
+    """The first late token warns at once; the burst after it is reported at the first token
+    WARN_EVERY_S later, late or not (it waited for another late token, which may never come)."""
+    from lab.server.lag import WARN_EVERY_S, LagMonitor
+
+    m = LagMonitor(threshold_s=0.010)
+    with caplog.at_level(logging.WARNING, logger="servelab.serve"):
+        m.observe(0.001, now_s=0.0)
+        for i in range(50):
+            m.observe(0.030, now_s=1.0 + 0.1 * i)
+        m.observe(0.001, now_s=1.0 + WARN_EVERY_S)  # on time, and the burst's window is due
+        m.observe(0.001, now_s=1.0 + 3 * WARN_EVERY_S)  # nothing late since: nothing to say
+    warnings = [r.getMessage() for r in caplog.records if "behind its simulated timeline" in r.getMessage()]
+    assert len(warnings) == 2
+    assert "1 of 2 tokens since the last report were late" in warnings[0]
+    assert "30.0 ms late" in warnings[1] and "49 of 50 tokens since the last report were late" in warnings[1]
+    assert m.late_count == 50
 
 
 def test_driver_sleeps_between_events_instead_of_spinning():
@@ -412,6 +433,32 @@ def test_requests_reach_the_engine_when_one_api_server_hands_them_over():
     assert "d-0" not in runner._handles
 
 
+def test_a_long_running_server_keeps_neither_every_finished_request_nor_every_step():
+    """The engine keeps finished requests and a log of every step for offline results; the
+    server's tick drops them (from 1,000 requests of 512 tokens the server's memory grew by 30 MB
+    and kept growing: docs/emulator.md), keeping the last KEEP_FINISHED requests."""
+    from lab.cli.serve import add_cli_args, build_server
+    from lab.server.runner import KEEP_FINISHED
+
+    parser = argparse.ArgumentParser()
+    add_cli_args(parser)
+    runner = build_server(parser.parse_args(["meta-llama/Llama-3.1-8B", "--gpu", "h100-80gb"])).runner
+    now = [0.0]
+    runner.clock, runner.t0 = (lambda: now[0]), 0.0
+    most_finished = most_steps = 0
+    for i in range(500):
+        runner.submit([(list(range(i, i + 64)), 4)], f"r{i}")
+        now[0] += 0.01
+        runner.advance()
+        runner._tick()
+        most_finished = max(most_finished, len(runner.engine.finished))
+        most_steps = max(most_steps, len(runner.engine.step_log.arrays()["t_s"]))
+    assert runner.engine.stats.request_success_total["length"] > 400  # the load did run
+    # at most 2 x KEEP_FINISHED at a tick, plus what finishes before the next (50 ms: a few here)
+    assert most_finished <= 2 * KEEP_FINISHED + 10 and len(runner.engine.finished) >= KEEP_FINISHED // 2
+    assert most_steps <= 20  # a tick's steps (50 ms here), not the run's hundreds
+
+
 def test_latency_multiplier_delays_release_through_the_timer_heap():
     import asyncio
 
@@ -490,5 +537,8 @@ def test_the_shutdown_summary_names_the_lag_and_the_clients_turnaround():
     m.turnaround.request_started(("127.0.0.1", 5000), 1.025)
     lag_line, turn_line = m.summary()
     assert lag_line.startswith("Streamed 10 tokens; lag behind the simulated timeline: p50 ")
+    assert lag_line.endswith("; 0 (0.0%) later than the 10.0 ms threshold")
+    m.lag.observe(0.050, now_s=20.0)
+    assert m.summary()[0].endswith("; 1 (9.1%) later than the 10.0 ms threshold")
     assert "mean 25.0 ms over 1 request;" in turn_line
     assert "`servelab bench serve --client-turnaround-ms 25.0`" in turn_line

@@ -107,8 +107,8 @@ class EmulatorServer:
 
     # -- checks ----------------------------------------------------------------------------------
     def check_model(self, model: str | None) -> None:
-        if model is not None and model not in self.settings.served_model_names:
-            raise P.model_not_found(model)
+        if model and model not in self.settings.served_model_names:  # vLLM: "" means the served model too
+            raise P.model_not_found(model, self.settings.served_model_names)
 
     def check_auth(self, request: Request) -> JSONResponse | None:
         key = self.settings.api_key
@@ -133,8 +133,9 @@ class EmulatorServer:
                 text = item
             else:
                 ids, text = list(item), self.tokenizer.decode(list(item))
-            out.append(_Prompt(text, ids, self._max_tokens(len(ids), req.max_tokens, "max_tokens"),
-                               self.tokenizer.last_word(text)))
+            max_tokens = self._max_tokens(len(ids), req.max_tokens, "max_tokens",
+                                          counted_from_text=isinstance(item, str))
+            out.append(_Prompt(text, ids, max_tokens, self.tokenizer.last_word(text)))
         return out
 
     def _prompt_of_chat(self, req: P.ChatCompletionRequest, check_length: bool = True) -> _Prompt:
@@ -157,19 +158,29 @@ class EmulatorServer:
         param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
         if not check_length:  # /tokenize: only the ids
             return _Prompt(last_user, ids, 0, None)
-        return _Prompt(last_user, ids, self._max_tokens(len(ids), requested, param), None)
+        return _Prompt(last_user, ids, self._max_tokens(len(ids), requested, param, counted_from_text=True), None)
 
-    def _max_tokens(self, prompt_len: int, requested: int | None, param: str) -> int:
+    def _max_tokens(self, prompt_len: int, requested: int | None, param: str, *, counted_from_text: bool) -> int:
+        """The output length vLLM 0.33 gives a request, or its error, checked in vLLM's order:
+
+        1. the output alone past ``max_model_len``: an error naming ``param``;
+        2. the prompt past ``max_model_len``: an error (vLLM's tokenizer stops a text at
+           ``max_model_len + 1`` tokens, so that is the count it reports);
+        3. the output clipped to the rest of the context (``get_max_tokens``: a prompt plus
+           ``max_tokens`` past the context is no error), or all of it when none was asked;
+        4. fewer than one token (asked for, or left by a prompt that fills the context): an
+           error from vLLM's SamplingParams, which names ``max_tokens`` whatever the field."""
         limit = self.max_model_len
-        if requested is None:  # vLLM: the rest of the context window
-            requested = max(limit - prompt_len, 0)
-            if requested == 0:
-                raise P.context_too_long(limit, prompt_len, 0)
-        if requested < 1:
-            raise P.bad_request(f"max_tokens must be at least 1, got {requested}.", param=param)
-        if prompt_len + requested > limit:
-            raise P.context_too_long(limit, prompt_len, requested)
-        return requested
+        if requested is not None and requested > limit:
+            raise P.max_tokens_past_context(param, requested, limit)
+        if prompt_len > limit:
+            raise P.prompt_too_long(limit, min(prompt_len, limit + 1) if counted_from_text else prompt_len)
+        rest = limit - prompt_len
+        max_tokens = rest if requested is None else min(requested, rest)
+        if max_tokens < 1:
+            raise P.validation_error(f"max_tokens must be at least 1, got {max_tokens}.", parameter="max_tokens",
+                                     value=max_tokens)
+        return max_tokens
 
     # -- planning and submitting -----------------------------------------------------------------
     def plan(self, prompts: list[_Prompt], n: int, req: P._Base) -> list[ChoicePlan]:
@@ -250,12 +261,9 @@ def build_app(server: EmulatorServer) -> FastAPI:
     async def validation_error(request: Request, exc: RequestValidationError):
         # vLLM answers a body that is not valid JSON, or misses a required field, with 400
         # (FastAPI's default would be 422), type "Bad Request", the pydantic errors as message.
-        errors = exc.errors()
-        parts = [f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}" for e in errors]
-        message = "; ".join(parts) or str(exc)
         if request.url.path in INFERENCE_PATHS:
             server.metrics.observe_http(400, 0.0)
-        return JSONResponse(P.error_body(message, "Bad Request", 400), status_code=400)
+        return P.request_validation_error(exc.errors()).response()
 
     # -- probes and info ----------------------------------------------------------------------
     @app.get("/health")
@@ -390,11 +398,15 @@ async def _generate(server: EmulatorServer, request: Request, body: P._Base, *, 
     if (denied := server.check_auth(request)) is not None:
         return denied
     try:
+        if not chat and body.prompt in (None, ""):  # type: ignore[attr-defined]
+            raise P.missing_prompt()
         server.check_model(body.model)
         if body.n < 1:
-            raise P.bad_request(f"n must be at least 1, got {body.n}.", param="n")
+            raise P.validation_error(f"n must be at least 1, got {body.n}.")
+        body.check_sampling()
         if body.stream_options is not None and not body.stream:
-            raise P.bad_request("Stream options can only be defined when `stream=True`.", param="stream_options")
+            raise P.validation_error("Stream options can only be defined when `stream=True`.",
+                                     parameter="stream_options")
         prompts = [server._prompt_of_chat(body)] if chat else server._prompts_of_completion(body)  # type: ignore[arg-type]
         server.admit()
     except P.APIError as exc:

@@ -171,6 +171,11 @@ class ServerMetrics:
                                   request_length_buckets(max_model_len))
         self.generation_tokens = hist("vllm:request_generation_tokens", "Number of generation tokens processed.",
                                       request_length_buckets(max_model_len))
+        # vLLM 0.33 creates each engine's labelled series at start (create_metric_per_engine), so
+        # its histograms read 0, not "no data", before the first request: so do ours.
+        for family in (self.ttft, self.itl, self.tpot, self.e2e, self.queue, self.inference, self.prefill,
+                       self.decode, self.iteration_tokens, self.prompt_tokens, self.generation_tokens):
+            self._engine_series(family)
         reg.register(_EngineStatsCollector(self))
 
         self.http_requests = Counter("http_requests_total", "HTTP requests to the inference routes.",
@@ -199,7 +204,7 @@ class ServerMetrics:
     def _series(self, family, **labels: str):
         """``family.labels(**labels)``, the same child, remembered: ``labels()`` checks the
         values and takes a lock on every call, and a finished request observes a dozen series.
-        A series still appears on /metrics only once first used, as before."""
+        A series appears on /metrics once first looked up."""
         key = (id(family), *labels.values())
         child = self._children.get(key)
         if child is None:
@@ -265,7 +270,8 @@ class ServerMetrics:
         if lag.count:
             lines.append(f"Streamed {lag.count} tokens; lag behind the simulated timeline: p50 "
                          f"{1e3 * lag.quantile(0.5):.1f} ms, p99 {1e3 * lag.quantile(0.99):.1f} ms, "
-                         f"max {1e3 * lag.max_s:.1f} ms")
+                         f"max {1e3 * lag.max_s:.1f} ms; {lag.late_count} ({100 * lag.late_count / lag.count:.1f}%) "
+                         f"later than the {1e3 * lag.threshold_s:.1f} ms threshold")
         if turn.count:
             mean_ms = 1e3 * turn.mean_s
             lines.append(f"The clients' turnaround (a response's end to the next request on its connection): "

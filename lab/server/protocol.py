@@ -8,12 +8,13 @@ Requests are pydantic models that accept (and ignore) fields we do not simulate,
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, WrapValidator
+from pydantic import BaseModel, ConfigDict, Field, WrapValidator, field_validator
 
 
 class StreamOptions(BaseModel):
@@ -30,6 +31,21 @@ class _Base(BaseModel):
     stream_options: StreamOptions | None = None
     ignore_eos: bool = False  # vLLM's extension; `vllm bench serve` sends it
     seed: int | None = None
+    temperature: float | None = None  # checked as vLLM checks them, then not simulated
+    top_p: float | None = None
+
+    def check_sampling(self) -> None:
+        """vLLM's SamplingParams._verify_args for the two sampling parameters clients set most."""
+        t, top_p = self.temperature, self.top_p
+        if t is not None:
+            if not math.isfinite(t):
+                raise validation_error(f"temperature must be a finite number, got {t}.", "temperature", t)
+            if t < 0.0:
+                raise validation_error(f"temperature must be non-negative, got {t}.", "temperature", t)
+            if t > 2.0:
+                raise validation_error(f"temperature must be in [0, 2], got {t}.", "temperature", t)
+        if top_p is not None and not 0.0 < top_p <= 1.0:
+            raise validation_error(f"top_p must be in (0, 1], got {top_p}.", "top_p", top_p)
 
 
 def _token_ids_first(value: Any, validate) -> Any:
@@ -42,9 +58,21 @@ def _token_ids_first(value: Any, validate) -> Any:
     return validate(value)
 
 
+COMPLETION_MAX_TOKENS = 16  # vLLM's default for /v1/completions, as OpenAI's
+
+
 class CompletionRequest(_Base):
-    prompt: Annotated[str | list[str] | list[int] | list[list[int]], WrapValidator(_token_ids_first)]
-    max_tokens: int | None = 16  # vLLM's default for /v1/completions, as OpenAI's
+    # Optional here so that a missing prompt gets vLLM's own error (``missing_prompt``), not
+    # pydantic's "Field required": vLLM checks it before the fields are validated.
+    prompt: Annotated[str | list[str] | list[int] | list[list[int]] | None, WrapValidator(_token_ids_first)] = None
+    max_tokens: int | None = COMPLETION_MAX_TOKENS
+
+    @field_validator("max_tokens")
+    @classmethod
+    def _null_max_tokens_is_the_default(cls, value: int | None) -> int:
+        # vLLM's CompletionRequest.normalize_null_max_tokens: `"max_tokens": null` means 16, not
+        # the rest of the context (which is what the chat route does with it).
+        return COMPLETION_MAX_TOKENS if value is None else value
 
 
 class ChatMessage(BaseModel):
@@ -107,22 +135,85 @@ def bad_request(message: str, param: str | None = None) -> APIError:
     return APIError(400, message, "BadRequestError", param)
 
 
-def model_not_found(model: str) -> APIError:
+def validation_error(message: str, parameter: str | None = None, value: Any = None) -> APIError:
+    """vLLM's ``VLLMValidationError`` as its handler answers it: 400, ``BadRequestError``, the
+    parameter as ``param``, and the message with the tail its ``__str__`` adds,
+    ``(parameter=..., value=...)``, for the parts that are set."""
+    extras = [f"{key}={v}" for key, v in (("parameter", parameter), ("value", value)) if v is not None]
+    if extras:
+        message = f"{message} ({', '.join(extras)})"
+    return APIError(400, message, "BadRequestError", parameter)
+
+
+def missing_prompt() -> APIError:
+    # vLLM's CompletionRequest.validate_prompt_and_prompt_embeds: no prompt, or "".
+    return validation_error("Either prompt or prompt_embeds must be provided and non-empty.", parameter="prompt")
+
+
+def model_not_found(model: str, served: tuple[str, ...]) -> APIError:
     # vLLM's OpenAIServing._check_model: 404, NotFoundError, param "model".
-    return APIError(404, f"The model `{model}` does not exist.", "NotFoundError", "model")
+    return APIError(404, f"The model `{model}` does not exist. Valid aliases: {', '.join(served)}.",
+                    "NotFoundError", "model")
 
 
-def context_too_long(max_model_len: int, prompt_tokens: int, max_tokens: int) -> APIError:
-    # vLLM's wording for input + output past max_model_len; the trailing "(parameter=..., value=...)"
-    # is how VLLMValidationError prints its parameter.
-    total = prompt_tokens + max_tokens
-    return bad_request(
-        f"This model's maximum context length is {max_model_len} tokens. However, you requested "
-        f"{max_tokens} output tokens and your prompt contains at least {prompt_tokens} input tokens, "
-        f"for a total of at least {total} tokens. Please reduce the length of the input prompt or the "
-        f"number of requested output tokens. (parameter=input_tokens, value={prompt_tokens})",
-        param="input_tokens",
-    )
+def max_tokens_past_context(param: str, requested: int, max_model_len: int) -> APIError:
+    # vLLM's TokenizeParams: the output alone may not exceed max_model_len.
+    return validation_error(f"{param}={requested} cannot be greater than max_model_len={max_model_len}. "
+                            f"Please request fewer output tokens.", parameter=param, value=requested)
+
+
+def prompt_too_long(max_model_len: int, prompt_tokens: int) -> APIError:
+    """vLLM's TokenizeParams._token_len_check. Its tokenizer stops at ``max_model_len + 1``
+    tokens, so it says "at least" exactly when it counted that many (for token ids too)."""
+    qualifier = "at least " if prompt_tokens == max_model_len + 1 else ""
+    return validation_error(
+        f"This model's maximum context length is {max_model_len} tokens. However, your prompt contains "
+        f"{qualifier}{prompt_tokens} input tokens, which exceeds this limit even without any output tokens. "
+        f"Please reduce the length of the input prompt.", parameter="input_tokens", value=prompt_tokens)
+
+
+# pydantic's names for the branches of a union or a wrapped validator, which vLLM leaves out of
+# an error's location (its handlers/validation.py, _INTERNAL_LOC_MARKERS): the client's field is
+# "body.prompt", not "body.prompt.list[int]". Any segment with a bracket is one as well.
+_INTERNAL_LOC = frozenset({"function-wrap", "function-after", "function-before", "function-plain", "json-or-python",
+                           "lax-or-strict", "chain", "default", "nullable", "tagged-union", "union", "call",
+                           "arguments", "is-instance", "is-subclass", "callable", "str", "int", "float", "bool",
+                           "bytes", "bytearray", "list", "tuple", "dict", "set", "frozenset", "complex", "none",
+                           "nonetype"})
+_MAX_REPORTED_ERRORS = 10
+_MAX_INPUT_CHARS = 200
+
+
+def _clean_loc(loc: tuple) -> str:
+    parts = [str(p) for p in loc if not (set(str(p)) & set("[](){}") or str(p).lower() in _INTERNAL_LOC)]
+    return ".".join(parts or [str(p) for p in loc])
+
+
+def _summarized_input(value: Any) -> Any:
+    if isinstance(value, (list, tuple, set, frozenset, dict)):
+        return f"<{type(value).__name__} of {len(value)} items>"
+    text = value if isinstance(value, str) else str(value)
+    return text[:_MAX_INPUT_CHARS] + "...[truncated]" if len(text) > _MAX_INPUT_CHARS else text
+
+
+def request_validation_error(errors: list[dict]) -> APIError:
+    """vLLM's answer to a body pydantic rejects (its ``validation_exception_handler``): 400, type
+    "Bad Request", ``param`` the first error's field, and a message that counts the errors and
+    prints each (at most 10, the input summarised, the location cleaned)."""
+    if not errors:
+        return APIError(400, "Validation error", "Bad Request")
+    lines = []
+    for error in errors[:_MAX_REPORTED_ERRORS]:
+        error = dict(error)
+        if "input" in error:
+            error["input"] = _summarized_input(error["input"])
+        error["loc"] = _clean_loc(tuple(error.get("loc", ())))
+        lines.append(f"  {error}\n")
+    label = "error" if len(errors) == 1 else "errors"
+    message = f"{len(errors)} validation {label}:\n" + "".join(lines)
+    if len(errors) > _MAX_REPORTED_ERRORS:
+        message += f"  ...and {len(errors) - _MAX_REPORTED_ERRORS} more {label}\n"
+    return APIError(400, message.rstrip(), "Bad Request", _clean_loc(tuple(errors[0].get("loc", ()))) or None)
 
 
 def internal_error(message: str) -> APIError:

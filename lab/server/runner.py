@@ -46,9 +46,10 @@ import simpy
 
 from lab.server.faults import FaultSet, crash_downtime_s
 from sim.frontend import FrontendCoefficients
+from sim.results import StepLog
 
 TICK_S = 0.25  # how often time-dependent faults are re-read when the engine is idle
-KEEP_FINISHED = 100  # the engine keeps finished requests for offline results; a server trims them
+KEEP_FINISHED = 100  # the engine keeps finished requests for offline results; a server keeps the last ones
 
 
 @dataclass(eq=False)
@@ -333,9 +334,14 @@ class SimRunner:
             return
         self._last_tick_s = now
         self.engine.step_time_multiplier = self.faults.product("slow-gpu", now)
+        # A server runs for hours: it keeps neither every finished request (each holds its prompt's
+        # ids, about 20 kB for 512 tokens) nor the engine's log of every step (about 225 bytes a
+        # step, 80 MB an hour at 100 steps a second), which only offline results read.
         finished = getattr(self.engine, "finished", None)
-        if finished is not None and len(finished) > 10 * KEEP_FINISHED:
-            del finished[:-KEEP_FINISHED]  # a server runs for hours: do not keep every request
+        if finished is not None and len(finished) > 2 * KEEP_FINISHED:
+            del finished[:-KEEP_FINISHED]
+        if getattr(self.engine, "step_log", None) is not None:
+            self.engine.step_log = StepLog()
         self._tick_crash(now)
         self._tick_leak(now, dt)
 
