@@ -688,3 +688,73 @@ def test_client_turnaround_is_timed_per_kept_alive_connection(emu):
     assert samples[name] == before + 1
     gap = samples[total_name] - sum_before
     assert 0.05 <= gap < 1.0  # the sleep, plus the client's own time
+
+
+def test_vllm_per_request_series_follow_the_requests():
+    """vLLM 0.33's per-request series after a known set of requests, on a KV cache of 23 usable
+    blocks (16 tokens each): a prompt repeated (a prefix-cache hit of its two full blocks, as
+    vLLM caps a hit below the prompt's last token), ``n`` = 2, a question answered in two
+    tokens under max_tokens 8, and two long requests that cannot both fit, so one is
+    preempted. Token-id prompts, each starting with its own id, share no block by accident."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ids(first: int, length: int) -> list[int]:
+        return list(range(first, first + length))
+
+    def complete(prompt, max_tokens: int, n: int = 1, ignore_eos: bool = True) -> dict:
+        r = httpx.post(f"{emu.base}/v1/completions", timeout=60, json={
+            "model": MODEL, "prompt": prompt, "max_tokens": max_tokens, "n": n, "ignore_eos": ignore_eos})
+        assert r.status_code == 200, r.text
+        return r.json()["usage"]
+
+    with serving("--num-gpu-blocks-override", "24", "--seed", "0") as emu:
+        vllm = {("model_name", MODEL), ("engine", "0")}
+        complete(ids(1000, 40), 5)
+        complete(ids(1000, 40), 5)  # the same 40 tokens: blocks 1 and 2 (32 tokens) from the cache
+        complete(ids(2000, 10), 3, n=2)  # no full block: no hit between the two samples
+        question = complete("Q: What is the capital of France? A:", 8, ignore_eos=False)
+        assert question["completion_tokens"] == 2  # " Paris."
+        waiting = []
+
+        def scrape_while_busy():
+            while emu.server.runner.num_open_requests:
+                s = scrape(emu)
+                waiting.append((s[("vllm:num_requests_waiting", frozenset(vllm))],
+                                s[("vllm:num_requests_waiting_by_reason", frozenset(vllm | {("reason", "capacity")}))],
+                                s[("vllm:num_requests_waiting_by_reason", frozenset(vllm | {("reason", "deferred")}))]))
+                time.sleep(0.05)
+
+        with ThreadPoolExecutor(3) as pool:  # 2 x 15 blocks at their end: one is preempted
+            long_runs = [pool.submit(complete, ids(3000 + 1000 * k, 32), 200) for k in range(2)]
+            time.sleep(0.1)
+            pool.submit(scrape_while_busy).result()
+            assert [f.result()["completion_tokens"] for f in long_runs] == [200, 200]
+        emu.wait_idle()
+        s = scrape(emu)
+
+    def hist(name: str) -> tuple[float, float]:
+        return s[(f"vllm:{name}_count", frozenset(vllm))], s[(f"vllm:{name}_sum", frozenset(vllm))]
+
+    def le(name: str, bound: str) -> float:
+        return s[(f"vllm:{name}_bucket", frozenset(vllm | {("le", bound)}))]
+
+    prompt_lens = [40, 40, 10, 10, question["prompt_tokens"], 32, 32]  # one per engine request
+    assert s[("vllm:prompt_tokens_cached_total", frozenset(vllm))] == 32
+    by_source = {src: s[("vllm:prompt_tokens_by_source_total", frozenset(vllm | {("source", src)}))]
+                 for src in ("local_compute", "local_cache_hit", "external_kv_transfer")}
+    assert by_source == {"local_compute": sum(prompt_lens) - 32, "local_cache_hit": 32, "external_kv_transfer": 0}
+    assert sum(by_source.values()) == s[("vllm:prompt_tokens_total", frozenset(vllm))]
+    assert hist("request_prefill_kv_computed_tokens") == (7, sum(prompt_lens) - 32)
+    # max_tokens as the client asked, not the two tokens the question took.
+    assert hist("request_params_max_tokens") == (7, 5 + 5 + 3 + 3 + 8 + 200 + 200)
+    assert le("request_params_max_tokens", "5.0") == 4  # 5, 5, 3, 3
+    # Once per prompt (vLLM's parent request): n, and the most tokens one of its samples made.
+    assert hist("request_params_n") == (6, 1 + 1 + 2 + 1 + 1 + 1)
+    assert (le("request_params_n", "1.0"), le("request_params_n", "2.0")) == (5, 6)
+    assert hist("request_max_num_generation_tokens") == (6, 5 + 5 + 3 + 2 + 200 + 200)
+    preemptions = s[("vllm:num_preemptions_total", frozenset(vllm))]
+    assert preemptions >= 1
+    assert hist("request_num_preemptions") == (7, preemptions)
+    # Every scrape: all waiting requests wait for capacity; the simulator defers none.
+    assert waiting and all(total == capacity and deferred == 0 for total, capacity, deferred in waiting)
+    assert s[("vllm:num_requests_waiting_by_reason", frozenset(vllm | {("reason", "capacity")}))] == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 import pytest
 from hypothesis import given, strategies as st
@@ -13,6 +14,8 @@ from lab.server.faults import FaultSet, applies, parse_fault
 from lab.server.generation import plan_choice
 from lab.server.tokenizer import Tokenizer, join_words
 from sim.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # --- fault specs ---------------------------------------------------------------------------------
 
@@ -298,7 +301,12 @@ def test_vllm_series_exist_from_the_start_and_all_series_accumulate():
     assert ttft + b" 0.0" in start  # as vLLM 0.33: each engine's series exists from the start
     assert not any(line.startswith(b"http_requests_total") and b'"404"' in line for line in start)
     request = SimpleNamespace(num_output_tokens=3, num_prompt_tokens=5, arrival_s=0.0,
-                              first_scheduled_s=0.1, first_token_s=0.2)
+                              first_scheduled_s=0.1, first_token_s=0.2, num_preemptions=0, num_cached_tokens=0)
+    for family in ("request_num_preemptions", "request_prefill_kv_computed_tokens", "request_params_n",
+                   "request_params_max_tokens", "request_max_num_generation_tokens"):
+        assert b'vllm:%s_count{engine="0",model_name="m"} 0.0' % family.encode() in start, family
+    assert b'vllm:prompt_tokens_by_source_total{engine="0",model_name="m",source="local_cache_hit"} 0.0' in start
+    assert b'vllm:prompt_tokens_cached_total{engine="0",model_name="m"} 0.0' in start
     for n in (1, 2):
         m.observe_finished(request, 0.5, [0.2, 0.3, 0.5])
         m.observe_http(404, 0.01)
@@ -542,3 +550,77 @@ def test_the_shutdown_summary_names_the_lag_and_the_clients_turnaround():
     assert m.summary()[0].endswith("; 1 (9.1%) later than the 10.0 ms threshold")
     assert "mean 25.0 ms over 1 request;" in turn_line
     assert "`servelab bench serve --client-turnaround-ms 25.0`" in turn_line
+
+
+# The series added for vLLM 0.33's per-request and prompt-source metrics; the rest of /metrics
+# was checked by hand against a running vLLM (docs/emulator.md, "A new user's pass under load").
+NEW_VLLM_SERIES = ("vllm:num_requests_waiting_by_reason", "vllm:prompt_tokens_by_source", "vllm:prompt_tokens_cached",
+                   "vllm:request_params_n", "vllm:request_params_max_tokens", "vllm:request_max_num_generation_tokens",
+                   "vllm:request_num_preemptions", "vllm:request_prefill_kv_computed_tokens")
+
+
+def _vllm_metric_definitions(max_model_len: int) -> dict[str, tuple[str, str, set[str], list[float] | None]]:
+    """Name -> (type, help, label names, buckets) of each metric vLLM 0.33's
+    ``PrometheusStatLogger`` creates, read from its source in .venv-vllm (``ast``, no import:
+    that needs torch), with the buckets from its ``buckets.py``."""
+    import ast
+    import importlib.util
+
+    from tests.conftest import require
+
+    metrics = ROOT / ".venv-vllm/lib/python3.11/site-packages/vllm/v1/metrics"
+    require((metrics / "loggers.py").is_file(), "the vLLM reference venv (.venv-vllm)")
+    spec = importlib.util.spec_from_file_location("vllm_buckets", metrics / "buckets.py")
+    buckets_mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(buckets_mod)
+    tree = ast.parse((metrics / "loggers.py").read_text())
+    init = next(node for node in ast.walk(tree) if isinstance(node, ast.ClassDef) and node.name == "PrometheusStatLogger")
+    init = next(f for f in init.body if isinstance(f, ast.FunctionDef) and f.name == "__init__")
+
+    families = {}  # e.g. request_tokens_buckets -> "request_tokens"
+    for node in ast.walk(init):
+        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+                and getattr(node.value.func, "id", None) == "histogram_buckets"):
+            families[node.targets[0].id] = node.value.args[0].value
+
+    def labels(expr) -> set[str]:
+        if isinstance(expr, ast.Name) and expr.id == "labelnames":
+            return {"model_name", "engine"}
+        if isinstance(expr, ast.BinOp):
+            return labels(expr.left) | labels(expr.right)
+        return {e.value for e in expr.elts}
+
+    out = {}
+    for node in ast.walk(init):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("_counter_cls", "_gauge_cls", "_histogram_cls")):
+            continue
+        kw = {k.arg: k.value for k in node.keywords}
+        buckets = None
+        if "buckets" in kw:
+            buckets = [float(b) for b in buckets_mod.histogram_buckets(families[kw["buckets"].id],
+                                                                       max_model_len=max_model_len)]
+        out[kw["name"].value] = (node.func.attr[1:-4], kw["documentation"].value, labels(kw["labelnames"]), buckets)
+    return out
+
+
+def test_new_vllm_series_match_vllm_names_types_help_labels_and_buckets():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from lab.server.metrics import ServerMetrics
+    from sim.metrics import EngineStats
+
+    definitions = _vllm_metric_definitions(max_model_len=4096)
+    m = ServerMetrics(model_name="m", service="svc", max_model_len=4096, stats_source=EngineStats)
+    ours = {f.name: f for f in text_string_to_metric_families(m.exposition().decode())}
+    for name in NEW_VLLM_SERIES:
+        kind, doc, label_names, buckets = definitions[name]
+        family = ours[name]  # prometheus_client's parser names a counter without its _total
+        assert (family.type, family.documentation) == (kind, doc), name
+        samples = [s for s in family.samples if not s.name.endswith("_created")]
+        assert samples, name
+        for sample in samples:
+            assert set(sample.labels) - {"le"} == label_names, (name, sample.labels)
+        if buckets is not None:
+            bounds = [float(s.labels["le"]) for s in samples if s.name.endswith("_bucket")]
+            assert bounds == buckets + [float("inf")], name

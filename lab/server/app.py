@@ -422,7 +422,9 @@ async def _generate(server: EmulatorServer, request: Request, body: P._Base, *, 
     try:
         received = request.scope.get(RECEIVED)
         handle = server.runner.submit(items, request_id, latency_multiplier=multiplier, prompt_tokens=prompt_tokens,
-                                      received_s=None if received is None else received - server.runner.t0)
+                                      received_s=None if received is None else received - server.runner.t0,
+                                      n=body.n, max_tokens_params=[prompts[i // body.n].max_tokens
+                                                                   for i in range(len(plans))])
     except ConfigError as exc:  # e.g. a request whose prompt and output can never fit the KV cache
         error = P.bad_request(str(exc), param="max_tokens")
         server.metrics.observe_http(error.status, server.clock() - started)

@@ -3,7 +3,8 @@
 vLLM's names, labels (``model_name``, ``engine``) and buckets follow vLLM 0.33 (the reference's
 section 5). Counters and gauges are read from the engine's live ``stats`` at scrape time, so
 they can never drift from the simulation; histograms are observed from the engine's listener
-hooks as requests finish and steps end. Each server has its own ``CollectorRegistry`` (never
+hooks (through ``lab/server/runner.py``) as requests finish and steps end, and the prompt-source
+counters when a request's first token comes out, each when vLLM 0.33 records it. Each server has its own ``CollectorRegistry`` (never
 prometheus_client's global one), so several servers in one process (tests) do not collide.
 
 The HTTP series are what the course's AnalysisTemplates query:
@@ -40,6 +41,23 @@ OUTPUT_PRICE_PER_MTOK = 0.30
 
 FINISHED_REASONS = ("stop", "length", "abort", "error")
 
+# vLLM 0.33's v1/metrics/buckets.py: REQUEST_PARAMS_N_BUCKETS and REQUEST_NUM_PREEMPTIONS_BUCKETS.
+REQUEST_PARAMS_N_BUCKETS = (1, 2, 5, 10, 20)
+REQUEST_NUM_PREEMPTIONS_BUCKETS = (1, 2, 3, 4, 5, 10, 20)
+
+# vLLM's PromptTokenStats.ALL_SOURCES, the ``source`` label of vllm:prompt_tokens_by_source_total.
+# The emulator has no KV connector, so "external_kv_transfer" stays 0, as in a vLLM without one.
+PROMPT_TOKEN_SOURCES = ("local_compute", "local_cache_hit", "external_kv_transfer")
+
+
+WAITING_BY_REASON_DOC = (
+    "Number of waiting requests by reason. "
+    "Reason labels: 'capacity' = waiting for scheduling capacity; "
+    "'deferred' = deferred by transient constraints "
+    "(LoRA budget, KV transfer, blocked status). "
+    "Sum of all reasons equals vllm:num_requests_waiting."
+)
+
 
 class _EngineStatsCollector:
     """Counters and gauges read from the engine's ``stats`` when Prometheus scrapes."""
@@ -72,6 +90,14 @@ class _EngineStatsCollector:
                     stats.num_requests_running)
         yield gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.",
                     stats.num_requests_waiting)
+        # vLLM counts as "deferred" the waiting requests its scheduler skips for a LoRA budget, a
+        # KV transfer or a blocked status; the simulator has none of these, so every waiting
+        # request waits for capacity (and the two sum to vllm:num_requests_waiting, as in vLLM).
+        by_reason = GaugeMetricFamily("vllm:num_requests_waiting_by_reason", WAITING_BY_REASON_DOC,
+                                      labels=names + ["reason"])
+        by_reason.add_metric(labels + ["capacity"], float(stats.num_requests_waiting))
+        by_reason.add_metric(labels + ["deferred"], 0.0)
+        yield by_reason
         yield gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.",
                     stats.kv_cache_usage_perc)
         yield counter("vllm:prompt_tokens", "Number of prefill tokens processed.", stats.prompt_tokens_total)
@@ -171,11 +197,38 @@ class ServerMetrics:
                                   request_length_buckets(max_model_len))
         self.generation_tokens = hist("vllm:request_generation_tokens", "Number of generation tokens processed.",
                                       request_length_buckets(max_model_len))
+        # Per finished request (vLLM's FinishedRequestStats), as the histograms above.
+        self.num_preemptions = hist("vllm:request_num_preemptions",
+                                    "Histogram of the number of times a request was preempted.",
+                                    REQUEST_NUM_PREEMPTIONS_BUCKETS)
+        self.prefill_kv_computed = hist("vllm:request_prefill_kv_computed_tokens",
+                                        "Histogram of new KV tokens computed during prefill (excluding cached tokens).",
+                                        request_length_buckets(max_model_len))
+        self.max_tokens_param = hist("vllm:request_params_max_tokens",
+                                     "Histogram of the max_tokens request parameter.",
+                                     request_length_buckets(max_model_len))
+        # Per API request, once all its n engine requests have finished (vLLM's ParentRequest).
+        self.params_n = hist("vllm:request_params_n", "Histogram of the n request parameter.",
+                             REQUEST_PARAMS_N_BUCKETS)
+        self.max_generation_tokens = hist("vllm:request_max_num_generation_tokens",
+                                          "Histogram of maximum number of requested generation tokens.",
+                                          request_length_buckets(max_model_len))
+        # Counted when a request's first token comes out, from its prefix-cache hit at its first
+        # admission (vLLM's PrefillStats, read by IterationStats while the request is prefilling).
+        self.prompt_tokens_by_source = Counter("vllm:prompt_tokens_by_source", "Number of prompt tokens by source.",
+                                               names + ["source"], registry=reg)
+        self.prompt_tokens_cached = Counter("vllm:prompt_tokens_cached",
+                                            "Number of cached prompt tokens (local + external).", names, registry=reg)
         # vLLM 0.33 creates each engine's labelled series at start (create_metric_per_engine), so
         # its histograms read 0, not "no data", before the first request: so do ours.
         for family in (self.ttft, self.itl, self.tpot, self.e2e, self.queue, self.inference, self.prefill,
-                       self.decode, self.iteration_tokens, self.prompt_tokens, self.generation_tokens):
+                       self.decode, self.iteration_tokens, self.prompt_tokens, self.generation_tokens,
+                       self.num_preemptions, self.prefill_kv_computed, self.max_tokens_param, self.params_n,
+                       self.max_generation_tokens, self.prompt_tokens_cached):
             self._engine_series(family)
+        for source in PROMPT_TOKEN_SOURCES:
+            self._series(self.prompt_tokens_by_source, model_name=model_name, engine=self.engine_index,
+                         source=source)
         reg.register(_EngineStatsCollector(self))
 
         self.http_requests = Counter("http_requests_total", "HTTP requests to the inference routes.",
@@ -219,16 +272,34 @@ class ServerMetrics:
         if record.num_batched_tokens > 0:
             self._engine_series(self.iteration_tokens).observe(record.num_batched_tokens)
 
-    def observe_finished(self, request: Any, now_s: float, token_times_s) -> None:
+    def observe_prefilled(self, request: Any) -> None:
+        """A request's first token is out: its prompt tokens by source (vLLM counts them then,
+        once per request, with the prefix-cache hit of its first admission; a preempted request
+        that prefills again is not counted again)."""
+        cached = max(request.num_cached_tokens, 0)
+        computed = request.num_prompt_tokens - cached
+        labels = dict(model_name=self.model_name, engine=self.engine_index)
+        self._series(self.prompt_tokens_by_source, **labels, source="local_compute").inc(computed)
+        self._series(self.prompt_tokens_by_source, **labels, source="local_cache_hit").inc(cached)
+        self._engine_series(self.prompt_tokens_cached).inc(cached)
+
+    def observe_finished(self, request: Any, now_s: float, token_times_s, max_tokens_param: int | None = None) -> None:
         """vLLM's per-request definitions (``v1/metrics/stats.py``), from the request's times.
 
-        Only requests that finished by themselves (stop or length) are observed; aborted ones
-        appear in ``vllm:request_success_total{finished_reason="abort"}`` only."""
+        ``max_tokens_param`` is the request's ``max_tokens`` as vLLM's sampling parameters hold
+        it (after clipping to the context), not the engine length the emulator plans; None, or
+        0, is not observed, as in vLLM. Only requests that finished by themselves (stop or
+        length) are observed; aborted ones appear in
+        ``vllm:request_success_total{finished_reason="abort"}`` only."""
         n_out = request.num_output_tokens
         series = self._engine_series
         series(self.prompt_tokens).observe(request.num_prompt_tokens)
         series(self.generation_tokens).observe(n_out)
         series(self.e2e).observe(now_s - request.arrival_s)
+        series(self.num_preemptions).observe(request.num_preemptions)
+        series(self.prefill_kv_computed).observe(request.num_prompt_tokens - max(request.num_cached_tokens, 0))
+        if max_tokens_param:
+            series(self.max_tokens_param).observe(max_tokens_param)
         if request.first_scheduled_s is None or request.first_token_s is None:
             return  # aborted before it ran: only the token counts and e2e apply
         times = np.asarray(token_times_s, dtype=float)
@@ -242,6 +313,12 @@ class ServerMetrics:
         if n_out > 1:
             series(self.tpot).observe(decode_s / (n_out - 1))
         observe_each(series(self.itl), np.diff(times).tolist())
+
+    def observe_parent_finished(self, n: int, max_generation_tokens: int) -> None:
+        """All ``n`` engine requests of one prompt have finished: vLLM's ``n`` parameter and the
+        most tokens any of them generated (``ParentRequest.observe_finished_request``)."""
+        self._engine_series(self.params_n).observe(n)
+        self._engine_series(self.max_generation_tokens).observe(max_generation_tokens)
 
     # -- fed by the HTTP layer -------------------------------------------------------------------
     def observe_http(self, status: int, duration_s: float) -> None:

@@ -66,6 +66,14 @@ class Handle:
     unfinished: set[str] = field(default_factory=set)
     events: list[tuple] = field(default_factory=list)
     timers_pending: int = 0  # events of this handle still in the timer heap (keeps their order)
+    # What vLLM's metrics read of the API request, by engine request index: ``n`` (the i-th
+    # index belongs to prompt i // n, as vLLM's ParentRequest groups n samples), each one's
+    # max_tokens as vLLM's sampling parameters hold it, whether its first token has come out,
+    # and the tokens it generated once finished (-1 before).
+    n: int = 1
+    max_tokens_params: list[int] = field(default_factory=list)
+    prefilled: list[bool] = field(default_factory=list)
+    generated: list[int] = field(default_factory=list)
     gone: bool = False  # the client went away (set by the writer's disconnect watcher)
     _waiter: asyncio.Future | None = None
 
@@ -114,7 +122,8 @@ class SimRunner:
         self.engine.listeners.append(self)
         self.faults = faults
         self.rng = rng
-        self.observers = list(observers)  # objects with observe_step / observe_finished
+        # Objects with observe_step, observe_prefilled, observe_finished, observe_parent_finished.
+        self.observers = list(observers)
         self.clock = clock
         self.t0 = clock()
         self._handles: dict[str, tuple[Handle, int]] = {}
@@ -204,9 +213,13 @@ class SimRunner:
 
     # -- requests ------------------------------------------------------------------------------
     def submit(self, items: list[tuple[list[int], int]], request_id: str, latency_multiplier: float = 1.0,
-               prompt_tokens: int | None = None, received_s: float | None = None) -> Handle:
+               prompt_tokens: int | None = None, received_s: float | None = None, n: int = 1,
+               max_tokens_params: list[int] | None = None) -> Handle:
         """Add one engine request per (prompt ids, max tokens) item, i.e. per choice, arriving
-        now; the i-th item's events go to the handle with index i.
+        now; the i-th item's events go to the handle with index i. ``n`` items in a row are one
+        prompt's choices; ``max_tokens_params`` are the items' max_tokens as the client's
+        request set them (clipped to the context; default: the items' engine lengths), for
+        vLLM's request-parameter histograms.
 
         vLLM fans ``n`` out into ``n`` engine requests; so do we, one ``add_request`` each,
         because each choice may stop at its own length.
@@ -223,7 +236,9 @@ class SimRunner:
             self.engine.check_request(len(prompt_token_ids), n_tokens)
         now = self.env.now
         arrived = now if received_s is None else min(max(received_s, 0.0), now)
-        handle = Handle(arrival_s=arrived, latency_multiplier=latency_multiplier)
+        handle = Handle(arrival_s=arrived, latency_multiplier=latency_multiplier, n=n,
+                        max_tokens_params=list(max_tokens_params or [t for _, t in items]),
+                        prefilled=[False] * len(items), generated=[-1] * len(items))
         for index in range(len(items)):
             rid = f"{request_id}-{index}"
             self._handles[rid] = (handle, index)
@@ -300,6 +315,10 @@ class SimRunner:
         if entry is None or num_new_tokens <= 0:
             return
         handle, index = entry
+        if not handle.prefilled[index]:  # its first token: vLLM counts its prompt's sources now
+            handle.prefilled[index] = True
+            for obs in self.observers:
+                obs.observe_prefilled(request)
         if num_new_tokens == 1:  # the usual case: the emulator runs the engine step by step
             self._release(handle, ("token", index, None, self._streamed(self._due(handle, now_s))))
             return
@@ -309,11 +328,14 @@ class SimRunner:
             self._release(handle, ("token", index, None, self._due(handle, t_s) + self.stream_s_per_token))
 
     def on_finish(self, request: Any, now_s: float) -> None:
+        entry = self._handles.pop(request.request_id, None)
         if request.status.value != "abort":
             times = self.engine.token_times(request)
+            max_tokens = request.max_tokens if entry is None else entry[0].max_tokens_params[entry[1]]
             for obs in self.observers:
-                obs.observe_finished(request, now_s, times)
-        entry = self._handles.pop(request.request_id, None)
+                obs.observe_finished(request, now_s, times, max_tokens)
+            if entry is not None:
+                self._note_sample_finished(entry[0], entry[1], request.num_output_tokens)
         if entry is None:
             return
         handle, index = entry
@@ -321,6 +343,17 @@ class SimRunner:
         # The closing chunk follows the request's last token out of the API server.
         due = max(self._due(handle, now_s), self._api_busy_until_s)
         self._release(handle, ("finish", index, request.status, due))
+
+    def _note_sample_finished(self, handle: Handle, index: int, num_output_tokens: int) -> None:
+        """vLLM observes a prompt's ``n`` and its samples' longest output when the last of its
+        ``n`` samples finishes (an aborted sample never finishes: the client left, or a crash
+        failed them all)."""
+        handle.generated[index] = num_output_tokens
+        first = index - index % handle.n
+        sample_tokens = handle.generated[first:first + handle.n]
+        if min(sample_tokens) >= 0:
+            for obs in self.observers:
+                obs.observe_parent_finished(handle.n, max(sample_tokens))
 
     def on_step(self, record: Any) -> None:
         for obs in self.observers:
