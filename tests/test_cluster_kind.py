@@ -372,11 +372,73 @@ def test_fault_patch_sets_and_clears_the_flag():
 
 @pytest.mark.parametrize("spec, message", [
     pytest.param("stable:latency=3x", "a stable fault would need", id="stable"),
-    pytest.param("canary:explode=1", "expected \\[stable:\\|canary:\\]KIND=VALUE", id="unknown-kind"),
+    pytest.param("canary:explode=1", "unknown kind 'explode'; expected one of error-rate, ", id="unknown-kind"),
+    pytest.param("canary:latency=abc", "expected a number for latency, got 'abc'", id="bad-value"),
 ])
 def test_fault_patch_refusals(spec, message):
     with pytest.raises(ClusterError, match=message):
         rollout_api.fault_patch(_rollout(), spec)
+
+
+def test_fault_patch_knows_every_emulator_fault_kind():
+    # The emulator takes price (its parser is the rollout simulator's); kind must pass it on.
+    patch = rollout_api.fault_patch(_rollout(), "canary:price=3x")
+    assert patch[0]["value"][-1] == "--fault=price=3x"
+
+
+@pytest.mark.parametrize(
+    "image, warned",
+    [
+        pytest.param("servelab/emulator:0.1.0", False, id="the-loaded-image"),
+        pytest.param("servelab/emulatr:0.1.0", True, id="misspelt-name"),
+        pytest.param("servelab/emulator:0.1", True, id="wrong-tag"),
+        pytest.param("servlab/emulator:0.1.0", True, id="misspelt-owner"),
+        pytest.param("redis:7.4.1-alpine", False, id="another-image"),
+        pytest.param("curlimages/curl:8.11.1", False, id="another-image-with-owner"),
+    ],
+)
+def test_an_emulator_image_the_node_lacks_is_warned(image, warned):
+    from lab.cluster.kind import image_warnings
+
+    doc = {"kind": "Rollout", "metadata": {"name": "ai-api", "namespace": "ai-prod"},
+           "spec": {"template": {"spec": {"containers": [{"name": "vllm", "image": image}]}}}}
+    warnings = image_warnings([doc])
+    assert bool(warnings) == warned
+    if warned:
+        assert "Rollout ai-prod/ai-api" in warnings[0] and "ImagePullBackOff" in warnings[0]
+        assert warnings[0].endswith(f"Did you mean image: {pins.EMULATOR_IMAGE}?")
+
+
+def _broken_copy(tmp_path: Path, file: str, old: str, new: str) -> Path:
+    import shutil
+
+    folder = tmp_path / "m"
+    shutil.copytree(ROOT / "manifests", folder)
+    text = (folder / file).read_text()
+    assert old in text
+    (folder / file).write_text(text.replace(old, new, 1))
+    return folder
+
+
+def test_dry_run_deploy_refuses_what_the_real_deploy_refuses(tmp_path):
+    folder = _broken_copy(tmp_path, "services.yaml", "  selector: {app: ai-api}", "  selectr: {app: ai-api}")
+    proc = _cli("deploy", "--backend", "kind", "--dry-run", "--manifests", str(folder))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: the manifests do not validate; nothing would be applied:")
+    assert "Service ai-prod/ai-api-stable: spec: Additional properties are not allowed ('selectr'" in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_a_folder_without_schemas_is_checked_against_the_course_schemas(tmp_path):
+    # The --laptop overlay lives in the state folder, with no schemas/ beside it: the Rollout
+    # must still be checked against Argo's schema.
+    from lab.cluster.kind import validation_problems
+
+    doc = yaml.safe_load((ROOT / "manifests/rollout.yaml").read_text())
+    assert validation_problems(tmp_path, [doc]) == []
+    doc["spec"]["strategy"]["canary"]["stepz"] = []
+    problems = validation_problems(tmp_path, [doc])
+    assert len(problems) == 1 and "'stepz' was unexpected" in problems[0], problems
 
 
 @pytest.mark.parametrize(

@@ -115,8 +115,56 @@ def test_until_and_advance_move_the_clock(store, tmp_path):
 
 def test_until_cannot_go_back(store, tmp_path):
     backend(store, until_s=600).deploy(tmp_path)
-    with pytest.raises(ClusterError, match="time only moves forward"):
+    with pytest.raises(ClusterError, match=r"--until: 0h01m00s is before the simulated clock \(0h10m00s\); time only moves forward"):
         backend(store, until_s=60).status()
+
+
+def test_a_verb_that_changes_nothing_says_so_and_is_not_replayed(store, tmp_path):
+    said: list[str] = []
+    backend(store).deploy(tmp_path)
+    backend(store, say=said.append).promote()  # Paused at 1 h: promoted, Healthy
+    assert said == []
+    s = backend(store, say=said.append).promote()  # Healthy: nothing to promote
+    assert s.phase == "Healthy"
+    assert said == ["note: promote changed nothing: the rollout is Healthy, with no canary in progress. "
+                    "Deploy again to start one (the simulated cluster takes every deploy as a new revision)."]
+    assert [a["action"] for a in json.loads(store.path.read_text())["actions"]] == ["promote"]
+
+
+def _course_copy(tmp_path: Path, file: str, old: str, new: str) -> Path:
+    import shutil
+
+    folder = tmp_path / "m"
+    shutil.copytree(ROOT / "manifests", folder)
+    text = (folder / file).read_text()
+    assert old in text
+    (folder / file).write_text(text.replace(old, new, 1))
+    return folder
+
+
+def test_deploy_refuses_manifests_kind_would_refuse(store, tmp_path):
+    folder = _course_copy(tmp_path, "services.yaml", "  selector: {app: ai-api}", "  selectr: {app: ai-api}")
+    with pytest.raises(ClusterError, match="kind would refuse them too\\); nothing was deployed:\n  "
+                                           "Service ai-prod/ai-api-stable: spec: Additional properties"):
+        backend(store).deploy(folder)
+    assert not store.path.exists()
+
+
+def test_deploy_warns_of_an_image_the_kind_node_lacks(store, tmp_path):
+    folder = _course_copy(tmp_path, "rollout.yaml", "image: servelab/emulator:0.1.0", "image: servelab/emulatr:0.1.0")
+    said: list[str] = []
+    s = backend(store, say=said.append).deploy(folder)
+    assert s.phase == "Paused"  # the simulator runs it all the same
+    assert len(said) == 1 and said[0].startswith("warning: Rollout ai-prod/ai-api: container 'vllm' has image "
+                                                 "'servelab/emulatr:0.1.0'")
+
+
+def test_an_abort_reason_without_a_value_asks_about_the_query():
+    status = ClusterStatus(backend="sim", rollout="ai-prod/ai-api", phase="Degraded", aborted=True,
+                           abort_reason={"metric": "error-rate", "value": None, "analysis": "ai-api-health",
+                                         "message": "Metric \"error-rate\" assessed Failed"})
+    assert ("Abort reason:  Metric \"error-rate\" assessed Failed [error-rate = no value: did the query match "
+            "any series? (a misspelt metric or label name matches none), analysis ai-api-health]") in status.render()
 
 
 def test_a_fault_at_deploy_aborts(store, tmp_path):
@@ -194,6 +242,9 @@ def test_cli_sequence(toy_cli, capsys):
         pytest.param(["cluster", "deploy", "--until", "soon"], "--until 'soon': expected a duration", id="bad-duration"),
         pytest.param(["cluster", "up", "--dry-run"], "--dry-run belongs to the kind backend", id="dry-run-on-sim"),
         pytest.param(["cluster", "status", "extra"], "unexpected argument 'extra'", id="stray-arg"),
+        pytest.param(["cluster", "fault", "bogus"], "servelab cluster fault 'bogus': expected KIND=VALUE", id="bad-fault"),
+        pytest.param(["cluster", "fault", "canary:explode=1", "--backend", "kind"],
+                     "unknown kind 'explode'", id="bad-fault-on-kind"),
     ],
 )
 def test_cli_errors(toy_cli, capsys, argv, message):
@@ -224,7 +275,22 @@ def test_course_rollout_with_a_fault_goes_degraded_and_undo_recovers(real_sim, c
     status = json.loads(capsys.readouterr().out)
     assert status["phase"] == "Degraded" and status["canary_weight"] == 0 and status["aborted"]
     assert main(["cluster", "undo", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["phase"] == "Healthy"
+    status = json.loads(capsys.readouterr().out)
+    assert status["phase"] == "Healthy"
+    assert not status["aborted"] and status["abort_reason"] is None  # Healthy again: no abort shown
+
+
+@pytest.mark.slow
+def test_a_query_on_a_metric_no_pod_exports_is_named(real_sim, capsys, tmp_path):
+    folder = _course_copy(tmp_path, "analysis-health.yaml", 'sum(rate(http_requests_total{service="{{args.canary-service}}",status',
+                          'sum(rate(http_request_total{service="{{args.canary-service}}",status')
+    assert main(["cluster", "deploy", "--manifests", str(folder), "--until", "10m"]) == 0
+    err = capsys.readouterr().err
+    assert ("warning: AnalysisTemplate 'ai-api-health', metric 'error-rate': the query reads 'http_request_total', "
+            "which no pod exports") in err
+    assert "Did you mean 'http_requests_total'?" in err
+    assert main(["cluster", "deploy", "--until", "10m"]) == 0  # the course's own: no warning
+    assert "warning" not in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -18,7 +18,39 @@ ACTIONS = ("preflight", "up", "deploy", "status", "promote", "abort", "undo", "d
 DEFAULT_MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 
 
+EPILOG = """\
+actions:
+  preflight  what the backend needs on this machine; exit status 1 if something is missing
+  up         kind: create the cluster and install Argo Rollouts, Istio, Prometheus, KEDA
+  deploy     apply the manifests folder (validated first, as kind validates it); starts a canary
+  status     the Rollout now: phase, step, canary weight, last analysis, timeline
+  promote    past the current pause or analysis step (--full: past every step)
+  abort      all traffic back to stable; the Rollout turns Degraded
+  undo       back to the stable revision's pod template; Healthy again
+  fault      make the canary misbehave: fault SPEC adds one, fault none clears them
+  down       kind: delete the cluster; sim: forget the simulated cluster
+
+sim backend: time and state
+  Simulated time moves only when a command moves it. deploy, promote, abort, undo and fault
+  run the rollout on until it settles (Healthy, Degraded, or a pause without a duration), so
+  one deploy can go through all seven hours of the course's canary; --until DURATION (since
+  the deploy) or --advance DURATION stops the clock earlier, and status moves it only with
+  those two. deploy --speed X follows the wall clock instead (X simulated seconds a second).
+  Every deploy starts over as a new revision. The state is kept between commands in
+  $SERVELAB_STATE_DIR/cluster-sim.json (default ~/.servelab/) until the next deploy or down.
+
+examples:
+  servelab cluster deploy --until 30m            # watch: 30 minutes into the canary
+  servelab cluster status --advance 10m
+  servelab cluster fault canary:error-rate=0.05  # the analysis should abort it
+  servelab cluster deploy --manifests /tmp/m     # a folder of your own
+  servelab cluster preflight --backend kind      # docs/kind.md: the kind cluster, step by step
+"""
+
+
 def add_cli_args(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("action", choices=ACTIONS, metavar="ACTION", help=" | ".join(ACTIONS))
     parser.add_argument("spec", nargs="?", help="fault only: [stable:|canary:]KIND=VALUE[@START[-END]] (adds one), or 'none' (clears)")
     parser.add_argument("--backend", choices=("sim", "kind"), default="sim", help="default: sim")
@@ -86,6 +118,10 @@ def run(args) -> int:
         raise ClusterError("servelab cluster fault: expected a fault SPEC, e.g. canary:error-rate=0.05")
     if args.action != "fault" and args.spec:
         raise ClusterError(f"servelab cluster {args.action}: unexpected argument {args.spec!r}")
+    if args.action == "fault" and args.spec.strip() != "none":
+        from lab.cluster.rollout_api import parse_fault
+
+        parse_fault(args.spec, where="servelab cluster fault")  # a bad SPEC, named as typed
     backend = make_backend(args)
     if args.action == "preflight":
         checks = backend.preflight()

@@ -69,7 +69,7 @@ class ClusterStatus:
             f"Canary weight: {self.canary_weight}%",
         ]
         if self.t_s is not None:
-            lines.append(f"Sim time:      {_duration(self.t_s)}")
+            lines.append(f"Sim time:      {clock_text(self.t_s)}")
         if self.abort_reason:
             lines.append(f"Abort reason:  {_reason(self.abort_reason)}")
         for key, value in self.details.items():
@@ -77,9 +77,10 @@ class ClusterStatus:
         if self.timeline:
             lines.append("Timeline:")
             if len(self.timeline) > 15:
-                lines.append(f"  ({len(self.timeline) - 15} earlier events; --json lists them all)")
+                earlier = len(self.timeline) - 15
+                lines.append(f"  ({earlier} earlier event{'s' if earlier > 1 else ''}; --json lists them all)")
             for row in self.timeline[-15:]:
-                lines.append(f"  {_duration(float(row.get('t_s', 0))):>9}  w={row.get('weight', '?'):>3}  {row.get('event', '')}")
+                lines.append(f"  {clock_text(float(row.get('t_s', 0))):>9}  w={row.get('weight', '?'):>3}  {row.get('event', '')}")
         return "\n".join(lines)
 
 
@@ -88,12 +89,17 @@ def _reason(reason: dict[str, Any]) -> str:
     text = str(reason.get("message") or "")
     if reason.get("metric"):
         value = reason.get("value")
-        shown = f"{value:.4g}" if isinstance(value, float) else value
+        if value is None or value == []:
+            # Argo's `result` is empty when the query matched no series; then `result[0]` fails
+            # or `len(result) > 0` is false, and the message alone does not say why.
+            shown = "no value: did the query match any series? (a misspelt metric or label name matches none)"
+        else:
+            shown = f"{value:.4g}" if isinstance(value, float) else value
         text += f" [{reason['metric']} = {shown}, analysis {reason.get('analysis')}]"
     return text or str(reason)
 
 
-def _duration(t_s: float) -> str:
+def clock_text(t_s: float) -> str:
     t = int(round(t_s))
     return f"{t // 3600}h{t % 3600 // 60:02d}m{t % 60:02d}s"
 

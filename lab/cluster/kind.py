@@ -56,6 +56,50 @@ def emulator_warnings(docs: list[dict]) -> list[str]:
     return out
 
 
+def image_warnings(docs: list[dict]) -> list[str]:
+    """Pods whose image looks like ServeLab's emulator but is not the one ``up`` loads.
+
+    The kind node has no registry of ServeLab's own: ``up`` builds pins.EMULATOR_IMAGE and loads
+    it into the node. A misspelt name or tag (``servelab/emulatr:0.1.0``, ``servelab/emulator:0.1``)
+    is then pulled from Docker Hub, which has no such image, and the pods stay in
+    ImagePullBackOff. Images that are plainly something else (``redis:7.4.1-alpine``) are left alone.
+    """
+    import difflib
+
+    wanted = pins.EMULATOR_IMAGE
+    out = []
+    for doc in docs:
+        pod = ((doc.get("spec") or {}).get("template") or {}).get("spec") or {}
+        for c in (pod.get("containers") or []) + (pod.get("initContainers") or []):
+            image = str(c.get("image", ""))
+            name = image.split("@")[0].rsplit(":", 1)[0] if ":" in image.split("/")[-1] else image
+            near = name.startswith("servelab/") or difflib.SequenceMatcher(None, name, wanted.split(":")[0]).ratio() > 0.8
+            if image != wanted and near:
+                meta = doc.get("metadata") or {}
+                out.append(
+                    f"{doc.get('kind')} {meta.get('namespace', 'default')}/{meta.get('name')}: container "
+                    f"{c.get('name')!r} has image {image!r}, but the kind node only has {wanted!r} (built "
+                    f"and loaded by 'servelab cluster up --backend kind'); no registry has {image!r}, so "
+                    f"its pods would stay in ImagePullBackOff. Did you mean image: {wanted}?"
+                )
+    return out
+
+
+def deploy_warnings(docs: list[dict]) -> list[str]:
+    """What would keep pods from running on kind although the manifests validate."""
+    return image_warnings(docs) + emulator_warnings(docs)
+
+
+def validation_problems(manifests_dir: Path, docs: list[dict]) -> list[str]:
+    """Schema problems of the rendered manifests (Kubernetes', and the vendored CRD schemas).
+
+    The schemas are the student's folder's own ``schemas/`` if it has one, else the course's."""
+    schemas = Path(manifests_dir) / "schemas"
+    if not schemas.is_dir():
+        schemas = REPO_ROOT / "manifests" / "schemas"
+    return manifests.validate(docs, schemas)
+
+
 @dataclass(frozen=True)
 class Step:
     title: str
@@ -221,20 +265,23 @@ class KindBackend(ClusterBackend):
     def deploy(self, manifests_dir: Path) -> ClusterStatus | None:
         manifests_dir = Path(manifests_dir)
         steps = self.plan_deploy(manifests_dir)
+        text, how = manifests.render(manifests_dir)
+        docs = manifests.load_documents(text)
+        # A dry run checks what the real deploy checks, so reading the plan first tells the truth.
+        problems = validation_problems(manifests_dir, docs)
+        if problems:
+            would = "would be" if self.dry_run else "was"
+            raise ClusterError(f"the manifests do not validate; nothing {would} applied:\n  " + "\n  ".join(problems))
+        warnings = deploy_warnings(docs)
         if self.dry_run:
-            rendered = []
-            for path in (manifests_dir, self.repo_root / "manifests/judge"):
-                text, how = manifests.render(path)
-                rendered.append((path, how, text))
+            judge = self.repo_root / "manifests/judge"
+            judge_text, judge_how = manifests.render(judge)
+            rendered = [(manifests_dir, how, text), (judge, judge_how, judge_text)]
             self._print_plan("deploy", steps, rendered)
-            for warning in emulator_warnings(manifests.load_documents(rendered[0][2])):
+            for warning in warnings:
                 self.out.write(f"# WARNING: {warning}\n")
             return None
-        text, _ = manifests.render(manifests_dir)
-        problems = manifests.validate(manifests.load_documents(text), manifests_dir / "schemas")
-        if problems:
-            raise ClusterError("the manifests do not validate; nothing was applied:\n  " + "\n  ".join(problems))
-        for warning in emulator_warnings(manifests.load_documents(text)):
+        for warning in warnings:
             self.out.write(f"warning: {warning}\n")
         kubecontext.resolve_kind_context(self.cluster_name, self.kubeconfig, self.context)
         self._execute(steps)
@@ -286,10 +333,13 @@ class KindBackend(ClusterBackend):
         return self.status()
 
     def set_fault(self, spec: str) -> ClusterStatus:
+        spec = None if spec in ("none", "") else spec
+        if spec is not None:
+            rollout_api.emulator_fault_arg(spec)  # a bad SPEC is refused before the cluster is asked
         rollout = self._get_rollout()
-        patch = rollout_api.fault_patch(rollout, None if spec in ("none", "") else spec)
+        patch = rollout_api.fault_patch(rollout, spec)
         if self.dry_run:
-            self._print_patches(f"fault {spec}", [("json", patch)])
+            self._print_patches(f"fault {spec or 'none'}", [("json", patch)])
             return rollout_api.status_from_rollout(rollout)
         self._patch(patch, json_patch=True)
         return self.status()

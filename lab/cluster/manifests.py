@@ -6,7 +6,8 @@ kubectl is missing, a small fallback reads the kustomization's ``resources`` and
 
 Checking: core kinds against Kubernetes' own OpenAPI schemas (``kubernetes-validate``,
 strict, so a misspelt field fails), custom resources with a vendored schema
-(``manifests/schemas/``) against it, other custom resources for apiVersion, kind and name.
+(``manifests/schemas/``) against it, just as strictly, other custom resources for apiVersion,
+kind and name.
 """
 
 from __future__ import annotations
@@ -134,8 +135,31 @@ def _crd_schemas(schemas_dir: Path | None) -> dict[tuple[str, str], dict]:
         group, version, kind_lower = parts
         schema = json.loads(path.read_text())
         kind = _kind_from_schema(schema, kind_lower)
-        out[(f"{group}/{version}", kind)] = schema
+        out[(f"{group}/{version}", kind)] = _strict(schema)
     return out
+
+
+def _strict(schema: dict) -> dict:
+    """The schema with unknown fields refused, as kubectl's default ``--validate=strict`` does.
+
+    A CRD schema lists its fields but rarely says ``additionalProperties: false``; the API
+    server refuses unknown fields all the same. So every object schema that lists properties
+    is closed, except where the CRD keeps unknown fields on purpose. The root stays open: the
+    API server owns apiVersion, kind and metadata, which some CRDs do not list."""
+
+    def close(node):
+        if isinstance(node, dict):
+            if ("properties" in node and "additionalProperties" not in node
+                    and not node.get("x-kubernetes-preserve-unknown-fields")):
+                node = {**node, "additionalProperties": False}
+            return {key: close(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [close(value) for value in node]
+        return node
+
+    closed = close(schema)
+    closed.pop("additionalProperties", None)
+    return closed
 
 
 def _kind_from_schema(schema: dict, kind_lower: str) -> str:

@@ -15,17 +15,12 @@ be checked without a cluster. The patches are the plugin's own (argo-rollouts v1
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from lab.cluster.base import ClusterError, ClusterStatus
 
 REVISION_ANNOTATION = "rollout.argoproj.io/revision"
 HASH_LABEL = "rollouts-pod-template-hash"
-FAULT_RE = re.compile(
-    r"^(?:(?P<target>stable|canary):)?(?P<kind>error-rate|latency|slow-gpu|kv-leak|crash-loop|cost|quality)"
-    r"=(?P<value>[^@\s]+)(?:@(?P<start>[0-9.]+[smh]?)(?:-(?P<end>[0-9.]+[smh]?))?)?$"
-)
 
 
 def _steps(rollout: dict) -> list[dict]:
@@ -133,17 +128,32 @@ def undo_patch(rollout: dict, replicasets: list[dict]) -> list[dict]:
     return [{"op": "replace", "path": "/spec/template", "value": template}]
 
 
-def parse_fault(spec: str) -> tuple[str, str]:
-    """(target, the fault for the emulator's --fault) from ``[stable:|canary:]KIND=VALUE[@START[-END]]``."""
-    match = FAULT_RE.match(spec.strip())
-    if not match:
+def parse_fault(spec: str, where: str = "fault") -> tuple[str, str]:
+    """(target, the fault for the emulator's --fault) from ``[stable:|canary:]KIND=VALUE[@START[-END]]``.
+
+    The rollout simulator's parser reads it, the one the emulator uses too, so every kind the
+    emulator knows (``price`` included) is accepted here and a bad value is named."""
+    from sim.rollout.faults import FaultSpecError
+    from sim.rollout.faults import parse_fault as parse_rollout_fault
+
+    try:
+        fault = parse_rollout_fault(spec)
+    except FaultSpecError as exc:
+        raise ClusterError(str(exc).replace("--fault", where, 1)) from None
+    body = fault.spec.split(":", 1)[1] if fault.spec.startswith(("stable:", "canary:")) else fault.spec
+    return fault.target, body
+
+
+def emulator_fault_arg(spec: str) -> str:
+    """``--fault=BODY`` for the canary's emulator; refuses a bad SPEC or a stable fault."""
+    target, body = parse_fault(spec)
+    if target != "canary":
         raise ClusterError(
-            f"fault {spec!r}: expected [stable:|canary:]KIND=VALUE[@START[-END]] with KIND one of "
-            "error-rate, latency, slow-gpu, kv-leak, crash-loop, cost, quality (e.g. canary:error-rate=0.05)"
+            f"fault {spec!r}: on kind a fault rides on a new revision, which becomes the canary; "
+            "a stable fault would need the running stable pods changed. Use canary:... here, or "
+            "the sim backend for stable faults."
         )
-    target = match.group("target") or "canary"
-    body = spec.strip().split(":", 1)[1] if match.group("target") else spec.strip()
-    return target, body
+    return f"--fault={body}"
 
 
 def fault_patch(rollout: dict, spec: str | None) -> list[dict]:
@@ -166,14 +176,7 @@ def fault_patch(rollout: dict, spec: str | None) -> list[dict]:
         elif not str(arg).startswith("--fault="):
             args.append(arg)
     if spec is not None:
-        target, body = parse_fault(spec)
-        if target != "canary":
-            raise ClusterError(
-                f"fault {spec!r}: on kind a fault rides on a new revision, which becomes the canary; "
-                "a stable fault would need the running stable pods changed. Use canary:... here, or "
-                "the sim backend for stable faults."
-            )
-        args.append(f"--fault={body}")
+        args.append(emulator_fault_arg(spec))
     op = "replace" if "args" in containers[0] else "add"
     return [{"op": op, "path": "/spec/template/spec/containers/0/args", "value": args}]
 

@@ -43,8 +43,38 @@ class RolloutSimulationAdapter:
         current = [f.spec for f in self.sim.fleet.faults]
         self.sim.set_faults([] if spec.strip() == "none" else current + [spec])
 
+    def warnings(self) -> list[str]:
+        """Analysis queries that read a metric no simulated pod exports.
+
+        Such a query returns no series, so its metric fails (``len(result) > 0``) or errors
+        (``result[0]``) at every measurement, and the rollout aborts for a reason that has
+        nothing to do with the canary. Checked against the series the run has written so far.
+        """
+        import difflib
+
+        exported = self.sim.fleet.store.names()
+        if not exported:  # nothing scraped yet (deployed with --until 0)
+            return []
+        runs = [self.sim.m.background, *self.sim.m.step_analyses.values()]
+        out, seen = [], set()
+        for metric in (m for run in runs if run is not None for m in run.metrics):
+            for name in _metric_names(metric.query):
+                if name in exported or (metric.template, metric.name, name) in seen:
+                    continue
+                seen.add((metric.template, metric.name, name))
+                close = difflib.get_close_matches(name, exported, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else f" The pods export: {', '.join(exported)}."
+                out.append(
+                    f"AnalysisTemplate {metric.template!r}, metric {metric.name!r}: the query reads "
+                    f"{name!r}, which no pod exports, so it returns no data and the metric cannot pass.{hint}"
+                )
+        return out
+
     def status(self) -> ClusterStatus:
         s = self.sim.status()
+        # After an undo the simulator keeps its abort record; Argo clears the abort with the
+        # new spec, so a Healthy rollout shows no abort reason.
+        aborted = bool(s.get("aborted")) and s["phase"] == "Degraded"
         details = {
             "Pods": f"canary {s.get('canary_pods', 0)}, stable {s.get('stable_pods', 0)}",
         }
@@ -64,12 +94,35 @@ class RolloutSimulationAdapter:
             current_step_index=s.get("step_index"),
             total_steps=s.get("num_steps", 0),
             canary_weight=int(s.get("weight", 0)),
-            aborted=bool(s.get("aborted")),
-            abort_reason=getattr(self.sim, "abort_reason", None),
+            aborted=aborted,
+            abort_reason=getattr(self.sim, "abort_reason", None) if aborted else None,
             t_s=float(s.get("t_s", 0.0)),
             timeline=[e.to_dict() for e in self.sim.timeline],
             details=details,
         )
+
+
+def _metric_names(query: str) -> list[str]:
+    """The metric names a PromQL query selects, in order of appearance."""
+    import dataclasses
+
+    from sim.promql import ast
+    from sim.promql.parse import parse_query
+
+    names: list[str] = []
+
+    def walk(node) -> None:
+        if isinstance(node, ast.Selector) and node.name and node.name not in names:
+            names.append(node.name)
+        if dataclasses.is_dataclass(node):
+            for f in dataclasses.fields(node):
+                walk(getattr(node, f.name))
+        elif isinstance(node, (tuple, list)):
+            for item in node:
+                walk(item)
+
+    walk(parse_query(query))
+    return names
 
 
 def check_available() -> None:

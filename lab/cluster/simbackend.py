@@ -18,11 +18,12 @@ actions with their simulated times, replayed on each command.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from lab.cluster.base import Check, ClusterBackend, ClusterError, ClusterStatus
+from lab.cluster.base import Check, ClusterBackend, ClusterError, ClusterStatus, clock_text
 from lab.cluster.state import Action, SimState, StateStore
 
 SETTLE_CAP_S = 2 * 24 * 3600.0  # never run on for more than two simulated days at once
@@ -39,6 +40,8 @@ class Simulation(Protocol):
     def now_s(self) -> float: ...
     def settle(self, max_s: float) -> None: ...  # advance until settled, or to max_s
     def status(self) -> ClusterStatus: ...
+    # Optional: ``warnings() -> list[str]``, what the deploy should tell the student (the adapter's
+    # analysis queries that read series no pod exports).
 
 
 SimulationFactory = Callable[[Path, int, list[str]], Simulation]
@@ -50,14 +53,42 @@ def default_factory(manifests_dir: Path, seed: int, faults: list[str]) -> Simula
     return simadapter.RolloutSimulationAdapter(manifests_dir, seed, faults)
 
 
+def check_like_kind(manifests_dir: Path) -> list[str]:
+    """What ``deploy --backend kind`` would say about this folder: refuse what kind refuses.
+
+    The simulator reads only the Rollout, the AnalysisTemplates, the Services and the
+    VirtualService, and ignores images and most fields. A folder that runs here must also apply
+    on kind, so the deploy validates the rendered manifests the way the kind backend does
+    (raising ClusterError) and returns its warnings (an image the node does not have, an
+    emulator listening on 127.0.0.1)."""
+    from lab.cluster import kind, manifests
+
+    if not any((manifests_dir / n).is_file() for n in ("kustomization.yaml", "kustomization.yml", "Kustomization")):
+        return [f"{manifests_dir}: no kustomization.yaml. The simulator reads every *.yaml here, but "
+                "'kubectl apply -k' on kind needs one listing them (copy the course's and edit its resources)"]
+    docs = manifests.load_documents(manifests.render(manifests_dir)[0])
+    problems = kind.validation_problems(manifests_dir, docs)
+    if problems:
+        raise ClusterError("the manifests do not validate (kind would refuse them too); nothing was deployed:\n  "
+                           + "\n  ".join(problems))
+    return kind.deploy_warnings(docs)
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
 class SimBackend(ClusterBackend):
     name = "sim"
 
     def __init__(self, *, store: StateStore | None = None, factory: SimulationFactory | None = None,
                  clock: Callable[[], float] = time.time, until_s: float | None = None,
-                 advance_s: float | None = None):
+                 advance_s: float | None = None, check: Callable[[Path], list[str]] = check_like_kind,
+                 say: Callable[[str], None] = _to_stderr):
         self.store = store or StateStore()
         self.factory = factory or default_factory
+        self.check = check  # deploy: refuses invalid manifests, returns warnings
+        self.say = say  # warnings and notes, apart from the status on stdout
         self.clock = clock
         self.until_s = until_s
         self.advance_s = advance_s
@@ -101,7 +132,8 @@ class SimBackend(ClusterBackend):
         if target is not None:
             if target < start_s:
                 raise ClusterError(
-                    f"--until {target:g} s is before the simulated clock ({start_s:g} s); time only moves forward"
+                    f"--until: {clock_text(target)} is before the simulated clock ({clock_text(start_s)}); "
+                    "time only moves forward. Use --advance to move on from now, or deploy again to start over."
                 )
             sim.advance(target)
         else:
@@ -114,9 +146,15 @@ class SimBackend(ClusterBackend):
         sim = self._replay(state)
         now = self._clock_s(state)
         sim.advance(now)
+        before = _where(sim.status())
         record = Action(t_s=now, action=action, arg=arg)
         _apply(sim, record)
-        state.actions.append(record)
+        if action != "fault" and _where(sim.status()) == before:
+            # As the plugin, a verb with nothing to act on changes nothing; unlike the plugin's
+            # silence, say so, and keep it out of the replayed log.
+            self.say(f"note: {action} changed nothing: {_why_nothing(action, before[0])}")
+        else:
+            state.actions.append(record)
         self._run_on(sim, state, now, settle=settle)
         self.store.save(state)
         return sim.status()
@@ -144,8 +182,11 @@ class SimBackend(ClusterBackend):
         state = SimState(manifests=str(manifests_dir), seed=seed, speed=speed,
                          deployed_wall_s=self.clock(), faults=list(faults or []))
         sim = self.factory(manifests_dir, seed, list(state.faults))  # checks manifests and faults
+        warnings = self.check(manifests_dir)
         self._run_on(sim, state, 0.0, settle=speed is None)
         self.store.save(state)
+        for warning in warnings + getattr(sim, "warnings", list)():
+            self.say(f"warning: {warning}")
         return sim.status()
 
     def status(self) -> ClusterStatus:
@@ -188,6 +229,21 @@ def _apply(sim: Simulation, action: Action) -> None:
         sim.set_fault(str(action.arg))
     else:
         raise ClusterError(f"unknown action {action.action!r} in the sim cluster state")
+
+
+def _where(status: ClusterStatus) -> tuple:
+    """What a promote, abort or undo changes; equal before and after means it did nothing."""
+    return (status.phase, status.current_step_index, status.canary_weight, status.aborted, status.message)
+
+
+def _why_nothing(action: str, phase: str) -> str:
+    if phase == "Healthy":
+        return ("the rollout is Healthy, with no canary in progress. Deploy again to start one "
+                "(the simulated cluster takes every deploy as a new revision).")
+    if phase == "Degraded":
+        return ("the rollout was aborted (Degraded). Go back to the stable revision with "
+                "'servelab cluster undo', or deploy again to start a new canary.")
+    return f"the rollout is {phase} and {action} does not apply there."
 
 
 def status_dict(status: ClusterStatus) -> dict[str, Any]:
