@@ -129,10 +129,17 @@ def test_mistakes_are_reported(folder, file, doc, change, message):
     assert message in str(e.value)
 
 
-def test_yaml_syntax_error_names_the_line(folder):
+def test_yaml_syntax_error_names_the_file_line_and_the_usual_cause(folder):
     (folder / "rollout.yaml").write_text("apiVersion: argoproj.io/v1alpha1\nkind: Rollout\nspec: [\n")
-    with pytest.raises(ManifestError, match=r"rollout.yaml: line \d+ not valid YAML"):
+    with pytest.raises(ManifestError, match=r"rollout.yaml: line \d+, column \d+: not valid YAML"):
         load_manifests(folder)
+    # An indentation slip, the usual one: the file as given (its folder too) and what to look at.
+    (folder / "rollout.yaml").write_text("apiVersion: argoproj.io/v1alpha1\nkind: Rollout\nspec:\n  steps:\n"
+                                         "  - setWeight: 1\n   - pause: {}\n")
+    with pytest.raises(ManifestError) as e:
+        load_manifests(folder)
+    assert str(e.value).startswith(f"{folder / 'rollout.yaml'}: line 6, column ")
+    assert "indentation" in str(e.value)
 
 
 def test_missing_folder():

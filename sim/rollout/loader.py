@@ -93,9 +93,7 @@ def load_manifests(folder: str | Path, fill_from: str | Path | None = None) -> M
         try:
             docs = [d for d in yaml.safe_load_all(path.read_text())]
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f" line {mark.line + 1}" if mark is not None else ""
-            raise ManifestError(f"{rel}:{line} not valid YAML: {getattr(exc, 'problem', exc)}") from None
+            raise ManifestError(_yaml_problem(path, exc)) from None
         docs = [d for d in docs if d is not None]
         for i, doc in enumerate(docs):
             src = Source(rel, i, len(docs) > 1)
@@ -168,13 +166,24 @@ def load_manifests(folder: str | Path, fill_from: str | Path | None = None) -> M
     )
 
 
+def _yaml_problem(path: Path, exc: yaml.YAMLError) -> str:
+    """Where the parser stopped (the file as given, line and column) and the usual cause: most
+    errors a student meets ("mapping values are not allowed here", "expected <block end>") come
+    from a line indented unlike its neighbours."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{path}: line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(path)
+    return (f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc}); check that line's indentation "
+            f"against the lines above it (YAML nests by spaces, tabs are not allowed) and that each key "
+            f"is followed by ': '")
+
+
 def _resource_files(folder: Path) -> list[Path]:
     kust = folder / "kustomization.yaml"
     if kust.exists():
         try:
             data = yaml.safe_load(kust.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ManifestError(f"kustomization.yaml: not valid YAML: {exc}") from None
+            raise ManifestError(_yaml_problem(kust, exc)) from None
         resources = data.get("resources")
         if not isinstance(resources, list) or not all(isinstance(r, str) for r in resources):
             raise ManifestError("kustomization.yaml: resources: expected a list of file names")
