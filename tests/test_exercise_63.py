@@ -113,6 +113,21 @@ def test_mistakes_fail_with_feedback(tmp_path, rollout, template, expected, wher
     assert where in hits[0].where and hits[0].fix
 
 
+@pytest.mark.parametrize("edit, fix", [
+    pytest.param(("templateName: llm-judge-quality", "templateName: llm-judge-qualty"), "llm-judge-quality",
+                 id="wrong-template-name"),
+    pytest.param(("interval: 30m", "interval: 30"), "with its unit", id="bare-number-interval"),
+])
+def test_a_manifest_error_says_what_to_change(tmp_path, edit, fix):
+    rollout = (EX.solution / "rollout.yaml").read_text()
+    template = (EX.solution / "analysis-template.yaml").read_text()
+    old, new = edit
+    assert old in rollout + template
+    write(tmp_path, rollout.replace(old, new), template.replace(old, new))
+    failure = EX.check(tmp_path).failures[0]
+    assert fix in failure.fix and "see README.md" not in failure.fix, failure
+
+
 def test_a_manifest_error_names_the_file(tmp_path):
     write(tmp_path, ROLLOUT.replace("setWeight: 10", "setWeight: ten"))
     failure = EX.check(tmp_path).failures[0]

@@ -51,7 +51,7 @@ def check(folder: Path, progress) -> tuple[list[Finding], dict]:
             manifests = load_manifests(tmp)
         except ServeLabError as exc:
             where, _, what = str(exc).partition(": ")
-            return [Finding(False, what or str(exc), where if what else "rollout.yaml", "fix that field (see README.md)")], {}
+            return [Finding(False, what or str(exc), where if what else "rollout.yaml", _manifest_fix(what))], {}
 
         judged = _judge_metrics(manifests)
         if not judged:
@@ -113,6 +113,17 @@ def check(folder: Path, progress) -> tuple[list[Finding], dict]:
     # 3. A quality drop rolls back, on a low score of the quality metric, at its first failure.
     findings.append(_degraded_finding(degraded, quality_metrics))
     return findings, details
+
+
+def _manifest_fix(message: str) -> str:
+    """What to change for a manifest the loader refused, where its message says enough."""
+    if "not found (defined:" in message:
+        defined = message.rsplit("(defined: ", 1)[1].rstrip(")")
+        return (f"use the name of an AnalysisTemplate that exists ({defined}: its metadata.name in "
+                "analysis-template.yaml), or rename the template to match")
+    if "expected a duration" in message:
+        return "write the duration with its unit, as Argo does: 30s, 10m or 1h (a bare number is refused)"
+    return "fix that field (see README.md)"
 
 
 def _healthy_not_promoted(result, quality_metrics: set[str]) -> Finding:
