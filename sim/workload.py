@@ -384,8 +384,21 @@ def read_trace(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def parse_trace_csv(text: str, source: str = "<trace>") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Parse a trace: a header naming at least TRACE_COLUMNS, then one request per line."""
-    reader = csv.reader(io.StringIO(text))
+    r"""Parse a trace: a header naming at least TRACE_COLUMNS, then one request per line.
+
+    Any line ending reads (``\n``, ``\r\n``, a lone ``\r``), and a UTF-8 byte-order mark before
+    the header (what a spreadsheet's "CSV UTF-8" export writes) is dropped, so that the first
+    column is ``arrived_at`` and not ``\ufeffarrived_at``."""
+    # newline="": the csv module does its own line splitting (a lone "\r" otherwise raises csv.Error).
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
+    try:
+        return _parse_trace_rows(reader, source)
+    except csv.Error as exc:  # e.g. a cell over the csv module's field size limit
+        raise ConfigError(f"{source}, line {reader.line_num}: not a readable CSV line ({exc}); "
+                          f"expected {', '.join(TRACE_COLUMNS)} separated by commas") from None
+
+
+def _parse_trace_rows(reader, source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     header = next(reader, None)
     if not header:
         raise ConfigError(f"{source}: empty file; expected a header line with {', '.join(TRACE_COLUMNS)}")
@@ -394,6 +407,9 @@ def parse_trace_csv(text: str, source: str = "<trace>") -> tuple[np.ndarray, np.
     if missing:
         raise ConfigError(f"{source}, line 1: missing column(s) {', '.join(missing)}; found {', '.join(header) or 'none'} "
                           f"(expected {', '.join(TRACE_COLUMNS)})")
+    twice = [c for c in TRACE_COLUMNS if header.count(c) > 1]
+    if twice:  # which of the two is meant? Reading the first would be a silent guess.
+        raise ConfigError(f"{source}, line 1: column(s) {', '.join(twice)} appear more than once; keep one of each")
     col = {c: header.index(c) for c in TRACE_COLUMNS}
     arrival: list[float] = []
     prompt: list[int] = []

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import math
 import shlex
 import subprocess
 import sys
@@ -43,8 +44,10 @@ def _rates(text: str) -> list[float]:
         rates = [float(r) for r in text.split(",")]
     except ValueError:
         raise ConfigError(f"--request-rates: expected numbers like 1,2,4, got {text!r}") from None
-    if any(r <= 0 for r in rates):
-        raise ConfigError("--request-rates: rates must be > 0 (inf is the throughput sweep's job)")
+    bad = [r for r in rates if not (math.isfinite(r) and r > 0)]
+    if bad:
+        raise ConfigError(f"--request-rates: expected finite rates > 0 in requests per second, got {bad[0]:g} in "
+                          f"{text!r} (an infinite rate is the throughput sweep's job: --lengths)")
     return rates
 
 
@@ -70,9 +73,25 @@ def plan(args) -> dict:
             "profiler": None if args.skip_profiler else profiler}
 
 
+def check_args(args) -> None:
+    """Every flag checked before the sweep starts: a mistake found after hours of GPU time, or
+    only when ``fit`` reads the results, would cost the whole run."""
+    from sim.catalog import get_gpu
+    from sim.errors import CatalogError
+
+    for flag, value in (("--tensor-parallel-size", args.tensor_parallel_size), ("--num-prompts", args.num_prompts)):
+        if value <= 0:
+            raise ConfigError(f"{flag}: expected a positive integer, got {value}")
+    if not 1 <= args.port <= 65535:
+        raise ConfigError(f"--port: expected a TCP port from 1 to 65535 for vllm serve, got {args.port}")
+    try:  # the fit command printed at the end needs it
+        get_gpu(args.gpu)
+    except CatalogError as exc:
+        raise ConfigError(f"--gpu: {exc}") from None
+
+
 def collect(args) -> int:
-    if args.tensor_parallel_size <= 0 or args.num_prompts <= 0:
-        raise ConfigError("--tensor-parallel-size and --num-prompts must be positive")
+    check_args(args)
     p = plan(args)
     fit_cmd = (f"servelab calibrate fit {args.output_dir}/*.json"
                + ("" if args.skip_profiler else f" {args.output_dir}/operators.csv")

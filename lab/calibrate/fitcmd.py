@@ -11,11 +11,13 @@ command, the fitted points and each residual.
 
 from __future__ import annotations
 
+import csv
 import shlex
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+from lab.calibrate.args import check_profile, check_writable
 from lab.calibrate.results import EngineFlags, points_from_file
 from sim.calibration import SHIPPED, load_profile, select, select_entry
 from sim.calibration_fit import BOUNDS, coefficients_dict, evaluate, fit
@@ -47,25 +49,44 @@ def command_line(args) -> str:
 
 def read_operator_csv(path: str) -> tuple[str, list]:
     try:
-        text = Path(path).read_text()
+        # utf-8-sig: a spreadsheet's byte-order mark would otherwise hide the first column's name;
+        # read_text's universal newlines turn "\r\n" and a lone "\r" into "\n".
+        text = Path(path).read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read ({exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file; expected an operator-timing CSV") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    return parse_operator_csv(text, path)
+
+
+def parse_operator_csv(text: str, path: str) -> tuple[str, list]:
+    """``("gemm" | "all_reduce", records)`` from an operator CSV's text, or a ConfigError naming ``path``."""
     layout = detect_layout(text)
-    if layout == "vidur-mlp":
-        return "gemm", gemms_from_vidur(text, path)
-    if layout == "servelab-profiler":
-        return "gemm", gemms_from_profiler(text, path)
-    if layout == "vidur-all-reduce":
-        return "all_reduce", all_reduces_from_vidur(text, path)
-    raise ConfigError(f"{path}: not an operator-timing CSV: expected Vidur's mlp.csv or all_reduce.csv columns, "
-                      f"or the profiler's (op,m,n,k,dtype_bytes,time_ms)")
+    parse = {"vidur-mlp": ("gemm", gemms_from_vidur), "servelab-profiler": ("gemm", gemms_from_profiler),
+             "vidur-all-reduce": ("all_reduce", all_reduces_from_vidur)}.get(layout)
+    if parse is None:
+        header = text.split("\n", 1)[0].strip()
+        raise ConfigError(f"{path}: not an operator-timing CSV: expected Vidur's mlp.csv or all_reduce.csv columns, "
+                          f"or the profiler's (op,m,n,k,dtype_bytes,time_ms); found the header "
+                          f"{header[:120]!r}{'...' if len(header) > 120 else ''}. Results of whole vLLM runs are "
+                          f"the JSON files of `vllm bench serve --save-result` or `vllm bench throughput --output-json`")
+    kind, parser = parse
+    try:
+        return kind, parser(text, path)
+    except csv.Error as exc:  # a cell past the csv module's size limit, a stray NUL
+        raise ConfigError(f"{path}: not a readable CSV ({exc})") from None
+    except OverflowError:  # sim.calibration_ops._num reads an integer column's "inf" with int(float(...))
+        raise ConfigError(f"{path}: a count column (n_head, num_tokens, m, n, k, ...) holds an infinite or too "
+                          f"large number; expected whole numbers") from None
 
 
 def fit_files(args) -> int:
     command = command_line(args)
     gpu = get_gpu(args.gpu)
+    check_profile(args.calibration)
+    check_writable("--output", args.output)
     flags = EngineFlags(
         gpu=gpu.name, model=args.model, tensor_parallel_size=args.tensor_parallel_size,
         max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,

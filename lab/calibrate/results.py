@@ -70,7 +70,7 @@ class EngineFlags:
 def load_json(path: str) -> dict:
     p = Path(path)
     try:
-        doc = json.loads(p.read_text())
+        doc = json.loads(p.read_text(encoding="utf-8-sig"))  # -sig: a byte-order mark an editor added is dropped
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -185,8 +185,11 @@ def throughput_points(doc: dict, source: str, flags: EngineFlags) -> list[Point]
                 f"{source}: a `{kind}` file does not record the prompt and output lengths; pass "
                 f"--input-len and --output-len, or name the file like throughput_in512_out128.json")
         in_len, out_len = int(m.group(1)), int(m.group(2))
-    if in_len <= 0 or out_len <= 0 or n > 1_000_000:
-        raise ConfigError(f"{source}: lengths must be positive and num_requests at most 1,000,000")
+    if in_len <= 0 or out_len <= 0:
+        raise ConfigError(f"{source}: --input-len and --output-len: expected positive token counts, "
+                          f"got {in_len} and {out_len}")
+    if n > 1_000_000:
+        raise ConfigError(f"{source}: field 'num_requests': expected at most 1,000,000 requests to simulate, found {n}")
     if abs(n * (in_len + out_len) - total) > 0.05 * total:
         raise ConfigError(
             f"{source}: total_num_tokens is {total}, but {n} requests of {in_len} + {out_len} tokens make "

@@ -77,7 +77,16 @@ def _run_fit(args) -> int:
     from sim.errors import ConfigError
 
     if args.from_aiconfigurator is not None:
+        if args.files:  # they would be silently ignored
+            raise ConfigError(f"calibrate fit: --from-aiconfigurator fits to the shipped real H200 runs and reads no "
+                              f"result files, but {len(args.files)} file(s) were given ({args.files[0]}); run "
+                              f"`servelab calibrate fit FILES --gpu GPU` for them, separately")
         return _from_aiconfigurator(args)
+    aiconfigurator_only = [flag for flag, given in (("--tables-dir", args.tables_dir is not None),
+                                                    ("--no-fit", args.no_fit)) if given]
+    if aiconfigurator_only:
+        raise ConfigError(f"{aiconfigurator_only[0]}: only with --from-aiconfigurator (it says where the derived "
+                          f"operator tables go, or to skip the fit); result files do not use it")
     if not args.files:
         raise ConfigError("calibrate fit: give result files (vllm bench JSON, operator CSVs), "
                           "or --from-aiconfigurator to derive the operator tables and fit to the real H200 runs")
@@ -95,6 +104,11 @@ def _from_aiconfigurator(args) -> int:
     from sim.calibration import SHIPPED
     from sim.ops.tables import OPERATORS_DIR
 
+    from lab.calibrate.args import check_profile, check_writable
+
+    check_profile(args.calibration)
+    if not args.no_fit:
+        check_writable("--output", args.output)
     data_dir = package_data_dir(args.from_aiconfigurator or None)
     out_dir = Path(args.tables_dir) if args.tables_dir else OPERATORS_DIR
     for line in write_tables(data_dir, out_dir):

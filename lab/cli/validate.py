@@ -33,26 +33,69 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cross", action="store_true",
                         help="refit the engine-core and API-server times leaving out one model, one GPU, one TP "
                              "size at a time, and predict the rows left out (several minutes)")
-    parser.add_argument("--cross-evaluations", type=int, default=10,
+    parser.add_argument("--cross-evaluations", type=int, default=None,
                         help="simulations of the training rows per refit in --cross (default 10)")
     parser.add_argument("--paper", metavar="DIR", default=None,
                         help="reproduce the vLLM paper's OPT-13B figures into DIR instead")
     parser.add_argument("--paper-prompts", type=int, default=None,
                         help="prompts per rate point for --paper (default: the module's, see docs/paper.md)")
     parser.add_argument("--paper-rates", type=int, default=None, help="rate points per curve for --paper")
-    parser.add_argument("--paper-profile", choices=("2023", "shipped"), default="2023",
-                        help="step-time profile for --paper: 2023 (fitted to the paper's Fig. 13 vLLM bars, "
-                             "sim/data/calibration-paper-2023.yaml) or shipped (today's vLLM)")
+    parser.add_argument("--paper-profile", choices=("2023", "shipped"), default=None,
+                        help="step-time profile for --paper: 2023 (the default; fitted to the paper's Fig. 13 vLLM "
+                             "bars, sim/data/calibration-paper-2023.yaml) or shipped (today's vLLM)")
+
+
+def check_flags(args) -> None:
+    """Refuse a flag the chosen mode would silently ignore, before anything runs (a full
+    ``validate`` takes minutes, ``--cross`` ten)."""
+    given = {  # flag -> whether the user set it
+        "--silicon": args.silicon, "--no-silicon": args.no_silicon, "--cross": args.cross,
+        "--points": args.points is not None, "--max-prompts": args.max_prompts != 0,
+        "--calibration": args.calibration is not None, "--json": args.json is not None,
+        "--cross-evaluations": args.cross_evaluations is not None,
+        "--paper-prompts": args.paper_prompts is not None, "--paper-rates": args.paper_rates is not None,
+        "--paper-profile": args.paper_profile is not None,
+    }
+    if args.paper:
+        ignored = [f for f in ("--silicon", "--no-silicon", "--cross", "--points", "--max-prompts", "--calibration",
+                               "--json", "--cross-evaluations") if given[f]]
+        if ignored:
+            raise ConfigError(f"{ignored[0]}: not used with --paper, which reproduces the vLLM paper's figures into "
+                              f"{args.paper} (its profile is --paper-profile); run it without {ignored[0]}")
+        return
+    paper_only = [f for f in ("--paper-prompts", "--paper-rates", "--paper-profile") if given[f]]
+    if paper_only:
+        raise ConfigError(f"{paper_only[0]}: only with --paper DIR (the vLLM paper's figures)")
+    if args.max_prompts < 0:
+        raise ConfigError(f"--max-prompts: expected 0 (no cap) or a positive integer, got {args.max_prompts}")
+    if args.cross:
+        ignored = [f for f in ("--no-silicon", "--points", "--max-prompts") if given[f]]
+        if ignored:
+            raise ConfigError(f"{ignored[0]}: not used with --cross, which refits on the real H200 runs only; "
+                              f"run it without {ignored[0]}")
+        if args.cross_evaluations is not None and args.cross_evaluations <= 0:
+            raise ConfigError(f"--cross-evaluations: expected a positive integer, got {args.cross_evaluations}")
+    elif given["--cross-evaluations"]:
+        raise ConfigError("--cross-evaluations: only with --cross (the simulations per refit)")
+    if args.silicon:
+        ignored = [f for f in ("--no-silicon", "--points", "--max-prompts") if given[f]]
+        if ignored:
+            raise ConfigError(f"{ignored[0]}: not used with --silicon, which runs only the real H200 runs "
+                              f"(--points and --max-prompts select the published points); choose one")
 
 
 def run(args) -> int:
+    check_flags(args)
     if args.paper:
         from lab.paper import write_paper
 
         return write_paper(args.paper, num_prompts=args.paper_prompts, num_rates=args.paper_rates,
-                           profile=args.paper_profile)
-    if args.max_prompts < 0:
-        raise ConfigError(f"--max-prompts: expected 0 (no cap) or a positive integer, got {args.max_prompts}")
+                           profile=args.paper_profile or "2023")
+    from lab.calibrate.args import check_profile, check_writable
+
+    check_profile(args.calibration)
+    if args.json and args.json != "-":
+        check_writable("--json", args.json)
     if args.cross:
         return _run_cross(args)
     from sim.validate import reference_points, validate
@@ -92,11 +135,9 @@ def run(args) -> int:
 def _run_cross(args) -> int:
     from lab.calibrate.silicon import cross_validate
 
-    if args.cross_evaluations <= 0:
-        raise ConfigError(f"--cross-evaluations: expected a positive integer, got {args.cross_evaluations}")
     print("Cross-validation on the real H200 runs: refit the engine core's and the API server's times without "
           "each group, predict the group (targets: TTFT MAPE <= 30%, TPOT MAPE <= 15% per group)")
-    folds = cross_validate(args.calibration, args.cross_evaluations)
+    folds = cross_validate(args.calibration, args.cross_evaluations or 10)
     worst_ttft = max((f["ttft"] for f in folds if f["ttft"] is not None), default=0.0)
     worst_tpot = max((f["tpot"] for f in folds if f["tpot"] is not None), default=0.0)
     print(f"Worst held-out group: TTFT MAPE {worst_ttft:.1%} ({'ok' if worst_ttft <= 0.30 else 'MISS'} <= 30%), "

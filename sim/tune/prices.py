@@ -50,13 +50,24 @@ def prices_from_doc(doc, *, origin: str = "the price table", strict: bool = True
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: expected a mapping with usd_per_gpu_hour, source and date")
         price = entry.get("usd_per_gpu_hour")
-        if isinstance(price, bool) or not isinstance(price, (int, float)) or not math.isfinite(price) or price <= 0:
+        if not _positive_finite(price):
             raise ConfigError(f"{where}.usd_per_gpu_hour: expected a positive number of US dollars, got {price!r}")
         for key in ("source", "date"):
             if not str(entry.get(key) or "").strip():
                 raise ConfigError(f"{where}.{key}: missing; every price needs its source and the date it was published")
         out[gpu] = GPUPrice(gpu, float(price), str(entry["source"]), str(entry["date"]))
     return out
+
+
+def _positive_finite(value) -> bool:
+    """A number of dollars: not a bool (YAML's ``yes``), finite, above 0. An int too large for a
+    float (YAML reads 400 digits as an int) is refused here, not left to overflow later."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value) and value > 0 and math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 @lru_cache(maxsize=1)

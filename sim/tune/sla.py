@@ -117,6 +117,8 @@ def parse_sla(text: str) -> SLA:
             continue
         m = _THROUGHPUT.match(raw)
         if m:
+            if throughput is not None:  # the second would silently replace the first
+                raise ConfigError(f"--sla: {raw.strip()!r}: output_throughput is given twice; keep one floor")
             throughput = _number(m.group(2), raw)
             if not (math.isfinite(throughput) and throughput > 0):
                 raise ConfigError(f"--sla: {raw.strip()!r}: the throughput must be positive")
