@@ -34,10 +34,17 @@ def load_profile(path: str) -> tuple[dict, ...]:
         doc = yaml.safe_load(p.read_text())
     except FileNotFoundError:
         raise ConfigError(f"--calibration: file {path} not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"--calibration {path}: is a folder; expected a calibration profile (YAML), "
+                          f"such as the one `servelab calibrate fit -o FILE` writes") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--calibration {path}: not a text file; expected a calibration profile (YAML)") from None
+    except OSError as exc:
+        raise ConfigError(f"--calibration {path}: cannot read it ({exc.strerror})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"--calibration: {path} is not valid YAML: {exc}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("profiles"), list):
-        raise ConfigError(f"{path}: expected a mapping with a 'profiles' list")
+        raise ConfigError(f"--calibration {path}: expected a mapping with a 'profiles' list")
     out = []
     for i, entry in enumerate(doc["profiles"]):
         where = f"{path}: profiles[{i}]"

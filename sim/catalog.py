@@ -407,6 +407,8 @@ def _load_model(path: str) -> ModelSpec:
         raise CatalogError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
     except OSError as exc:
         raise CatalogError(f"{path}: cannot read it ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise CatalogError(f"{path}: not a text file; expected a HuggingFace config.json (JSON, UTF-8)") from None
     if not isinstance(cfg, dict):
         raise CatalogError(f"{path}: expected a JSON object (a HuggingFace config.json), found {type(cfg).__name__}")
     sidecar = Path(path).with_name("hf_quant_config.json")

@@ -145,6 +145,13 @@ def test_bad_config_files(tmp_path, text, expect):
         get_model(str(path))
 
 
+def test_a_binary_config_file_is_one_clear_error(tmp_path):
+    (tmp_path / "config.json").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    for given in (tmp_path / "config.json", tmp_path):  # the file, or the folder holding it
+        with pytest.raises(CatalogError, match="not a text file"):
+            get_model(str(given))
+
+
 def test_wrong_type_is_rejected(tmp_path):
     cfg = json.loads(open(_shipped("facebook--opt-13b")).read())
     cfg["hidden_size"] = "5120"

@@ -132,3 +132,20 @@ def test_calibrate_collect_dry_run_with_good_flags_still_prints_the_sweep(capsys
     assert main([*COLLECT, "--request-rates", "2,8", "--port", "8100"]) == 0
     out = capsys.readouterr().out
     assert "--request-rate 2 " in out and "--request-rate 8 " in out and "--port 8100" in out
+
+
+@pytest.mark.parametrize("make, expected", [
+    pytest.param(lambda p: p.mkdir(), "is a folder", id="folder"),
+    pytest.param(lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe"), "not a text file", id="binary"),
+    pytest.param(lambda p: p.write_text("- just a list\n"), "expected a mapping with a 'profiles' list", id="not-a-profile"),
+])
+def test_every_command_reading_a_calibration_profile_gets_one_line(tmp_path, make, expected):
+    """sim.calibration.load_profile itself names the flag and the file (bench reads it too)."""
+    from sim.calibration import load_profile
+    from sim.errors import ConfigError
+
+    path = tmp_path / "profile.yaml"
+    make(path)
+    with pytest.raises(ConfigError) as err:
+        load_profile(str(path))
+    assert str(err.value).startswith(f"--calibration {path}") and expected in str(err.value)

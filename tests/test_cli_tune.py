@@ -194,6 +194,9 @@ def test_a_price_file_without_a_gpu_being_searched_is_exit_2(capsys, tmp_path):
     prices.write_text("gpus:\n  a100: {usd_per_gpu_hour: 1.1, source: our contract, date: 2026-11-01}\n")
     assert main(["tune", *SMALL, "--gpu", "a100-80gb", "--sla", "p90_ttft_ms<=500", "--gpu-prices", str(prices)]) == 2
     assert "no price for a100-80gb; the table prices a100-40gb" in capsys.readouterr().err
+    prices.write_bytes(b"\xff\xfe\x00price\x81")  # not text at all: one line, not a traceback
+    assert main(["tune", *SMALL, "--gpu", "h100", "--sla", "p90_ttft_ms<=500", "--gpu-prices", str(prices)]) == 2
+    assert "not a text file" in capsys.readouterr().err
     prices.write_text("gpus: [broken\n")
     assert main(["tune", *SMALL, "--gpu", "h100", "--sla", "p90_ttft_ms<=500", "--gpu-prices", str(prices)]) == 2
     assert "not valid YAML" in capsys.readouterr().err

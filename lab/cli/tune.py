@@ -144,6 +144,8 @@ def build_request(args):
             raise ConfigError(f"--gpu-prices {args.gpu_prices}: cannot read it ({exc.strerror})") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"--gpu-prices {args.gpu_prices}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"--gpu-prices {args.gpu_prices}: not a text file; expected a YAML price table") from None
         prices = prices_from_doc(doc, origin=f"--gpu-prices {args.gpu_prices}")
     else:
         prices = shipped_prices()
