@@ -62,7 +62,7 @@ class AllReduceRecord:
 
 
 def _rows(text: str, source: str, required: tuple[str, ...]) -> list[dict]:
-    reader = csv.DictReader(io.StringIO(text))
+    reader = csv.DictReader(io.StringIO(text, newline=""))  # newlines inside quoted cells stay cells
     header = [h.strip() for h in (reader.fieldnames or [])]
     missing = [c for c in required if c not in header]
     if missing:
@@ -77,6 +77,8 @@ def _num(row: dict, col: str, source: str, line: int, kind=float):
         value = kind(float(cell)) if kind is int else float(cell)
     except ValueError:
         raise ConfigError(f"{source}: line {line}, column {col}: expected a number, found {cell!r}") from None
+    except OverflowError:  # int(float("inf")): a count must be finite
+        raise ConfigError(f"{source}: line {line}, column {col}: expected a finite number >= 0, found {cell!r}") from None
     if not math.isfinite(value) or value < 0:
         raise ConfigError(f"{source}: line {line}, column {col}: expected a finite number >= 0, found {cell!r}")
     return value

@@ -190,14 +190,15 @@ def test_all_reduce_fit_recovers_known_coefficients():
     ("a,b\n1,2\n", "missing column"),
     ("op,m,n,k,dtype_bytes,time_ms\nqkv,4,x,8,2,0.1\n", "expected a number"),
     ("op,m,n,k,dtype_bytes,time_ms\nattn_decode,4,8,8,2,0.1\n", "no GEMM rows"),
-], ids=["columns", "cell", "no-gemms"])
+    ("op,m,n,k,dtype_bytes,time_ms\nqkv,inf,8,8,2,0.1\n", "expected a finite number"),
+], ids=["columns", "cell", "no-gemms", "infinite-count"])
 def test_bad_profiler_csv(text, match):
     with pytest.raises(ConfigError, match=match):
         gemms_from_profiler(text, "ops.csv")
 
 
 @settings(max_examples=150, deadline=None)
-@given(text=st.text(alphabet="opmnkdtyebs_ie,.0123456789-\nqkvgaterlAN ", max_size=200),
+@given(text=st.text(alphabet="opmnkdtyebs_ie,.0123456789-\nqkvgaterlANf\r\"", max_size=200),
        header=st.sampled_from(["op,m,n,k,dtype_bytes,time_ms\n", "num_workers,size,time_stats.all_reduce.median\n",
                                ",".join(["time_stats.attn_pre_proj.median", "time_stats.attn_post_proj.median",
                                          "time_stats.mlp_up_proj.median", "time_stats.mlp_down_proj.median", "n_head",

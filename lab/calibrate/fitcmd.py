@@ -77,9 +77,6 @@ def parse_operator_csv(text: str, path: str) -> tuple[str, list]:
         return kind, parser(text, path)
     except csv.Error as exc:  # a cell past the csv module's size limit, a stray NUL
         raise ConfigError(f"{path}: not a readable CSV ({exc})") from None
-    except OverflowError:  # sim.calibration_ops._num reads an integer column's "inf" with int(float(...))
-        raise ConfigError(f"{path}: a count column (n_head, num_tokens, m, n, k, ...) holds an infinite or too "
-                          f"large number; expected whole numbers") from None
 
 
 def fit_files(args) -> int:
