@@ -59,6 +59,25 @@ def start_prometheus(tmp_path):
 # -- golden files (tests/golden/) ----------------------------------------------------------------
 
 
+@pytest.fixture
+def course_copy(tmp_path):
+    """``course_copy(file, old, new)``: a copy of the course's manifests/ with one edit (``old``
+    must be in ``file``), as a student's folder with a typical mistake."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+
+    def make(file: str, old: str, new: str):
+        folder = tmp_path / "m"
+        shutil.copytree(root / "manifests", folder)
+        text = (folder / file).read_text()
+        assert old in text
+        (folder / file).write_text(text.replace(old, new, 1))
+        return folder
+
+    return make
+
+
 def pytest_addoption(parser):
     """``pytest --update-golden`` rewrites the golden files from the current output."""
     try:

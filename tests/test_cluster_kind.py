@@ -409,19 +409,8 @@ def test_an_emulator_image_the_node_lacks_is_warned(image, warned):
         assert warnings[0].endswith(f"Did you mean image: {pins.EMULATOR_IMAGE}?")
 
 
-def _broken_copy(tmp_path: Path, file: str, old: str, new: str) -> Path:
-    import shutil
-
-    folder = tmp_path / "m"
-    shutil.copytree(ROOT / "manifests", folder)
-    text = (folder / file).read_text()
-    assert old in text
-    (folder / file).write_text(text.replace(old, new, 1))
-    return folder
-
-
-def test_dry_run_deploy_refuses_what_the_real_deploy_refuses(tmp_path):
-    folder = _broken_copy(tmp_path, "services.yaml", "  selector: {app: ai-api}", "  selectr: {app: ai-api}")
+def test_dry_run_deploy_refuses_what_the_real_deploy_refuses(tmp_path, course_copy):
+    folder = course_copy("services.yaml", "  selector: {app: ai-api}", "  selectr: {app: ai-api}")
     proc = _cli("deploy", "--backend", "kind", "--dry-run", "--manifests", str(folder))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: the manifests do not validate; nothing would be applied:")

@@ -131,27 +131,16 @@ def test_a_verb_that_changes_nothing_says_so_and_is_not_replayed(store, tmp_path
     assert [a["action"] for a in json.loads(store.path.read_text())["actions"]] == ["promote"]
 
 
-def _course_copy(tmp_path: Path, file: str, old: str, new: str) -> Path:
-    import shutil
-
-    folder = tmp_path / "m"
-    shutil.copytree(ROOT / "manifests", folder)
-    text = (folder / file).read_text()
-    assert old in text
-    (folder / file).write_text(text.replace(old, new, 1))
-    return folder
-
-
-def test_deploy_refuses_manifests_kind_would_refuse(store, tmp_path):
-    folder = _course_copy(tmp_path, "services.yaml", "  selector: {app: ai-api}", "  selectr: {app: ai-api}")
+def test_deploy_refuses_manifests_kind_would_refuse(store, tmp_path, course_copy):
+    folder = course_copy("services.yaml", "  selector: {app: ai-api}", "  selectr: {app: ai-api}")
     with pytest.raises(ClusterError, match="kind would refuse them too\\); nothing was deployed:\n  "
                                            "Service ai-prod/ai-api-stable: spec: Additional properties"):
         backend(store).deploy(folder)
     assert not store.path.exists()
 
 
-def test_deploy_warns_of_an_image_the_kind_node_lacks(store, tmp_path):
-    folder = _course_copy(tmp_path, "rollout.yaml", "image: servelab/emulator:0.1.0", "image: servelab/emulatr:0.1.0")
+def test_deploy_warns_of_an_image_the_kind_node_lacks(store, tmp_path, course_copy):
+    folder = course_copy("rollout.yaml", "image: servelab/emulator:0.1.0", "image: servelab/emulatr:0.1.0")
     said: list[str] = []
     s = backend(store, say=said.append).deploy(folder)
     assert s.phase == "Paused"  # the simulator runs it all the same
@@ -281,8 +270,8 @@ def test_course_rollout_with_a_fault_goes_degraded_and_undo_recovers(real_sim, c
 
 
 @pytest.mark.slow
-def test_a_query_on_a_metric_no_pod_exports_is_named(real_sim, capsys, tmp_path):
-    folder = _course_copy(tmp_path, "analysis-health.yaml", 'sum(rate(http_requests_total{service="{{args.canary-service}}",status',
+def test_a_query_on_a_metric_no_pod_exports_is_named(real_sim, capsys, tmp_path, course_copy):
+    folder = course_copy("analysis-health.yaml", 'sum(rate(http_requests_total{service="{{args.canary-service}}",status',
                           'sum(rate(http_request_total{service="{{args.canary-service}}",status')
     assert main(["cluster", "deploy", "--manifests", str(folder), "--until", "10m"]) == 0
     err = capsys.readouterr().err
