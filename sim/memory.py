@@ -291,16 +291,18 @@ def plan_memory(
     else:
         available = requested - weights - non_torch - activation - graphs
         if available <= 0:
-            # _advice's test: weights within 90% of what vLLM may use leave room a flag could win back.
+            # Weights below 90% of what vLLM may use leave room a flag could win back; above, only
+            # more GPUs or a bigger one help.
             weights_fill = model.weight_bytes_per_gpu(tp, precision, moe) >= 0.9 * requested
+            kind = OutOfMemoryError.WEIGHTS if weights_fill else OutOfMemoryError.KV_CACHE
             raise OutOfMemoryError(
                 f"No available memory for the cache blocks: {model.name} on {gpu.name} "
                 f"(tensor parallelism {tp}) may use total_gpu_memory ({total / GiB:.2f}GiB) x "
                 f"gpu_memory_utilization ({gpu_memory_utilization:.2f}) = {requested / GiB:.2f}GiB per GPU; "
                 f"model weights take {weights / GiB:.2f}GiB; non_torch_memory takes {non_torch / GiB:.2f}GiB; "
                 f"PyTorch activation peak memory takes {activation / GiB:.2f}GiB; CUDA graphs take "
-                f"{graphs / GiB:.2f}GiB, leaving {available / GiB:.2f}GiB. {_advice(model, tp, requested, precision, moe)}",
-                OutOfMemoryError.WEIGHTS if weights_fill else OutOfMemoryError.KV_CACHE,
+                f"{graphs / GiB:.2f}GiB, leaving {available / GiB:.2f}GiB. {_advice(model, tp, requested, precision, kind)}",
+                kind,
             )
     num_blocks = num_gpu_blocks_override or available // page_bytes
     blocks_per_request = sum(g.blocks_per_request for g in groups)
@@ -439,9 +441,10 @@ class _Defaults:
         self.enable_expert_parallel = enable_expert_parallel
 
 
-def _advice(model: ModelSpec, tp: int, requested: int, precision: Precision | None = None, moe=None) -> str:
-    """What to change when nothing is left for the KV cache."""
-    if model.weight_bytes_per_gpu(tp, precision, moe) < 0.9 * requested:
+def _advice(model: ModelSpec, tp: int, requested: int, precision: Precision | None, kind: str) -> str:
+    """What to change when nothing is left for the KV cache, by the shortfall's ``kind``
+    (:class:`OutOfMemoryError`'s KV_CACHE: a flag can win memory back; WEIGHTS: the weights alone fill it)."""
+    if kind == OutOfMemoryError.KV_CACHE:
         return "Try increasing --gpu-memory-utilization or --tensor-parallel-size, or lowering --max-num-seqs."
     for bigger in range(tp + 1, 65):
         try:

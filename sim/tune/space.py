@@ -33,9 +33,6 @@ DEFAULT_TP = (1, 2, 4, 8)
 DEFAULT_MAX_NUM_SEQS = (64, 128, 256, 512)
 DEFAULT_MAX_NUM_BATCHED_TOKENS = (2048, 8192, 16384)
 DEFAULT_MAX_REPLICAS = 8
-# vLLM 0.33's default, which `servelab memory` and `bench` use too, so that tune's plan and the
-# exported `vllm serve` line agree with both.
-DEFAULT_GPU_MEMORY_UTILIZATION = GPU_MEMORY_UTILIZATION
 
 
 def precision_axes_supported() -> bool:
@@ -57,7 +54,9 @@ class SearchSpace:
     enable_expert_parallel: tuple[bool, ...] = (False,)  # MoE models only; see the module docstring
     max_replicas: int = DEFAULT_MAX_REPLICAS
     max_model_len: int = 8192
-    gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION
+    # vLLM 0.33's default, which `servelab memory` and `bench` use too, so that tune's plan and the
+    # exported `vllm serve` line agree with both.
+    gpu_memory_utilization: float = GPU_MEMORY_UTILIZATION
 
     def __post_init__(self) -> None:
         if not self.gpus:
