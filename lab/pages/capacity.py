@@ -76,7 +76,7 @@ with controls:
     if len(kv_default) > 1:  # the simulator models weight and KV-cache precision
         # A quantized checkpoint (gpt-oss's mxfp4, an FP8 or AWQ one) is searched in its own
         # weights: vLLM refuses --quantization fp8 on most, and on an FP8 one it is the same engine.
-        quant_options = ["model's own"] + ["fp8" for q in quant_default if q == "fp8"]
+        quant_options = ["model's own", "fp8"] if "fp8" in quant_default else ["model's own"]
         defaults(cp_quant=list(quant_options), cp_kv=list(kv_default))
         st.session_state.cp_quant = [q for q in st.session_state.cp_quant if q in quant_options] or ["model's own"]
         quants = st.multiselect("--quantization", quant_options, key="cp_quant")

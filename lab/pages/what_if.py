@@ -233,10 +233,11 @@ def _sweep(config: EngineConfig, loads: list) -> list[dict]:
     """Simulate every load, in parallel, drawing the curve again as each one finishes.
     Finished rates are kept in the session, so a rerun shows them at once."""
     done = st.session_state.setdefault("wi_sweep_done", {})
-    # Keyed by the code too: after an edit under sim/ the rates are simulated again.
-    from sim.tune.executors import source_version
-
-    code = source_version(SOURCES)
+    # Keyed by the code too (the version the pool's workers run): after an edit under sim/ the
+    # rates are simulated again.
+    pools = _sweep_pools()
+    pool = pools.get(0)
+    code = pools.version
     todo = [load for load in loads if (code, config, load) not in done]
     chart = st.empty()
     progress = st.progress(0.0, text="simulating...") if todo else None
@@ -247,7 +248,7 @@ def _sweep(config: EngineConfig, loads: list) -> list[dict]:
 
     last_draw_s = time.monotonic()
     try:
-        for i, (load, summary) in enumerate(_sweep_pools().get(0).map_unordered(runs.rate_summary, [(config, l) for l in todo])):
+        for i, (load, summary) in enumerate(pool.map_unordered(runs.rate_summary, [(config, l) for l in todo])):
             done[(code, config, load)] = summary
             progress.progress((i + 1) / len(todo), text=f"{load.request_rate:g} requests/s done")
             # Redraw as rates finish, at most four times a second (a plotly figure costs the browser
@@ -259,7 +260,7 @@ def _sweep(config: EngineConfig, loads: list) -> list[dict]:
         st.error(str(exc))
         st.stop()
     except BrokenProcessPool:
-        _sweep_pools().drop()  # a worker died (killed, out of memory): start a new pool next time
+        pools.drop()  # a worker died (killed, out of memory): start a new pool next time
         st.error("A simulation process stopped unexpectedly; press the button again to retry.")
         st.stop()
     if progress is not None:

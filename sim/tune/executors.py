@@ -151,6 +151,12 @@ class OnePool:
                 self.executor, self._workers = self._make(workers, self._fresh), workers
             return self.executor
 
+    @property
+    def version(self) -> tuple[int, int]:
+        """The reading of the ``watch`` folders the current pool's workers started from
+        (:func:`source_version`), as of the last :meth:`get`."""
+        return self._version
+
     def drop(self) -> None:
         with self._lock:
             if self.executor is not None:
