@@ -149,7 +149,10 @@ class Engine:
         self.next_arrival_s = next_arrival_s or (lambda: math.inf)
         self.listeners: list[EngineListener] = []
         self.stats = EngineStats()
-        self.step_end_s: list[float] = []  # end time of every step, by global step index
+        # End time of every step: step i ended at step_end_s[i - step_base]. step_base stays 0
+        # but in a server that runs for hours, which forgets what no request needs (forget_steps).
+        self.step_end_s: list[float] = []
+        self.step_base = 0
         self.step_log = StepLog()
         self.finished: list[Request] = []
         self._counter = 0
@@ -278,8 +281,23 @@ class Engine:
 
     def token_times(self, request: Request) -> np.ndarray:
         """When each output token of ``request`` was produced."""
-        ends = self.step_end_s
-        return np.array([ends[i] for a, b in request.token_steps for i in range(a, b + 1)])
+        ends, base = self.step_end_s, self.step_base
+        return np.array([ends[i - base] for a, b in request.token_steps for i in range(a, b + 1)])
+
+    def forget_steps(self) -> int:
+        """Forget the end times of the steps before the oldest one an unfinished request made a
+        token in (a server that runs for hours calls this; offline results need every step).
+        Returns how many were forgotten."""
+        oldest = self.step_base + len(self.step_end_s)  # the next step's index
+        for request in self.scheduler.requests.values():
+            if request.token_steps:
+                oldest = min(oldest, request.token_steps[0][0])
+            elif getattr(request, "lazy_step", -1) >= 0:  # parked by the fast-forward scheduler
+                oldest = min(oldest, request.lazy_step)
+        forget = oldest - self.step_base
+        del self.step_end_s[:forget]
+        self.step_base = oldest
+        return forget
 
     # --- asynchronous scheduling ---
     def _take_in(self, now: float) -> None:
@@ -393,7 +411,7 @@ class Engine:
     def _finish_step(self, out: SchedulerOutput, start_s: float, durations: np.ndarray | None) -> None:
         env, stats, sched = self.env, self.stats, self.scheduler
         num_steps = 1 if durations is None else len(durations)
-        first_step = len(self.step_end_s)
+        first_step = self.step_base + len(self.step_end_s)
         if durations is None:
             self.step_end_s.append(env.now)
         else:
@@ -419,13 +437,13 @@ class Engine:
             for request in list(out.sampled):
                 if request.request_id in self._forks:
                     if request.first_token_s is None:
-                        request.first_token_s = self.step_end_s[first_step]
+                        request.first_token_s = self.step_end_s[first_step - self.step_base]
                     self._fork_samples(request, last_step)
         produced = out.sampled
         previous = last_step - 1
         for request in produced:
             if request.first_token_s is None:
-                request.first_token_s = self.step_end_s[first_step]
+                request.first_token_s = self.step_end_s[first_step - self.step_base]
             runs = request.token_steps  # Request.record_token_step, inlined (hot loop)
             if runs and runs[-1][1] == previous:
                 runs[-1][1] = last_step

@@ -113,6 +113,8 @@ class EngineResult:
 
 
 def collect_result(engine: "Engine", requests: list[Request]) -> EngineResult:
+    if engine.step_base:
+        raise ValueError(f"the engine forgot its first {engine.step_base} steps (forget_steps): results need them all")
     ends = np.asarray(engine.step_end_s)
     itls = []
     for r in requests:

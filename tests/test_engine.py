@@ -237,3 +237,53 @@ def test_a_staged_request_can_be_aborted():
     env.run()
     assert gone.status.value == "abort" and gone.first_scheduled_s is None
     assert engine.stats.request_success_total["abort"] == 1
+
+
+@pytest.mark.parametrize("fast_forward", [False, True])
+@pytest.mark.parametrize("n", [1, 2])
+def test_forgetting_old_steps_keeps_every_live_requests_token_times(fast_forward, n):
+    """A server that runs for hours forgets the end times of steps no unfinished request needs
+    (Engine.forget_steps): every request's token times at its finish are those of a run that
+    forgot nothing, and the engine holds only the steps its live requests span."""
+
+    def run(forget: bool):
+        env = simpy.Environment()
+        config = EngineConfig(model="llama-2-7b", gpu="a100-80gb", num_gpu_blocks_override=300, max_model_len=2048)
+        engine = Engine(env, config, fast_forward=fast_forward)
+        times, held = {}, []
+
+        class Listener:
+            def on_finish(self, request, now_s):
+                times[request.request_id] = engine.token_times(request)
+
+        engine.listeners.append(Listener())
+        rng = np.random.default_rng(3)
+
+        def clients():
+            for i in range(60):
+                yield env.timeout(float(rng.exponential(0.15)))
+                engine.add_request(list(range(i, i + int(rng.integers(20, 400)))), int(rng.integers(1, 120)), n=n)
+
+        def forgetter():
+            while True:
+                yield env.timeout(0.25)
+                engine.forget_steps()
+                held.append(len(engine.step_end_s))
+
+        env.process(clients())
+        if forget:
+            env.process(forgetter())
+        env.run(until=60.0)
+        return engine, times, held
+
+    full, expected, _ = run(False)
+    engine, times, held = run(True)
+    assert times.keys() == expected.keys() and len(times) == 60 * n
+    for rid, t in expected.items():
+        np.testing.assert_array_equal(times[rid], t, err_msg=rid)
+    assert engine.step_base + len(engine.step_end_s) == len(full.step_end_s)
+    assert engine.step_base > 0 and max(held) < len(full.step_end_s) / 2
+    assert engine.step_end_s == [] and engine.forget_steps() == 0  # all done: nothing left to keep
+    with pytest.raises(ValueError, match="forgot its first"):
+        from sim.results import collect_result
+        collect_result(engine, engine.finished)
