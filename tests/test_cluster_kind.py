@@ -7,7 +7,9 @@ is valid.
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import stat
 import subprocess
 import sys
@@ -79,6 +81,101 @@ def test_cli_dry_run_needs_no_kind_on_path(tmp_path):
     assert "nothing below is executed" in proc.stdout
 
 
+# The rollout verbs' dry run: what they would send, printed without any cluster. The Rollout's
+# name and namespace come from the course's manifests (ai-prod/ai-api).
+
+KUBECTL = "kubectl --context kind-servelab -n ai-prod"
+PLUGIN = "kubectl argo rollouts --context kind-servelab -n ai-prod"
+GET = f"{KUBECTL} get rollout ai-api -o yaml"
+
+
+@pytest.fixture
+def no_cluster(monkeypatch):
+    """A kubeconfig that does not exist, and a test failure on any try to reach a cluster."""
+    def refuse(*args, **kwargs):
+        pytest.fail("a dry run tried to reach the cluster")
+
+    monkeypatch.setattr(kubecontext, "resolve_kind_context", refuse)
+    monkeypatch.setattr(kubecontext, "api_client", refuse)
+    monkeypatch.setenv("KUBECONFIG", "/nonexistent/kubeconfig")
+
+
+@pytest.mark.parametrize(
+    "verb, lines",
+    [
+        pytest.param(("status",), [GET, f"{PLUGIN} get rollout ai-api"], id="status"),
+        pytest.param(("promote",), [
+            GET,
+            f"""{KUBECTL} patch rollout ai-api --subresource=status --type=merge -p '{{"status":{{"pauseConditions":null}}}}'""",
+            f"""{KUBECTL} patch rollout ai-api --subresource=status --type=merge -p '{{"status":{{"pauseConditions":null,"currentStepIndex":N}}}}'""",
+            f"""{KUBECTL} patch rollout ai-api --type=merge -p '{{"spec":{{"paused":false}}}}'""",
+            f"{PLUGIN} promote ai-api",
+        ], id="promote"),
+        pytest.param(("promote", "--full"), [
+            GET,
+            f"""{KUBECTL} patch rollout ai-api --subresource=status --type=merge -p '{{"status":{{"promoteFull":true}}}}'""",
+            f"{PLUGIN} promote ai-api --full",
+        ], id="promote-full"),
+        pytest.param(("abort",), [
+            f"""{KUBECTL} patch rollout ai-api --subresource=status --type=merge -p '{{"status":{{"abort":true}}}}'""",
+            f"{PLUGIN} abort ai-api",
+        ], id="abort"),
+        pytest.param(("undo",), [
+            GET,
+            f"{KUBECTL} get replicasets -l app=ai-api -o yaml",
+            f"""{KUBECTL} patch rollout ai-api --type=json -p '[{{"op":"replace","path":"/spec/template","value":TEMPLATE}}]'""",
+            f"{PLUGIN} undo ai-api",
+        ], id="undo"),
+        pytest.param(("fault", "canary:error-rate=0.05"), [GET], id="fault"),
+        pytest.param(("fault", "none"), [GET], id="fault-none"),
+    ],
+)
+def test_rollout_verbs_dry_run_print_what_they_send_and_reach_no_cluster(no_cluster, capsys, verb, lines):
+    backend = KindBackend(dry_run=True, runner=_never_run)
+    if verb[0] == "fault":
+        result = backend.set_fault(verb[1])
+    elif verb[0] == "promote":
+        result = backend.promote(full="--full" in verb)
+    else:
+        result = getattr(backend, verb[0])()
+    assert result is None  # the CLI prints no status after a dry run
+    out = capsys.readouterr().out
+    assert out.startswith(f"# servelab cluster {' '.join(verb)} --backend kind --dry-run: nothing below is executed.")
+    assert "# No cluster is contacted. The Rollout is ai-prod/ai-api" in out
+    for line in lines:
+        assert line in out.splitlines()
+
+
+@pytest.mark.parametrize("spec", ["canary:error-rate=0.05", "none"])
+def test_fault_dry_run_prints_the_patch_for_the_deployed_args(no_cluster, capsys, spec):
+    KindBackend(dry_run=True).set_fault(spec)
+    [line] = [l for l in capsys.readouterr().out.splitlines() if " patch rollout " in l]
+    argv = shlex.split(line)
+    assert argv[:10] == ["kubectl", "--context", "kind-servelab", "-n", "ai-prod", "patch", "rollout", "ai-api",
+                         "--type=json", "-p"]
+    patch = json.loads(argv[10])
+    [rollout] = [d for d in manifests.load_documents(manifests.render(ROOT / "manifests")[0]) if d["kind"] == "Rollout"]
+    assert patch == rollout_api.fault_patch(rollout, None if spec == "none" else spec)
+    args = patch[0]["value"]
+    assert ("--fault=error-rate=0.05" in args) is (spec != "none")
+    assert args[0] == "meta-llama/Llama-3.1-8B"  # the deployed args are kept
+
+
+@pytest.mark.parametrize("args", [
+    pytest.param(["status"], id="status"),
+    pytest.param(["promote"], id="promote"),
+    pytest.param(["undo"], id="undo"),
+    pytest.param(["fault", "canary:latency=3x"], id="fault"),
+])
+def test_cli_rollout_verbs_dry_run_without_a_cluster(tmp_path, args):
+    # No kubeconfig at all: a dry run must not need one.
+    env = dict(os.environ, KUBECONFIG=str(tmp_path / "no-such-kubeconfig"))
+    proc = _cli(*args, "--backend", "kind", "--dry-run", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "nothing below is executed" in proc.stdout and "No cluster is contacted" in proc.stdout
+    assert "Status:" not in proc.stdout and "Traceback" not in proc.stderr
+
+
 def test_sim_only_flags_are_refused_for_kind():
     proc = _cli("deploy", "--backend", "kind", "--speed", "60", "--dry-run")
     assert proc.returncode == 2
@@ -94,8 +191,10 @@ def _script(path: Path, body: str) -> None:
     path.chmod(path.stat().st_mode | stat.S_IEXEC)
 
 
-def _bin_dir(tmp_path: Path, *, with_kind: bool = True, daemon: bool = True, istio: str = pins.ISTIO_VERSION) -> str:
-    """A folder of stand-in programs that answer like docker, kind, kubectl and istioctl."""
+def _bin_dir(tmp_path: Path, *, with_kind: bool = True, daemon: bool = True, istio: str = pins.ISTIO_VERSION,
+             argo_plugin: str | None = None) -> str:
+    """A folder of stand-in programs that answer like docker, kind, kubectl and istioctl, and with
+    ``argo_plugin`` (what ``version --short`` prints) like the Argo Rollouts kubectl plugin."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     info = 'echo 28.2.2; exit 0' if daemon else 'echo "Cannot connect to the Docker daemon" >&2; exit 1'
@@ -104,6 +203,8 @@ def _bin_dir(tmp_path: Path, *, with_kind: bool = True, daemon: bool = True, ist
     _script(bin_dir / "istioctl", f'echo "client version: {istio}"\n')
     if with_kind:
         _script(bin_dir / "kind", f'echo "kind {pins.KIND_VERSION} go1.22.9 linux/amd64"\n')
+    if argo_plugin is not None:
+        _script(bin_dir / "kubectl-argo-rollouts", f'echo "{argo_plugin}"\n')
     return str(bin_dir)
 
 
@@ -129,11 +230,39 @@ def test_preflight_says_what_to_install(tmp_path, with_kind, daemon, istio, rc, 
         assert text in proc.stdout
 
 
+PLUGIN_VERSION = f"kubectl-argo-rollouts: {pins.ARGO_ROLLOUTS_VERSION}+e9c0ab3"  # what 'version --short' prints
+
+
+@pytest.mark.parametrize(
+    "argo_plugin, must_say",
+    [
+        pytest.param(None, ["[warn] kubectl-argo-rollouts: not found on PATH (optional",
+                            f"{pins.ARGO_ROLLOUTS_PLUGIN_URL}-linux-amd64", "/usr/local/bin/kubectl-argo-rollouts",
+                            "need no plugin", "Everything the kind backend needs is here"], id="absent"),
+        pytest.param(PLUGIN_VERSION, [f"[ok  ] kubectl-argo-rollouts: {pins.ARGO_ROLLOUTS_VERSION} ("],
+                     id="present"),
+        pytest.param("kubectl-argo-rollouts: v1.6.0+abc", ["[ok  ] kubectl-argo-rollouts: v1.6.0 (the cluster runs "
+                                                           f"Argo Rollouts {pins.ARGO_ROLLOUTS_VERSION})"], id="older"),
+    ],
+)
+def test_preflight_reports_the_argo_rollouts_plugin_as_optional(tmp_path, argo_plugin, must_say):
+    # The real plugin cannot be downloaded here: a stand-in script named kubectl-argo-rollouts,
+    # answering 'version --short' as the real one does, takes its place on PATH.
+    env = dict(os.environ, PATH=_bin_dir(tmp_path, argo_plugin=argo_plugin) + os.pathsep + "/bin")
+    proc = _cli("preflight", "--backend", "kind", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr  # optional: never fails the preflight
+    for text in must_say:
+        assert text in proc.stdout
+    assert "missing:" not in proc.stdout
+
+
 def test_preflight_with_nothing_installed(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     checks = preflight.kind_checks()
-    missing = {c.name for c in checks if not c.ok}
+    missing = {c.name for c in checks if c.required and not c.ok}
     assert missing == {"docker", "kind", "kubectl", "istioctl"}
+    [plugin] = [c for c in checks if c.name == "kubectl-argo-rollouts"]
+    assert not plugin.ok and not plugin.required
     text = preflight.render(checks)
     for url in ("https://docs.docker.com/engine/install/", "https://kubernetes.io/docs/tasks/tools/",
                 "https://kind.sigs.k8s.io/docs/user/quick-start/#installation"):

@@ -144,13 +144,20 @@ def test_fault_patches_the_template(api):
                      "value": ["m", "--fault=error-rate=0.05"]}]
 
 
-def test_dry_run_promote_sends_nothing(api, capsys):
+@pytest.mark.parametrize("verb", [
+    pytest.param(lambda b: b.status(), id="status"),
+    pytest.param(lambda b: b.promote(), id="promote"),
+    pytest.param(lambda b: b.promote(full=True), id="promote-full"),
+    pytest.param(lambda b: b.abort(), id="abort"),
+    pytest.param(lambda b: b.undo(), id="undo"),
+    pytest.param(lambda b: b.set_fault("canary:error-rate=0.05"), id="fault"),
+])
+def test_dry_run_asks_the_api_server_nothing(api, capsys, verb):
     api.dry_run = True
-    api.promote()
+    assert verb(api) is None
     out = capsys.readouterr().out
-    assert ("kubectl --context kind-servelab --kubeconfig" in out
-            and "-n ai-prod patch rollout ai-api --subresource=status --type=merge" in out)
-    assert _patches() == []
+    assert "kubectl --context kind-servelab --kubeconfig" in out and "-n ai-prod " in out
+    assert _Api.requests == []  # not even a read: a dry run contacts no cluster
 
 
 def test_a_missing_rollout_says_deploy_first(api):

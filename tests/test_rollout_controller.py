@@ -221,6 +221,71 @@ def test_retry_after_abort_restarts_the_steps(tmp_path):
     assert sim.promoted and sim.now_s == 600.0 + 3600.0
 
 
+# -- what undo, retry, promote and abort leave behind (Argo's resetRolloutStatus and RemoveAbort) ---
+
+COMMAND_STEPS = [{"setWeight": 30}, {"pause": {}}, {"analysis": {"templates": [{"templateName": "t"}]}},
+                 {"setWeight": 60}, {"pause": {}}]
+WAITING = "CanaryPauseStep: waiting for promote"
+# Undo puts the stable template back: Argo forgets the abort and the pauses, skips every step
+# ("Rollback to stable ReplicaSets") and shows Healthy with no message.
+UNDONE = {"phase": "Healthy", "message": "", "aborted": False, "aborted_at_s": None, "abort_reason": None,
+          "step_index": len(COMMAND_STEPS), "weight": 0, "paused": (None, False, False)}
+
+
+def _state(sim) -> dict:
+    return {"phase": sim.phase, "message": sim.message, "aborted": sim.aborted, "aborted_at_s": sim.aborted_at_s,
+            "abort_reason": sim.abort_reason, "step_index": sim.step_index, "weight": sim.weight,
+            "paused": (sim.pause_until_s, sim.pause_started, sim.paused_by_analysis)}
+
+
+@pytest.mark.parametrize(
+    "commands, expected",
+    [
+        pytest.param(["abort", "undo"], UNDONE, id="undo-after-abort-clears-the-abort"),
+        pytest.param(["undo"], UNDONE, id="undo-in-a-pause-clears-the-pause"),
+        pytest.param(["abort", "undo", "retry"], UNDONE, id="retry-after-undo-does-nothing"),
+        pytest.param(["undo", "promote"], UNDONE, id="promote-after-undo-does-nothing"),
+        pytest.param(["undo", "promote-full"], UNDONE, id="promote-full-after-undo-does-nothing"),
+        pytest.param(["undo", "abort"], UNDONE, id="abort-after-undo-does-nothing"),
+        pytest.param(["abort", "retry"],
+                     {"phase": "Paused", "message": WAITING, "aborted": False, "aborted_at_s": None,
+                      "abort_reason": None, "step_index": 1, "weight": 30, "paused": (None, True, False)},
+                     id="retry-restarts-the-steps-without-the-abort"),
+        pytest.param(["promote"],
+                     {"phase": "Progressing", "message": "", "aborted": False, "aborted_at_s": None,
+                      "abort_reason": None, "step_index": 2, "weight": 30, "paused": (None, False, False)},
+                     id="promote-clears-the-pause-message"),
+    ],
+)
+def test_state_after_commands(tmp_path, commands, expected):
+    prov = Script(q=lambda t: [0.1])  # the analysis step keeps running: interval and no count
+    docs = [rollout(COMMAND_STEPS), template("t", metric("m", "q", interval="1m", successCondition="result[0] < 0.5"))]
+    sim = build(tmp_path, docs, prov)
+    sim.advance(600)
+    assert (sim.phase, sim.message, sim.step_index) == ("Paused", WAITING, 1)
+    for command in commands:
+        if command == "promote-full":
+            sim.promote(full=True)
+        else:
+            getattr(sim, command)()
+        sim.advance(sim.now_s + 600)
+    assert _state(sim) == expected
+    assert not sim.promoted and sim.status()["aborted"] is expected["aborted"]
+
+
+def test_undo_in_an_inconclusive_pause_clears_it(tmp_path):
+    prov = Script(q=lambda t: [0.5])
+    docs = [rollout([{"setWeight": 10}, {"analysis": {"templates": [{"templateName": "t"}]}}, {"setWeight": 40}]),
+            template("t", metric("m", "q", successCondition="result[0] < 0.4", failureCondition="result[0] > 0.6"))]
+    sim = build(tmp_path, docs, prov)
+    sim.run_to_completion()
+    assert sim.phase == "Paused" and sim.message.startswith("InconclusiveAnalysisRun:")
+    sim.undo()
+    sim.promote()  # no pause left to clear: the canary does not start again
+    assert _state(sim) == {**UNDONE, "step_index": 3}
+    assert sim.step_run is None and sim.fleet.canary_pods == 0
+
+
 def test_status_reports_runs(tmp_path):
     prov = Script(q=lambda t: [0.1])
     docs = [rollout([{"setWeight": 10}, {"pause": {}}], {"templates": [{"templateName": "t"}]}),

@@ -10,7 +10,10 @@ Rollout the way ``kubectl argo rollouts`` does (lab/cluster/rollout_api.py).
 
 Safety: every command names ``--context kind-<cluster>`` and the API client is built for that
 context only; lab/cluster/kubecontext.py refuses anything else. ``--dry-run`` prints the plan
-(every command, and the manifests as kustomize renders them) and runs nothing.
+(every command, and the manifests as kustomize renders them) and runs nothing. For ``status``,
+``promote``, ``abort``, ``undo`` and ``fault`` it contacts no cluster either: it prints the
+``kubectl`` reads and patches they send, each patch that depends on the Rollout's live state with
+the condition it is sent under, and the same verb as a ``kubectl argo rollouts`` command.
 """
 
 from __future__ import annotations
@@ -211,11 +214,94 @@ class KindBackend(ClusterBackend):
     def plan_down(self) -> list[Step]:
         return [Step("Delete the kind cluster", ("kind", "delete", "cluster", "--name", self.cluster_name))]
 
-    def _print_plan(self, verb: str, steps: list[Step], rendered: list[tuple[Path, str, str]] = ()) -> None:
+    # A dry run of the rollout verbs contacts no cluster. Where what is sent depends on the
+    # Rollout's live state, the step's title says when it is sent, and a value only the cluster
+    # knows is written in capitals (N, TEMPLATE). The patches are rollout_api's, as the plugin's.
+
+    def plan_status(self) -> list[Step]:
+        return [self._get_step("Read the Rollout (status shows its status.phase, step, canary weight)")]
+
+    def plan_promote(self, full: bool = False) -> list[Step]:
+        if full:
+            return [
+                self._get_step("Read the Rollout: the patch is sent while a canary is in progress "
+                               "(status.currentPodHash differs from status.stableRS)"),
+                self._patch_step("Skip every remaining step and analysis", {"status": {"promoteFull": True}}, status=True),
+            ]
+        return [
+            self._get_step("Read the Rollout: which patches follow depends on its status and spec.paused"),
+            self._patch_step("If it has status.pauseConditions (a pause step, or an Inconclusive analysis): clear them",
+                             {"status": {"pauseConditions": None}}, status=True),
+            self._patch_step("Otherwise, in an analysis step: go on to the next, N = status.currentStepIndex + 1",
+                             '{"status":{"pauseConditions":null,"currentStepIndex":N}}', status=True),
+            self._patch_step("Then, if spec.paused is true (paused by hand): resume it", {"spec": {"paused": False}}),
+        ]
+
+    def plan_abort(self) -> list[Step]:
+        return [self._patch_step("Abort: all traffic back to stable; the Rollout turns Degraded",
+                                 rollout_api.ABORT_PATCH, status=True)]
+
+    def plan_undo(self) -> list[Step]:
+        rollout = self._rollout_doc()
+        namespace = (rollout.get("metadata") or {}).get("namespace", "default")
+        labels = ((rollout.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        return [
+            self._get_step("Read the Rollout: its uid and spec.selector"),
+            Step(f"List its ReplicaSets (annotation {rollout_api.REVISION_ANNOTATION} numbers the revisions)",
+                 self._kubectl("-n", namespace, "get", "replicasets", "-l", selector, "-o", "yaml"), True),
+            self._patch_step("Put the previous revision's pod template back: TEMPLATE is spec.template of the "
+                             f"ReplicaSet it owns with the second-highest revision, less its {rollout_api.HASH_LABEL} label",
+                             '[{"op":"replace","path":"/spec/template","value":TEMPLATE}]', json_patch=True),
+        ]
+
+    def plan_fault(self, spec: str | None) -> list[Step]:
+        patch = rollout_api.fault_patch(self._rollout_doc(), spec)
+        change = f"with {rollout_api.emulator_fault_arg(spec)}" if spec else "without --fault"
+        return [
+            self._get_step("Read the Rollout: the patch keeps its first container's args, less any --fault"),
+            self._patch_step(f"Set the args {change} (here as {self._rel(self.manifests_dir)} has them; the patch "
+                             "keeps the cluster's own): a new pod template, so a new revision and a canary",
+                             patch, json_patch=True),
+        ]
+
+    def _get_step(self, title: str) -> Step:
+        namespace, name = self._rollout_ref()
+        return Step(title, self._kubectl("-n", namespace, "get", "rollout", name, "-o", "yaml"), True)
+
+    def _patch_step(self, title: str, patch, *, status: bool = False, json_patch: bool = False) -> Step:
+        """``kubectl patch`` for a patch given as data, or as text where it holds a placeholder."""
+        namespace, name = self._rollout_ref()
+        body = patch if isinstance(patch, str) else rollout_api.to_kubectl_patch(patch)
+        args = ["--subresource=status"] if status else []
+        args += ["--type=json" if json_patch else "--type=merge", "-p", body]
+        return Step(title, self._kubectl("-n", namespace, "patch", "rollout", name, *args))
+
+    def plugin_command(self, verb: str, *flags: str) -> tuple[str, ...]:
+        """The same verb with the Argo Rollouts kubectl plugin (``kubectl argo rollouts VERB NAME``)."""
+        namespace, name = self._rollout_ref()
+        kubeconfig = ("--kubeconfig", str(self.kubeconfig)) if self.kubeconfig else ()
+        verb_args = ("get", "rollout", name) if verb == "get" else (verb, name)
+        return ("kubectl", "argo", "rollouts", "--context", self.context, *kubeconfig, "-n", namespace,
+                *verb_args, *flags)
+
+    def _print_rollout_plan(self, verb: str, steps: list[Step], plugin: tuple[str, ...] | None) -> None:
+        namespace, name = self._rollout_ref()
+        self._print_plan(verb, steps, note=f"No cluster is contacted. The Rollout is {namespace}/{name}, "
+                                           f"from --manifests {self._rel(self.manifests_dir)}.")
+        if plugin:
+            self.out.write("\n# The same with the Argo Rollouts kubectl plugin (optional; "
+                           "'servelab cluster preflight --backend kind' checks for it):\n"
+                           f"{shlex.join(plugin)}\n")
+
+    def _print_plan(self, verb: str, steps: list[Step], rendered: list[tuple[Path, str, str]] = (),
+                    note: str = "") -> None:
         w = self.out.write
         w(f"# servelab cluster {verb} --backend kind --dry-run: nothing below is executed.\n")
         w(f"# Run from the repository root ({self.repo_root}).\n")
         w(f"# Every kubectl command names --context {self.context}; no other context is ever used.\n")
+        if note:
+            w(f"# {note}\n")
         for i, step in enumerate(steps, 1):
             w(f"\n# {i}. {step.title}\n{step.shell()}\n")
         for path, how, text in rendered:
@@ -295,16 +381,21 @@ class KindBackend(ClusterBackend):
         self._execute(steps)
         return f"kind cluster {self.cluster_name!r} deleted."
 
-    def status(self) -> ClusterStatus:
+    def status(self) -> ClusterStatus | None:
+        if self.dry_run:
+            self._print_rollout_plan("status", self.plan_status(), self.plugin_command("get"))
+            return None
         rollout = self._get_rollout()
         return rollout_api.status_from_rollout(rollout)
 
-    def promote(self, full: bool = False) -> ClusterStatus:
+    def promote(self, full: bool = False) -> ClusterStatus | None:
+        if self.dry_run:
+            flags = ("--full",) if full else ()
+            self._print_rollout_plan(" ".join(("promote", *flags)), self.plan_promote(full),
+                                     self.plugin_command("promote", *flags))
+            return None
         rollout = self._get_rollout()
         spec_patch, status_patch = rollout_api.promote_patches(rollout, full)
-        if self.dry_run:
-            self._print_patches("promote" + (" --full" if full else ""), [("status", status_patch), ("spec", spec_patch)])
-            return rollout_api.status_from_rollout(rollout)
         # Status first, then spec: the plugin's order (it must work on the status subresource).
         if status_patch:
             self._patch(status_patch, subresource="status")
@@ -314,34 +405,33 @@ class KindBackend(ClusterBackend):
 
     def abort(self) -> ClusterStatus | None:
         if self.dry_run:
-            self._print_patches("abort", [("status", rollout_api.ABORT_PATCH)])
+            self._print_rollout_plan("abort", self.plan_abort(), self.plugin_command("abort"))
             return None
         self._patch(rollout_api.ABORT_PATCH, subresource="status")
         return self.status()
 
-    def undo(self) -> ClusterStatus:
+    def undo(self) -> ClusterStatus | None:
+        if self.dry_run:
+            self._print_rollout_plan("undo", self.plan_undo(), self.plugin_command("undo"))
+            return None
         rollout = self._get_rollout()
         apps = self._apps_api()
         selector = ",".join(f"{k}={v}" for k, v in (rollout["spec"]["selector"].get("matchLabels") or {}).items())
         rs_list = apps.list_namespaced_replica_set(rollout["metadata"]["namespace"], label_selector=selector)
         replicasets = [apps.api_client.sanitize_for_serialization(rs) for rs in rs_list.items]
-        patch = rollout_api.undo_patch(rollout, replicasets)
-        if self.dry_run:
-            self._print_patches("undo", [("json", patch)])
-            return rollout_api.status_from_rollout(rollout)
-        self._patch(patch, json_patch=True)
+        self._patch(rollout_api.undo_patch(rollout, replicasets), json_patch=True)
         return self.status()
 
-    def set_fault(self, spec: str) -> ClusterStatus:
+    def set_fault(self, spec: str) -> ClusterStatus | None:
         spec = None if spec in ("none", "") else spec
         if spec is not None:
             rollout_api.emulator_fault_arg(spec)  # a bad SPEC is refused before the cluster is asked
-        rollout = self._get_rollout()
-        patch = rollout_api.fault_patch(rollout, spec)
         if self.dry_run:
-            self._print_patches(f"fault {spec or 'none'}", [("json", patch)])
-            return rollout_api.status_from_rollout(rollout)
-        self._patch(patch, json_patch=True)
+            # The plugin has no verb for a pod's args (its 'set image' changes only the image).
+            self._print_rollout_plan(f"fault {spec or 'none'}", self.plan_fault(spec), None)
+            return None
+        rollout = self._get_rollout()
+        self._patch(rollout_api.fault_patch(rollout, spec), json_patch=True)
         return self.status()
 
     # -- the Kubernetes API -----------------------------------------------------------------------
@@ -364,13 +454,17 @@ class KindBackend(ClusterBackend):
 
         return client.AppsV1Api(self._api())
 
-    def _rollout_ref(self) -> tuple[str, str]:
+    def _rollout_doc(self) -> dict:
+        """The Rollout as the manifests folder renders it (what deploy applied), read offline."""
         text, _ = manifests.render(self.manifests_dir)
         for doc in manifests.load_documents(text):
             if doc.get("kind") == "Rollout":
-                meta = doc.get("metadata") or {}
-                return meta.get("namespace", "default"), meta["name"]
+                return doc
         raise ClusterError(f"{self.manifests_dir}: no Rollout in the manifests")
+
+    def _rollout_ref(self) -> tuple[str, str]:
+        meta = self._rollout_doc().get("metadata") or {}
+        return meta.get("namespace", "default"), meta["name"]
 
     def _get_rollout(self) -> dict:
         from kubernetes import client
@@ -405,17 +499,3 @@ class KindBackend(ClusterBackend):
         else:
             api.patch_namespaced_custom_object(
                 "argoproj.io", "v1alpha1", namespace, "rollouts", name, body, _content_type=content_type)
-
-    def _print_patches(self, verb: str, patches: list[tuple[str, object]]) -> None:
-        namespace, name = self._rollout_ref()
-        self.out.write(f"# servelab cluster {verb} --backend kind --dry-run: the patches, not sent.\n")
-        for kind, patch in patches:
-            if patch is None:
-                continue
-            if kind == "json":
-                args = ["--type=json", "-p", rollout_api.to_kubectl_patch(patch)]
-            else:
-                args = ["--type=merge", "-p", rollout_api.to_kubectl_patch(patch)]
-                if kind == "status":
-                    args.insert(0, "--subresource=status")
-            self.out.write(shlex.join(self._kubectl("-n", namespace, "patch", "rollout", name, *args)) + "\n")

@@ -17,6 +17,10 @@ ARGO_ROLLOUTS_VERSION = "v1.9.1"
 ARGO_ROLLOUTS_INSTALL_URL = (
     f"https://github.com/argoproj/argo-rollouts/releases/download/{ARGO_ROLLOUTS_VERSION}/install.yaml"
 )
+# The optional kubectl plugin, from the same release (its assets: kubectl-argo-rollouts-OS-ARCH).
+ARGO_ROLLOUTS_PLUGIN_URL = (
+    f"https://github.com/argoproj/argo-rollouts/releases/download/{ARGO_ROLLOUTS_VERSION}/kubectl-argo-rollouts"
+)
 ISTIO_VERSION = "1.29.6"
 KEDA_VERSION = "2.16.1"
 KEDA_INSTALL_URL = (
@@ -49,6 +53,18 @@ INSTALL_DOCS = {
         f"  Linux amd64: curl -LO https://dl.k8s.io/release/v{KUBERNETES_VERSION}/bin/linux/amd64/kubectl\n"
         "               sudo install -m 0755 kubectl /usr/local/bin/kubectl\n"
         "  macOS:       brew install kubectl"
+    ),
+    "kubectl-argo-rollouts": (
+        "Optional. ServeLab's status, promote, abort and undo need no plugin; it is for watching the\n"
+        "canary (kubectl argo rollouts get rollout ai-api -n ai-prod --watch) and for running the\n"
+        "'kubectl argo rollouts' commands that --dry-run prints. Install the binary of Argo Rollouts\n"
+        f"{ARGO_ROLLOUTS_VERSION} from https://github.com/argoproj/argo-rollouts/releases:\n"
+        f"  Linux amd64: curl -LO {ARGO_ROLLOUTS_PLUGIN_URL}-linux-amd64\n"
+        "               chmod +x ./kubectl-argo-rollouts-linux-amd64\n"
+        "               sudo mv ./kubectl-argo-rollouts-linux-amd64 /usr/local/bin/kubectl-argo-rollouts\n"
+        "  macOS:       the same with kubectl-argo-rollouts-darwin-arm64 (Intel: -darwin-amd64),\n"
+        "               or brew install argoproj/tap/kubectl-argo-rollouts\n"
+        "  check:       kubectl argo rollouts version"
     ),
     "istioctl": (
         f"Install istioctl {ISTIO_VERSION}: https://istio.io/latest/docs/setup/additional-setup/download-istio-release/\n"

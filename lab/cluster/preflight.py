@@ -2,6 +2,8 @@
 
 Each check runs the program itself (``kind version``, ``kubectl version --client``), so a
 program on PATH that does not start counts as missing too. Nothing here changes the machine.
+The Argo Rollouts kubectl plugin is checked too, as optional (``required=False``): ServeLab's
+own verbs go through the Kubernetes API, so its absence is reported but fails nothing.
 """
 
 from __future__ import annotations
@@ -87,8 +89,24 @@ def check_istioctl() -> Check:
     return Check("istioctl", True, f"{found} ({path})")
 
 
+def check_argo_rollouts_plugin() -> Check:
+    """The Argo Rollouts kubectl plugin: optional, since ServeLab talks to the API itself."""
+    name, fix = "kubectl-argo-rollouts", pins.INSTALL_DOCS["kubectl-argo-rollouts"]
+    path = shutil.which(name)
+    if path is None:
+        return Check(name, False, "not found on PATH (optional: to watch the canary)", fix, required=False)
+    rc, out = _run([path, "version", "--short"])  # prints "kubectl-argo-rollouts: v1.9.1+<commit>"
+    match = re.search(r"v\d+\.\d+\.\d+", out)
+    if rc != 0 or not match:
+        return Check(name, False, f"'kubectl-argo-rollouts version' failed: {out[:200]}", fix, required=False)
+    found = match.group(0)
+    wanted = pins.ARGO_ROLLOUTS_VERSION
+    note = "" if found == wanted else f" (the cluster runs Argo Rollouts {wanted})"
+    return Check(name, True, f"{found}{note} ({path}; optional)")
+
+
 def kind_checks() -> list[Check]:
-    return [*check_docker(), check_kind(), check_kubectl(), check_istioctl()]
+    return [*check_docker(), check_kind(), check_kubectl(), check_istioctl(), check_argo_rollouts_plugin()]
 
 
 def render(checks: list[Check]) -> str:

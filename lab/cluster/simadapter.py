@@ -72,9 +72,7 @@ class RolloutSimulationAdapter:
 
     def status(self) -> ClusterStatus:
         s = self.sim.status()
-        # After an undo the simulator keeps its abort record; Argo clears the abort with the
-        # new spec, so a Healthy rollout shows no abort reason.
-        aborted = bool(s.get("aborted")) and s["phase"] == "Degraded"
+        aborted = bool(s.get("aborted"))  # undo and retry clear it, as Argo does
         details = {
             "Pods": f"canary {s.get('canary_pods', 0)}, stable {s.get('stable_pods', 0)}",
         }

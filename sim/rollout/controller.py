@@ -16,6 +16,11 @@ Semantics (reference: argo-rollouts-analysis.md, sections 1, 2, 7, 8):
 - Abort: canary weight 0 at once, runs terminated, status Degraded, step index 0; the spec
   stays at the new version, so the canary pods are only scaled away (after
   abortScaleDownDelaySeconds).
+- Undo and retry both leave the abort behind, as Argo's ``resetRolloutStatus`` and ``RemoveAbort``
+  do (rollout/sync.go, rollout/pause.go): ``aborted`` false, no abort time or reason, no pause.
+  Undo puts the stable revision's template back, so Argo skips every step ("Rollback to stable
+  ReplicaSets": the step index becomes the number of steps) and the rollout is Healthy with no
+  message. Retry restarts the steps from 0 on the new revision.
 """
 
 from __future__ import annotations
@@ -144,7 +149,7 @@ class RolloutSimulation:
         self.fleet.advance_to(self.now_s)
 
     def promote(self, full: bool = False) -> None:
-        if self.aborted or self.promoted:
+        if self.finished:  # aborted, promoted or undone: no step to move past
             return
         if full:
             self._log("promote --full: skipping the remaining steps and analysis", "promote")
@@ -163,11 +168,14 @@ class RolloutSimulation:
                 self.step_run = None
             self.pause_until_s, self.pause_started = None, False
             self.step_index += 1
-        self.phase = "Progressing"
+        self.phase, self.message = "Progressing", ""  # the pause condition is gone, and its message
         self._reconcile()
 
     def abort(self, reason: dict | None = None) -> None:
-        if self.aborted or self.promoted:
+        # Nothing to abort once the canary is promoted or undone. Argo takes the abort all the
+        # same and turns such a rollout Degraded (calculateRolloutConditions sets RolloutAborted
+        # whenever status.abort is true); we leave it Healthy, since no traffic would move.
+        if self.finished:
             return
         self.aborted = True
         self.aborted_at_s = self.now_s
@@ -187,20 +195,27 @@ class RolloutSimulation:
         self._log(f"ABORT: {why}; canary weight -> 0, status Degraded", "abort")
 
     def undo(self) -> None:
-        """Roll the spec back to the stable revision: steps skipped, Healthy again."""
+        """``kubectl argo rollouts undo``: the spec goes back to the stable revision's template.
+
+        Argo sees a pod template that is the stable ReplicaSet's, resets the status (abort
+        removed, pause conditions cleared, analysis runs dropped) and skips every step: Healthy,
+        with no message. An abort before it is forgotten, so a retry after it does nothing.
+        """
         if self.promoted:
+            # Argo runs the steps again towards the older template (unless spec.rollbackWindow
+            # covers it); we go straight back to it, its ReplicaSet being still up.
             self._log("undo: the previous revision is still kept (scaleDownDelaySeconds); back to it", "info")
             self.fleet.stable_is_new = False
         for run in (self.step_run, self.background_run):
             if run is not None:
                 run.terminate(self.now_s)
+        self.step_run = self.background_run = None
         self.weight = 0
         self.fleet.set_weight(0, canary_pods=0)
-        self.step_run = self.background_run = None
-        self.pause_until_s = None
-        self.phase = "Healthy"
-        self.message = "undo: the stable revision is the desired one again"
-        self._log("undo: spec restored to the stable revision; status Healthy", "info")
+        self._clear_abort_and_pause()
+        self.step_index = len(self.steps)  # Argo's "Rollback to stable ReplicaSets": steps skipped
+        self.phase, self.message = "Healthy", ""
+        self._log("undo: spec restored to the stable revision; steps skipped, status Healthy", "info")
 
     def set_faults(self, faults) -> None:
         """Replace the injected faults from now on (times still count from the rollout's start)."""
@@ -214,12 +229,18 @@ class RolloutSimulation:
         """``kubectl argo rollouts retry``: clears the abort, the steps restart from 0."""
         if not self.aborted:
             return
-        self.aborted = False
-        self.phase = "Progressing"
+        self._clear_abort_and_pause()
+        self.phase, self.message = "Progressing", ""
         self.step_index = 0
         self.step_run = self.background_run = None
         self._log("retry: steps restart from 0", "info")
         self._reconcile()
+
+    def _clear_abort_and_pause(self) -> None:
+        """Argo's ``RemoveAbort`` and ``ClearPauseConditions``: what undo and retry both reset."""
+        self.aborted = False
+        self.aborted_at_s = self.abort_reason = None  # Argo clears status.abortedAt with the flag
+        self.pause_until_s, self.pause_started, self.paused_by_analysis = None, False, False
 
     # -- the control loop -----------------------------------------------------------------------
 
