@@ -282,6 +282,8 @@ class Engine:
     def token_times(self, request: Request) -> np.ndarray:
         """When each output token of ``request`` was produced."""
         ends, base = self.step_end_s, self.step_base
+        if request.token_steps and request.token_steps[0][0] < base:
+            raise ValueError(f"{request.request_id}: its first tokens' steps were forgotten (forget_steps)")
         return np.array([ends[i - base] for a, b in request.token_steps for i in range(a, b + 1)])
 
     def forget_steps(self) -> int:

@@ -513,9 +513,82 @@ def test_metrics_carry_vllm_and_http_series(emu):
     assert ("llm_request_cost_dollars_total", frozenset(http)) in samples
     assert samples[("servelab:emulator_max_lag_seconds", frozenset(vllm))] >= 0
     assert not any(name.startswith("llm_judge") for name, _ in samples)  # the judge job's, by default
-    # Counters agree with the engine's own.
+    # Counters agree with the engine's own; the prompt tokens are counted when a request's first
+    # token comes out (as vLLM 0.33), with the prompt tokens by source, not at admission.
     assert samples[("vllm:generation_tokens_total", frozenset(vllm))] == emu.engine.stats.generation_tokens_total
-    assert samples[("vllm:prompt_tokens_total", frozenset(vllm))] == emu.engine.stats.prompt_tokens_total
+    by_source = sum(samples[("vllm:prompt_tokens_by_source_total", frozenset(vllm | {("source", src)}))]
+                    for src in ("local_compute", "local_cache_hit", "external_kv_transfer"))
+    assert samples[("vllm:prompt_tokens_total", frozenset(vllm))] == by_source > 0
+
+
+def test_prompt_tokens_are_counted_when_the_first_token_comes_out():
+    """vLLM 0.33 counts a prompt in vllm:prompt_tokens_total from the output that carries its
+    first token (IterationStats.update_from_output, while the request is prefilling), not when
+    its scheduler admits it. A 2,048-token prompt prefilled in 512-token chunks on a GPU slowed
+    20 times takes about a second, and a scrape in that second does not count it yet."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    vllm = frozenset({("model_name", MODEL), ("engine", "0")})
+    with serving("--max-num-batched-tokens", "512", "--fault", "slow-gpu=20x") as emu:
+        assert scrape(emu)[("vllm:prompt_tokens_total", vllm)] == 0
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(httpx.post, f"{emu.base}/v1/completions", timeout=60, json={
+                "model": MODEL, "prompt": list(range(1000, 3048)), "max_tokens": 2, "ignore_eos": True})
+            deadline = time.monotonic() + 10
+            while emu.engine.stats.prompt_tokens_total == 0:  # the engine's own count, at admission
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+            during = scrape(emu)
+            scraped_s = emu.server.runner.now_s()
+            assert answer.result().json()["usage"]["prompt_tokens"] == 2048
+        request = emu.engine.finished[-1]
+        assert request.first_scheduled_s < scraped_s < request.first_token_s  # the scrape came during the prefill
+        assert during[("vllm:prompt_tokens_total", vllm)] == 0
+        assert scrape(emu)[("vllm:prompt_tokens_total", vllm)] == 2048
+
+
+def _cache_config_fields() -> list[str]:
+    """vLLM 0.33's CacheConfig fields, in order, read from its source in .venv-vllm (``ast``; the
+    import needs torch): ``metrics_info()`` is the instance's ``__dict__``, these fields."""
+    import ast
+    from pathlib import Path
+
+    from tests.conftest import require
+
+    path = Path(__file__).resolve().parents[1] / ".venv-vllm/lib/python3.11/site-packages/vllm/config/cache.py"
+    require(path.is_file(), "the vLLM reference venv (.venv-vllm)")
+    tree = ast.parse(path.read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "CacheConfig")
+    return [n.target.id for n in cls.body
+            if isinstance(n, ast.AnnAssign) and "ClassVar" not in ast.unparse(n.annotation)]
+
+
+def test_cache_config_info_and_admission_rejections_as_vllm_exports_them(emu):
+    samples = scrape(emu)
+    (labels, value), = [(dict(k), v) for (name, k), v in samples.items() if name == "vllm:cache_config_info"]
+    assert value == 1.0
+    fields = _cache_config_fields()
+    assert len(fields) == 37 and set(labels) == set(fields) | {"engine"}  # every field, then engine
+    engine = emu.engine
+    assert (labels["engine"], labels["block_size"], labels["user_specified_block_size"]) == ("0", "16", "False")
+    assert (labels["gpu_memory_utilization"], labels["cache_dtype"],
+            labels["enable_prefix_caching"]) == ("0.92", "auto", "True")
+    assert labels["num_gpu_blocks"] == str(engine.num_gpu_blocks) == "27879"
+    assert labels["kv_cache_size_tokens"] == "446064"  # the start-up log's "GPU KV cache size: 446,064 tokens"
+    assert float(labels["kv_cache_max_concurrency"]) == pytest.approx(3.40, abs=0.005)  # its "3.40x"
+    assert (labels["kv_cache_layout"], labels["hash_block_size"],
+            labels["_block_size_resolved"]) == ("None", "None", "True")
+    # vLLM labels both reasons when it starts; the emulator takes no queue limit, so they stay 0.
+    rejections = {dict(k)["reason"]: v for (name, k), v in samples.items() if name == "vllm:admission_rejections_total"}
+    assert rejections == {"max_num_queued_reqs": 0.0, "max_num_queued_tokens": 0.0}
+    assert ("vllm:admission_rejections_total",
+            frozenset({("model_name", MODEL), ("reason", "max_num_queued_reqs")})) in samples
+    with serving("--block-size", "32", "--no-enable-prefix-caching", "--gpu-memory-utilization", "0.8") as other:
+        (labels,) = [dict(k) for (name, k), _ in scrape(other).items() if name == "vllm:cache_config_info"]
+        assert (labels["block_size"], labels["user_specified_block_size"], labels["effective_attention_block_size"],
+                labels["enable_prefix_caching"], labels["gpu_memory_utilization"]) == \
+            ("32", "True", "32", "False", "0.8")
+        assert labels["num_gpu_blocks"] == str(other.engine.num_gpu_blocks)
 
 
 # --- load: TTFT under 64 concurrent streams, against the simulator ---------------------------------

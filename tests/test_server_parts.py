@@ -256,8 +256,11 @@ def test_token_chunk_template_gives_the_bytes_json_dumps_would(chat):
     from lab.server.delivery import ResponseBuilder
     from lab.server.generation import ChoicePlan
 
+    from lab.server.tokenizer import piece
+
     words = ("Quote", '"', "\\", "é", "tab\t", "end")
-    plans = [ChoicePlan(words=words, max_tokens=len(words), finish_reason="length")] * 2
+    pieces = tuple(piece(w, words[k - 1] if k else "Say") for k, w in enumerate(words))
+    plans = [ChoicePlan(words=words, max_tokens=len(words), finish_reason="length", pieces=pieces)] * 2
     prompts = [SimpleNamespace(last_word="Say")]
     a = ResponseBuilder(plans, prompts, 2, chat, "cmpl-x", 'm"odel', 7)
     b = ResponseBuilder(plans, prompts, 2, chat, "cmpl-x", 'm"odel', 7)
@@ -442,8 +445,8 @@ def test_requests_reach_the_engine_when_one_api_server_hands_them_over():
 
 
 def test_a_long_running_server_keeps_neither_every_finished_request_nor_every_step():
-    """The engine keeps finished requests and a log of every step for offline results; the
-    server's tick drops them (from 1,000 requests of 512 tokens the server's memory grew by 30 MB
+    """The engine keeps finished requests, a log of every step and every step's end time for
+    offline results; the server's tick drops them (from 1,000 requests of 512 tokens the server's memory grew by 30 MB
     and kept growing: docs/emulator.md), keeping the last KEEP_FINISHED requests."""
     from lab.cli.serve import add_cli_args, build_server
     from lab.server.runner import KEEP_FINISHED
@@ -453,7 +456,7 @@ def test_a_long_running_server_keeps_neither_every_finished_request_nor_every_st
     runner = build_server(parser.parse_args(["meta-llama/Llama-3.1-8B", "--gpu", "h100-80gb"])).runner
     now = [0.0]
     runner.clock, runner.t0 = (lambda: now[0]), 0.0
-    most_finished = most_steps = 0
+    most_finished = most_steps = most_ends = 0
     for i in range(500):
         runner.submit([(list(range(i, i + 64)), 4)], f"r{i}")
         now[0] += 0.01
@@ -461,10 +464,13 @@ def test_a_long_running_server_keeps_neither_every_finished_request_nor_every_st
         runner._tick()
         most_finished = max(most_finished, len(runner.engine.finished))
         most_steps = max(most_steps, len(runner.engine.step_log.arrays()["t_s"]))
+        most_ends = max(most_ends, len(runner.engine.step_end_s))
     assert runner.engine.stats.request_success_total["length"] > 400  # the load did run
     # at most 2 x KEEP_FINISHED at a tick, plus what finishes before the next (50 ms: a few here)
     assert most_finished <= 2 * KEEP_FINISHED + 10 and len(runner.engine.finished) >= KEEP_FINISHED // 2
     assert most_steps <= 20  # a tick's steps (50 ms here), not the run's hundreds
+    # the end times of the steps the live requests span, not of every step
+    assert most_ends <= 40 and runner.engine.step_base > 400
 
 
 def test_latency_multiplier_delays_release_through_the_timer_heap():
@@ -476,6 +482,13 @@ def test_latency_multiplier_delays_release_through_the_timer_heap():
     add_cli_args(parser)
     server = build_server(parser.parse_args(["meta-llama/Llama-3.1-8B", "--gpu", "h100-80gb"]))
     runner = server.runner
+    finished = {}  # token times as the request finishes (the server's tick forgets older steps)
+
+    class Listener:
+        def on_finish(self, request, now_s):
+            finished[request.request_id] = runner.engine.token_times(request)
+
+    runner.engine.listeners.append(Listener())
 
     async def go():
         await runner.start()
@@ -488,7 +501,7 @@ def test_latency_multiplier_delays_release_through_the_timer_heap():
         return handle.arrival_s, got
 
     arrival, got = asyncio.run(go())
-    token_times = runner.engine.token_times(runner.engine.finished[-1])
+    token_times = finished["r-0"]
     dues = [due for kind, due, _ in got if kind == "token"]
     stream_s = runner.stream_s_per_token  # the API server's streaming time (on by default)
     assert stream_s > 0
@@ -556,7 +569,8 @@ def test_the_shutdown_summary_names_the_lag_and_the_clients_turnaround():
 # was checked by hand against a running vLLM (docs/emulator.md, "A new user's pass under load").
 NEW_VLLM_SERIES = ("vllm:num_requests_waiting_by_reason", "vllm:prompt_tokens_by_source", "vllm:prompt_tokens_cached",
                    "vllm:request_params_n", "vllm:request_params_max_tokens", "vllm:request_max_num_generation_tokens",
-                   "vllm:request_num_preemptions", "vllm:request_prefill_kv_computed_tokens")
+                   "vllm:request_num_preemptions", "vllm:request_prefill_kv_computed_tokens", "vllm:prompt_tokens",
+                   "vllm:admission_rejections")
 
 
 def _vllm_metric_definitions(max_model_len: int) -> dict[str, tuple[str, str, set[str], list[float] | None]]:
@@ -624,3 +638,29 @@ def test_new_vllm_series_match_vllm_names_types_help_labels_and_buckets():
         if buckets is not None:
             bounds = [float(s.labels["le"]) for s in samples if s.name.endswith("_bucket")]
             assert bounds == buckets + [float("inf")], name
+
+
+def test_prompt_tokens_and_stops_are_counted_as_vllm_counts_them():
+    """vllm:prompt_tokens_total grows when a request's first token is out (observe_prefilled),
+    not from the engine's own count at admission; an answer the plan ends with "stop" (by itself
+    or on a stop string) is a finished_reason="stop", though the engine ran it to its length."""
+    from types import SimpleNamespace
+
+    from lab.server.metrics import ServerMetrics
+    from sim.metrics import EngineStats
+
+    stats = EngineStats(prompt_tokens_total=100)  # admitted: 100 prompt tokens
+    stats.request_success_total["length"] = 2
+    m = ServerMetrics(model_name="m", service="svc", max_model_len=4096, stats_source=lambda: stats)
+    labels = b'{engine="0",model_name="m"}'
+    assert b"vllm:prompt_tokens_total" + labels + b" 0.0" in m.exposition().splitlines()
+    request = SimpleNamespace(num_output_tokens=3, num_prompt_tokens=40, arrival_s=0.0, first_scheduled_s=0.1,
+                              first_token_s=0.2, num_preemptions=0, num_cached_tokens=16,
+                              status=SimpleNamespace(value="length"))
+    m.observe_prefilled(request)
+    m.observe_finished(request, 0.5, [0.2, 0.3, 0.5], 8, finish_reason="stop")
+    m.observe_finished(request, 0.5, [0.2, 0.3, 0.5], 8, finish_reason="length")
+    lines = m.exposition().splitlines()
+    assert b"vllm:prompt_tokens_total" + labels + b" 40.0" in lines
+    success = b'vllm:request_success_total{engine="0",finished_reason="%s",model_name="m"} %s'
+    assert success % (b"stop", b"1.0") in lines and success % (b"length", b"1.0") in lines

@@ -24,8 +24,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from lab.server import delivery as D
 from lab.server import protocol as P
+from lab.server.cache_info import cache_config_labels
 from lab.server.faults import FaultSet, parse_fault
-from lab.server.generation import ChoicePlan, plan_choice
+from lab.server.generation import ChoicePlan, echoed, plan_choice
+from lab.server.logprobs import check_limits
 from lab.server.metrics import ServerMetrics
 from lab.server.runner import SimRunner
 from lab.server.hf_tokenizer import load_tokenizer
@@ -81,7 +83,8 @@ class EmulatorServer:
                                      errors_source=lambda: self.runner.killed_by_crash,
                                      lag_source=lambda: self.runner.max_lag_s,
                                      judge_enabled=settings.judge_metrics,
-                                     lag_threshold_s=settings.lag_threshold_s)
+                                     lag_threshold_s=settings.lag_threshold_s,
+                                     cache_config=cache_config_labels(self.runner.engine))
         self.runner.observers.append(self.metrics)
         self.in_flight = 0
 
@@ -133,8 +136,10 @@ class EmulatorServer:
                 text = item
             else:
                 ids, text = list(item), self.tokenizer.decode(list(item))
-            max_tokens = self._max_tokens(len(ids), req.max_tokens, "max_tokens",
-                                          counted_from_text=isinstance(item, str))
+            # vLLM's echo with max_tokens 0 shows the prompt only, but still asks its engine for
+            # one token (CompletionRequest.to_sampling_params: echo_without_generation).
+            requested = 1 if req.echo and req.max_tokens == 0 else req.max_tokens
+            max_tokens = self._max_tokens(len(ids), requested, "max_tokens", counted_from_text=isinstance(item, str))
             out.append(_Prompt(text, ids, max_tokens, self.tokenizer.last_word(text)))
         return out
 
@@ -182,18 +187,38 @@ class EmulatorServer:
                                      value=max_tokens)
         return max_tokens
 
+    def verify_sampling(self, req: P._Base) -> None:
+        """vLLM's SamplingParams.verify, run once the prompt is read, for what the emulator
+        simulates: the logprobs limit (sample, then prompt: ``_validate_logprobs``), the stop
+        token ids against the vocabulary (``_validate_stop_token_ids``); then ServeLab's refusal
+        of prompt logprobs, which it does not simulate."""
+        vocab_size = self.engine.model.vocab_size
+        check_limits(req.num_logprobs, req.num_prompt_logprobs, vocab_size)
+        outside = [t for t in req.stop_token_ids or () if t < 0 or t >= vocab_size]
+        if outside:
+            raise P.validation_error(f"token_id(s) {outside} in stop_token_ids contain out-of-vocab token ids. "
+                                     f"Vocabulary size: {vocab_size}", parameter="stop_token_ids", value=outside)
+        if req.num_prompt_logprobs is not None:
+            raise P.prompt_logprobs_not_simulated()
+
     # -- planning and submitting -----------------------------------------------------------------
     def plan(self, prompts: list[_Prompt], n: int, req: P._Base) -> list[ChoicePlan]:
         now = self.runner.now_s()
         wrong = self.faults.wrong_share(now)
         cost = self.faults.product("cost", now)
+        echo = isinstance(req, P.CompletionRequest) and bool(req.echo)  # a chat's echo is refused (verify_sampling)
         plans = []
         for p in prompts:
             for i in range(n):
-                plans.append(plan_choice(tokenizer=self.words, prompt=p.text, index=i,
-                                         max_tokens=p.max_tokens, seed=self.settings.seed,
-                                         request_seed=req.seed, ignore_eos=req.ignore_eos,
-                                         wrong_share=wrong, cost_multiplier=cost))
+                plan = plan_choice(tokenizer=self.words, prompt=p.text, index=i,
+                                   max_tokens=p.max_tokens, seed=self.settings.seed,
+                                   request_seed=req.seed, ignore_eos=req.ignore_eos,
+                                   wrong_share=wrong, cost_multiplier=cost, previous=p.last_word,
+                                   stop=req.stop_strings, stop_token_ids=req.stop_token_ids or (),
+                                   include_stop_str_in_output=req.include_stop_str_in_output)
+                if echo:
+                    plan = echoed(plan, p.text, prompt_only=req.max_tokens == 0)
+                plans.append(plan)
         return plans
 
     def admit(self) -> None:
@@ -400,6 +425,7 @@ async def _generate(server: EmulatorServer, request: Request, body: P._Base, *, 
     try:
         if not chat and body.prompt in (None, ""):  # type: ignore[attr-defined]
             raise P.missing_prompt()
+        body.check_logprobs()  # vLLM's request models check these before the model is looked up
         server.check_model(body.model)
         if body.n < 1:
             raise P.validation_error(f"n must be at least 1, got {body.n}.")
@@ -408,6 +434,7 @@ async def _generate(server: EmulatorServer, request: Request, body: P._Base, *, 
             raise P.validation_error("Stream options can only be defined when `stream=True`.",
                                      parameter="stream_options")
         prompts = [server._prompt_of_chat(body)] if chat else server._prompts_of_completion(body)  # type: ignore[arg-type]
+        server.verify_sampling(body)
         server.admit()
     except P.APIError as exc:
         server.metrics.observe_http(exc.status, server.clock() - started)
@@ -424,7 +451,8 @@ async def _generate(server: EmulatorServer, request: Request, body: P._Base, *, 
         handle = server.runner.submit(items, request_id, latency_multiplier=multiplier, prompt_tokens=prompt_tokens,
                                       received_s=None if received is None else received - server.runner.t0,
                                       n=body.n, max_tokens_params=[prompts[i // body.n].max_tokens
-                                                                   for i in range(len(plans))])
+                                                                   for i in range(len(plans))],
+                                      finish_reasons=[plan.finish_reason for plan in plans])
     except ConfigError as exc:  # e.g. a request whose prompt and output can never fit the KV cache
         error = P.bad_request(str(exc), param="max_tokens")
         server.metrics.observe_http(error.status, server.clock() - started)
@@ -433,7 +461,8 @@ async def _generate(server: EmulatorServer, request: Request, body: P._Base, *, 
         log.info("Received request %s: prompt_tokens=%d, n=%d, max_tokens=%s", request_id, prompt_tokens,
                  body.n, [p.max_tokens for p in prompts])
     server.in_flight += 1
-    builder = D.ResponseBuilder(plans, prompts, body.n, chat, request_id, model, prompt_tokens)
+    builder = D.ResponseBuilder(plans, prompts, body.n, chat, request_id, model, prompt_tokens,
+                                num_logprobs=body.num_logprobs)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         cleanup = D.cleanup_once(server, handle, started)

@@ -22,8 +22,8 @@ from fastapi.responses import JSONResponse, Response
 
 from lab.server import protocol as P
 from lab.server.generation import ChoicePlan
+from lab.server.logprobs import chat_shape, completion_shape, token_logprobs
 from lab.server.runner import Handle
-from lab.server.tokenizer import piece
 
 SERVER_SEND = "servelab.server_send"  # scope key: the ASGI server's own send (app.py's _EmulatorApp)
 _TEXT_MARK = "\x00servelab-text\x00"  # stands for a token's text while a chunk template is cut
@@ -45,32 +45,57 @@ async def _until_disconnect(receive, handle: Handle) -> None:
 
 
 class ResponseBuilder:
-    """Builds the response objects and chunks, in vLLM's shapes."""
+    """Builds the response objects and chunks, in vLLM's shapes.
 
-    def __init__(self, plans, prompts, n, chat, request_id, model, prompt_tokens) -> None:
+    The text of each token is its plan's ``pieces`` (``generation.py``): what vLLM's server
+    sends for it, stop strings cut and held back, an echoed prompt in front. With
+    ``num_logprobs`` (a completion's ``logprobs``, a chat's ``top_logprobs`` when ``logprobs``
+    is true), each token carries its entry from ``logprobs.py``."""
+
+    def __init__(self, plans, prompts, n, chat, request_id, model, prompt_tokens,
+                 num_logprobs: int | None = None) -> None:
         self.plans, self.prompts, self.n, self.chat = plans, prompts, n, chat
         self.id, self.model, self.prompt_tokens = request_id, model, prompt_tokens
         self.created = P.now_created()
         self.emitted = [0] * len(plans)
         self._templates: dict[int, tuple[bytes, bytes]] = {}
+        self.num_logprobs = num_logprobs
+        self._logprobs = None if num_logprobs is None else [token_logprobs(plan, num_logprobs) for plan in plans]
+        self._offsets: list[list[int]] = []  # each token's text_offset, for a completion's logprobs
+        if self._logprobs is not None and not chat:
+            self._offsets = [completion_shape(entries)["text_offset"] for entries in self._logprobs]
 
     def piece(self, index: int, k: int) -> str:
-        words = self.plans[index].words
-        if k > 0:
-            previous = words[k - 1]
-        else:  # a chat answer starts fresh; a completion continues its prompt
-            previous = None if self.chat else self.prompts[index // self.n].last_word
         self.emitted[index] = k + 1
-        return piece(words[k], previous)
+        return self.plans[index].pieces[k]
+
+    def token_logprobs(self, index: int, k: int) -> dict | None:
+        """The logprobs of the k-th token of choice ``index`` alone, as a stream chunk carries them."""
+        if self._logprobs is None:
+            return None
+        entries = self._logprobs[index][k:k + 1]
+        if self.chat:
+            return chat_shape(entries, self.num_logprobs)
+        return completion_shape(entries, self._offsets[index][k])
+
+    def choice_logprobs(self, index: int) -> dict | None:
+        if self._logprobs is None:
+            return None
+        entries = self._logprobs[index]
+        return chat_shape(entries, self.num_logprobs) if self.chat else completion_shape(entries)
 
     def token_chunk(self, index: int, k: int) -> bytes:
         """The SSE event for the k-th token of choice ``index``: the same bytes as
         ``P.sse(self.chunk(index, piece, finish))``, from a template when nothing but the text
-        changes (every token but a choice's last, which carries the finish reason)."""
+        changes (every token but a choice's last, which carries the finish reason, unless the
+        tokens carry logprobs)."""
         text = self.piece(index, k)
         plan = self.plans[index]
         if k == len(plan.words) - 1:
-            return P.sse(self.chunk(index, text, plan.finish_reason))
+            return P.sse(self.chunk(index, text, plan.finish_reason, stop_reason=plan.stop_reason,
+                                    logprobs=self.token_logprobs(index, k)))
+        if self._logprobs is not None:
+            return P.sse(self.chunk(index, text, None, logprobs=self.token_logprobs(index, k)))
         template = self._templates.get(index)
         if template is None:
             cut = P.sse(self.chunk(index, _TEXT_MARK, None)).split(_json_str(_TEXT_MARK))
@@ -83,16 +108,21 @@ class ResponseBuilder:
     def completion_tokens(self) -> int:
         return sum(self.emitted)
 
-    def chunk(self, index: int, text: str | None, finish: str | None, role: bool = False) -> dict:
+    def chunk(self, index: int, text: str | None, finish: str | None, role: bool = False,
+              stop_reason: str | int | None = None, logprobs: dict | None = None) -> dict:
         if self.chat:
-            delta: dict = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
-            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+            # vLLM sends a token's chunk with its text even when that is "" (a stop string held back).
+            if role:
+                delta: dict = {"role": "assistant", "content": ""}
+            else:
+                delta = {"content": text} if text is not None else {}
+            choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
             if finish is not None:
-                choice["stop_reason"] = None
+                choice["stop_reason"] = stop_reason
             return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
                     "model": self.model, "choices": [choice]}
-        choice = {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish,
-                  "stop_reason": None}
+        choice = {"index": index, "text": text or "", "logprobs": logprobs, "finish_reason": finish,
+                  "stop_reason": stop_reason}
         return {"id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
                 "choices": [choice]}
 
@@ -114,10 +144,11 @@ class ResponseBuilder:
                 choices.append({"index": i, "message": {"role": "assistant", "content": text, "refusal": None,
                                                         "annotations": None, "audio": None, "function_call": None,
                                                         "tool_calls": [], "reasoning_content": None},
-                                "logprobs": None, "finish_reason": finish[i], "stop_reason": None})
+                                "logprobs": self.choice_logprobs(i), "finish_reason": finish[i],
+                                "stop_reason": plan.stop_reason})
             else:
-                choices.append({"index": i, "text": text, "logprobs": None, "finish_reason": finish[i],
-                                "stop_reason": None, "prompt_logprobs": None})
+                choices.append({"index": i, "text": text, "logprobs": self.choice_logprobs(i),
+                                "finish_reason": finish[i], "stop_reason": plan.stop_reason, "prompt_logprobs": None})
         body = {"id": self.id, "object": "chat.completion" if self.chat else "text_completion",
                 "created": self.created, "model": self.model, "choices": choices,
                 "usage": P.usage(self.prompt_tokens, self.completion_tokens()),

@@ -6,24 +6,33 @@ a seeded numpy Generator, so the same prompt gets the same answer from the same 
 
 - A prompt that asks a built-in question gets its answer (``questions.py``); under a quality
   fault, a seeded draw turns that share of answers wrong.
-- Any other prompt gets filler words, and a natural length drawn from a lognormal distribution
-  (median 128 tokens). A real model stops at an end-of-sequence token; here the natural length
-  plays that part: the engine is asked for ``min(natural, max_tokens)`` tokens, and the choice
-  ends with ``finish_reason="stop"`` when the natural length came first, ``"length"`` otherwise.
+- Any other prompt gets filler words, each drawn uniformly from ``FILLER_WORDS``, and a natural
+  length drawn from a lognormal distribution (median 128 tokens). A real model stops at an
+  end-of-sequence token; here the natural length plays that part: the engine is asked for
+  ``min(natural, max_tokens)`` tokens, and the choice ends with ``finish_reason="stop"`` when the
+  natural length came first, ``"length"`` otherwise.
 - ``ignore_eos`` (vLLM's extension, which ``vllm bench serve`` sends) runs to ``max_tokens``.
 - The cost fault multiplies the natural length (longer answers, as a model that rambles).
+- ``stop`` strings and ``stop_token_ids`` end the answer earlier, where vLLM would
+  (``stops.py``); the plan then asks the engine only for the tokens up to the stop.
+
+A plan keeps what ``logprobs.py`` needs to give each word's log-probability under the
+distribution it was drawn from: the question's possible answers and their probabilities.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from lab.server import questions
-from lab.server.tokenizer import FILLER_WORDS, Tokenizer
+from lab.server.stops import stop_and_stream
+from lab.server.tokenizer import FILLER_WORDS, Tokenizer, piece
 
 NATURAL_MEDIAN_TOKENS = 128
 NATURAL_SIGMA = 0.6
@@ -31,9 +40,16 @@ NATURAL_SIGMA = 0.6
 
 @dataclass(frozen=True, slots=True)
 class ChoicePlan:
-    words: tuple[str, ...]  # the words the choice will emit, in order
-    max_tokens: int  # tokens asked of the engine
+    words: tuple[str, ...]  # the words the engine generates, in order (a stop's word included)
+    max_tokens: int  # tokens asked of the engine: len(words)
     finish_reason: str  # "stop" or "length", once all max_tokens have come
+    pieces: tuple[str, ...]  # the text each token adds to the answer as vLLM streams it; they join to the text
+    stop_reason: str | int | None = None  # the stop string or stop token id that ended it
+    previous: str | None = None  # the word before the first: a completion's prompt's last word; None for chat
+    # The answers the first words were drawn from, as word tuples with their probabilities (a
+    # built-in question); the words after them, and all of a filler answer's, are uniform draws.
+    answers: tuple[tuple[tuple[str, ...], float], ...] = ()
+    answer_words: int = 0  # how many leading words come from ``answers``
     question: str | None = None  # the built-in question answered, if any
     correct: bool | None = None  # for a question: whether the answer is right
 
@@ -56,11 +72,18 @@ def plan_choice(
     ignore_eos: bool = False,
     wrong_share: float = 0.0,
     cost_multiplier: float = 1.0,
+    previous: str | None = None,
+    stop: Sequence[str] = (),
+    stop_token_ids: Sequence[int] = (),
+    include_stop_str_in_output: bool = False,
 ) -> ChoicePlan:
-    """The words and the engine length of one choice (``max_tokens`` already checked >= 1)."""
+    """The words and the engine length of one choice (``max_tokens`` already checked >= 1).
+    ``previous`` is the word the answer follows (a completion's prompt's last word), which
+    decides whether its first word starts with a space."""
     rng = _rng(seed, prompt, index, request_seed, salt=1)
     question = questions.find_question(prompt)
     correct: bool | None = None
+    answers: tuple[tuple[tuple[str, ...], float], ...] = ()
     if question is not None:
         # The quality draw uses its own stream, so changing the fault never changes other words.
         draw = _rng(seed, prompt, index, request_seed, salt=2).random()
@@ -68,18 +91,40 @@ def plan_choice(
         text = questions.answer_text(question) if correct else questions.wrong_answer_text(question, int(draw * 1e6))
         words = list(tokenizer.split(text))
         natural = len(words)
+        answers = tuple((tuple(tokenizer.split(t)), p) for t, p in questions.answer_distribution(question, wrong_share))
     else:
         natural = min(max(round(rng.lognormal(math.log(NATURAL_MEDIAN_TOKENS), NATURAL_SIGMA)), 4), 4096)
         words = []
+    answer_words = len(words)
     natural = max(1, int(round(natural * cost_multiplier)))
     length = max_tokens if ignore_eos else min(natural, max_tokens)
     if len(words) < length:  # filler after an answer too (cost fault, ignore_eos)
         words += [FILLER_WORDS[i] for i in rng.choice(len(FILLER_WORDS), size=length - len(words)).tolist()]
+    words = words[:length]
     finish = "stop" if not ignore_eos and natural < max_tokens else "length"
+    pieces = [piece(w, words[k - 1] if k else previous) for k, w in enumerate(words)]
+    ids = [tokenizer.token_id(w) for w in words] if stop_token_ids else None
+    length, streamed, stop_reason = stop_and_stream(pieces, ids, stop, stop_token_ids, include_stop_str_in_output)
+    if stop_reason is not None:
+        finish = "stop"  # a stop string found on the last token overrides "length", as in vLLM
     return ChoicePlan(
         words=tuple(words[:length]),
         max_tokens=length,
         finish_reason=finish,
+        pieces=streamed,
+        stop_reason=stop_reason,
+        previous=previous,
+        answers=answers,
+        answer_words=min(answer_words, length),
         question=question.text if question else None,
         correct=correct,
     )
+
+
+def echoed(plan: ChoicePlan, prompt_text: str, prompt_only: bool) -> ChoicePlan:
+    """A completion with ``echo``: the prompt's text before the answer's, in the first token's
+    text (vLLM's completion server sends it with the first output). ``prompt_only`` (``max_tokens``
+    0): the engine still makes one token, which vLLM counts in usage but does not show."""
+    first = prompt_text if prompt_only else prompt_text + plan.pieces[0]
+    pieces = (first,) if prompt_only else (first, *plan.pieces[1:])
+    return dataclasses.replace(plan, pieces=pieces)

@@ -3,9 +3,10 @@
 vLLM's names, labels (``model_name``, ``engine``) and buckets follow vLLM 0.33 (the reference's
 section 5). Counters and gauges are read from the engine's live ``stats`` at scrape time, so
 they can never drift from the simulation; histograms are observed from the engine's listener
-hooks (through ``lab/server/runner.py``) as requests finish and steps end, and the prompt-source
-counters when a request's first token comes out, each when vLLM 0.33 records it. Each server has its own ``CollectorRegistry`` (never
-prometheus_client's global one), so several servers in one process (tests) do not collide.
+hooks (through ``lab/server/runner.py``) as requests finish and steps end, and the prompt-token
+counters when a request's first token comes out, each when vLLM 0.33 records it. Each server has
+its own ``CollectorRegistry`` (never prometheus_client's global one), so several servers in one
+process (tests) do not collide.
 
 The HTTP series are what the course's AnalysisTemplates query:
 ``http_requests_total{service,status}`` and ``http_request_duration_seconds{service}``. vLLM
@@ -22,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Histogram, Summary, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from lab.server.lag import LagMonitor
@@ -44,6 +45,9 @@ FINISHED_REASONS = ("stop", "length", "abort", "error")
 # vLLM 0.33's v1/metrics/buckets.py: REQUEST_PARAMS_N_BUCKETS and REQUEST_NUM_PREEMPTIONS_BUCKETS.
 REQUEST_PARAMS_N_BUCKETS = (1, 2, 5, 10, 20)
 REQUEST_NUM_PREEMPTIONS_BUCKETS = (1, 2, 3, 4, 5, 10, 20)
+
+# vLLM 0.33's v1/metrics/loggers.py ADMISSION_REASONS: the queue limits that refuse a request.
+ADMISSION_REASONS = ("max_num_queued_reqs", "max_num_queued_tokens")
 
 # vLLM's PromptTokenStats.ALL_SOURCES, the ``source`` label of vllm:prompt_tokens_by_source_total.
 # The emulator has no KV connector, so "external_kv_transfer" stays 0, as in a vLLM without one.
@@ -100,7 +104,6 @@ class _EngineStatsCollector:
         yield by_reason
         yield gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.",
                     stats.kv_cache_usage_perc)
-        yield counter("vllm:prompt_tokens", "Number of prefill tokens processed.", stats.prompt_tokens_total)
         yield counter("vllm:generation_tokens", "Number of generation tokens processed.",
                       stats.generation_tokens_total)
         yield counter("vllm:num_preemptions", "Cumulative number of preemption from the engine.",
@@ -115,6 +118,10 @@ class _EngineStatsCollector:
         # Requests killed by a crash reach the engine as aborts; vLLM reports them as errors.
         done["abort"] = done.get("abort", 0) - m.errors_source()
         done["error"] = done.get("error", 0) + m.errors_source()
+        # The simulated engine ends every request at its length; the answers that stopped by
+        # themselves or on a stop (their plan's "stop") are vLLM's finished_reason="stop".
+        done["length"] = done.get("length", 0) - m.stopped
+        done["stop"] = done.get("stop", 0) + m.stopped
         for reason in FINISHED_REASONS:
             success.add_metric(labels + [reason], float(done.get(reason, 0)))
         yield success
@@ -152,7 +159,7 @@ class ServerMetrics:
 
     def __init__(self, *, model_name: str, service: str, max_model_len: int, stats_source,
                  errors_source=lambda: 0, lag_source=lambda: 0.0, judge_enabled: bool = False,
-                 lag_threshold_s: float = 0.010) -> None:
+                 lag_threshold_s: float = 0.010, cache_config: dict[str, str] | None = None) -> None:
         self.lag_source = lag_source  # the driver's lateness to simulated events
         self.lag = LagMonitor(lag_threshold_s)  # every token's lateness (lab/server/lag.py)
         self.turnaround = TurnaroundMonitor()  # the clients' own time between answer and request
@@ -162,6 +169,7 @@ class ServerMetrics:
         self.engine_index = "0"
         self.stats_source = stats_source  # a callable returning the engine's live stats (or None)
         self.errors_source = errors_source  # a callable: requests killed by a crash so far
+        self.stopped = 0  # finished requests whose plan said "stop" (the engine counted a "length")
         self.registry = CollectorRegistry()
         self._children: dict[tuple, Any] = {}  # labelled series already looked up (_series)
         reg = self.registry
@@ -214,7 +222,11 @@ class ServerMetrics:
                                           "Histogram of maximum number of requested generation tokens.",
                                           request_length_buckets(max_model_len))
         # Counted when a request's first token comes out, from its prefix-cache hit at its first
-        # admission (vLLM's PrefillStats, read by IterationStats while the request is prefilling).
+        # admission (vLLM's PrefillStats, read by IterationStats while the request is prefilling):
+        # vLLM 0.33's vllm:prompt_tokens too (PrometheusStatLogger.record adds
+        # IterationStats.num_prompt_tokens, PromptTokenStats.total), not at admission.
+        self.prompt_tokens_total = Counter("vllm:prompt_tokens", "Number of prefill tokens processed.", names,
+                                           registry=reg)
         self.prompt_tokens_by_source = Counter("vllm:prompt_tokens_by_source", "Number of prompt tokens by source.",
                                                names + ["source"], registry=reg)
         self.prompt_tokens_cached = Counter("vllm:prompt_tokens_cached",
@@ -224,11 +236,26 @@ class ServerMetrics:
         for family in (self.ttft, self.itl, self.tpot, self.e2e, self.queue, self.inference, self.prefill,
                        self.decode, self.iteration_tokens, self.prompt_tokens, self.generation_tokens,
                        self.num_preemptions, self.prefill_kv_computed, self.max_tokens_param, self.params_n,
-                       self.max_generation_tokens, self.prompt_tokens_cached):
+                       self.max_generation_tokens, self.prompt_tokens_cached, self.prompt_tokens_total):
             self._engine_series(family)
         for source in PROMPT_TOKEN_SOURCES:
             self._series(self.prompt_tokens_by_source, model_name=model_name, engine=self.engine_index,
                          source=source)
+        # vLLM's frontend admission counter (labels model_name and reason, no engine): a request
+        # refused by --max-num-queued-reqs or --max-num-queued-tokens. vLLM labels both reasons at
+        # start, so both read 0 until then; the emulator takes neither flag (as vLLM by default,
+        # where both limits are off), so they stay 0.
+        self.admission_rejections = Counter("vllm:admission_rejections",
+                                            "Number of admission attempts rejected by a queue limit, by reason.",
+                                            ["model_name", "reason"], registry=reg)
+        for reason in ADMISSION_REASONS:
+            self.admission_rejections.labels(model_name=model_name, reason=reason)
+        # vLLM's info gauge of its CacheConfig (PrometheusStatLogger.log_metrics_info): one series,
+        # value 1, the config's fields as labels and then ``engine`` (no model_name).
+        if cache_config is not None:
+            info = Gauge("vllm:cache_config_info", "Information of the LLMEngine CacheConfig",
+                         [*cache_config, "engine"], registry=reg)
+            info.labels(**cache_config, engine=self.engine_index).set(1)
         reg.register(_EngineStatsCollector(self))
 
         self.http_requests = Counter("http_requests_total", "HTTP requests to the inference routes.",
@@ -273,24 +300,31 @@ class ServerMetrics:
             self._engine_series(self.iteration_tokens).observe(record.num_batched_tokens)
 
     def observe_prefilled(self, request: Any) -> None:
-        """A request's first token is out: its prompt tokens by source (vLLM counts them then,
+        """A request's first token is out: its prompt tokens, in all and by source (vLLM counts them then,
         once per request, with the prefix-cache hit of its first admission; a preempted request
         that prefills again is not counted again)."""
         cached = max(request.num_cached_tokens, 0)
         computed = request.num_prompt_tokens - cached
         labels = dict(model_name=self.model_name, engine=self.engine_index)
+        self._engine_series(self.prompt_tokens_total).inc(request.num_prompt_tokens)
         self._series(self.prompt_tokens_by_source, **labels, source="local_compute").inc(computed)
         self._series(self.prompt_tokens_by_source, **labels, source="local_cache_hit").inc(cached)
         self._engine_series(self.prompt_tokens_cached).inc(cached)
 
-    def observe_finished(self, request: Any, now_s: float, token_times_s, max_tokens_param: int | None = None) -> None:
+    def observe_finished(self, request: Any, now_s: float, token_times_s, max_tokens_param: int | None = None,
+                         finish_reason: str | None = None) -> None:
         """vLLM's per-request definitions (``v1/metrics/stats.py``), from the request's times.
+
+        ``finish_reason`` is the emulator's plan's: a "stop" the engine finished as a "length"
+        moves to vLLM's ``finished_reason="stop"`` in ``vllm:request_success_total``.
 
         ``max_tokens_param`` is the request's ``max_tokens`` as vLLM's sampling parameters hold
         it (after clipping to the context), not the engine length the emulator plans; None, or
         0, is not observed, as in vLLM. Only requests that finished by themselves (stop or
         length) are observed; aborted ones appear in
         ``vllm:request_success_total{finished_reason="abort"}`` only."""
+        if finish_reason == "stop" and request.status.value == "length":
+            self.stopped += 1
         n_out = request.num_output_tokens
         series = self._engine_series
         series(self.prompt_tokens).observe(request.num_prompt_tokens)

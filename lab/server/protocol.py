@@ -1,7 +1,8 @@
 """OpenAI's request and response shapes, as vLLM's server reads and writes them.
 
 Requests are pydantic models that accept (and ignore) fields we do not simulate, such as
-``temperature`` or ``top_p``, as vLLM accepts them. Errors use OpenAI's envelope
+``temperature`` or ``top_p``, as vLLM accepts them; ``stop``, ``stop_token_ids``, ``logprobs`` and
+``echo`` are read and checked as vLLM 0.33 checks them. Errors use OpenAI's envelope
 ``{"error": {"message", "type", "param", "code"}}`` with vLLM's status codes and wording.
 """
 
@@ -14,13 +15,21 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, WrapValidator, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WrapValidator, field_validator
 
 
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
     include_usage: bool | None = False
     continuous_usage_stats: bool | None = False
+
+
+MAX_STOP_STRINGS = 4  # vLLM's VLLM_MAX_STOP_STRINGS default: a longer list fails pydantic's max_length
+
+# vLLM's StopParam (entrypoints/generate/base/protocol.py): one string, a list of strings, or null.
+StopParam = str | Annotated[list[str], Field(max_length=MAX_STOP_STRINGS)] | None
+# vLLM's TopLogprobsParam: null means 0.
+TopLogprobsParam = Annotated[int, BeforeValidator(lambda v: 0 if v is None else v)]
 
 
 class _Base(BaseModel):
@@ -33,9 +42,40 @@ class _Base(BaseModel):
     seed: int | None = None
     temperature: float | None = None  # checked as vLLM checks them, then not simulated
     top_p: float | None = None
+    stop: StopParam = []
+    stop_token_ids: list[int] | None = []
+    include_stop_str_in_output: bool = False
+    prompt_logprobs: int | None = None  # checked, then refused: the emulator has no prompt logprobs
+
+    @property
+    def stop_strings(self) -> list[str]:
+        """``stop`` as vLLM's SamplingParams holds it: always a list."""
+        return [] if self.stop is None else [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+    @property
+    def num_logprobs(self) -> int | None:
+        """The sample logprobs asked for (vLLM's SamplingParams.logprobs), None for none."""
+        return None
+
+    @property
+    def num_prompt_logprobs(self) -> int | None:
+        """The prompt logprobs asked for (vLLM's SamplingParams.prompt_logprobs), None for none."""
+        return self.prompt_logprobs
+
+    def check_logprobs(self) -> None:
+        """vLLM's request-model check of ``prompt_logprobs`` (``check_logprobs``; both routes)."""
+        prompt_logprobs = self.prompt_logprobs
+        if prompt_logprobs is not None:
+            if self.stream and (prompt_logprobs > 0 or prompt_logprobs == -1):
+                raise validation_error("`prompt_logprobs` are not available when `stream=True`.",
+                                       "prompt_logprobs")
+            if prompt_logprobs < 0 and prompt_logprobs != -1:
+                raise validation_error("`prompt_logprobs` must be a positive value or -1.", "prompt_logprobs",
+                                       prompt_logprobs)
 
     def check_sampling(self) -> None:
-        """vLLM's SamplingParams._verify_args for the two sampling parameters clients set most."""
+        """vLLM's SamplingParams._verify_args for the sampling parameters clients set most (in its
+        order; ``n``, ``max_tokens`` and the penalties are checked elsewhere or not at all)."""
         t, top_p = self.temperature, self.top_p
         if t is not None:
             if not math.isfinite(t):
@@ -46,6 +86,8 @@ class _Base(BaseModel):
                 raise validation_error(f"temperature must be in [0, 2], got {t}.", "temperature", t)
         if top_p is not None and not 0.0 < top_p <= 1.0:
             raise validation_error(f"top_p must be in (0, 1], got {top_p}.", "top_p", top_p)
+        if any(not s for s in self.stop_strings):
+            raise validation_error("stop cannot contain an empty string.")
 
 
 def _token_ids_first(value: Any, validate) -> Any:
@@ -66,6 +108,23 @@ class CompletionRequest(_Base):
     # pydantic's "Field required": vLLM checks it before the fields are validated.
     prompt: Annotated[str | list[str] | list[int] | list[list[int]] | None, WrapValidator(_token_ids_first)] = None
     max_tokens: int | None = COMPLETION_MAX_TOKENS
+    echo: bool | None = False
+    logprobs: int | None = None
+
+    @property
+    def num_logprobs(self) -> int | None:
+        return self.logprobs
+
+    @property
+    def num_prompt_logprobs(self) -> int | None:
+        # vLLM's CompletionRequest.to_sampling_params: with echo, logprobs asks for prompt logprobs too.
+        return self.logprobs if self.prompt_logprobs is None and self.echo else self.prompt_logprobs
+
+    def check_logprobs(self) -> None:
+        """vLLM's CompletionRequest.check_logprobs (the parts about fields the emulator reads)."""
+        super().check_logprobs()
+        if self.logprobs is not None and self.logprobs < 0 and self.logprobs != -1:
+            raise validation_error("`logprobs` must be a positive value or -1.", "logprobs", self.logprobs)
 
     @field_validator("max_tokens")
     @classmethod
@@ -85,6 +144,28 @@ class ChatCompletionRequest(_Base):
     messages: list[ChatMessage]
     max_tokens: int | None = None  # deprecated by OpenAI in favour of max_completion_tokens
     max_completion_tokens: int | None = None
+    logprobs: bool | None = False
+    top_logprobs: TopLogprobsParam = 0
+    echo: bool = False  # vLLM's: the last message's text before the answer; it asks for prompt logprobs
+
+    @property
+    def num_logprobs(self) -> int | None:
+        # vLLM's ChatCompletionRequest.to_sampling_params: top_logprobs, if logprobs is true.
+        return self.top_logprobs if self.logprobs else None
+
+    @property
+    def num_prompt_logprobs(self) -> int | None:
+        # The same: with echo, top_logprobs (0 by default) asks for prompt logprobs.
+        return self.top_logprobs if self.prompt_logprobs is None and self.echo else self.prompt_logprobs
+
+    def check_logprobs(self) -> None:
+        """vLLM's ChatCompletionRequest.check_logprobs (the parts about fields the emulator reads)."""
+        super().check_logprobs()
+        top = self.top_logprobs
+        if top < 0 and top != -1:
+            raise validation_error("`top_logprobs` must be a positive value or -1.", "top_logprobs", top)
+        if (top == -1 or top > 0) and not self.logprobs:
+            raise validation_error("when using `top_logprobs`, `logprobs` must be set to true.", "top_logprobs")
 
 
 class TokenizeRequest(BaseModel):
@@ -148,6 +229,15 @@ def validation_error(message: str, parameter: str | None = None, value: Any = No
 def missing_prompt() -> APIError:
     # vLLM's CompletionRequest.validate_prompt_and_prompt_embeds: no prompt, or "".
     return validation_error("Either prompt or prompt_embeds must be provided and non-empty.", parameter="prompt")
+
+
+def prompt_logprobs_not_simulated() -> APIError:
+    """ServeLab's own refusal: the emulator computes no prompt logprobs. vLLM's request models
+    ask for them with ``prompt_logprobs``, and with ``echo`` (a completion's ``logprobs``, a
+    chat's ``top_logprobs``, which is 0 by default: a chat's ``echo`` always asks)."""
+    return bad_request("The ServeLab emulator does not simulate prompt logprobs, which vLLM computes for "
+                       "`prompt_logprobs`, for `echo` with `logprobs` on /v1/completions and for `echo` on "
+                       "/v1/chat/completions; leave them out, or ask a real vLLM server.", param="prompt_logprobs")
 
 
 def model_not_found(model: str, served: tuple[str, ...]) -> APIError:

@@ -87,6 +87,27 @@ def wrong_answer_text(question: Question, pick: int) -> str:
     return f"{others[pick % len(others)]}."
 
 
+_PICKS = 1_000_000  # generation.py picks a wrong answer with int(draw * _PICKS), draw uniform under the share
+
+
+def answer_distribution(question: Question, wrong_share: float) -> list[tuple[str, float]]:
+    """Each answer text ``generation.plan_choice`` can give, with its probability: the right one
+    with ``1 - wrong_share``; under the quality fault a wrong one, picked by ``int(draw * 1e6)``
+    for a draw uniform in ``[0, wrong_share)``, so each pick value has ``1e-6`` (the last, partly
+    covered, less). The texts are in the order first met, the right answer first."""
+    weights = {answer_text(question): 1.0 - wrong_share}
+    if wrong_share > 0:
+        n_options = 6 if question.kind == "arithmetic" or question.answer.isdigit() else \
+            len([q for q in QUESTIONS if q.kind == question.kind and q.answer != question.answer])
+        full = int(wrong_share * _PICKS)  # pick values whose whole interval lies under the share
+        for option in range(n_options):
+            count = full // n_options + (1 if option < full % n_options else 0)
+            p = count / _PICKS + (wrong_share - full / _PICKS if option == full % n_options else 0.0)
+            text = wrong_answer_text(question, option)
+            weights[text] = weights.get(text, 0.0) + p
+    return [(text, p) for text, p in weights.items() if p > 0]
+
+
 def is_correct(question: Question, completion: str) -> bool:
     """A judge's check: the completion's words include the expected answer."""
     return f" {normalize(question.answer)} " in f" {normalize(completion)} "

@@ -68,10 +68,12 @@ class Handle:
     timers_pending: int = 0  # events of this handle still in the timer heap (keeps their order)
     # What vLLM's metrics read of the API request, by engine request index: ``n`` (the i-th
     # index belongs to prompt i // n, as vLLM's ParentRequest groups n samples), each one's
-    # max_tokens as vLLM's sampling parameters hold it, whether its first token has come out,
-    # and the tokens it generated once finished (-1 before).
+    # max_tokens as vLLM's sampling parameters hold it, the finish reason its plan gives it
+    # ("stop" or "length"; the simulated engine only knows lengths), whether its first token
+    # has come out, and the tokens it generated once finished (-1 before).
     n: int = 1
     max_tokens_params: list[int] = field(default_factory=list)
+    finish_reasons: list[str] = field(default_factory=list)
     prefilled: list[bool] = field(default_factory=list)
     generated: list[int] = field(default_factory=list)
     gone: bool = False  # the client went away (set by the writer's disconnect watcher)
@@ -214,7 +216,7 @@ class SimRunner:
     # -- requests ------------------------------------------------------------------------------
     def submit(self, items: list[tuple[list[int], int]], request_id: str, latency_multiplier: float = 1.0,
                prompt_tokens: int | None = None, received_s: float | None = None, n: int = 1,
-               max_tokens_params: list[int] | None = None) -> Handle:
+               max_tokens_params: list[int] | None = None, finish_reasons: list[str] | None = None) -> Handle:
         """Add one engine request per (prompt ids, max tokens) item, i.e. per choice, arriving
         now; the i-th item's events go to the handle with index i. ``n`` items in a row are one
         prompt's choices; ``max_tokens_params`` are the items' max_tokens as the client's
@@ -238,6 +240,7 @@ class SimRunner:
         arrived = now if received_s is None else min(max(received_s, 0.0), now)
         handle = Handle(arrival_s=arrived, latency_multiplier=latency_multiplier, n=n,
                         max_tokens_params=list(max_tokens_params or [t for _, t in items]),
+                        finish_reasons=list(finish_reasons or ["length"] * len(items)),
                         prefilled=[False] * len(items), generated=[-1] * len(items))
         for index in range(len(items)):
             rid = f"{request_id}-{index}"
@@ -332,8 +335,9 @@ class SimRunner:
         if request.status.value != "abort":
             times = self.engine.token_times(request)
             max_tokens = request.max_tokens if entry is None else entry[0].max_tokens_params[entry[1]]
+            reason = None if entry is None else entry[0].finish_reasons[entry[1]]
             for obs in self.observers:
-                obs.observe_finished(request, now_s, times, max_tokens)
+                obs.observe_finished(request, now_s, times, max_tokens, finish_reason=reason)
             if entry is not None:
                 self._note_sample_finished(entry[0], entry[1], request.num_output_tokens)
         if entry is None:
@@ -368,13 +372,16 @@ class SimRunner:
         self._last_tick_s = now
         self.engine.step_time_multiplier = self.faults.product("slow-gpu", now)
         # A server runs for hours: it keeps neither every finished request (each holds its prompt's
-        # ids, about 20 kB for 512 tokens) nor the engine's log of every step (about 225 bytes a
-        # step, 80 MB an hour at 100 steps a second), which only offline results read.
+        # ids, about 20 kB for 512 tokens), nor the engine's log of every step (about 225 bytes a
+        # step, 80 MB an hour at 100 steps a second), nor the end times of the steps no live
+        # request made a token in (32 bytes a step): only offline results read them.
         finished = getattr(self.engine, "finished", None)
         if finished is not None and len(finished) > 2 * KEEP_FINISHED:
             del finished[:-KEEP_FINISHED]
         if getattr(self.engine, "step_log", None) is not None:
             self.engine.step_log = StepLog()
+        if hasattr(self.engine, "forget_steps"):
+            self.engine.forget_steps()
         self._tick_crash(now)
         self._tick_leak(now, dt)
 

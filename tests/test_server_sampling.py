@@ -1,0 +1,335 @@
+"""Stop strings, stop token ids, logprobs and echo: the emulator against vLLM 0.33's behaviour.
+
+The pure parts (where a stop falls, what a stream holds back, the answer distribution) are
+tables; the rest goes through a live server with the official openai client, as
+``tests/test_server.py`` starts one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import httpx
+import openai
+import pytest
+
+from lab.server import questions
+from lab.server.generation import plan_choice
+from lab.server.logprobs import token_logprobs
+from lab.server.stops import first_stop_string, stop_and_stream
+from lab.server.tokenizer import FILLER_WORDS, Tokenizer, piece
+from tests.test_server import MODEL, scrape, serving
+
+FILLER_LOGPROB = -math.log(len(FILLER_WORDS))
+VLLM = {("model_name", MODEL), ("engine", "0")}
+
+
+@pytest.fixture(scope="module")
+def emu():
+    with serving("--seed", "0") as running:
+        yield running
+
+
+# --- the pure parts -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "text, new_chars, stop, expected",
+    [
+        pytest.param("the cat sat", 4, ["cat"], None, id="match-before-the-new-text"),
+        pytest.param("the cat sat", 4, ["sat"], ("sat", 8), id="match-in-the-new-text"),
+        pytest.param("the cat sat", 3, ["t s"], ("t s", 6), id="match-that-ends-in-the-new-text"),
+        pytest.param("the cat sat", 2, ["t s"], None, id="match-that-ends-before-the-new-text"),
+        pytest.param("ab cd", 5, ["cd", "ab"], ("ab", 0), id="earliest-end-wins-over-list-order"),
+        pytest.param("abcd", 4, ["bcd", "cd"], ("bcd", 1), id="same-end-first-in-list"),
+        pytest.param("abc", 0, ["c"], None, id="no-new-text"),
+    ],
+)
+def test_first_stop_string_as_vllm_check_stop_strings(text, new_chars, stop, expected):
+    assert first_stop_string(text, new_chars, stop) == expected
+
+
+@pytest.mark.parametrize(
+    "pieces, ids, stop, stop_ids, include, expected",
+    [
+        pytest.param([" one", " two", " three"], None, [], [], False,
+                     (3, (" one", " two", " three"), None), id="no-stop"),
+        pytest.param([" one", " two", " three"], None, ["two"], [], False,
+                     (2, (" o", "ne "), "two"), id="stop-string-held-back-then-cut"),
+        pytest.param([" one", " two", " three"], None, ["two"], [], True,
+                     (2, (" one", " two"), "two"), id="stop-string-included-nothing-held"),
+        pytest.param([" one", " two", " three"], None, ["e t"], [], False,
+                     (2, (" o", "n"), "e t"), id="stop-string-across-two-tokens"),
+        pytest.param([" one", " two", " three"], [5, 6, 7], [], [6], False,
+                     (2, (" one", ""), 6), id="stop-token-left-out"),
+        pytest.param([" one", " two", " three"], [5, 6, 7], [], [6], True,
+                     (2, (" one", " two"), 6), id="stop-token-included"),
+        pytest.param([" one", " two", " three"], [5, 6, 7], ["wo"], [6], True,
+                     (2, (" one", " two"), "wo"), id="string-in-an-included-stop-token-wins"),
+        pytest.param([" one", " two", " three"], None, ["xyzzy"], [], False,
+                     (3, ("", " one", " two three"), None), id="no-match-flushed-at-the-end"),
+    ],
+)
+def test_stop_and_stream(pieces, ids, stop, stop_ids, include, expected):
+    """Tokens kept, the text each streams (vLLM holds back len(longest stop) - 1 characters
+    until the end), and the stop reason."""
+    assert stop_and_stream(pieces, ids, stop, stop_ids, include) == expected
+
+
+def test_answer_distribution_is_the_draw_plan_choice_makes():
+    q = questions.find_question("What is the capital of France?")
+    assert questions.answer_distribution(q, 0.0) == [("Paris.", 1.0)]
+    dist = dict(questions.answer_distribution(q, 0.5))
+    assert dist["Paris."] == 0.5 and len(dist) == 16 and math.isclose(sum(dist.values()), 1.0)
+    # 500,000 picks over 15 wrong capitals: the first 5 get one pick more.
+    assert sorted(set(dist.values()) - {0.5}) == [0.033333, 0.033334]
+    # Every answer plan_choice gives under the fault is one of them (draws over 200 seeds).
+    texts = {Tokenizer().split(t)[0] for t in dist}
+    for seed in range(200):
+        plan = plan_choice(tokenizer=Tokenizer(), prompt=q.text, index=0, max_tokens=8, seed=seed, wrong_share=0.5)
+        assert plan.words[0] in texts
+
+
+def test_logprobs_of_a_planned_answer():
+    plan = plan_choice(tokenizer=Tokenizer(), prompt="Say something", index=0, max_tokens=4, seed=0,
+                       ignore_eos=True, previous="something")
+    entries = token_logprobs(plan, 3)
+    assert [e.token for e in entries] == list(plan.pieces)
+    for k, (word, e) in enumerate(zip(plan.words, entries)):
+        before = plan.words[k - 1] if k else "something"
+        # The chosen token first, then the top three (ties: FILLER_WORDS' order), none twice.
+        expected = [word] + [w for w in FILLER_WORDS[:3] if w != word]
+        assert e.candidates == tuple((piece(w, before), FILLER_LOGPROB) for w in expected)
+        assert e.logprob == FILLER_LOGPROB
+
+
+# --- stop strings and stop token ids through the server --------------------------------------------
+
+ASK = [{"role": "user", "content": "Tell me about caches"}]
+
+
+def _answer(emu, chat: bool, **extra) -> tuple[str, str, object, int]:
+    """(text, finish reason, stop reason, completion tokens) of one request."""
+    if chat:
+        r = emu.client.chat.completions.create(model=MODEL, messages=ASK, max_completion_tokens=40, **extra)
+        text = r.choices[0].message.content
+    else:
+        r = emu.client.completions.create(model=MODEL, prompt="Tell me about caches", max_tokens=40, **extra)
+        text = r.choices[0].text
+    return text, r.choices[0].finish_reason, r.choices[0].stop_reason, r.usage.completion_tokens
+
+
+def _streamed(emu, chat: bool, **extra) -> tuple[list[str], str, object, int]:
+    """(each token chunk's text, finish reason, stop reason, completion tokens) of one stream."""
+    kw = dict(stream=True, stream_options={"include_usage": True}, **extra)
+    if chat:
+        chunks = list(emu.client.chat.completions.create(model=MODEL, messages=ASK, max_completion_tokens=40, **kw))
+        tokens = [c for c in chunks[1:] if c.choices]  # after the role chunk
+        texts = [c.choices[0].delta.content for c in tokens]
+    else:
+        chunks = list(emu.client.completions.create(model=MODEL, prompt="Tell me about caches", max_tokens=40, **kw))
+        tokens = [c for c in chunks if c.choices]
+        texts = [c.choices[0].text for c in tokens]
+    last = tokens[-1].choices[0]
+    assert all(c.choices[0].finish_reason is None for c in tokens[:-1])
+    return texts, last.finish_reason, last.stop_reason, chunks[-1].usage.completion_tokens
+
+
+@pytest.mark.parametrize("include", [False, True], ids=["stop-left-out", "stop-included"])
+@pytest.mark.parametrize("chat", [False, True], ids=["completion", "chat"])
+def test_stop_string_ends_the_answer_streamed_or_not(emu, chat, include):
+    """The answer ends where its text first contains the stop string; the engine generates only
+    the tokens up to the one that completes it, so usage, the stream's chunks and /metrics agree."""
+    full, finish, _, tokens = _answer(emu, chat, extra_body={"ignore_eos": True})
+    assert finish == "length" and tokens == 40
+    words = Tokenizer().split(full)
+    stop = " " + next(w for w in words[12:] if w.isalpha())  # with its leading space; it may match earlier
+    at = full.find(stop)
+    end = at + len(stop)
+    expected_text = full[:end] if include else full[:at]
+    expected_tokens = len(Tokenizer().split(full[:end]))  # the words up to the one that completes it
+    before = scrape(emu)
+    extra = {"stop": [stop, "no such text"], "extra_body": {"ignore_eos": True, "include_stop_str_in_output": include}}
+    assert _answer(emu, chat, **extra) == (expected_text, "stop", stop, expected_tokens)
+    assert emu.engine.finished[-1].num_output_tokens == expected_tokens  # the engine saw the short length
+    texts, finish, stop_reason, usage_tokens = _streamed(emu, chat, **extra)
+    assert ("".join(texts), finish, stop_reason, usage_tokens) == (expected_text, "stop", stop, expected_tokens)
+    assert len(texts) == expected_tokens  # one chunk a token, some of them "" while a stop might be coming
+    emu.wait_idle()
+    after = scrape(emu)
+    stopped = ("vllm:request_success_total", frozenset(VLLM | {("finished_reason", "stop")}))
+    assert after[stopped] - before[stopped] == 2
+    generated = ("vllm:generation_tokens_total", frozenset(VLLM))
+    assert after[generated] - before[generated] == 2 * expected_tokens
+
+
+def test_stop_as_one_string_and_a_question_that_ends_first(emu):
+    r = emu.client.completions.create(model=MODEL, prompt="What is the capital of France?", max_tokens=8,
+                                      stop=".")
+    assert (r.choices[0].text, r.choices[0].finish_reason, r.choices[0].stop_reason) == (" Paris", "stop", ".")
+    assert r.usage.completion_tokens == 2
+    r = emu.client.completions.create(model=MODEL, prompt="What is the capital of France?", max_tokens=8,
+                                      stop=["Rome"])
+    assert (r.choices[0].text, r.choices[0].finish_reason, r.choices[0].stop_reason) == (" Paris.", "stop", None)
+
+
+@pytest.mark.parametrize("include", [False, True], ids=["token-left-out", "token-included"])
+def test_stop_token_ids_end_the_answer_on_the_emulators_word_ids(emu, include):
+    """A stop token is a word's id in the emulator's tokenizer (what /tokenize gives without
+    --tokenizer); its text is left out unless include_stop_str_in_output, stop_reason is the id."""
+    full = emu.client.completions.create(model=MODEL, prompt="Tell me about caches", max_tokens=40,
+                                         extra_body={"ignore_eos": True}).choices[0].text
+    words = Tokenizer().split(full)
+    word = words[9]
+    tokenized = httpx.post(f"{emu.base}/tokenize", json={"prompt": word, "add_special_tokens": False}).json()
+    token_id = tokenized["tokens"][0]
+    k = words.index(word)  # its first time
+    pieces = [piece(w, words[i - 1] if i else "caches") for i, w in enumerate(words)]
+    expected = "".join(pieces[:k + 1] if include else pieces[:k])
+    r = emu.client.completions.create(model=MODEL, prompt="Tell me about caches", max_tokens=40,
+                                      extra_body={"ignore_eos": True, "stop_token_ids": [token_id],
+                                                  "include_stop_str_in_output": include})
+    assert (r.choices[0].text, r.choices[0].finish_reason, r.choices[0].stop_reason) == (expected, "stop", token_id)
+    assert r.usage.completion_tokens == k + 1
+
+
+# --- logprobs ---------------------------------------------------------------------------------------
+
+def test_completion_logprobs_shape_values_and_stream(emu):
+    ask = dict(model=MODEL, prompt="Tell me about caches", max_tokens=6, logprobs=2, extra_body={"ignore_eos": True})
+    r = emu.client.completions.create(**ask)
+    lp = r.choices[0].logprobs
+    assert "".join(lp.tokens) == r.choices[0].text and len(lp.tokens) == 6
+    assert lp.token_logprobs == [pytest.approx(FILLER_LOGPROB)] * 6
+    assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(6)]
+    for token, top in zip(lp.tokens, lp.top_logprobs):
+        assert list(top)[0] == token and len(top) in (2, 3)  # the chosen token, then the top 2
+        assert list(top.values()) == [pytest.approx(FILLER_LOGPROB)] * len(top)  # every filler word ties
+    streamed = [c.choices[0].logprobs for c in emu.client.completions.create(stream=True, **ask) if c.choices]
+    assert [s.tokens[0] for s in streamed] == lp.tokens
+    assert [s.text_offset[0] for s in streamed] == lp.text_offset
+    assert [s.top_logprobs[0] for s in streamed] == lp.top_logprobs
+    question = emu.client.completions.create(model=MODEL, prompt="What is 7 times 8?", max_tokens=8, logprobs=3)
+    qlp = question.choices[0].logprobs
+    assert (qlp.tokens, qlp.token_logprobs, qlp.top_logprobs) == ([" 56", "."], [0.0, 0.0], [{" 56": 0.0}, {".": 0.0}])
+
+
+def test_chat_logprobs_shape_and_stream(emu):
+    ask = dict(model=MODEL, messages=[{"role": "user", "content": "Tell me about caches"}], max_completion_tokens=5,
+               logprobs=True, top_logprobs=3, extra_body={"ignore_eos": True})
+    r = emu.client.chat.completions.create(**ask)
+    content = r.choices[0].logprobs.content
+    assert "".join(e.token for e in content) == r.choices[0].message.content and len(content) == 5
+    for e in content:
+        assert e.logprob == pytest.approx(FILLER_LOGPROB) and e.bytes == list(e.token.encode())
+        assert len(e.top_logprobs) == 3 and e.top_logprobs[0].token == e.token  # vLLM lists the chosen one first
+        assert all(t.logprob == pytest.approx(FILLER_LOGPROB) and t.bytes == list(t.token.encode())
+                   for t in e.top_logprobs)
+    chunks = [c for c in emu.client.chat.completions.create(stream=True, **ask) if c.choices and c.choices[0].logprobs]
+    assert [c.choices[0].logprobs.content[0].model_dump() for c in chunks] == [e.model_dump() for e in content]
+    plain = emu.client.chat.completions.create(model=MODEL, logprobs=True,
+                                               messages=[{"role": "user", "content": "What is 6 times 7?"}])
+    assert [(e.token, e.logprob, e.top_logprobs) for e in plain.choices[0].logprobs.content] == [("42", 0.0, []),
+                                                                                               (".", 0.0, [])]
+
+
+def test_logprobs_under_the_quality_fault_are_the_draws():
+    """Under quality=-0.5 the first word of an answer is the right one with probability 0.5 and
+    each of the 15 other capitals with about 0.033: the candidates' probabilities add up to 1."""
+    with serving("--fault", "quality=-0.5") as emu:
+        for seed in range(4):
+            r = emu.client.completions.create(model=MODEL, prompt="What is the capital of France?", max_tokens=4,
+                                              logprobs=20, seed=seed)
+            lp = r.choices[0].logprobs
+            first = lp.top_logprobs[0]
+            assert len(first) == 16 and first[" Paris"] == pytest.approx(math.log(0.5))
+            assert sum(math.exp(v) for v in first.values()) == pytest.approx(1.0)
+            chosen = lp.tokens[0]
+            assert lp.token_logprobs[0] == first[chosen]
+            assert lp.token_logprobs[1] == 0.0  # "." always follows
+
+
+# --- echo -------------------------------------------------------------------------------------------
+
+def test_echo_puts_the_prompt_before_the_answer(emu):
+    prompt = "Tell me about caches"
+    plain = emu.client.completions.create(model=MODEL, prompt=prompt, max_tokens=5, extra_body={"ignore_eos": True})
+    r = emu.client.completions.create(model=MODEL, prompt=prompt, max_tokens=5, echo=True,
+                                      extra_body={"ignore_eos": True})
+    assert r.choices[0].text == prompt + plain.choices[0].text and r.usage == plain.usage
+    chunks = [c for c in emu.client.completions.create(model=MODEL, prompt=prompt, max_tokens=5, echo=True, stream=True,
+                                                       extra_body={"ignore_eos": True}) if c.choices]
+    assert len(chunks) == 5 and chunks[0].choices[0].text.startswith(prompt)
+    assert "".join(c.choices[0].text for c in chunks) == r.choices[0].text
+
+
+def test_echo_with_max_tokens_zero_shows_the_prompt_only(emu):
+    """vLLM still runs one token, which usage counts and the text leaves out."""
+    prompt = "Tell me about caches"
+    r = emu.client.completions.create(model=MODEL, prompt=prompt, max_tokens=0, echo=True)
+    assert (r.choices[0].text, r.choices[0].finish_reason, r.usage.completion_tokens) == (prompt, "length", 1)
+    chunks = [c for c in emu.client.completions.create(model=MODEL, prompt=prompt, max_tokens=0, echo=True,
+                                                       stream=True) if c.choices]
+    assert [(c.choices[0].text, c.choices[0].finish_reason) for c in chunks] == [(prompt, "length")]
+
+
+# --- errors -----------------------------------------------------------------------------------------
+
+CHAT = [{"role": "user", "content": "hi"}]
+NOT_SIMULATED = "The ServeLab emulator does not simulate prompt logprobs"
+
+
+@pytest.mark.parametrize(
+    "path, body, err_type, param, message",
+    [
+        pytest.param("/v1/completions", {"prompt": "hi", "logprobs": 21}, "BadRequestError", "logprobs",
+                     "Requested sample logprobs of 21, which is greater than max allowed: 20 "
+                     "(parameter=logprobs, value=21)", id="completion-logprobs-past-max"),
+        pytest.param("/v1/completions", {"prompt": "hi", "logprobs": -1}, "BadRequestError", "logprobs",
+                     "Requested sample logprobs of 128256, which is greater than max allowed: 20 "
+                     "(parameter=logprobs, value=128256)", id="completion-logprobs-whole-vocabulary"),
+        pytest.param("/v1/completions", {"prompt": "hi", "logprobs": -2}, "BadRequestError", "logprobs",
+                     "`logprobs` must be a positive value or -1. (parameter=logprobs, value=-2)",
+                     id="completion-logprobs-negative"),
+        pytest.param("/v1/chat/completions", {"messages": CHAT, "logprobs": True, "top_logprobs": 21},
+                     "BadRequestError", "logprobs", "Requested sample logprobs of 21, which is greater than max "
+                     "allowed: 20 (parameter=logprobs, value=21)", id="chat-top-logprobs-past-max"),
+        pytest.param("/v1/chat/completions", {"messages": CHAT, "top_logprobs": 2}, "BadRequestError",
+                     "top_logprobs", "when using `top_logprobs`, `logprobs` must be set to true. "
+                     "(parameter=top_logprobs)", id="chat-top-logprobs-without-logprobs"),
+        pytest.param("/v1/completions", {"prompt": "hi", "prompt_logprobs": 1}, "BadRequestError",
+                     "prompt_logprobs", NOT_SIMULATED, id="prompt-logprobs-refused"),
+        pytest.param("/v1/completions", {"prompt": "hi", "prompt_logprobs": 21}, "BadRequestError",
+                     "prompt_logprobs", "Requested prompt logprobs of 21, which is greater than max allowed: 20 "
+                     "(parameter=prompt_logprobs, value=21)", id="prompt-logprobs-past-max-vllms-error-first"),
+        pytest.param("/v1/completions", {"prompt": "hi", "prompt_logprobs": 1, "stream": True}, "BadRequestError",
+                     "prompt_logprobs", "`prompt_logprobs` are not available when `stream=True`. "
+                     "(parameter=prompt_logprobs)", id="prompt-logprobs-streamed-vllms-error-first"),
+        pytest.param("/v1/completions", {"prompt": "hi", "echo": True, "logprobs": 1}, "BadRequestError",
+                     "prompt_logprobs", NOT_SIMULATED, id="echo-with-logprobs-refused"),
+        pytest.param("/v1/chat/completions", {"messages": CHAT, "echo": True}, "BadRequestError",
+                     "prompt_logprobs", NOT_SIMULATED, id="chat-echo-refused"),
+        pytest.param("/v1/completions", {"prompt": "hi", "stop": ["a", ""]}, "BadRequestError", None,
+                     "stop cannot contain an empty string.", id="empty-stop-string"),
+        pytest.param("/v1/completions", {"prompt": "hi", "stop": ["a", "b", "c", "d", "e"]}, "Bad Request",
+                     "body.stop", "2 validation errors:\n  {'type': 'string_type', 'loc': 'body.stop'",
+                     id="five-stop-strings"),
+        pytest.param("/v1/completions", {"prompt": "hi", "stop_token_ids": [5, 200000]}, "BadRequestError",
+                     "stop_token_ids", "token_id(s) [200000] in stop_token_ids contain out-of-vocab token ids. "
+                     "Vocabulary size: 128256 (parameter=stop_token_ids, value=[200000])",
+                     id="stop-token-out-of-vocab"),
+    ],
+)
+def test_sampling_errors_as_vllm_answers_them(emu, path, body, err_type, param, message):
+    r = httpx.post(f"{emu.base}{path}", json={"model": MODEL, **body})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert (error["type"], error["param"], error["code"]) == (err_type, param, 400)
+    assert error["message"].startswith(message), error["message"]
+
+
+def test_logprobs_limit_through_the_openai_client(emu):
+    with pytest.raises(openai.BadRequestError) as caught:
+        emu.client.completions.create(model=MODEL, prompt="hi", logprobs=25)
+    assert caught.value.status_code == 400
+    assert caught.value.body["message"] == ("Requested sample logprobs of 25, which is greater than max allowed: 20 "
+                                            "(parameter=logprobs, value=25)")
