@@ -120,6 +120,10 @@ def no_cluster(monkeypatch):
             f"""{KUBECTL} patch rollout ai-api --subresource=status --type=merge -p '{{"status":{{"abort":true}}}}'""",
             f"{PLUGIN} abort ai-api",
         ], id="abort"),
+        pytest.param(("retry",), [
+            f"""{KUBECTL} patch rollout ai-api --subresource=status --type=merge -p '{{"status":{{"abort":false}}}}'""",
+            f"{PLUGIN} retry rollout ai-api",
+        ], id="retry"),
         pytest.param(("undo",), [
             GET,
             f"{KUBECTL} get replicasets -l app=ai-api -o yaml",
@@ -165,6 +169,7 @@ def test_fault_dry_run_prints_the_patch_for_the_deployed_args(no_cluster, capsys
     pytest.param(["status"], id="status"),
     pytest.param(["promote"], id="promote"),
     pytest.param(["undo"], id="undo"),
+    pytest.param(["retry"], id="retry"),
     pytest.param(["fault", "canary:latency=3x"], id="fault"),
 ])
 def test_cli_rollout_verbs_dry_run_without_a_cluster(tmp_path, args):

@@ -54,6 +54,7 @@ def _rs(revision: int, image: str) -> dict:
 class _Api(BaseHTTPRequestHandler):
     requests: list[tuple[str, str, str | None, object]] = []
     missing = False  # answer 404 for the Rollout
+    rollout = ROLLOUT  # what a GET of the Rollout answers
 
     def log_message(self, *args):
         pass
@@ -69,7 +70,7 @@ class _Api(BaseHTTPRequestHandler):
     def do_GET(self):
         type(self).requests.append(("GET", self.path, None, None))
         if self.path == ROLLOUT_PATH and not self.missing:
-            self._send(200, ROLLOUT)
+            self._send(200, self.rollout)
         elif self.path.startswith("/apis/apps/v1/namespaces/ai-prod/replicasets"):
             self._send(200, {"apiVersion": "apps/v1", "kind": "ReplicaSetList", "metadata": {},
                              "items": [_rs(1, "v1"), _rs(2, "v2")]})
@@ -84,7 +85,7 @@ class _Api(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def api(tmp_path):
-    _Api.requests, _Api.missing = [], False
+    _Api.requests, _Api.missing, _Api.rollout = [], False, ROLLOUT
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Api)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     config = {
@@ -127,6 +128,26 @@ def test_abort(api):
     assert _patches() == [(ROLLOUT_PATH + "/status", "application/merge-patch+json", {"status": {"abort": True}})]
 
 
+ABORTED = {**ROLLOUT, "metadata": {**ROLLOUT["metadata"], "annotations": {"rollout.argoproj.io/revision": "3"}},
+           "status": {"phase": "Degraded", "abort": True, "currentStepIndex": 0,
+                      "message": "RolloutAborted: Rollout aborted update to revision 3",
+                      "currentPodHash": "new", "stableRS": "old", "canary": {"weights": {"canary": {"weight": 0}}}}}
+
+
+@pytest.mark.parametrize("rollout, note", [
+    pytest.param(ABORTED, False, id="aborted"),
+    pytest.param(ROLLOUT, True, id="not-aborted-sent-all-the-same"),
+])
+def test_retry_clears_the_abort_on_the_status_subresource(api, capsys, rollout, note):
+    _Api.rollout = rollout
+    s = api.retry()
+    assert _patches() == [(ROLLOUT_PATH + "/status", "application/merge-patch+json", {"status": {"abort": False}})]
+    err = capsys.readouterr().err
+    assert ('note: the Rollout is not aborted; retry sends its patch {"status":{"abort":false}} all the same, '
+            "and it changes nothing" in err) is note
+    assert s.details.get("Revision") == ("3" if rollout is ABORTED else None)
+
+
 def test_undo_sends_the_previous_template_as_a_json_patch(api):
     api.undo()
     [(path, ctype, body)] = _patches()
@@ -149,6 +170,7 @@ def test_fault_patches_the_template(api):
     pytest.param(lambda b: b.promote(), id="promote"),
     pytest.param(lambda b: b.promote(full=True), id="promote-full"),
     pytest.param(lambda b: b.abort(), id="abort"),
+    pytest.param(lambda b: b.retry(), id="retry"),
     pytest.param(lambda b: b.undo(), id="undo"),
     pytest.param(lambda b: b.set_fault("canary:error-rate=0.05"), id="fault"),
 ])

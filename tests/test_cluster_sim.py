@@ -62,6 +62,11 @@ class ToySim:
         self.calls.append((self.t, "abort"))
         self.phase, self.weight = "Degraded", 0
 
+    def retry(self) -> None:
+        self.calls.append((self.t, "retry"))
+        if self.phase == "Degraded":
+            self.phase, self.weight = "Progressing", 10
+
     def undo(self) -> None:
         self.calls.append((self.t, "undo"))
         self.phase, self.weight = "Healthy", 0
@@ -72,7 +77,7 @@ class ToySim:
 
     def status(self) -> ClusterStatus:
         return ClusterStatus(backend="sim", rollout="ai-prod/ai-api", phase=self.phase,
-                             canary_weight=self.weight, t_s=self.t)
+                             canary_weight=self.weight, t_s=self.t, aborted=self.phase == "Degraded")
 
 
 @pytest.fixture
@@ -129,6 +134,32 @@ def test_a_verb_that_changes_nothing_says_so_and_is_not_replayed(store, tmp_path
     assert said == ["note: promote changed nothing: the rollout is Healthy, with no canary in progress. "
                     "Deploy again to start one (the simulated cluster takes every deploy as a new revision)."]
     assert [a["action"] for a in json.loads(store.path.read_text())["actions"]] == ["promote"]
+
+
+def test_retry_after_an_abort_is_replayed(store, tmp_path):
+    said: list[str] = []
+    backend(store, until_s=600).deploy(tmp_path)
+    backend(store, until_s=600).abort()
+    s = backend(store, until_s=900, say=said.append).retry()
+    assert (s.phase, s.canary_weight, s.aborted, said) == ("Progressing", 10, False, [])
+    assert backend(store).status().phase == "Progressing"  # replayed: abort at 10 min, retry after it
+    assert ToySim.instances[-1].calls == [(600.0, "abort"), (600.0, "retry")]
+
+
+@pytest.mark.parametrize("until_s, phase", [
+    pytest.param(600, "Progressing", id="progressing"),
+    pytest.param(None, "Paused", id="paused"),
+])
+def test_retry_when_not_aborted_says_so_and_is_not_replayed(store, tmp_path, until_s, phase):
+    said: list[str] = []
+    s = backend(store, until_s=until_s).deploy(tmp_path)
+    t_s = s.t_s
+    s = backend(store, say=said.append).retry()  # nothing changes: the clock does not run on either
+    assert (s.phase, s.t_s, s.aborted) == (phase, t_s, False)
+    assert backend(store).status().t_s == t_s
+    assert said == [f"note: retry changed nothing: the rollout is {phase}, not aborted, and retry only restarts "
+                    "an aborted one (kind's retry sends its patch all the same, and it changes nothing there either)."]
+    assert json.loads(store.path.read_text())["actions"] == []
 
 
 def test_deploy_refuses_manifests_kind_would_refuse(store, tmp_path, course_copy):
@@ -292,6 +323,33 @@ def test_course_rollout_manual_abort_replays(real_sim, capsys):
     assert main(["cluster", "status", "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
     assert again["timeline"] == aborted["timeline"]
+
+
+@pytest.mark.slow
+def test_course_rollout_abort_then_retry(real_sim, capsys):
+    assert main(["cluster", "deploy", "--until", "20m"]) == 0
+    capsys.readouterr()
+    assert main(["cluster", "abort", "--until", "20m", "--json"]) == 0
+    aborted = json.loads(capsys.readouterr().out)
+    assert aborted["message"] == "RolloutAborted: Rollout aborted update to revision 2"
+    assert aborted["details"]["Revision"] == "2"
+    assert main(["cluster", "retry", "--until", "30m", "--json"]) == 0
+    retried = json.loads(capsys.readouterr().out)
+    assert not retried["aborted"] and retried["phase"] in ("Paused", "Progressing") and retried["canary_weight"] > 0
+    assert "retry: steps restart from 0" in [row["event"] for row in retried["timeline"]]
+    assert main(["cluster", "undo", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["details"]["Revision"] == "3"
+
+
+@pytest.mark.slow
+def test_course_rollout_retry_in_a_timed_pause_changes_nothing(real_sim, capsys):
+    assert main(["cluster", "deploy", "--until", "20m", "--json"]) == 0
+    before = json.loads(capsys.readouterr().out)
+    assert (before["phase"], before["message"]) == ("Paused", "CanaryPauseStep")  # the 1 h pause
+    assert main(["cluster", "retry", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == before
+    assert err.startswith("note: retry changed nothing: the rollout is Paused, not aborted") and err.count("\n") == 1
 
 
 @pytest.mark.slow

@@ -238,6 +238,47 @@ def test_cluster_kind_shows_preflight_and_plan():
     assert any("--context kind-servelab" in c.value for c in at.code)
 
 
+@pytest.fixture
+def kind_checks(monkeypatch):
+    """Stand-in preflight findings for the kind backend (none of its programs is run)."""
+    import streamlit as st
+
+    from lab.cluster import preflight
+
+    def use(checks):
+        monkeypatch.setattr(preflight, "kind_checks", lambda: list(checks))
+
+    st.cache_data.clear()  # the page caches the preflight
+    yield use
+    st.cache_data.clear()
+
+
+PLUGIN_MISSING = ("kubectl-argo-rollouts", False, "not found on PATH (optional: to watch the canary)", False)
+
+
+@pytest.mark.parametrize(
+    "missing, cross, warned, usable",
+    [
+        pytest.param([PLUGIN_MISSING], [], ["kubectl-argo-rollouts"], True, id="optional-plugin-is-a-warning"),
+        pytest.param([("kind", False, "not found on PATH", True), PLUGIN_MISSING], ["kind"],
+                     ["kubectl-argo-rollouts"], False, id="required-kind-is-a-cross"),
+    ],
+)
+def test_cluster_kind_preflight_marks(kind_checks, missing, cross, warned, usable):
+    pytest.importorskip("lab.cluster.kind")
+    from lab.cluster.base import Check
+
+    found = [Check(name, True, "v1 (/usr/bin)") for name in ("docker", "kubectl", "istioctl")]
+    kind_checks(found + [Check(name, ok, detail, "install it", required=req) for name, ok, detail, req in missing])
+    at = open_page("cluster", cl_backend="kind")
+    marks = [m.value for m in at.markdown if "**" in m.value and ":material/" in m.value]
+    assert sorted(m.split("**")[1] for m in marks if m.startswith(":red[:material/close:]")) == cross
+    assert sorted(m.split("**")[1] for m in marks if m.startswith(":orange[:material/warning:]")) == warned
+    assert sum(m.startswith(":green[:material/check:]") for m in marks) == 3
+    assert any("kind is not usable" in w.value for w in at.warning) is not usable
+    assert any(b.key == "cl_kind_up" for b in at.button) is usable  # kind's verbs are offered
+
+
 @pytest.mark.parametrize("exercise_id", ["6.1", "6.2", "6.3", "6.4"])
 def test_exercises_page_checks_every_reference_solution(exercise_id):
     # Needs the part of sim each check runs (autoscale, rollout, engine).

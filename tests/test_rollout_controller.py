@@ -225,7 +225,7 @@ def test_retry_after_abort_restarts_the_steps(tmp_path):
 
 COMMAND_STEPS = [{"setWeight": 30}, {"pause": {}}, {"analysis": {"templates": [{"templateName": "t"}]}},
                  {"setWeight": 60}, {"pause": {}}]
-WAITING = "CanaryPauseStep: waiting for promote"
+WAITING = "CanaryPauseStep"  # Argo's status.message: the pause condition's reason alone
 # Undo puts the stable template back: Argo forgets the abort and the pauses, skips every step
 # ("Rollback to stable ReplicaSets") and shows Healthy with no message.
 UNDONE = {"phase": "Healthy", "message": "", "aborted": False, "aborted_at_s": None, "abort_reason": None,
@@ -271,6 +271,82 @@ def test_state_after_commands(tmp_path, commands, expected):
         sim.advance(sim.now_s + 600)
     assert _state(sim) == expected
     assert not sim.promoted and sim.status()["aborted"] is expected["aborted"]
+
+
+# -- status.message in Argo's words (CalculateRolloutPhase, calculateRolloutConditions) ----------
+
+ABORTED = "RolloutAborted: Rollout aborted update to revision 2"
+FAILED = 'Metric "m" assessed Failed due to failed (1) > failureLimit (0)'
+FAILING = template("t", metric("m", "q", successCondition="result[0] < 0.5"))
+RUNNING = template("slow", metric("m", "q", interval="1m", successCondition="result[0] < 0.5"))  # never done
+BACKGROUND = {"templates": [{"templateName": "t"}]}
+
+
+@pytest.mark.parametrize(
+    "steps, background, until_s, abort, expected",
+    [
+        pytest.param([{"setWeight": 10}, {"pause": {"duration": "1h"}}, {"setWeight": 50}, {"pause": {}}], None,
+                     600, False, ("Paused", "CanaryPauseStep"), id="timed-pause"),
+        pytest.param([{"setWeight": 10}, {"pause": {}}], None, 600, False, ("Paused", "CanaryPauseStep"),
+                     id="indefinite-pause"),
+        pytest.param([{"setWeight": 10}, {"pause": {"duration": "1h"}}, {"setWeight": 50}, {"pause": {}}], None,
+                     3600, False, ("Paused", "CanaryPauseStep"), id="the-next-pause-after-a-timed-one"),
+        pytest.param([{"setWeight": 10}, {"pause": {"duration": "1h"}}, {"analysis": {"templates": [{"templateName": "slow"}]}}],
+                     None, 3600, False, ("Progressing", ""), id="a-timed-pause-over-leaves-no-message"),
+        pytest.param([{"setWeight": 10}, {"pause": {"duration": "1h"}}], None, 600, True, ("Degraded", ABORTED),
+                     id="manual-abort-has-no-suffix"),
+        pytest.param([{"setWeight": 10}, {"analysis": {"templates": [{"templateName": "t"}]}}], None, 600, False,
+                     ("Degraded", f"{ABORTED}: Step-based analysis phase error/failed: {FAILED}"), id="step-analysis-abort"),
+        pytest.param([{"setWeight": 10}, {"pause": {"duration": "1h"}}], BACKGROUND, 600, False,
+                     ("Degraded", f"{ABORTED}: Background analysis phase error/failed: {FAILED}"),
+                     id="background-analysis-abort"),
+    ],
+)
+def test_status_message(tmp_path, steps, background, until_s, abort, expected):
+    # q fails in the first hour (the analysis rows abort) and passes after it ("slow" runs on).
+    prov = Script(q=lambda t: [0.9] if t < 3600 else [0.1])
+    sim = build(tmp_path, [rollout(steps, background), FAILING, RUNNING], prov)
+    sim.advance(until_s)
+    if abort:
+        sim.abort()
+    assert (sim.phase, sim.message) == expected
+    assert sim.status()["message"] == expected[1]
+
+
+@pytest.mark.parametrize(
+    "revision, commands, expected",
+    [
+        pytest.param(2, ["abort"], (2, "RolloutAborted: Rollout aborted update to revision 2"), id="first-update"),
+        pytest.param(7, ["abort"], (7, "RolloutAborted: Rollout aborted update to revision 7"), id="a-later-update"),
+        pytest.param(2, ["abort", "retry", "abort"], (2, "RolloutAborted: Rollout aborted update to revision 2"),
+                     id="retry-keeps-the-revision"),
+        pytest.param(2, ["abort", "undo"], (3, ""), id="undo-makes-the-stable-template-the-next-revision"),
+        pytest.param(4, ["undo", "undo"], (5, ""), id="a-second-undo-changes-nothing"),
+        pytest.param(2, ["promote-full", "undo"], (3, ""), id="undo-after-promotion"),
+    ],
+)
+def test_revision_named_by_the_abort(tmp_path, revision, commands, expected):
+    sim = build(tmp_path, [rollout([{"setWeight": 30}, {"pause": {"duration": "1h"}}])], Script(), revision=revision)
+    sim.advance(600)
+    for command in commands:
+        if command == "promote-full":
+            sim.promote(full=True)
+        else:
+            getattr(sim, command)()
+    assert (sim.status()["revision"], sim.message) == expected
+
+
+def test_retry_when_not_aborted_changes_nothing(tmp_path):
+    sim = build(tmp_path, [rollout([{"setWeight": 30}, {"pause": {"duration": "1h"}}])], Script())
+    sim.advance(600)
+    before = (sim.status(), list(sim.timeline))
+    sim.retry()
+    assert (sim.status(), list(sim.timeline)) == before
+
+
+def test_a_revision_below_two_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"revision \(=1\) must be >= 2"):
+        build(tmp_path, [rollout([{"setWeight": 30}])], Script(), revision=1)
 
 
 def test_undo_in_an_inconclusive_pause_clears_it(tmp_path):

@@ -1,6 +1,6 @@
 """``servelab cluster``: deploy the course's manifests to the simulated cluster or to kind.
 
-    servelab cluster preflight|up|deploy|status|promote|abort|undo|down [--backend sim|kind] [--dry-run]
+    servelab cluster preflight|up|deploy|status|promote|abort|retry|undo|down [--backend sim|kind] [--dry-run]
     servelab cluster fault SPEC [--backend sim|kind]
 
 The sim backend (default) runs the manifests in ServeLab's rollout simulator and keeps its
@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-ACTIONS = ("preflight", "up", "deploy", "status", "promote", "abort", "undo", "down", "fault")
+ACTIONS = ("preflight", "up", "deploy", "status", "promote", "abort", "retry", "undo", "down", "fault")
 DEFAULT_MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 
 
@@ -26,12 +26,13 @@ actions:
   status     the Rollout now: phase, step, canary weight, last analysis, timeline
   promote    past the current pause or analysis step (--full: past every step)
   abort      all traffic back to stable; the Rollout turns Degraded
+  retry      an aborted Rollout starts its steps again from 0 (not aborted: nothing changes)
   undo       back to the stable revision's pod template; Healthy again
   fault      make the canary misbehave: fault SPEC adds one, fault none clears them
   down       kind: delete the cluster; sim: forget the simulated cluster
 
 sim backend: time and state
-  Simulated time moves only when a command moves it. deploy, promote, abort, undo and fault
+  Simulated time moves only when a command moves it. deploy, promote, abort, retry, undo and fault
   run the rollout on until it settles (Healthy, Degraded, or a pause without a duration), so
   one deploy can go through all seven hours of the course's canary; --until DURATION (since
   the deploy) or --advance DURATION stops the clock earlier, and status moves it only with

@@ -1,7 +1,8 @@
 """One interface for the clusters the course's manifests run on.
 
 A backend deploys a manifests folder and then follows and steers the Argo Rollout in it, the
-way ``kubectl argo rollouts`` does: ``status``, ``promote`` (``--full``), ``abort``, ``undo``.
+way ``kubectl argo rollouts`` does: ``status``, ``promote`` (``--full``), ``abort``, ``retry``,
+``undo``.
 ``set_fault`` makes the canary misbehave (ServeLab's fault SPEC, see DESIGN.md), so the
 analysis has something to catch. Two backends implement it: ``sim`` (the simulator, the
 default) and ``kind`` (a real local Kubernetes in Docker).
@@ -132,6 +133,10 @@ class ClusterBackend(abc.ABC):
     @abc.abstractmethod
     def abort(self) -> ClusterStatus:
         """Send all traffic back to stable (the Rollout turns Degraded)."""
+
+    @abc.abstractmethod
+    def retry(self) -> ClusterStatus:
+        """Clear an abort: the steps start again from 0 (nothing to do when not aborted)."""
 
     @abc.abstractmethod
     def undo(self) -> ClusterStatus:

@@ -4,14 +4,14 @@
 loads it into the node, and installs pinned releases (lab/cluster/pins.py) of Argo Rollouts,
 Istio (istioctl, ``default`` profile: istiod and the ingress gateway), Prometheus (our own
 manifests in ``manifests/monitoring/``) and KEDA (for exercise 6.1). ``deploy`` runs ``kubectl
-apply -k`` on the course's manifests and the judge. ``status``, ``promote``, ``abort`` and
-``undo`` go through the Kubernetes API with the official ``kubernetes`` client and patch the
+apply -k`` on the course's manifests and the judge. ``status``, ``promote``, ``abort``,
+``retry`` and ``undo`` go through the Kubernetes API with the official ``kubernetes`` client and patch the
 Rollout the way ``kubectl argo rollouts`` does (lab/cluster/rollout_api.py).
 
 Safety: every command names ``--context kind-<cluster>`` and the API client is built for that
 context only; lab/cluster/kubecontext.py refuses anything else. ``--dry-run`` prints the plan
 (every command, and the manifests as kustomize renders them) and runs nothing. For ``status``,
-``promote``, ``abort``, ``undo`` and ``fault`` it contacts no cluster either: it prints the
+``promote``, ``abort``, ``retry``, ``undo`` and ``fault`` it contacts no cluster either: it prints the
 ``kubectl`` reads and patches they send, each patch that depends on the Rollout's live state with
 the condition it is sent under, and the same verb as a ``kubectl argo rollouts`` command.
 """
@@ -241,6 +241,11 @@ class KindBackend(ClusterBackend):
         return [self._patch_step("Abort: all traffic back to stable; the Rollout turns Degraded",
                                  rollout_api.ABORT_PATCH, status=True)]
 
+    def plan_retry(self) -> list[Step]:
+        return [self._patch_step("Retry: clear status.abort, so the steps start again from 0 (the plugin sends it "
+                                 "whatever the state; on a rollout that is not aborted it changes nothing)",
+                                 rollout_api.RETRY_PATCH, status=True)]
+
     def plan_undo(self) -> list[Step]:
         rollout = self._rollout_doc()
         namespace = (rollout.get("metadata") or {}).get("namespace", "default")
@@ -278,10 +283,12 @@ class KindBackend(ClusterBackend):
         return Step(title, self._kubectl("-n", namespace, "patch", "rollout", name, *args))
 
     def plugin_command(self, verb: str, *flags: str) -> tuple[str, ...]:
-        """The same verb with the Argo Rollouts kubectl plugin (``kubectl argo rollouts VERB NAME``)."""
+        """The same verb with the Argo Rollouts kubectl plugin (``kubectl argo rollouts VERB NAME``).
+
+        ``get`` and ``retry`` name the kind too (``get rollout NAME``): they also act on experiments."""
         namespace, name = self._rollout_ref()
         kubeconfig = ("--kubeconfig", str(self.kubeconfig)) if self.kubeconfig else ()
-        verb_args = ("get", "rollout", name) if verb == "get" else (verb, name)
+        verb_args = (verb, "rollout", name) if verb in ("get", "retry") else (verb, name)
         return ("kubectl", "argo", "rollouts", "--context", self.context, *kubeconfig, "-n", namespace,
                 *verb_args, *flags)
 
@@ -408,6 +415,18 @@ class KindBackend(ClusterBackend):
             self._print_rollout_plan("abort", self.plan_abort(), self.plugin_command("abort"))
             return None
         self._patch(rollout_api.ABORT_PATCH, subresource="status")
+        return self.status()
+
+    def retry(self) -> ClusterStatus | None:
+        if self.dry_run:
+            self._print_rollout_plan("retry", self.plan_retry(), self.plugin_command("retry"))
+            return None
+        if not (self._get_rollout().get("status") or {}).get("abort"):
+            # As the plugin, send the patch all the same; unlike its silence, say what it did.
+            print("note: the Rollout is not aborted; retry sends its patch "
+                  f"{rollout_api.to_kubectl_patch(rollout_api.RETRY_PATCH)} all the same, and it changes nothing",
+                  file=sys.stderr)
+        self._patch(rollout_api.RETRY_PATCH, subresource="status")
         return self.status()
 
     def undo(self) -> ClusterStatus | None:

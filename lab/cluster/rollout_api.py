@@ -2,13 +2,15 @@
 
 Pure functions over the Rollout as a dict (what the Kubernetes API returns), so that they can
 be checked without a cluster. The patches are the plugin's own (argo-rollouts v1.9,
-``pkg/kubectl-argo-rollouts/cmd/{promote,abort,undo}``):
+``pkg/kubectl-argo-rollouts/cmd/{promote,abort,retry,undo}``):
 
 - promote: ``{"spec":{"paused":false}}`` if ``spec.paused``; then on the status subresource
   ``{"status":{"pauseConditions":null}}`` if there are pause conditions, otherwise (a canary
   inside an analysis step) ``{"status":{"pauseConditions":null,"currentStepIndex":i+1}}``.
 - promote --full: ``{"status":{"promoteFull":true}}`` unless the canary already is stable.
 - abort: ``{"status":{"abort":true}}`` on the status subresource.
+- retry (``retry rollout NAME``): ``{"status":{"abort":false}}`` on the status subresource, sent
+  whatever the state; on a rollout that is not aborted it changes nothing.
 - undo: a JSON patch replacing ``/spec/template`` with the pod template of the previous
   revision's ReplicaSet (annotation ``rollout.argoproj.io/revision``), hash label removed.
 """
@@ -65,6 +67,9 @@ def status_from_rollout(rollout: dict, backend: str = "kind") -> ClusterStatus:
         details["Current RS"] = status["currentPodHash"]
     if status.get("pauseConditions"):
         details["Paused by"] = ", ".join(str(p.get("reason")) for p in status["pauseConditions"])
+    revision = (meta.get("annotations") or {}).get(REVISION_ANNOTATION)
+    if revision:
+        details["Revision"] = revision  # the one an abort message names
     return ClusterStatus(
         backend=backend,
         rollout=f"{meta.get('namespace', '?')}/{meta.get('name', '?')}",
@@ -100,6 +105,7 @@ def promote_patches(rollout: dict, full: bool = False) -> tuple[dict | None, dic
 
 
 ABORT_PATCH = {"status": {"abort": True}}
+RETRY_PATCH = {"status": {"abort": False}}
 
 
 def undo_patch(rollout: dict, replicasets: list[dict]) -> list[dict]:

@@ -35,6 +35,9 @@ class RolloutSimulationAdapter:
     def abort(self) -> None:
         self.sim.abort()
 
+    def retry(self) -> None:
+        self.sim.retry()
+
     def undo(self) -> None:
         self.sim.undo()
 
@@ -75,6 +78,7 @@ class RolloutSimulationAdapter:
         aborted = bool(s.get("aborted"))  # undo and retry clear it, as Argo does
         details = {
             "Pods": f"canary {s.get('canary_pods', 0)}, stable {s.get('stable_pods', 0)}",
+            "Revision": str(s.get("revision")),  # as kind shows the Rollout's revision annotation
         }
         runs = s.get("runs") or []
         if runs:

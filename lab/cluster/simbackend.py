@@ -2,11 +2,11 @@
 
 No Docker, no Kubernetes: ``deploy`` loads the manifests folder into ``sim.rollout``'s
 simulation of Argo Rollouts (canary steps, analysis runs against simulated Prometheus series,
-faults), and ``status``/``promote``/``abort``/``undo``/``fault`` act on it as
+faults), and ``status``/``promote``/``abort``/``retry``/``undo``/``fault`` act on it as
 ``kubectl argo rollouts`` would on a cluster.
 
 Time. By default the simulation is *accelerated*: simulated time moves only when a command
-moves it. ``deploy``, ``promote``, ``abort``, ``undo`` and ``fault`` run the rollout on until
+moves it. ``deploy``, ``promote``, ``abort``, ``retry``, ``undo`` and ``fault`` run the rollout on until
 it settles (Healthy, Degraded, or paused waiting for a promote), or to ``--until``; ``status``
 does not move time unless given ``--advance``. With ``--speed X`` at deploy, simulated time
 is wall-clock time since the deploy times X (1 = real time), so a classroom can watch a
@@ -35,6 +35,7 @@ class Simulation(Protocol):
     def advance(self, until_s: float) -> None: ...
     def promote(self, full: bool = False) -> None: ...
     def abort(self) -> None: ...
+    def retry(self) -> None: ...
     def undo(self) -> None: ...
     def set_fault(self, spec: str) -> None: ...
     def now_s(self) -> float: ...
@@ -146,16 +147,26 @@ class SimBackend(ClusterBackend):
         sim = self._replay(state)
         now = self._clock_s(state)
         sim.advance(now)
-        before = _where(sim.status())
+        before = sim.status()
         record = Action(t_s=now, action=action, arg=arg)
         _apply(sim, record)
-        if action != "fault" and _where(sim.status()) == before:
+        # A fault always counts (it acts later). Retry acts on an abort alone: were it to abort
+        # again at once, nothing would look moved.
+        if action == "fault":
+            idle = False
+        elif action == "retry":
+            idle = not before.aborted
+        else:
+            idle = _where(sim.status()) == _where(before)
+        if idle:
             # As the plugin, a verb with nothing to act on changes nothing; unlike the plugin's
             # silence, say so, and keep it out of the replayed log.
-            self.say(f"note: {action} changed nothing: {_why_nothing(action, before[0])}")
+            self.say(f"note: {action} changed nothing: {_why_nothing(action, before.phase)}")
         else:
             state.actions.append(record)
-        self._run_on(sim, state, now, settle=settle)
+        # A verb that did nothing leaves the clock where it is too (retry in a timed pause must not
+        # run the rollout on to its end); --until and --advance still move it, as for status.
+        self._run_on(sim, state, now, settle=settle and not idle)
         self.store.save(state)
         return sim.status()
 
@@ -204,6 +215,9 @@ class SimBackend(ClusterBackend):
     def abort(self) -> ClusterStatus:
         return self._act("abort")
 
+    def retry(self) -> ClusterStatus:
+        return self._act("retry")
+
     def undo(self) -> ClusterStatus:
         return self._act("undo")
 
@@ -223,6 +237,8 @@ def _apply(sim: Simulation, action: Action) -> None:
         sim.promote(full=True)
     elif action.action == "abort":
         sim.abort()
+    elif action.action == "retry":
+        sim.retry()
     elif action.action == "undo":
         sim.undo()
     elif action.action == "fault":
@@ -237,12 +253,15 @@ def _where(status: ClusterStatus) -> tuple:
 
 
 def _why_nothing(action: str, phase: str) -> str:
+    if action == "retry":
+        return (f"the rollout is {phase}, not aborted, and retry only restarts an aborted one "
+                "(kind's retry sends its patch all the same, and it changes nothing there either).")
     if phase == "Healthy":
         return ("the rollout is Healthy, with no canary in progress. Deploy again to start one "
                 "(the simulated cluster takes every deploy as a new revision).")
     if phase == "Degraded":
-        return ("the rollout was aborted (Degraded). Go back to the stable revision with "
-                "'servelab cluster undo', or deploy again to start a new canary.")
+        return ("the rollout was aborted (Degraded). Start its steps again with 'servelab cluster retry', "
+                "go back to the stable revision with 'servelab cluster undo', or deploy again.")
     return f"the rollout is {phase} and {action} does not apply there."
 
 

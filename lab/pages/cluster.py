@@ -72,8 +72,11 @@ if backend_name == "kind":
     for c in checks:
         if c["ok"]:
             st.markdown(f":green[:material/check:] **{c['name']}**: {c['detail']}")
-        else:
+        elif c["required"]:
             st.markdown(f":red[:material/close:] **{c['name']}**: {c['detail']}  \n{c['fix']}")
+        else:  # optional (the kubectl plugin): a warning, as the CLI's [warn]; kind stays usable
+            optional = "" if "optional" in c["detail"] else " (optional)"
+            st.markdown(f":orange[:material/warning:] **{c['name']}**{optional}: {c['detail']}  \n{c['fix']}")
     if not ready:
         st.warning(
             "kind is not usable on this machine yet: install what is missing above (docs/kind.md walks "

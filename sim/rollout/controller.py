@@ -21,6 +21,16 @@ Semantics (reference: argo-rollouts-analysis.md, sections 1, 2, 7, 8):
   Undo puts the stable revision's template back, so Argo skips every step ("Rollback to stable
   ReplicaSets": the step index becomes the number of steps) and the rollout is Healthy with no
   message. Retry restarts the steps from 0 on the new revision.
+- Revisions are numbered as Argo numbers them (annotation ``rollout.argoproj.io/revision``): the
+  stable one is ``revision - 1`` and the canary ``revision`` (2 after a first update). Undo moves
+  the spec to the stable template, whose ReplicaSet Argo stamps with the next number
+  (``SetNewReplicaSetAnnotations``: max + 1), so it adds one; retry keeps the same template and
+  number. (A fault set here changes the running pods, not the template: no new revision. On kind
+  a fault is a new template, so Argo numbers a new revision and starts a canary.)
+- ``message`` is Argo's ``status.message`` (``CalculateRolloutPhase`` in
+  utils/rollout/rolloututil.go): while a pause condition is on, its reason alone, so a pause step
+  reads ``CanaryPauseStep`` whether it has a duration or waits for promote; aborted, it is the
+  ``RolloutAborted`` condition (see :func:`abort_message`).
 """
 
 from __future__ import annotations
@@ -35,6 +45,8 @@ from sim.rollout.fleet import Fleet
 from sim.rollout.loader import Manifests, ResolvedAnalysis
 
 EPS = 1e-9
+PAUSE_STEP = "CanaryPauseStep"  # Argo's PauseReasonCanaryPauseStep, shown as status.message
+ANALYSIS_ABORT_HEAD = {"step": "Step-based", "background": "Background"}  # rollout/analysis.go
 
 
 @dataclass(frozen=True)
@@ -60,7 +72,10 @@ class MeasurementRecord:
 
 
 class RolloutSimulation:
-    def __init__(self, manifests: Manifests, fleet: Fleet, provider, *, abort_at_s: float | None = None):
+    def __init__(self, manifests: Manifests, fleet: Fleet, provider, *, abort_at_s: float | None = None,
+                 revision: int = 2):
+        if revision < 2:
+            raise ValueError(f"revision (={revision}) must be >= 2: the canary's, after at least one stable revision")
         self.m = manifests
         self.fleet = fleet
         self.provider = provider
@@ -83,6 +98,8 @@ class RolloutSimulation:
         self.timeline: list[Event] = []
         self.measurements: list[MeasurementRecord] = []
         self.abort_at_s = abort_at_s
+        self.revision = revision  # the spec's revision: the canary's until undo (see the module docstring)
+        self.undone = False
         self._log("rollout started: new revision, 0% canary", "info")
         self._reconcile()
 
@@ -100,6 +117,7 @@ class RolloutSimulation:
             "stable_pods": self.fleet.replicas,
             "promoted": self.promoted,
             "aborted": self.aborted,
+            "revision": self.revision,
             "runs": [{"name": r.name, "kind": r.kind, "phase": r.phase.value, "message": r.message} for r in self.runs],
         }
 
@@ -190,8 +208,7 @@ class RolloutSimulation:
         self.pause_until_s, self.pause_started, self.paused_by_analysis = None, False, False
         self.phase = "Degraded"
         why = self.abort_reason.get("message", "")
-        # Argo's condition message: "RolloutAborted: Rollout aborted update to revision N: <run message>"
-        self.message = f"RolloutAborted: Rollout aborted update to revision 2: {why}"
+        self.message = abort_message(self.revision, self.abort_reason)
         self._log(f"ABORT: {why}; canary weight -> 0, status Degraded", "abort")
 
     def undo(self) -> None:
@@ -199,7 +216,8 @@ class RolloutSimulation:
 
         Argo sees a pod template that is the stable ReplicaSet's, resets the status (abort
         removed, pause conditions cleared, analysis runs dropped) and skips every step: Healthy,
-        with no message. An abort before it is forgotten, so a retry after it does nothing.
+        with no message. An abort before it is forgotten, so a retry after it does nothing. The
+        stable template becomes the newest revision (one more than the canary's).
         """
         if self.promoted:
             # Argo runs the steps again towards the older template (unless spec.rollbackWindow
@@ -215,6 +233,11 @@ class RolloutSimulation:
         self._clear_abort_and_pause()
         self.step_index = len(self.steps)  # Argo's "Rollback to stable ReplicaSets": steps skipped
         self.phase, self.message = "Healthy", ""
+        if not self.undone:
+            # Argo would take a second undo back to the canary's template (the second-highest
+            # revision) and start it again; here it changes nothing, so the number stays.
+            self.revision += 1
+            self.undone = True
         self._log("undo: spec restored to the stable revision; steps skipped, status Healthy", "info")
 
     def set_faults(self, faults) -> None:
@@ -226,7 +249,12 @@ class RolloutSimulation:
         self._log(f"faults set: {', '.join(f.spec for f in parsed) or 'none'}", "info")
 
     def retry(self) -> None:
-        """``kubectl argo rollouts retry``: clears the abort, the steps restart from 0."""
+        """``kubectl argo rollouts retry``: clears the abort, the steps restart from 0.
+
+        The plugin sends ``{"status":{"abort":false}}`` whatever the rollout's state; on one that
+        is not aborted the flag is false already and nothing changes, here as there. The
+        revision stays: the template is the same.
+        """
         if not self.aborted:
             return
         self._clear_abort_and_pause()
@@ -296,20 +324,19 @@ class RolloutSimulation:
                     self.pause_started = True
                     if step.pause.duration is None:
                         self.pause_until_s = None
-                        self.phase = "Paused"
-                        self.message = "CanaryPauseStep: waiting for promote"
                         self._log(f"step {self.step_index}: pause (until promoted)", "pause")
-                        return
-                    self.pause_until_s = self.now_s + step.pause.duration
-                    self._log(f"step {self.step_index}: pause {format_duration(step.pause.duration)}", "pause")
-                if self.pause_until_s is None:
-                    self.phase = "Paused"
-                    return
-                if self.now_s + EPS >= self.pause_until_s:
+                    else:
+                        self.pause_until_s = self.now_s + step.pause.duration
+                        self._log(f"step {self.step_index}: pause {format_duration(step.pause.duration)}", "pause")
+                if self.pause_until_s is not None and self.now_s + EPS >= self.pause_until_s:
+                    # The duration is over: Argo removes the CanaryPauseStep condition, and its message.
                     self.pause_until_s, self.pause_started = None, False
+                    self.phase, self.message = "Progressing", ""
                     self.step_index += 1
                     continue
-                self.phase = "Paused"
+                # Timed or not, Argo adds the CanaryPauseStep pause condition (reconcileCanaryPause)
+                # and status.message is its reason.
+                self.phase, self.message = "Paused", PAUSE_STEP
                 return
             if step.analysis is not None:
                 self.phase = "Progressing"
@@ -383,6 +410,24 @@ class RolloutSimulation:
 
     def _log(self, text: str, kind: str) -> None:
         self.timeline.append(Event(self.now_s, text, self.weight, kind))
+
+
+def abort_message(revision: int, reason: dict | None) -> str:
+    """Argo's ``status.message`` for an aborted rollout, word for word.
+
+    ``calculateRolloutConditions`` (rollout/sync.go) writes the RolloutAborted condition as
+    ``Rollout aborted update to revision N``, plus ``: <abort message>`` when the controller
+    aborted it itself; ``CalculateRolloutPhase`` shows ``<reason>: <message>``. An analysis run's
+    abort message (rollout/analysis.go) is ``Step-based analysis phase error/failed`` or
+    ``Background analysis phase error/failed``, then ``: <run message>``. A manual abort
+    (``kubectl argo rollouts abort``, our ``abort_at_s``) only sets ``status.abort``: no suffix.
+    """
+    message = f"RolloutAborted: Rollout aborted update to revision {revision}"
+    head = ANALYSIS_ABORT_HEAD.get((reason or {}).get("run"))
+    if head is None:
+        return message
+    why = (reason or {}).get("message") or ""
+    return f"{message}: {head} analysis phase error/failed" + (f": {why}" if why else "")
 
 
 def _condition(spec) -> str | None:
