@@ -220,6 +220,24 @@ def test_cluster_deploy_then_abort(state_dir):
     at.button(key="cl_abort").click().run()
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Status"] == "Degraded" and metrics["Canary weight"] == "0%"
+    assert any("Rollout aborted update to revision 2" in c.value for c in at.caption), texts(at)
+
+
+def test_cluster_retry_then_undo(state_dir):
+    """Retry restarts an aborted rollout's steps; undo goes back to the stable revision (3)."""
+    pytest.importorskip("lab.cluster.simbackend")
+    at = open_page("cluster", cl_clock="live")
+    at.button(key="cl_deploy").click().run()
+    at.button(key="cl_abort").click().run()
+    at.button(key="cl_retry").click().run()
+    assert not at.exception and not at.error, texts(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Status"] in ("Paused", "Progressing") and metrics["Canary weight"] == "1%"
+    assert metrics["Step"] == "1 / 9" and at.session_state.cl_status["details"]["Revision"] == "2"
+    at.button(key="cl_undo").click().run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Status"] == "Healthy" and metrics["Canary weight"] == "0%" and metrics["Step"] == "9 / 9"
+    assert at.session_state.cl_status["details"]["Revision"] == "3"  # the stable template, numbered anew
 
 
 def test_cluster_fault_at_deploy_rolls_back(state_dir):

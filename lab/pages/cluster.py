@@ -92,7 +92,7 @@ if backend_name == "kind":
         from lab.cluster.kind import KindBackend
 
         kind = KindBackend()
-        cols = st.columns(5)
+        cols = st.columns(3) + st.columns(4)  # two rows: the cluster, then the rollout's verbs
         try:
             if cols[0].button("Create the cluster", key="cl_kind_up"):
                 with st.status("kind: creating the cluster and installing Argo Rollouts, Prometheus...") as s:
@@ -106,6 +106,10 @@ if backend_name == "kind":
                 st.session_state.cl_kind_status = kind.promote().to_dict()
             if cols[4].button("Abort", key="cl_kind_abort"):
                 st.session_state.cl_kind_status = kind.abort().to_dict()
+            if cols[5].button("Retry", key="cl_kind_retry", help="Restart an aborted rollout's steps from 0"):
+                st.session_state.cl_kind_status = kind.retry().to_dict()
+            if cols[6].button("Undo", key="cl_kind_undo", help="Back to the stable revision"):
+                st.session_state.cl_kind_status = kind.undo().to_dict()
         except ServeLabError as exc:
             st.error(str(exc))
         if st.session_state.get("cl_kind_status"):
@@ -150,7 +154,7 @@ with st.container(border=True):
             lambda: SimBackend().deploy(Path(manifests), seed=int(seed), speed=speed, faults=list(deploy_faults)),
         )
 
-verbs = st.columns(6)
+verbs = st.columns(4) + st.columns(4)  # two rows of four: they stay readable at 900 px
 if verbs[0].button("Status", icon=":material/refresh:", key="cl_status_btn"):
     act("Reading the Rollout...", lambda: SimBackend().status())
 if verbs[1].button("Wait 30 min", icon=":material/fast_forward:", key="cl_advance"):
@@ -159,9 +163,15 @@ if verbs[2].button("Promote", icon=":material/skip_next:", key="cl_promote"):
     act("Promoting...", lambda: SimBackend().promote())
 if verbs[3].button("Promote --full", icon=":material/done_all:", key="cl_promote_full"):
     act("Promoting fully...", lambda: SimBackend().promote(full=True))
-if verbs[4].button("Abort", icon=":material/undo:", key="cl_abort"):
+if verbs[4].button("Abort", icon=":material/cancel:", key="cl_abort"):
     act("Aborting...", lambda: SimBackend().abort())
-if verbs[5].button("Tear down", icon=":material/delete:", key="cl_down"):
+if verbs[5].button("Retry", icon=":material/replay:", key="cl_retry",
+                   help="kubectl argo rollouts retry: an aborted rollout starts its steps again from 0"):
+    act("Retrying...", lambda: SimBackend().retry())
+if verbs[6].button("Undo", icon=":material/undo:", key="cl_undo",
+                   help="kubectl argo rollouts undo: the spec goes back to the stable revision"):
+    act("Undoing...", lambda: SimBackend().undo())
+if verbs[7].button("Tear down", icon=":material/delete:", key="cl_down"):
     st.session_state.cl_status = None
     st.session_state.cl_error = None
     st.toast(SimBackend().down())
