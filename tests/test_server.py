@@ -290,6 +290,10 @@ def context_256():
 def test_api_key_required_when_set():
     with serving("--api-key", "sekret", "--served-model-name", "llama", "other") as emu:
         assert httpx.get(f"{emu.base}/v1/models").status_code == 401
+        # vLLM checks the key in a middleware, before the body: a bad body without the key is 401.
+        for body in ({"model": "llama"}, {"model": "llama", "prompt": "hi", "n": "x"}):
+            r = httpx.post(f"{emu.base}/v1/completions", json=body)
+            assert (r.status_code, r.json()) == (401, {"error": "Unauthorized"})
         ok = openai.OpenAI(base_url=f"{emu.base}/v1", api_key="sekret", max_retries=0)
         assert [m.id for m in ok.models.list().data] == ["llama", "other"]
         assert ok.completions.create(model="other", prompt="What is 9 times 9?", max_tokens=4).choices[0].text == " 81."

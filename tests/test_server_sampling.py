@@ -75,6 +75,94 @@ def test_stop_and_stream(pieces, ids, stop, stop_ids, include, expected):
     assert stop_and_stream(pieces, ids, stop, stop_ids, include) == expected
 
 
+@pytest.mark.parametrize(
+    "stop, ids, stop_ids, min_tokens, expected",
+    [
+        pytest.param(["two"], None, [], 1, (2, (" o", "ne "), "two"), id="stop-string-on-token-min-plus-one"),
+        pytest.param(["two"], None, [], 2, (3, (" o", "ne t", "wo three"), None),
+                     id="stop-string-on-token-min-is-not-searched-again"),
+        pytest.param(["e t"], None, [], 1, (2, (" o", "n"), "e t"), id="match-may-start-before-the-gate"),
+        pytest.param(["ree"], None, [], 2, (3, (" o", "ne t", "wo th"), "ree"), id="later-stop-still-ends-it"),
+        pytest.param([], [5, 6, 7], [6], 3, (2, (" one", ""), 6), id="a-stop-token-still-ends-it-as-check-stop"),
+    ],
+)
+def test_min_tokens_gates_stop_strings_as_vllms_detokenizer(stop, ids, stop_ids, min_tokens, expected):
+    """vLLM's detokenizer searches for stop strings only once more than ``min_tokens`` tokens
+    have come, in the text after the first ``min_tokens`` (a match may start before it). Stop
+    tokens are held off by the sampler's mask, not here (the planner never draws one there)."""
+    assert stop_and_stream([" one", " two", " three"], ids, stop, stop_ids, False, min_tokens) == expected
+
+
+QUESTION = "What is the capital of France?"
+DOT = Tokenizer().token_id(".")
+
+
+@pytest.mark.parametrize(
+    "max_tokens, kwargs, first_words, n_tokens, finish, stop_reason",
+    [
+        pytest.param(8, {}, ("Paris", "."), 2, "stop", None, id="no-min-tokens"),
+        pytest.param(8, {"min_tokens": 2}, ("Paris", "."), 2, "stop", None, id="natural-end-at-min-tokens"),
+        pytest.param(8, {"min_tokens": 5}, ("Paris", "."), 5, "stop", None, id="natural-end-held-to-min-tokens"),
+        pytest.param(5, {"min_tokens": 5}, ("Paris", "."), 5, "length", None, id="min-tokens-is-max-tokens"),
+        pytest.param(8, {"min_tokens": 3, "ignore_eos": True}, ("Paris", "."), 8, "length", None,
+                     id="ignore-eos-runs-to-max-tokens"),
+        pytest.param(8, {"min_tokens": 1, "stop": ["."]}, ("Paris",), 2, "stop", ".", id="stop-string-after-min"),
+        pytest.param(8, {"min_tokens": 2, "stop": ["."]}, ("Paris", "."), 2, "stop", None,
+                     id="stop-string-on-token-min-does-not-count"),
+        pytest.param(8, {"min_tokens": 1, "stop_token_ids": [DOT]}, ("Paris",), 2, "stop", DOT,
+                     id="stop-token-after-min"),
+    ],
+)
+def test_min_tokens_in_a_planned_answer(max_tokens, kwargs, first_words, n_tokens, finish, stop_reason):
+    plan = plan_choice(tokenizer=Tokenizer(), prompt=QUESTION, index=0, max_tokens=max_tokens, seed=0, **kwargs)
+    assert plan.words[:len(first_words)] == first_words
+    assert (plan.max_tokens, len(plan.words), plan.finish_reason, plan.stop_reason) == (n_tokens, n_tokens,
+                                                                                       finish, stop_reason)
+    assert all(w in FILLER_WORDS for w in plan.words[2:])  # what follows the answer is filler
+
+
+def test_min_tokens_redraws_a_stop_token_the_sampler_would_mask():
+    """vLLM sets a stop token's logit to -inf while fewer than min_tokens tokens have come: the
+    model says another word there. A built-in answer pushed off a word goes on as filler."""
+    plan = plan_choice(tokenizer=Tokenizer(), prompt=QUESTION, index=0, max_tokens=8, seed=0, min_tokens=2,
+                       stop_token_ids=[DOT])
+    assert (plan.words[0], plan.max_tokens, plan.finish_reason, plan.stop_reason) == ("Paris", 2, "stop", None)
+    assert plan.words[1] in FILLER_WORDS and plan.words[1] != "."
+    assert plan.answer_words == 1  # "Paris" is still the answer's; the word after it is a filler draw
+    assert [e.logprob for e in token_logprobs(plan, 0)] == [0.0, pytest.approx(FILLER_LOGPROB)]
+    paris = Tokenizer().token_id("Paris")
+    pushed = plan_choice(tokenizer=Tokenizer(), prompt=QUESTION, index=0, max_tokens=8, seed=0, min_tokens=1,
+                         stop_token_ids=[paris])
+    assert pushed.answer_words == 0 and "Paris" not in pushed.words and len(pushed.words) == 2
+    assert all(w in FILLER_WORDS for w in pushed.words)
+    cut = plan_choice(tokenizer=Tokenizer(), prompt=QUESTION, index=0, max_tokens=1, seed=0, min_tokens=1,
+                      stop_token_ids=[paris])  # the answer cut by max_tokens, then pushed off its one word
+    assert (len(cut.words), cut.max_tokens, cut.answer_words, cut.finish_reason) == (1, 1, 0, "length")
+    assert cut.words[0] in FILLER_WORDS and cut.words[0] != "Paris"
+
+
+def test_min_tokens_holds_off_a_filler_answers_end_and_its_stop_tokens():
+    make = lambda **kw: plan_choice(tokenizer=Tokenizer(), prompt="Say something", index=0, max_tokens=4096,
+                                    seed=0, **kw)
+    natural = make()
+    n = len(natural.words)
+    assert natural.finish_reason == "stop" and 4 <= n < 4000
+    longer = make(min_tokens=n + 7)
+    assert (len(longer.words), longer.finish_reason) == (n + 7, "stop")
+    assert longer.words[:n] == natural.words  # it goes on with the filler the plan draws next
+    # A stop token among the first min_tokens is drawn again; the first one after them ends it.
+    word = natural.words[3]
+    ids = [Tokenizer().token_id(word)]
+    m = natural.words.index(word) + 1
+    later = next((k for k in range(m, n) if natural.words[k] == word), None)
+    plan = make(stop_token_ids=ids, min_tokens=m)
+    assert word not in plan.words[:m]
+    assert [w for k, w in enumerate(plan.words[:m]) if natural.words[k] != word] == \
+        [w for w in natural.words[:m] if w != word]  # only the masked words changed
+    assert later is not None  # seed 0: the word comes again, and ends the answer there
+    assert (len(plan.words), plan.finish_reason, plan.stop_reason) == (later + 1, "stop", ids[0])
+
+
 def test_answer_distribution_is_the_draw_plan_choice_makes():
     q = questions.find_question("What is the capital of France?")
     assert questions.answer_distribution(q, 0.0) == [("Paris.", 1.0)]
@@ -190,6 +278,54 @@ def test_stop_token_ids_end_the_answer_on_the_emulators_word_ids(emu, include):
                                                   "include_stop_str_in_output": include})
     assert (r.choices[0].text, r.choices[0].finish_reason, r.choices[0].stop_reason) == (expected, "stop", token_id)
     assert r.usage.completion_tokens == k + 1
+
+
+@pytest.mark.parametrize("chat", [False, True], ids=["completion", "chat"])
+def test_min_tokens_holds_the_answer_open_through_the_server(emu, chat):
+    """A built-in answer (2 tokens) with min_tokens 6 goes on with filler to 6 tokens; the
+    engine generates 6, and the stream carries the same text. A stop string on token
+    min_tokens does not count; on the token after, it does."""
+    def ask(**extra):
+        if chat:
+            return emu.client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": QUESTION}],
+                                                      max_completion_tokens=16, **extra)
+        return emu.client.completions.create(model=MODEL, prompt=QUESTION, max_tokens=16, **extra)
+
+    def text(r):
+        return r.choices[0].message.content if chat else r.choices[0].text
+
+    answer = "Paris." if chat else " Paris."
+    r = ask(extra_body={"min_tokens": 6})
+    assert text(r).startswith(answer + " ") and len(Tokenizer().split(text(r))) == 6
+    assert (r.choices[0].finish_reason, r.choices[0].stop_reason, r.usage.completion_tokens) == ("stop", None, 6)
+    assert emu.engine.finished[-1].num_output_tokens == 6
+    chunks = [c for c in ask(extra_body={"min_tokens": 6}, stream=True) if c.choices]
+    pieces = [c.choices[0].delta.content if chat else c.choices[0].text for c in chunks]
+    assert "".join(p or "" for p in pieces) == text(r) and chunks[-1].choices[0].finish_reason == "stop"
+    held = ask(stop=["."], extra_body={"min_tokens": 2})
+    assert (text(held), held.choices[0].stop_reason, held.usage.completion_tokens) == (answer, None, 2)
+    cut = ask(stop=["."], extra_body={"min_tokens": 1})
+    assert (text(cut), cut.choices[0].stop_reason, cut.usage.completion_tokens) == (answer[:-1], ".", 2)
+
+
+def test_min_tokens_with_stop_token_ids_through_the_server(emu):
+    """The stop token cannot come among the first min_tokens tokens (vLLM masks it); the answer
+    ends on its first time after them."""
+    full = emu.client.completions.create(model=MODEL, prompt="Tell me about caches", max_tokens=40,
+                                         extra_body={"ignore_eos": True}).choices[0].text
+    words = Tokenizer().split(full)
+    word = words[9]
+    token_id = Tokenizer().token_id(word)
+    m = words.index(word) + 1
+    later = next((k for k in range(m, 40) if words[k] == word), None)
+    r = emu.client.completions.create(model=MODEL, prompt="Tell me about caches", max_tokens=40,
+                                      extra_body={"ignore_eos": True, "stop_token_ids": [token_id], "min_tokens": m})
+    got = Tokenizer().split(r.choices[0].text)
+    assert word not in got[:m]
+    assert later is not None  # --seed 0: the word comes again, and ends the answer there
+    assert (r.choices[0].finish_reason, r.choices[0].stop_reason, r.usage.completion_tokens) == \
+        ("stop", token_id, later + 1)
+    assert got[m:] == words[m:later]  # after the masked part, the planned words, the stop token left out
 
 
 # --- logprobs ---------------------------------------------------------------------------------------
@@ -317,6 +453,66 @@ NOT_SIMULATED = "The ServeLab emulator does not simulate prompt logprobs"
                      "stop_token_ids", "token_id(s) [200000] in stop_token_ids contain out-of-vocab token ids. "
                      "Vocabulary size: 128256 (parameter=stop_token_ids, value=[200000])",
                      id="stop-token-out-of-vocab"),
+        # min_tokens: SamplingParams._verify_args, against the max_tokens that prompt gets.
+        pytest.param("/v1/completions", {"prompt": "hi", "min_tokens": -1}, "BadRequestError", None,
+                     "min_tokens must be greater than or equal to 0, got -1.", id="min-tokens-negative"),
+        pytest.param("/v1/completions", {"prompt": "hi", "min_tokens": 17}, "BadRequestError", None,
+                     "min_tokens must be less than or equal to max_tokens=16, got 17.",
+                     id="min-tokens-past-the-default-max-tokens"),
+        pytest.param("/v1/completions", {"prompt": "hi", "echo": True, "max_tokens": 0, "min_tokens": 2},
+                     "BadRequestError", None, "min_tokens must be less than or equal to max_tokens=1, got 2.",
+                     id="min-tokens-past-echos-one-token"),
+        pytest.param("/v1/chat/completions", {"messages": CHAT, "max_completion_tokens": 4, "min_tokens": 5},
+                     "BadRequestError", None, "min_tokens must be less than or equal to max_tokens=4, got 5.",
+                     id="chat-min-tokens-past-max-completion-tokens"),
+        pytest.param("/v1/completions", {"prompt": "hi", "max_tokens": 0, "min_tokens": -1}, "BadRequestError",
+                     "max_tokens", "max_tokens must be at least 1, got 0.", id="max-tokens-checked-before-min-tokens"),
+        pytest.param("/v1/completions", {"prompt": "hi", "min_tokens": None}, "Bad Request", "body.min_tokens",
+                     "1 validation error:\n  {'type': 'int_type', 'loc': 'body.min_tokens'", id="min-tokens-null"),
+        # n with greedy sampling: SamplingParams._verify_greedy_sampling, after _verify_args.
+        pytest.param("/v1/completions", {"prompt": "hi", "n": 2, "temperature": 0}, "BadRequestError", None,
+                     "n must be 1 when using greedy sampling, got 2.", id="n-with-greedy"),
+        pytest.param("/v1/chat/completions", {"messages": CHAT, "n": 3, "temperature": 0.0}, "BadRequestError",
+                     None, "n must be 1 when using greedy sampling, got 3.", id="chat-n-with-greedy"),
+        pytest.param("/v1/completions", {"prompt": "hi", "n": 2, "temperature": 0, "min_tokens": -1},
+                     "BadRequestError", None, "min_tokens must be greater than or equal to 0, got -1.",
+                     id="verify-args-before-greedy"),
+        pytest.param("/v1/completions", {"prompt": "hi", "n": 16385}, "BadRequestError", None,
+                     "n must be at most 16384, got 16385. To increase this limit, set the VLLM_MAX_N_SEQUENCES "
+                     "environment variable.", id="n-past-vllm-max-n-sequences"),
+        pytest.param("/v1/completions", {"prompt": "hi", "max_tokens": 200_000, "n": 0}, "BadRequestError",
+                     "max_tokens", "max_tokens=200000 cannot be greater than max_model_len=131072.",
+                     id="prompt-lengths-before-sampling-params"),
+        # Logprobs that are not numbers: vLLM's check_logprobs, on the raw body, before pydantic.
+        pytest.param("/v1/completions", {"prompt": "hi", "logprobs": "2"}, "BadRequestError", "logprobs",
+                     "`logprobs` must be an integer. (parameter=logprobs, value=2)", id="logprobs-a-string"),
+        pytest.param("/v1/completions", {"prompt": "hi", "logprobs": [1]}, "BadRequestError", "logprobs",
+                     "`logprobs` must be an integer. (parameter=logprobs, value=[1])", id="logprobs-a-list"),
+        pytest.param("/v1/completions", {"prompt": "hi", "logprobs": 1.5}, "Bad Request", "body.logprobs",
+                     "1 validation error:\n  {'type': 'int_from_float', 'loc': 'body.logprobs'",
+                     id="logprobs-a-fraction-is-pydantics"),
+        pytest.param("/v1/completions", {"prompt": "hi", "logprobs": -1.5}, "BadRequestError", "logprobs",
+                     "`logprobs` must be a positive value or -1. (parameter=logprobs, value=-1.5)",
+                     id="logprobs-a-negative-fraction-is-vllms"),
+        pytest.param("/v1/completions", {"prompt": "hi", "prompt_logprobs": "x", "logprobs": -5}, "BadRequestError",
+                     "prompt_logprobs", "`prompt_logprobs` must be an integer. (parameter=prompt_logprobs, value=x)",
+                     id="prompt-logprobs-a-string-first"),
+        pytest.param("/v1/chat/completions", {"messages": CHAT, "logprobs": True, "top_logprobs": "2"},
+                     "BadRequestError", "top_logprobs", "`top_logprobs` must be an integer. "
+                     "(parameter=top_logprobs, value=2)", id="chat-top-logprobs-a-string"),
+        # The order of the raw checks: a completion's prompt, stream_options, then logprobs; a
+        # chat's logprobs, then stream_options; all before pydantic reads a field.
+        pytest.param("/v1/completions", {"logprobs": "x", "n": "x"}, "BadRequestError", "prompt",
+                     "Either prompt or prompt_embeds must be provided and non-empty.", id="prompt-before-logprobs"),
+        pytest.param("/v1/completions", {"prompt": "hi", "logprobs": "x", "stream_options": {"include_usage": True}},
+                     "BadRequestError", "stream_options", "Stream options can only be defined when `stream=True`.",
+                     id="stream-options-before-logprobs"),
+        pytest.param("/v1/chat/completions", {"messages": CHAT, "top_logprobs": 2,
+                                              "stream_options": {"include_usage": True}},
+                     "BadRequestError", "top_logprobs", "when using `top_logprobs`, `logprobs` must be set to true.",
+                     id="chat-logprobs-before-stream-options"),
+        pytest.param("/v1/chat/completions", {"top_logprobs": "x"}, "BadRequestError", "top_logprobs",
+                     "`top_logprobs` must be an integer.", id="chat-top-logprobs-before-missing-messages"),
     ],
 )
 def test_sampling_errors_as_vllm_answers_them(emu, path, body, err_type, param, message):
@@ -325,6 +521,20 @@ def test_sampling_errors_as_vllm_answers_them(emu, path, body, err_type, param, 
     error = r.json()["error"]
     assert (error["type"], error["param"], error["code"]) == (err_type, param, 400)
     assert error["message"].startswith(message), error["message"]
+
+
+def test_raw_checks_accept_what_vllm_accepts_and_count_what_they_refuse(emu):
+    """An empty stream_options, a bool or a whole float as logprobs, and a greedy request with
+    n 1 pass as in vLLM; a refusal raised while the body is read still counts in /metrics."""
+    for body in ({"prompt": "hi", "stream_options": {}}, {"prompt": "hi", "logprobs": True},
+                 {"prompt": "hi", "logprobs": 2.0}, {"prompt": "hi", "temperature": 0, "n": 1},
+                 {"prompt": "hi", "temperature": 1e-6, "n": 2}):  # vLLM raises 1e-6 to 0.01: not greedy
+        r = httpx.post(f"{emu.base}/v1/completions", json={"model": MODEL, "max_tokens": 2, **body})
+        assert r.status_code == 200, (body, r.text)
+    refused = ("http_requests_total", frozenset({("service", "ai-api"), ("status", "400")}))
+    before = scrape(emu).get(refused, 0.0)
+    r = httpx.post(f"{emu.base}/v1/completions", json={"model": MODEL, "prompt": "hi", "logprobs": "x"})
+    assert r.status_code == 400 and scrape(emu)[refused] == before + 1
 
 
 def test_logprobs_limit_through_the_openai_client(emu):

@@ -172,20 +172,17 @@ class EmulatorServer:
         2. the prompt past ``max_model_len``: an error (vLLM's tokenizer stops a text at
            ``max_model_len + 1`` tokens, so that is the count it reports);
         3. the output clipped to the rest of the context (``get_max_tokens``: a prompt plus
-           ``max_tokens`` past the context is no error), or all of it when none was asked;
-        4. fewer than one token (asked for, or left by a prompt that fills the context): an
-           error from vLLM's SamplingParams, which names ``max_tokens`` whatever the field."""
+           ``max_tokens`` past the context is no error), or all of it when none was asked.
+
+        A length below one (asked for, or left by a prompt that fills the context) is refused
+        later, by ``verify_args``, as vLLM's SamplingParams refuses it."""
         limit = self.max_model_len
         if requested is not None and requested > limit:
             raise P.max_tokens_past_context(param, requested, limit)
         if prompt_len > limit:
             raise P.prompt_too_long(limit, min(prompt_len, limit + 1) if counted_from_text else prompt_len)
         rest = limit - prompt_len
-        max_tokens = rest if requested is None else min(requested, rest)
-        if max_tokens < 1:
-            raise P.validation_error(f"max_tokens must be at least 1, got {max_tokens}.", parameter="max_tokens",
-                                     value=max_tokens)
-        return max_tokens
+        return rest if requested is None else min(requested, rest)
 
     def verify_sampling(self, req: P._Base) -> None:
         """vLLM's SamplingParams.verify, run once the prompt is read, for what the emulator
@@ -215,7 +212,8 @@ class EmulatorServer:
                                    request_seed=req.seed, ignore_eos=req.ignore_eos,
                                    wrong_share=wrong, cost_multiplier=cost, previous=p.last_word,
                                    stop=req.stop_strings, stop_token_ids=req.stop_token_ids or (),
-                                   include_stop_str_in_output=req.include_stop_str_in_output)
+                                   include_stop_str_in_output=req.include_stop_str_in_output,
+                                   min_tokens=req.min_tokens)
                 if echo:
                     plan = echoed(plan, p.text, prompt_only=req.max_tokens == 0)
                 plans.append(plan)
@@ -282,13 +280,27 @@ def build_app(server: EmulatorServer) -> FastAPI:
     app.state.server = server
     s = server.settings
 
+    def refused_while_read(request: Request, error: P.APIError) -> Response:
+        # vLLM's API key check is a middleware: a request without the key gets its 401 before
+        # the body is read, so before any of the body's errors.
+        if (denied := server.check_auth(request)) is not None:
+            return denied
+        if request.url.path in INFERENCE_PATHS:
+            server.metrics.observe_http(error.status, 0.0)
+        return error.response()
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
         # vLLM answers a body that is not valid JSON, or misses a required field, with 400
         # (FastAPI's default would be 422), type "Bad Request", the pydantic errors as message.
-        if request.url.path in INFERENCE_PATHS:
-            server.metrics.observe_http(400, 0.0)
-        return P.request_validation_error(exc.errors()).response()
+        return refused_while_read(request, P.request_validation_error(exc.errors()))
+
+    @app.exception_handler(P.APIError)
+    async def vllm_validation_error(request: Request, exc: P.APIError):
+        # vLLM's request models raise VLLMValidationError from their "before" validators
+        # (protocol.py, ``_vllm_checks``): not a pydantic error, it passes through FastAPI's body
+        # validation to vLLM's VLLMError handler, which answers it as vLLM's own 400.
+        return refused_while_read(request, exc)
 
     # -- probes and info ----------------------------------------------------------------------
     @app.get("/health")
@@ -423,17 +435,14 @@ async def _generate(server: EmulatorServer, request: Request, body: P._Base, *, 
     if (denied := server.check_auth(request)) is not None:
         return denied
     try:
-        if not chat and body.prompt in (None, ""):  # type: ignore[attr-defined]
-            raise P.missing_prompt()
-        body.check_logprobs()  # vLLM's request models check these before the model is looked up
+        # In vLLM 0.33's order: the request model's own checks ran while the body was read
+        # (protocol.py, ``_vllm_checks``); then the model, every prompt's length, each prompt's
+        # sampling parameters (SamplingParams, built with the length that prompt leaves), and
+        # what the engine's input processor checks (``verify_sampling``).
         server.check_model(body.model)
-        if body.n < 1:
-            raise P.validation_error(f"n must be at least 1, got {body.n}.")
-        body.check_sampling()
-        if body.stream_options is not None and not body.stream:
-            raise P.validation_error("Stream options can only be defined when `stream=True`.",
-                                     parameter="stream_options")
         prompts = [server._prompt_of_chat(body)] if chat else server._prompts_of_completion(body)  # type: ignore[arg-type]
+        for p in prompts:
+            body.verify_args(p.max_tokens)
         server.verify_sampling(body)
         server.admit()
     except P.APIError as exc:

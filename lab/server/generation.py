@@ -15,6 +15,9 @@ a seeded numpy Generator, so the same prompt gets the same answer from the same 
 - The cost fault multiplies the natural length (longer answers, as a model that rambles).
 - ``stop`` strings and ``stop_token_ids`` end the answer earlier, where vLLM would
   (``stops.py``); the plan then asks the engine only for the tokens up to the stop.
+- ``min_tokens`` holds off all three ends, each as vLLM holds it off (``_min_tokens_natural``,
+  ``_redraw_masked_stop_tokens``, and ``stops.py`` for stop strings): the answer goes on with
+  filler words.
 
 A plan keeps what ``logprobs.py`` needs to give each word's log-probability under the
 distribution it was drawn from: the question's possible answers and their probabilities.
@@ -76,10 +79,11 @@ def plan_choice(
     stop: Sequence[str] = (),
     stop_token_ids: Sequence[int] = (),
     include_stop_str_in_output: bool = False,
+    min_tokens: int = 0,
 ) -> ChoicePlan:
-    """The words and the engine length of one choice (``max_tokens`` already checked >= 1).
-    ``previous`` is the word the answer follows (a completion's prompt's last word), which
-    decides whether its first word starts with a space."""
+    """The words and the engine length of one choice (``max_tokens`` already checked >= 1, and
+    ``min_tokens`` <= ``max_tokens``). ``previous`` is the word the answer follows (a
+    completion's prompt's last word), which decides whether its first word starts with a space."""
     rng = _rng(seed, prompt, index, request_seed, salt=1)
     question = questions.find_question(prompt)
     correct: bool | None = None
@@ -96,15 +100,19 @@ def plan_choice(
         natural = min(max(round(rng.lognormal(math.log(NATURAL_MEDIAN_TOKENS), NATURAL_SIGMA)), 4), 4096)
         words = []
     answer_words = len(words)
-    natural = max(1, int(round(natural * cost_multiplier)))
+    natural = _min_tokens_natural(max(1, int(round(natural * cost_multiplier))), min_tokens)
     length = max_tokens if ignore_eos else min(natural, max_tokens)
-    if len(words) < length:  # filler after an answer too (cost fault, ignore_eos)
+    if len(words) < length:  # filler after an answer too (cost fault, ignore_eos, min_tokens)
         words += [FILLER_WORDS[i] for i in rng.choice(len(FILLER_WORDS), size=length - len(words)).tolist()]
     words = words[:length]
+    if min_tokens and stop_token_ids:
+        answer_words = _redraw_masked_stop_tokens(words, answer_words, min_tokens, frozenset(stop_token_ids),
+                                                  tokenizer, _rng(seed, prompt, index, request_seed, salt=3))
     finish = "stop" if not ignore_eos and natural < max_tokens else "length"
     pieces = [piece(w, words[k - 1] if k else previous) for k, w in enumerate(words)]
     ids = [tokenizer.token_id(w) for w in words] if stop_token_ids else None
-    length, streamed, stop_reason = stop_and_stream(pieces, ids, stop, stop_token_ids, include_stop_str_in_output)
+    length, streamed, stop_reason = stop_and_stream(pieces, ids, stop, stop_token_ids, include_stop_str_in_output,
+                                                    min_tokens)
     if stop_reason is not None:
         finish = "stop"  # a stop string found on the last token overrides "length", as in vLLM
     return ChoicePlan(
@@ -119,6 +127,48 @@ def plan_choice(
         question=question.text if question else None,
         correct=correct,
     )
+
+
+def _min_tokens_natural(natural: int, min_tokens: int) -> int:
+    """The natural length under ``min_tokens``.
+
+    vLLM's ``MinTokensLogitsProcessor`` (``v1/sample/logits_processor/builtin.py``) sets the
+    logits of EOS and every stop token to -inf while fewer than ``min_tokens`` tokens have come
+    out, so the first EOS can be token ``min_tokens + 1``. The natural length here counts the
+    words before EOS, and the emulator does not generate EOS itself (a natural end at
+    ``max_tokens`` is "length", as EOS would be token ``max_tokens + 1``); so the answer has at
+    least ``min_tokens`` words, and a natural end at ``min_tokens`` is "stop" only when that is
+    below ``max_tokens``. With ``ignore_eos`` EOS never ends it anyway. (``check_stop``, in
+    ``v1/core/sched/utils.py``, checks EOS and stop tokens before its own ``min_tokens`` test,
+    which holds off only repetition detection: the mask is what holds them off.)"""
+    return max(natural, min_tokens)
+
+
+def _redraw_masked_stop_tokens(words: list[str], answer_words: int, min_tokens: int, stop_ids: frozenset[int],
+                               tokenizer: Tokenizer, rng: np.random.Generator) -> int:
+    """Draw again, in place, each of the first ``min_tokens`` words that is a stop token, and
+    return how many leading words are still the built-in answer's.
+
+    The same mask as ``_min_tokens_natural``: vLLM never samples a stop token among the first
+    ``min_tokens`` tokens, so the model says another word there: here a filler word that is not
+    a stop token, drawn uniformly (its own stream, so no other draw moves). vLLM's logprobs are
+    those of the logits before the mask (``Sampler``, ``logprobs_mode`` "raw_logprobs"), so a
+    filler word's log-probability is the same as before. A built-in answer pushed off one of its
+    words goes on as filler from there, so that ``logprobs.py`` gives every word the
+    probability of the draw that made it."""
+    answer_words = min(answer_words, len(words))  # max_tokens may have cut the answer
+    allowed = [w for w in FILLER_WORDS if tokenizer.token_id(w) not in stop_ids]
+    if not allowed:  # every filler word is a stop token: nothing to say instead, leave the words
+        return answer_words
+    for k in range(min(min_tokens, len(words))):
+        if tokenizer.token_id(words[k]) not in stop_ids:
+            continue
+        if k < answer_words:
+            rest = rng.choice(len(FILLER_WORDS), size=answer_words - k - 1).tolist()
+            words[k + 1:answer_words] = [FILLER_WORDS[i] for i in rest]
+            answer_words = k
+        words[k] = allowed[int(rng.integers(len(allowed)))]
+    return answer_words
 
 
 def echoed(plan: ChoicePlan, prompt_text: str, prompt_only: bool) -> ChoicePlan:

@@ -1,8 +1,10 @@
 """OpenAI's request and response shapes, as vLLM's server reads and writes them.
 
-Requests are pydantic models that accept (and ignore) fields we do not simulate, such as
-``temperature`` or ``top_p``, as vLLM accepts them; ``stop``, ``stop_token_ids``, ``logprobs`` and
-``echo`` are read and checked as vLLM 0.33 checks them. Errors use OpenAI's envelope
+Requests are pydantic models that accept (and ignore) fields we do not simulate, as vLLM
+accepts them; ``temperature`` and ``top_p`` are checked and then ignored; ``stop``,
+``stop_token_ids``, ``min_tokens``, ``logprobs`` and ``echo`` are read and checked as vLLM 0.33
+checks them: on the raw body, before the fields (the request models' "before" validators), and
+once the prompt is read (``verify_args``, vLLM's SamplingParams). Errors use OpenAI's envelope
 ``{"error": {"message", "type", "param", "code"}}`` with vLLM's status codes and wording.
 """
 
@@ -15,7 +17,7 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WrapValidator, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WrapValidator, field_validator, model_validator
 
 
 class StreamOptions(BaseModel):
@@ -25,6 +27,7 @@ class StreamOptions(BaseModel):
 
 
 MAX_STOP_STRINGS = 4  # vLLM's VLLM_MAX_STOP_STRINGS default: a longer list fails pydantic's max_length
+MAX_N_SEQUENCES = 16384  # vLLM's VLLM_MAX_N_SEQUENCES default: the largest `n`
 
 # vLLM's StopParam (entrypoints/generate/base/protocol.py): one string, a list of strings, or null.
 StopParam = str | Annotated[list[str], Field(max_length=MAX_STOP_STRINGS)] | None
@@ -45,6 +48,7 @@ class _Base(BaseModel):
     stop: StopParam = []
     stop_token_ids: list[int] | None = []
     include_stop_str_in_output: bool = False
+    min_tokens: int = 0  # stops and the natural end wait for this many tokens (generation.py)
     prompt_logprobs: int | None = None  # checked, then refused: the emulator has no prompt logprobs
 
     @property
@@ -62,21 +66,18 @@ class _Base(BaseModel):
         """The prompt logprobs asked for (vLLM's SamplingParams.prompt_logprobs), None for none."""
         return self.prompt_logprobs
 
-    def check_logprobs(self) -> None:
-        """vLLM's request-model check of ``prompt_logprobs`` (``check_logprobs``; both routes)."""
-        prompt_logprobs = self.prompt_logprobs
-        if prompt_logprobs is not None:
-            if self.stream and (prompt_logprobs > 0 or prompt_logprobs == -1):
-                raise validation_error("`prompt_logprobs` are not available when `stream=True`.",
-                                       "prompt_logprobs")
-            if prompt_logprobs < 0 and prompt_logprobs != -1:
-                raise validation_error("`prompt_logprobs` must be a positive value or -1.", "prompt_logprobs",
-                                       prompt_logprobs)
-
-    def check_sampling(self) -> None:
-        """vLLM's SamplingParams._verify_args for the sampling parameters clients set most (in its
-        order; ``n``, ``max_tokens`` and the penalties are checked elsewhere or not at all)."""
-        t, top_p = self.temperature, self.top_p
+    def verify_args(self, max_tokens: int) -> None:
+        """vLLM's ``SamplingParams.__post_init__`` for one prompt, whose ``max_tokens`` is the
+        length ``get_max_tokens`` gave it: ``_verify_args`` in its order, for the parameters the
+        emulator reads (the penalties, ``top_k`` and the rest are not checked), then
+        ``_verify_greedy_sampling``. vLLM builds these after the prompt is read and its length
+        checked (``to_sampling_params`` in its serving code), so they come after those errors."""
+        n, t, top_p = self.n, self.temperature, self.top_p
+        if n < 1:  # _verify_num_sequences
+            raise validation_error(f"n must be at least 1, got {n}.")
+        if n > MAX_N_SEQUENCES:
+            raise validation_error(f"n must be at most {MAX_N_SEQUENCES}, got {n}. To increase this limit, set "
+                                   f"the VLLM_MAX_N_SEQUENCES environment variable.")
         if t is not None:
             if not math.isfinite(t):
                 raise validation_error(f"temperature must be a finite number, got {t}.", "temperature", t)
@@ -86,8 +87,46 @@ class _Base(BaseModel):
                 raise validation_error(f"temperature must be in [0, 2], got {t}.", "temperature", t)
         if top_p is not None and not 0.0 < top_p <= 1.0:
             raise validation_error(f"top_p must be in (0, 1], got {top_p}.", "top_p", top_p)
+        if max_tokens < 1:
+            raise validation_error(f"max_tokens must be at least 1, got {max_tokens}.", "max_tokens", max_tokens)
+        if self.min_tokens < 0:
+            raise validation_error(f"min_tokens must be greater than or equal to 0, got {self.min_tokens}.")
+        if self.min_tokens > max_tokens:
+            raise validation_error(f"min_tokens must be less than or equal to max_tokens={max_tokens}, "
+                                   f"got {self.min_tokens}.")
         if any(not s for s in self.stop_strings):
             raise validation_error("stop cannot contain an empty string.")
+        # Greedy sampling makes the same answer n times, so vLLM refuses n > 1 with it. Greedy
+        # means a temperature of exactly 0: __post_init__ first raises one in (0, 0.01) to 0.01.
+        # A missing temperature is the model's default (generation_config) or 1.0, never 0.
+        if t == 0.0 and n > 1:
+            raise validation_error(f"n must be 1 when using greedy sampling, got {n}.")
+
+
+def _raw_logprobs_checks(data: dict, top_field: str) -> None:
+    """The part of vLLM's ``check_logprobs`` validator (both request models; ``mode="before"``,
+    so on the raw JSON values, before pydantic reads the fields) about the fields the emulator
+    reads: ``prompt_logprobs`` and ``top_field``, the completion's ``logprobs`` or the chat's
+    ``top_logprobs``. A value that is not a number is vLLM's "must be an integer" error; a
+    fraction passes here and then fails pydantic's ``int`` field (``int_from_float``), as in vLLM."""
+    for field in ("prompt_logprobs", top_field):
+        value = data.get(field)
+        if value is not None and not isinstance(value, (int, float)):  # a bool is an int: it passes
+            raise validation_error(f"`{field}` must be an integer.", field, value)
+    if (prompt_logprobs := data.get("prompt_logprobs")) is not None:
+        if data.get("stream") and (prompt_logprobs > 0 or prompt_logprobs == -1):
+            raise validation_error("`prompt_logprobs` are not available when `stream=True`.", "prompt_logprobs")
+        if prompt_logprobs < 0 and prompt_logprobs != -1:
+            raise validation_error("`prompt_logprobs` must be a positive value or -1.", "prompt_logprobs",
+                                   prompt_logprobs)
+    if (top := data.get(top_field)) is not None and top < 0 and top != -1:
+        raise validation_error(f"`{top_field}` must be a positive value or -1.", top_field, top)
+
+
+def _raw_stream_options_check(data: dict) -> None:
+    # vLLM's validate_stream_options, on the raw values: an empty `stream_options` passes.
+    if data.get("stream_options") and not data.get("stream"):
+        raise validation_error("Stream options can only be defined when `stream=True`.", "stream_options")
 
 
 def _token_ids_first(value: Any, validate) -> Any:
@@ -104,8 +143,8 @@ COMPLETION_MAX_TOKENS = 16  # vLLM's default for /v1/completions, as OpenAI's
 
 
 class CompletionRequest(_Base):
-    # Optional here so that a missing prompt gets vLLM's own error (``missing_prompt``), not
-    # pydantic's "Field required": vLLM checks it before the fields are validated.
+    # Optional here so that a missing prompt gets vLLM's own error (``missing_prompt``, raised by
+    # ``_vllm_checks``), not pydantic's "Field required": vLLM checks it before the fields.
     prompt: Annotated[str | list[str] | list[int] | list[list[int]] | None, WrapValidator(_token_ids_first)] = None
     max_tokens: int | None = COMPLETION_MAX_TOKENS
     echo: bool | None = False
@@ -120,11 +159,21 @@ class CompletionRequest(_Base):
         # vLLM's CompletionRequest.to_sampling_params: with echo, logprobs asks for prompt logprobs too.
         return self.logprobs if self.prompt_logprobs is None and self.echo else self.prompt_logprobs
 
-    def check_logprobs(self) -> None:
-        """vLLM's CompletionRequest.check_logprobs (the parts about fields the emulator reads)."""
-        super().check_logprobs()
-        if self.logprobs is not None and self.logprobs < 0 and self.logprobs != -1:
-            raise validation_error("`logprobs` must be a positive value or -1.", "logprobs", self.logprobs)
+    @model_validator(mode="before")
+    @classmethod
+    def _vllm_checks(cls, data: Any) -> Any:
+        """vLLM's CompletionRequest validators that run on the raw body, before the fields are
+        read (pydantic runs "before" validators last-defined first): the prompt, then
+        ``stream_options``, then ``check_logprobs``. What they raise is a 400 of vLLM's own
+        (``VLLMValidationError``), not a pydantic error, so it passes through FastAPI's
+        validation to the app's handler (``build_app``)."""
+        if isinstance(data, dict):
+            prompt = data.get("prompt")
+            if prompt is None or prompt == "":  # validate_prompt_and_prompt_embeds
+                raise missing_prompt()
+            _raw_stream_options_check(data)
+            _raw_logprobs_checks(data, "logprobs")
+        return data
 
     @field_validator("max_tokens")
     @classmethod
@@ -158,14 +207,18 @@ class ChatCompletionRequest(_Base):
         # The same: with echo, top_logprobs (0 by default) asks for prompt logprobs.
         return self.top_logprobs if self.prompt_logprobs is None and self.echo else self.prompt_logprobs
 
-    def check_logprobs(self) -> None:
-        """vLLM's ChatCompletionRequest.check_logprobs (the parts about fields the emulator reads)."""
-        super().check_logprobs()
-        top = self.top_logprobs
-        if top < 0 and top != -1:
-            raise validation_error("`top_logprobs` must be a positive value or -1.", "top_logprobs", top)
-        if (top == -1 or top > 0) and not self.logprobs:
-            raise validation_error("when using `top_logprobs`, `logprobs` must be set to true.", "top_logprobs")
+    @model_validator(mode="before")
+    @classmethod
+    def _vllm_checks(cls, data: Any) -> Any:
+        """vLLM's ChatCompletionRequest validators on the raw body (as the completion's): here
+        ``check_logprobs`` runs before ``validate_stream_options``, which is defined first."""
+        if isinstance(data, dict):
+            _raw_logprobs_checks(data, "top_logprobs")
+            top = data.get("top_logprobs")
+            if top is not None and (top == -1 or top > 0) and not data.get("logprobs"):
+                raise validation_error("when using `top_logprobs`, `logprobs` must be set to true.", "top_logprobs")
+            _raw_stream_options_check(data)
+        return data
 
 
 class TokenizeRequest(BaseModel):

@@ -10,6 +10,13 @@ overrides a length finish on the same token), cuts the text before the string (o
 stream runs it holds back the last ``len(longest stop string) - 1`` characters, so that no part
 of a stop string is sent before it is known not to be one (``get_next_output_text``).
 
+With ``min_tokens``, vLLM's detokenizer looks for stop strings only once the request has more
+than ``min_tokens`` output tokens, and only in the text of the tokens after the first
+``min_tokens`` (``update``: ``stop_check_offset``); a string that ends there may start earlier. So
+a stop string ends a request on token ``min_tokens + 1`` at the earliest, as a stop token does
+(its logits are masked until then: ``generation.py``). The emulator makes one token a step, so
+that is: no search on the first ``min_tokens`` tokens.
+
 The emulator plans an answer's words before the engine runs it (``generation.py``), so it finds
 the stop here, once, and asks the engine for the shortened length: usage, ``/metrics`` and the
 stream's timing then agree with the text. vLLM's engine may run a step or two past a stop string
@@ -38,13 +45,15 @@ def first_stop_string(text: str, new_chars: int, stop: Sequence[str]) -> tuple[s
 
 
 def stop_and_stream(pieces: Sequence[str], token_ids: Sequence[int] | None, stop: Sequence[str],
-                    stop_token_ids: Sequence[int], include_stop_str_in_output: bool
+                    stop_token_ids: Sequence[int], include_stop_str_in_output: bool, min_tokens: int = 0
                     ) -> tuple[int, tuple[str, ...], str | int | None]:
     """(tokens generated, the text each of them streams, the stop reason or None).
 
     ``pieces`` is the text each planned token adds, ``token_ids`` their ids (needed only with
     ``stop_token_ids``). The streamed texts join to the answer's final text; the last one flushes
-    what was held back."""
+    what was held back. ``min_tokens`` holds off the stop strings only: a stop token among the
+    first ``min_tokens`` still ends the answer, as vLLM's ``check_stop`` would, but vLLM never
+    samples one there and the planner draws none (``generation.py``)."""
     if not stop and not stop_token_ids:
         return len(pieces), tuple(pieces), None
     stop_ids = frozenset(stop_token_ids)
@@ -56,7 +65,7 @@ def stop_and_stream(pieces: Sequence[str], token_ids: Sequence[int] | None, stop
         if include_stop_str_in_output or not is_stop_token:  # vLLM leaves a stop token out of the text
             text += piece
         reason: str | int | None = None
-        match = first_stop_string(text, len(text) - before, stop)
+        match = first_stop_string(text, len(text) - before, stop) if k >= min_tokens else None
         if match is not None:
             reason, at = match
             text = text[:at + len(reason)] if include_stop_str_in_output else text[:at]
