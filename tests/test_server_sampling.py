@@ -7,6 +7,7 @@ tables; the rest goes through a live server with the official openai client, as
 
 from __future__ import annotations
 
+import json
 import math
 
 import httpx
@@ -523,6 +524,130 @@ def test_sampling_errors_as_vllm_answers_them(emu, path, body, err_type, param, 
     assert error["message"].startswith(message), error["message"]
 
 
+# The sampling parameters that change no word here: refused as vLLM 0.33 refuses them, and in its
+# order. Each row's body was also answered by vLLM's own request models and SamplingParams.
+BAD_WORDS = [f"w{i}" for i in range(129)]  # one token each with the built-in tokenizer
+PROMPTS_PAST_LIMIT = ("prompt list length 1025 exceeds the maximum allowed count of 1024. To increase this limit, set "
+                      "the VLLM_MAX_COMPLETION_PROMPTS environment variable. (parameter=prompt)")
+EXTRA_ARGS = "extra_args integers must be between -2**63 and 2**64 - 1. (parameter=extra_args)"
+TOO_MANY_BAD_WORDS = ("Too many bad words after tokenization: 129. The max number is 128. "
+                      "(parameter=bad_words, value=['w0', 'w1', ")
+UNTOKENIZED_BAD_WORD = "bad_words entries must tokenize to at least one token. (parameter=bad_words, value=[' '])"
+
+
+@pytest.mark.parametrize(
+    "path, body, err_type, param, message",
+    [
+        # SamplingParams._verify_args: no `param`, the value as Python prints the float.
+        pytest.param("/v1/completions", {"presence_penalty": 2.5}, "BadRequestError", None,
+                     "presence_penalty must be in [-2, 2], got 2.5.", id="presence-penalty-past-2"),
+        pytest.param("/v1/completions", {"presence_penalty": float("nan")}, "BadRequestError", None,
+                     "presence_penalty must be in [-2, 2], got nan.", id="presence-penalty-nan"),
+        pytest.param("/v1/completions", {"frequency_penalty": -3}, "BadRequestError", None,
+                     "frequency_penalty must be in [-2, 2], got -3.0.", id="frequency-penalty-below-minus-2"),
+        pytest.param("/v1/completions", {"repetition_penalty": 0}, "BadRequestError", None,
+                     "repetition_penalty must be greater than zero, got 0.0.", id="repetition-penalty-zero"),
+        pytest.param("/v1/completions", {"repetition_penalty": float("inf")}, "BadRequestError", None,
+                     "repetition_penalty must be a finite number, got inf.", id="repetition-penalty-infinite"),
+        pytest.param("/v1/completions", {"top_k": -2}, "BadRequestError", None,
+                     "top_k must be 0 (disable), or at least 1, got -2.", id="top-k-below-minus-1"),
+        pytest.param("/v1/completions", {"min_p": 1.5}, "BadRequestError", None,
+                     "min_p must be in [0, 1], got 1.5.", id="min-p-past-1"),
+        pytest.param("/v1/completions", {"bad_words": ["a", "a", ""]}, "BadRequestError", None,
+                     "bad_words cannot contain an empty string. Got bad_words=['a', '']",
+                     id="bad-words-empty-string-listed-once-each"),
+        pytest.param("/v1/completions", {"vllm_xargs": {"a": [1, 2**64]}}, "BadRequestError", "extra_args",
+                     EXTRA_ARGS, id="vllm-xargs-past-uint64"),
+        pytest.param("/v1/completions", {"kv_transfer_params": {"x": [{"y": -2**63 - 1}]}}, "BadRequestError",
+                     "extra_args", EXTRA_ARGS, id="kv-transfer-params-below-int64"),
+        # the engine's input processor, update_from_tokenizer: after the SamplingParams checks
+        pytest.param("/v1/completions", {"bad_words": [" "]}, "BadRequestError", "bad_words", UNTOKENIZED_BAD_WORD,
+                     id="bad-word-of-spaces-tokenizes-to-nothing"),
+        pytest.param("/v1/completions", {"bad_words": BAD_WORDS}, "BadRequestError", "bad_words", TOO_MANY_BAD_WORDS,
+                     id="bad-words-past-128"),
+        # pydantic's field types, as vLLM declares them
+        pytest.param("/v1/completions", {"seed": 2**63}, "Bad Request", "body.seed",
+                     "1 validation error:\n  {'type': 'less_than_equal', 'loc': 'body.seed', 'msg': 'Input should be "
+                     "less than or equal to 9223372036854775807'", id="seed-past-int64"),
+        pytest.param("/v1/completions", {"stream_interval": 0}, "Bad Request", "body.stream_interval",
+                     "1 validation error:\n  {'type': 'greater_than_equal', 'loc': 'body.stream_interval', 'msg': "
+                     "'Input should be greater than or equal to 1'", id="stream-interval-0"),
+        pytest.param("/v1/completions", {"top_k": 1.5}, "Bad Request", "body.top_k",
+                     "1 validation error:\n  {'type': 'int_from_float', 'loc': 'body.top_k'", id="top-k-a-fraction"),
+        pytest.param("/v1/completions", {"bad_words": "cat"}, "Bad Request", "body.bad_words",
+                     "1 validation error:\n  {'type': 'list_type', 'loc': 'body.bad_words'", id="bad-words-a-string"),
+        # the raw body: more than VLLM_MAX_COMPLETION_PROMPTS prompts, the first of vLLM's checks
+        pytest.param("/v1/completions", {"prompt": ["hi"] * 1025}, "BadRequestError", "prompt", PROMPTS_PAST_LIMIT,
+                     id="prompts-past-1024"),
+        pytest.param("/v1/completions", {"prompt": [[5, 6]] * 1025, "stream_options": {"include_usage": True},
+                                         "n": "x"}, "BadRequestError", "prompt", PROMPTS_PAST_LIMIT,
+                     id="token-id-prompts-past-1024-before-the-other-checks"),
+        # vLLM's order
+        pytest.param("/v1/completions", {"n": 0, "vllm_xargs": {"a": 2**64}}, "BadRequestError", None,
+                     "n must be at least 1, got 0.", id="n-before-extra-args"),
+        pytest.param("/v1/completions", {"vllm_xargs": {"a": 2**64}, "presence_penalty": 3}, "BadRequestError",
+                     "extra_args", EXTRA_ARGS, id="extra-args-before-penalties"),
+        pytest.param("/v1/completions", {"frequency_penalty": 3, "presence_penalty": 3}, "BadRequestError", None,
+                     "presence_penalty must be in [-2, 2], got 3.0.", id="presence-before-frequency"),
+        pytest.param("/v1/completions", {"repetition_penalty": 0, "temperature": 3}, "BadRequestError", None,
+                     "repetition_penalty must be greater than zero, got 0.0.", id="repetition-before-temperature"),
+        pytest.param("/v1/completions", {"top_k": -5, "top_p": 0}, "BadRequestError", "top_p",
+                     "top_p must be in (0, 1], got 0.0. (parameter=top_p, value=0.0)", id="top-p-before-top-k"),
+        pytest.param("/v1/completions", {"max_tokens": 0, "min_p": 2}, "BadRequestError", None,
+                     "min_p must be in [0, 1], got 2.0.", id="min-p-before-max-tokens"),
+        pytest.param("/v1/completions", {"stop": [""], "bad_words": [""]}, "BadRequestError", None,
+                     "stop cannot contain an empty string.", id="stop-before-bad-words"),
+        pytest.param("/v1/completions", {"top_k": -5, "temperature": 0, "n": 2}, "BadRequestError", None,
+                     "top_k must be 0 (disable), or at least 1, got -5.", id="top-k-before-greedy"),
+        pytest.param("/v1/completions", {"bad_words": [" "], "stop_token_ids": [200000]}, "BadRequestError",
+                     "stop_token_ids", "token_id(s) [200000] in stop_token_ids", id="stop-token-ids-before-bad-words"),
+        pytest.param("/v1/completions", {"bad_words": [" "], "prompt_logprobs": 1}, "BadRequestError", "bad_words",
+                     UNTOKENIZED_BAD_WORD, id="bad-words-before-servelabs-prompt-logprobs-refusal"),
+        # chat: the same checks
+        pytest.param("/v1/chat/completions", {"messages": CHAT, "presence_penalty": -3}, "BadRequestError", None,
+                     "presence_penalty must be in [-2, 2], got -3.0.", id="chat-presence-penalty"),
+        pytest.param("/v1/chat/completions", {"messages": CHAT, "top_k": -10}, "BadRequestError", None,
+                     "top_k must be 0 (disable), or at least 1, got -10.", id="chat-top-k"),
+        pytest.param("/v1/chat/completions", {"messages": CHAT, "bad_words": BAD_WORDS}, "BadRequestError",
+                     "bad_words", TOO_MANY_BAD_WORDS, id="chat-bad-words-past-128"),
+        pytest.param("/v1/chat/completions", {"messages": CHAT, "seed": -2**63 - 1}, "Bad Request", "body.seed",
+                     "1 validation error:\n  {'type': 'greater_than_equal', 'loc': 'body.seed'",
+                     id="chat-seed-below-int64"),
+        pytest.param("/v1/chat/completions", {"messages": CHAT, "max_completion_tokens": 0, "min_p": -1},
+                     "BadRequestError", None, "min_p must be in [0, 1], got -1.0.", id="chat-min-p-before-max-tokens"),
+    ],
+)
+def test_unsimulated_sampling_parameters_refused_as_vllm_refuses_them(emu, path, body, err_type, param, message):
+    body = {"model": MODEL, **({"prompt": "hi"} if path == "/v1/completions" else {}), **body}
+    # json.dumps, not httpx's json=, which refuses NaN and Infinity (vLLM's json.loads reads them)
+    r = httpx.post(f"{emu.base}{path}", content=json.dumps(body), headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert (error["type"], error["param"], error["code"]) == (err_type, param, 400)
+    assert error["message"].startswith(message), error["message"]
+
+
+def test_unsimulated_sampling_parameters_vllm_accepts_change_no_word(emu):
+    """Values at vLLM's bounds pass, and the answer is the one without them: the emulator draws
+    its filler words the same way whatever the penalties, top_k, min_p or bad words."""
+    ask = lambda **extra: httpx.post(f"{emu.base}/v1/completions", json={
+        "model": MODEL, "prompt": "Tell me about caches", "max_tokens": 12, "ignore_eos": True, **extra})
+    plain = ask()
+    assert plain.status_code == 200, plain.text
+    for extra in ({"presence_penalty": 2, "frequency_penalty": -2, "repetition_penalty": 1e9},
+                  {"repetition_penalty": 0.01, "top_k": -1, "min_p": 0}, {"top_k": 0, "min_p": 1},
+                  {"top_k": 50, "bad_words": BAD_WORDS[:128] + ["w0"]},  # 128 once duplicates go
+                  {"bad_words": ["the", " of", "two words", "!!"], "stream_interval": 1},
+                  {"vllm_xargs": {"a": 2**64 - 1, "b": [-2**63, "s", 1.5]}, "kv_transfer_params": {"k": {"v": 1}}}):
+        r = ask(**extra)
+        assert r.status_code == 200, (extra, r.text)
+        assert r.json()["choices"][0]["text"] == plain.json()["choices"][0]["text"], extra
+    for seed in (-2**63, 2**63 - 1):
+        assert ask(seed=seed).status_code == 200
+    r = httpx.post(f"{emu.base}/v1/completions", json={"model": MODEL, "prompt": ["hi"] * 1024, "max_tokens": 1})
+    assert r.status_code == 200 and len(r.json()["choices"]) == 1024
+
+
 def test_raw_checks_accept_what_vllm_accepts_and_count_what_they_refuse(emu):
     """An empty stream_options, a bool or a whole float as logprobs, and a greedy request with
     n 1 pass as in vLLM; a refusal raised while the body is read still counts in /metrics."""
@@ -543,3 +668,15 @@ def test_logprobs_limit_through_the_openai_client(emu):
     assert caught.value.status_code == 400
     assert caught.value.body["message"] == ("Requested sample logprobs of 25, which is greater than max allowed: 20 "
                                             "(parameter=logprobs, value=25)")
+
+
+def test_seed_minus_one_is_no_seed_and_chat_n_null_is_one(emu):
+    """vLLM's SamplingParams turns a seed of -1 into no seed (the answer of a request without
+    one), and its chat request reads "n": null as 1."""
+    ask = lambda **extra: httpx.post(f"{emu.base}/v1/completions", json={
+        "model": MODEL, "prompt": "Tell me about caches", "max_tokens": 12, "ignore_eos": True, **extra}).json()
+    text = lambda answer: answer["choices"][0]["text"]
+    assert text(ask(seed=-1)) == text(ask()) != text(ask(seed=7))
+    r = httpx.post(f"{emu.base}/v1/chat/completions", json={
+        "model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "n": None})
+    assert r.status_code == 200 and len(r.json()["choices"]) == 1, r.text

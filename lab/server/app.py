@@ -185,16 +185,18 @@ class EmulatorServer:
         return rest if requested is None else min(requested, rest)
 
     def verify_sampling(self, req: P._Base) -> None:
-        """vLLM's SamplingParams.verify, run once the prompt is read, for what the emulator
-        simulates: the logprobs limit (sample, then prompt: ``_validate_logprobs``), the stop
-        token ids against the vocabulary (``_validate_stop_token_ids``); then ServeLab's refusal
-        of prompt logprobs, which it does not simulate."""
+        """What vLLM's engine input processor checks, run once the prompt is read: first
+        SamplingParams.verify, for what the emulator simulates: the logprobs limit (sample, then
+        prompt: ``_validate_logprobs``), the stop token ids against the vocabulary
+        (``_validate_stop_token_ids``); then ``update_from_tokenizer``'s bad words (with the
+        prompt tokenizer); then ServeLab's refusal of prompt logprobs, which it does not simulate."""
         vocab_size = self.engine.model.vocab_size
         check_limits(req.num_logprobs, req.num_prompt_logprobs, vocab_size)
         outside = [t for t in req.stop_token_ids or () if t < 0 or t >= vocab_size]
         if outside:
             raise P.validation_error(f"token_id(s) {outside} in stop_token_ids contain out-of-vocab token ids. "
                                      f"Vocabulary size: {vocab_size}", parameter="stop_token_ids", value=outside)
+        P.verify_bad_words(req.unique_bad_words, lambda text: self.tokenizer.encode(text, add_special_tokens=False))
         if req.num_prompt_logprobs is not None:
             raise P.prompt_logprobs_not_simulated()
 
@@ -209,7 +211,8 @@ class EmulatorServer:
             for i in range(n):
                 plan = plan_choice(tokenizer=self.words, prompt=p.text, index=i,
                                    max_tokens=p.max_tokens, seed=self.settings.seed,
-                                   request_seed=req.seed, ignore_eos=req.ignore_eos,
+                                   # vLLM's SamplingParams takes a seed of -1 for no seed
+                                   request_seed=None if req.seed == -1 else req.seed, ignore_eos=req.ignore_eos,
                                    wrong_share=wrong, cost_multiplier=cost, previous=p.last_word,
                                    stop=req.stop_strings, stop_token_ids=req.stop_token_ids or (),
                                    include_stop_str_in_output=req.include_stop_str_in_output,

@@ -1,11 +1,15 @@
 """OpenAI's request and response shapes, as vLLM's server reads and writes them.
 
 Requests are pydantic models that accept (and ignore) fields we do not simulate, as vLLM
-accepts them; ``temperature`` and ``top_p`` are checked and then ignored; ``stop``,
-``stop_token_ids``, ``min_tokens``, ``logprobs`` and ``echo`` are read and checked as vLLM 0.33
-checks them: on the raw body, before the fields (the request models' "before" validators), and
-once the prompt is read (``verify_args``, vLLM's SamplingParams). Errors use OpenAI's envelope
-``{"error": {"message", "type", "param", "code"}}`` with vLLM's status codes and wording.
+accepts them. The sampling parameters that do not change the emulator's words (``temperature``,
+``top_p``, ``top_k``, ``min_p``, the three penalties, ``bad_words``, ``stream_interval``,
+``vllm_xargs`` and the transfer params) are typed and checked as vLLM 0.33 checks them, then
+ignored; ``stop``, ``stop_token_ids``, ``min_tokens``, ``logprobs`` and ``echo`` are read and
+checked. The checks run where vLLM's run: on the raw body, before the fields (the request models'
+"before" validators), in pydantic's field types (``seed``, ``stream_interval``), once the prompt
+is read (``verify_args``, vLLM's SamplingParams), and last in the engine's input processor
+(``verify_bad_words``). Errors use OpenAI's envelope ``{"error": {"message", "type", "param",
+"code"}}`` with vLLM's status codes and wording.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import json
 import math
 import time
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Callable, Literal
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WrapValidator, field_validator, model_validator
@@ -28,6 +32,9 @@ class StreamOptions(BaseModel):
 
 MAX_STOP_STRINGS = 4  # vLLM's VLLM_MAX_STOP_STRINGS default: a longer list fails pydantic's max_length
 MAX_N_SEQUENCES = 16384  # vLLM's VLLM_MAX_N_SEQUENCES default: the largest `n`
+MAX_COMPLETION_PROMPTS = 1024  # vLLM's VLLM_MAX_COMPLETION_PROMPTS default: the most prompts in a list
+MAX_NUM_BAD_WORDS = 128  # vLLM's VLLM_MAX_NUM_BAD_WORDS default: the most bad-word token sequences
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # vLLM's bounds on `seed` (a pydantic Field(ge, le))
 
 # vLLM's StopParam (entrypoints/generate/base/protocol.py): one string, a list of strings, or null.
 StopParam = str | Annotated[list[str], Field(max_length=MAX_STOP_STRINGS)] | None
@@ -42,9 +49,21 @@ class _Base(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     ignore_eos: bool = False  # vLLM's extension; `vllm bench serve` sends it
-    seed: int | None = None
-    temperature: float | None = None  # checked as vLLM checks them, then not simulated
+    seed: int | None = Field(None, ge=INT64_MIN, le=INT64_MAX)
+    # Checked as vLLM checks them (``verify_args``, ``verify_bad_words``), then not simulated:
+    # the words are drawn the same way whatever their values.
+    temperature: float | None = None
     top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repetition_penalty: float | None = None
+    bad_words: list[str] = Field(default_factory=list)
+    stream_interval: Annotated[int, Field(ge=1)] | None = None  # streams still send one token a chunk
+    vllm_xargs: dict[str, str | int | float | list[str | int | float]] | None = None
+    kv_transfer_params: dict[str, Any] | None = None
+    ec_transfer_params: dict[str, Any] | None = None
     stop: StopParam = []
     stop_token_ids: list[int] | None = []
     include_stop_str_in_output: bool = False
@@ -55,6 +74,21 @@ class _Base(BaseModel):
     def stop_strings(self) -> list[str]:
         """``stop`` as vLLM's SamplingParams holds it: always a list."""
         return [] if self.stop is None else [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+    @property
+    def unique_bad_words(self) -> list[str]:
+        """``bad_words`` as vLLM's SamplingParams holds it: each word once, in first-seen order."""
+        return list(dict.fromkeys(self.bad_words))
+
+    @property
+    def extra_args(self) -> dict[str, Any]:
+        """vLLM's SamplingParams.extra_args as ``to_sampling_params`` builds it: ``vllm_xargs``,
+        with the transfer params (when not empty) under their own names."""
+        extra: dict[str, Any] = dict(self.vllm_xargs or {})
+        for name in ("kv_transfer_params", "ec_transfer_params"):
+            if value := getattr(self, name):
+                extra[name] = value
+        return extra
 
     @property
     def num_logprobs(self) -> int | None:
@@ -68,25 +102,24 @@ class _Base(BaseModel):
 
     def verify_args(self, max_tokens: int) -> None:
         """vLLM's ``SamplingParams.__post_init__`` for one prompt, whose ``max_tokens`` is the
-        length ``get_max_tokens`` gave it: ``_verify_args`` in its order, for the parameters the
-        emulator reads (the penalties, ``top_k`` and the rest are not checked), then
+        length ``get_max_tokens`` gave it: ``_verify_args`` in its order, then
         ``_verify_greedy_sampling``. vLLM builds these after the prompt is read and its length
-        checked (``to_sampling_params`` in its serving code), so they come after those errors."""
-        n, t, top_p = self.n, self.temperature, self.top_p
+        checked (``to_sampling_params`` in its serving code), so they come after those errors.
+        Left out, as no request can reach them: ``stream_interval`` below 1 and the types of
+        ``top_k`` and ``stop_token_ids`` (pydantic's field types refuse them first), negative
+        logprobs (the raw-body checks do), and ``detokenize`` (not a request field)."""
+        n = self.n
         if n < 1:  # _verify_num_sequences
             raise validation_error(f"n must be at least 1, got {n}.")
         if n > MAX_N_SEQUENCES:
             raise validation_error(f"n must be at most {MAX_N_SEQUENCES}, got {n}. To increase this limit, set "
                                    f"the VLLM_MAX_N_SEQUENCES environment variable.")
-        if t is not None:
-            if not math.isfinite(t):
-                raise validation_error(f"temperature must be a finite number, got {t}.", "temperature", t)
-            if t < 0.0:
-                raise validation_error(f"temperature must be non-negative, got {t}.", "temperature", t)
-            if t > 2.0:
-                raise validation_error(f"temperature must be in [0, 2], got {t}.", "temperature", t)
-        if top_p is not None and not 0.0 < top_p <= 1.0:
-            raise validation_error(f"top_p must be in (0, 1], got {top_p}.", "top_p", top_p)
+        if not _fits_msgpack(self.extra_args):  # _verify_extra_args
+            raise validation_error("extra_args integers must be between -2**63 and 2**64 - 1.", "extra_args")
+        for field, passes, message, named in _VALUE_CHECKS:
+            value = getattr(self, field)
+            if value is not None and not passes(value):
+                raise validation_error(message.format(value), *((field, value) if named else ()))
         if max_tokens < 1:
             raise validation_error(f"max_tokens must be at least 1, got {max_tokens}.", "max_tokens", max_tokens)
         if self.min_tokens < 0:
@@ -96,11 +129,74 @@ class _Base(BaseModel):
                                    f"got {self.min_tokens}.")
         if any(not s for s in self.stop_strings):
             raise validation_error("stop cannot contain an empty string.")
+        if any(not w for w in self.unique_bad_words):
+            raise validation_error(f"bad_words cannot contain an empty string. Got bad_words={self.unique_bad_words}")
         # Greedy sampling makes the same answer n times, so vLLM refuses n > 1 with it. Greedy
         # means a temperature of exactly 0: __post_init__ first raises one in (0, 0.01) to 0.01.
         # A missing temperature is the model's default (generation_config) or 1.0, never 0.
-        if t == 0.0 and n > 1:
+        if self.temperature == 0.0 and n > 1:
             raise validation_error(f"n must be 1 when using greedy sampling, got {n}.")
+
+
+# SamplingParams._verify_args's checks of one value each, in its order (after `n` and
+# extra_args, before max_tokens): (field, test the value passes, message, whether vLLM names the
+# field as `param` and adds its value). A field left out (None) gets vLLM's default in
+# to_sampling_params (0 for the penalties, top_k and min_p; 1 for repetition_penalty,
+# temperature and top_p), which passes, so it is not tested. A NaN fails every test, as in vLLM.
+_VALUE_CHECKS: tuple[tuple[str, Callable[[Any], bool], str, bool], ...] = (
+    ("presence_penalty", lambda v: -2.0 <= v <= 2.0, "presence_penalty must be in [-2, 2], got {}.", False),
+    ("frequency_penalty", lambda v: -2.0 <= v <= 2.0, "frequency_penalty must be in [-2, 2], got {}.", False),
+    ("repetition_penalty", math.isfinite, "repetition_penalty must be a finite number, got {}.", False),
+    ("repetition_penalty", lambda v: v > 0.0, "repetition_penalty must be greater than zero, got {}.", False),
+    ("temperature", math.isfinite, "temperature must be a finite number, got {}.", True),
+    ("temperature", lambda v: v >= 0.0, "temperature must be non-negative, got {}.", True),
+    ("temperature", lambda v: v <= 2.0, "temperature must be in [0, 2], got {}.", True),
+    ("top_p", lambda v: 0.0 < v <= 1.0, "top_p must be in (0, 1], got {}.", True),
+    ("top_k", lambda v: v >= -1, "top_k must be 0 (disable), or at least 1, got {}.", False),  # -1 also disables
+    ("min_p", lambda v: 0.0 <= v <= 1.0, "min_p must be in [0, 1], got {}.", False),
+)
+
+
+def _fits_msgpack(value: Any) -> bool:
+    """vLLM's ``SamplingParams._verify_extra_args``: every integer in ``value`` (keys, values,
+    list items, at any depth) is one the engine's MessagePack transport carries, a signed or
+    unsigned 64-bit one."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, int) and not -(2**63) <= item < 2**64:
+            return False
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
+    return True
+
+
+def verify_bad_words(bad_words: list[str], encode: Callable[[str], list[int]]) -> None:
+    """vLLM's ``SamplingParams.update_from_tokenizer``, which its engine's input processor runs
+    after ``verify`` (so after the logprobs and stop token id checks): each word is tokenized
+    as it is and with one leading space, and must give at least one token as it is; the spaced
+    form counts as another sequence only when it starts with another token and is as long.
+    More than ``MAX_NUM_BAD_WORDS`` sequences is an error. ``encode`` is the prompt tokenizer
+    (without special tokens), where vLLM uses the model's: with the built-in one a word and the
+    spaced word are the same tokens, so each word counts once. vLLM's last check, token ids
+    past the vocabulary, cannot fail with ids a tokenizer gave."""
+    sequences: list[list[int]] = []
+    for word in bad_words:
+        for prefix in ("", " "):
+            ids = encode(prefix + word.lstrip())
+            if not ids:
+                if not prefix:
+                    raise validation_error("bad_words entries must tokenize to at least one token.", "bad_words",
+                                           bad_words)
+                continue
+            if not prefix or (ids[0] != sequences[-1][0] and len(ids) == len(sequences[-1])):
+                sequences.append(ids)
+                if len(sequences) > MAX_NUM_BAD_WORDS:
+                    raise validation_error(f"Too many bad words after tokenization: {len(sequences)}. "
+                                           f"The max number is {MAX_NUM_BAD_WORDS}.", "bad_words", bad_words)
 
 
 def _raw_logprobs_checks(data: dict, top_field: str) -> None:
@@ -163,12 +259,18 @@ class CompletionRequest(_Base):
     @classmethod
     def _vllm_checks(cls, data: Any) -> Any:
         """vLLM's CompletionRequest validators that run on the raw body, before the fields are
-        read (pydantic runs "before" validators last-defined first): the prompt, then
-        ``stream_options``, then ``check_logprobs``. What they raise is a 400 of vLLM's own
+        read (pydantic runs "before" validators last-defined first): the length of a prompt
+        list, the prompt, then ``stream_options``, then ``check_logprobs``. What they raise is a 400 of vLLM's own
         (``VLLMValidationError``), not a pydantic error, so it passes through FastAPI's
         validation to the app's handler (``build_app``)."""
         if isinstance(data, dict):
             prompt = data.get("prompt")
+            # validate_prompt_list_length: a list of prompts (not one prompt of token ids, as
+            # vLLM tells them apart by the first item) may hold at most MAX_COMPLETION_PROMPTS.
+            if isinstance(prompt, list) and len(prompt) > MAX_COMPLETION_PROMPTS and not isinstance(prompt[0], int):
+                raise validation_error(f"prompt list length {len(prompt)} exceeds the maximum allowed count of "
+                                       f"{MAX_COMPLETION_PROMPTS}. To increase this limit, set the "
+                                       f"VLLM_MAX_COMPLETION_PROMPTS environment variable.", "prompt")
             if prompt is None or prompt == "":  # validate_prompt_and_prompt_embeds
                 raise missing_prompt()
             _raw_stream_options_check(data)
@@ -191,6 +293,8 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(_Base):
     messages: list[ChatMessage]
+    # vLLM's chat request takes "n": null, and SamplingParams.from_optional makes it 1.
+    n: Annotated[int, BeforeValidator(lambda v: 1 if v is None else v)] = 1
     max_tokens: int | None = None  # deprecated by OpenAI in favour of max_completion_tokens
     max_completion_tokens: int | None = None
     logprobs: bool | None = False
