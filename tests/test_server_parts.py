@@ -123,17 +123,17 @@ def test_last_word_reads_what_the_pattern_finds(text):
 
 
 @pytest.mark.parametrize("prompt", [list(range(1000, 1512)), [], ["1", 2], [1, "2"], [True, 2], [1.0, 2],
-                                    [[1, 2], [3]], "text", ["a", "b"], 5, [{}], [2**70]])
+                                    [[1, 2], [3]], "text", ["a", "b"], 5, [{}], [2**70], [-1, 5], [[3, -2]]])
 def test_completion_prompt_validates_as_the_plain_union(prompt):
     from pydantic import BaseModel, ConfigDict, ValidationError
 
-    from lab.server.protocol import CompletionRequest
+    from lab.server.protocol import CompletionRequest, TokenId
 
     # The field without the token-id fast path. (None and "" never reach the field: vLLM's
     # check before the fields refuses them, tests/test_server.py::test_errors_as_vllm_answers_them.)
     class Plain(BaseModel):
         model_config = ConfigDict(extra="allow")
-        prompt: str | list[str] | list[int] | list[list[int]] | None = None
+        prompt: str | list[str] | list[TokenId] | list[list[TokenId]] | None = None
 
     def outcome(model):
         try:

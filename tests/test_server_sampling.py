@@ -680,3 +680,18 @@ def test_seed_minus_one_is_no_seed_and_chat_n_null_is_one(emu):
     r = httpx.post(f"{emu.base}/v1/chat/completions", json={
         "model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "n": None})
     assert r.status_code == 200 and len(r.json()["choices"]) == 1, r.text
+
+
+def test_prompt_token_ids_outside_the_vocabulary_are_refused_as_vllm_refuses_them(emu):
+    """A negative id fails the prompt's type with the body (vLLM's Field(ge=0)); an id past the
+    model's vocabulary (128,256 for Llama 3.1) is the renderer's validate_token_ids error."""
+    post = lambda prompt: httpx.post(f"{emu.base}/v1/completions",
+                                     json={"model": MODEL, "prompt": prompt, "max_tokens": 2})
+    for prompt in ([-1, 5], [[3, -2]]):
+        r = post(prompt)
+        assert r.status_code == 400 and r.json()["error"]["type"] == "Bad Request", r.text
+        assert "greater_than_equal" in r.json()["error"]["message"], r.text
+    r = post([5, 128256])
+    assert r.status_code == 400, r.text
+    assert (r.json()["error"]["message"], r.json()["error"]["param"]) == ("Token id 128256 is out of vocabulary", None)
+    assert post([0, 128255]).status_code == 200

@@ -184,18 +184,23 @@ class EmulatorServer:
         rest = limit - prompt_len
         return rest if requested is None else min(requested, rest)
 
-    def verify_sampling(self, req: P._Base) -> None:
+    def verify_sampling(self, req: P._Base, prompts: list[_Prompt] = ()) -> None:
         """What vLLM's engine input processor checks, run once the prompt is read: first
         SamplingParams.verify, for what the emulator simulates: the logprobs limit (sample, then
         prompt: ``_validate_logprobs``), the stop token ids against the vocabulary
-        (``_validate_stop_token_ids``); then ``update_from_tokenizer``'s bad words (with the
-        prompt tokenizer); then ServeLab's refusal of prompt logprobs, which it does not simulate."""
+        (``_validate_stop_token_ids``); then the prompts' token ids against the vocabulary
+        (``_validate_model_input``, the renderer's ``validate_token_ids``); then
+        ``update_from_tokenizer``'s bad words (with the prompt tokenizer); then ServeLab's
+        refusal of prompt logprobs, which it does not simulate."""
         vocab_size = self.engine.model.vocab_size
         check_limits(req.num_logprobs, req.num_prompt_logprobs, vocab_size)
         outside = [t for t in req.stop_token_ids or () if t < 0 or t >= vocab_size]
         if outside:
             raise P.validation_error(f"token_id(s) {outside} in stop_token_ids contain out-of-vocab token ids. "
                                      f"Vocabulary size: {vocab_size}", parameter="stop_token_ids", value=outside)
+        for p in prompts:  # negative ids were refused with the body (the prompt's type, ge=0)
+            if p.token_ids and max(p.token_ids) >= vocab_size:
+                raise P.validation_error(f"Token id {max(p.token_ids)} is out of vocabulary")
         P.verify_bad_words(req.unique_bad_words, lambda text: self.tokenizer.encode(text, add_special_tokens=False))
         if req.num_prompt_logprobs is not None:
             raise P.prompt_logprobs_not_simulated()
@@ -446,7 +451,7 @@ async def _generate(server: EmulatorServer, request: Request, body: P._Base, *, 
         prompts = [server._prompt_of_chat(body)] if chat else server._prompts_of_completion(body)  # type: ignore[arg-type]
         for p in prompts:
             body.verify_args(p.max_tokens)
-        server.verify_sampling(body)
+        server.verify_sampling(body, prompts)
         server.admit()
     except P.APIError as exc:
         server.metrics.observe_http(exc.status, server.clock() - started)
