@@ -136,9 +136,7 @@ class EmulatorServer:
                 text = item
             else:
                 ids, text = list(item), self.tokenizer.decode(list(item))
-            # vLLM's echo with max_tokens 0 shows the prompt only, but still asks its engine for
-            # one token (CompletionRequest.to_sampling_params: echo_without_generation).
-            requested = 1 if req.echo and req.max_tokens == 0 else req.max_tokens
+            requested = 1 if req.echo_without_generation else req.max_tokens
             max_tokens = self._max_tokens(len(ids), requested, "max_tokens", counted_from_text=isinstance(item, str))
             out.append(_Prompt(text, ids, max_tokens, self.tokenizer.last_word(text)))
         return out
@@ -199,8 +197,9 @@ class EmulatorServer:
             raise P.validation_error(f"token_id(s) {outside} in stop_token_ids contain out-of-vocab token ids. "
                                      f"Vocabulary size: {vocab_size}", parameter="stop_token_ids", value=outside)
         for p in prompts:  # negative ids were refused with the body (the prompt's type, ge=0)
-            if p.token_ids and max(p.token_ids) >= vocab_size:
-                raise P.validation_error(f"Token id {max(p.token_ids)} is out of vocabulary")
+            highest = max(p.token_ids, default=-1)
+            if highest >= vocab_size:
+                raise P.validation_error(f"Token id {highest} is out of vocabulary")
         P.verify_bad_words(req.unique_bad_words, lambda text: self.tokenizer.encode(text, add_special_tokens=False))
         if req.num_prompt_logprobs is not None:
             raise P.prompt_logprobs_not_simulated()
@@ -223,7 +222,7 @@ class EmulatorServer:
                                    include_stop_str_in_output=req.include_stop_str_in_output,
                                    min_tokens=req.min_tokens)
                 if echo:
-                    plan = echoed(plan, p.text, prompt_only=req.max_tokens == 0)
+                    plan = echoed(plan, p.text, prompt_only=req.echo_without_generation)
                 plans.append(plan)
         return plans
 

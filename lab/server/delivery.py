@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 
 from lab.server import protocol as P
 from lab.server.generation import ChoicePlan
-from lab.server.logprobs import chat_shape, completion_shape, token_logprobs
+from lab.server.logprobs import chat_shape, completion_shape, text_offsets, token_logprobs
 from lab.server.runner import Handle
 
 SERVER_SEND = "servelab.server_send"  # scope key: the ASGI server's own send (app.py's _EmulatorApp)
@@ -63,7 +63,7 @@ class ResponseBuilder:
         self._logprobs = None if num_logprobs is None else [token_logprobs(plan, num_logprobs) for plan in plans]
         self._offsets: list[list[int]] = []  # each token's text_offset, for a completion's logprobs
         if self._logprobs is not None and not chat:
-            self._offsets = [completion_shape(entries)["text_offset"] for entries in self._logprobs]
+            self._offsets = [text_offsets(entries) for entries in self._logprobs]
 
     def piece(self, index: int, k: int) -> str:
         self.emitted[index] = k + 1

@@ -82,14 +82,19 @@ def token_logprobs(plan: ChoicePlan, num: int) -> list[TokenLogprob]:
     return out
 
 
-def completion_shape(entries: list[TokenLogprob], start_offset: int = 0) -> dict:
-    """vLLM's CompletionLogProbs: each token's offset in the text (the tokens' lengths added up
-    from ``start_offset``), log-probability, text and candidates by text."""
+def text_offsets(entries: list[TokenLogprob], start_offset: int = 0) -> list[int]:
+    """Each token's offset in the text: the tokens' lengths added up from ``start_offset``."""
     offsets, at = [], start_offset
     for e in entries:
         offsets.append(at)
         at += len(e.token)
-    return {"text_offset": offsets, "token_logprobs": [e.logprob for e in entries],
+    return offsets
+
+
+def completion_shape(entries: list[TokenLogprob], start_offset: int = 0) -> dict:
+    """vLLM's CompletionLogProbs: each token's offset in the text (:func:`text_offsets`),
+    log-probability, text and candidates by text."""
+    return {"text_offset": text_offsets(entries, start_offset), "token_logprobs": [e.logprob for e in entries],
             "tokens": [e.token for e in entries], "top_logprobs": [dict(e.candidates) for e in entries]}
 
 

@@ -254,6 +254,12 @@ class CompletionRequest(_Base):
         return self.logprobs
 
     @property
+    def echo_without_generation(self) -> bool:
+        """vLLM's name for ``echo`` with ``max_tokens`` 0: the prompt alone is shown, but its
+        engine is still asked for one token (CompletionRequest.to_sampling_params)."""
+        return bool(self.echo) and self.max_tokens == 0
+
+    @property
     def num_prompt_logprobs(self) -> int | None:
         # vLLM's CompletionRequest.to_sampling_params: with echo, logprobs asks for prompt logprobs too.
         return self.logprobs if self.prompt_logprobs is None and self.echo else self.prompt_logprobs
