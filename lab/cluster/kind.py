@@ -249,8 +249,7 @@ class KindBackend(ClusterBackend):
     def plan_undo(self) -> list[Step]:
         rollout = self._rollout_doc()
         namespace = (rollout.get("metadata") or {}).get("namespace", "default")
-        labels = ((rollout.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-        selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        selector = rollout_api.label_selector(rollout)
         return [
             self._get_step("Read the Rollout: its uid and spec.selector"),
             Step(f"List its ReplicaSets (annotation {rollout_api.REVISION_ANNOTATION} numbers the revisions)",
@@ -435,8 +434,8 @@ class KindBackend(ClusterBackend):
             return None
         rollout = self._get_rollout()
         apps = self._apps_api()
-        selector = ",".join(f"{k}={v}" for k, v in (rollout["spec"]["selector"].get("matchLabels") or {}).items())
-        rs_list = apps.list_namespaced_replica_set(rollout["metadata"]["namespace"], label_selector=selector)
+        rs_list = apps.list_namespaced_replica_set(rollout["metadata"]["namespace"],
+                                                   label_selector=rollout_api.label_selector(rollout))
         replicasets = [apps.api_client.sanitize_for_serialization(rs) for rs in rs_list.items]
         self._patch(rollout_api.undo_patch(rollout, replicasets), json_patch=True)
         return self.status()

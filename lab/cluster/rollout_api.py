@@ -108,6 +108,13 @@ ABORT_PATCH = {"status": {"abort": True}}
 RETRY_PATCH = {"status": {"abort": False}}
 
 
+def label_selector(rollout: dict) -> str:
+    """The Rollout's ``spec.selector.matchLabels`` as a label selector (``k=v,k=v``): what
+    finds its ReplicaSets."""
+    labels = ((rollout.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    return ",".join(f"{k}={v}" for k, v in labels.items())
+
+
 def undo_patch(rollout: dict, replicasets: list[dict]) -> list[dict]:
     """The JSON patch that restores the previous revision's template, as the plugin's undo."""
     uid = (rollout.get("metadata") or {}).get("uid")
